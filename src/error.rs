@@ -1,0 +1,153 @@
+//! One error type for the whole library. Every error carries a kind (which the C ABI maps to a
+//! status code) and a message written for the person who has to fix the input.
+
+use std::fmt;
+
+/// What went wrong, coarsely. The C ABI maps each kind to one `DynlibStatus` code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// An argument is out of range, inconsistent or refused in this situation.
+    InvalidArgument,
+    /// The model text or model definition is invalid.
+    Model,
+    /// A state, parameter, variable, snapshot, segment or stepper name is not known.
+    UnknownName,
+    /// A name that must be unique is already taken.
+    DuplicateName,
+    /// A snapshot's pins do not match this session.
+    Incompatible,
+    /// No recorded results exist (no run yet, or history was cleared).
+    NoResults,
+    /// Reading or writing a file failed.
+    Io,
+    /// A snapshot file or buffer is malformed.
+    CorruptSnapshot,
+    /// The stepper could not produce an acceptable step, a callback failed, or max_steps ran out.
+    StepFailed,
+    /// A state, time or step size became NaN or infinite.
+    NonFinite,
+    /// A bug: an invariant of the library did not hold.
+    Internal,
+}
+
+/// The library's error: a kind and a human-readable message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+}
+
+/// Shorthand used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+        }
+    }
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+    /// Prefixes the message with context, keeping the kind.
+    pub fn context(mut self, ctx: impl fmt::Display) -> Self {
+        self.message = format!("{ctx}: {}", self.message);
+        self
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidArgument, message)
+    }
+    pub fn model(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Model, message)
+    }
+    pub fn unknown(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::UnknownName, message)
+    }
+    pub fn duplicate(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::DuplicateName, message)
+    }
+    pub fn corrupt(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::CorruptSnapshot, message)
+    }
+    pub fn io(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Io, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Levenshtein distance, case-insensitive; used for did-you-mean suggestions.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.to_lowercase().chars().collect();
+    let b: Vec<char> = b.to_lowercase().chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+/// The closest candidate within edit distance 2 (first one wins ties), if any.
+pub fn did_you_mean<'a, I>(name: &str, candidates: I) -> Option<&'a str>
+where
+    I: IntoIterator<Item = &'a str>,
+{
+    let mut best: Option<(usize, &'a str)> = None;
+    for c in candidates {
+        let d = edit_distance(name, c);
+        if d <= 2 && best.is_none_or(|(bd, _)| d < bd) {
+            best = Some((d, c));
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+/// " (did you mean 'x'?)" or "".
+pub fn suggestion_suffix<'a, I>(name: &str, candidates: I) -> String
+where
+    I: IntoIterator<Item = &'a str>,
+{
+    match did_you_mean(name, candidates) {
+        Some(s) => format!(" (did you mean '{s}'?)"),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_basics() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("Ix", "I"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("sigma", "SIGMA"), 0);
+    }
+
+    #[test]
+    fn suggestion_picks_closest_within_two() {
+        assert_eq!(did_you_mean("sigam", ["rho", "sigma", "beta"]), Some("sigma"));
+        assert_eq!(did_you_mean("zzzzz", ["rho", "sigma"]), None);
+        assert_eq!(suggestion_suffix("Ix", ["I", "a"]), " (did you mean 'I'?)");
+    }
+}

@@ -1,0 +1,18 @@
+//! dynlib: a dynamical-systems simulation engine with exact resume.
+//!
+//! Models (ODEs and maps) are written in a TOML model language or supplied as host callbacks,
+//! compiled once into flat programs, and stepped by fixed-step, adaptive and multistep
+//! methods inside a [`Sim`] session that can snapshot, reset, branch and resume — with results
+//! bit-identical to one uninterrupted run.
+
+pub mod error;
+pub mod model;
+pub mod session;
+pub mod stepper;
+
+pub use error::{Error, ErrorKind, Result};
+pub use model::Model;
+pub use session::{RunOptions, SegmentRef, Sim};
+
+/// Library version (also pinned in every snapshot).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

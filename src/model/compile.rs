@@ -1,0 +1,904 @@
+//! Expression compiler: `ModelSpec` → flat programs (see `program.rs`).
+//!
+//! Names are resolved once here. Aux variables and user functions are inlined; identical
+//! sub-expressions are shared (hash-consing), so an aux used three times is computed once, and
+//! constant sub-expressions are folded with the same functions the evaluator uses.
+
+use std::collections::HashMap;
+
+use super::expr::ast::{BinaryOp, CompareOp, Expr, Span, UnaryOp};
+use super::expr::parser;
+use super::program::{call1, call2, Fn1, Fn2, Op, Program, Reg};
+use super::spec::{ModelKind, ModelSpec, Source};
+use crate::error::{suggestion_suffix, Error, Result};
+
+/// What an event action assigns to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    State(usize),
+    Param(usize),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompiledEvent {
+    pub cond: Program,
+    /// Applied in order; each line sees the assignments before it.
+    pub actions: Vec<(Target, Program)>,
+    /// One output per logged field, evaluated after the actions.
+    pub log: Program,
+}
+
+/// Every program of a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompiledModel {
+    /// Derivatives (ODE) or next values (map), one output per state.
+    pub rhs: Program,
+    /// One output per aux variable.
+    pub aux: Program,
+    pub events: Vec<CompiledEvent>,
+    pub stop: Option<Program>,
+    /// Row-major n×n, `jac[i*n + j] = ∂f_i/∂x_j`.
+    pub jacobian: Option<Program>,
+    /// Maximum lag depth per state (0 = not lagged).
+    pub lag_depth: Vec<usize>,
+}
+
+impl CompiledModel {
+    /// The largest register file any program needs.
+    pub fn max_regs(&self) -> usize {
+        let mut m = self.rhs.n_regs().max(self.aux.n_regs());
+        for e in &self.events {
+            m = m.max(e.cond.n_regs()).max(e.log.n_regs());
+            for (_, a) in &e.actions {
+                m = m.max(a.n_regs());
+            }
+        }
+        if let Some(s) = &self.stop {
+            m = m.max(s.n_regs());
+        }
+        if let Some(j) = &self.jacobian {
+            m = m.max(j.n_regs());
+        }
+        m.max(1)
+    }
+}
+
+const MAX_LAG: u32 = 1000;
+
+/// Compiles every expression of the model.
+pub fn compile(spec: &ModelSpec) -> Result<CompiledModel> {
+    let mut cx = Compiler::new(spec);
+    // Check every function body once, even if it is never called, so a typo in an unused
+    // function is still reported.
+    for f in &spec.functions {
+        let mut b = ProgramBuilder::default();
+        let scope: Vec<(String, Reg)> = f
+            .args
+            .iter()
+            .map(|a| (a.clone(), b.push(Op::Const(0.0))))
+            .collect();
+        cx.lower_source(&f.expr, &mut b, &scope)?;
+    }
+    let mut rhs = ProgramBuilder::default();
+    let mut outputs = Vec::new();
+    for eq in &spec.equations {
+        outputs.push(cx.lower_source(&eq.expr, &mut rhs, &[])?);
+    }
+    let rhs = rhs.finish(outputs);
+
+    let mut aux = ProgramBuilder::default();
+    let mut outs = Vec::new();
+    for i in 0..spec.aux.len() {
+        outs.push(cx.lower_aux(i, &mut aux)?);
+    }
+    let aux = aux.finish(outs);
+
+    let mut events = Vec::new();
+    for ev in &spec.events {
+        let mut b = ProgramBuilder::default();
+        let r = cx.lower_source(&ev.cond, &mut b, &[])?;
+        let cond = b.finish(vec![r]);
+        let mut actions = Vec::new();
+        for (target, src) in &ev.actions {
+            let t = cx.action_target(target, &src.location)?;
+            let mut b = ProgramBuilder::default();
+            let r = cx.lower_source(src, &mut b, &[])?;
+            actions.push((t, b.finish(vec![r])));
+        }
+        let mut b = ProgramBuilder::default();
+        let mut outs = Vec::new();
+        for field in &ev.log {
+            let loc = format!("[events.{}].log", ev.name);
+            outs.push(cx.lower_log_field(field, &loc, &mut b)?);
+        }
+        events.push(CompiledEvent {
+            cond,
+            actions,
+            log: b.finish(outs),
+        });
+    }
+
+    let stop = match &spec.sim.stop {
+        None => None,
+        Some(src) => {
+            let mut b = ProgramBuilder::default();
+            let r = cx.lower_source(src, &mut b, &[])?;
+            Some(b.finish(vec![r]))
+        }
+    };
+
+    let jacobian = match &spec.jacobian {
+        None => None,
+        Some(rows) => {
+            let mut b = ProgramBuilder::default();
+            let mut outs = Vec::new();
+            for row in rows {
+                for src in row {
+                    outs.push(cx.lower_source(src, &mut b, &[])?);
+                }
+            }
+            Some(b.finish(outs))
+        }
+    };
+
+    Ok(CompiledModel {
+        rhs,
+        aux,
+        events,
+        stop,
+        jacobian,
+        lag_depth: cx.lag_depth,
+    })
+}
+
+/// Hash key of an instruction (f64 constants compared by bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum OpKey {
+    Const(u64),
+    Time,
+    State(u32),
+    Param(u32),
+    Lag(u32, u32),
+    Unary(Fn1, Reg),
+    Binary(Fn2, Reg, Reg),
+    Select(Reg, Reg, Reg),
+}
+
+impl From<Op> for OpKey {
+    fn from(op: Op) -> Self {
+        match op {
+            Op::Const(c) => OpKey::Const(c.to_bits()),
+            Op::Time => OpKey::Time,
+            Op::State(s) => OpKey::State(s),
+            Op::Param(p) => OpKey::Param(p),
+            Op::Lag { state, k } => OpKey::Lag(state, k),
+            Op::Unary(f, a) => OpKey::Unary(f, a),
+            Op::Binary(f, a, b) => OpKey::Binary(f, a, b),
+            Op::Select(c, a, b) => OpKey::Select(c, a, b),
+        }
+    }
+}
+
+/// Builds one program, sharing identical instructions and folding constants.
+#[derive(Default)]
+struct ProgramBuilder {
+    ops: Vec<Op>,
+    index: HashMap<OpKey, Reg>,
+    /// Aux already computed in this program (aux are pure, so one evaluation serves all uses).
+    aux_regs: HashMap<usize, Reg>,
+}
+
+impl ProgramBuilder {
+    fn push(&mut self, op: Op) -> Reg {
+        let op = self.fold(op);
+        let key = OpKey::from(op);
+        if let Some(r) = self.index.get(&key) {
+            return *r;
+        }
+        let r = self.ops.len() as Reg;
+        self.ops.push(op);
+        self.index.insert(key, r);
+        r
+    }
+
+    fn constant(&self, r: Reg) -> Option<f64> {
+        match self.ops[r as usize] {
+            Op::Const(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn fold(&self, op: Op) -> Op {
+        match op {
+            Op::Unary(f, a) => match self.constant(a) {
+                Some(x) => Op::Const(call1(f, x)),
+                None => op,
+            },
+            Op::Binary(f, a, b) => match (self.constant(a), self.constant(b)) {
+                (Some(x), Some(y)) => Op::Const(call2(f, x, y)),
+                _ => op,
+            },
+            Op::Select(c, a, b) => match self.constant(c) {
+                Some(x) => {
+                    if x != 0.0 {
+                        self.ops[a as usize]
+                    } else {
+                        self.ops[b as usize]
+                    }
+                }
+                None => op,
+            },
+            _ => op,
+        }
+    }
+
+    fn unary(&mut self, f: Fn1, a: Reg) -> Reg {
+        self.push(Op::Unary(f, a))
+    }
+    fn binary(&mut self, f: Fn2, a: Reg, b: Reg) -> Reg {
+        self.push(Op::Binary(f, a, b))
+    }
+
+    /// Removes instructions no output depends on (left behind by folding) and renumbers.
+    fn finish(self, outputs: Vec<Reg>) -> Program {
+        let mut live = vec![false; self.ops.len()];
+        for &o in &outputs {
+            live[o as usize] = true;
+        }
+        for i in (0..self.ops.len()).rev() {
+            if !live[i] {
+                continue;
+            }
+            match self.ops[i] {
+                Op::Unary(_, a) => live[a as usize] = true,
+                Op::Binary(_, a, b) => {
+                    live[a as usize] = true;
+                    live[b as usize] = true;
+                }
+                Op::Select(c, a, b) => {
+                    live[c as usize] = true;
+                    live[a as usize] = true;
+                    live[b as usize] = true;
+                }
+                _ => {}
+            }
+        }
+        let mut remap = vec![0 as Reg; self.ops.len()];
+        let mut ops = Vec::new();
+        for (i, op) in self.ops.iter().enumerate() {
+            if !live[i] {
+                continue;
+            }
+            let m = |r: Reg| remap[r as usize];
+            let new = match *op {
+                Op::Unary(f, a) => Op::Unary(f, m(a)),
+                Op::Binary(f, a, b) => Op::Binary(f, m(a), m(b)),
+                Op::Select(c, a, b) => Op::Select(m(c), m(a), m(b)),
+                other => other,
+            };
+            remap[i] = ops.len() as Reg;
+            ops.push(new);
+        }
+        Program {
+            ops,
+            outputs: outputs.iter().map(|&o| remap[o as usize]).collect(),
+        }
+    }
+}
+
+struct Compiler<'s> {
+    spec: &'s ModelSpec,
+    parsed: HashMap<String, Expr>,
+    lag_depth: Vec<usize>,
+    /// Aux and functions being expanded, for cycle detection.
+    stack: Vec<String>,
+}
+
+/// Where an expression came from, for error messages.
+struct Ctx<'a> {
+    location: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn error(&self, span: Span, msg: impl std::fmt::Display) -> Error {
+        let pointer = if span.col > 0 {
+            let pad: String = " ".repeat(span.col - 1);
+            format!(
+                "\n    {}\n    {pad}{}",
+                self.text,
+                "^".repeat(span.len.max(1))
+            )
+        } else {
+            format!("\n    {}", self.text)
+        };
+        Error::model(format!("{}: {msg}{pointer}", self.location))
+    }
+}
+
+enum Resolved {
+    Local(Reg),
+    State(usize),
+    Param(usize),
+    Aux(usize),
+    Constant(f64),
+    Time,
+}
+
+fn math1(name: &str) -> Option<Fn1> {
+    Some(match name {
+        "abs" | "fabs" => Fn1::Abs,
+        "exp" => Fn1::Exp,
+        "expm1" => Fn1::Expm1,
+        "log" => Fn1::Ln,
+        "log10" => Fn1::Log10,
+        "log2" => Fn1::Log2,
+        "log1p" => Fn1::Log1p,
+        "sqrt" => Fn1::Sqrt,
+        "sin" => Fn1::Sin,
+        "cos" => Fn1::Cos,
+        "tan" => Fn1::Tan,
+        "asin" => Fn1::Asin,
+        "acos" => Fn1::Acos,
+        "atan" => Fn1::Atan,
+        "sinh" => Fn1::Sinh,
+        "cosh" => Fn1::Cosh,
+        "tanh" => Fn1::Tanh,
+        "asinh" => Fn1::Asinh,
+        "acosh" => Fn1::Acosh,
+        "atanh" => Fn1::Atanh,
+        "floor" => Fn1::Floor,
+        "ceil" => Fn1::Ceil,
+        "trunc" => Fn1::Trunc,
+        "round" => Fn1::Round,
+        "erf" => Fn1::Erf,
+        "erfc" => Fn1::Erfc,
+        "sign" => Fn1::Sign,
+        _ => return None,
+    })
+}
+
+fn math2(name: &str) -> Option<Fn2> {
+    Some(match name {
+        "atan2" => Fn2::Atan2,
+        "hypot" => Fn2::Hypot,
+        "copysign" => Fn2::Copysign,
+        "pow" => Fn2::Pow,
+        "fmod" => Fn2::Mod,
+        _ => return None,
+    })
+}
+
+/// Macros over plain values and their arity.
+const MACROS: [(&str, usize); 6] = [
+    ("heaviside", 1),
+    ("step", 1),
+    ("relu", 1),
+    ("clip", 3),
+    ("approx", 3),
+    ("in_interval", 3),
+];
+
+/// Macros whose first argument is a state compared with its previous committed value.
+const LAG_MACROS: [(&str, usize); 8] = [
+    ("cross_up", 2),
+    ("cross_down", 2),
+    ("cross_either", 2),
+    ("changed", 1),
+    ("enters_interval", 3),
+    ("leaves_interval", 3),
+    ("increasing", 1),
+    ("decreasing", 1),
+];
+
+const BUILTIN_FUNCTIONS: [&str; 32] = [
+    "abs", "fabs", "exp", "expm1", "log", "log10", "log2", "log1p", "sqrt", "sin", "cos", "tan",
+    "asin", "acos", "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "floor", "ceil",
+    "trunc", "round", "erf", "erfc", "sign", "atan2", "hypot", "copysign", "pow",
+];
+
+impl<'s> Compiler<'s> {
+    fn new(spec: &'s ModelSpec) -> Self {
+        Compiler {
+            spec,
+            parsed: HashMap::new(),
+            lag_depth: vec![0; spec.states.len()],
+            stack: Vec::new(),
+        }
+    }
+
+    fn parse(&mut self, src: &Source) -> Result<Expr> {
+        if let Some(e) = self.parsed.get(&src.text) {
+            return Ok(e.clone());
+        }
+        let e = parser::parse(&src.text).map_err(|e| {
+            Error::model(format!(
+                "{}: {}",
+                src.location,
+                parser::render_error(&src.text, &e)
+            ))
+        })?;
+        self.parsed.insert(src.text.clone(), e.clone());
+        Ok(e)
+    }
+
+    fn lower_source(
+        &mut self,
+        src: &Source,
+        b: &mut ProgramBuilder,
+        scope: &[(String, Reg)],
+    ) -> Result<Reg> {
+        let e = self.parse(src)?;
+        let ctx = Ctx {
+            location: &src.location,
+            text: &src.text,
+        };
+        self.lower(&e, b, scope, &ctx)
+    }
+
+    fn lower_aux(&mut self, i: usize, b: &mut ProgramBuilder) -> Result<Reg> {
+        if let Some(r) = b.aux_regs.get(&i) {
+            return Ok(*r);
+        }
+        let (name, src) = &self.spec.aux[i];
+        self.enter(name)?;
+        let r = self.lower_source(src, b, &[]);
+        self.stack.pop();
+        let r = r?;
+        b.aux_regs.insert(i, r);
+        Ok(r)
+    }
+
+    fn enter(&mut self, name: &str) -> Result<()> {
+        if let Some(pos) = self.stack.iter().position(|n| n == name) {
+            let mut cycle: Vec<&str> = self.stack[pos..].iter().map(String::as_str).collect();
+            cycle.push(name);
+            return Err(Error::model(format!(
+                "cyclic definition: {} (aux variables and functions may not refer to themselves, \
+                 directly or through others)",
+                cycle.join(" -> ")
+            )));
+        }
+        self.stack.push(name.to_string());
+        Ok(())
+    }
+
+    fn state_index(&self, name: &str) -> Option<usize> {
+        self.spec.states.iter().position(|(n, _)| n == name)
+    }
+
+    fn resolve(&self, name: &str, scope: &[(String, Reg)]) -> Option<Resolved> {
+        if let Some((_, r)) = scope.iter().rev().find(|(n, _)| n == name) {
+            return Some(Resolved::Local(*r));
+        }
+        let spec = self.spec;
+        if name == "t" {
+            return Some(Resolved::Time);
+        }
+        if let Some(i) = self.state_index(name) {
+            return Some(Resolved::State(i));
+        }
+        if let Some(i) = spec.params.iter().position(|(n, _)| n == name) {
+            return Some(Resolved::Param(i));
+        }
+        if let Some(i) = spec.aux.iter().position(|(n, _)| n == name) {
+            return Some(Resolved::Aux(i));
+        }
+        if let Some((_, v)) = spec.constants.iter().find(|(n, _)| n == name) {
+            return Some(Resolved::Constant(*v));
+        }
+        match name {
+            "pi" => Some(Resolved::Constant(std::f64::consts::PI)),
+            "e" => Some(Resolved::Constant(std::f64::consts::E)),
+            _ => None,
+        }
+    }
+
+    fn known_names<'a>(&'a self, scope: &'a [(String, Reg)]) -> Vec<&'a str> {
+        let spec = self.spec;
+        let mut v: Vec<&str> = scope.iter().map(|(n, _)| n.as_str()).collect();
+        v.extend(spec.states.iter().map(|(n, _)| n.as_str()));
+        v.extend(spec.params.iter().map(|(n, _)| n.as_str()));
+        v.extend(spec.aux.iter().map(|(n, _)| n.as_str()));
+        v.extend(spec.constants.iter().map(|(n, _)| n.as_str()));
+        v.extend(["t", "pi", "e"]);
+        v
+    }
+
+    fn lower(
+        &mut self,
+        e: &Expr,
+        b: &mut ProgramBuilder,
+        scope: &[(String, Reg)],
+        ctx: &Ctx<'_>,
+    ) -> Result<Reg> {
+        Ok(match e {
+            Expr::Number(x) => b.push(Op::Const(*x)),
+            Expr::Bool(v) => b.push(Op::Const(if *v { 1.0 } else { 0.0 })),
+            Expr::Name { name, span } => match self.resolve(name, scope) {
+                Some(Resolved::Local(r)) => r,
+                Some(Resolved::Time) => b.push(Op::Time),
+                Some(Resolved::State(i)) => b.push(Op::State(i as u32)),
+                Some(Resolved::Param(i)) => b.push(Op::Param(i as u32)),
+                Some(Resolved::Constant(v)) => b.push(Op::Const(v)),
+                Some(Resolved::Aux(i)) => self.lower_aux(i, b)?,
+                None => {
+                    let hint = if self.spec.functions.iter().any(|f| &f.name == name)
+                        || math1(name).is_some()
+                    {
+                        " (it is a function: call it with parentheses)".to_string()
+                    } else {
+                        suggestion_suffix(name, self.known_names(scope))
+                    };
+                    return Err(ctx.error(
+                        *span,
+                        format!("unknown identifier '{name}' at column {}{hint}", span.col),
+                    ));
+                }
+            },
+            Expr::Unary { op, operand } => {
+                let a = self.lower(operand, b, scope, ctx)?;
+                match op {
+                    UnaryOp::Plus => a,
+                    UnaryOp::Neg => b.unary(Fn1::Neg, a),
+                    UnaryOp::Not => b.unary(Fn1::Not, a),
+                }
+            }
+            Expr::Binary { op, lhs, rhs } => {
+                let a = self.lower(lhs, b, scope, ctx)?;
+                if *op == BinaryOp::Pow {
+                    if let Expr::Number(n) = rhs.as_ref() {
+                        // Small integer powers as products: much faster than powf.
+                        if *n == 2.0 {
+                            return Ok(b.binary(Fn2::Mul, a, a));
+                        }
+                        if *n == 3.0 {
+                            let sq = b.binary(Fn2::Mul, a, a);
+                            return Ok(b.binary(Fn2::Mul, sq, a));
+                        }
+                        if *n == 4.0 {
+                            let sq = b.binary(Fn2::Mul, a, a);
+                            return Ok(b.binary(Fn2::Mul, sq, sq));
+                        }
+                    }
+                }
+                let c = self.lower(rhs, b, scope, ctx)?;
+                let f = match op {
+                    BinaryOp::Add => Fn2::Add,
+                    BinaryOp::Sub => Fn2::Sub,
+                    BinaryOp::Mul => Fn2::Mul,
+                    BinaryOp::Div => Fn2::Div,
+                    BinaryOp::FloorDiv => Fn2::FloorDiv,
+                    BinaryOp::Mod => Fn2::Mod,
+                    BinaryOp::Pow => Fn2::Pow,
+                    BinaryOp::And => Fn2::And,
+                    BinaryOp::Or => Fn2::Or,
+                };
+                b.binary(f, a, c)
+            }
+            Expr::Compare { ops, operands } => {
+                let regs = operands
+                    .iter()
+                    .map(|o| self.lower(o, b, scope, ctx))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut acc: Option<Reg> = None;
+                for (i, op) in ops.iter().enumerate() {
+                    let f = match op {
+                        CompareOp::Lt => Fn2::Lt,
+                        CompareOp::Le => Fn2::Le,
+                        CompareOp::Gt => Fn2::Gt,
+                        CompareOp::Ge => Fn2::Ge,
+                        CompareOp::Eq => Fn2::Eq,
+                        CompareOp::Ne => Fn2::Ne,
+                    };
+                    let c = b.binary(f, regs[i], regs[i + 1]);
+                    acc = Some(match acc {
+                        None => c,
+                        Some(p) => b.binary(Fn2::And, p, c),
+                    });
+                }
+                acc.ok_or_else(|| Error::internal("empty comparison chain"))?
+            }
+            Expr::IfElse {
+                cond,
+                then,
+                otherwise,
+            } => {
+                let c = self.lower(cond, b, scope, ctx)?;
+                let t = self.lower(then, b, scope, ctx)?;
+                let o = self.lower(otherwise, b, scope, ctx)?;
+                b.push(Op::Select(c, t, o))
+            }
+            Expr::Call { name, args, span } => self.lower_call(name, args, *span, b, scope, ctx)?,
+        })
+    }
+
+    fn lower_call(
+        &mut self,
+        name: &str,
+        args: &[Expr],
+        span: Span,
+        b: &mut ProgramBuilder,
+        scope: &[(String, Reg)],
+        ctx: &Ctx<'_>,
+    ) -> Result<Reg> {
+        let arity = |want: usize| -> Result<()> {
+            if args.len() == want {
+                Ok(())
+            } else {
+                Err(ctx.error(
+                    span,
+                    format!(
+                        "{name}() takes {want} argument{}, but {} {} given",
+                        if want == 1 { "" } else { "s" },
+                        args.len(),
+                        if args.len() == 1 { "was" } else { "were" }
+                    ),
+                ))
+            }
+        };
+        // Lagged state value: lag_x() or lag_x(k) with an integer literal k.
+        if let Some(state) = name.strip_prefix("lag_") {
+            let Some(si) = self.state_index(state) else {
+                return Err(ctx.error(
+                    span,
+                    format!(
+                        "'{name}': only states can be lagged, and '{state}' is not a state{}",
+                        suggestion_suffix(
+                            state,
+                            self.spec.states.iter().map(|(n, _)| n.as_str())
+                        )
+                    ),
+                ));
+            };
+            let k = match args {
+                [] => 1,
+                [Expr::Number(k)] if k.fract() == 0.0 && *k >= 1.0 && *k <= MAX_LAG as f64 => {
+                    *k as u32
+                }
+                _ => {
+                    return Err(ctx.error(
+                        span,
+                        format!(
+                            "{name}() takes no argument or one integer literal between 1 and \
+                             {MAX_LAG} (how many committed steps back)"
+                        ),
+                    ))
+                }
+            };
+            return Ok(self.lag(b, si, k));
+        }
+        if let Some((_, want)) = LAG_MACROS.iter().find(|(n, _)| *n == name) {
+            arity(*want)?;
+            let si = match &args[0] {
+                Expr::Name { name: s, .. } if self.state_index(s).is_some() => {
+                    self.state_index(s).unwrap_or_default()
+                }
+                _ => {
+                    return Err(ctx.error(
+                        span,
+                        format!("{name}(): the first argument must be a state name"),
+                    ))
+                }
+            };
+            let cur = b.push(Op::State(si as u32));
+            let prev = self.lag(b, si, 1);
+            let rest = args[1..]
+                .iter()
+                .map(|a| self.lower(a, b, scope, ctx))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(lag_macro(b, name, cur, prev, &rest));
+        }
+        if let Some((_, want)) = MACROS.iter().find(|(n, _)| *n == name) {
+            arity(*want)?;
+            let a = args
+                .iter()
+                .map(|x| self.lower(x, b, scope, ctx))
+                .collect::<Result<Vec<_>>>()?;
+            let zero = b.push(Op::Const(0.0));
+            return Ok(match name {
+                "heaviside" | "step" => b.binary(Fn2::Ge, a[0], zero),
+                "relu" => b.binary(Fn2::Max, a[0], zero),
+                "clip" => {
+                    let lo = b.binary(Fn2::Max, a[0], a[1]);
+                    b.binary(Fn2::Min, lo, a[2])
+                }
+                "approx" => {
+                    let d = b.binary(Fn2::Sub, a[0], a[1]);
+                    let d = b.unary(Fn1::Abs, d);
+                    b.binary(Fn2::Le, d, a[2])
+                }
+                _ => {
+                    // in_interval(v, lo, hi)
+                    let lo = b.binary(Fn2::Le, a[1], a[0]);
+                    let hi = b.binary(Fn2::Le, a[0], a[2]);
+                    b.binary(Fn2::And, lo, hi)
+                }
+            });
+        }
+        if name == "min" || name == "max" {
+            if args.len() < 2 {
+                return Err(ctx.error(
+                    span,
+                    format!("{name}() takes at least 2 arguments, but {} given", args.len()),
+                ));
+            }
+            let f = if name == "min" { Fn2::Min } else { Fn2::Max };
+            let mut acc = self.lower(&args[0], b, scope, ctx)?;
+            for a in &args[1..] {
+                let r = self.lower(a, b, scope, ctx)?;
+                acc = b.binary(f, acc, r);
+            }
+            return Ok(acc);
+        }
+        if name == "log" && args.len() == 2 {
+            let x = self.lower(&args[0], b, scope, ctx)?;
+            let base = self.lower(&args[1], b, scope, ctx)?;
+            let lx = b.unary(Fn1::Ln, x);
+            let lb = b.unary(Fn1::Ln, base);
+            return Ok(b.binary(Fn2::Div, lx, lb));
+        }
+        if let Some(f) = math1(name) {
+            arity(1)?;
+            let a = self.lower(&args[0], b, scope, ctx)?;
+            return Ok(b.unary(f, a));
+        }
+        if let Some(f) = math2(name) {
+            arity(2)?;
+            let a = self.lower(&args[0], b, scope, ctx)?;
+            let c = self.lower(&args[1], b, scope, ctx)?;
+            return Ok(b.binary(f, a, c));
+        }
+        let spec = self.spec;
+        if let Some(f) = spec.functions.iter().find(|f| f.name == name) {
+            arity(f.args.len())?;
+            let regs = args
+                .iter()
+                .map(|a| self.lower(a, b, scope, ctx))
+                .collect::<Result<Vec<_>>>()?;
+            let inner: Vec<(String, Reg)> = f.args.iter().cloned().zip(regs).collect();
+            self.enter(&f.name)?;
+            let r = self.lower_source(&f.expr, b, &inner);
+            self.stack.pop();
+            return r;
+        }
+        let mut candidates: Vec<&str> = BUILTIN_FUNCTIONS.to_vec();
+        candidates.extend(["min", "max"]);
+        candidates.extend(MACROS.iter().map(|(n, _)| *n));
+        candidates.extend(LAG_MACROS.iter().map(|(n, _)| *n));
+        candidates.extend(spec.functions.iter().map(|f| f.name.as_str()));
+        Err(ctx.error(
+            span,
+            format!(
+                "unknown function '{name}' at column {}{}",
+                span.col,
+                suggestion_suffix(name, candidates)
+            ),
+        ))
+    }
+
+    fn lag(&mut self, b: &mut ProgramBuilder, state: usize, k: u32) -> Reg {
+        let d = &mut self.lag_depth[state];
+        *d = (*d).max(k as usize);
+        b.push(Op::Lag {
+            state: state as u32,
+            k,
+        })
+    }
+
+    fn action_target(&self, target: &str, location: &str) -> Result<Target> {
+        if let Some(i) = self.state_index(target) {
+            return Ok(Target::State(i));
+        }
+        if let Some(i) = self.spec.params.iter().position(|(n, _)| n == target) {
+            return Ok(Target::Param(i));
+        }
+        let candidates = self
+            .spec
+            .states
+            .iter()
+            .chain(&self.spec.params)
+            .map(|(n, _)| n.as_str());
+        Err(Error::model(format!(
+            "{location}: an event action may assign only states and params, and '{target}' is \
+             neither{}",
+            suggestion_suffix(target, candidates)
+        )))
+    }
+
+    fn lower_log_field(&mut self, field: &str, location: &str, b: &mut ProgramBuilder) -> Result<Reg> {
+        let spec = self.spec;
+        let bad = |why: &str| Error::model(format!("{location}: log field '{field}' {why}"));
+        if field == "t" {
+            return Ok(b.push(Op::Time));
+        }
+        let (prefix, name) = match field.split_once(':') {
+            Some((p, n)) => (Some(p), n),
+            None => (None, field),
+        };
+        let state = || self.state_index(name);
+        let param = || spec.params.iter().position(|(n, _)| n == name);
+        let aux = || spec.aux.iter().position(|(n, _)| n == name);
+        match prefix {
+            Some("state") => state()
+                .map(|i| b.push(Op::State(i as u32)))
+                .ok_or_else(|| bad("is not a state")),
+            Some("param") => param()
+                .map(|i| b.push(Op::Param(i as u32)))
+                .ok_or_else(|| bad("is not a parameter")),
+            Some("aux") => match aux() {
+                Some(i) => self.lower_aux(i, b),
+                None => Err(bad("is not an aux variable")),
+            },
+            Some(p) => Err(bad(&format!(
+                "has unknown prefix '{p}:' (use state:, param: or aux:)"
+            ))),
+            None => {
+                if let Some(i) = state() {
+                    Ok(b.push(Op::State(i as u32)))
+                } else if let Some(i) = param() {
+                    Ok(b.push(Op::Param(i as u32)))
+                } else if let Some(i) = aux() {
+                    self.lower_aux(i, b)
+                } else {
+                    let names = self.known_names(&[]);
+                    Err(bad(&format!(
+                        "is not t, a state, a parameter or an aux variable{}",
+                        suggestion_suffix(name, names)
+                    )))
+                }
+            }
+        }
+    }
+}
+
+fn lag_macro(b: &mut ProgramBuilder, name: &str, cur: Reg, prev: Reg, a: &[Reg]) -> Reg {
+    let up = |b: &mut ProgramBuilder, th: Reg| {
+        let x = b.binary(Fn2::Le, prev, th);
+        let y = b.binary(Fn2::Gt, cur, th);
+        b.binary(Fn2::And, x, y)
+    };
+    let down = |b: &mut ProgramBuilder, th: Reg| {
+        let x = b.binary(Fn2::Ge, prev, th);
+        let y = b.binary(Fn2::Lt, cur, th);
+        b.binary(Fn2::And, x, y)
+    };
+    let inside = |b: &mut ProgramBuilder, v: Reg, lo: Reg, hi: Reg| {
+        let x = b.binary(Fn2::Le, lo, v);
+        let y = b.binary(Fn2::Le, v, hi);
+        b.binary(Fn2::And, x, y)
+    };
+    match name {
+        "cross_up" => up(b, a[0]),
+        "cross_down" => down(b, a[0]),
+        "cross_either" => {
+            let u = up(b, a[0]);
+            let d = down(b, a[0]);
+            b.binary(Fn2::Or, u, d)
+        }
+        "changed" => b.binary(Fn2::Ne, cur, prev),
+        "increasing" => b.binary(Fn2::Gt, cur, prev),
+        "decreasing" => b.binary(Fn2::Lt, cur, prev),
+        "enters_interval" => {
+            let was = inside(b, prev, a[0], a[1]);
+            let was_out = b.unary(Fn1::Not, was);
+            let is = inside(b, cur, a[0], a[1]);
+            b.binary(Fn2::And, was_out, is)
+        }
+        _ => {
+            // leaves_interval
+            let was = inside(b, prev, a[0], a[1]);
+            let is = inside(b, cur, a[0], a[1]);
+            let is_out = b.unary(Fn1::Not, is);
+            b.binary(Fn2::And, was, is_out)
+        }
+    }
+}
+
+/// Kind-specific checks the compiler cannot see from expressions alone.
+pub fn check_kind(spec: &ModelSpec) -> Result<()> {
+    if spec.kind == ModelKind::Map && spec.jacobian.is_some() {
+        // Allowed: the Jacobian of the map update (used by analysis and implicit code).
+    }
+    Ok(())
+}

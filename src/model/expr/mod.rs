@@ -1,0 +1,4 @@
+//! Expression syntax: the abstract syntax tree and its parser.
+
+pub mod ast;
+pub mod parser;

@@ -1,0 +1,580 @@
+//! Lexer and recursive-descent parser for model-language expressions (a subset of Python's
+//! expression grammar; `^` means power).
+
+use super::ast::*;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Num(f64),
+    Ident(String),
+    Op(&'static str),
+    LParen,
+    RParen,
+    Comma,
+    End,
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    tok: Tok,
+    span: Span,
+}
+
+const OPS: [&str; 17] = [
+    "**", "//", "<=", ">=", "==", "!=", "+", "-", "*", "/", "%", "^", "<", ">", "=", ".", ":",
+];
+
+fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let err = |col: usize, len: usize, message: String| ParseError {
+        message,
+        span: Span { col, len },
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        let col = i + 1;
+        if c.is_whitespace() {
+            i += 1;
+            continue;
+        }
+        if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.' || chars[i] == '_') {
+                i += 1;
+            }
+            if i < chars.len() && (chars[i] == 'e' || chars[i] == 'E') {
+                let mut j = i + 1;
+                if j < chars.len() && (chars[j] == '+' || chars[j] == '-') {
+                    j += 1;
+                }
+                if j < chars.len() && chars[j].is_ascii_digit() {
+                    i = j;
+                    while i < chars.len() && chars[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                }
+            }
+            let s: String = chars[start..i].iter().filter(|c| **c != '_').collect();
+            let v: f64 = s.parse().map_err(|_| {
+                err(col, i - start, format!("invalid number '{s}' at column {col}"))
+            })?;
+            out.push(Token {
+                tok: Tok::Num(v),
+                span: Span { col, len: i - start },
+            });
+            continue;
+        }
+        if c.is_alphabetic() || c == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+            out.push(Token {
+                tok: Tok::Ident(chars[start..i].iter().collect()),
+                span: Span { col, len: i - start },
+            });
+            continue;
+        }
+        match c {
+            '(' => out.push(Token { tok: Tok::LParen, span: Span { col, len: 1 } }),
+            ')' => out.push(Token { tok: Tok::RParen, span: Span { col, len: 1 } }),
+            ',' => out.push(Token { tok: Tok::Comma, span: Span { col, len: 1 } }),
+            ';' => {
+                return Err(err(
+                    col,
+                    1,
+                    format!("';' at column {col} separates statements; an expression cannot contain it"),
+                ))
+            }
+            '"' | '\'' => {
+                return Err(err(col, 1, format!("string literals are not allowed (column {col})")))
+            }
+            '[' | ']' | '{' | '}' => {
+                return Err(err(
+                    col,
+                    1,
+                    format!("'{c}' at column {col}: lists, subscripts and sets are not supported"),
+                ))
+            }
+            '&' | '|' | '~' => {
+                return Err(err(
+                    col,
+                    1,
+                    format!("bitwise operator '{c}' at column {col} is not supported; use and/or/not"),
+                ))
+            }
+            _ => {
+                let rest: String = chars[i..chars.len().min(i + 2)].iter().collect();
+                let Some(op) = OPS.iter().find(|o| rest.starts_with(**o)) else {
+                    return Err(err(col, 1, format!("unexpected character '{c}' at column {col}")));
+                };
+                if rest.starts_with("<<") || rest.starts_with(">>") {
+                    return Err(err(col, 2, format!("shift operator at column {col} is not supported")));
+                }
+                out.push(Token {
+                    tok: Tok::Op(op),
+                    span: Span { col, len: op.len() },
+                });
+                i += op.len();
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out.push(Token {
+        tok: Tok::End,
+        span: Span { col: chars.len() + 1, len: 1 },
+    });
+    Ok(out)
+}
+
+fn describe(t: &Token) -> String {
+    match &t.tok {
+        Tok::Num(_) => "number".to_string(),
+        Tok::Ident(s) => format!("'{s}'"),
+        Tok::Op(o) => format!("'{o}'"),
+        Tok::LParen => "'('".into(),
+        Tok::RParen => "')'".into(),
+        Tok::Comma => "','".into(),
+        Tok::End => "end of expression".into(),
+    }
+}
+
+const KEYWORDS: [&str; 10] = ["if", "else", "and", "or", "not", "True", "False", "lambda", "is", "in"];
+
+struct Parser {
+    toks: Vec<Token>,
+    pos: usize,
+}
+
+type PResult = Result<Expr, ParseError>;
+
+impl Parser {
+    fn peek(&self) -> &Token {
+        &self.toks[self.pos]
+    }
+    fn bump(&mut self) -> Token {
+        let t = self.toks[self.pos].clone();
+        if self.pos + 1 < self.toks.len() {
+            self.pos += 1;
+        }
+        t
+    }
+    fn is_kw(&self, kw: &str) -> bool {
+        matches!(&self.peek().tok, Tok::Ident(s) if s == kw)
+    }
+    fn is_op(&self, op: &str) -> bool {
+        matches!(&self.peek().tok, Tok::Op(o) if *o == op)
+    }
+    fn unexpected(&self) -> ParseError {
+        let t = self.peek();
+        let message = match &t.tok {
+            Tok::Op("=") => format!("'=' at column {} is not a comparison; use '==' to compare", t.span.col),
+            Tok::Ident(k) if k == "lambda" || k == "is" || k == "in" => {
+                format!("'{k}' at column {} is not supported in model expressions", t.span.col)
+            }
+            Tok::Op(":") => format!("':' at column {} is not supported (no ':=' or slices)", t.span.col),
+            Tok::End => "unexpected end of expression".to_string(),
+            _ => format!("unexpected {} at column {}", describe(t), t.span.col),
+        };
+        ParseError { message, span: t.span }
+    }
+
+    fn expr(&mut self) -> PResult {
+        let then = self.or()?;
+        if self.is_kw("if") {
+            self.bump();
+            let cond = self.or()?;
+            if !self.is_kw("else") {
+                let t = self.peek();
+                return Err(ParseError {
+                    message: format!("expected 'else' at column {} to complete 'x if cond else y'", t.span.col),
+                    span: t.span,
+                });
+            }
+            self.bump();
+            let otherwise = self.expr()?;
+            return Ok(Expr::IfElse {
+                cond: Box::new(cond),
+                then: Box::new(then),
+                otherwise: Box::new(otherwise),
+            });
+        }
+        Ok(then)
+    }
+
+    fn or(&mut self) -> PResult {
+        let mut lhs = self.and()?;
+        while self.is_kw("or") {
+            self.bump();
+            let rhs = self.and()?;
+            lhs = Expr::Binary { op: BinaryOp::Or, lhs: Box::new(lhs), rhs: Box::new(rhs) };
+        }
+        Ok(lhs)
+    }
+
+    fn and(&mut self) -> PResult {
+        let mut lhs = self.not()?;
+        while self.is_kw("and") {
+            self.bump();
+            let rhs = self.not()?;
+            lhs = Expr::Binary { op: BinaryOp::And, lhs: Box::new(lhs), rhs: Box::new(rhs) };
+        }
+        Ok(lhs)
+    }
+
+    fn not(&mut self) -> PResult {
+        if self.is_kw("not") {
+            self.bump();
+            let operand = self.not()?;
+            return Ok(Expr::Unary { op: UnaryOp::Not, operand: Box::new(operand) });
+        }
+        self.comparison()
+    }
+
+    fn comparison(&mut self) -> PResult {
+        let first = self.additive()?;
+        let mut ops = Vec::new();
+        let mut operands = vec![first];
+        loop {
+            let op = match &self.peek().tok {
+                Tok::Op("<") => CompareOp::Lt,
+                Tok::Op("<=") => CompareOp::Le,
+                Tok::Op(">") => CompareOp::Gt,
+                Tok::Op(">=") => CompareOp::Ge,
+                Tok::Op("==") => CompareOp::Eq,
+                Tok::Op("!=") => CompareOp::Ne,
+                _ => break,
+            };
+            self.bump();
+            ops.push(op);
+            operands.push(self.additive()?);
+        }
+        if ops.is_empty() {
+            return Ok(operands.pop().unwrap_or(Expr::Number(0.0)));
+        }
+        Ok(Expr::Compare { ops, operands })
+    }
+
+    fn additive(&mut self) -> PResult {
+        let mut lhs = self.multiplicative()?;
+        loop {
+            let op = if self.is_op("+") {
+                BinaryOp::Add
+            } else if self.is_op("-") {
+                BinaryOp::Sub
+            } else {
+                break;
+            };
+            self.bump();
+            let rhs = self.multiplicative()?;
+            lhs = Expr::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) };
+        }
+        Ok(lhs)
+    }
+
+    fn multiplicative(&mut self) -> PResult {
+        let mut lhs = self.unary()?;
+        loop {
+            let op = match &self.peek().tok {
+                Tok::Op("*") => BinaryOp::Mul,
+                Tok::Op("/") => BinaryOp::Div,
+                Tok::Op("//") => BinaryOp::FloorDiv,
+                Tok::Op("%") => BinaryOp::Mod,
+                _ => break,
+            };
+            self.bump();
+            let rhs = self.unary()?;
+            lhs = Expr::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) };
+        }
+        Ok(lhs)
+    }
+
+    fn unary(&mut self) -> PResult {
+        if self.is_op("-") || self.is_op("+") {
+            let neg = self.is_op("-");
+            self.bump();
+            let operand = self.unary()?;
+            return Ok(Expr::Unary {
+                op: if neg { UnaryOp::Neg } else { UnaryOp::Plus },
+                operand: Box::new(operand),
+            });
+        }
+        self.power()
+    }
+
+    fn power(&mut self) -> PResult {
+        let base = self.call()?;
+        if self.is_op("**") || self.is_op("^") {
+            self.bump();
+            // The exponent binds right and may carry its own unary sign: 2^-1, a^b^c.
+            let exp = self.unary()?;
+            return Ok(Expr::Binary { op: BinaryOp::Pow, lhs: Box::new(base), rhs: Box::new(exp) });
+        }
+        Ok(base)
+    }
+
+    fn call(&mut self) -> PResult {
+        let t = self.bump();
+        match t.tok {
+            Tok::Num(v) => Ok(Expr::Number(v)),
+            Tok::LParen => {
+                let e = self.expr()?;
+                if !matches!(self.peek().tok, Tok::RParen) {
+                    if matches!(self.peek().tok, Tok::End) {
+                        return Err(ParseError {
+                            message: format!("'(' at column {} is never closed", t.span.col),
+                            span: t.span,
+                        });
+                    }
+                    return Err(self.unexpected());
+                }
+                self.bump();
+                Ok(e)
+            }
+            Tok::Ident(name) => {
+                match name.as_str() {
+                    "True" | "true" => return Ok(Expr::Bool(true)),
+                    "False" | "false" => return Ok(Expr::Bool(false)),
+                    _ => {}
+                }
+                if KEYWORDS.contains(&name.as_str()) {
+                    self.pos -= 1;
+                    return Err(self.unexpected());
+                }
+                let mut name = name;
+                let mut span = t.span;
+                if self.is_op(".") {
+                    let dot = self.bump();
+                    let next = self.bump();
+                    match (&name[..], next.tok) {
+                        ("math", Tok::Ident(f)) => {
+                            span.len = next.span.col + next.span.len - span.col;
+                            name = f;
+                        }
+                        _ => {
+                            return Err(ParseError {
+                                message: format!(
+                                    "'.' at column {}: only 'math.NAME' is accepted",
+                                    dot.span.col
+                                ),
+                                span: dot.span,
+                            })
+                        }
+                    }
+                }
+                if !matches!(self.peek().tok, Tok::LParen) {
+                    return Ok(Expr::Name { name, span });
+                }
+                let open = self.bump();
+                let mut args = Vec::new();
+                loop {
+                    if matches!(self.peek().tok, Tok::RParen) {
+                        self.bump();
+                        break;
+                    }
+                    if matches!(self.peek().tok, Tok::End) {
+                        return Err(ParseError {
+                            message: format!("'(' at column {} is never closed", open.span.col),
+                            span: open.span,
+                        });
+                    }
+                    let arg = self.expr()?;
+                    if self.is_op("=") {
+                        let t = self.peek().clone();
+                        return Err(ParseError {
+                            message: format!(
+                                "keyword arguments are not supported (column {})",
+                                t.span.col
+                            ),
+                            span: t.span,
+                        });
+                    }
+                    args.push(arg);
+                    match self.peek().tok {
+                        Tok::Comma => {
+                            self.bump();
+                        }
+                        Tok::RParen => {}
+                        Tok::End => {
+                            return Err(ParseError {
+                                message: format!("'(' at column {} is never closed", open.span.col),
+                                span: open.span,
+                            })
+                        }
+                        _ => return Err(self.unexpected()),
+                    }
+                }
+                Ok(Expr::Call { name, args, span })
+            }
+            _ => {
+                self.pos = self.pos.saturating_sub(if matches!(t.tok, Tok::End) { 0 } else { 1 });
+                Err(self.unexpected())
+            }
+        }
+    }
+}
+
+/// Parses one expression.
+pub fn parse(text: &str) -> Result<Expr, ParseError> {
+    if text.trim().is_empty() {
+        return Err(ParseError {
+            message: "empty expression".into(),
+            span: Span { col: 1, len: 1 },
+        });
+    }
+    let toks = lex(text)?;
+    let mut p = Parser { toks, pos: 0 };
+    let e = p.expr()?;
+    if !matches!(p.peek().tok, Tok::End) {
+        let t = p.peek().clone();
+        let message = match &t.tok {
+            Tok::Op("=") => format!("'=' at column {} is not a comparison; use '==' to compare", t.span.col),
+            Tok::RParen => format!("unmatched ')' at column {}", t.span.col),
+            _ => format!("unexpected {} after the end of the expression (column {})", describe(&t), t.span.col),
+        };
+        return Err(ParseError { message, span: t.span });
+    }
+    Ok(e)
+}
+
+/// The error message, the expression and a caret line under the offending span.
+pub fn render_error(text: &str, err: &ParseError) -> String {
+    let pad = " ".repeat(err.span.col.saturating_sub(1));
+    format!("{}\n    {}\n    {}{}", err.message, text, pad, "^".repeat(err.span.len.max(1)))
+}
+
+/// Splits `target = expr` at the first `=` that is not part of `==`, `<=`, `>=` or `!=`.
+pub fn split_assignment(line: &str) -> Option<(&str, &str)> {
+    let b = line.as_bytes();
+    for i in 0..b.len() {
+        if b[i] != b'=' {
+            continue;
+        }
+        let prev = if i > 0 { b[i - 1] } else { b' ' };
+        let next = b.get(i + 1).copied().unwrap_or(b' ');
+        if next == b'=' || matches!(prev, b'=' | b'<' | b'>' | b'!') {
+            continue;
+        }
+        return Some((line[..i].trim(), &line[i + 1..]));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Expr {
+        parse(s).unwrap_or_else(|e| panic!("{s}: {}", e.message))
+    }
+    fn num(x: f64) -> Box<Expr> {
+        Box::new(Expr::Number(x))
+    }
+
+    #[test]
+    fn power_binds_tighter_than_unary_minus_and_is_right_associative() {
+        let e = p("-2^2");
+        assert_eq!(
+            e,
+            Expr::Unary {
+                op: UnaryOp::Neg,
+                operand: Box::new(Expr::Binary { op: BinaryOp::Pow, lhs: num(2.0), rhs: num(2.0) })
+            }
+        );
+        let e = p("2^3^2");
+        assert_eq!(
+            e,
+            Expr::Binary {
+                op: BinaryOp::Pow,
+                lhs: num(2.0),
+                rhs: Box::new(Expr::Binary { op: BinaryOp::Pow, lhs: num(3.0), rhs: num(2.0) })
+            }
+        );
+        assert!(matches!(p("2**-1"), Expr::Binary { op: BinaryOp::Pow, .. }));
+    }
+
+    #[test]
+    fn precedence_of_arithmetic_logic_and_conditionals() {
+        assert!(matches!(p("a + b * c"), Expr::Binary { op: BinaryOp::Add, .. }));
+        assert!(matches!(p("not a < b"), Expr::Unary { op: UnaryOp::Not, .. }));
+        assert!(matches!(p("a or b and c"), Expr::Binary { op: BinaryOp::Or, .. }));
+        match p("x if c else y if d else z") {
+            Expr::IfElse { otherwise, .. } => assert!(matches!(*otherwise, Expr::IfElse { .. })),
+            other => panic!("{other:?}"),
+        }
+        match p("0 < x <= 1") {
+            Expr::Compare { ops, operands } => {
+                assert_eq!(ops, vec![CompareOp::Lt, CompareOp::Le]);
+                assert_eq!(operands.len(), 3);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn numbers_names_calls_and_spans() {
+        assert_eq!(p("1.5e-3"), Expr::Number(1.5e-3));
+        assert_eq!(p(".5"), Expr::Number(0.5));
+        match p("x + math.sin(y)") {
+            Expr::Binary { rhs, .. } => match *rhs {
+                Expr::Call { name, span, args } => {
+                    assert_eq!(name, "sin");
+                    assert_eq!(span.col, 5);
+                    assert_eq!(args.len(), 1);
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        match p("  sigam") {
+            Expr::Name { span, .. } => assert_eq!(span, Span { col: 3, len: 5 }),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p("True"), Expr::Bool(true));
+    }
+
+    #[test]
+    fn rejections_name_the_problem_and_column() {
+        let cases = [
+            ("", "empty expression", 1),
+            ("x + (y))", "unmatched ')' at column 8", 8),
+            ("x = 1", "use '=='", 3),
+            ("(x + 1", "'(' at column 1 is never closed", 1),
+            ("x; y", "';'", 2),
+            ("'a'", "string literals", 1),
+            ("a[0]", "lists, subscripts", 2),
+            ("a & b", "bitwise", 3),
+            ("lambda x: x", "not supported", 1),
+            ("x in y", "'in' at column 3", 3),
+            ("f(x=1)", "keyword arguments", 4),
+            ("x $ y", "unexpected character '$'", 3),
+            ("x +", "unexpected end", 4),
+            ("x y", "unexpected 'y' after the end", 3),
+            ("os.path", "only 'math.NAME'", 3),
+        ];
+        for (text, msg, col) in cases {
+            let e = parse(text).expect_err(text);
+            assert!(e.message.contains(msg), "{text}: {}", e.message);
+            assert_eq!(e.span.col, col, "{text}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn render_error_points_at_the_span() {
+        let e = parse("x + (y))").unwrap_err();
+        let r = render_error("x + (y))", &e);
+        let lines: Vec<&str> = r.lines().collect();
+        assert_eq!(lines[1], "    x + (y))");
+        assert_eq!(lines[2], "           ^");
+    }
+
+    #[test]
+    fn split_assignment_skips_comparisons() {
+        assert_eq!(split_assignment("v = c"), Some(("v", " c")));
+        assert_eq!(split_assignment("x == 1"), None);
+        assert_eq!(split_assignment("d(x) = a <= b"), Some(("d(x)", " a <= b")));
+    }
+}

@@ -1,0 +1,133 @@
+//! Models supplied by the host program as functions (C callbacks, Rust closures), so a lab's
+//! existing model code runs inside a session with snapshots, resume and pins.
+
+use super::spec::{ModelKind, SimDefaults};
+use crate::error::{Error, Result};
+
+/// Equations implemented by the host. Errors are the host's non-zero return codes.
+///
+/// Implementations must be deterministic functions of their arguments (and of immutable
+/// user data) for resume to be exact.
+pub trait HostModel: Send + Sync {
+    /// Derivatives (ODE) or next state (map) into `out`.
+    fn rhs(&self, t: f64, y: &[f64], p: &[f64], out: &mut [f64]) -> Result<(), i32>;
+    /// Aux values into `out` (one per declared aux name). Default: none.
+    fn aux(&self, _t: f64, _y: &[f64], _p: &[f64], _out: &mut [f64]) -> Result<(), i32> {
+        Ok(())
+    }
+    /// Whether event `i` fires at this (committed or proposed) state.
+    fn event_cond(&self, _i: usize, _t: f64, _y: &[f64], _p: &[f64]) -> Result<bool, i32> {
+        Ok(false)
+    }
+    /// Applies event `i` in place.
+    fn event_action(&self, _i: usize, _t: f64, _y: &mut [f64], _p: &mut [f64]) -> Result<(), i32> {
+        Ok(())
+    }
+    fn has_jacobian(&self) -> bool {
+        false
+    }
+    /// Dense row-major Jacobian ∂f_i/∂y_j, when `has_jacobian()`.
+    fn jacobian(&self, _t: f64, _y: &[f64], _p: &[f64], _out: &mut [f64]) -> Option<Result<(), i32>> {
+        None
+    }
+}
+
+/// Names, defaults and identity of a host model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostModelDef {
+    /// Stable identifier of the model (feeds the spec hash).
+    pub id: String,
+    /// Version of the host code (feeds the spec hash: bump it when the equations change).
+    pub version: String,
+    pub kind: ModelKind,
+    pub state_names: Vec<String>,
+    pub state_init: Vec<f64>,
+    pub param_names: Vec<String>,
+    pub param_init: Vec<f64>,
+    pub aux_names: Vec<String>,
+    /// Events, tested at the end of each step in this order (first match wins).
+    pub event_names: Vec<String>,
+    pub dt: f64,
+    pub stepper: String,
+}
+
+impl HostModelDef {
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.id.trim().is_empty() {
+            return Err(Error::invalid("a host model needs a non-empty id"));
+        }
+        if self.state_names.is_empty() {
+            return Err(Error::invalid("a host model needs at least one state"));
+        }
+        if self.state_names.len() != self.state_init.len() {
+            return Err(Error::invalid(format!(
+                "{} state names but {} initial values",
+                self.state_names.len(),
+                self.state_init.len()
+            )));
+        }
+        if self.param_names.len() != self.param_init.len() {
+            return Err(Error::invalid(format!(
+                "{} parameter names but {} default values",
+                self.param_names.len(),
+                self.param_init.len()
+            )));
+        }
+        let all = self
+            .state_names
+            .iter()
+            .chain(&self.param_names)
+            .chain(&self.aux_names);
+        let mut seen: Vec<&str> = Vec::new();
+        for n in all {
+            if n.is_empty() {
+                return Err(Error::invalid("a host model has an empty variable name"));
+            }
+            if seen.contains(&n.as_str()) {
+                return Err(Error::invalid(format!(
+                    "duplicate name '{n}' in the host model definition"
+                )));
+            }
+            seen.push(n);
+        }
+        if !(self.dt > 0.0 && self.dt.is_finite()) {
+            return Err(Error::invalid(format!(
+                "the host model's default dt must be positive and finite, got {}",
+                self.dt
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn canonical_json(&self) -> String {
+        serde_json::json!({
+            "host_model": self.id,
+            "version": self.version,
+            "kind": self.kind.as_str(),
+            "states": self.state_names,
+            "state_init": self.state_init.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "params": self.param_names,
+            "param_init": self.param_init.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "aux": self.aux_names,
+            "events": self.event_names,
+            "dt": self.dt.to_bits(),
+            "stepper": self.stepper,
+        })
+        .to_string()
+    }
+
+    pub(crate) fn sim_defaults(&self) -> SimDefaults {
+        SimDefaults {
+            t0: 0.0,
+            t_end: 1.0,
+            dt: self.dt,
+            stepper: self.stepper.clone(),
+            record: true,
+            atol: 1e-8,
+            rtol: 1e-5,
+            max_steps: 1_000_000,
+            stop: None,
+            extra: Vec::new(),
+        }
+    }
+}

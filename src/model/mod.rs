@@ -1,0 +1,401 @@
+//! Models: the TOML model language, its compiler, built-in models and host-callback models.
+//!
+//! A [`Model`] is immutable and cheap to clone (shared); sessions evaluate it through
+//! [`ModelEval`], which owns the scratch registers so evaluation never allocates.
+
+pub mod builtin;
+pub mod compile;
+pub mod expr;
+pub mod host;
+pub mod program;
+pub mod spec;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+pub use compile::{CompiledModel, Target};
+pub use host::HostModel;
+pub use program::{Env, LagSlot, LagView};
+pub use spec::{EventPhase, ModelKind, ModelSpec, SimDefaults};
+
+/// Public description of one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventInfo {
+    pub name: String,
+    pub phase: EventPhase,
+    /// Names of the logged fields, in order.
+    pub log: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+/// How the model's equations are evaluated.
+pub enum ModelCode {
+    /// Compiled from the model language.
+    Compiled(CompiledModel),
+    /// Supplied by the host program as callbacks.
+    Host(Box<dyn HostModel>),
+}
+
+impl std::fmt::Debug for ModelCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelCode::Compiled(_) => f.write_str("Compiled"),
+            ModelCode::Host(_) => f.write_str("Host"),
+        }
+    }
+}
+
+/// Everything a session needs to know about a model.
+#[derive(Debug)]
+pub struct ModelData {
+    pub kind: ModelKind,
+    pub name: String,
+    pub state_names: Vec<String>,
+    pub param_names: Vec<String>,
+    pub aux_names: Vec<String>,
+    pub state_init: Vec<f64>,
+    pub param_init: Vec<f64>,
+    pub sim: SimDefaults,
+    pub events: Vec<EventInfo>,
+    pub presets: Vec<spec::PresetSpec>,
+    /// SHA-256 (hex) over the canonical serialisation of the model.
+    pub spec_hash: String,
+    pub has_jacobian: bool,
+    /// Lag ring layout per state, and the total ring length.
+    pub lag_layout: Vec<LagSlot>,
+    pub lag_total: usize,
+    pub code: ModelCode,
+    /// The parsed model-language spec (None for host models).
+    pub spec: Option<ModelSpec>,
+}
+
+/// A loaded model, shared between sessions.
+#[derive(Debug, Clone)]
+pub struct Model(pub(crate) Arc<ModelData>);
+
+impl std::ops::Deref for Model {
+    type Target = ModelData;
+    fn deref(&self) -> &ModelData {
+        &self.0
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Model {
+    /// Loads a model from `builtin://ode/NAME`, `builtin://map/NAME`, `inline:` + TOML text,
+    /// or a file path (`.toml` is appended when the path has no extension and does not exist).
+    pub fn load(source: &str) -> Result<Model> {
+        let trimmed = source.trim_start();
+        if let Some(text) = trimmed.strip_prefix("inline:") {
+            return Model::from_toml(text);
+        }
+        if let Some(id) = source.strip_prefix("builtin://") {
+            let text = builtin::lookup(id)?;
+            return Model::from_toml(text).map_err(|e| e.context(format!("builtin://{id}")));
+        }
+        let mut path = Path::new(source).to_path_buf();
+        if !path.exists() && path.extension().is_none() {
+            path.set_extension("toml");
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::io(format!("cannot read model file '{}': {e}", path.display()))
+        })?;
+        if let Some(first) = text.lines().next() {
+            if let Some(rest) = first.strip_prefix("#!") {
+                let pkg = rest.trim().split(':').next().unwrap_or("").trim();
+                if !pkg.is_empty() && pkg != "dynlib" {
+                    return Err(Error::model(format!(
+                        "'{}' is not a dynlib model: its first line names '{pkg}'",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        Model::from_toml(&text).map_err(|e| e.context(path.display()))
+    }
+
+    /// Compiles a model from TOML text in the model language.
+    pub fn from_toml(text: &str) -> Result<Model> {
+        let spec = spec::parse_model(text)?;
+        Model::from_spec(spec)
+    }
+
+    /// Compiles a parsed spec.
+    pub fn from_spec(spec: ModelSpec) -> Result<Model> {
+        let compiled = compile::compile(&spec)?;
+        let canonical = serde_json::to_vec(&spec)
+            .map_err(|e| Error::internal(format!("cannot serialise the model spec: {e}")))?;
+        let spec_hash = sha256_hex(&canonical);
+        let (lag_layout, lag_total) = lag_layout(&compiled.lag_depth);
+        let events = spec
+            .events
+            .iter()
+            .map(|e| EventInfo {
+                name: e.name.clone(),
+                phase: e.phase,
+                log: e.log.clone(),
+                tags: e.tags.clone(),
+            })
+            .collect();
+        Ok(Model(Arc::new(ModelData {
+            kind: spec.kind,
+            name: spec.name.clone(),
+            state_names: spec.states.iter().map(|(n, _)| n.clone()).collect(),
+            param_names: spec.params.iter().map(|(n, _)| n.clone()).collect(),
+            aux_names: spec.aux.iter().map(|(n, _)| n.clone()).collect(),
+            state_init: spec.states.iter().map(|(_, v)| *v).collect(),
+            param_init: spec.params.iter().map(|(_, v)| *v).collect(),
+            sim: spec.sim.clone(),
+            events,
+            presets: spec.presets.clone(),
+            spec_hash,
+            has_jacobian: compiled.jacobian.is_some(),
+            lag_layout,
+            lag_total,
+            code: ModelCode::Compiled(compiled),
+            spec: Some(spec),
+        })))
+    }
+
+    /// Wraps a host-supplied model (callbacks). `id` and `version` feed the spec hash, so a
+    /// snapshot of one host model is refused by another.
+    pub fn from_host(def: host::HostModelDef, code: Box<dyn HostModel>) -> Result<Model> {
+        def.validate()?;
+        let spec_hash = sha256_hex(def.canonical_json().as_bytes());
+        let n = def.state_names.len();
+        let events = def
+            .event_names
+            .iter()
+            .map(|name| EventInfo {
+                name: name.clone(),
+                phase: EventPhase::End,
+                log: Vec::new(),
+                tags: Vec::new(),
+            })
+            .collect();
+        let sim = def.sim_defaults();
+        Ok(Model(Arc::new(ModelData {
+            kind: def.kind,
+            name: def.id.clone(),
+            state_names: def.state_names,
+            param_names: def.param_names,
+            aux_names: def.aux_names,
+            state_init: def.state_init,
+            param_init: def.param_init,
+            sim,
+            events,
+            presets: Vec::new(),
+            spec_hash,
+            has_jacobian: code.has_jacobian(),
+            lag_layout: vec![LagSlot::default(); n],
+            lag_total: 0,
+            code: ModelCode::Host(code),
+            spec: None,
+        })))
+    }
+
+    pub fn n_states(&self) -> usize {
+        self.state_names.len()
+    }
+    pub fn n_params(&self) -> usize {
+        self.param_names.len()
+    }
+    pub fn n_aux(&self) -> usize {
+        self.aux_names.len()
+    }
+    pub fn state_index(&self, name: &str) -> Option<usize> {
+        self.state_names.iter().position(|n| n == name)
+    }
+    pub fn param_index(&self, name: &str) -> Option<usize> {
+        self.param_names.iter().position(|n| n == name)
+    }
+    pub fn aux_index(&self, name: &str) -> Option<usize> {
+        self.aux_names.iter().position(|n| n == name)
+    }
+    pub fn uses_lag(&self) -> bool {
+        self.lag_total > 0
+    }
+    pub fn has_stop(&self) -> bool {
+        match &self.code {
+            ModelCode::Compiled(c) => c.stop.is_some(),
+            ModelCode::Host(_) => false,
+        }
+    }
+
+    /// A JSON description of the model (names, defaults, events, hash).
+    pub fn info_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "kind": self.kind.as_str(),
+            "dtype": "float64",
+            "spec_hash": self.spec_hash,
+            "states": self.state_names,
+            "state_defaults": self.state_init,
+            "params": self.param_names,
+            "param_defaults": self.param_init,
+            "aux": self.aux_names,
+            "events": self.events.iter().map(|e| serde_json::json!({
+                "name": e.name,
+                "phase": match e.phase { EventPhase::Start => "start", EventPhase::End => "end", EventPhase::Both => "both" },
+                "log": e.log,
+                "tags": e.tags,
+            })).collect::<Vec<_>>(),
+            "has_jacobian": self.has_jacobian,
+            "uses_lag": self.uses_lag(),
+            "presets": self.presets.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
+            "sim": {
+                "t0": self.sim.t0,
+                "t_end": self.sim.t_end,
+                "dt": self.sim.dt,
+                "stepper": self.sim.stepper,
+                "record": self.sim.record,
+                "max_steps": self.sim.max_steps,
+            },
+        })
+    }
+}
+
+fn lag_layout(depth: &[usize]) -> (Vec<LagSlot>, usize) {
+    let mut offset = 0;
+    let layout = depth
+        .iter()
+        .map(|&d| {
+            if d == 0 {
+                LagSlot::default()
+            } else {
+                let slot = LagSlot {
+                    offset,
+                    len: d + 1,
+                };
+                offset += d + 1;
+                slot
+            }
+        })
+        .collect();
+    (layout, offset)
+}
+
+/// A failure inside model code: a host callback returned a non-zero code.
+fn callback_failed(what: &str, code: i32) -> Error {
+    Error::new(
+        crate::error::ErrorKind::StepFailed,
+        format!("the host {what} callback returned {code}"),
+    )
+}
+
+/// Evaluates one model with private scratch space; one per running session.
+pub struct ModelEval<'m> {
+    pub model: &'m ModelData,
+    regs: Vec<f64>,
+}
+
+impl<'m> ModelEval<'m> {
+    pub fn new(model: &'m ModelData) -> Self {
+        let n = match &model.code {
+            ModelCode::Compiled(c) => c.max_regs(),
+            ModelCode::Host(_) => 0,
+        };
+        ModelEval {
+            model,
+            regs: vec![0.0; n],
+        }
+    }
+
+    /// Right-hand side: derivatives (ODE) or next state (map).
+    #[inline]
+    pub fn rhs(&mut self, env: &Env<'_>, out: &mut [f64]) -> Result<()> {
+        match &self.model.code {
+            ModelCode::Compiled(c) => {
+                c.rhs.eval(env, &mut self.regs, out);
+                Ok(())
+            }
+            ModelCode::Host(h) => h
+                .rhs(env.t, env.y, env.p, out)
+                .map_err(|c| callback_failed("right-hand side", c)),
+        }
+    }
+
+    /// Dense Jacobian (row-major), if the model has one.
+    pub fn jacobian(&mut self, env: &Env<'_>, out: &mut [f64]) -> Option<Result<()>> {
+        match &self.model.code {
+            ModelCode::Compiled(c) => c.jacobian.as_ref().map(|j| {
+                j.eval(env, &mut self.regs, out);
+                Ok(())
+            }),
+            ModelCode::Host(h) => h
+                .jacobian(env.t, env.y, env.p, out)
+                .map(|r| r.map_err(|c| callback_failed("Jacobian", c))),
+        }
+    }
+
+    pub fn aux(&mut self, env: &Env<'_>, out: &mut [f64]) -> Result<()> {
+        match &self.model.code {
+            ModelCode::Compiled(c) => {
+                c.aux.eval(env, &mut self.regs, out);
+                Ok(())
+            }
+            ModelCode::Host(h) => h
+                .aux(env.t, env.y, env.p, out)
+                .map_err(|c| callback_failed("aux", c)),
+        }
+    }
+
+    pub fn event_fires(&mut self, i: usize, env: &Env<'_>) -> Result<bool> {
+        match &self.model.code {
+            ModelCode::Compiled(c) => Ok(c.events[i].cond.eval_scalar(env, &mut self.regs) != 0.0),
+            ModelCode::Host(h) => h
+                .event_cond(i, env.t, env.y, env.p)
+                .map_err(|c| callback_failed("event condition", c)),
+        }
+    }
+
+    /// Runs event `i`'s action in place on `y` and `p`.
+    pub fn event_apply(
+        &mut self,
+        i: usize,
+        t: f64,
+        y: &mut [f64],
+        p: &mut [f64],
+        lag: LagView<'_>,
+    ) -> Result<()> {
+        match &self.model.code {
+            ModelCode::Compiled(c) => {
+                for (target, prog) in &c.events[i].actions {
+                    let env = Env { t, y, p, lag };
+                    let v = prog.eval_scalar(&env, &mut self.regs);
+                    match *target {
+                        Target::State(s) => y[s] = v,
+                        Target::Param(k) => p[k] = v,
+                    }
+                }
+                Ok(())
+            }
+            ModelCode::Host(h) => h
+                .event_action(i, t, y, p)
+                .map_err(|c| callback_failed("event action", c)),
+        }
+    }
+
+    pub fn event_log(&mut self, i: usize, env: &Env<'_>, out: &mut [f64]) {
+        if let ModelCode::Compiled(c) = &self.model.code {
+            c.events[i].log.eval(env, &mut self.regs, out);
+        }
+    }
+
+    pub fn stop(&mut self, env: &Env<'_>) -> bool {
+        match &self.model.code {
+            ModelCode::Compiled(c) => c
+                .stop
+                .as_ref()
+                .is_some_and(|s| s.eval_scalar(env, &mut self.regs) != 0.0),
+            ModelCode::Host(_) => false,
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Sessions: the live state, snapshots, runs, resume, segments and results.
+
+pub mod results;
+pub mod runner;
+pub mod sim;
+pub mod state;
+
+pub use results::{EventRecord, RecVar, Recording, Segment};
+pub use sim::{RunOptions, SegmentRef, Sim, Snapshot, SnapshotInfo};
+pub use state::{PendingStep, SessionPins, SessionState, Status};

@@ -1,0 +1,483 @@
+//! The stepping loop: events, steps, commits, lag rings and recording.
+//!
+//! One code path serves fresh and resumed runs. Nothing here depends on where a run call
+//! began: time is computed from the grid (fixed step) or carried in the state (adaptive),
+//! recording depends on the cumulative step label, and everything carried between steps lives
+//! in the `SessionState`.
+
+use super::results::{EventRecord, RecVar, Recording};
+use super::state::{PendingStep, SessionState, Status};
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{Env, LagView, Model, ModelData, ModelEval};
+use crate::stepper::{self, Rhs, Stepper, StepperInfo};
+
+/// Where a run ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Horizon {
+    /// Fixed-step methods and maps: run until the step count reaches `end_step`; if `clip_to`
+    /// is set, the last step is shortened to end exactly there (an off-grid horizon).
+    Steps { end_step: u64, clip_to: Option<f64> },
+    /// Adaptive methods: run until the absolute time reaches `t_end`.
+    Time(f64),
+}
+
+/// What one runner call does.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    pub horizon: Horizon,
+    pub max_steps: u64,
+    /// Record every `k`-th step label; `None` records nothing.
+    pub record_interval: Option<u64>,
+    /// Record the starting point (subject to the interval rule).
+    pub record_start: bool,
+}
+
+/// The right-hand side with parameters and lag history bound.
+struct BoundRhs<'a, 'm> {
+    eval: &'a mut ModelEval<'m>,
+    p: &'a [f64],
+    lag: LagView<'a>,
+}
+
+impl Rhs for BoundRhs<'_, '_> {
+    #[inline]
+    fn eval(&mut self, t: f64, y: &[f64], out: &mut [f64]) -> Result<()> {
+        self.eval.rhs(
+            &Env {
+                t,
+                y,
+                p: self.p,
+                lag: self.lag,
+            },
+            out,
+        )
+    }
+    fn jacobian(&mut self, t: f64, y: &[f64], out: &mut [f64]) -> Option<Result<()>> {
+        self.eval.jacobian(
+            &Env {
+                t,
+                y,
+                p: self.p,
+                lag: self.lag,
+            },
+            out,
+        )
+    }
+}
+
+fn lag_view<'a>(model: &'a ModelData, ring: &'a [f64], heads: &'a [i64], shift: usize) -> LagView<'a> {
+    LagView {
+        ring,
+        heads,
+        layout: &model.lag_layout,
+        shift,
+    }
+}
+
+/// Step count and time of the fixed-step horizon `t_end` on the session's grid.
+pub fn fixed_horizon(st: &SessionState, t_end: f64) -> (u64, Option<f64>) {
+    let span = (t_end - st.grid_t0) / st.nominal_dt;
+    if span <= 0.0 {
+        return (st.grid_k0, None);
+    }
+    let tol = 4.0 * f64::EPSILON * t_end.abs().max(1.0);
+    let nearest = span.round() as u64;
+    let k = st.grid_k0 + nearest;
+    if (st.grid_time(k) - t_end).abs() <= tol {
+        return (k, None);
+    }
+    // Off the grid: whole steps strictly before t_end, then one shortened step.
+    let mut j = st.grid_k0 + span.floor() as u64;
+    while j > st.grid_k0 && st.grid_time(j) >= t_end {
+        j -= 1;
+    }
+    while st.grid_time(j + 1) < t_end - tol {
+        j += 1;
+    }
+    (j + 1, Some(t_end))
+}
+
+pub struct Runner<'m> {
+    model: &'m Model,
+    eval: ModelEval<'m>,
+    stepper: Box<dyn Stepper>,
+    info: &'static StepperInfo,
+    y_new: Vec<f64>,
+    aux_buf: Vec<f64>,
+    steps_taken: u64,
+}
+
+impl<'m> Runner<'m> {
+    pub fn new(model: &'m Model, info: &'static StepperInfo, st: &SessionState) -> Result<Self> {
+        let mut stepper = stepper::create(info, model.n_states());
+        stepper.load(&st.stepper_ws)?;
+        Ok(Runner {
+            model,
+            eval: ModelEval::new(&model.0),
+            stepper,
+            info,
+            y_new: vec![0.0; model.n_states()],
+            aux_buf: vec![0.0; model.n_aux()],
+            steps_taken: 0,
+        })
+    }
+
+    /// Forgets the stepper's carried history (fresh run, or the state was changed by hand).
+    pub fn restart(&mut self) {
+        self.stepper.restart();
+    }
+
+    /// Saves the stepper's carried arrays into the state.
+    pub fn finish(self, st: &mut SessionState) {
+        st.stepper_ws = self.stepper.save();
+    }
+
+    /// Runs until the horizon, the stop condition or an error.
+    pub fn run(
+        &mut self,
+        st: &mut SessionState,
+        plan: &RunPlan,
+        rec: &mut Recording,
+    ) -> Result<()> {
+        self.steps_taken = 0;
+        st.status = Status::Done;
+        let result = match plan.horizon {
+            Horizon::Steps { end_step, clip_to } => self.run_fixed(st, plan, rec, end_step, clip_to),
+            Horizon::Time(t_end) => self.run_adaptive(st, plan, rec, t_end),
+        };
+        result.map_err(|e| {
+            let at = format!(
+                "run failed at t = {} (step {})",
+                st.t - st.time_shift,
+                st.step - st.step_shift
+            );
+            e.context(at)
+        })
+    }
+
+    fn wants_sample(plan: &RunPlan, st: &SessionState) -> bool {
+        plan.record_interval
+            .is_some_and(|k| (st.step - st.step_shift) % k == 0)
+    }
+
+    fn record_start(&mut self, st: &SessionState, plan: &RunPlan, rec: &mut Recording) -> Result<()> {
+        let label = st.step - st.step_shift;
+        if plan.record_start && Self::wants_sample(plan, st) && !rec.last_is_step(label) {
+            self.record(st, rec, false)?;
+        }
+        Ok(())
+    }
+
+    fn run_fixed(
+        &mut self,
+        st: &mut SessionState,
+        plan: &RunPlan,
+        rec: &mut Recording,
+        end_step: u64,
+        clip_to: Option<f64>,
+    ) -> Result<()> {
+        self.record_start(st, plan, rec)?;
+        while st.step < end_step {
+            self.check_budget(plan)?;
+            self.pre_events(st, rec)?;
+            let clipped = st.step + 1 == end_step && clip_to.is_some();
+            let (h, t_new) = match clip_to {
+                Some(t_end) if clipped => (t_end - st.t, t_end),
+                _ => (st.nominal_dt, st.grid_time(st.step + 1)),
+            };
+            self.take_step(st, h)?;
+            self.post_events(st, rec, t_new)?;
+            self.commit(st, t_new, st.nominal_dt)?;
+            if clipped {
+                // An off-grid horizon re-anchors the grid at the point reached.
+                st.grid_t0 = t_new;
+                st.grid_k0 = st.step;
+            }
+            if Self::wants_sample(plan, st) {
+                self.record(st, rec, false)?;
+            }
+            if self.stop_condition(st) {
+                st.status = Status::EarlyExit;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn run_adaptive(
+        &mut self,
+        st: &mut SessionState,
+        plan: &RunPlan,
+        rec: &mut Recording,
+        t_end: f64,
+    ) -> Result<()> {
+        if let Some(p) = st.pending.take() {
+            if p.t_new <= t_end {
+                // Commit the step the previous run accepted but stopped short of.
+                self.check_budget(plan)?;
+                self.y_new.copy_from_slice(&p.y_new);
+                self.post_events(st, rec, p.t_new)?;
+                self.commit(st, p.t_new, p.h_next)?;
+                if Self::wants_sample(plan, st) {
+                    self.record(st, rec, false)?;
+                }
+                if self.stop_condition(st) {
+                    st.status = Status::EarlyExit;
+                    return Ok(());
+                }
+            } else {
+                // The new horizon is still inside that step: interpolate again.
+                if !self.stepper.interpolate(t_end, &mut st.y) {
+                    return Err(Error::internal("dense output unavailable for a pending step"));
+                }
+                st.t = t_end;
+                st.pending = Some(p);
+                if plan.record_interval.is_some() {
+                    self.record(st, rec, true)?;
+                }
+                return Ok(());
+            }
+        } else {
+            self.record_start(st, plan, rec)?;
+        }
+        while st.t < t_end {
+            self.check_budget(plan)?;
+            self.pre_events(st, rec)?;
+            let out = self.take_step(st, st.dt)?;
+            let t_new = st.t + out.h_used;
+            if t_new > t_end {
+                // Step past the horizon with the controller's own step and produce the output
+                // point by dense interpolation; the step itself is committed by the next run.
+                let pending = PendingStep {
+                    t_new,
+                    y_new: self.y_new.clone(),
+                    h_next: out.h_next,
+                };
+                if !self.stepper.interpolate(t_end, &mut st.y) {
+                    return Err(Error::internal(format!(
+                        "stepper '{}' is adaptive but has no dense output",
+                        self.info.name
+                    )));
+                }
+                st.t = t_end;
+                st.dt = out.h_next;
+                st.pending = Some(pending);
+                if plan.record_interval.is_some() {
+                    self.record(st, rec, true)?;
+                }
+                return Ok(());
+            }
+            self.post_events(st, rec, t_new)?;
+            self.commit(st, t_new, out.h_next)?;
+            if Self::wants_sample(plan, st) {
+                self.record(st, rec, false)?;
+            }
+            if self.stop_condition(st) {
+                st.status = Status::EarlyExit;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_budget(&mut self, plan: &RunPlan) -> Result<()> {
+        if self.steps_taken >= plan.max_steps {
+            return Err(Error::new(
+                ErrorKind::StepFailed,
+                format!(
+                    "max_steps = {} reached before the horizon; raise max_steps or shorten the run",
+                    plan.max_steps
+                ),
+            ));
+        }
+        self.steps_taken += 1;
+        Ok(())
+    }
+
+    fn take_step(&mut self, st: &SessionState, h: f64) -> Result<stepper::StepOutcome> {
+        let model = &self.model.0;
+        let mut rhs = BoundRhs {
+            eval: &mut self.eval,
+            p: &st.params,
+            lag: lag_view(model, &st.lag_ring, &st.lag_head, 0),
+        };
+        let out = self
+            .stepper
+            .step(&mut rhs, st.t, &st.y, h, &st.config, &mut self.y_new)?;
+        if let Some(i) = self.y_new.iter().position(|v| !v.is_finite()) {
+            return Err(Error::new(
+                ErrorKind::NonFinite,
+                format!(
+                    "state '{}' became {} (step size {h})",
+                    model.state_names[i], self.y_new[i]
+                ),
+            ));
+        }
+        if !out.h_next.is_finite() || !(out.h_used > 0.0) {
+            return Err(Error::new(
+                ErrorKind::NonFinite,
+                format!("the stepper proposed a non-finite step size {}", out.h_next),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn commit(&mut self, st: &mut SessionState, t_new: f64, h_next: f64) -> Result<()> {
+        std::mem::swap(&mut st.y, &mut self.y_new);
+        let model = &self.model.0;
+        for (i, slot) in model.lag_layout.iter().enumerate() {
+            if slot.len > 0 {
+                let head = (st.lag_head[i] as usize + 1) % slot.len;
+                st.lag_head[i] = head as i64;
+                st.lag_ring[slot.offset + head] = st.y[i];
+            }
+        }
+        st.step += 1;
+        st.t = t_new;
+        st.dt = h_next;
+        let mut rhs = BoundRhs {
+            eval: &mut self.eval,
+            p: &st.params,
+            lag: lag_view(model, &st.lag_ring, &st.lag_head, 0),
+        };
+        self.stepper.commit(&mut rhs, t_new, &st.y)
+    }
+
+    fn pre_events(&mut self, st: &mut SessionState, rec: &mut Recording) -> Result<()> {
+        let model = &self.model.0;
+        for (i, ev) in model.events.iter().enumerate() {
+            if !ev.phase.in_start() {
+                continue;
+            }
+            let lag = lag_view(model, &st.lag_ring, &st.lag_head, 0);
+            let env = Env {
+                t: st.t,
+                y: &st.y,
+                p: &st.params,
+                lag,
+            };
+            if self.eval.event_fires(i, &env)? {
+                self.eval
+                    .event_apply(i, st.t, &mut st.y, &mut st.params, lag)?;
+                check_finite_after_event(model, i, &st.y)?;
+                let label = st.step - st.step_shift;
+                self.log_event(i, st.t - st.time_shift, label, st.t, &st.y, &st.params, lag, rec);
+                self.stepper.restart();
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn post_events(&mut self, st: &mut SessionState, rec: &mut Recording, t_new: f64) -> Result<()> {
+        let model = &self.model.0;
+        for (i, ev) in model.events.iter().enumerate() {
+            if !ev.phase.in_end() {
+                continue;
+            }
+            // On the proposed state, lag_x(1) is the last committed value.
+            let lag = lag_view(model, &st.lag_ring, &st.lag_head, 1);
+            let env = Env {
+                t: t_new,
+                y: &self.y_new,
+                p: &st.params,
+                lag,
+            };
+            if self.eval.event_fires(i, &env)? {
+                self.eval
+                    .event_apply(i, t_new, &mut self.y_new, &mut st.params, lag)?;
+                check_finite_after_event(model, i, &self.y_new)?;
+                let label = st.step + 1 - st.step_shift;
+                let y = std::mem::take(&mut self.y_new);
+                self.log_event(i, t_new - st.time_shift, label, t_new, &y, &st.params, lag, rec);
+                self.y_new = y;
+                self.stepper.restart();
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn log_event(
+        &mut self,
+        event: usize,
+        t_rec: f64,
+        step: u64,
+        t_abs: f64,
+        y: &[f64],
+        p: &[f64],
+        lag: LagView<'_>,
+        rec: &mut Recording,
+    ) {
+        let n_log = self.model.events[event].log.len();
+        let mut values = vec![0.0; n_log];
+        if n_log > 0 {
+            let env = Env { t: t_abs, y, p, lag };
+            self.eval.event_log(event, &env, &mut values);
+            // `t` in a log means the recording frame, like the sample times.
+            for (v, name) in values.iter_mut().zip(&self.model.events[event].log) {
+                if name == "t" {
+                    *v = t_rec;
+                }
+            }
+        }
+        rec.events.push(EventRecord {
+            event,
+            t: t_rec,
+            step,
+            sample: rec.t.len().checked_sub(1),
+            values,
+        });
+    }
+
+    fn stop_condition(&mut self, st: &SessionState) -> bool {
+        let model = &self.model.0;
+        if !self.model.has_stop() {
+            return false;
+        }
+        let env = Env {
+            t: st.t,
+            y: &st.y,
+            p: &st.params,
+            lag: lag_view(model, &st.lag_ring, &st.lag_head, 0),
+        };
+        self.eval.stop(&env)
+    }
+
+    fn record(&mut self, st: &SessionState, rec: &mut Recording, interpolated: bool) -> Result<()> {
+        let model = &self.model.0;
+        if rec.vars.iter().any(|v| matches!(v, RecVar::Aux(_))) {
+            let env = Env {
+                t: st.t,
+                y: &st.y,
+                p: &st.params,
+                lag: lag_view(model, &st.lag_ring, &st.lag_head, 0),
+            };
+            self.eval.aux(&env, &mut self.aux_buf)?;
+        }
+        rec.t.push(st.t - st.time_shift);
+        rec.step.push(st.step - st.step_shift);
+        rec.interpolated.push(interpolated);
+        for (col, var) in rec.columns.iter_mut().zip(&rec.vars) {
+            col.push(match *var {
+                RecVar::State(i) => st.y[i],
+                RecVar::Aux(i) => self.aux_buf[i],
+            });
+        }
+        Ok(())
+    }
+}
+
+fn check_finite_after_event(model: &ModelData, event: usize, y: &[f64]) -> Result<()> {
+    match y.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::new(
+            ErrorKind::NonFinite,
+            format!(
+                "event '{}' set state '{}' to {}",
+                model.events[event].name, model.state_names[i], y[i]
+            ),
+        )),
+    }
+}

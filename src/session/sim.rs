@@ -1,0 +1,965 @@
+//! `Sim`: a live simulation session — run, resume, snapshots, reset, assign, segments.
+
+use super::results::{RecVar, Recording, Segment};
+use super::runner::{fixed_horizon, Horizon, RunPlan, Runner};
+use super::state::{config_hash, SessionPins, SessionState, Status};
+use crate::error::{suggestion_suffix, Error, ErrorKind, Result};
+use crate::model::{Model, ModelKind};
+use crate::stepper::initial_step::{estimate, InitialStep};
+use crate::stepper::{self, knob, knob_index, StepperInfo};
+
+/// Options of one `run`. `None` means the default (explained per field).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunOptions {
+    /// ODE: absolute end time (default `[sim].t_end`). Maps: alternative to `n`.
+    pub t_end: Option<f64>,
+    /// Maps: iterations since the recorded start (default: from `t_end`, else `max_steps`).
+    pub n: Option<u64>,
+    /// Step size (sticky: later fresh runs reuse it). Refused on resume.
+    pub dt: Option<f64>,
+    /// Start time of a fresh run (default `[sim].t0`). Refused on resume.
+    pub t0: Option<f64>,
+    /// Initial state of a fresh run (default: the current session state). Refused on resume.
+    pub ic: Option<Vec<f64>>,
+    /// Parameters of a fresh run (default: the current session values). Refused on resume.
+    pub params: Option<Vec<f64>>,
+    /// Record samples (default `[sim].record`).
+    pub record: Option<bool>,
+    /// Record every k-th step (default 1).
+    pub record_interval: Option<u64>,
+    /// States and aux to record, in this order (`aux.` prefix accepted); default all states.
+    /// Refused on resume: the first recorded run after a reset fixes the selection.
+    pub record_vars: Option<Vec<String>>,
+    /// Warm-up before recording (ODE: time; map: iterations). Refused on resume.
+    pub transient: Option<f64>,
+    /// Step budget of this call (default `[sim].max_steps`).
+    pub max_steps: Option<u64>,
+    /// Name of the recorded segment.
+    pub tag: Option<String>,
+    /// Continue the session instead of starting a new recording pass.
+    pub resume: bool,
+    /// Stepper-config overrides (knob name, value), applied on top of the session's config.
+    pub config: Vec<(String, f64)>,
+}
+
+impl RunOptions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// ODE end time (or map horizon in time units).
+    pub fn t(mut self, t_end: f64) -> Self {
+        self.t_end = Some(t_end);
+        self
+    }
+    /// Map iterations.
+    pub fn n(mut self, n: u64) -> Self {
+        self.n = Some(n);
+        self
+    }
+    pub fn dt(mut self, dt: f64) -> Self {
+        self.dt = Some(dt);
+        self
+    }
+    pub fn t0(mut self, t0: f64) -> Self {
+        self.t0 = Some(t0);
+        self
+    }
+    pub fn ic(mut self, ic: &[f64]) -> Self {
+        self.ic = Some(ic.to_vec());
+        self
+    }
+    pub fn params(mut self, p: &[f64]) -> Self {
+        self.params = Some(p.to_vec());
+        self
+    }
+    pub fn record(mut self, on: bool) -> Self {
+        self.record = Some(on);
+        self
+    }
+    pub fn record_interval(mut self, k: u64) -> Self {
+        self.record_interval = Some(k);
+        self
+    }
+    pub fn record_vars(mut self, vars: &[&str]) -> Self {
+        self.record_vars = Some(vars.iter().map(|s| s.to_string()).collect());
+        self
+    }
+    pub fn transient(mut self, x: f64) -> Self {
+        self.transient = Some(x);
+        self
+    }
+    pub fn max_steps(mut self, n: u64) -> Self {
+        self.max_steps = Some(n);
+        self
+    }
+    pub fn tag(mut self, tag: &str) -> Self {
+        self.tag = Some(tag.to_string());
+        self
+    }
+    pub fn resume(mut self, on: bool) -> Self {
+        self.resume = on;
+        self
+    }
+    pub fn config(mut self, knob: &str, value: f64) -> Self {
+        self.config.push((knob.to_string(), value));
+        self
+    }
+}
+
+/// A named copy of the session state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub name: String,
+    pub description: String,
+    /// UTC ISO-8601.
+    pub created_at: String,
+    pub state: SessionState,
+    pub pins: SessionPins,
+}
+
+/// One row of `list_snapshots`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotInfo {
+    pub name: String,
+    pub t: f64,
+    pub step: u64,
+    pub created_at: String,
+    pub description: String,
+}
+
+/// A segment addressed by index or by name.
+#[derive(Debug, Clone, Copy)]
+pub enum SegmentRef<'a> {
+    Index(usize),
+    Name(&'a str),
+}
+
+impl From<usize> for SegmentRef<'_> {
+    fn from(i: usize) -> Self {
+        SegmentRef::Index(i)
+    }
+}
+
+impl<'a> From<&'a str> for SegmentRef<'a> {
+    fn from(s: &'a str) -> Self {
+        SegmentRef::Name(s)
+    }
+}
+
+pub(crate) fn now_iso8601() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// A simulation session over one model and one stepper.
+#[derive(Debug, Clone)]
+pub struct Sim {
+    model: Model,
+    info: &'static StepperInfo,
+    pins: SessionPins,
+    pub(crate) state: SessionState,
+    snapshots: Vec<Snapshot>,
+    initial_created: bool,
+    rec: Option<Recording>,
+    /// The recording selection fixed by the first recorded run after a reset.
+    selection: Option<(Vec<RecVar>, Vec<String>)>,
+}
+
+impl Sim {
+    /// A session with the model's default stepper.
+    pub fn new(model: &Model) -> Result<Sim> {
+        Sim::with_stepper(model, None)
+    }
+
+    /// A session with a given stepper (name or alias); `None` = the model's default.
+    pub fn with_stepper(model: &Model, stepper_name: Option<&str>) -> Result<Sim> {
+        let name = stepper_name.unwrap_or(&model.sim.stepper);
+        let info = stepper::lookup(name)?;
+        if info.kind != model.kind {
+            return Err(Error::invalid(format!(
+                "stepper '{}' is for {} models, but '{}' is a {} model",
+                info.name,
+                info.kind.as_str(),
+                if model.name.is_empty() { "this model" } else { &model.name },
+                model.kind.as_str()
+            )));
+        }
+        Ok(Sim {
+            model: model.clone(),
+            info,
+            pins: SessionPins::new(model, info),
+            state: SessionState::bootstrap(model, info),
+            snapshots: Vec::new(),
+            initial_created: false,
+            rec: None,
+            selection: None,
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+    pub fn stepper(&self) -> &'static StepperInfo {
+        self.info
+    }
+    pub fn pins(&self) -> &SessionPins {
+        &self.pins
+    }
+    pub fn session_state(&self) -> &SessionState {
+        &self.state
+    }
+    /// Current absolute time of the session.
+    pub fn time(&self) -> f64 {
+        self.state.t
+    }
+    pub fn step_count(&self) -> u64 {
+        self.state.step
+    }
+    pub fn state(&self) -> &[f64] {
+        &self.state.y
+    }
+    pub fn params(&self) -> &[f64] {
+        &self.state.params
+    }
+    pub fn status(&self) -> Status {
+        self.state.status
+    }
+
+    /// Value of one state or parameter by name.
+    pub fn value(&self, name: &str) -> Result<f64> {
+        match self.resolve_assignable(name) {
+            Some(Assignable::State(i)) => Ok(self.state.y[i]),
+            Some(Assignable::Param(i)) => Ok(self.state.params[i]),
+            None => Err(self.unknown_names_error(&[name])),
+        }
+    }
+
+    // ---------------------------------------------------------------- run
+
+    /// Runs the simulation. On error nothing changes: session, snapshots and results stay as
+    /// they were before the call.
+    pub fn run(&mut self, opts: &RunOptions) -> Result<()> {
+        self.validate_run(opts)?;
+        let model = self.model.clone();
+        let info = self.info;
+        let mut st = self.state.clone();
+        for (k, v) in &opts.config {
+            let i = knob_index(info, k)?;
+            if v.is_nan() {
+                return Err(Error::invalid(format!("stepper knob '{k}' cannot be NaN")));
+            }
+            st.config[i] = *v;
+        }
+
+        let mut runner;
+        let mut fresh_seed = None;
+        if opts.resume {
+            runner = Runner::new(&model, info, &st)?;
+        } else {
+            st.t = opts.t0.unwrap_or(model.sim.t0);
+            if let Some(ic) = &opts.ic {
+                st.y = ic.clone();
+            }
+            if let Some(p) = &opts.params {
+                st.params = p.clone();
+            }
+            if let Some(dt) = opts.dt {
+                st.nominal_dt = dt;
+            }
+            st.dt = st.nominal_dt;
+            st.step = 0;
+            st.grid_t0 = st.t;
+            st.grid_k0 = 0;
+            st.time_shift = 0.0;
+            st.step_shift = 0;
+            st.pending = None;
+            st.status = Status::Ready;
+            st.init_lag(&model);
+            st.stepper_ws = stepper::create(info, model.n_states()).save();
+            fresh_seed = Some(st.clone());
+            runner = Runner::new(&model, info, &st)?;
+            runner.restart();
+        }
+        let t0 = st.t;
+        let max_steps = opts.max_steps.unwrap_or(model.sim.max_steps);
+        let mut scratch = Recording::default();
+
+        // Adaptive fresh runs pick their first step; resumed runs continue the controller.
+        let t_end_user = opts.t_end.unwrap_or(model.sim.t_end);
+        if !opts.resume && info.adaptive {
+            let first_horizon = t0 + opts.transient.unwrap_or(0.0).max(0.0) + (t_end_user - t0);
+            st.dt = self.initial_step(&st, first_horizon, opts.dt)?;
+        }
+
+        if let Some(tr) = opts.transient.filter(|x| *x > 0.0) {
+            let horizon = match model.kind {
+                ModelKind::Map => Horizon::Steps {
+                    end_step: tr.floor() as u64,
+                    clip_to: None,
+                },
+                ModelKind::Ode if info.adaptive => Horizon::Time(t0 + tr),
+                ModelKind::Ode => {
+                    let (end_step, clip_to) = fixed_horizon(&st, t0 + tr);
+                    Horizon::Steps { end_step, clip_to }
+                }
+            };
+            let plan = RunPlan {
+                horizon,
+                max_steps,
+                record_interval: None,
+                record_start: false,
+            };
+            runner
+                .run(&mut st, &plan, &mut scratch)
+                .map_err(|e| e.context("transient warm-up"))?;
+            st.time_shift = st.t - t0;
+            st.step_shift = st.step;
+        }
+
+        let horizon = match model.kind {
+            ModelKind::Ode => {
+                let t_abs = t_end_user + st.time_shift;
+                if opts.resume && t_abs <= st.t {
+                    return Err(Error::invalid(format!(
+                        "resume target T = {t_end_user} must exceed the current time {}; a \
+                         resumed run only moves forward",
+                        st.t - st.time_shift
+                    )));
+                }
+                if !opts.resume && t_end_user < t0 {
+                    return Err(Error::invalid(format!(
+                        "T = {t_end_user} is before t0 = {t0}"
+                    )));
+                }
+                if info.adaptive {
+                    Horizon::Time(t_abs)
+                } else {
+                    let (end_step, clip_to) = fixed_horizon(&st, t_abs);
+                    Horizon::Steps { end_step, clip_to }
+                }
+            }
+            ModelKind::Map => {
+                let n = match (opts.n, opts.t_end) {
+                    (Some(n), _) => n,
+                    (None, Some(t)) => {
+                        let k = ((t - st.grid_t0) / st.nominal_dt).round_ties_even();
+                        if k < 0.0 {
+                            return Err(Error::invalid(format!(
+                                "T = {t} is before the start time {}",
+                                st.grid_t0
+                            )));
+                        }
+                        k as u64
+                    }
+                    (None, None) => max_steps,
+                };
+                let end_step = n + st.step_shift;
+                if opts.resume && end_step <= st.step {
+                    return Err(Error::invalid(format!(
+                        "the requested horizon (N = {n} iterations since the recorded start) is \
+                         already reached: the session is at iteration {}; increase N/T or \
+                         reset() to start over",
+                        st.step - st.step_shift
+                    )));
+                }
+                if !opts.resume && n == 0 {
+                    return Err(Error::invalid(
+                        "N = 0: a map run needs at least one iteration",
+                    ));
+                }
+                Horizon::Steps {
+                    end_step,
+                    clip_to: None,
+                }
+            }
+        };
+
+        let record = opts.record.unwrap_or(model.sim.record);
+        let plan = RunPlan {
+            horizon,
+            max_steps,
+            record_interval: record.then(|| opts.record_interval.unwrap_or(1)),
+            record_start: true,
+        };
+
+        // The recording: a fresh run starts a new one; a resume appends to the current one.
+        let selection = if opts.resume {
+            match &self.selection {
+                Some(s) => s.clone(),
+                None => self.resolve_record_vars(None)?,
+            }
+        } else {
+            self.resolve_record_vars(opts.record_vars.as_deref())?
+        };
+        let had_rec = self.rec.is_some();
+        let mut rec = if opts.resume {
+            self.rec
+                .take()
+                .unwrap_or_else(|| Recording::new(selection.0.clone(), selection.1.clone()))
+        } else {
+            Recording::new(selection.0.clone(), selection.1.clone())
+        };
+        let mark = rec.mark();
+        let (ms, me) = (rec.len(), rec.events.len());
+        if let Err(e) = runner.run(&mut st, &plan, &mut rec) {
+            rec.rollback(mark);
+            if opts.resume && had_rec {
+                self.rec = Some(rec);
+            }
+            return Err(e);
+        }
+        runner.finish(&mut st);
+
+        if rec.len() > ms {
+            let last = rec.len() - 1;
+            let name = opts
+                .tag
+                .as_deref()
+                .map(|t| rec.unique_segment_name(t, None));
+            rec.segments.push(Segment {
+                name,
+                t_start: rec.t[ms],
+                t_end: rec.t[last],
+                step_start: rec.step[ms],
+                step_end: rec.step[last],
+                sample_start: ms,
+                sample_len: rec.len() - ms,
+                event_start: me,
+                event_len: rec.events.len() - me,
+                resume: opts.resume,
+                cfg_hash: config_hash(&st.config),
+            });
+        }
+
+        // Commit.
+        if !self.initial_created {
+            let seed = fresh_seed.unwrap_or_else(|| self.state.clone());
+            self.push_initial(seed);
+        }
+        self.state = st;
+        self.rec = Some(rec);
+        if !opts.resume || self.selection.is_none() {
+            self.selection = Some(selection);
+        }
+        Ok(())
+    }
+
+    fn initial_step(&self, st: &SessionState, t_end: f64, user_dt: Option<f64>) -> Result<f64> {
+        let info = self.info;
+        let dt_max = knob(info, &st.config, "dt_max");
+        let cap = match user_dt {
+            Some(dt) => dt,
+            None => f64::INFINITY,
+        };
+        let cap = if dt_max.is_finite() { dt_max } else { cap };
+        let mut eval = crate::model::ModelEval::new(&self.model.0);
+        struct F<'a, 'm> {
+            eval: &'a mut crate::model::ModelEval<'m>,
+            p: &'a [f64],
+            lag: crate::model::LagView<'a>,
+        }
+        impl crate::stepper::Rhs for F<'_, '_> {
+            fn eval(&mut self, t: f64, y: &[f64], out: &mut [f64]) -> Result<()> {
+                self.eval.rhs(
+                    &crate::model::Env {
+                        t,
+                        y,
+                        p: self.p,
+                        lag: self.lag,
+                    },
+                    out,
+                )
+            }
+        }
+        let mut f = F {
+            eval: &mut eval,
+            p: &st.params,
+            lag: crate::model::LagView {
+                ring: &st.lag_ring,
+                heads: &st.lag_head,
+                layout: &self.model.lag_layout,
+                shift: 0,
+            },
+        };
+        estimate(
+            &mut f,
+            &InitialStep {
+                t0: st.t,
+                y0: &st.y,
+                t_end,
+                order: info.embedded_order.unwrap_or(info.order),
+                atol: knob(info, &st.config, "atol"),
+                rtol: knob(info, &st.config, "rtol"),
+                cap,
+            },
+        )
+    }
+
+    fn validate_run(&self, o: &RunOptions) -> Result<()> {
+        let kind = self.model.kind;
+        if let Some(tag) = &o.tag {
+            if tag.is_empty() {
+                return Err(Error::invalid("tag cannot be empty"));
+            }
+        }
+        if o.resume {
+            let refuse = |what: &str, why: &str| {
+                Err(Error::invalid(format!(
+                    "run(resume = true) does not accept '{what}': {why}"
+                )))
+            };
+            if o.ic.is_some() {
+                return refuse("ic", "a resumed run continues from the session state; change states with assign() before resuming, or run without resume");
+            }
+            if o.params.is_some() {
+                return refuse("params", "a resumed run keeps the session parameters; change them with assign() before resuming, or run without resume");
+            }
+            if o.t0.is_some() {
+                return refuse("t0", "a resumed run continues from the current time; run without resume to start at another time");
+            }
+            if o.dt.is_some() {
+                return refuse("dt", "a resumed run keeps the session's step size; run without resume to change dt");
+            }
+            if o.transient.is_some_and(|x| x > 0.0) {
+                return refuse("transient", "a resumed segment continues immediately; warm-up is only for fresh runs");
+            }
+            if o.record_vars.is_some() {
+                return refuse("record_vars", "the recorded variables are fixed for the whole recording; call reset() first to choose new ones");
+            }
+        }
+        if let Some(dt) = o.dt {
+            if !(dt > 0.0 && dt.is_finite()) {
+                return Err(Error::invalid(format!("dt must be positive and finite, got {dt}")));
+            }
+        }
+        for (what, v) in [("T", o.t_end), ("t0", o.t0), ("transient", o.transient)] {
+            if let Some(v) = v {
+                if !v.is_finite() {
+                    return Err(Error::invalid(format!("{what} must be finite, got {v}")));
+                }
+            }
+        }
+        if o.transient.is_some_and(|x| x < 0.0) {
+            return Err(Error::invalid("transient must be non-negative"));
+        }
+        if o.record_interval == Some(0) {
+            return Err(Error::invalid("record_interval must be at least 1"));
+        }
+        if o.max_steps == Some(0) {
+            return Err(Error::invalid("max_steps must be at least 1"));
+        }
+        match kind {
+            ModelKind::Ode if o.n.is_some() => {
+                return Err(Error::invalid(
+                    "N counts map iterations; for an ODE model give the end time T",
+                ))
+            }
+            ModelKind::Map if o.n.is_some() && o.t_end.is_some() => {
+                return Err(Error::invalid(
+                    "give either N (iterations) or T (time) for a map, not both",
+                ))
+            }
+            _ => {}
+        }
+        let check_len = |what: &str, v: &Option<Vec<f64>>, names: &[String]| -> Result<()> {
+            if let Some(v) = v {
+                if v.len() != names.len() {
+                    return Err(Error::invalid(format!(
+                        "{what} has {} values; the model has {} ({})",
+                        v.len(),
+                        names.len(),
+                        names.join(", ")
+                    )));
+                }
+                if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                    return Err(Error::invalid(format!(
+                        "{what} value for '{}' is {}; values must be finite",
+                        names[i], v[i]
+                    )));
+                }
+            }
+            Ok(())
+        };
+        check_len("ic", &o.ic, &self.model.state_names)?;
+        check_len("params", &o.params, &self.model.param_names)?;
+        Ok(())
+    }
+
+    fn resolve_record_vars(&self, vars: Option<&[String]>) -> Result<(Vec<RecVar>, Vec<String>)> {
+        let m = &self.model;
+        let Some(vars) = vars else {
+            return Ok((
+                (0..m.n_states()).map(RecVar::State).collect(),
+                m.state_names.clone(),
+            ));
+        };
+        let mut out = (Vec::new(), Vec::new());
+        for v in vars {
+            let var = if let Some(a) = v.strip_prefix("aux.") {
+                m.aux_index(a).map(RecVar::Aux).ok_or_else(|| {
+                    Error::unknown(format!(
+                        "record_vars: '{a}' is not an aux variable{}; aux: {}",
+                        suggestion_suffix(a, m.aux_names.iter().map(String::as_str)),
+                        list_or_none(&m.aux_names)
+                    ))
+                })?
+            } else if let Some(i) = m.state_index(v) {
+                RecVar::State(i)
+            } else if let Some(i) = m.aux_index(v) {
+                RecVar::Aux(i)
+            } else {
+                return Err(Error::unknown(format!(
+                    "record_vars: unknown variable '{v}'{}; states: {}; aux: {}",
+                    suggestion_suffix(
+                        v,
+                        m.state_names.iter().chain(&m.aux_names).map(String::as_str)
+                    ),
+                    list_or_none(&m.state_names),
+                    list_or_none(&m.aux_names)
+                )));
+            };
+            let name = match var {
+                RecVar::State(i) => m.state_names[i].clone(),
+                RecVar::Aux(i) => m.aux_names[i].clone(),
+            };
+            out.0.push(var);
+            out.1.push(name);
+        }
+        Ok(out)
+    }
+
+    // ---------------------------------------------------------------- snapshots
+
+    fn push_initial(&mut self, state: SessionState) {
+        self.initial_created = true;
+        if self.snapshots.iter().any(|s| s.name == "initial") {
+            return;
+        }
+        self.snapshots.insert(
+            0,
+            Snapshot {
+                name: "initial".into(),
+                description: "auto-created before the first run".into(),
+                created_at: now_iso8601(),
+                state,
+                pins: self.pins.clone(),
+            },
+        );
+    }
+
+    fn ensure_initial(&mut self) {
+        if !self.initial_created {
+            self.push_initial(self.state.clone());
+        }
+    }
+
+    /// Saves the current state under `name`.
+    pub fn create_snapshot(&mut self, name: &str, description: &str) -> Result<()> {
+        if name.is_empty() {
+            return Err(Error::invalid("snapshot name cannot be empty"));
+        }
+        if self.snapshots.iter().any(|s| s.name == name) {
+            return Err(Error::duplicate(format!(
+                "snapshot '{name}' already exists; pick another name"
+            )));
+        }
+        self.ensure_initial();
+        if self.snapshots.iter().any(|s| s.name == name) {
+            return Err(Error::duplicate(format!(
+                "snapshot '{name}' already exists; pick another name"
+            )));
+        }
+        self.snapshots.push(Snapshot {
+            name: name.to_string(),
+            description: description.to_string(),
+            created_at: now_iso8601(),
+            state: self.state.clone(),
+            pins: self.pins.clone(),
+        });
+        Ok(())
+    }
+
+    pub fn list_snapshots(&mut self) -> Vec<SnapshotInfo> {
+        self.ensure_initial();
+        self.snapshots
+            .iter()
+            .map(|s| SnapshotInfo {
+                name: s.name.clone(),
+                t: s.state.t,
+                step: s.state.step,
+                created_at: s.created_at.clone(),
+                description: s.description.clone(),
+            })
+            .collect()
+    }
+
+    pub(crate) fn snapshot(&mut self, name: &str) -> Result<&Snapshot> {
+        self.ensure_initial();
+        match self.snapshots.iter().position(|s| s.name == name) {
+            Some(i) => Ok(&self.snapshots[i]),
+            None => Err(Error::unknown(format!(
+                "unknown snapshot '{name}'{}; snapshots: {}",
+                suggestion_suffix(name, self.snapshots.iter().map(|s| s.name.as_str())),
+                self.snapshots
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// Compares a snapshot's pins with this session's: `(ok, [(pin, ours, theirs)])`.
+    pub fn compat_check(&mut self, name: &str) -> Result<(bool, Vec<(&'static str, String, String)>)> {
+        let pins = self.pins.clone();
+        let snap = self.snapshot(name)?;
+        let diff = pins.diff(&snap.pins);
+        Ok((diff.is_empty(), diff))
+    }
+
+    /// Restores a snapshot and clears recorded history, segments and the recording selection.
+    pub fn reset(&mut self, name: &str) -> Result<()> {
+        let pins = self.pins.clone();
+        let snap = self.snapshot(name)?;
+        let diff = pins.diff(&snap.pins);
+        if !diff.is_empty() {
+            return Err(incompatible(name, &diff));
+        }
+        self.state = snap.state.clone();
+        self.rec = None;
+        self.selection = None;
+        Ok(())
+    }
+
+    /// Whether `run(resume = true)` can continue the current state, and why not.
+    pub fn can_resume(&self) -> (bool, Option<String>) {
+        let now = SessionPins::new(&self.model, self.info);
+        let diff = self.pins.diff(&now);
+        if diff.is_empty() {
+            (true, None)
+        } else {
+            (false, Some(format!("pin mismatch: {}", format_diff(&diff))))
+        }
+    }
+
+    /// Summary of the session state as JSON.
+    pub fn summary(&self) -> serde_json::Value {
+        let (ok, reason) = self.can_resume();
+        let cfg = &self.state.config;
+        let preview: serde_json::Map<String, serde_json::Value> = self
+            .info
+            .config
+            .iter()
+            .zip(cfg)
+            .take(3)
+            .map(|(k, v)| (k.name.to_string(), json_f64(*v)))
+            .collect();
+        serde_json::json!({
+            "t": self.state.t,
+            "step": self.state.step,
+            "dt": self.state.dt,
+            "nominal_dt": self.state.nominal_dt,
+            "time_shift": self.state.time_shift,
+            "status": self.state.status.name(),
+            "stepper": self.info.name,
+            "can_resume": ok,
+            "reason": reason,
+            "pending_step": self.state.pending.is_some(),
+            "stepper_config": {
+                "size": cfg.len(),
+                "hash": config_hash(cfg),
+                "preview": preview,
+            },
+        })
+    }
+
+    // ---------------------------------------------------------------- assign
+
+    fn resolve_assignable(&self, name: &str) -> Option<Assignable> {
+        self.model
+            .state_index(name)
+            .map(Assignable::State)
+            .or_else(|| self.model.param_index(name).map(Assignable::Param))
+    }
+
+    fn unknown_names_error(&self, names: &[&str]) -> Error {
+        let m = &self.model;
+        let candidates = || m.state_names.iter().chain(&m.param_names).map(String::as_str);
+        let mut sorted: Vec<&str> = names.to_vec();
+        sorted.sort();
+        let parts: Vec<String> = sorted
+            .iter()
+            .map(|n| format!("'{n}'{}", suggestion_suffix(n, candidates())))
+            .collect();
+        Error::unknown(format!(
+            "unknown state/param name(s): {}. Valid states: [{}], params: [{}]",
+            parts.join(", "),
+            m.state_names.join(", "),
+            m.param_names.join(", ")
+        ))
+    }
+
+    /// Sets states and parameters by name (states first, then params). All names are checked
+    /// before anything changes. With `clear_history`, recorded results and segments are
+    /// dropped (time, workspace and the recording selection are kept).
+    ///
+    /// Changing the state restarts the stepper's carried history: multistep methods start up
+    /// again and an adaptive method drops a step it had taken past the output point, so the
+    /// next run continues from the assigned values with a new step sequence.
+    pub fn assign(&mut self, values: &[(&str, f64)], clear_history: bool) -> Result<()> {
+        let mut resolved = Vec::with_capacity(values.len());
+        let mut unknown = Vec::new();
+        for (name, v) in values {
+            match self.resolve_assignable(name) {
+                Some(a) => resolved.push((a, *v, *name)),
+                None => unknown.push(*name),
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(self.unknown_names_error(&unknown));
+        }
+        if let Some((_, v, name)) = resolved.iter().find(|(_, v, _)| !v.is_finite()) {
+            return Err(Error::invalid(format!(
+                "value for '{name}' is {v}; states and parameters must be finite"
+            )));
+        }
+        if !resolved.is_empty() {
+            let mut st = self.state.clone();
+            for (a, v, _) in &resolved {
+                match a {
+                    Assignable::State(i) => st.y[*i] = *v,
+                    Assignable::Param(i) => st.params[*i] = *v,
+                }
+            }
+            if let Some(p) = st.pending.take() {
+                st.dt = p.h_next;
+            }
+            let mut s = stepper::create(self.info, self.model.n_states());
+            s.load(&st.stepper_ws)?;
+            s.restart();
+            st.stepper_ws = s.save();
+            self.state = st;
+        }
+        if clear_history {
+            if let Some(r) = &mut self.rec {
+                r.clear();
+            }
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- results
+
+    /// The stitched recording of the current pass.
+    pub fn results(&self) -> Result<&Recording> {
+        self.rec.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::NoResults,
+                "no results: call run() first (reset() and importing a snapshot clear them)",
+            )
+        })
+    }
+
+    pub fn segments(&self) -> &[Segment] {
+        self.rec.as_ref().map_or(&[], |r| &r.segments)
+    }
+
+    fn segment_index(&self, seg: SegmentRef<'_>) -> Result<usize> {
+        let rec = self.rec.as_ref().filter(|r| !r.segments.is_empty()).ok_or_else(|| {
+            Error::new(ErrorKind::NoResults, "no recorded segments")
+        })?;
+        match seg {
+            SegmentRef::Index(i) if i < rec.segments.len() => Ok(i),
+            SegmentRef::Index(i) => Err(Error::invalid(format!(
+                "segment index {i} out of range: there are {} segments",
+                rec.segments.len()
+            ))),
+            SegmentRef::Name(n) => rec.segment_index(n),
+        }
+    }
+
+    /// Effective name of a segment (its tag or rename, else `run#<index>`).
+    pub fn segment_name(&self, seg: SegmentRef<'_>) -> Result<String> {
+        let i = self.segment_index(seg)?;
+        Ok(self.results()?.segment_name(i))
+    }
+
+    /// Sample range of a segment, to slice any recorded series.
+    pub fn segment_samples(&self, seg: SegmentRef<'_>) -> Result<std::ops::Range<usize>> {
+        let i = self.segment_index(seg)?;
+        let s = &self.results()?.segments[i];
+        Ok(s.sample_start..s.sample_start + s.sample_len)
+    }
+
+    /// Renames a segment; the name is made unique with `-2`, `-3`, … if needed. Returns it.
+    pub fn name_segment(&mut self, seg: SegmentRef<'_>, new_name: &str) -> Result<String> {
+        if new_name.is_empty() {
+            return Err(Error::invalid("segment name cannot be empty"));
+        }
+        let i = self.segment_index(seg)?;
+        let rec = self
+            .rec
+            .as_mut()
+            .ok_or_else(|| Error::internal("segments without a recording"))?;
+        let unique = rec.unique_segment_name(new_name, Some(i));
+        rec.segments[i].name = Some(unique.clone());
+        Ok(unique)
+    }
+
+    pub fn name_last_segment(&mut self, new_name: &str) -> Result<String> {
+        let n = self.segments().len();
+        if n == 0 {
+            return Err(Error::new(ErrorKind::NoResults, "no recorded segments to rename"));
+        }
+        self.name_segment(SegmentRef::Index(n - 1), new_name)
+    }
+
+    // ---------------------------------------------------------------- persistence hooks
+
+    /// Replaces the session state with one restored from elsewhere (a file, bytes). Clears
+    /// results and segments; snapshots and the recording selection are kept.
+    pub(crate) fn replace_state(&mut self, state: SessionState) {
+        self.state = state;
+        self.rec = None;
+    }
+
+    pub(crate) fn snapshot_by_name(&mut self, name: &str) -> Result<Snapshot> {
+        self.snapshot(name).cloned()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Assignable {
+    State(usize),
+    Param(usize),
+}
+
+fn list_or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "(none)".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+pub(crate) fn format_diff(diff: &[(&'static str, String, String)]) -> String {
+    diff.iter()
+        .map(|(n, ours, theirs)| format!("{n} is '{theirs}' in the snapshot, '{ours}' here"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+pub(crate) fn incompatible(name: &str, diff: &[(&'static str, String, String)]) -> Error {
+    Error::new(
+        ErrorKind::Incompatible,
+        format!("incompatible snapshot '{name}': {}", format_diff(diff)),
+    )
+}
+
+/// JSON number, or a string for non-finite values (JSON has no infinity).
+pub(crate) fn json_f64(v: f64) -> serde_json::Value {
+    if v.is_finite() {
+        serde_json::json!(v)
+    } else {
+        serde_json::json!(v.to_string())
+    }
+}

@@ -1,0 +1,364 @@
+//! `SessionState`: everything needed to continue a simulation exactly where it stopped.
+
+use crate::error::{Error, Result};
+use crate::model::{Model, ModelKind};
+use crate::stepper::workspace::{check_layout, layout_signature, load_f64, load_i64};
+use crate::stepper::{self, StepperInfo, WsArray, WsData, Workspace};
+
+/// Outcome of the last successful run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// No run yet.
+    Ready,
+    /// The horizon was reached.
+    Done,
+    /// The model's stop condition ended the run early.
+    EarlyExit,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Ready => "READY",
+            Status::Done => "DONE",
+            Status::EarlyExit => "EARLY_EXIT",
+        }
+    }
+    pub fn code(self) -> i64 {
+        match self {
+            Status::Ready => 0,
+            Status::Done => 9,
+            Status::EarlyExit => 7,
+        }
+    }
+    pub fn from_code(code: i64) -> Option<Status> {
+        match code {
+            0 => Some(Status::Ready),
+            9 => Some(Status::Done),
+            7 => Some(Status::EarlyExit),
+            _ => None,
+        }
+    }
+}
+
+/// What a snapshot must match to be restored into a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionPins {
+    /// SHA-256 over the canonical model serialisation.
+    pub spec_hash: String,
+    pub stepper_name: String,
+    /// Digest of the workspace layout (names, dtypes, shapes).
+    pub workspace_sig: String,
+    pub dtype: String,
+    pub dynlib_version: String,
+}
+
+impl SessionPins {
+    pub fn new(model: &Model, info: &'static StepperInfo) -> Self {
+        let stepper_ws = stepper::create(info, model.n_states()).save();
+        let runtime = SessionState::bootstrap_runtime_layout(model);
+        SessionPins {
+            spec_hash: model.spec_hash.clone(),
+            stepper_name: info.name.to_string(),
+            workspace_sig: layout_signature(&[("stepper", &stepper_ws), ("runtime", &runtime)]),
+            dtype: "float64".to_string(),
+            dynlib_version: crate::VERSION.to_string(),
+        }
+    }
+
+    /// Each differing pin as (name, ours, theirs), in a fixed order.
+    pub fn diff(&self, theirs: &SessionPins) -> Vec<(&'static str, String, String)> {
+        let pairs = [
+            ("spec_hash", &self.spec_hash, &theirs.spec_hash),
+            ("stepper_name", &self.stepper_name, &theirs.stepper_name),
+            ("workspace_sig", &self.workspace_sig, &theirs.workspace_sig),
+            ("dtype", &self.dtype, &theirs.dtype),
+            ("dynlib_version", &self.dynlib_version, &theirs.dynlib_version),
+        ];
+        pairs
+            .into_iter()
+            .filter(|(_, a, b)| a != b)
+            .map(|(n, a, b)| (n, a.clone(), b.clone()))
+            .collect()
+    }
+}
+
+/// An accepted adaptive step that ends beyond the last output point. The session's `t`/`y`
+/// are the (interpolated) output point; a resume commits this step first, exactly as the
+/// uninterrupted run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingStep {
+    pub t_new: f64,
+    pub y_new: Vec<f64>,
+    pub h_next: f64,
+}
+
+/// The live state of a session. Cloning it is a snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionState {
+    /// Current (absolute) time: the output point.
+    pub t: f64,
+    pub y: Vec<f64>,
+    pub params: Vec<f64>,
+    /// Step size of the next step: the nominal dt for fixed-step methods, the controller's
+    /// proposal for adaptive ones.
+    pub dt: f64,
+    /// Committed steps since the last fresh run (warm-up included).
+    pub step: u64,
+    /// Fixed-step grid origin: step k is at `grid_t0 + (k - grid_k0) * nominal_dt`.
+    pub grid_t0: f64,
+    pub grid_k0: u64,
+    pub nominal_dt: f64,
+    /// Warm-up offsets: recorded time = t − time_shift, recorded step = step − step_shift.
+    pub time_shift: f64,
+    pub step_shift: u64,
+    /// The stepper's carried arrays.
+    pub stepper_ws: Workspace,
+    /// Lag rings (all lagged states, concatenated) and their head indices (per state).
+    pub lag_ring: Vec<f64>,
+    pub lag_head: Vec<i64>,
+    pub pending: Option<PendingStep>,
+    /// Stepper configuration, in the stepper's knob order.
+    pub config: Vec<f64>,
+    pub status: Status,
+}
+
+impl SessionState {
+    /// The state of a new session: model defaults at `[sim].t0`.
+    pub fn bootstrap(model: &Model, info: &'static StepperInfo) -> Self {
+        let mut s = SessionState {
+            t: model.sim.t0,
+            y: model.state_init.clone(),
+            params: model.param_init.clone(),
+            dt: model.sim.dt,
+            step: 0,
+            grid_t0: model.sim.t0,
+            grid_k0: 0,
+            nominal_dt: model.sim.dt,
+            time_shift: 0.0,
+            step_shift: 0,
+            stepper_ws: stepper::create(info, model.n_states()).save(),
+            lag_ring: vec![0.0; model.lag_total],
+            lag_head: vec![0; model.n_states()],
+            pending: None,
+            config: stepper::default_config(info, &model.sim),
+            status: Status::Ready,
+        };
+        s.init_lag(model);
+        s
+    }
+
+    /// Fills every lag ring with the current state (no history yet).
+    pub fn init_lag(&mut self, model: &Model) {
+        for (i, slot) in model.lag_layout.iter().enumerate() {
+            if slot.len > 0 {
+                self.lag_ring[slot.offset..slot.offset + slot.len].fill(self.y[i]);
+                self.lag_head[i] = slot.len as i64 - 1;
+            } else {
+                self.lag_head[i] = 0;
+            }
+        }
+    }
+
+    /// Time of fixed-step grid point `k`.
+    #[inline]
+    pub fn grid_time(&self, k: u64) -> f64 {
+        self.grid_t0 + (k - self.grid_k0) as f64 * self.nominal_dt
+    }
+
+    fn bootstrap_runtime_layout(model: &Model) -> Workspace {
+        let mut s = SessionState {
+            t: 0.0,
+            y: vec![0.0; model.n_states()],
+            params: Vec::new(),
+            dt: 0.0,
+            step: 0,
+            grid_t0: 0.0,
+            grid_k0: 0,
+            nominal_dt: 0.0,
+            time_shift: 0.0,
+            step_shift: 0,
+            stepper_ws: Vec::new(),
+            lag_ring: vec![0.0; model.lag_total],
+            lag_head: vec![0; model.n_states()],
+            pending: None,
+            config: Vec::new(),
+            status: Status::Ready,
+        };
+        s.pending = None;
+        s.runtime_ws()
+    }
+
+    /// The runtime bucket as named arrays. The clock and counters are stored as raw f64/i64
+    /// here so that persisted state round-trips bit-exactly (meta.json only shows them).
+    pub fn runtime_ws(&self) -> Workspace {
+        let n = self.y.len();
+        let (flag, t_new, h_next, y_new) = match &self.pending {
+            Some(p) => (1.0, p.t_new, p.h_next, p.y_new.clone()),
+            None => (0.0, 0.0, 0.0, vec![0.0; n]),
+        };
+        vec![
+            WsArray::f64(
+                "clock",
+                vec![
+                    self.t,
+                    self.dt,
+                    self.grid_t0,
+                    self.nominal_dt,
+                    self.time_shift,
+                ],
+            ),
+            WsArray::i64(
+                "counters",
+                vec![
+                    self.step as i64,
+                    self.grid_k0 as i64,
+                    self.step_shift as i64,
+                    self.status.code(),
+                ],
+            ),
+            WsArray::f64("lag_ring", self.lag_ring.clone()),
+            WsArray::i64("lag_head", self.lag_head.clone()),
+            WsArray::f64("pending", vec![flag, t_new, h_next]),
+            WsArray::f64("pending_y", y_new),
+        ]
+    }
+
+    /// Restores the runtime bucket written by [`runtime_ws`](Self::runtime_ws).
+    pub fn load_runtime_ws(&mut self, ws: &[WsArray], model: &Model) -> Result<()> {
+        check_layout(ws, &self.runtime_ws(), "runtime")?;
+        let mut clock = [0.0; 5];
+        load_f64(ws, "clock", &mut clock)?;
+        let mut counters = [0i64; 4];
+        load_i64(ws, "counters", &mut counters)?;
+        if counters[..3].iter().any(|c| *c < 0) {
+            return Err(Error::corrupt("workspace 'runtime/counters' holds a negative count"));
+        }
+        let status = Status::from_code(counters[3]).ok_or_else(|| {
+            Error::corrupt(format!("unknown status code {} in the workspace", counters[3]))
+        })?;
+        if clock.iter().any(|v| v.is_nan()) {
+            return Err(Error::corrupt("workspace 'runtime/clock' holds NaN"));
+        }
+        if !(clock[3] > 0.0 && clock[3].is_finite()) {
+            return Err(Error::corrupt(format!(
+                "nominal dt in the workspace is {}, it must be positive",
+                clock[3]
+            )));
+        }
+        let mut lag_ring = vec![0.0; self.lag_ring.len()];
+        load_f64(ws, "lag_ring", &mut lag_ring)?;
+        let mut lag_head = vec![0i64; self.lag_head.len()];
+        load_i64(ws, "lag_head", &mut lag_head)?;
+        for (i, slot) in model.lag_layout.iter().enumerate() {
+            let h = lag_head[i];
+            if slot.len > 0 && (h < 0 || h as usize >= slot.len) {
+                return Err(Error::corrupt(format!(
+                    "lag head of state '{}' is {h}, outside its ring of {}",
+                    model.state_names[i], slot.len
+                )));
+            }
+        }
+        let mut pending = [0.0; 3];
+        load_f64(ws, "pending", &mut pending)?;
+        let mut y_new = vec![0.0; self.y.len()];
+        load_f64(ws, "pending_y", &mut y_new)?;
+        let grid_k0 = counters[1] as u64;
+        let step = counters[0] as u64;
+        if grid_k0 > step || (counters[2] as u64) > step {
+            return Err(Error::corrupt(
+                "workspace counters are inconsistent (grid origin or warm-up after the current step)",
+            ));
+        }
+        self.t = clock[0];
+        self.dt = clock[1];
+        self.grid_t0 = clock[2];
+        self.nominal_dt = clock[3];
+        self.time_shift = clock[4];
+        self.step = step;
+        self.grid_k0 = grid_k0;
+        self.step_shift = counters[2] as u64;
+        self.status = status;
+        self.lag_ring = lag_ring;
+        self.lag_head = lag_head;
+        self.pending = if pending[0] != 0.0 {
+            Some(PendingStep {
+                t_new: pending[1],
+                h_next: pending[2],
+                y_new,
+            })
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    /// Bitwise equality of everything, for exactness checks.
+    pub fn bits_eq(&self, other: &SessionState) -> bool {
+        fn f(a: &[f64], b: &[f64]) -> bool {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+        }
+        let ws_eq = |a: &Workspace, b: &Workspace| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.bits_eq(y))
+        };
+        f(&self.y, &other.y)
+            && f(&self.params, &other.params)
+            && f(&self.config, &other.config)
+            && ws_eq(&self.stepper_ws, &other.stepper_ws)
+            && ws_eq(&self.runtime_ws(), &other.runtime_ws())
+    }
+
+    /// Checks that a state can belong to a session of `model` with stepper `info`.
+    pub fn validate_shape(&self, model: &Model, info: &'static StepperInfo) -> Result<()> {
+        if self.y.len() != model.n_states() {
+            return Err(Error::corrupt(format!(
+                "state vector has {} entries, the model has {}",
+                self.y.len(),
+                model.n_states()
+            )));
+        }
+        if self.params.len() != model.n_params() {
+            return Err(Error::corrupt(format!(
+                "parameter vector has {} entries, the model has {}",
+                self.params.len(),
+                model.n_params()
+            )));
+        }
+        if self.config.len() != info.config.len() {
+            return Err(Error::corrupt(format!(
+                "stepper config has {} values, stepper '{}' has {} knobs",
+                self.config.len(),
+                info.name,
+                info.config.len()
+            )));
+        }
+        let template = stepper::create(info, model.n_states()).save();
+        check_layout(&self.stepper_ws, &template, "stepper")?;
+        if model.kind == ModelKind::Map && self.pending.is_some() {
+            return Err(Error::corrupt("a map session cannot have a pending step"));
+        }
+        Ok(())
+    }
+}
+
+/// Digest of a stepper configuration: first 10 hex digits of SHA-256 over the raw
+/// little-endian bytes, or "empty".
+pub fn config_hash(cfg: &[f64]) -> String {
+    use sha2::{Digest, Sha256};
+    if cfg.is_empty() {
+        return "empty".into();
+    }
+    let mut h = Sha256::new();
+    for v in cfg {
+        h.update(v.to_le_bytes());
+    }
+    h.finalize().iter().take(5).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Helper for tests and persistence: the f64 payload of a workspace array.
+pub fn ws_f64(a: &WsArray) -> Option<&[f64]> {
+    match &a.data {
+        WsData::F64(v) => Some(v),
+        WsData::I64(_) => None,
+    }
+}

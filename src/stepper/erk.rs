@@ -1,0 +1,119 @@
+//! Explicit Runge–Kutta engine driven by a Butcher tableau (data), shared by euler, rk2, rk4
+//! and the stages of rk45.
+
+use super::{Rhs, StepOutcome, Stepper, StepperInfo, WsArray};
+use crate::error::Result;
+
+/// A Butcher tableau: `a` is the strictly lower triangle, row `i` holding `i` entries.
+#[derive(Debug)]
+pub struct Tableau {
+    pub c: &'static [f64],
+    pub a: &'static [&'static [f64]],
+    pub b: &'static [f64],
+}
+
+/// Stage storage for a tableau over `n` states.
+#[derive(Debug, Clone)]
+pub struct Stages {
+    pub k: Vec<Vec<f64>>,
+    pub y_stage: Vec<f64>,
+}
+
+impl Stages {
+    pub fn new(n_stages: usize, n: usize) -> Self {
+        Stages {
+            k: vec![vec![0.0; n]; n_stages],
+            y_stage: vec![0.0; n],
+        }
+    }
+
+    /// Computes stages `0..tab.a.len()` of the tableau (k_i = f(t + c_i h, y + h Σ a_ij k_j)).
+    #[inline]
+    pub fn compute(
+        &mut self,
+        tab: &Tableau,
+        f: &mut dyn Rhs,
+        t: f64,
+        y: &[f64],
+        h: f64,
+    ) -> Result<()> {
+        for (i, row) in tab.a.iter().enumerate() {
+            if i == 0 {
+                f.eval(t, y, &mut self.k[0])?;
+                continue;
+            }
+            let (done, rest) = self.k.split_at_mut(i);
+            for (m, ys) in self.y_stage.iter_mut().enumerate() {
+                let mut acc = 0.0;
+                for (j, aij) in row.iter().enumerate() {
+                    if *aij != 0.0 {
+                        acc += aij * done[j][m];
+                    }
+                }
+                *ys = y[m] + h * acc;
+            }
+            f.eval(t + tab.c[i] * h, &self.y_stage, &mut rest[0])?;
+        }
+        Ok(())
+    }
+
+    /// `out = y + h Σ w_i k_i`.
+    #[inline]
+    pub fn combine(&self, weights: &[f64], y: &[f64], h: f64, out: &mut [f64]) {
+        for (m, o) in out.iter_mut().enumerate() {
+            let mut acc = 0.0;
+            for (w, k) in weights.iter().zip(&self.k) {
+                if *w != 0.0 {
+                    acc += w * k[m];
+                }
+            }
+            *o = y[m] + h * acc;
+        }
+    }
+}
+
+/// A fixed-step explicit Runge–Kutta method: no state carried between steps.
+pub struct FixedErk {
+    info: &'static StepperInfo,
+    tab: &'static Tableau,
+    stages: Stages,
+}
+
+impl FixedErk {
+    pub fn new(info: &'static StepperInfo, tab: &'static Tableau, n: usize) -> Self {
+        FixedErk {
+            info,
+            tab,
+            stages: Stages::new(tab.b.len(), n),
+        }
+    }
+}
+
+impl Stepper for FixedErk {
+    fn info(&self) -> &'static StepperInfo {
+        self.info
+    }
+    fn save(&self) -> Vec<WsArray> {
+        Vec::new()
+    }
+    fn load(&mut self, ws: &[WsArray]) -> Result<()> {
+        super::workspace::check_layout(ws, &[], "stepper")
+    }
+    fn restart(&mut self) {}
+    fn step(
+        &mut self,
+        f: &mut dyn Rhs,
+        t: f64,
+        y: &[f64],
+        h: f64,
+        _cfg: &[f64],
+        y_new: &mut [f64],
+    ) -> Result<StepOutcome> {
+        self.stages.compute(self.tab, f, t, y, h)?;
+        self.stages.combine(self.tab.b, y, h, y_new);
+        Ok(StepOutcome {
+            h_used: h,
+            h_next: h,
+        })
+    }
+}

@@ -1,0 +1,188 @@
+//! Steppers: one method per file behind the [`Stepper`] trait.
+//!
+//! A stepper advances the state by one step. Everything it carries from one step to the next
+//! (multistep history, start-up phase, dense-output data) is exported by [`Stepper::save`] as
+//! named arrays and restored by [`Stepper::load`], which is what makes resume exact.
+
+pub mod ab2;
+pub mod ab3;
+pub mod adams;
+pub mod erk;
+pub mod euler;
+pub mod initial_step;
+pub mod map;
+pub mod rk2;
+pub mod rk4;
+pub mod rk45;
+pub mod workspace;
+
+use crate::error::{suggestion_suffix, Error, Result};
+use crate::model::ModelKind;
+pub use workspace::{WsArray, WsData, Workspace};
+
+/// The right-hand side as a stepper sees it: parameters and lag history are bound.
+pub trait Rhs {
+    fn eval(&mut self, t: f64, y: &[f64], out: &mut [f64]) -> Result<()>;
+    /// Dense row-major Jacobian when the model provides one.
+    fn jacobian(&mut self, _t: f64, _y: &[f64], _out: &mut [f64]) -> Option<Result<()>> {
+        None
+    }
+}
+
+/// One runtime-configurable knob of a stepper and its default.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Knob {
+    pub name: &'static str,
+    pub default: f64,
+    pub help: &'static str,
+}
+
+/// Static description of a method.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepperInfo {
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    pub kind: ModelKind,
+    pub adaptive: bool,
+    pub implicit: bool,
+    pub order: u32,
+    /// Order of the embedded error estimator (adaptive methods).
+    pub embedded_order: Option<u32>,
+    /// The method can produce the state inside its last step (used to land on horizons).
+    pub dense_output: bool,
+    pub config: &'static [Knob],
+    pub description: &'static str,
+}
+
+/// Result of one successful step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepOutcome {
+    /// The step actually taken (an adaptive method may shrink the requested one).
+    pub h_used: f64,
+    /// The step the method proposes next.
+    pub h_next: f64,
+}
+
+pub trait Stepper: Send {
+    fn info(&self) -> &'static StepperInfo;
+    /// The carried state, as named arrays with a fixed layout.
+    fn save(&self) -> Workspace;
+    /// Restores the carried state saved by `save` (layout is checked).
+    fn load(&mut self, ws: &[WsArray]) -> Result<()>;
+    /// Forgets carried history: the next step starts the method afresh. Called for a fresh
+    /// run and whenever the state changes other than by a step (an event action, `assign`).
+    fn restart(&mut self);
+    /// Computes the step from `(t, y)` with step size `h` into `y_new`.
+    fn step(
+        &mut self,
+        f: &mut dyn Rhs,
+        t: f64,
+        y: &[f64],
+        h: f64,
+        cfg: &[f64],
+        y_new: &mut [f64],
+    ) -> Result<StepOutcome>;
+    /// Called once the step is committed with the final (possibly event-modified) state.
+    fn commit(&mut self, _f: &mut dyn Rhs, _t_new: f64, _y_new: &[f64]) -> Result<()> {
+        Ok(())
+    }
+    /// Dense output inside the last step: the state at `t`, if the method supports it.
+    fn interpolate(&self, _t: f64, _out: &mut [f64]) -> bool {
+        false
+    }
+}
+
+/// Every stepper, in listing order.
+pub fn all() -> &'static [&'static StepperInfo] {
+    static ALL: [&StepperInfo; 7] = [
+        &map::INFO,
+        &euler::INFO,
+        &rk2::INFO,
+        &rk4::INFO,
+        &rk45::INFO,
+        &ab2::INFO,
+        &ab3::INFO,
+    ];
+    &ALL
+}
+
+/// Finds a stepper by name or alias (case-insensitive; `-` and `_` are interchangeable).
+pub fn lookup(name: &str) -> Result<&'static StepperInfo> {
+    let norm = |s: &str| s.to_ascii_lowercase().replace('_', "-");
+    let key = norm(name);
+    all()
+        .iter()
+        .copied()
+        .find(|i| norm(i.name) == key || i.aliases.iter().any(|a| norm(a) == key))
+        .ok_or_else(|| {
+            let names = all().iter().flat_map(|i| std::iter::once(&i.name).chain(i.aliases.iter()));
+            Error::unknown(format!(
+                "unknown stepper '{name}'{}; available: {}",
+                suggestion_suffix(name, names.copied()),
+                all().iter().map(|i| i.name).collect::<Vec<_>>().join(", ")
+            ))
+        })
+}
+
+/// Creates a stepper for a model with `n` states.
+pub fn create(info: &'static StepperInfo, n: usize) -> Box<dyn Stepper> {
+    match info.name {
+        "map" => Box::new(map::MapStepper::new(n)),
+        "euler" => Box::new(erk::FixedErk::new(&euler::INFO, &euler::TABLEAU, n)),
+        "rk2" => Box::new(erk::FixedErk::new(&rk2::INFO, &rk2::TABLEAU, n)),
+        "rk4" => Box::new(erk::FixedErk::new(&rk4::INFO, &rk4::TABLEAU, n)),
+        "rk45" => Box::new(rk45::Rk45::new(n)),
+        "ab2" => Box::new(ab2::new(n)),
+        "ab3" => Box::new(ab3::new(n)),
+        other => unreachable!("stepper '{other}' is listed but not constructible"),
+    }
+}
+
+/// Config vector defaults of a stepper for a model: knob defaults, overridden by the model's
+/// `[sim]` atol/rtol and any extra `[sim]` key with a knob's name.
+pub fn default_config(info: &StepperInfo, sim: &crate::model::SimDefaults) -> Vec<f64> {
+    info.config
+        .iter()
+        .map(|k| match k.name {
+            "atol" => sim.atol,
+            "rtol" => sim.rtol,
+            name => sim
+                .extra
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(k.default, |(_, v)| *v),
+        })
+        .collect()
+}
+
+/// Index of knob `name` in a stepper's config vector.
+pub fn knob_index(info: &StepperInfo, name: &str) -> Result<usize> {
+    info.config.iter().position(|k| k.name == name).ok_or_else(|| {
+        if info.config.is_empty() {
+            Error::unknown(format!(
+                "stepper '{}' has no configuration knobs, so '{name}' cannot be set",
+                info.name
+            ))
+        } else {
+            Error::unknown(format!(
+                "stepper '{}' has no knob '{name}'{}; its knobs: {}",
+                info.name,
+                suggestion_suffix(name, info.config.iter().map(|k| k.name)),
+                info.config.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+            ))
+        }
+    })
+}
+
+/// Knob value by name from a config vector.
+pub fn knob(info: &StepperInfo, cfg: &[f64], name: &str) -> f64 {
+    info.config
+        .iter()
+        .position(|k| k.name == name)
+        .map_or(f64::NAN, |i| cfg[i])
+}
+
+/// Error for a step that could not be completed.
+pub fn step_failed(msg: impl Into<String>) -> Error {
+    Error::new(crate::error::ErrorKind::StepFailed, msg)
+}

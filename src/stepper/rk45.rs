@@ -1,0 +1,225 @@
+//! Dormand–Prince 5(4): adaptive explicit Runge–Kutta with a 4th-order continuous extension.
+//!
+//! The step-size controller is the classic one (safety · err^(-1/5), clamped). The dense output
+//! (Hairer's DOPRI5 interpolant) lets a run end exactly at its horizon without shortening the
+//! last step, so the accepted step sequence never depends on where a run was split.
+
+use super::erk::{Stages, Tableau};
+use super::workspace::{check_layout, load_f64};
+use super::{knob, step_failed, Knob, Rhs, StepOutcome, Stepper, StepperInfo, WsArray};
+use crate::error::Result;
+use crate::model::ModelKind;
+
+pub static TABLEAU: Tableau = Tableau {
+    c: &[0.0, 1.0 / 5.0, 3.0 / 10.0, 4.0 / 5.0, 8.0 / 9.0, 1.0, 1.0],
+    a: &[
+        &[],
+        &[1.0 / 5.0],
+        &[3.0 / 40.0, 9.0 / 40.0],
+        &[44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0],
+        &[19372.0 / 6561.0, -25360.0 / 2187.0, 64448.0 / 6561.0, -212.0 / 729.0],
+        &[9017.0 / 3168.0, -355.0 / 33.0, 46732.0 / 5247.0, 49.0 / 176.0, -5103.0 / 18656.0],
+        &[35.0 / 384.0, 0.0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0],
+    ],
+    b: &[35.0 / 384.0, 0.0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0, 0.0],
+};
+
+/// Embedded 4th-order weights.
+const B_STAR: [f64; 7] = [
+    5179.0 / 57600.0,
+    0.0,
+    7571.0 / 16695.0,
+    393.0 / 640.0,
+    -92097.0 / 339200.0,
+    187.0 / 2100.0,
+    1.0 / 40.0,
+];
+
+/// Dense-output weights (Hairer, DOPRI5 `contd5`).
+const D: [f64; 7] = [
+    -12715105075.0 / 11282082432.0,
+    0.0,
+    87487479700.0 / 32700410799.0,
+    -10690763975.0 / 1880347072.0,
+    701980252875.0 / 199316789632.0,
+    -1453857185.0 / 822651844.0,
+    69997945.0 / 29380423.0,
+];
+
+pub static INFO: StepperInfo = StepperInfo {
+    name: "rk45",
+    aliases: &["dopri5", "dormand_prince", "rk45_dp"],
+    kind: ModelKind::Ode,
+    adaptive: true,
+    implicit: false,
+    order: 5,
+    embedded_order: Some(4),
+    dense_output: true,
+    config: &[
+        Knob { name: "atol", default: 1e-6, help: "absolute tolerance" },
+        Knob { name: "rtol", default: 1e-3, help: "relative tolerance" },
+        Knob { name: "safety", default: 0.9, help: "safety factor of the step controller" },
+        Knob { name: "min_factor", default: 0.2, help: "smallest step shrink factor" },
+        Knob { name: "max_factor", default: 5.0, help: "largest step growth factor" },
+        Knob { name: "max_tries", default: 10.0, help: "attempts per step before failing" },
+        Knob { name: "min_step", default: 1e-12, help: "smallest step before failing" },
+        Knob { name: "dt_max", default: f64::INFINITY, help: "largest step" },
+    ],
+    description: "Dormand-Prince 5(4), adaptive, dense output",
+};
+
+pub struct Rk45 {
+    n: usize,
+    stages: Stages,
+    y5: Vec<f64>,
+    /// Interpolation coefficients of the last accepted step: 5 vectors of n.
+    dense: Vec<f64>,
+    /// (t, h) of the last accepted step.
+    span: [f64; 2],
+}
+
+impl Rk45 {
+    pub fn new(n: usize) -> Self {
+        Rk45 {
+            n,
+            stages: Stages::new(7, n),
+            y5: vec![0.0; n],
+            dense: vec![0.0; 5 * n],
+            span: [0.0, 0.0],
+        }
+    }
+
+    fn error_norm(&self, y: &[f64], h: f64, atol: f64, rtol: f64) -> f64 {
+        let mut sum = 0.0;
+        for m in 0..self.n {
+            let mut e = 0.0;
+            for (j, k) in self.stages.k.iter().enumerate() {
+                let w = TABLEAU.b[j] - B_STAR[j];
+                if w != 0.0 {
+                    e += w * k[m];
+                }
+            }
+            let scale = atol + rtol * y[m].abs().max(self.y5[m].abs());
+            let r = h * e / scale;
+            sum += r * r;
+        }
+        (sum / self.n as f64).sqrt()
+    }
+
+    fn build_dense(&mut self, t: f64, y: &[f64], h: f64) {
+        let n = self.n;
+        let k = &self.stages.k;
+        for m in 0..n {
+            let diff = self.y5[m] - y[m];
+            let bspl = h * k[0][m] - diff;
+            let mut acc = 0.0;
+            for (j, d) in D.iter().enumerate() {
+                if *d != 0.0 {
+                    acc += d * k[j][m];
+                }
+            }
+            self.dense[m] = y[m];
+            self.dense[n + m] = diff;
+            self.dense[2 * n + m] = bspl;
+            self.dense[3 * n + m] = diff - h * k[6][m] - bspl;
+            self.dense[4 * n + m] = h * acc;
+        }
+        self.span = [t, h];
+    }
+}
+
+impl Stepper for Rk45 {
+    fn info(&self) -> &'static StepperInfo {
+        &INFO
+    }
+
+    fn save(&self) -> Vec<WsArray> {
+        vec![
+            WsArray::matrix("dense", 5, self.n, self.dense.clone()),
+            WsArray::f64("dense_span", self.span.to_vec()),
+        ]
+    }
+
+    fn load(&mut self, ws: &[WsArray]) -> Result<()> {
+        check_layout(ws, &self.save(), "stepper")?;
+        load_f64(ws, "dense", &mut self.dense)?;
+        load_f64(ws, "dense_span", &mut self.span)
+    }
+
+    fn restart(&mut self) {}
+
+    fn step(
+        &mut self,
+        f: &mut dyn Rhs,
+        t: f64,
+        y: &[f64],
+        h_in: f64,
+        cfg: &[f64],
+        y_new: &mut [f64],
+    ) -> Result<StepOutcome> {
+        let get = |name| knob(&INFO, cfg, name);
+        let (atol, rtol, safety) = (get("atol"), get("rtol"), get("safety"));
+        let (min_factor, max_factor) = (get("min_factor"), get("max_factor"));
+        let (max_tries, min_step, dt_max) = (get("max_tries"), get("min_step"), get("dt_max"));
+        let mut h = h_in.min(dt_max);
+        let tries = (max_tries.max(1.0)) as u64;
+        for _ in 0..tries {
+            self.stages.compute(&TABLEAU, f, t, y, h)?;
+            if self.stages.k[0].iter().any(|v| !v.is_finite()) {
+                return Err(step_failed(format!(
+                    "rk45: the right-hand side is not finite at t = {t}"
+                )));
+            }
+            self.y5.copy_from_slice(&self.stages.y_stage);
+            let finite = self.y5.iter().all(|v| v.is_finite())
+                && self.stages.k.iter().all(|k| k.iter().all(|v| v.is_finite()));
+            if !finite {
+                if h <= min_step {
+                    return Err(step_failed(format!(
+                        "rk45: non-finite stage values at t = {t} even with the minimum step {min_step}"
+                    )));
+                }
+                h = (h * min_factor).max(min_step);
+                continue;
+            }
+            let err = self.error_norm(y, h, atol, rtol);
+            if err <= 1.0 || h <= min_step {
+                let factor = if err > 0.0 {
+                    (safety * err.powf(-0.2)).clamp(min_factor, max_factor)
+                } else {
+                    max_factor
+                };
+                let h_next = (h * factor).min(dt_max);
+                y_new.copy_from_slice(&self.y5);
+                self.build_dense(t, y, h);
+                return Ok(StepOutcome { h_used: h, h_next });
+            }
+            h *= min_factor.max(safety * err.powf(-0.25));
+            if h < min_step {
+                return Err(step_failed(format!(
+                    "rk45: step size fell below min_step = {min_step} at t = {t} (error norm {err:.3e})"
+                )));
+            }
+        }
+        Err(step_failed(format!(
+            "rk45: no acceptable step after {tries} tries at t = {t} (last h = {h:.3e})"
+        )))
+    }
+
+    fn interpolate(&self, t: f64, out: &mut [f64]) -> bool {
+        let [t0, h] = self.span;
+        if h == 0.0 {
+            return false;
+        }
+        let n = self.n;
+        let th = (t - t0) / h;
+        let th1 = 1.0 - th;
+        let d = &self.dense;
+        for (m, o) in out.iter_mut().enumerate() {
+            *o = d[m]
+                + th * (d[n + m]
+                    + th1 * (d[2 * n + m] + th * (d[3 * n + m] + th1 * d[4 * n + m])));
+        }
+        true
+    }
+}
