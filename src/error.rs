@@ -146,7 +146,10 @@ mod tests {
 
     #[test]
     fn suggestion_picks_closest_within_two() {
-        assert_eq!(did_you_mean("sigam", ["rho", "sigma", "beta"]), Some("sigma"));
+        assert_eq!(
+            did_you_mean("sigam", ["rho", "sigma", "beta"]),
+            Some("sigma")
+        );
         assert_eq!(did_you_mean("zzzzz", ["rho", "sigma"]), None);
         assert_eq!(suggestion_suffix("Ix", ["I", "a"]), " (did you mean 'I'?)");
     }

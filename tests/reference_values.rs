@@ -27,7 +27,11 @@ fn every_builtin_model_loads_and_runs() {
 
 #[test]
 fn lorenz_rk4_matches_the_reference_at_t1() {
-    let y = run_final("builtin://ode/lorenz", "rk4", RunOptions::new().t(1.0).dt(0.01));
+    let y = run_final(
+        "builtin://ode/lorenz",
+        "rk4",
+        RunOptions::new().t(1.0).dt(0.01),
+    );
     let want = [-9.3786158072, -8.3570599553, 29.3624037501];
     for (a, b) in y.iter().zip(want) {
         assert!((a - b).abs() < 1e-9, "{a} vs {b}");
@@ -36,13 +40,21 @@ fn lorenz_rk4_matches_the_reference_at_t1() {
 
 #[test]
 fn expdecay_rk4_matches_the_reference() {
-    let y = run_final("builtin://ode/expdecay", "rk4", RunOptions::new().t(1.0).dt(0.1));
+    let y = run_final(
+        "builtin://ode/expdecay",
+        "rk4",
+        RunOptions::new().t(1.0).dt(0.1),
+    );
     assert!((y[0] - 0.367879774412).abs() < 1e-12, "{}", y[0]);
 }
 
 #[test]
 fn izhikevich_rk4_matches_the_reference_at_t100() {
-    let y = run_final("builtin://ode/izhikevich", "rk4", RunOptions::new().t(100.0).dt(0.01));
+    let y = run_final(
+        "builtin://ode/izhikevich",
+        "rk4",
+        RunOptions::new().t(100.0).dt(0.01),
+    );
     assert!((y[0] - -66.730).abs() < 1e-3, "v = {}", y[0]);
     assert!((y[1] - -5.9273).abs() < 1e-4, "u = {}", y[1]);
 }

@@ -644,10 +644,7 @@ impl<'s> Compiler<'s> {
                     span,
                     format!(
                         "'{name}': only states can be lagged, and '{state}' is not a state{}",
-                        suggestion_suffix(
-                            state,
-                            self.spec.states.iter().map(|(n, _)| n.as_str())
-                        )
+                        suggestion_suffix(state, self.spec.states.iter().map(|(n, _)| n.as_str()))
                     ),
                 ));
             };
@@ -720,7 +717,10 @@ impl<'s> Compiler<'s> {
             if args.len() < 2 {
                 return Err(ctx.error(
                     span,
-                    format!("{name}() takes at least 2 arguments, but {} given", args.len()),
+                    format!(
+                        "{name}() takes at least 2 arguments, but {} given",
+                        args.len()
+                    ),
                 ));
             }
             let f = if name == "min" { Fn2::Min } else { Fn2::Max };
@@ -806,7 +806,12 @@ impl<'s> Compiler<'s> {
         )))
     }
 
-    fn lower_log_field(&mut self, field: &str, location: &str, b: &mut ProgramBuilder) -> Result<Reg> {
+    fn lower_log_field(
+        &mut self,
+        field: &str,
+        location: &str,
+        b: &mut ProgramBuilder,
+    ) -> Result<Reg> {
         let spec = self.spec;
         let bad = |why: &str| Error::model(format!("{location}: log field '{field}' {why}"));
         if field == "t" {

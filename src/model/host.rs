@@ -27,7 +27,13 @@ pub trait HostModel: Send + Sync {
         false
     }
     /// Dense row-major Jacobian ∂f_i/∂y_j, when `has_jacobian()`.
-    fn jacobian(&self, _t: f64, _y: &[f64], _p: &[f64], _out: &mut [f64]) -> Option<Result<(), i32>> {
+    fn jacobian(
+        &self,
+        _t: f64,
+        _y: &[f64],
+        _p: &[f64],
+        _out: &mut [f64],
+    ) -> Option<Result<(), i32>> {
         None
     }
 }

@@ -34,7 +34,7 @@ pub struct EventInfo {
 /// How the model's equations are evaluated.
 pub enum ModelCode {
     /// Compiled from the model language.
-    Compiled(CompiledModel),
+    Compiled(Box<CompiledModel>),
     /// Supplied by the host program as callbacks.
     Host(Box<dyn HostModel>),
 }
@@ -104,9 +104,8 @@ impl Model {
         if !path.exists() && path.extension().is_none() {
             path.set_extension("toml");
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            Error::io(format!("cannot read model file '{}': {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::io(format!("cannot read model file '{}': {e}", path.display())))?;
         if let Some(first) = text.lines().next() {
             if let Some(rest) = first.strip_prefix("#!") {
                 let pkg = rest.trim().split(':').next().unwrap_or("").trim();
@@ -159,7 +158,7 @@ impl Model {
             has_jacobian: compiled.jacobian.is_some(),
             lag_layout,
             lag_total,
-            code: ModelCode::Compiled(compiled),
+            code: ModelCode::Compiled(Box::new(compiled)),
             spec: Some(spec),
         })))
     }
@@ -270,10 +269,7 @@ fn lag_layout(depth: &[usize]) -> (Vec<LagSlot>, usize) {
             if d == 0 {
                 LagSlot::default()
             } else {
-                let slot = LagSlot {
-                    offset,
-                    len: d + 1,
-                };
+                let slot = LagSlot { offset, len: d + 1 };
                 offset += d + 1;
                 slot
             }

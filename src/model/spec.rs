@@ -213,8 +213,8 @@ fn is_identifier(s: &str) -> bool {
 
 impl ModelBuilder {
     fn build(mut self, doc: &Table) -> Result<ModelSpec> {
-        let model = table(doc, "model")?
-            .ok_or_else(|| Error::model("missing required table [model]"))?;
+        let model =
+            table(doc, "model")?.ok_or_else(|| Error::model("missing required table [model]"))?;
         if model.contains_key("label") {
             return Err(Error::model(
                 "[model].label is no longer supported; use [model].name",
@@ -234,7 +234,11 @@ impl ModelBuilder {
                     other.type_str()
                 )))
             }
-            None => return Err(Error::model("[model].type is required (\"ode\" or \"map\")")),
+            None => {
+                return Err(Error::model(
+                    "[model].type is required (\"ode\" or \"map\")",
+                ))
+            }
         };
         let name = match model.get("name") {
             None => String::new(),
@@ -264,8 +268,8 @@ impl ModelBuilder {
                 self.constants.push((k.clone(), value));
             }
         }
-        let states_t = table(doc, "states")?
-            .ok_or_else(|| Error::model("missing required table [states]"))?;
+        let states_t =
+            table(doc, "states")?.ok_or_else(|| Error::model("missing required table [states]"))?;
         if states_t.is_empty() {
             return Err(Error::model("[states] must declare at least one state"));
         }
@@ -726,7 +730,10 @@ fn parse_event(name: &str, v: &Value) -> Result<EventSpec> {
         Some(l) => string_list(l, &format!("{loc}.tags"))?,
     };
     for tag in &tags {
-        let ok = tag.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        let ok = tag
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && tag
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
@@ -786,9 +793,10 @@ fn parse_sim(t: Option<&Table>, kind: ModelKind) -> Result<SimDefaults> {
                     .ok_or_else(|| Error::model(format!("{loc} must be true or false")))?
             }
             "max_steps" => {
-                let n = v.as_integer().filter(|n| *n > 0).ok_or_else(|| {
-                    Error::model(format!("{loc} must be a positive integer"))
-                })?;
+                let n = v
+                    .as_integer()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| Error::model(format!("{loc} must be a positive integer")))?;
                 sim.max_steps = n as u64;
             }
             "stop" => {
@@ -827,7 +835,9 @@ fn parse_sim(t: Option<&Table>, kind: ModelKind) -> Result<SimDefaults> {
                 });
             }
             _ => match v {
-                Value::Integer(_) | Value::Float(_) => sim.extra.push((k.clone(), number_at(v, &loc)?)),
+                Value::Integer(_) | Value::Float(_) => {
+                    sim.extra.push((k.clone(), number_at(v, &loc)?))
+                }
                 Value::String(s) => {
                     // Enumerated stepper knobs, e.g. jacobian_mode = "external".
                     let x = match s.as_str() {
@@ -889,11 +899,23 @@ fn parse_preset(name: &str, v: &Value) -> Result<PresetSpec> {
 fn check_names(spec: &ModelSpec) -> Result<()> {
     let mut seen: Vec<(&str, &str)> = Vec::new();
     let groups: [(&str, Vec<&str>); 5] = [
-        ("constants", spec.constants.iter().map(|(n, _)| n.as_str()).collect()),
-        ("states", spec.states.iter().map(|(n, _)| n.as_str()).collect()),
-        ("params", spec.params.iter().map(|(n, _)| n.as_str()).collect()),
+        (
+            "constants",
+            spec.constants.iter().map(|(n, _)| n.as_str()).collect(),
+        ),
+        (
+            "states",
+            spec.states.iter().map(|(n, _)| n.as_str()).collect(),
+        ),
+        (
+            "params",
+            spec.params.iter().map(|(n, _)| n.as_str()).collect(),
+        ),
         ("aux", spec.aux.iter().map(|(n, _)| n.as_str()).collect()),
-        ("functions", spec.functions.iter().map(|f| f.name.as_str()).collect()),
+        (
+            "functions",
+            spec.functions.iter().map(|f| f.name.as_str()).collect(),
+        ),
     ];
     for (group, names) in &groups {
         for name in names {

@@ -121,9 +121,11 @@ impl Recording {
     /// Column of a recorded variable: `aux.NAME`, a state name, or an aux name.
     pub fn column(&self, name: &str) -> Result<&[f64]> {
         let plain = name.strip_prefix("aux.").unwrap_or(name);
-        let idx = self.names.iter().position(|n| n == name).or_else(|| {
-            self.names.iter().position(|n| n == plain)
-        });
+        let idx = self
+            .names
+            .iter()
+            .position(|n| n == name)
+            .or_else(|| self.names.iter().position(|n| n == plain));
         match idx {
             Some(i) => Ok(&self.columns[i]),
             None => Err(Error::unknown(format!(
@@ -151,7 +153,10 @@ impl Recording {
         if let Some(i) = (0..self.segments.len()).find(|&i| self.segment_name(i) == name) {
             return Ok(i);
         }
-        if let Some(k) = name.strip_prefix("run#").and_then(|k| k.parse::<usize>().ok()) {
+        if let Some(k) = name
+            .strip_prefix("run#")
+            .and_then(|k| k.parse::<usize>().ok())
+        {
             if k < self.segments.len() {
                 return Ok(k);
             }
@@ -174,8 +179,7 @@ impl Recording {
     pub fn unique_segment_name(&self, wanted: &str, except: Option<usize>) -> String {
         let taken = |cand: &str| {
             (0..self.segments.len()).any(|i| {
-                Some(i) != except
-                    && (self.segment_name(i) == cand || format!("run#{i}") == cand)
+                Some(i) != except && (self.segment_name(i) == cand || format!("run#{i}") == cand)
             })
         };
         if !taken(wanted) {

@@ -65,7 +65,12 @@ impl Rhs for BoundRhs<'_, '_> {
     }
 }
 
-fn lag_view<'a>(model: &'a ModelData, ring: &'a [f64], heads: &'a [i64], shift: usize) -> LagView<'a> {
+fn lag_view<'a>(
+    model: &'a ModelData,
+    ring: &'a [f64],
+    heads: &'a [i64],
+    shift: usize,
+) -> LagView<'a> {
     LagView {
         ring,
         heads,
@@ -142,7 +147,9 @@ impl<'m> Runner<'m> {
         self.steps_taken = 0;
         st.status = Status::Done;
         let result = match plan.horizon {
-            Horizon::Steps { end_step, clip_to } => self.run_fixed(st, plan, rec, end_step, clip_to),
+            Horizon::Steps { end_step, clip_to } => {
+                self.run_fixed(st, plan, rec, end_step, clip_to)
+            }
             Horizon::Time(t_end) => self.run_adaptive(st, plan, rec, t_end),
         };
         result.map_err(|e| {
@@ -160,7 +167,12 @@ impl<'m> Runner<'m> {
             .is_some_and(|k| (st.step - st.step_shift) % k == 0)
     }
 
-    fn record_start(&mut self, st: &SessionState, plan: &RunPlan, rec: &mut Recording) -> Result<()> {
+    fn record_start(
+        &mut self,
+        st: &SessionState,
+        plan: &RunPlan,
+        rec: &mut Recording,
+    ) -> Result<()> {
         let label = st.step - st.step_shift;
         if plan.record_start && Self::wants_sample(plan, st) && !rec.last_is_step(label) {
             self.record(st, rec, false)?;
@@ -228,7 +240,9 @@ impl<'m> Runner<'m> {
             } else {
                 // The new horizon is still inside that step: interpolate again.
                 if !self.stepper.interpolate(t_end, &mut st.y) {
-                    return Err(Error::internal("dense output unavailable for a pending step"));
+                    return Err(Error::internal(
+                        "dense output unavailable for a pending step",
+                    ));
                 }
                 st.t = t_end;
                 st.pending = Some(p);
@@ -313,7 +327,7 @@ impl<'m> Runner<'m> {
                 ),
             ));
         }
-        if !out.h_next.is_finite() || !(out.h_used > 0.0) {
+        if !out.h_next.is_finite() || out.h_used.is_nan() || out.h_used <= 0.0 {
             return Err(Error::new(
                 ErrorKind::NonFinite,
                 format!("the stepper proposed a non-finite step size {}", out.h_next),
@@ -361,7 +375,16 @@ impl<'m> Runner<'m> {
                     .event_apply(i, st.t, &mut st.y, &mut st.params, lag)?;
                 check_finite_after_event(model, i, &st.y)?;
                 let label = st.step - st.step_shift;
-                self.log_event(i, st.t - st.time_shift, label, st.t, &st.y, &st.params, lag, rec);
+                self.log_event(
+                    i,
+                    st.t - st.time_shift,
+                    label,
+                    st.t,
+                    &st.y,
+                    &st.params,
+                    lag,
+                    rec,
+                );
                 self.stepper.restart();
                 break;
             }
@@ -369,7 +392,12 @@ impl<'m> Runner<'m> {
         Ok(())
     }
 
-    fn post_events(&mut self, st: &mut SessionState, rec: &mut Recording, t_new: f64) -> Result<()> {
+    fn post_events(
+        &mut self,
+        st: &mut SessionState,
+        rec: &mut Recording,
+        t_new: f64,
+    ) -> Result<()> {
         let model = &self.model.0;
         for (i, ev) in model.events.iter().enumerate() {
             if !ev.phase.in_end() {
@@ -389,7 +417,16 @@ impl<'m> Runner<'m> {
                 check_finite_after_event(model, i, &self.y_new)?;
                 let label = st.step + 1 - st.step_shift;
                 let y = std::mem::take(&mut self.y_new);
-                self.log_event(i, t_new - st.time_shift, label, t_new, &y, &st.params, lag, rec);
+                self.log_event(
+                    i,
+                    t_new - st.time_shift,
+                    label,
+                    t_new,
+                    &y,
+                    &st.params,
+                    lag,
+                    rec,
+                );
                 self.y_new = y;
                 self.stepper.restart();
                 break;
@@ -413,7 +450,12 @@ impl<'m> Runner<'m> {
         let n_log = self.model.events[event].log.len();
         let mut values = vec![0.0; n_log];
         if n_log > 0 {
-            let env = Env { t: t_abs, y, p, lag };
+            let env = Env {
+                t: t_abs,
+                y,
+                p,
+                lag,
+            };
             self.eval.event_log(event, &env, &mut values);
             // `t` in a log means the recording frame, like the sample times.
             for (v, name) in values.iter_mut().zip(&self.model.events[event].log) {

@@ -179,7 +179,11 @@ impl Sim {
                 "stepper '{}' is for {} models, but '{}' is a {} model",
                 info.name,
                 info.kind.as_str(),
-                if model.name.is_empty() { "this model" } else { &model.name },
+                if model.name.is_empty() {
+                    "this model"
+                } else {
+                    &model.name
+                },
                 model.kind.as_str()
             )));
         }
@@ -446,10 +450,7 @@ impl Sim {
     fn initial_step(&self, st: &SessionState, t_end: f64, user_dt: Option<f64>) -> Result<f64> {
         let info = self.info;
         let dt_max = knob(info, &st.config, "dt_max");
-        let cap = match user_dt {
-            Some(dt) => dt,
-            None => f64::INFINITY,
-        };
+        let cap = user_dt.unwrap_or(f64::INFINITY);
         let cap = if dt_max.is_finite() { dt_max } else { cap };
         let mut eval = crate::model::ModelEval::new(&self.model.0);
         struct F<'a, 'm> {
@@ -517,10 +518,16 @@ impl Sim {
                 return refuse("t0", "a resumed run continues from the current time; run without resume to start at another time");
             }
             if o.dt.is_some() {
-                return refuse("dt", "a resumed run keeps the session's step size; run without resume to change dt");
+                return refuse(
+                    "dt",
+                    "a resumed run keeps the session's step size; run without resume to change dt",
+                );
             }
             if o.transient.is_some_and(|x| x > 0.0) {
-                return refuse("transient", "a resumed segment continues immediately; warm-up is only for fresh runs");
+                return refuse(
+                    "transient",
+                    "a resumed segment continues immediately; warm-up is only for fresh runs",
+                );
             }
             if o.record_vars.is_some() {
                 return refuse("record_vars", "the recorded variables are fixed for the whole recording; call reset() first to choose new ones");
@@ -528,7 +535,9 @@ impl Sim {
         }
         if let Some(dt) = o.dt {
             if !(dt > 0.0 && dt.is_finite()) {
-                return Err(Error::invalid(format!("dt must be positive and finite, got {dt}")));
+                return Err(Error::invalid(format!(
+                    "dt must be positive and finite, got {dt}"
+                )));
             }
         }
         for (what, v) in [("T", o.t_end), ("t0", o.t0), ("transient", o.transient)] {
@@ -709,7 +718,7 @@ impl Sim {
     }
 
     /// Compares a snapshot's pins with this session's: `(ok, [(pin, ours, theirs)])`.
-    pub fn compat_check(&mut self, name: &str) -> Result<(bool, Vec<(&'static str, String, String)>)> {
+    pub fn compat_check(&mut self, name: &str) -> Result<(bool, PinDiff)> {
         let pins = self.pins.clone();
         let snap = self.snapshot(name)?;
         let diff = pins.diff(&snap.pins);
@@ -783,7 +792,12 @@ impl Sim {
 
     fn unknown_names_error(&self, names: &[&str]) -> Error {
         let m = &self.model;
-        let candidates = || m.state_names.iter().chain(&m.param_names).map(String::as_str);
+        let candidates = || {
+            m.state_names
+                .iter()
+                .chain(&m.param_names)
+                .map(String::as_str)
+        };
         let mut sorted: Vec<&str> = names.to_vec();
         sorted.sort();
         let parts: Vec<String> = sorted
@@ -864,9 +878,11 @@ impl Sim {
     }
 
     fn segment_index(&self, seg: SegmentRef<'_>) -> Result<usize> {
-        let rec = self.rec.as_ref().filter(|r| !r.segments.is_empty()).ok_or_else(|| {
-            Error::new(ErrorKind::NoResults, "no recorded segments")
-        })?;
+        let rec = self
+            .rec
+            .as_ref()
+            .filter(|r| !r.segments.is_empty())
+            .ok_or_else(|| Error::new(ErrorKind::NoResults, "no recorded segments"))?;
         match seg {
             SegmentRef::Index(i) if i < rec.segments.len() => Ok(i),
             SegmentRef::Index(i) => Err(Error::invalid(format!(
@@ -908,24 +924,17 @@ impl Sim {
     pub fn name_last_segment(&mut self, new_name: &str) -> Result<String> {
         let n = self.segments().len();
         if n == 0 {
-            return Err(Error::new(ErrorKind::NoResults, "no recorded segments to rename"));
+            return Err(Error::new(
+                ErrorKind::NoResults,
+                "no recorded segments to rename",
+            ));
         }
         self.name_segment(SegmentRef::Index(n - 1), new_name)
     }
-
-    // ---------------------------------------------------------------- persistence hooks
-
-    /// Replaces the session state with one restored from elsewhere (a file, bytes). Clears
-    /// results and segments; snapshots and the recording selection are kept.
-    pub(crate) fn replace_state(&mut self, state: SessionState) {
-        self.state = state;
-        self.rec = None;
-    }
-
-    pub(crate) fn snapshot_by_name(&mut self, name: &str) -> Result<Snapshot> {
-        self.snapshot(name).cloned()
-    }
 }
+
+/// Differing pins as (pin name, this session's value, the snapshot's value).
+pub type PinDiff = Vec<(&'static str, String, String)>;
 
 #[derive(Debug, Clone, Copy)]
 enum Assignable {

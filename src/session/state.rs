@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 use crate::model::{Model, ModelKind};
 use crate::stepper::workspace::{check_layout, layout_signature, load_f64, load_i64};
-use crate::stepper::{self, StepperInfo, WsArray, WsData, Workspace};
+use crate::stepper::{self, StepperInfo, Workspace, WsArray, WsData};
 
 /// Outcome of the last successful run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +73,11 @@ impl SessionPins {
             ("stepper_name", &self.stepper_name, &theirs.stepper_name),
             ("workspace_sig", &self.workspace_sig, &theirs.workspace_sig),
             ("dtype", &self.dtype, &theirs.dtype),
-            ("dynlib_version", &self.dynlib_version, &theirs.dynlib_version),
+            (
+                "dynlib_version",
+                &self.dynlib_version,
+                &theirs.dynlib_version,
+            ),
         ];
         pairs
             .into_iter()
@@ -232,10 +236,15 @@ impl SessionState {
         let mut counters = [0i64; 4];
         load_i64(ws, "counters", &mut counters)?;
         if counters[..3].iter().any(|c| *c < 0) {
-            return Err(Error::corrupt("workspace 'runtime/counters' holds a negative count"));
+            return Err(Error::corrupt(
+                "workspace 'runtime/counters' holds a negative count",
+            ));
         }
         let status = Status::from_code(counters[3]).ok_or_else(|| {
-            Error::corrupt(format!("unknown status code {} in the workspace", counters[3]))
+            Error::corrupt(format!(
+                "unknown status code {} in the workspace",
+                counters[3]
+            ))
         })?;
         if clock.iter().any(|v| v.is_nan()) {
             return Err(Error::corrupt("workspace 'runtime/clock' holds NaN"));
@@ -352,7 +361,11 @@ pub fn config_hash(cfg: &[f64]) -> String {
     for v in cfg {
         h.update(v.to_le_bytes());
     }
-    h.finalize().iter().take(5).map(|b| format!("{b:02x}")).collect()
+    h.finalize()
+        .iter()
+        .take(5)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Helper for tests and persistence: the f64 payload of a workspace array.

@@ -101,8 +101,8 @@ impl Stepper for AdamsBashforth {
         if self.phase == 0 {
             // Heun start-up: second order, needs no history.
             f.eval(t, y, &mut self.k1)?;
-            for m in 0..y.len() {
-                self.y_pred[m] = y[m] + h * self.k1[m];
+            for ((p, yi), k) in self.y_pred.iter_mut().zip(y).zip(&self.k1) {
+                *p = yi + h * k;
             }
             f.eval(t + h, &self.y_pred, &mut self.k2)?;
             for m in 0..y.len() {

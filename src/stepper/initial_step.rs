@@ -42,7 +42,10 @@ pub fn estimate(f: &mut dyn Rhs, p: &InitialStep<'_>) -> Result<f64> {
     let mut f1 = vec![0.0; n];
     f.eval(p.t0 + h0, &y1, &mut f1)?;
     let d2 = rms(
-        f1.iter().zip(&f0).zip(&scale).map(|((a, b), s)| (a - b) / s),
+        f1.iter()
+            .zip(&f0)
+            .zip(&scale)
+            .map(|((a, b), s)| (a - b) / s),
         n,
     ) / h0;
     let mut h = 0.01 * (1.0 / d1.max(d2).max(1e-15)).powf(1.0 / f64::from(p.order + 1));

@@ -18,7 +18,7 @@ pub mod workspace;
 
 use crate::error::{suggestion_suffix, Error, Result};
 use crate::model::ModelKind;
-pub use workspace::{WsArray, WsData, Workspace};
+pub use workspace::{Workspace, WsArray, WsData};
 
 /// The right-hand side as a stepper sees it: parameters and lag history are bound.
 pub trait Rhs {
@@ -115,7 +115,9 @@ pub fn lookup(name: &str) -> Result<&'static StepperInfo> {
         .copied()
         .find(|i| norm(i.name) == key || i.aliases.iter().any(|a| norm(a) == key))
         .ok_or_else(|| {
-            let names = all().iter().flat_map(|i| std::iter::once(&i.name).chain(i.aliases.iter()));
+            let names = all()
+                .iter()
+                .flat_map(|i| std::iter::once(&i.name).chain(i.aliases.iter()));
             Error::unknown(format!(
                 "unknown stepper '{name}'{}; available: {}",
                 suggestion_suffix(name, names.copied()),
@@ -157,21 +159,28 @@ pub fn default_config(info: &StepperInfo, sim: &crate::model::SimDefaults) -> Ve
 
 /// Index of knob `name` in a stepper's config vector.
 pub fn knob_index(info: &StepperInfo, name: &str) -> Result<usize> {
-    info.config.iter().position(|k| k.name == name).ok_or_else(|| {
-        if info.config.is_empty() {
-            Error::unknown(format!(
-                "stepper '{}' has no configuration knobs, so '{name}' cannot be set",
-                info.name
-            ))
-        } else {
-            Error::unknown(format!(
-                "stepper '{}' has no knob '{name}'{}; its knobs: {}",
-                info.name,
-                suggestion_suffix(name, info.config.iter().map(|k| k.name)),
-                info.config.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
-            ))
-        }
-    })
+    info.config
+        .iter()
+        .position(|k| k.name == name)
+        .ok_or_else(|| {
+            if info.config.is_empty() {
+                Error::unknown(format!(
+                    "stepper '{}' has no configuration knobs, so '{name}' cannot be set",
+                    info.name
+                ))
+            } else {
+                Error::unknown(format!(
+                    "stepper '{}' has no knob '{name}'{}; its knobs: {}",
+                    info.name,
+                    suggestion_suffix(name, info.config.iter().map(|k| k.name)),
+                    info.config
+                        .iter()
+                        .map(|k| k.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }
+        })
 }
 
 /// Knob value by name from a config vector.

@@ -17,11 +17,37 @@ pub static TABLEAU: Tableau = Tableau {
         &[1.0 / 5.0],
         &[3.0 / 40.0, 9.0 / 40.0],
         &[44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0],
-        &[19372.0 / 6561.0, -25360.0 / 2187.0, 64448.0 / 6561.0, -212.0 / 729.0],
-        &[9017.0 / 3168.0, -355.0 / 33.0, 46732.0 / 5247.0, 49.0 / 176.0, -5103.0 / 18656.0],
-        &[35.0 / 384.0, 0.0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0],
+        &[
+            19372.0 / 6561.0,
+            -25360.0 / 2187.0,
+            64448.0 / 6561.0,
+            -212.0 / 729.0,
+        ],
+        &[
+            9017.0 / 3168.0,
+            -355.0 / 33.0,
+            46732.0 / 5247.0,
+            49.0 / 176.0,
+            -5103.0 / 18656.0,
+        ],
+        &[
+            35.0 / 384.0,
+            0.0,
+            500.0 / 1113.0,
+            125.0 / 192.0,
+            -2187.0 / 6784.0,
+            11.0 / 84.0,
+        ],
     ],
-    b: &[35.0 / 384.0, 0.0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0, 0.0],
+    b: &[
+        35.0 / 384.0,
+        0.0,
+        500.0 / 1113.0,
+        125.0 / 192.0,
+        -2187.0 / 6784.0,
+        11.0 / 84.0,
+        0.0,
+    ],
 };
 
 /// Embedded 4th-order weights.
@@ -56,14 +82,46 @@ pub static INFO: StepperInfo = StepperInfo {
     embedded_order: Some(4),
     dense_output: true,
     config: &[
-        Knob { name: "atol", default: 1e-6, help: "absolute tolerance" },
-        Knob { name: "rtol", default: 1e-3, help: "relative tolerance" },
-        Knob { name: "safety", default: 0.9, help: "safety factor of the step controller" },
-        Knob { name: "min_factor", default: 0.2, help: "smallest step shrink factor" },
-        Knob { name: "max_factor", default: 5.0, help: "largest step growth factor" },
-        Knob { name: "max_tries", default: 10.0, help: "attempts per step before failing" },
-        Knob { name: "min_step", default: 1e-12, help: "smallest step before failing" },
-        Knob { name: "dt_max", default: f64::INFINITY, help: "largest step" },
+        Knob {
+            name: "atol",
+            default: 1e-6,
+            help: "absolute tolerance",
+        },
+        Knob {
+            name: "rtol",
+            default: 1e-3,
+            help: "relative tolerance",
+        },
+        Knob {
+            name: "safety",
+            default: 0.9,
+            help: "safety factor of the step controller",
+        },
+        Knob {
+            name: "min_factor",
+            default: 0.2,
+            help: "smallest step shrink factor",
+        },
+        Knob {
+            name: "max_factor",
+            default: 5.0,
+            help: "largest step growth factor",
+        },
+        Knob {
+            name: "max_tries",
+            default: 10.0,
+            help: "attempts per step before failing",
+        },
+        Knob {
+            name: "min_step",
+            default: 1e-12,
+            help: "smallest step before failing",
+        },
+        Knob {
+            name: "dt_max",
+            default: f64::INFINITY,
+            help: "largest step",
+        },
     ],
     description: "Dormand-Prince 5(4), adaptive, dense output",
 };
@@ -172,7 +230,11 @@ impl Stepper for Rk45 {
             }
             self.y5.copy_from_slice(&self.stages.y_stage);
             let finite = self.y5.iter().all(|v| v.is_finite())
-                && self.stages.k.iter().all(|k| k.iter().all(|v| v.is_finite()));
+                && self
+                    .stages
+                    .k
+                    .iter()
+                    .all(|k| k.iter().all(|v| v.is_finite()));
             if !finite {
                 if h <= min_step {
                     return Err(step_failed(format!(
@@ -217,8 +279,7 @@ impl Stepper for Rk45 {
         let d = &self.dense;
         for (m, o) in out.iter_mut().enumerate() {
             *o = d[m]
-                + th * (d[n + m]
-                    + th1 * (d[2 * n + m] + th * (d[3 * n + m] + th1 * d[4 * n + m])));
+                + th * (d[n + m] + th1 * (d[2 * n + m] + th * (d[3 * n + m] + th1 * d[4 * n + m])));
         }
         true
     }

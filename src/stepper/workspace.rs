@@ -63,9 +63,9 @@ impl WsArray {
 pub type Workspace = Vec<WsArray>;
 
 fn find<'a>(ws: &'a [WsArray], name: &str) -> Result<&'a WsArray> {
-    ws.iter().find(|a| a.name == name).ok_or_else(|| {
-        Error::corrupt(format!("workspace array '{name}' is missing"))
-    })
+    ws.iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| Error::corrupt(format!("workspace array '{name}' is missing")))
 }
 
 /// Copies f64 array `name` into `dst`, checking its length.
@@ -121,7 +121,10 @@ pub fn check_layout(ws: &[WsArray], template: &[WsArray], bucket: &str) -> Resul
             )));
         }
     }
-    if let Some(extra) = ws.iter().find(|a| !template.iter().any(|t| t.name == a.name)) {
+    if let Some(extra) = ws
+        .iter()
+        .find(|a| !template.iter().any(|t| t.name == a.name))
+    {
         return Err(Error::corrupt(format!(
             "workspace array '{bucket}/{}' is not part of this stepper's workspace",
             extra.name
@@ -139,5 +142,9 @@ pub fn layout_signature(parts: &[(&str, &[WsArray])]) -> String {
             h.update(format!("{bucket}/{}:{}:{:?};", a.name, a.dtype(), a.shape).as_bytes());
         }
     }
-    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

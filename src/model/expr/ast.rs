@@ -53,16 +53,37 @@ pub enum Expr {
     /// `True` / `False` (also `true` / `false`), read as 1.0 / 0.0.
     Bool(bool),
     /// A bare identifier: state, param, aux, constant, `t`, `pi`, `e`, a function argument.
-    Name { name: String, span: Span },
+    Name {
+        name: String,
+        span: Span,
+    },
     /// A call `name(args...)`: math function, user function, macro, or lag `lag_x(k)`.
     /// `math.sin(x)` is normalised to the name `sin`.
-    Call { name: String, args: Vec<Expr>, span: Span },
-    Unary { op: UnaryOp, operand: Box<Expr> },
-    Binary { op: BinaryOp, lhs: Box<Expr>, rhs: Box<Expr> },
+    Call {
+        name: String,
+        args: Vec<Expr>,
+        span: Span,
+    },
+    Unary {
+        op: UnaryOp,
+        operand: Box<Expr>,
+    },
+    Binary {
+        op: BinaryOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
     /// A comparison chain `a < b <= c` meaning `a < b and b <= c`; `operands.len() == ops.len()+1`.
-    Compare { ops: Vec<CompareOp>, operands: Vec<Expr> },
+    Compare {
+        ops: Vec<CompareOp>,
+        operands: Vec<Expr>,
+    },
     /// Python conditional expression `then if cond else otherwise`.
-    IfElse { cond: Box<Expr>, then: Box<Expr>, otherwise: Box<Expr> },
+    IfElse {
+        cond: Box<Expr>,
+        then: Box<Expr>,
+        otherwise: Box<Expr>,
+    },
 }
 
 /// A syntax error: a message and the column where it was detected.

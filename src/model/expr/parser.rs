@@ -39,9 +39,12 @@ fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
             i += 1;
             continue;
         }
-        if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
+        if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
             let start = i;
-            while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.' || chars[i] == '_') {
+            while i < chars.len()
+                && (chars[i].is_ascii_digit() || chars[i] == '.' || chars[i] == '_')
+            {
                 i += 1;
             }
             if i < chars.len() && (chars[i] == 'e' || chars[i] == 'E') {
@@ -58,11 +61,18 @@ fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
             }
             let s: String = chars[start..i].iter().filter(|c| **c != '_').collect();
             let v: f64 = s.parse().map_err(|_| {
-                err(col, i - start, format!("invalid number '{s}' at column {col}"))
+                err(
+                    col,
+                    i - start,
+                    format!("invalid number '{s}' at column {col}"),
+                )
             })?;
             out.push(Token {
                 tok: Tok::Num(v),
-                span: Span { col, len: i - start },
+                span: Span {
+                    col,
+                    len: i - start,
+                },
             });
             continue;
         }
@@ -73,23 +83,41 @@ fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
             }
             out.push(Token {
                 tok: Tok::Ident(chars[start..i].iter().collect()),
-                span: Span { col, len: i - start },
+                span: Span {
+                    col,
+                    len: i - start,
+                },
             });
             continue;
         }
         match c {
-            '(' => out.push(Token { tok: Tok::LParen, span: Span { col, len: 1 } }),
-            ')' => out.push(Token { tok: Tok::RParen, span: Span { col, len: 1 } }),
-            ',' => out.push(Token { tok: Tok::Comma, span: Span { col, len: 1 } }),
+            '(' => out.push(Token {
+                tok: Tok::LParen,
+                span: Span { col, len: 1 },
+            }),
+            ')' => out.push(Token {
+                tok: Tok::RParen,
+                span: Span { col, len: 1 },
+            }),
+            ',' => out.push(Token {
+                tok: Tok::Comma,
+                span: Span { col, len: 1 },
+            }),
             ';' => {
                 return Err(err(
                     col,
                     1,
-                    format!("';' at column {col} separates statements; an expression cannot contain it"),
+                    format!(
+                        "';' at column {col} separates statements; an expression cannot contain it"
+                    ),
                 ))
             }
             '"' | '\'' => {
-                return Err(err(col, 1, format!("string literals are not allowed (column {col})")))
+                return Err(err(
+                    col,
+                    1,
+                    format!("string literals are not allowed (column {col})"),
+                ))
             }
             '[' | ']' | '{' | '}' => {
                 return Err(err(
@@ -102,16 +130,26 @@ fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
                 return Err(err(
                     col,
                     1,
-                    format!("bitwise operator '{c}' at column {col} is not supported; use and/or/not"),
+                    format!(
+                        "bitwise operator '{c}' at column {col} is not supported; use and/or/not"
+                    ),
                 ))
             }
             _ => {
                 let rest: String = chars[i..chars.len().min(i + 2)].iter().collect();
                 let Some(op) = OPS.iter().find(|o| rest.starts_with(**o)) else {
-                    return Err(err(col, 1, format!("unexpected character '{c}' at column {col}")));
+                    return Err(err(
+                        col,
+                        1,
+                        format!("unexpected character '{c}' at column {col}"),
+                    ));
                 };
                 if rest.starts_with("<<") || rest.starts_with(">>") {
-                    return Err(err(col, 2, format!("shift operator at column {col} is not supported")));
+                    return Err(err(
+                        col,
+                        2,
+                        format!("shift operator at column {col} is not supported"),
+                    ));
                 }
                 out.push(Token {
                     tok: Tok::Op(op),
@@ -125,7 +163,10 @@ fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
     }
     out.push(Token {
         tok: Tok::End,
-        span: Span { col: chars.len() + 1, len: 1 },
+        span: Span {
+            col: chars.len() + 1,
+            len: 1,
+        },
     });
     Ok(out)
 }
@@ -142,7 +183,9 @@ fn describe(t: &Token) -> String {
     }
 }
 
-const KEYWORDS: [&str; 10] = ["if", "else", "and", "or", "not", "True", "False", "lambda", "is", "in"];
+const KEYWORDS: [&str; 10] = [
+    "if", "else", "and", "or", "not", "True", "False", "lambda", "is", "in",
+];
 
 struct Parser {
     toks: Vec<Token>,
@@ -171,15 +214,27 @@ impl Parser {
     fn unexpected(&self) -> ParseError {
         let t = self.peek();
         let message = match &t.tok {
-            Tok::Op("=") => format!("'=' at column {} is not a comparison; use '==' to compare", t.span.col),
+            Tok::Op("=") => format!(
+                "'=' at column {} is not a comparison; use '==' to compare",
+                t.span.col
+            ),
             Tok::Ident(k) if k == "lambda" || k == "is" || k == "in" => {
-                format!("'{k}' at column {} is not supported in model expressions", t.span.col)
+                format!(
+                    "'{k}' at column {} is not supported in model expressions",
+                    t.span.col
+                )
             }
-            Tok::Op(":") => format!("':' at column {} is not supported (no ':=' or slices)", t.span.col),
+            Tok::Op(":") => format!(
+                "':' at column {} is not supported (no ':=' or slices)",
+                t.span.col
+            ),
             Tok::End => "unexpected end of expression".to_string(),
             _ => format!("unexpected {} at column {}", describe(t), t.span.col),
         };
-        ParseError { message, span: t.span }
+        ParseError {
+            message,
+            span: t.span,
+        }
     }
 
     fn expr(&mut self) -> PResult {
@@ -190,7 +245,10 @@ impl Parser {
             if !self.is_kw("else") {
                 let t = self.peek();
                 return Err(ParseError {
-                    message: format!("expected 'else' at column {} to complete 'x if cond else y'", t.span.col),
+                    message: format!(
+                        "expected 'else' at column {} to complete 'x if cond else y'",
+                        t.span.col
+                    ),
                     span: t.span,
                 });
             }
@@ -210,7 +268,11 @@ impl Parser {
         while self.is_kw("or") {
             self.bump();
             let rhs = self.and()?;
-            lhs = Expr::Binary { op: BinaryOp::Or, lhs: Box::new(lhs), rhs: Box::new(rhs) };
+            lhs = Expr::Binary {
+                op: BinaryOp::Or,
+                lhs: Box::new(lhs),
+                rhs: Box::new(rhs),
+            };
         }
         Ok(lhs)
     }
@@ -220,7 +282,11 @@ impl Parser {
         while self.is_kw("and") {
             self.bump();
             let rhs = self.not()?;
-            lhs = Expr::Binary { op: BinaryOp::And, lhs: Box::new(lhs), rhs: Box::new(rhs) };
+            lhs = Expr::Binary {
+                op: BinaryOp::And,
+                lhs: Box::new(lhs),
+                rhs: Box::new(rhs),
+            };
         }
         Ok(lhs)
     }
@@ -229,7 +295,10 @@ impl Parser {
         if self.is_kw("not") {
             self.bump();
             let operand = self.not()?;
-            return Ok(Expr::Unary { op: UnaryOp::Not, operand: Box::new(operand) });
+            return Ok(Expr::Unary {
+                op: UnaryOp::Not,
+                operand: Box::new(operand),
+            });
         }
         self.comparison()
     }
@@ -270,7 +339,11 @@ impl Parser {
             };
             self.bump();
             let rhs = self.multiplicative()?;
-            lhs = Expr::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) };
+            lhs = Expr::Binary {
+                op,
+                lhs: Box::new(lhs),
+                rhs: Box::new(rhs),
+            };
         }
         Ok(lhs)
     }
@@ -287,7 +360,11 @@ impl Parser {
             };
             self.bump();
             let rhs = self.unary()?;
-            lhs = Expr::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) };
+            lhs = Expr::Binary {
+                op,
+                lhs: Box::new(lhs),
+                rhs: Box::new(rhs),
+            };
         }
         Ok(lhs)
     }
@@ -311,7 +388,11 @@ impl Parser {
             self.bump();
             // The exponent binds right and may carry its own unary sign: 2^-1, a^b^c.
             let exp = self.unary()?;
-            return Ok(Expr::Binary { op: BinaryOp::Pow, lhs: Box::new(base), rhs: Box::new(exp) });
+            return Ok(Expr::Binary {
+                op: BinaryOp::Pow,
+                lhs: Box::new(base),
+                rhs: Box::new(exp),
+            });
         }
         Ok(base)
     }
@@ -410,7 +491,9 @@ impl Parser {
                 Ok(Expr::Call { name, args, span })
             }
             _ => {
-                self.pos = self.pos.saturating_sub(if matches!(t.tok, Tok::End) { 0 } else { 1 });
+                self.pos = self
+                    .pos
+                    .saturating_sub(if matches!(t.tok, Tok::End) { 0 } else { 1 });
                 Err(self.unexpected())
             }
         }
@@ -431,11 +514,22 @@ pub fn parse(text: &str) -> Result<Expr, ParseError> {
     if !matches!(p.peek().tok, Tok::End) {
         let t = p.peek().clone();
         let message = match &t.tok {
-            Tok::Op("=") => format!("'=' at column {} is not a comparison; use '==' to compare", t.span.col),
+            Tok::Op("=") => format!(
+                "'=' at column {} is not a comparison; use '==' to compare",
+                t.span.col
+            ),
             Tok::RParen => format!("unmatched ')' at column {}", t.span.col),
-            _ => format!("unexpected {} after the end of the expression (column {})", describe(&t), t.span.col),
+            Tok::Ident(k) if k == "in" || k == "is" || k == "lambda" => return Err(p.unexpected()),
+            _ => format!(
+                "unexpected {} after the end of the expression (column {})",
+                describe(&t),
+                t.span.col
+            ),
         };
-        return Err(ParseError { message, span: t.span });
+        return Err(ParseError {
+            message,
+            span: t.span,
+        });
     }
     Ok(e)
 }
@@ -443,7 +537,13 @@ pub fn parse(text: &str) -> Result<Expr, ParseError> {
 /// The error message, the expression and a caret line under the offending span.
 pub fn render_error(text: &str, err: &ParseError) -> String {
     let pad = " ".repeat(err.span.col.saturating_sub(1));
-    format!("{}\n    {}\n    {}{}", err.message, text, pad, "^".repeat(err.span.len.max(1)))
+    format!(
+        "{}\n    {}\n    {}{}",
+        err.message,
+        text,
+        pad,
+        "^".repeat(err.span.len.max(1))
+    )
 }
 
 /// Splits `target = expr` at the first `=` that is not part of `==`, `<=`, `>=` or `!=`.
@@ -481,7 +581,11 @@ mod tests {
             e,
             Expr::Unary {
                 op: UnaryOp::Neg,
-                operand: Box::new(Expr::Binary { op: BinaryOp::Pow, lhs: num(2.0), rhs: num(2.0) })
+                operand: Box::new(Expr::Binary {
+                    op: BinaryOp::Pow,
+                    lhs: num(2.0),
+                    rhs: num(2.0)
+                })
             }
         );
         let e = p("2^3^2");
@@ -490,17 +594,45 @@ mod tests {
             Expr::Binary {
                 op: BinaryOp::Pow,
                 lhs: num(2.0),
-                rhs: Box::new(Expr::Binary { op: BinaryOp::Pow, lhs: num(3.0), rhs: num(2.0) })
+                rhs: Box::new(Expr::Binary {
+                    op: BinaryOp::Pow,
+                    lhs: num(3.0),
+                    rhs: num(2.0)
+                })
             }
         );
-        assert!(matches!(p("2**-1"), Expr::Binary { op: BinaryOp::Pow, .. }));
+        assert!(matches!(
+            p("2**-1"),
+            Expr::Binary {
+                op: BinaryOp::Pow,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn precedence_of_arithmetic_logic_and_conditionals() {
-        assert!(matches!(p("a + b * c"), Expr::Binary { op: BinaryOp::Add, .. }));
-        assert!(matches!(p("not a < b"), Expr::Unary { op: UnaryOp::Not, .. }));
-        assert!(matches!(p("a or b and c"), Expr::Binary { op: BinaryOp::Or, .. }));
+        assert!(matches!(
+            p("a + b * c"),
+            Expr::Binary {
+                op: BinaryOp::Add,
+                ..
+            }
+        ));
+        assert!(matches!(
+            p("not a < b"),
+            Expr::Unary {
+                op: UnaryOp::Not,
+                ..
+            }
+        ));
+        assert!(matches!(
+            p("a or b and c"),
+            Expr::Binary {
+                op: BinaryOp::Or,
+                ..
+            }
+        ));
         match p("x if c else y if d else z") {
             Expr::IfElse { otherwise, .. } => assert!(matches!(*otherwise, Expr::IfElse { .. })),
             other => panic!("{other:?}"),
