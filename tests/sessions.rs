@@ -270,3 +270,19 @@ fn record_vars_in_request_order_with_aux() {
         .unwrap_err();
     assert!(e.message().contains("did you mean 'V'"), "{e}");
 }
+
+#[test]
+fn stop_condition_ends_the_run_early_and_matrix_view() {
+    let model = Model::from_toml(
+        "[model]\ntype=\"map\"\n[states]\nx = 0.0\n[equations.rhs]\nx = \"x + 1\"\n[sim]\nstop = \"x >= 4\"\n",
+    )
+    .unwrap();
+    let mut sim = Sim::new(&model).unwrap();
+    sim.run(&RunOptions::new().n(100)).unwrap();
+    assert_eq!(sim.status(), dynlib::session::Status::EarlyExit);
+    let rec = sim.results().unwrap();
+    assert_eq!(rec.column("x").unwrap(), [0.0, 1.0, 2.0, 3.0, 4.0]);
+    let m = rec.matrix();
+    assert_eq!(m.shape(), [5, 1]);
+    assert_eq!(m[[4, 0]], 4.0);
+}

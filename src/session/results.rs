@@ -80,6 +80,13 @@ impl Recording {
         self.t.len()
     }
 
+    /// The recorded variables as a samples × variables array (columns in `names` order).
+    pub fn matrix(&self) -> ndarray::Array2<f64> {
+        ndarray::Array2::from_shape_fn((self.len(), self.columns.len()), |(i, j)| {
+            self.columns[j][i]
+        })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.t.is_empty()
     }
