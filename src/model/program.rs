@@ -179,26 +179,6 @@ pub fn py_floordiv(a: f64, b: f64) -> f64 {
     ((a - m) / b).round()
 }
 
-/// Round half to even.
-pub fn round_half_even(x: f64) -> f64 {
-    let r = x.round();
-    if (x - x.trunc()).abs() == 0.5 {
-        2.0 * (x / 2.0).round_ties_even_compat()
-    } else {
-        r
-    }
-}
-
-trait RoundTiesEven {
-    fn round_ties_even_compat(self) -> f64;
-}
-
-impl RoundTiesEven for f64 {
-    fn round_ties_even_compat(self) -> f64 {
-        self.round_ties_even()
-    }
-}
-
 /// Evaluates a one-argument function. Shared by the interpreter and native code.
 #[inline]
 pub fn call1(f: Fn1, x: f64) -> f64 {

@@ -198,18 +198,12 @@ impl<'m> Runner<'m> {
                 _ => (st.nominal_dt, st.grid_time(st.step + 1)),
             };
             self.take_step(st, h)?;
-            self.post_events(st, rec, t_new)?;
-            self.commit(st, t_new, st.nominal_dt)?;
             if clipped {
-                // An off-grid horizon re-anchors the grid at the point reached.
+                // An off-grid horizon re-anchors the grid at the point it reaches.
                 st.grid_t0 = t_new;
-                st.grid_k0 = st.step;
+                st.grid_k0 = st.step + 1;
             }
-            if Self::wants_sample(plan, st) {
-                self.record(st, rec, false)?;
-            }
-            if self.stop_condition(st) {
-                st.status = Status::EarlyExit;
+            if self.complete_step(st, plan, rec, t_new, st.nominal_dt)? {
                 break;
             }
         }
@@ -228,13 +222,7 @@ impl<'m> Runner<'m> {
                 // Commit the step the previous run accepted but stopped short of.
                 self.check_budget(plan)?;
                 self.y_new.copy_from_slice(&p.y_new);
-                self.post_events(st, rec, p.t_new)?;
-                self.commit(st, p.t_new, p.h_next)?;
-                if Self::wants_sample(plan, st) {
-                    self.record(st, rec, false)?;
-                }
-                if self.stop_condition(st) {
-                    st.status = Status::EarlyExit;
+                if self.complete_step(st, plan, rec, p.t_new, p.h_next)? {
                     return Ok(());
                 }
             } else {
@@ -281,17 +269,33 @@ impl<'m> Runner<'m> {
                 }
                 return Ok(());
             }
-            self.post_events(st, rec, t_new)?;
-            self.commit(st, t_new, out.h_next)?;
-            if Self::wants_sample(plan, st) {
-                self.record(st, rec, false)?;
-            }
-            if self.stop_condition(st) {
-                st.status = Status::EarlyExit;
+            if self.complete_step(st, plan, rec, t_new, out.h_next)? {
                 break;
             }
         }
         Ok(())
+    }
+
+    /// End-of-step events, commit, recording and the stop condition, shared by every loop.
+    /// Returns true when the stop condition ended the run.
+    fn complete_step(
+        &mut self,
+        st: &mut SessionState,
+        plan: &RunPlan,
+        rec: &mut Recording,
+        t_new: f64,
+        h_next: f64,
+    ) -> Result<bool> {
+        self.post_events(st, rec, t_new)?;
+        self.commit(st, t_new, h_next)?;
+        if Self::wants_sample(plan, st) {
+            self.record(st, rec, false)?;
+        }
+        if self.stop_condition(st) {
+            st.status = Status::EarlyExit;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     fn check_budget(&mut self, plan: &RunPlan) -> Result<()> {
