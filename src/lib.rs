@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod model;
+pub mod persist;
 pub mod session;
 pub mod stepper;
 
