@@ -6,3 +6,4 @@
 pub mod atomic;
 pub mod npy;
 pub mod npz;
+pub mod snapshot;

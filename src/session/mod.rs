@@ -3,8 +3,13 @@
 pub mod results;
 pub mod runner;
 pub mod sim;
+pub mod snapshot_io;
 pub mod state;
 
 pub use results::{EventRecord, RecVar, Recording, Segment};
 pub use sim::{RunOptions, SegmentRef, Sim, Snapshot, SnapshotInfo};
+pub use snapshot_io::{
+    inspect_snapshot, inspect_snapshot_bytes, latest_checkpoint, list_checkpoints, CheckpointEvery,
+    CheckpointPolicy,
+};
 pub use state::{PendingStep, SessionPins, SessionState, Status};

@@ -6,6 +6,7 @@
 //! in the `SessionState`.
 
 use super::results::{EventRecord, RecVar, Recording};
+use super::snapshot_io::Checkpointer;
 use super::state::{PendingStep, SessionState, Status};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Env, LagView, Model, ModelData, ModelEval};
@@ -110,6 +111,7 @@ pub struct Runner<'m> {
     y_new: Vec<f64>,
     aux_buf: Vec<f64>,
     steps_taken: u64,
+    checkpoint: Option<Checkpointer>,
 }
 
 impl<'m> Runner<'m> {
@@ -124,12 +126,18 @@ impl<'m> Runner<'m> {
             y_new: vec![0.0; model.n_states()],
             aux_buf: vec![0.0; model.n_aux()],
             steps_taken: 0,
+            checkpoint: None,
         })
     }
 
     /// Forgets the stepper's carried history (fresh run, or the state was changed by hand).
     pub fn restart(&mut self) {
         self.stepper.restart();
+    }
+
+    /// Writes periodic checkpoints from now on (`None` stops them).
+    pub(crate) fn set_checkpoint(&mut self, checkpoint: Option<Checkpointer>) {
+        self.checkpoint = checkpoint;
     }
 
     /// Saves the stepper's carried arrays into the state.
@@ -290,6 +298,13 @@ impl<'m> Runner<'m> {
         self.commit(st, t_new, h_next)?;
         if Self::wants_sample(plan, st) {
             self.record(st, rec, false)?;
+        }
+        if let Some(cp) = &mut self.checkpoint {
+            if cp.due(st) {
+                let mut image = st.clone();
+                image.stepper_ws = self.stepper.save();
+                cp.write(&image)?;
+            }
         }
         if self.stop_condition(st) {
             st.status = Status::EarlyExit;

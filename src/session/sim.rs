@@ -2,6 +2,7 @@
 
 use super::results::{RecVar, Recording, Segment};
 use super::runner::{fixed_horizon, Horizon, RunPlan, Runner};
+use super::snapshot_io::{CheckpointPolicy, Checkpointer};
 use super::state::{config_hash, SessionPins, SessionState, Status};
 use crate::error::{suggestion_suffix, Error, ErrorKind, Result};
 use crate::model::{Model, ModelKind};
@@ -40,6 +41,8 @@ pub struct RunOptions {
     pub resume: bool,
     /// Stepper-config overrides (knob name, value), applied on top of the session's config.
     pub config: Vec<(String, f64)>,
+    /// Periodic checkpoint files written during the run (after warm-up).
+    pub checkpoint: Option<CheckpointPolicy>,
 }
 
 impl RunOptions {
@@ -98,6 +101,10 @@ impl RunOptions {
     }
     pub fn resume(mut self, on: bool) -> Self {
         self.resume = on;
+        self
+    }
+    pub fn checkpoint(mut self, policy: CheckpointPolicy) -> Self {
+        self.checkpoint = Some(policy);
         self
     }
     pub fn config(mut self, knob: &str, value: f64) -> Self {
@@ -377,6 +384,10 @@ impl Sim {
             }
         };
 
+        if let Some(policy) = &opts.checkpoint {
+            let cp = Checkpointer::new(policy, &model, info, &self.pins, &st)?;
+            runner.set_checkpoint(Some(cp));
+        }
         let record = opts.record.unwrap_or(model.sim.record);
         let plan = RunPlan {
             horizon,
@@ -699,6 +710,13 @@ impl Sim {
                 description: s.description.clone(),
             })
             .collect()
+    }
+
+    /// Replaces the session state wholesale (import): results and segments are cleared,
+    /// snapshots kept.
+    pub(crate) fn replace_state(&mut self, state: SessionState) {
+        self.state = state;
+        self.rec = None;
     }
 
     pub(crate) fn snapshot(&mut self, name: &str) -> Result<&Snapshot> {

@@ -1,0 +1,480 @@
+//! The snapshot file format `dynlib-snapshot-v1`: a NumPy `.npz` archive that opens with
+//! `numpy.load` and describes itself.
+//!
+//! Members (zip name = key + `.npy`):
+//!
+//! | key | content |
+//! |---|---|
+//! | `meta.json` | UTF-8 JSON (pretty-printed) as a 1-D `uint8` array |
+//! | `y` | state vector, `float64[n_state]` |
+//! | `params` | parameter vector, `float64[n_params]` |
+//! | `stepper_config` | the stepper's knob values, `float64[n_knobs]` |
+//! | `workspace/stepper/<field>` | every array the stepper carries between steps |
+//! | `workspace/runtime/<field>` | the session clock, counters, lag rings and pending step |
+//!
+//! The arrays are authoritative and bit-exact; the numbers in `meta.json` are there for people
+//! and other tools, and a reader checks that the two agree. This module only encodes and
+//! decodes: whether a file fits a given session is decided by the session.
+
+use std::path::Path;
+
+use serde_json::{json, Map, Value};
+
+use super::npy::{NpyArray, NpyData};
+use super::npz::{read_npz, write_npz, Limits};
+use crate::error::{Error, Result};
+use crate::stepper::{Workspace, WsArray, WsData};
+
+/// The `schema` value of files this module writes and reads.
+pub const SCHEMA: &str = "dynlib-snapshot-v1";
+
+/// Largest snapshot file [`read_file`] accepts (decompressed members are bounded separately).
+pub const MAX_FILE_BYTES: u64 = 4 << 30;
+
+/// Bounds for reading snapshots: far above any real session (a member of 256 MiB holds 32
+/// million doubles) while keeping a zip bomb from taking gigabytes.
+pub fn snapshot_limits() -> Limits {
+    Limits {
+        max_members: 4096,
+        max_member_bytes: 256 << 20,
+        max_total_bytes: 1 << 30,
+    }
+}
+
+/// Compatibility pins as stored in a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilePins {
+    pub spec_hash: String,
+    pub stepper_name: String,
+    pub workspace_sig: String,
+    pub dtype_token: String,
+    pub dynlib_version: String,
+}
+
+/// The descriptive part of a snapshot file (`meta.json`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotMeta {
+    pub created_at: String,
+    pub name: String,
+    pub description: String,
+    pub pins: FilePins,
+    pub state_names: Vec<String>,
+    pub param_names: Vec<String>,
+    pub t_curr: f64,
+    pub dt_curr: f64,
+    pub step_count: u64,
+    pub status: i64,
+    pub time_shift: f64,
+    pub nominal_dt: f64,
+    pub stepper_config_names: Vec<String>,
+}
+
+/// Everything a snapshot file holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotFile {
+    pub meta: SnapshotMeta,
+    pub y: Vec<f64>,
+    pub params: Vec<f64>,
+    pub config: Vec<f64>,
+    pub stepper_ws: Workspace,
+    pub runtime_ws: Workspace,
+}
+
+const STEPPER_PREFIX: &str = "workspace/stepper/";
+const RUNTIME_PREFIX: &str = "workspace/runtime/";
+
+/// JSON has no infinity or NaN: such values are written as the strings "inf", "-inf", "NaN".
+fn json_number(v: f64) -> Value {
+    if v.is_finite() {
+        json!(v)
+    } else if v.is_nan() {
+        json!("NaN")
+    } else if v > 0.0 {
+        json!("inf")
+    } else {
+        json!("-inf")
+    }
+}
+
+fn meta_json(file: &SnapshotFile) -> Value {
+    let m = &file.meta;
+    json!({
+        "schema": SCHEMA,
+        "created_at": m.created_at,
+        "name": m.name,
+        "description": m.description,
+        "pins": {
+            "spec_hash": m.pins.spec_hash,
+            "stepper_name": m.pins.stepper_name,
+            "workspace_sig": m.pins.workspace_sig,
+            "dtype_token": m.pins.dtype_token,
+            "dynlib_version": m.pins.dynlib_version,
+        },
+        "n_state": file.y.len(),
+        "n_params": file.params.len(),
+        "state_names": m.state_names,
+        "param_names": m.param_names,
+        "t_curr": json_number(m.t_curr),
+        "dt_curr": json_number(m.dt_curr),
+        "step_count": m.step_count,
+        "status": m.status,
+        "time_shift": json_number(m.time_shift),
+        "nominal_dt": json_number(m.nominal_dt),
+        "stepper_config_names": m.stepper_config_names,
+        "stepper_config_values": file.config.iter().map(|v| json_number(*v)).collect::<Vec<_>>(),
+    })
+}
+
+fn ws_member(prefix: &str, a: &WsArray) -> Result<(String, NpyArray)> {
+    let array = match &a.data {
+        WsData::F64(v) => NpyArray::f64(a.shape.clone(), v.clone()),
+        WsData::I64(v) => NpyArray::i64(a.shape.clone(), v.clone()),
+    }
+    .map_err(|e| e.context(format!("workspace array '{}'", a.name)))?;
+    Ok((format!("{prefix}{}", a.name), array))
+}
+
+/// Encodes a snapshot as `.npz` bytes.
+pub fn encode(file: &SnapshotFile) -> Result<Vec<u8>> {
+    let text = serde_json::to_string_pretty(&meta_json(file))
+        .map_err(|e| Error::internal(format!("cannot serialise meta.json: {e}")))?;
+    let vector = |v: &[f64]| NpyArray::f64(vec![v.len()], v.to_vec());
+    let mut members = vec![
+        (
+            "meta.json".to_string(),
+            NpyArray::u8(vec![text.len()], text.into_bytes())?,
+        ),
+        ("y".to_string(), vector(&file.y)?),
+        ("params".to_string(), vector(&file.params)?),
+        ("stepper_config".to_string(), vector(&file.config)?),
+    ];
+    for a in &file.stepper_ws {
+        members.push(ws_member(STEPPER_PREFIX, a)?);
+    }
+    for a in &file.runtime_ws {
+        members.push(ws_member(RUNTIME_PREFIX, a)?);
+    }
+    write_npz(&members)
+}
+
+/// Reads a snapshot file into memory, refusing what is not a regular file or is too large.
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let fail = |e: std::io::Error| {
+        Error::io(format!(
+            "cannot read snapshot file '{}': {e}",
+            path.display()
+        ))
+    };
+    let md = std::fs::metadata(path).map_err(fail)?;
+    if !md.is_file() {
+        return Err(Error::io(format!(
+            "cannot read snapshot file '{}': not a regular file",
+            path.display()
+        )));
+    }
+    if md.len() > MAX_FILE_BYTES {
+        return Err(Error::corrupt(format!(
+            "snapshot file '{}' is {} bytes; files above {MAX_FILE_BYTES} bytes are refused",
+            path.display(),
+            md.len()
+        )));
+    }
+    std::fs::read(path).map_err(fail)
+}
+
+/// The parsed `meta.json` of a snapshot, checked only for being a JSON object with the
+/// supported schema. Nothing else is required, so damaged files can still be inspected.
+pub fn decode_meta(bytes: &[u8]) -> Result<Value> {
+    let members = read_npz(bytes, &snapshot_limits())?;
+    let meta = members
+        .iter()
+        .find(|(k, _)| k == "meta.json")
+        .map(|(_, a)| a)
+        .ok_or_else(|| missing("meta.json"))?;
+    parse_meta_json(meta)
+}
+
+fn missing(key: &str) -> Error {
+    Error::corrupt(format!("missing member '{key}' in the snapshot file"))
+}
+
+fn parse_meta_json(meta: &NpyArray) -> Result<Value> {
+    let NpyData::U8(raw) = &meta.data else {
+        return Err(Error::corrupt(format!(
+            "member 'meta.json' must be a uint8 array holding JSON text, found {}",
+            meta.dtype_name()
+        )));
+    };
+    if meta.shape.len() != 1 {
+        return Err(Error::corrupt(format!(
+            "member 'meta.json' must be a 1-D uint8 array, found rank {}",
+            meta.shape.len()
+        )));
+    }
+    let text = std::str::from_utf8(raw).map_err(|e| {
+        Error::corrupt(format!(
+            "meta.json is not UTF-8 text (invalid byte at offset {})",
+            e.valid_up_to()
+        ))
+    })?;
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        let full = e.to_string();
+        let what = full.split(" at line ").next().unwrap_or(&full);
+        Error::corrupt(format!(
+            "meta.json is not valid JSON at line {} column {}: {what}",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let Some(obj) = value.as_object() else {
+        return Err(Error::corrupt("meta.json must hold a JSON object"));
+    };
+    match obj.get("schema") {
+        Some(Value::String(s)) if s == SCHEMA => Ok(value),
+        Some(Value::String(s)) => Err(Error::corrupt(format!(
+            "unsupported schema '{}' (this version reads '{SCHEMA}')",
+            s.escape_debug()
+        ))),
+        Some(other) => Err(Error::corrupt(format!(
+            "meta.json: 'schema' must be a string, found {other}"
+        ))),
+        None => Err(Error::corrupt("meta.json has no 'schema' field")),
+    }
+}
+
+/// Typed access to `meta.json` fields, each failure naming the field.
+struct MetaReader<'a>(&'a Map<String, Value>);
+
+impl MetaReader<'_> {
+    fn get(&self, key: &str) -> Result<&Value> {
+        self.0
+            .get(key)
+            .ok_or_else(|| Error::corrupt(format!("meta.json has no '{key}' field")))
+    }
+    fn bad(key: &str, want: &str, v: &Value) -> Error {
+        let mut shown = v.to_string();
+        if shown.len() > 60 {
+            shown.truncate(57);
+            shown.push_str("...");
+        }
+        Error::corrupt(format!("meta.json: '{key}' must be {want}, found {shown}"))
+    }
+    fn string(&self, key: &str) -> Result<String> {
+        match self.get(key)? {
+            Value::String(s) => Ok(s.clone()),
+            v => Err(Self::bad(key, "a string", v)),
+        }
+    }
+    fn count(&self, key: &str) -> Result<u64> {
+        let v = self.get(key)?;
+        v.as_u64()
+            .ok_or_else(|| Self::bad(key, "a non-negative integer", v))
+    }
+    fn integer(&self, key: &str) -> Result<i64> {
+        let v = self.get(key)?;
+        v.as_i64().ok_or_else(|| Self::bad(key, "an integer", v))
+    }
+    fn number(&self, key: &str) -> Result<f64> {
+        number_value(self.get(key)?).ok_or_else(|| {
+            Self::bad(
+                key,
+                "a number (or \"inf\", \"-inf\", \"NaN\")",
+                self.0.get(key).unwrap_or(&Value::Null),
+            )
+        })
+    }
+    fn strings(&self, key: &str) -> Result<Vec<String>> {
+        let v = self.get(key)?;
+        let list = v
+            .as_array()
+            .ok_or_else(|| Self::bad(key, "a list of strings", v))?;
+        list.iter()
+            .map(|s| {
+                s.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| Self::bad(key, "a list of strings", v))
+            })
+            .collect()
+    }
+    fn numbers(&self, key: &str) -> Result<Vec<f64>> {
+        let v = self.get(key)?;
+        let list = v
+            .as_array()
+            .ok_or_else(|| Self::bad(key, "a list of numbers", v))?;
+        list.iter()
+            .map(|x| number_value(x).ok_or_else(|| Self::bad(key, "a list of numbers", v)))
+            .collect()
+    }
+}
+
+fn number_value(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => match s.as_str() {
+            "inf" | "Infinity" => Some(f64::INFINITY),
+            "-inf" | "-Infinity" => Some(f64::NEG_INFINITY),
+            "NaN" | "nan" => Some(f64::NAN),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn same_number(a: f64, b: f64) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+fn vector(key: &str, a: NpyArray) -> Result<Vec<f64>> {
+    match (a.shape.len(), a.data) {
+        (1, NpyData::F64(v)) => Ok(v),
+        (rank, data) => Err(Error::corrupt(format!(
+            "member '{key}' must be a 1-D float64 array, found a {}-D {} array",
+            rank,
+            match data {
+                NpyData::F64(_) => "float64",
+                NpyData::I64(_) => "int64",
+                NpyData::U8(_) => "uint8",
+            }
+        ))),
+    }
+}
+
+fn ws_array(key: &str, name: &str, a: NpyArray) -> Result<WsArray> {
+    if name.is_empty() || name.contains('/') {
+        return Err(Error::corrupt(format!(
+            "member '{key}' does not name a workspace field (expected workspace/<bucket>/<field>)"
+        )));
+    }
+    let data = match a.data {
+        NpyData::F64(v) => WsData::F64(v),
+        NpyData::I64(v) => WsData::I64(v),
+        NpyData::U8(_) => {
+            return Err(Error::corrupt(format!(
+                "member '{key}' is uint8; workspace arrays are float64 or int64"
+            )))
+        }
+    };
+    Ok(WsArray {
+        name: name.to_string(),
+        shape: a.shape,
+        data,
+    })
+}
+
+/// Decodes `.npz` bytes into a [`SnapshotFile`], checking the archive, the members, their
+/// dtypes and shapes, the schema, every `meta.json` field, and that `meta.json` agrees with the
+/// arrays. Every error is [`CorruptSnapshot`](crate::error::ErrorKind::CorruptSnapshot) and names
+/// what was wrong.
+pub fn decode(bytes: &[u8]) -> Result<SnapshotFile> {
+    let members = read_npz(bytes, &snapshot_limits())?;
+    let mut meta = None;
+    let (mut y, mut params, mut config) = (None, None, None);
+    let (mut stepper_ws, mut runtime_ws) = (Vec::new(), Vec::new());
+    for (key, array) in members {
+        match key.as_str() {
+            "meta.json" => meta = Some(array),
+            "y" => y = Some(vector("y", array)?),
+            "params" => params = Some(vector("params", array)?),
+            "stepper_config" => config = Some(vector("stepper_config", array)?),
+            k => {
+                if let Some(name) = k.strip_prefix(STEPPER_PREFIX) {
+                    stepper_ws.push(ws_array(k, name, array)?);
+                } else if let Some(name) = k.strip_prefix(RUNTIME_PREFIX) {
+                    runtime_ws.push(ws_array(k, name, array)?);
+                } else {
+                    return Err(Error::corrupt(format!(
+                        "unexpected member '{}' in the snapshot file",
+                        k.escape_debug()
+                    )));
+                }
+            }
+        }
+    }
+    let meta = parse_meta_json(&meta.ok_or_else(|| missing("meta.json"))?)?;
+    let y = y.ok_or_else(|| missing("y"))?;
+    let params = params.ok_or_else(|| missing("params"))?;
+    let config = config.ok_or_else(|| missing("stepper_config"))?;
+    if runtime_ws.is_empty() {
+        return Err(missing("workspace/runtime/clock"));
+    }
+
+    let obj = meta.as_object().expect("checked by parse_meta_json");
+    let r = MetaReader(obj);
+    let pins_value = r.get("pins")?;
+    let pins_obj = pins_value
+        .as_object()
+        .ok_or_else(|| MetaReader::bad("pins", "an object", pins_value))?;
+    let p = MetaReader(pins_obj);
+    let pin = |key: &str| p.string(key).map_err(|e| e.context("meta.json 'pins'"));
+    let pins = FilePins {
+        spec_hash: pin("spec_hash")?,
+        stepper_name: pin("stepper_name")?,
+        workspace_sig: pin("workspace_sig")?,
+        dtype_token: pin("dtype_token")?,
+        dynlib_version: pin("dynlib_version")?,
+    };
+    let n_state = r.count("n_state")?;
+    let n_params = r.count("n_params")?;
+    let file_meta = SnapshotMeta {
+        created_at: r.string("created_at")?,
+        name: r.string("name")?,
+        description: r.string("description")?,
+        pins,
+        state_names: r.strings("state_names")?,
+        param_names: r.strings("param_names")?,
+        t_curr: r.number("t_curr")?,
+        dt_curr: r.number("dt_curr")?,
+        step_count: r.count("step_count")?,
+        status: r.integer("status")?,
+        time_shift: r.number("time_shift")?,
+        nominal_dt: r.number("nominal_dt")?,
+        stepper_config_names: r.strings("stepper_config_names")?,
+    };
+    let config_values = r.numbers("stepper_config_values")?;
+
+    let disagree = |what: &str, member: usize, meta_key: &str, meta_len: u64| {
+        Error::corrupt(format!(
+            "member '{what}' has {member} entries but meta.json says {meta_key} = {meta_len}"
+        ))
+    };
+    if y.len() as u64 != n_state {
+        return Err(disagree("y", y.len(), "n_state", n_state));
+    }
+    if params.len() as u64 != n_params {
+        return Err(disagree("params", params.len(), "n_params", n_params));
+    }
+    for (key, names, n) in [
+        ("state_names", &file_meta.state_names, n_state),
+        ("param_names", &file_meta.param_names, n_params),
+    ] {
+        if names.len() as u64 != n {
+            return Err(Error::corrupt(format!(
+                "meta.json: '{key}' lists {} names for {n} values",
+                names.len()
+            )));
+        }
+    }
+    if config.len() != file_meta.stepper_config_names.len() || config.len() != config_values.len() {
+        return Err(Error::corrupt(format!(
+            "stepper config sizes disagree: member 'stepper_config' has {}, meta.json has {} \
+             names and {} values",
+            config.len(),
+            file_meta.stepper_config_names.len(),
+            config_values.len()
+        )));
+    }
+    if let Some(i) = (0..config.len()).find(|&i| !same_number(config[i], config_values[i])) {
+        return Err(Error::corrupt(format!(
+            "stepper config '{}' is {} in member 'stepper_config' but {} in meta.json",
+            file_meta.stepper_config_names[i], config[i], config_values[i]
+        )));
+    }
+    Ok(SnapshotFile {
+        meta: file_meta,
+        y,
+        params,
+        config,
+        stepper_ws,
+        runtime_ws,
+    })
+}
