@@ -6,6 +6,7 @@
 //! bit-identical to one uninterrupted run.
 
 pub mod error;
+pub mod ffi;
 pub mod model;
 pub mod persist;
 pub mod session;

@@ -62,6 +62,17 @@ impl Default for Limits {
 /// repeated key with [`DuplicateName`](crate::error::ErrorKind::DuplicateName), and an array
 /// whose shape does not match its data as [`NpyArray::validate`] does.
 pub fn write_npz(members: &[(String, NpyArray)]) -> Result<Vec<u8>> {
+    write_npz_storing(members, |_| false)
+}
+
+/// Like [`write_npz`], but members whose key satisfies `stored` are not compressed. A stored
+/// member's size depends only on its length, so archives that differ only in such a member's
+/// content (a timestamp in text, say) have the same size — which a caller sizing a buffer
+/// from one serialization and filling it from the next relies on.
+pub fn write_npz_storing(
+    members: &[(String, NpyArray)],
+    stored: impl Fn(&str) -> bool,
+) -> Result<Vec<u8>> {
     let mut seen = HashSet::with_capacity(members.len());
     let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
     for (key, array) in members {
@@ -81,8 +92,13 @@ pub fn write_npz(members: &[(String, NpyArray)]) -> Result<Vec<u8>> {
             .map_err(|e| e.context(format!("member '{key}'")))?;
         let npy = write_npy(array);
         // Fixed time and system so that identical snapshots are identical files.
+        let method = if stored(key) {
+            CompressionMethod::Stored
+        } else {
+            CompressionMethod::Deflated
+        };
         let options = SimpleFileOptions::default()
-            .compression_method(CompressionMethod::Deflated)
+            .compression_method(method)
             .last_modified_time(DateTime::default())
             .system(System::Unix)
             .unix_permissions(0o644)

@@ -179,21 +179,7 @@ impl Sim {
 
     /// A session with a given stepper (name or alias); `None` = the model's default.
     pub fn with_stepper(model: &Model, stepper_name: Option<&str>) -> Result<Sim> {
-        let name = stepper_name.unwrap_or(&model.sim.stepper);
-        let info = stepper::lookup(name)?;
-        if info.kind != model.kind {
-            return Err(Error::invalid(format!(
-                "stepper '{}' is for {} models, but '{}' is a {} model",
-                info.name,
-                info.kind.as_str(),
-                if model.name.is_empty() {
-                    "this model"
-                } else {
-                    &model.name
-                },
-                model.kind.as_str()
-            )));
-        }
+        let info = resolve_stepper(model, stepper_name)?;
         Ok(Sim {
             model: model.clone(),
             info,
@@ -719,6 +705,53 @@ impl Sim {
         self.rec = None;
     }
 
+    /// [`list_snapshots`](Self::list_snapshots) as a JSON array of
+    /// `{name, t, step, created_at, description}`.
+    pub fn snapshots_json(&mut self) -> serde_json::Value {
+        let list: Vec<serde_json::Value> = self
+            .list_snapshots()
+            .into_iter()
+            .map(|s| {
+                serde_json::json!({
+                    "name": s.name,
+                    "t": json_f64(s.t),
+                    "step": s.step,
+                    "created_at": s.created_at,
+                    "description": s.description,
+                })
+            })
+            .collect();
+        serde_json::Value::Array(list)
+    }
+
+    /// The recorded event log as a JSON array of `{event, t, step, sample, values}`, where
+    /// `values` maps each logged field to its value and `sample` is the index of the last
+    /// sample recorded before the event (or null).
+    pub fn events_json(&self) -> Result<serde_json::Value> {
+        let rec = self.results()?;
+        let list: Vec<serde_json::Value> = rec
+            .events
+            .iter()
+            .map(|e| {
+                let ev = &self.model.events[e.event];
+                let values: serde_json::Map<String, serde_json::Value> = ev
+                    .log
+                    .iter()
+                    .zip(&e.values)
+                    .map(|(n, v)| (n.clone(), json_f64(*v)))
+                    .collect();
+                serde_json::json!({
+                    "event": ev.name,
+                    "t": json_f64(e.t),
+                    "step": e.step,
+                    "sample": e.sample,
+                    "values": values,
+                })
+            })
+            .collect();
+        Ok(serde_json::Value::Array(list))
+    }
+
     pub(crate) fn snapshot(&mut self, name: &str) -> Result<&Snapshot> {
         self.ensure_initial();
         match self.snapshots.iter().position(|s| s.name == name) {
@@ -949,6 +982,27 @@ impl Sim {
         }
         self.name_segment(SegmentRef::Index(n - 1), new_name)
     }
+}
+
+/// The stepper a session of `model` would use: `name` (or alias), or the model's default;
+/// refused when its kind (ODE or map) differs from the model's.
+pub fn resolve_stepper(model: &Model, name: Option<&str>) -> Result<&'static StepperInfo> {
+    let name = name.unwrap_or(&model.sim.stepper);
+    let info = stepper::lookup(name)?;
+    if info.kind != model.kind {
+        return Err(Error::invalid(format!(
+            "stepper '{}' is for {} models, but '{}' is a {} model",
+            info.name,
+            info.kind.as_str(),
+            if model.name.is_empty() {
+                "this model"
+            } else {
+                &model.name
+            },
+            model.kind.as_str()
+        )));
+    }
+    Ok(info)
 }
 
 /// Differing pins as (pin name, this session's value, the snapshot's value).

@@ -1,0 +1,166 @@
+//! Arguments in and results out: C strings, arrays with their lengths, and caller-owned output
+//! buffers `(buf, cap, needed)`.
+//!
+//! Output protocol: `buf = NULL, cap = 0` asks for the size (`*needed`, success); a buffer
+//! smaller than needed gives `DYNLIB_ERR_BUFFER_TOO_SMALL` with `*needed` set and the buffer
+//! untouched; otherwise the data is copied and `*needed` set. Strings are UTF-8 and
+//! NUL-terminated, and `needed` counts the NUL. `needed` may be NULL.
+
+use std::ffi::{c_char, CStr};
+
+use super::boundary::{Failure, FfiResult};
+use super::status::*;
+
+/// A required UTF-8 C string argument.
+///
+/// # Safety
+/// `p` must be NULL or a NUL-terminated string valid for the call.
+pub(crate) unsafe fn cstr<'a>(p: *const c_char, what: &str) -> FfiResult<&'a str> {
+    if p.is_null() {
+        return Err(Failure::null(what));
+    }
+    CStr::from_ptr(p)
+        .to_str()
+        .map_err(|e| Failure::invalid(format!("argument '{what}' is not valid UTF-8: {e}")))
+}
+
+/// An optional UTF-8 C string argument (NULL = not given).
+///
+/// # Safety
+/// As [`cstr`].
+pub(crate) unsafe fn opt_cstr<'a>(p: *const c_char, what: &str) -> FfiResult<Option<&'a str>> {
+    if p.is_null() {
+        Ok(None)
+    } else {
+        cstr(p, what).map(Some)
+    }
+}
+
+/// An array argument with its length; `(NULL, 0)` is the empty array.
+///
+/// # Safety
+/// `p` must be NULL or point to `n` readable values valid for the call.
+pub(crate) unsafe fn slice<'a, T>(p: *const T, n: usize, what: &str) -> FfiResult<&'a [T]> {
+    if n == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(Failure::null(what));
+    }
+    Ok(std::slice::from_raw_parts(p, n))
+}
+
+/// An array of `n` C strings.
+///
+/// # Safety
+/// As [`slice`], and every element as [`cstr`].
+pub(crate) unsafe fn str_list<'a>(
+    p: *const *const c_char,
+    n: usize,
+    what: &str,
+) -> FfiResult<Vec<&'a str>> {
+    slice(p, n, what)?
+        .iter()
+        .enumerate()
+        .map(|(i, s)| cstr(*s, &format!("{what}[{i}]")))
+        .collect()
+}
+
+/// Writes a single out-parameter.
+///
+/// # Safety
+/// `out` must be NULL or valid for writing a `T`.
+pub(crate) unsafe fn write_out<T>(out: *mut T, value: T, what: &str) -> FfiResult {
+    if out.is_null() {
+        return Err(Failure::null(what));
+    }
+    out.write(value);
+    Ok(())
+}
+
+/// Checks an output buffer of `len` items against the protocol; `Ok(true)` means copy.
+unsafe fn check_capacity<T>(
+    buf: *mut T,
+    cap: usize,
+    len: usize,
+    needed: *mut usize,
+) -> FfiResult<bool> {
+    let report = |needed: *mut usize| {
+        if !needed.is_null() {
+            needed.write(len);
+        }
+    };
+    if buf.is_null() {
+        if cap == 0 {
+            report(needed);
+            return Ok(false);
+        }
+        return Err(Failure::null("buf"));
+    }
+    if cap < len {
+        report(needed);
+        return Err(Failure::new(
+            DYNLIB_ERR_BUFFER_TOO_SMALL,
+            format!("the buffer holds {cap} but {len} are needed"),
+        ));
+    }
+    report(needed);
+    Ok(true)
+}
+
+/// Copies `values` into a caller buffer following the output protocol.
+///
+/// # Safety
+/// `buf` must be NULL or valid for writing `cap` items; `needed` NULL or writable.
+pub(crate) unsafe fn write_slice<T: Copy>(
+    values: &[T],
+    buf: *mut T,
+    cap: usize,
+    needed: *mut usize,
+) -> FfiResult {
+    if check_capacity(buf, cap, values.len(), needed)? {
+        std::ptr::copy_nonoverlapping(values.as_ptr(), buf, values.len());
+    }
+    Ok(())
+}
+
+/// Copies `s` and a terminating NUL into a caller buffer following the output protocol.
+///
+/// # Safety
+/// As [`write_slice`].
+pub(crate) unsafe fn write_str(
+    s: &str,
+    buf: *mut c_char,
+    cap: usize,
+    needed: *mut usize,
+) -> FfiResult {
+    let bytes = s.as_bytes();
+    if check_capacity(buf, cap, bytes.len() + 1, needed)? {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr().cast::<c_char>(), buf, bytes.len());
+        buf.add(bytes.len()).write(0);
+    }
+    Ok(())
+}
+
+/// Reads a versioned struct whose first field is `struct_size`: the caller's bytes up to
+/// `min(struct_size, size_of::<T>())` over `defaults`, so callers built against an older,
+/// shorter layout keep working and fields they do not know keep their defaults.
+///
+/// # Safety
+/// `p` must be NULL or point to `struct_size` readable bytes starting with that `size_t`.
+pub(crate) unsafe fn read_versioned<T>(p: *const T, defaults: T, what: &str) -> FfiResult<T> {
+    if p.is_null() {
+        return Err(Failure::null(what));
+    }
+    let size = std::ptr::read_unaligned(p.cast::<usize>());
+    let min = std::mem::size_of::<usize>();
+    if size < min {
+        return Err(Failure::invalid(format!(
+            "{what}->struct_size is {size}; set it to sizeof the struct (the _init function does)"
+        )));
+    }
+    let mut value = defaults;
+    let n = size.min(std::mem::size_of::<T>());
+    std::ptr::copy_nonoverlapping(p.cast::<u8>(), (&mut value as *mut T).cast::<u8>(), n);
+    Ok(value)
+}

@@ -1,0 +1,447 @@
+//! Sessions: create, run, snapshots, assign and the live state.
+
+use std::ffi::c_char;
+
+use super::boundary::{boundary, Failure, FfiResult};
+use super::buffers::{
+    cstr, opt_cstr, read_versioned, slice, str_list, write_out, write_slice, write_str,
+};
+use super::handles::{free_sim, model_ref, new_sim_handle, with_sim, DynlibModel, DynlibSim};
+use super::status::*;
+use crate::session::{CheckpointPolicy, RunOptions, Sim};
+
+/// Creates a session over `model` with the stepper chosen at load. On success `*sim_out` owns
+/// a new handle (free with `dynlib_sim_free`); on failure it is not written.
+///
+/// # Safety
+/// `model` must be a model handle; `sim_out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_sim_new(
+    model: *const DynlibModel,
+    sim_out: *mut *mut DynlibSim,
+) -> DynlibStatus {
+    boundary(|| {
+        let m = model_ref(model, "model")?;
+        if sim_out.is_null() {
+            return Err(Failure::null("sim_out"));
+        }
+        let sim = Sim::with_stepper(&m.model, m.stepper.as_deref())?;
+        write_out(sim_out, new_sim_handle(sim), "sim_out")
+    })
+}
+
+/// Frees a session with its snapshots and results. NULL, and a handle that is not a live sim,
+/// are ignored.
+///
+/// # Safety
+/// `sim` must be NULL or a handle from this library, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_sim_free(sim: *mut DynlibSim) {
+    let _ = boundary(|| {
+        free_sim(sim);
+        Ok(())
+    });
+}
+
+/// Options of one `dynlib_sim_run` call. Initialise with `dynlib_run_options_init`, which
+/// sets `struct_size` and marks every field "unset" (use the default): NaN for doubles, 0 for
+/// counts and NULL for pointers, -1 for `record`. Later library versions only append fields.
+#[repr(C)]
+#[allow(non_snake_case)]
+pub struct DynlibRunOptions {
+    /// `sizeof(DynlibRunOptions)` as the caller knows it.
+    pub struct_size: usize,
+    /// End time (ODE; for maps an alternative to N). Resumed runs: absolute recorded time.
+    pub T: f64,
+    /// Map iterations since the recorded start; 0 = unset.
+    pub N: u64,
+    /// Step size (fixed-step) or first-step cap (adaptive). Not with resume.
+    pub dt: f64,
+    /// Start time. Not with resume.
+    pub t0: f64,
+    /// Initial state, `n_ic` values (all states). Not with resume.
+    pub ic: *const f64,
+    pub n_ic: usize,
+    /// Parameter values, `n_params` values (all parameters). Not with resume.
+    pub params: *const f64,
+    pub n_params: usize,
+    /// 1 = record samples, 0 = don't, -1 = the model's default.
+    pub record: i32,
+    /// Record every k-th step; 0 = unset (1).
+    pub record_interval: u64,
+    /// Variables to record (states, or aux as "name" or "aux.name"); NULL = all states.
+    pub record_vars: *const *const c_char,
+    pub n_record_vars: usize,
+    /// Warm-up time (ODE) or iterations (map) run before recording starts; NaN or 0 = none.
+    pub transient: f64,
+    /// Continue the session (append a segment) instead of starting a new recording.
+    pub resume: bool,
+    /// Segment name (made unique); NULL = run#<index>.
+    pub tag: *const c_char,
+    /// Step budget of this call; 0 = the model's default.
+    pub max_steps: u64,
+    /// Stepper knobs to set: `n_config` names and values.
+    pub config_names: *const *const c_char,
+    pub config_values: *const f64,
+    pub n_config: usize,
+    /// Directory for periodic checkpoint files; NULL = no checkpoints.
+    pub checkpoint_dir: *const c_char,
+    /// Write a checkpoint every this many steps (0 = unset) ...
+    pub checkpoint_every_steps: u64,
+    /// ... or every this much simulated time (NaN = unset).
+    pub checkpoint_every_time: f64,
+    /// Checkpoints to keep (the newest); 0 = 3.
+    pub checkpoint_keep: u64,
+}
+
+fn run_option_defaults() -> DynlibRunOptions {
+    DynlibRunOptions {
+        struct_size: std::mem::size_of::<DynlibRunOptions>(),
+        T: f64::NAN,
+        N: 0,
+        dt: f64::NAN,
+        t0: f64::NAN,
+        ic: std::ptr::null(),
+        n_ic: 0,
+        params: std::ptr::null(),
+        n_params: 0,
+        record: -1,
+        record_interval: 0,
+        record_vars: std::ptr::null(),
+        n_record_vars: 0,
+        transient: f64::NAN,
+        resume: false,
+        tag: std::ptr::null(),
+        max_steps: 0,
+        config_names: std::ptr::null(),
+        config_values: std::ptr::null(),
+        n_config: 0,
+        checkpoint_dir: std::ptr::null(),
+        checkpoint_every_steps: 0,
+        checkpoint_every_time: f64::NAN,
+        checkpoint_keep: 0,
+    }
+}
+
+fn set(x: f64) -> Option<f64> {
+    (!x.is_nan()).then_some(x)
+}
+
+/// # Safety
+/// The pointers in `o` must be valid as documented on [`DynlibRunOptions`].
+unsafe fn run_options(o: &DynlibRunOptions) -> FfiResult<RunOptions> {
+    let vector = |p: *const f64, n: usize, what: &str| -> FfiResult<Option<Vec<f64>>> {
+        Ok((n > 0)
+            .then(|| slice(p, n, what).map(<[f64]>::to_vec))
+            .transpose()?)
+    };
+    let record = match o.record {
+        -1 => None,
+        0 => Some(false),
+        1 => Some(true),
+        r => {
+            return Err(Failure::invalid(format!(
+                "opts->record is {r}; use 1 (record), 0 (don't) or -1 (model default)"
+            )))
+        }
+    };
+    let names = str_list(o.config_names, o.n_config, "opts->config_names")?;
+    let values = slice(o.config_values, o.n_config, "opts->config_values")?;
+    let checkpoint =
+        match opt_cstr(o.checkpoint_dir, "opts->checkpoint_dir")? {
+            None => None,
+            Some(dir) => {
+                let keep = if o.checkpoint_keep == 0 {
+                    3
+                } else {
+                    o.checkpoint_keep as usize
+                };
+                Some(
+                    match (o.checkpoint_every_steps, set(o.checkpoint_every_time)) {
+                        (k, None) if k > 0 => CheckpointPolicy::every_steps(dir, k, keep),
+                        (0, Some(dt)) => CheckpointPolicy::every_time(dir, dt, keep),
+                        (0, None) => return Err(Failure::invalid(
+                            "opts->checkpoint_dir is set but neither checkpoint_every_steps nor \
+                         checkpoint_every_time is",
+                        )),
+                        _ => {
+                            return Err(Failure::invalid(
+                                "set checkpoint_every_steps or checkpoint_every_time, not both",
+                            ))
+                        }
+                    },
+                )
+            }
+        };
+    Ok(RunOptions {
+        t_end: set(o.T),
+        n: (o.N > 0).then_some(o.N),
+        dt: set(o.dt),
+        t0: set(o.t0),
+        ic: vector(o.ic, o.n_ic, "opts->ic")?,
+        params: vector(o.params, o.n_params, "opts->params")?,
+        record,
+        record_interval: (o.record_interval > 0).then_some(o.record_interval),
+        record_vars: (o.n_record_vars > 0)
+            .then(|| str_list(o.record_vars, o.n_record_vars, "opts->record_vars"))
+            .transpose()?
+            .map(|v| v.into_iter().map(str::to_string).collect()),
+        transient: set(o.transient).filter(|x| *x != 0.0),
+        max_steps: (o.max_steps > 0).then_some(o.max_steps),
+        tag: opt_cstr(o.tag, "opts->tag")?.map(str::to_string),
+        resume: o.resume,
+        config: names
+            .iter()
+            .map(|n| n.to_string())
+            .zip(values.iter().copied())
+            .collect(),
+        checkpoint,
+    })
+}
+
+/// Sets every field of `opts` to "unset" and `struct_size` to `sizeof(DynlibRunOptions)`.
+///
+/// # Safety
+/// `opts` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_run_options_init(opts: *mut DynlibRunOptions) -> DynlibStatus {
+    boundary(|| write_out(opts, run_option_defaults(), "opts"))
+}
+
+/// Runs the simulation (`opts` NULL = all defaults). On failure nothing changes: the session,
+/// its snapshots and earlier results stay exactly as they were.
+///
+/// # Safety
+/// `sim` must be a sim handle; `opts` NULL or an initialised `DynlibRunOptions`.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_sim_run(
+    sim: *mut DynlibSim,
+    opts: *const DynlibRunOptions,
+) -> DynlibStatus {
+    boundary(|| {
+        let o = if opts.is_null() {
+            run_option_defaults()
+        } else {
+            read_versioned(opts, run_option_defaults(), "opts")?
+        };
+        let options = run_options(&o)?;
+        with_sim(sim, |s| Ok(s.run(&options)?))
+    })
+}
+
+/// Saves the current state as snapshot `name` (`description` NULL = "").
+///
+/// # Safety
+/// `sim` a sim handle; strings NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_sim_create_snapshot(
+    sim: *mut DynlibSim,
+    name: *const c_char,
+    description: *const c_char,
+) -> DynlibStatus {
+    boundary(|| {
+        let name = cstr(name, "name")?;
+        let description = opt_cstr(description, "description")?.unwrap_or("");
+        with_sim(sim, |s| Ok(s.create_snapshot(name, description)?))
+    })
+}
+
+/// Restores snapshot `name` (NULL = "initial"), clearing results, segments and the recording
+/// selection.
+///
+/// # Safety
+/// As `dynlib_sim_create_snapshot`.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_sim_reset(
+    sim: *mut DynlibSim,
+    name: *const c_char,
+) -> DynlibStatus {
+    boundary(|| {
+        let name = opt_cstr(name, "name")?.unwrap_or("initial");
+        with_sim(sim, |s| Ok(s.reset(name)?))
+    })
+}
+
+/// The snapshots as a JSON array of `{name, t, step, created_at, description}`.
+///
+/// # Safety
+/// `sim` a sim handle; `buf` NULL or writable for `cap` bytes; `needed` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_sim_list_snapshots_json(
+    sim: *mut DynlibSim,
+    buf: *mut c_char,
+    cap: usize,
+    needed: *mut usize,
+) -> DynlibStatus {
+    boundary(|| {
+        with_sim(sim, |s| {
+            write_str(&s.snapshots_json().to_string(), buf, cap, needed)
+        })
+    })
+}
+
+/// Writes `text` to the buffer, then the flag; the flag only on success.
+unsafe fn flag_and_text(
+    ok: bool,
+    text: &str,
+    flag: *mut bool,
+    buf: *mut c_char,
+    cap: usize,
+    needed: *mut usize,
+) -> FfiResult {
+    if flag.is_null() {
+        return Err(Failure::null("ok"));
+    }
+    write_str(text, buf, cap, needed)?;
+    flag.write(ok);
+    Ok(())
+}
+
+/// Whether snapshot `name` fits this session: `*ok`, and in `buf` the differing pins as text
+/// ("" when compatible).
+///
+/// # Safety
+/// As `dynlib_sim_list_snapshots_json`; `name` NUL-terminated; `ok` writable.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_sim_compat_check(
+    sim: *mut DynlibSim,
+    name: *const c_char,
+    ok: *mut bool,
+    buf: *mut c_char,
+    cap: usize,
+    needed: *mut usize,
+) -> DynlibStatus {
+    boundary(|| {
+        let name = cstr(name, "name")?;
+        with_sim(sim, |s| {
+            let (fits, diff) = s.compat_check(name)?;
+            let text = crate::session::sim::format_diff(&diff);
+            flag_and_text(fits, &text, ok, buf, cap, needed)
+        })
+    })
+}
+
+/// Whether `resume` can continue the current state: `*ok`, and the reason in `buf` when not.
+///
+/// # Safety
+/// As `dynlib_sim_compat_check`.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_sim_can_resume(
+    sim: *mut DynlibSim,
+    ok: *mut bool,
+    buf: *mut c_char,
+    cap: usize,
+    needed: *mut usize,
+) -> DynlibStatus {
+    boundary(|| {
+        with_sim(sim, |s| {
+            let (fits, reason) = s.can_resume();
+            flag_and_text(fits, reason.as_deref().unwrap_or(""), ok, buf, cap, needed)
+        })
+    })
+}
+
+/// The session summary as JSON (time, step, dt, nominal dt, time shift, status, stepper,
+/// can_resume and reason, pending step, stepper config size/hash/preview).
+///
+/// # Safety
+/// As `dynlib_sim_list_snapshots_json`.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_sim_summary_json(
+    sim: *mut DynlibSim,
+    buf: *mut c_char,
+    cap: usize,
+    needed: *mut usize,
+) -> DynlibStatus {
+    boundary(|| {
+        with_sim(sim, |s| {
+            write_str(&s.summary().to_string(), buf, cap, needed)
+        })
+    })
+}
+
+/// Sets `n` states or parameters by name (all names are checked first; nothing changes on
+/// error). With `clear_history`, recorded results and segments are dropped.
+///
+/// # Safety
+/// `names` and `values` NULL (with n = 0) or `n` valid entries.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_sim_assign(
+    sim: *mut DynlibSim,
+    names: *const *const c_char,
+    values: *const f64,
+    n: usize,
+    clear_history: bool,
+) -> DynlibStatus {
+    boundary(|| {
+        let names = str_list(names, n, "names")?;
+        let values = slice(values, n, "values")?;
+        let pairs: Vec<(&str, f64)> = names.into_iter().zip(values.iter().copied()).collect();
+        with_sim(sim, |s| Ok(s.assign(&pairs, clear_history)?))
+    })
+}
+
+/// Current absolute time.
+///
+/// # Safety
+/// `sim` a sim handle; `t` writable.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_sim_time(sim: *mut DynlibSim, t: *mut f64) -> DynlibStatus {
+    boundary(|| with_sim(sim, |s| write_out(t, s.time(), "t")))
+}
+
+/// Committed steps since the last fresh run (warm-up included).
+///
+/// # Safety
+/// `sim` a sim handle; `step` writable.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_sim_step_count(
+    sim: *mut DynlibSim,
+    step: *mut u64,
+) -> DynlibStatus {
+    boundary(|| with_sim(sim, |s| write_out(step, s.step_count(), "step")))
+}
+
+/// Current state vector (output buffer protocol, in doubles).
+///
+/// # Safety
+/// `buf` NULL or writable for `cap` doubles; `needed` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_sim_state(
+    sim: *mut DynlibSim,
+    buf: *mut f64,
+    cap: usize,
+    needed: *mut usize,
+) -> DynlibStatus {
+    boundary(|| with_sim(sim, |s| write_slice(s.state(), buf, cap, needed)))
+}
+
+/// Current parameter vector (output buffer protocol, in doubles).
+///
+/// # Safety
+/// As `dynlib_sim_state`.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_sim_params(
+    sim: *mut DynlibSim,
+    buf: *mut f64,
+    cap: usize,
+    needed: *mut usize,
+) -> DynlibStatus {
+    boundary(|| with_sim(sim, |s| write_slice(s.params(), buf, cap, needed)))
+}
+
+/// Current value of one state or parameter by name.
+///
+/// # Safety
+/// `name` NUL-terminated; `value` writable.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_sim_value(
+    sim: *mut DynlibSim,
+    name: *const c_char,
+    value: *mut f64,
+) -> DynlibStatus {
+    boundary(|| {
+        let name = cstr(name, "name")?;
+        with_sim(sim, |s| write_out(value, s.value(name)?, "value"))
+    })
+}
