@@ -131,9 +131,9 @@ fn set(x: f64) -> Option<f64> {
 /// The pointers in `o` must be valid as documented on [`DynlibRunOptions`].
 unsafe fn run_options(o: &DynlibRunOptions) -> FfiResult<RunOptions> {
     let vector = |p: *const f64, n: usize, what: &str| -> FfiResult<Option<Vec<f64>>> {
-        Ok((n > 0)
+        (n > 0)
             .then(|| slice(p, n, what).map(<[f64]>::to_vec))
-            .transpose()?)
+            .transpose()
     };
     let record = match o.record {
         -1 => None,
