@@ -32,10 +32,7 @@ fn committed_header_matches_a_fresh_generation() {
             .lines()
             .zip(fresh.lines())
             .position(|(a, b)| a != b)
-            .map_or_else(
-                || committed.lines().count().min(fresh.lines().count()),
-                |i| i,
-            );
+            .unwrap_or_else(|| committed.lines().count().min(fresh.lines().count()));
         panic!(
             "include/dynlib.h is stale (first difference at line {}): regenerate it with \
              DYNLIB_BLESS_HEADER=1 cargo test --release --test header, and commit it",
