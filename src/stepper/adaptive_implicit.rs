@@ -96,14 +96,14 @@ impl Controller {
             ("dt_max", c.dt_max),
         ];
         for (name, v) in positive {
-            if !(v > 0.0) {
+            if v.is_nan() || v <= 0.0 {
                 return Err(Error::invalid(format!(
                     "stepper '{}': {name} must be positive, got {v}",
                     info.name
                 )));
             }
         }
-        if !(c.rtol >= 0.0) || !(c.min_step >= 0.0) {
+        if [c.rtol, c.min_step].iter().any(|v| v.is_nan() || *v < 0.0) {
             return Err(Error::invalid(format!(
                 "stepper '{}': rtol and min_step must be non-negative, got {} and {}",
                 info.name, c.rtol, c.min_step

@@ -196,23 +196,22 @@ impl Stepper for Bdf2 {
         let rho = h / self.hist.h_nm1;
         let use_history = self.hist.begin(y) && rho <= RHO_MAX;
         self.hist.step_h = h;
-        let solved = match use_history {
-            false => self.startup.step(f, t, y, h, &ncfg, y_new)?,
-            true => {
-                self.newton.begin_step();
-                bdf2_solve(
-                    &mut self.newton,
-                    f,
-                    &self.hist,
-                    t,
-                    y,
-                    h,
-                    rho,
-                    &ncfg,
-                    &mut self.r,
-                    y_new,
-                )?
-            }
+        let solved = if use_history {
+            self.newton.begin_step();
+            bdf2_solve(
+                &mut self.newton,
+                f,
+                &self.hist,
+                t,
+                y,
+                h,
+                rho,
+                &ncfg,
+                &mut self.r,
+                y_new,
+            )?
+        } else {
+            self.startup.step(f, t, y, h, &ncfg, y_new)?
         };
         match solved {
             Solve::Converged => Ok(StepOutcome {

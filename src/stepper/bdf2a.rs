@@ -78,8 +78,9 @@ impl Bdf2a {
         if let Solve::Failed(m) = solved {
             return Ok(Attempt::NewtonFailed(format!("backward Euler (h/2): {m}")));
         }
-        for i in 0..y.len() {
-            self.y_bdf[i] = 2.0 * self.y_half[i] - y[i];
+        // Second half step from the linear extrapolation of the first.
+        for ((b, m), y0) in self.y_bdf.iter_mut().zip(&self.y_half).zip(y) {
+            *b = 2.0 * m - y0;
         }
         let solved = self
             .newton

@@ -191,13 +191,13 @@ impl Newton {
                     )));
                 }
                 self.y_pert.copy_from_slice(y);
-                for j in 0..n {
-                    let eps = cfg.jac_eps * y[j].abs().max(1.0);
-                    self.y_pert[j] = y[j] + eps;
+                for (j, &yj) in y.iter().enumerate() {
+                    let eps = cfg.jac_eps * yj.abs().max(1.0);
+                    self.y_pert[j] = yj + eps;
                     // The representable perturbation, not the requested one.
-                    let dy = self.y_pert[j] - y[j];
+                    let dy = self.y_pert[j] - yj;
                     f.eval(t, &self.y_pert, &mut self.f_pert)?;
-                    self.y_pert[j] = y[j];
+                    self.y_pert[j] = yj;
                     for i in 0..n {
                         self.jac[i * n + j] = (self.f_pert[i] - self.f_val[i]) / dy;
                     }
@@ -234,7 +234,7 @@ impl Newton {
         let u = lu.lu_internal();
         for i in 0..n {
             let pivot = u[(i, i)];
-            if !(pivot.abs() > PIVOT_TOL * scale) {
+            if pivot.is_nan() || pivot.abs() <= PIVOT_TOL * scale {
                 self.lu = None;
                 return Solve::Failed(format!(
                     "the Newton matrix I - {c:.6e}*J is singular (pivot {pivot:.3e} in column {i})"
@@ -322,9 +322,9 @@ impl Newton {
             }
             lu.solve_mut(&mut self.rhs);
             let mut update = 0.0f64;
-            for i in 0..self.n {
-                update = update.max(self.rhs[i].abs() / y[i].abs().max(1.0));
-                y[i] += self.rhs[i];
+            for (i, yi) in y.iter_mut().enumerate() {
+                update = update.max(self.rhs[i].abs() / yi.abs().max(1.0));
+                *yi += self.rhs[i];
             }
             if !update.is_finite() {
                 return Ok(Solve::Failed(format!(

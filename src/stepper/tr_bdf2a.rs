@@ -70,9 +70,9 @@ impl TrBdf2a {
         let c = D * h;
         // Trapezoidal stage: y_γ − (γ/2)h·f(t+γh, y_γ) = y_n + (γ/2)h·f_n, from the explicit
         // Euler predictor y_n + γh·f_n.
-        for i in 0..y.len() {
-            self.r[i] = y[i] + c * self.f_n[i];
-            self.y_gamma[i] = y[i] + GAMMA * h * self.f_n[i];
+        for (i, &y0) in y.iter().enumerate() {
+            self.r[i] = y0 + c * self.f_n[i];
+            self.y_gamma[i] = y0 + GAMMA * h * self.f_n[i];
         }
         let solved = self
             .newton
@@ -81,8 +81,8 @@ impl TrBdf2a {
             return Ok(Attempt::NewtonFailed(format!("trapezoidal stage: {m}")));
         }
         // BDF2 stage: y − (γ/2)h·f(t+h, y) = (1−W)·y_n + W·y_γ, from y_γ.
-        for i in 0..y.len() {
-            self.r[i] = (1.0 - W) * y[i] + W * self.y_gamma[i];
+        for ((r, y0), yg) in self.r.iter_mut().zip(y).zip(&self.y_gamma) {
+            *r = (1.0 - W) * y0 + W * yg;
         }
         self.y_trbdf2.copy_from_slice(&self.y_gamma);
         let solved = self
