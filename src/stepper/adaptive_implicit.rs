@@ -89,12 +89,12 @@ impl Controller {
             dt_max: get("dt_max"),
         };
         let positive = [
-            ("atol", c.atol),
             ("safety", c.safety),
             ("min_factor", c.min_factor),
             ("max_factor", c.max_factor),
             ("dt_max", c.dt_max),
         ];
+        let non_negative = [("atol", c.atol), ("rtol", c.rtol), ("min_step", c.min_step)];
         for (name, v) in positive {
             if v.is_nan() || v <= 0.0 {
                 return Err(Error::invalid(format!(
@@ -103,11 +103,13 @@ impl Controller {
                 )));
             }
         }
-        if [c.rtol, c.min_step].iter().any(|v| v.is_nan() || *v < 0.0) {
-            return Err(Error::invalid(format!(
-                "stepper '{}': rtol and min_step must be non-negative, got {} and {}",
-                info.name, c.rtol, c.min_step
-            )));
+        for (name, v) in non_negative {
+            if v.is_nan() || v < 0.0 {
+                return Err(Error::invalid(format!(
+                    "stepper '{}': {name} must be non-negative, got {v}",
+                    info.name
+                )));
+            }
         }
         Ok(c)
     }
