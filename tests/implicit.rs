@@ -507,3 +507,38 @@ fn newton_non_convergence_fails_the_step_and_changes_nothing() {
         sim.run(&RunOptions::new().t(1.0).resume(true)).unwrap();
     }
 }
+
+#[test]
+fn assign_restarts_the_bdf2_history_and_drops_a_pending_step() {
+    let model = Model::load(FORCED).unwrap();
+    for stepper in ["bdf2", "bdf2a"] {
+        let mut sim = Sim::with_stepper(&model, Some(stepper)).unwrap();
+        sim.run(&RunOptions::new().t(0.55).dt(0.02)).unwrap();
+        let phase = |sim: &Sim| {
+            let ws = &sim.session_state().stepper_ws;
+            match &ws.iter().find(|a| a.name == "phase").unwrap().data {
+                dynlib::stepper::WsData::I64(v) => v[0],
+                other => panic!("phase is {other:?}"),
+            }
+        };
+        assert_eq!(phase(&sim), 1, "{stepper}: history after the run");
+        // The adaptive method stepped past t = 0.55 and holds that step as pending.
+        assert_eq!(
+            sim.session_state().pending.is_some(),
+            stepper == "bdf2a",
+            "{stepper}"
+        );
+        sim.assign(&[("x", 0.25)], false).unwrap();
+        assert_eq!(phase(&sim), -1, "{stepper}: restarted by assign");
+        assert!(sim.session_state().pending.is_none());
+        // The next step starts up from the assigned state; the run goes on accurately.
+        sim.run(&RunOptions::new().t(2.0).resume(true)).unwrap();
+        assert_eq!(phase(&sim), 1);
+        // Exact solution through (0.55, 0.25): x = C e^{-t} + (sin t - cos t)/2.
+        let t0 = 0.55f64;
+        let c = (0.25 - (t0.sin() - t0.cos()) / 2.0) * t0.exp();
+        let exact = c * (-2.0f64).exp() + (2.0f64.sin() - 2.0f64.cos()) / 2.0;
+        let err = (sim.state()[0] - exact).abs();
+        assert!(err < 1e-3, "{stepper}: error {err:.3e}");
+    }
+}
