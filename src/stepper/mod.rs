@@ -7,13 +7,19 @@
 pub mod ab2;
 pub mod ab3;
 pub mod adams;
+pub mod adaptive_implicit;
+pub mod bdf2;
+pub mod bdf2a;
 pub mod erk;
 pub mod euler;
 pub mod initial_step;
 pub mod map;
+pub mod newton;
 pub mod rk2;
 pub mod rk4;
 pub mod rk45;
+pub mod sdirk2;
+pub mod tr_bdf2a;
 pub mod workspace;
 
 use crate::error::{suggestion_suffix, Error, Result};
@@ -94,7 +100,7 @@ pub trait Stepper: Send {
 
 /// Every stepper, in listing order.
 pub fn all() -> &'static [&'static StepperInfo] {
-    static ALL: [&StepperInfo; 7] = [
+    static ALL: [&StepperInfo; 11] = [
         &map::INFO,
         &euler::INFO,
         &rk2::INFO,
@@ -102,6 +108,10 @@ pub fn all() -> &'static [&'static StepperInfo] {
         &rk45::INFO,
         &ab2::INFO,
         &ab3::INFO,
+        &bdf2::INFO,
+        &bdf2a::INFO,
+        &sdirk2::INFO,
+        &tr_bdf2a::INFO,
     ];
     &ALL
 }
@@ -136,6 +146,10 @@ pub fn create(info: &'static StepperInfo, n: usize) -> Box<dyn Stepper> {
         "rk45" => Box::new(rk45::Rk45::new(n)),
         "ab2" => Box::new(ab2::new(n)),
         "ab3" => Box::new(ab3::new(n)),
+        "bdf2" => Box::new(bdf2::Bdf2::new(n)),
+        "bdf2a" => Box::new(bdf2a::Bdf2a::new(n)),
+        "sdirk2" => Box::new(sdirk2::Sdirk2::new(n)),
+        "tr-bdf2a" => Box::new(tr_bdf2a::TrBdf2a::new(n)),
         other => unreachable!("stepper '{other}' is listed but not constructible"),
     }
 }

@@ -1,0 +1,235 @@
+//! Parts shared by the adaptive implicit steppers (bdf2a, tr-bdf2a): their knobs, the step
+//! controller and a quadratic dense output.
+
+use super::newton::NEWTON_KNOBS;
+use super::workspace::{load_f64, Workspace};
+use super::{knob, step_failed, Knob, StepOutcome, StepperInfo, WsArray};
+use crate::error::{Error, Result};
+
+/// Knobs in the reference's packed order.
+pub static KNOBS: [Knob; 12] = [
+    Knob {
+        name: "atol",
+        default: 1e-6,
+        help: "absolute tolerance",
+    },
+    Knob {
+        name: "rtol",
+        default: 1e-3,
+        help: "relative tolerance",
+    },
+    Knob {
+        name: "safety",
+        default: 0.9,
+        help: "safety factor of the step controller",
+    },
+    Knob {
+        name: "min_factor",
+        default: 0.2,
+        help: "smallest step shrink factor (also the shrink after a Newton failure)",
+    },
+    Knob {
+        name: "max_factor",
+        default: 5.0,
+        help: "largest step growth factor",
+    },
+    Knob {
+        name: "max_tries",
+        default: 10.0,
+        help: "attempts per step before failing",
+    },
+    Knob {
+        name: "min_step",
+        default: 1e-12,
+        help: "smallest step before failing",
+    },
+    NEWTON_KNOBS[0],
+    NEWTON_KNOBS[1],
+    NEWTON_KNOBS[2],
+    Knob {
+        name: "dt_max",
+        default: f64::INFINITY,
+        help: "largest step",
+    },
+    NEWTON_KNOBS[3],
+];
+
+/// One attempt at a step of a given size.
+pub enum Attempt {
+    /// The stage equations were solved; `err` is the weighted RMS error estimate.
+    Solved { err: f64 },
+    /// A Newton solve (or the factorisation) failed; retried with a smaller step.
+    NewtonFailed(String),
+}
+
+/// The step controller: accept when err ≤ 1, next step h·clamp(safety·err^(−1/2)); the
+/// exponent is 1/2 because both methods estimate their error with an order-1 formula.
+pub struct Controller {
+    pub atol: f64,
+    pub rtol: f64,
+    safety: f64,
+    min_factor: f64,
+    max_factor: f64,
+    max_tries: u32,
+    min_step: f64,
+    pub dt_max: f64,
+}
+
+impl Controller {
+    pub fn from_cfg(info: &StepperInfo, cfg: &[f64]) -> Result<Self> {
+        let get = |name| knob(info, cfg, name);
+        let c = Controller {
+            atol: get("atol"),
+            rtol: get("rtol"),
+            safety: get("safety"),
+            min_factor: get("min_factor"),
+            max_factor: get("max_factor"),
+            max_tries: get("max_tries").clamp(1.0, u32::MAX as f64) as u32,
+            min_step: get("min_step"),
+            dt_max: get("dt_max"),
+        };
+        let positive = [
+            ("safety", c.safety),
+            ("min_factor", c.min_factor),
+            ("max_factor", c.max_factor),
+            ("dt_max", c.dt_max),
+        ];
+        let non_negative = [("atol", c.atol), ("rtol", c.rtol), ("min_step", c.min_step)];
+        for (name, v) in positive {
+            if v.is_nan() || v <= 0.0 {
+                return Err(Error::invalid(format!(
+                    "stepper '{}': {name} must be positive, got {v}",
+                    info.name
+                )));
+            }
+        }
+        for (name, v) in non_negative {
+            if v.is_nan() || v < 0.0 {
+                return Err(Error::invalid(format!(
+                    "stepper '{}': {name} must be non-negative, got {v}",
+                    info.name
+                )));
+            }
+        }
+        Ok(c)
+    }
+
+    /// Weighted RMS norm of `a − b` with scale atol + rtol·max(|y0|, |b|).
+    pub fn error_norm(&self, y0: &[f64], a: &[f64], b: &[f64]) -> f64 {
+        let mut sum = 0.0;
+        for i in 0..y0.len() {
+            let scale = self.atol + self.rtol * y0[i].abs().max(b[i].abs());
+            let e = (a[i] - b[i]) / scale;
+            sum += e * e;
+        }
+        (sum / y0.len() as f64).sqrt()
+    }
+
+    /// Runs attempts from `h_in` (capped by dt_max) until one is accepted.
+    pub fn drive(
+        &self,
+        stepper: &str,
+        t: f64,
+        h_in: f64,
+        mut attempt: impl FnMut(f64) -> Result<Attempt>,
+    ) -> Result<StepOutcome> {
+        let mut h = h_in.min(self.dt_max);
+        let mut last = String::new();
+        for _ in 0..self.max_tries {
+            match attempt(h)? {
+                Attempt::NewtonFailed(why) => {
+                    if h <= self.min_step {
+                        return Err(step_failed(format!(
+                            "{stepper}: the implicit step at t = {t} failed even with the \
+                             minimum step {}: {why}",
+                            self.min_step
+                        )));
+                    }
+                    h = (h * self.min_factor).max(self.min_step);
+                    last = why;
+                }
+                Attempt::Solved { err } => {
+                    if err <= 1.0 || h <= self.min_step {
+                        let factor = if err > 0.0 {
+                            (self.safety * err.powf(-0.5)).clamp(self.min_factor, self.max_factor)
+                        } else {
+                            self.max_factor
+                        };
+                        return Ok(StepOutcome {
+                            h_used: h,
+                            h_next: (h * factor).min(self.dt_max),
+                        });
+                    }
+                    // A NaN error estimate shrinks by min_factor (max ignores NaN).
+                    h *= self.min_factor.max(self.safety * err.powf(-0.5));
+                    last = format!("error estimate {err:.3e} > 1");
+                    if h < self.min_step {
+                        return Err(step_failed(format!(
+                            "{stepper}: step size fell below min_step = {} at t = {t} ({last})",
+                            self.min_step
+                        )));
+                    }
+                }
+            }
+        }
+        Err(step_failed(format!(
+            "{stepper}: no acceptable step after {} tries at t = {t} (last h = {h:.3e}; {last})",
+            self.max_tries
+        )))
+    }
+}
+
+/// Dense output inside the last step: the quadratic through three (time, state) nodes of the
+/// step, e.g. (t_{n−1}, y_{n−1}), (t_n, y_n), (t_{n+1}, y_{n+1}) for BDF2 — the method's own
+/// collocation polynomial — or (t_n, y_n), (t_n + γh, y_γ), (t_{n+1}, y_{n+1}) for TR-BDF2.
+/// Second order, like the methods. Saved with the workspace so a pending step can be
+/// interpolated again after a resume.
+pub struct QuadraticDense {
+    n: usize,
+    times: [f64; 3],
+    /// Node values, 3 rows of n.
+    values: Vec<f64>,
+}
+
+impl QuadraticDense {
+    pub fn new(n: usize) -> Self {
+        QuadraticDense {
+            n,
+            times: [0.0; 3],
+            values: vec![0.0; 3 * n],
+        }
+    }
+
+    pub fn set(&mut self, times: [f64; 3], nodes: [&[f64]; 3]) {
+        self.times = times;
+        for (row, node) in nodes.iter().enumerate() {
+            self.values[row * self.n..(row + 1) * self.n].copy_from_slice(node);
+        }
+    }
+
+    pub fn save(&self, ws: &mut Workspace) {
+        ws.push(WsArray::matrix("dense", 3, self.n, self.values.clone()));
+        ws.push(WsArray::f64("dense_t", self.times.to_vec()));
+    }
+
+    pub fn load(&mut self, ws: &[WsArray]) -> Result<()> {
+        load_f64(ws, "dense", &mut self.values)?;
+        load_f64(ws, "dense_t", &mut self.times)
+    }
+
+    /// Lagrange form of the quadratic at `t`; false if no step has set the nodes.
+    pub fn interpolate(&self, t: f64, out: &mut [f64]) -> bool {
+        let [t0, t1, t2] = self.times;
+        if !(t0 < t1 && t1 < t2) {
+            return false;
+        }
+        let l0 = (t - t1) * (t - t2) / ((t0 - t1) * (t0 - t2));
+        let l1 = (t - t0) * (t - t2) / ((t1 - t0) * (t1 - t2));
+        let l2 = (t - t0) * (t - t1) / ((t2 - t0) * (t2 - t1));
+        let n = self.n;
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = l0 * self.values[i] + l1 * self.values[n + i] + l2 * self.values[2 * n + i];
+        }
+        true
+    }
+}

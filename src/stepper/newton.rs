@@ -1,0 +1,356 @@
+//! Simplified Newton iteration for the stage equations of the implicit steppers.
+//!
+//! Every implicit stage of bdf2, sdirk2, bdf2a and tr-bdf2a has the form
+//!
+//! ```text
+//!     G(y) = y − c·f(t_s, y) − r = 0
+//! ```
+//!
+//! with a known vector `r` and a scalar `c` (the step size times the method's diagonal
+//! coefficient). The iteration matrix is `M = I − c·J` with `J = ∂f/∂y`.
+//!
+//! The Jacobian is evaluated once per step, at the starting guess of the step's first solve
+//! (simplified Newton), and factorised once per distinct `c`; solves with the same `c`
+//! (TR-BDF2's two stages, SDIRK's two stages) share the factorisation. If a later solve fails
+//! with that Jacobian, it is evaluated afresh at that solve's starting guess and the solve is
+//! tried once more.
+//!
+//! Nothing here survives a step: [`Newton::begin_step`] discards the Jacobian and its
+//! factorisation, so a stepper's saved workspace never has to carry them and resume stays
+//! bit-exact.
+//!
+//! `jacobian_mode` is a config knob and knob values are `f64`, so the two modes are encoded
+//! as numbers: `0` = internal (finite differences), `1` = external (the model's analytic
+//! `[equations.jacobian]`, or a host Jacobian callback; a model without one silently falls
+//! back to finite differences). In a model's `[sim]` table the strings `"internal"` and
+//! `"external"` map to these numbers.
+
+use nalgebra::{DMatrix, DVector, LU};
+
+use super::{knob, step_failed, Knob, Rhs, StepperInfo};
+use crate::error::{Error, Result};
+
+/// A pivot of `M = I − c·J` smaller than this times `max(1, |c|·max|J_ij|)` makes the matrix
+/// singular.
+const PIVOT_TOL: f64 = 1e-14;
+
+/// `jacobian_mode` value for finite differences.
+pub const JACOBIAN_INTERNAL: f64 = 0.0;
+/// `jacobian_mode` value for the model's analytic Jacobian.
+pub const JACOBIAN_EXTERNAL: f64 = 1.0;
+
+/// The Newton knobs shared by every implicit stepper, in the reference's order.
+pub const NEWTON_KNOBS: [Knob; 4] = [
+    Knob {
+        name: "newton_tol",
+        default: 1e-8,
+        help: "Newton convergence tolerance (residual and relative update)",
+    },
+    Knob {
+        name: "newton_max_iter",
+        default: 50.0,
+        help: "Newton iterations per stage solve before the solve fails",
+    },
+    Knob {
+        name: "jac_eps",
+        default: 1e-8,
+        help: "relative perturbation of the finite-difference Jacobian",
+    },
+    Knob {
+        name: "jacobian_mode",
+        default: JACOBIAN_INTERNAL,
+        help: "0 = finite differences (internal), 1 = the model's analytic Jacobian (external)",
+    },
+];
+
+/// Newton settings read from a stepper's config vector.
+#[derive(Debug, Clone, Copy)]
+pub struct NewtonConfig {
+    pub tol: f64,
+    pub max_iter: u32,
+    pub jac_eps: f64,
+    pub analytic: bool,
+}
+
+impl NewtonConfig {
+    /// Reads and checks the Newton knobs of `info` from `cfg`.
+    pub fn from_cfg(info: &StepperInfo, cfg: &[f64]) -> Result<Self> {
+        let get = |name| knob(info, cfg, name);
+        let (tol, max_iter, jac_eps, mode) = (
+            get("newton_tol"),
+            get("newton_max_iter"),
+            get("jac_eps"),
+            get("jacobian_mode"),
+        );
+        let bad = |what: String| Err(Error::invalid(format!("stepper '{}': {what}", info.name)));
+        if !(tol > 0.0 && tol.is_finite()) {
+            return bad(format!("newton_tol must be positive and finite, got {tol}"));
+        }
+        if !(max_iter >= 1.0 && max_iter.is_finite()) {
+            return bad(format!(
+                "newton_max_iter must be at least 1, got {max_iter}"
+            ));
+        }
+        if !(jac_eps > 0.0 && jac_eps.is_finite()) {
+            return bad(format!(
+                "jac_eps must be positive and finite, got {jac_eps}"
+            ));
+        }
+        let analytic = if mode == JACOBIAN_INTERNAL {
+            false
+        } else if mode == JACOBIAN_EXTERNAL {
+            true
+        } else {
+            return bad(format!(
+                "jacobian_mode must be 0 (internal, finite differences) or 1 (external, the \
+                 model's Jacobian), got {mode}"
+            ));
+        };
+        Ok(NewtonConfig {
+            tol,
+            max_iter: max_iter.min(u32::MAX as f64) as u32,
+            jac_eps,
+            analytic,
+        })
+    }
+}
+
+/// Outcome of one stage solve. A failure is not an error by itself: adaptive methods retry
+/// with a smaller step, fixed-step methods turn it into a step failure.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Solve {
+    Converged,
+    Failed(String),
+}
+
+/// Newton solver state for one step (all of it scratch).
+pub struct Newton {
+    n: usize,
+    /// ∂f/∂y, row-major, and whether it is valid for the current step.
+    jac: Vec<f64>,
+    jac_valid: bool,
+    /// Factorisation of `I − c·J` and the `c` it belongs to.
+    lu: Option<LU<f64, nalgebra::Dyn, nalgebra::Dyn>>,
+    lu_coeff: f64,
+    f_val: Vec<f64>,
+    f_pert: Vec<f64>,
+    y_pert: Vec<f64>,
+    y_start: Vec<f64>,
+    rhs: DVector<f64>,
+}
+
+impl Newton {
+    pub fn new(n: usize) -> Self {
+        Newton {
+            n,
+            jac: vec![0.0; n * n],
+            jac_valid: false,
+            lu: None,
+            lu_coeff: 0.0,
+            f_val: vec![0.0; n],
+            f_pert: vec![0.0; n],
+            y_pert: vec![0.0; n],
+            y_start: vec![0.0; n],
+            rhs: DVector::zeros(n),
+        }
+    }
+
+    /// Forgets the Jacobian and factorisation of the previous step.
+    pub fn begin_step(&mut self) {
+        self.jac_valid = false;
+        self.lu = None;
+    }
+
+    /// Evaluates `J = ∂f/∂y` at `(t, y)`: analytic when configured and available, otherwise
+    /// forward differences with column perturbation `jac_eps · max(1, |y_j|)`. `Converged`
+    /// means a finite Jacobian is ready.
+    pub fn evaluate_jacobian(
+        &mut self,
+        f: &mut dyn Rhs,
+        t: f64,
+        y: &[f64],
+        cfg: &NewtonConfig,
+    ) -> Result<Solve> {
+        let n = self.n;
+        self.lu = None;
+        self.jac_valid = false;
+        let analytic = if cfg.analytic {
+            f.jacobian(t, y, &mut self.jac)
+        } else {
+            None
+        };
+        match analytic {
+            Some(r) => r?,
+            None => {
+                f.eval(t, y, &mut self.f_val)?;
+                if let Some(i) = self.f_val.iter().position(|v| !v.is_finite()) {
+                    return Ok(Solve::Failed(format!(
+                        "the right-hand side is not finite (component {i}) at t = {t}"
+                    )));
+                }
+                self.y_pert.copy_from_slice(y);
+                for (j, &yj) in y.iter().enumerate() {
+                    let eps = cfg.jac_eps * yj.abs().max(1.0);
+                    self.y_pert[j] = yj + eps;
+                    // The representable perturbation, not the requested one.
+                    let dy = self.y_pert[j] - yj;
+                    f.eval(t, &self.y_pert, &mut self.f_pert)?;
+                    self.y_pert[j] = yj;
+                    for i in 0..n {
+                        self.jac[i * n + j] = (self.f_pert[i] - self.f_val[i]) / dy;
+                    }
+                }
+            }
+        }
+        if let Some(k) = self.jac.iter().position(|v| !v.is_finite()) {
+            return Ok(Solve::Failed(format!(
+                "the Jacobian entry ({}, {}) is {} at t = {t}",
+                k / n,
+                k % n,
+                self.jac[k]
+            )));
+        }
+        self.jac_valid = true;
+        Ok(Solve::Converged)
+    }
+
+    /// Factorises `M = I − c·J` unless the current factorisation already is for `c`.
+    fn factor(&mut self, c: f64) -> Solve {
+        if self.lu.is_some() && self.lu_coeff.to_bits() == c.to_bits() {
+            return Solve::Converged;
+        }
+        let n = self.n;
+        let jac = &self.jac;
+        let m = DMatrix::from_fn(n, n, |i, j| {
+            let id = if i == j { 1.0 } else { 0.0 };
+            id - c * jac[i * n + j]
+        });
+        // Relative to the size of the terms before cancellation: 1 and |c|·max|J|.
+        let scale = (c.abs() * jac.iter().fold(0.0f64, |a, v| a.max(v.abs()))).max(1.0);
+        let lu = LU::new(m);
+        let u = lu.lu_internal();
+        for i in 0..n {
+            let pivot = u[(i, i)];
+            if pivot.is_nan() || pivot.abs() <= PIVOT_TOL * scale {
+                self.lu = None;
+                return Solve::Failed(format!(
+                    "the Newton matrix I - {c:.6e}*J is singular (pivot {pivot:.3e} in column {i})"
+                ));
+            }
+        }
+        self.lu = Some(lu);
+        self.lu_coeff = c;
+        Solve::Converged
+    }
+
+    /// Solves `y − c·f(t_s, y) − r = 0` by simplified Newton, starting from and writing to
+    /// `y`. The step's Jacobian is evaluated here at `(t_s, y)` if it has none yet.
+    pub fn solve(
+        &mut self,
+        f: &mut dyn Rhs,
+        t_s: f64,
+        c: f64,
+        r: &[f64],
+        y: &mut [f64],
+        cfg: &NewtonConfig,
+    ) -> Result<Solve> {
+        self.y_start.copy_from_slice(y);
+        let fresh = !self.jac_valid;
+        if fresh {
+            if let Solve::Failed(m) = self.evaluate_jacobian(f, t_s, y, cfg)? {
+                return Ok(Solve::Failed(m));
+            }
+        }
+        let first = match self.factor(c) {
+            Solve::Converged => self.iterate(f, t_s, c, r, y, cfg)?,
+            failed => failed,
+        };
+        if first == Solve::Converged || fresh {
+            return Ok(first);
+        }
+        // The step's Jacobian was taken elsewhere; take it at this stage's guess and retry.
+        y.copy_from_slice(&self.y_start);
+        if let Solve::Failed(m) = self.evaluate_jacobian(f, t_s, y, cfg)? {
+            return Ok(Solve::Failed(m));
+        }
+        match self.factor(c) {
+            Solve::Converged => self.iterate(f, t_s, c, r, y, cfg),
+            failed => Ok(failed),
+        }
+    }
+
+    /// The Newton iterations proper.
+    ///
+    /// Convergence after an update Δ (solving `M Δ = −G(y_k)`) when both
+    /// `max|G(y_k)| ≤ tol · max(1, max|y_k|, max|r|)` and `max_i |Δ_i| / max(1, |y_k,i|) ≤ tol`;
+    /// the residual is the one computed before the update.
+    fn iterate(
+        &mut self,
+        f: &mut dyn Rhs,
+        t_s: f64,
+        c: f64,
+        r: &[f64],
+        y: &mut [f64],
+        cfg: &NewtonConfig,
+    ) -> Result<Solve> {
+        let lu = self.lu.as_ref().expect("factorised before iterating");
+        let r_max = r.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        let mut prev_update = f64::INFINITY;
+        let mut last = (f64::NAN, f64::NAN);
+        for k in 0..cfg.max_iter {
+            f.eval(t_s, y, &mut self.f_val)?;
+            let mut res_max = 0.0f64;
+            let mut y_max = 0.0f64;
+            for i in 0..self.n {
+                let g = y[i] - c * self.f_val[i] - r[i];
+                res_max = res_max.max(g.abs());
+                y_max = y_max.max(y[i].abs());
+                self.rhs[i] = -g;
+            }
+            if !res_max.is_finite() {
+                return Ok(Solve::Failed(format!(
+                    "the Newton residual became non-finite at t = {t_s} (iteration {})",
+                    k + 1
+                )));
+            }
+            lu.solve_mut(&mut self.rhs);
+            let mut update = 0.0f64;
+            for (i, yi) in y.iter_mut().enumerate() {
+                update = update.max(self.rhs[i].abs() / yi.abs().max(1.0));
+                *yi += self.rhs[i];
+            }
+            if !update.is_finite() {
+                return Ok(Solve::Failed(format!(
+                    "the Newton update became non-finite at t = {t_s} (iteration {})",
+                    k + 1
+                )));
+            }
+            last = (res_max, update);
+            if res_max <= cfg.tol * y_max.max(r_max).max(1.0) && update <= cfg.tol {
+                return Ok(Solve::Converged);
+            }
+            // Clearly diverging: give up early rather than spend the remaining iterations.
+            if k >= 2 && update > 2.0 * prev_update {
+                return Ok(Solve::Failed(format!(
+                    "Newton diverged at t = {t_s} after {} iterations (update {update:.3e}, \
+                     residual {res_max:.3e})",
+                    k + 1
+                )));
+            }
+            prev_update = update;
+        }
+        Ok(Solve::Failed(format!(
+            "Newton did not converge in {} iterations at t = {t_s} (last update {:.3e}, \
+             residual {:.3e}, newton_tol {:.1e})",
+            cfg.max_iter, last.1, last.0, cfg.tol
+        )))
+    }
+}
+
+/// A stage-solve failure as a step failure of a fixed-step method.
+pub fn fail(stepper: &str, t: f64, h: f64, why: &str) -> Error {
+    step_failed(format!(
+        "{stepper}: implicit step from t = {t} with h = {h} failed: {why}; a fixed-step method \
+         cannot retry, so use a smaller dt or an adaptive implicit stepper (bdf2a, tr-bdf2a)"
+    ))
+}
