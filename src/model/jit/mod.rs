@@ -37,8 +37,9 @@ pub(crate) fn compile_programs(
     NativeModel::link(lower::lower_model(compiled, layout, bounds)?)
 }
 
-/// Native code by spec hash. Entries are kept for the life of the process: a model's code is
-/// a few kilobytes, and a reload (a parameter sweep re-reading its file) then costs nothing.
+/// Native code by spec hash. Entries are kept for the life of the process: a model's code
+/// takes a few memory pages, and a reload (a sweep re-reading its model file) then costs
+/// nothing.
 static CACHE: LazyLock<Mutex<HashMap<String, Arc<NativeModel>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
