@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{
-    types, AbiParam, FuncRef, InstBuilder, MemFlagsData, Signature, UserFuncName, Value,
+    types, AbiParam, FuncRef, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value,
 };
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
@@ -119,7 +119,6 @@ pub fn lower_model(model: &CompiledModel, layout: &[LagSlot], bounds: Bounds) ->
     }
     let mut lw = Lowerer {
         module: new_module()?,
-        ctx: Context::new(),
         fctx: FunctionBuilderContext::new(),
         imports: HashMap::new(),
         layout,
@@ -175,7 +174,7 @@ enum Import {
 
 struct Lowerer<'a> {
     module: JITModule,
-    ctx: Context,
+    /// Scratch of the function builder, reused across functions.
     fctx: FunctionBuilderContext,
     /// Shims declared in the module so far.
     imports: HashMap<Import, FuncId>,
@@ -216,25 +215,17 @@ impl Lowerer<'_> {
             .module
             .declare_function(&name, Linkage::Local, &sig)
             .map_err(|e| cl_error("declare", e))?;
-        self.ctx.func.signature = sig;
-        self.ctx.func.name = UserFuncName::user(0, id.as_u32());
-
-        let mut ctx = std::mem::replace(&mut self.ctx, Context::new());
+        let mut ctx = Context::for_function(Function::with_name_signature(
+            UserFuncName::user(0, id.as_u32()),
+            sig,
+        ));
         let mut fctx = std::mem::take(&mut self.fctx);
-        let result = self.build(&mut ctx, &mut fctx, &body);
+        let built = self.build(&mut ctx, &mut fctx, &body);
         self.fctx = fctx;
-        let (n_out, uses_lag) = match result {
-            Ok(r) => r,
-            Err(e) => {
-                self.module.clear_context(&mut ctx);
-                self.ctx = ctx;
-                return Err(e);
-            }
-        };
-        let defined = self.module.define_function(id, &mut ctx);
-        self.module.clear_context(&mut ctx);
-        self.ctx = ctx;
-        defined.map_err(|e| cl_error("define", format!("{e:?}")))?;
+        let (n_out, uses_lag) = built?;
+        self.module
+            .define_function(id, &mut ctx)
+            .map_err(|e| cl_error("define", format!("{e:?}")))?;
         Ok(FnDecl {
             id,
             n_out,
