@@ -73,3 +73,105 @@ pub fn compile(model: &Model) -> Result<NativeModel> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::compile::{CompiledEvent, Target};
+    use crate::model::program::{Env, LagView, Op, Program};
+
+    fn program(ops: Vec<Op>) -> Program {
+        let last = ops.len() as u32 - 1;
+        Program {
+            ops,
+            outputs: vec![last],
+        }
+    }
+
+    fn model_with_rhs(rhs: Program) -> CompiledModel {
+        CompiledModel {
+            rhs,
+            aux: Program::default(),
+            events: Vec::new(),
+            stop: None,
+            jacobian: None,
+            lag_depth: vec![0, 0],
+        }
+    }
+
+    const NO_LAG: [LagSlot; 2] = [LagSlot { offset: 0, len: 0 }; 2];
+
+    #[test]
+    fn compiles_and_runs_a_program() {
+        let m = model_with_rhs(program(vec![
+            Op::State(1),
+            Op::Param(0),
+            Op::Binary(crate::model::program::Fn2::Mul, 0, 1),
+        ]));
+        let code = compile_programs(&m, &NO_LAG, 1, 0).unwrap();
+        let env = Env {
+            t: 0.0,
+            y: &[2.0, 3.0],
+            p: &[0.5],
+            lag: LagView::empty(),
+        };
+        let mut out = [0.0];
+        code.rhs(&env, &mut out);
+        assert_eq!(out, [1.5]);
+    }
+
+    #[test]
+    fn out_of_range_accesses_are_refused_at_compile_time() {
+        for bad in [Op::State(2), Op::Param(1), Op::Lag { state: 0, k: 1 }] {
+            let m = model_with_rhs(program(vec![bad]));
+            assert!(compile_programs(&m, &NO_LAG, 1, 0).is_err(), "{bad:?}");
+        }
+        let mut m = model_with_rhs(program(vec![Op::Const(1.0)]));
+        m.events.push(CompiledEvent {
+            cond: program(vec![Op::Const(1.0)]),
+            actions: vec![(Target::Param(3), program(vec![Op::Const(1.0)]))],
+            log: Program::default(),
+        });
+        assert!(compile_programs(&m, &NO_LAG, 1, 0).is_err());
+        // A lag slot reaching past the ring.
+        let m = model_with_rhs(program(vec![Op::Lag { state: 0, k: 1 }]));
+        let slots = [LagSlot { offset: 0, len: 2 }, LagSlot::default()];
+        assert!(compile_programs(&m, &slots, 1, 1).is_err());
+        assert!(compile_programs(&m, &slots, 1, 2).is_ok());
+    }
+
+    #[test]
+    #[should_panic(expected = "short buffers")]
+    fn short_buffers_panic_instead_of_reading_out_of_bounds() {
+        let m = model_with_rhs(program(vec![Op::State(1)]));
+        let code = compile_programs(&m, &NO_LAG, 0, 0).unwrap();
+        let env = Env {
+            t: 0.0,
+            y: &[1.0],
+            p: &[],
+            lag: LagView::empty(),
+        };
+        code.rhs(&env, &mut [0.0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "lag history shorter")]
+    fn short_lag_history_panics() {
+        let m = model_with_rhs(program(vec![Op::Lag { state: 0, k: 1 }]));
+        let slots = [LagSlot { offset: 0, len: 2 }, LagSlot::default()];
+        let code = compile_programs(&m, &slots, 0, 2).unwrap();
+        let ring = [1.0];
+        let env = Env {
+            t: 0.0,
+            y: &[1.0, 2.0],
+            p: &[],
+            lag: LagView {
+                ring: &ring,
+                heads: &[0, 0],
+                layout: &slots,
+                shift: 0,
+            },
+        };
+        code.rhs(&env, &mut [0.0]);
+    }
+}
