@@ -13,7 +13,7 @@ pub mod session;
 pub mod stepper;
 
 pub use error::{Error, ErrorKind, Result};
-pub use model::Model;
+pub use model::{Backend, Model};
 pub use session::{RunOptions, SegmentRef, Sim};
 
 /// Library version (also pinned in every snapshot).

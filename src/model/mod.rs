@@ -7,6 +7,8 @@ pub mod builtin;
 pub mod compile;
 pub mod expr;
 pub mod host;
+#[cfg(feature = "jit")]
+pub mod jit;
 pub mod program;
 pub mod spec;
 
@@ -29,6 +31,31 @@ pub struct EventInfo {
     /// Names of the logged fields, in order.
     pub log: Vec<String>,
     pub tags: Vec<String>,
+}
+
+/// Which engine evaluates a model-language model. Both give bit-identical results, so the
+/// choice is neither part of the spec hash nor of snapshot pins: a snapshot taken with one
+/// resumes exactly with the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// Native code when this build has it (feature `jit`, the default) and the host machine
+    /// is supported; the interpreter otherwise.
+    #[default]
+    Auto,
+    /// Native code, or an error when it is unavailable.
+    Native,
+    /// The program interpreter (no code generation at load).
+    Interpreter,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Native => "native",
+            Backend::Interpreter => "interpreter",
+        }
+    }
 }
 
 /// How the model's equations are evaluated.
@@ -70,6 +97,9 @@ pub struct ModelData {
     pub code: ModelCode,
     /// The parsed model-language spec (None for host models).
     pub spec: Option<ModelSpec>,
+    /// Native code of the programs in `code`, when the native backend is in use.
+    #[cfg(feature = "jit")]
+    pub native: Option<Arc<jit::NativeModel>>,
 }
 
 /// A loaded model, shared between sessions.
@@ -92,13 +122,19 @@ impl Model {
     /// Loads a model from `builtin://ode/NAME`, `builtin://map/NAME`, `inline:` + TOML text,
     /// or a file path (`.toml` is appended when the path has no extension and does not exist).
     pub fn load(source: &str) -> Result<Model> {
+        Model::load_with(source, Backend::Auto)
+    }
+
+    /// [`Model::load`] with an explicit evaluation backend.
+    pub fn load_with(source: &str, backend: Backend) -> Result<Model> {
         let trimmed = source.trim_start();
         if let Some(text) = trimmed.strip_prefix("inline:") {
-            return Model::from_toml(text);
+            return Model::from_toml_with(text, backend);
         }
         if let Some(id) = source.strip_prefix("builtin://") {
             let text = builtin::lookup(id)?;
-            return Model::from_toml(text).map_err(|e| e.context(format!("builtin://{id}")));
+            return Model::from_toml_with(text, backend)
+                .map_err(|e| e.context(format!("builtin://{id}")));
         }
         let mut path = Path::new(source).to_path_buf();
         if !path.exists() && path.extension().is_none() {
@@ -117,22 +153,60 @@ impl Model {
                 }
             }
         }
-        Model::from_toml(&text).map_err(|e| e.context(path.display()))
+        Model::from_toml_with(&text, backend).map_err(|e| e.context(path.display()))
     }
 
     /// Compiles a model from TOML text in the model language.
     pub fn from_toml(text: &str) -> Result<Model> {
+        Model::from_toml_with(text, Backend::Auto)
+    }
+
+    /// [`Model::from_toml`] with an explicit evaluation backend.
+    pub fn from_toml_with(text: &str, backend: Backend) -> Result<Model> {
         let spec = spec::parse_model(text)?;
-        Model::from_spec(spec)
+        Model::from_spec_with(spec, backend)
     }
 
     /// Compiles a parsed spec.
     pub fn from_spec(spec: ModelSpec) -> Result<Model> {
+        Model::from_spec_with(spec, Backend::Auto)
+    }
+
+    /// [`Model::from_spec`] with an explicit evaluation backend.
+    pub fn from_spec_with(spec: ModelSpec, backend: Backend) -> Result<Model> {
         let compiled = compile::compile(&spec)?;
         let canonical = serde_json::to_vec(&spec)
             .map_err(|e| Error::internal(format!("cannot serialise the model spec: {e}")))?;
         let spec_hash = sha256_hex(&canonical);
         let (lag_layout, lag_total) = lag_layout(&compiled.lag_depth);
+        #[cfg(feature = "jit")]
+        let native = match backend {
+            Backend::Interpreter => None,
+            Backend::Native => Some(jit::cached(
+                &spec_hash,
+                &compiled,
+                &lag_layout,
+                spec.params.len(),
+                lag_total,
+            )?),
+            // Native code is an optimisation with identical results: if it cannot be built
+            // here, the interpreter serves.
+            Backend::Auto => jit::cached(
+                &spec_hash,
+                &compiled,
+                &lag_layout,
+                spec.params.len(),
+                lag_total,
+            )
+            .ok(),
+        };
+        #[cfg(not(feature = "jit"))]
+        if backend == Backend::Native {
+            return Err(Error::invalid(
+                "this build of dynlib has no native backend (cargo feature `jit`); \
+                 use Backend::Auto or Backend::Interpreter",
+            ));
+        }
         let events = spec
             .events
             .iter()
@@ -160,6 +234,8 @@ impl Model {
             lag_total,
             code: ModelCode::Compiled(Box::new(compiled)),
             spec: Some(spec),
+            #[cfg(feature = "jit")]
+            native,
         })))
     }
 
@@ -197,7 +273,34 @@ impl Model {
             lag_total: 0,
             code: ModelCode::Host(code),
             spec: None,
+            #[cfg(feature = "jit")]
+            native: None,
         })))
+    }
+
+    /// The same model evaluated by another backend (host models are returned unchanged).
+    pub fn with_backend(&self, backend: Backend) -> Result<Model> {
+        match &self.spec {
+            Some(spec) => Model::from_spec_with(spec.clone(), backend),
+            None => Ok(self.clone()),
+        }
+    }
+
+    /// The backend that evaluates this model: `Native` or `Interpreter` (host models report
+    /// `Native`: their callbacks are machine code).
+    pub fn backend(&self) -> Backend {
+        match &self.code {
+            ModelCode::Host(_) => Backend::Native,
+            ModelCode::Compiled(_) if self.native_code_loaded() => Backend::Native,
+            ModelCode::Compiled(_) => Backend::Interpreter,
+        }
+    }
+
+    fn native_code_loaded(&self) -> bool {
+        #[cfg(feature = "jit")]
+        return self.native.is_some();
+        #[cfg(not(feature = "jit"))]
+        return false;
     }
 
     pub fn n_states(&self) -> usize {
@@ -247,6 +350,7 @@ impl Model {
                 "tags": e.tags,
             })).collect::<Vec<_>>(),
             "has_jacobian": self.has_jacobian,
+            "backend": self.backend().as_str(),
             "uses_lag": self.uses_lag(),
             "presets": self.presets.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
             "sim": {
@@ -290,6 +394,9 @@ fn callback_failed(what: &str, code: i32) -> Error {
 pub struct ModelEval<'m> {
     pub model: &'m ModelData,
     regs: Vec<f64>,
+    /// Native code, used instead of the interpreter when present.
+    #[cfg(feature = "jit")]
+    native: Option<&'m jit::NativeModel>,
 }
 
 impl<'m> ModelEval<'m> {
@@ -301,12 +408,19 @@ impl<'m> ModelEval<'m> {
         ModelEval {
             model,
             regs: vec![0.0; n],
+            #[cfg(feature = "jit")]
+            native: model.native.as_deref(),
         }
     }
 
     /// Right-hand side: derivatives (ODE) or next state (map).
     #[inline]
     pub fn rhs(&mut self, env: &Env<'_>, out: &mut [f64]) -> Result<()> {
+        #[cfg(feature = "jit")]
+        if let Some(native) = self.native {
+            native.rhs(env, out);
+            return Ok(());
+        }
         match &self.model.code {
             ModelCode::Compiled(c) => {
                 c.rhs.eval(env, &mut self.regs, out);
@@ -320,6 +434,10 @@ impl<'m> ModelEval<'m> {
 
     /// Dense Jacobian (row-major), if the model has one.
     pub fn jacobian(&mut self, env: &Env<'_>, out: &mut [f64]) -> Option<Result<()>> {
+        #[cfg(feature = "jit")]
+        if let Some(native) = self.native {
+            return native.jacobian(env, out).then_some(Ok(()));
+        }
         match &self.model.code {
             ModelCode::Compiled(c) => c.jacobian.as_ref().map(|j| {
                 j.eval(env, &mut self.regs, out);
@@ -332,6 +450,11 @@ impl<'m> ModelEval<'m> {
     }
 
     pub fn aux(&mut self, env: &Env<'_>, out: &mut [f64]) -> Result<()> {
+        #[cfg(feature = "jit")]
+        if let Some(native) = self.native {
+            native.aux(env, out);
+            return Ok(());
+        }
         match &self.model.code {
             ModelCode::Compiled(c) => {
                 c.aux.eval(env, &mut self.regs, out);
@@ -344,6 +467,10 @@ impl<'m> ModelEval<'m> {
     }
 
     pub fn event_fires(&mut self, i: usize, env: &Env<'_>) -> Result<bool> {
+        #[cfg(feature = "jit")]
+        if let Some(native) = self.native {
+            return Ok(native.event_fires(i, env));
+        }
         match &self.model.code {
             ModelCode::Compiled(c) => Ok(c.events[i].cond.eval_scalar(env, &mut self.regs) != 0.0),
             ModelCode::Host(h) => h
@@ -361,6 +488,11 @@ impl<'m> ModelEval<'m> {
         p: &mut [f64],
         lag: LagView<'_>,
     ) -> Result<()> {
+        #[cfg(feature = "jit")]
+        if let Some(native) = self.native {
+            native.event_apply(i, t, y, p, lag);
+            return Ok(());
+        }
         match &self.model.code {
             ModelCode::Compiled(c) => {
                 for (target, prog) in &c.events[i].actions {
@@ -380,12 +512,21 @@ impl<'m> ModelEval<'m> {
     }
 
     pub fn event_log(&mut self, i: usize, env: &Env<'_>, out: &mut [f64]) {
+        #[cfg(feature = "jit")]
+        if let Some(native) = self.native {
+            native.event_log(i, env, out);
+            return;
+        }
         if let ModelCode::Compiled(c) = &self.model.code {
             c.events[i].log.eval(env, &mut self.regs, out);
         }
     }
 
     pub fn stop(&mut self, env: &Env<'_>) -> bool {
+        #[cfg(feature = "jit")]
+        if let Some(native) = self.native {
+            return native.stop(env).unwrap_or(false);
+        }
         match &self.model.code {
             ModelCode::Compiled(c) => c
                 .stop
