@@ -195,8 +195,16 @@ fn every_model_and_stepper_gives_identical_bits() {
             checked += 1;
         }
     }
-    // 12 ODE built-ins × 6 ODE steppers + 7 maps × 1 + 2 ODE extras × 6 + 1 map extra.
-    assert_eq!(checked, 12 * 6 + 7 + 2 * 6 + 1);
+    // 12 ODE built-ins and 2 ODE extras × every ODE stepper, 7 maps and 1 map extra × map.
+    let per_kind = |k: ModelKind| stepper::all().iter().filter(|i| i.kind == k).count();
+    assert_eq!(
+        checked,
+        14 * per_kind(ModelKind::Ode) + 8 * per_kind(ModelKind::Map)
+    );
+    assert!(
+        per_kind(ModelKind::Ode) >= 10,
+        "implicit steppers are included"
+    );
 }
 
 /// A small deterministic generator (no dependency on a random-number crate).
