@@ -1,0 +1,316 @@
+// dynlib.hpp — C++17 RAII wrapper over the dynlib C API (include/dynlib.h), header-only.
+//
+// Handles are move-only and freed by their destructors; every failing call throws
+// dynlib::Error carrying the status code and the library's message; outputs come back as
+// std::string / std::vector. Link with -ldynlib.
+#ifndef DYNLIB_HPP
+#define DYNLIB_HPP
+
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "dynlib.h"
+
+namespace dynlib {
+
+/// A failed library call: the status code and the library's message.
+class Error : public std::runtime_error {
+ public:
+  Error(DynlibStatus status, const std::string &message)
+      : std::runtime_error(message), status_(status) {}
+  DynlibStatus status() const noexcept { return status_; }
+  const char *status_name() const noexcept { return dynlib_status_name(status_); }
+
+ private:
+  DynlibStatus status_;
+};
+
+inline void check(DynlibStatus status) {
+  if (status != DYNLIB_OK) throw Error(status, dynlib_last_error());
+}
+
+inline std::string version() { return dynlib_version(); }
+
+namespace detail {
+// Runs a (buf, cap, needed) call twice: once for the size, once to fill.
+template <class T, class Call>
+std::vector<T> fetch(Call call) {
+  size_t needed = 0;
+  check(call(static_cast<T *>(nullptr), size_t{0}, &needed));
+  std::vector<T> out(needed);
+  if (needed > 0) check(call(out.data(), out.size(), &needed));
+  out.resize(needed);
+  return out;
+}
+template <class Call>
+std::string fetch_text(Call call) {
+  std::vector<char> buf = fetch<char>(call);
+  return buf.empty() ? std::string() : std::string(buf.data());
+}
+inline std::vector<const char *> c_strings(const std::vector<std::string> &v) {
+  std::vector<const char *> out;
+  out.reserve(v.size());
+  for (const auto &s : v) out.push_back(s.c_str());
+  return out;
+}
+}  // namespace detail
+
+/// A loaded model (move-only).
+class Model {
+ public:
+  /// `source`: "builtin://ode/<name>", a TOML file path, or "inline:" + TOML. `stepper`
+  /// empty = the model's default.
+  static Model load(const std::string &source, const std::string &stepper = "") {
+    DynlibModel *h = nullptr;
+    check(dynlib_model_load(source.c_str(), stepper.empty() ? nullptr : stepper.c_str(), &h));
+    return Model(h);
+  }
+  /// A model from callbacks (see DynlibCallbackModel; names and arrays are copied).
+  static Model from_callbacks(const DynlibCallbackModel &cb) {
+    DynlibModel *h = nullptr;
+    check(dynlib_model_from_callbacks(&cb, &h));
+    return Model(h);
+  }
+  Model(Model &&o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
+  Model &operator=(Model &&o) noexcept {
+    if (this != &o) {
+      dynlib_model_free(h_);
+      h_ = std::exchange(o.h_, nullptr);
+    }
+    return *this;
+  }
+  Model(const Model &) = delete;
+  Model &operator=(const Model &) = delete;
+  ~Model() { dynlib_model_free(h_); }
+
+  const DynlibModel *get() const noexcept { return h_; }
+  size_t n_states() const { return count(dynlib_model_n_states); }
+  size_t n_params() const { return count(dynlib_model_n_params); }
+  size_t n_aux() const { return count(dynlib_model_n_aux); }
+  std::vector<std::string> state_names() const { return names(n_states(), dynlib_model_state_name); }
+  std::vector<std::string> param_names() const { return names(n_params(), dynlib_model_param_name); }
+  std::vector<std::string> aux_names() const { return names(n_aux(), dynlib_model_aux_name); }
+  std::string info_json() const {
+    return detail::fetch_text([&](char *b, size_t c, size_t *n) {
+      return dynlib_model_info_json(h_, b, c, n);
+    });
+  }
+
+ private:
+  explicit Model(DynlibModel *h) : h_(h) {}
+  size_t count(DynlibStatus (*f)(const DynlibModel *, size_t *)) const {
+    size_t n = 0;
+    check(f(h_, &n));
+    return n;
+  }
+  std::vector<std::string> names(size_t n, DynlibStatus (*f)(const DynlibModel *, size_t, char *,
+                                                            size_t, size_t *)) const {
+    std::vector<std::string> out;
+    for (size_t i = 0; i < n; i++) {
+      out.push_back(detail::fetch_text([&](char *b, size_t c, size_t *k) { return f(h_, i, b, c, k); }));
+    }
+    return out;
+  }
+  DynlibModel *h_ = nullptr;
+};
+
+/// Options of one run; unset fields keep the library defaults.
+class RunOptions {
+ public:
+  RunOptions() { dynlib_run_options_init(&o_); }
+  RunOptions &T(double v) { o_.T = v; return *this; }
+  RunOptions &N(uint64_t v) { o_.N = v; return *this; }
+  RunOptions &dt(double v) { o_.dt = v; return *this; }
+  RunOptions &t0(double v) { o_.t0 = v; return *this; }
+  RunOptions &ic(std::vector<double> v) { ic_ = std::move(v); return *this; }
+  RunOptions &params(std::vector<double> v) { params_ = std::move(v); return *this; }
+  RunOptions &record(bool on) { o_.record = on ? 1 : 0; return *this; }
+  RunOptions &record_interval(uint64_t k) { o_.record_interval = k; return *this; }
+  RunOptions &record_vars(std::vector<std::string> v) { vars_ = std::move(v); return *this; }
+  RunOptions &transient(double v) { o_.transient = v; return *this; }
+  RunOptions &resume(bool on = true) { o_.resume = on; return *this; }
+  RunOptions &tag(std::string v) { tag_ = std::move(v); has_tag_ = true; return *this; }
+  RunOptions &max_steps(uint64_t v) { o_.max_steps = v; return *this; }
+  RunOptions &config(std::string knob, double value) {
+    knobs_.push_back(std::move(knob));
+    values_.push_back(value);
+    return *this;
+  }
+  RunOptions &checkpoint_every_steps(std::string dir, uint64_t steps, uint64_t keep) {
+    ck_dir_ = std::move(dir);
+    o_.checkpoint_every_steps = steps;
+    o_.checkpoint_keep = keep;
+    return *this;
+  }
+
+  /// The C struct, pointing into this object (valid while it lives and is unchanged).
+  const DynlibRunOptions *c() {
+    o_.ic = ic_.empty() ? nullptr : ic_.data();
+    o_.n_ic = ic_.size();
+    o_.params = params_.empty() ? nullptr : params_.data();
+    o_.n_params = params_.size();
+    var_ptrs_ = detail::c_strings(vars_);
+    o_.record_vars = var_ptrs_.empty() ? nullptr : var_ptrs_.data();
+    o_.n_record_vars = var_ptrs_.size();
+    o_.tag = has_tag_ ? tag_.c_str() : nullptr;
+    knob_ptrs_ = detail::c_strings(knobs_);
+    o_.config_names = knob_ptrs_.empty() ? nullptr : knob_ptrs_.data();
+    o_.config_values = values_.empty() ? nullptr : values_.data();
+    o_.n_config = knobs_.size();
+    o_.checkpoint_dir = ck_dir_.empty() ? nullptr : ck_dir_.c_str();
+    return &o_;
+  }
+
+ private:
+  DynlibRunOptions o_;
+  std::vector<double> ic_, params_, values_;
+  std::vector<std::string> vars_, knobs_;
+  std::vector<const char *> var_ptrs_, knob_ptrs_;
+  std::string tag_, ck_dir_;
+  bool has_tag_ = false;
+};
+
+/// One recorded segment with its effective name.
+struct Segment {
+  std::string name;
+  DynlibSegmentInfo info;
+};
+
+/// A simulation session (move-only). Use from one thread at a time.
+class Sim {
+ public:
+  explicit Sim(const Model &model) { check(dynlib_sim_new(model.get(), &h_)); }
+  Sim(Sim &&o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
+  Sim &operator=(Sim &&o) noexcept {
+    if (this != &o) {
+      dynlib_sim_free(h_);
+      h_ = std::exchange(o.h_, nullptr);
+    }
+    return *this;
+  }
+  Sim(const Sim &) = delete;
+  Sim &operator=(const Sim &) = delete;
+  ~Sim() { dynlib_sim_free(h_); }
+
+  DynlibSim *get() const noexcept { return h_; }
+
+  void run(RunOptions opts = RunOptions()) { check(dynlib_sim_run(h_, opts.c())); }
+  void create_snapshot(const std::string &name, const std::string &description = "") {
+    check(dynlib_sim_create_snapshot(h_, name.c_str(), description.c_str()));
+  }
+  void reset(const std::string &name = "initial") { check(dynlib_sim_reset(h_, name.c_str())); }
+  std::string list_snapshots_json() const { return text(dynlib_sim_list_snapshots_json); }
+  std::string summary_json() const { return text(dynlib_sim_summary_json); }
+  std::string events_json() const { return text(dynlib_sim_events_json); }
+  /// (compatible, differing pins as text)
+  std::pair<bool, std::string> compat_check(const std::string &name) const {
+    bool ok = false;
+    std::string why = detail::fetch_text([&](char *b, size_t c, size_t *n) {
+      return dynlib_sim_compat_check(h_, name.c_str(), &ok, b, c, n);
+    });
+    return {ok, why};
+  }
+  std::pair<bool, std::string> can_resume() const {
+    bool ok = false;
+    std::string why = detail::fetch_text(
+        [&](char *b, size_t c, size_t *n) { return dynlib_sim_can_resume(h_, &ok, b, c, n); });
+    return {ok, why};
+  }
+  void assign(const std::vector<std::pair<std::string, double>> &values, bool clear_history = false) {
+    std::vector<const char *> names;
+    std::vector<double> v;
+    for (const auto &p : values) {
+      names.push_back(p.first.c_str());
+      v.push_back(p.second);
+    }
+    check(dynlib_sim_assign(h_, names.data(), v.data(), names.size(), clear_history));
+  }
+  double time() const {
+    double t = 0;
+    check(dynlib_sim_time(h_, &t));
+    return t;
+  }
+  uint64_t step_count() const {
+    uint64_t k = 0;
+    check(dynlib_sim_step_count(h_, &k));
+    return k;
+  }
+  double value(const std::string &name) const {
+    double v = 0;
+    check(dynlib_sim_value(h_, name.c_str(), &v));
+    return v;
+  }
+  std::vector<double> state() const { return doubles(dynlib_sim_state); }
+  std::vector<double> params() const { return doubles(dynlib_sim_params); }
+
+  size_t n_samples() const {
+    size_t n = 0;
+    check(dynlib_sim_n_samples(h_, &n));
+    return n;
+  }
+  std::vector<double> t() const { return doubles(dynlib_sim_results_t); }
+  std::vector<uint64_t> steps() const {
+    return detail::fetch<uint64_t>(
+        [&](uint64_t *b, size_t c, size_t *n) { return dynlib_sim_results_step(h_, b, c, n); });
+  }
+  std::vector<double> var(const std::string &name) const {
+    return detail::fetch<double>([&](double *b, size_t c, size_t *n) {
+      return dynlib_sim_results_var(h_, name.c_str(), b, c, n);
+    });
+  }
+  std::vector<Segment> segments() const {
+    size_t n = 0;
+    check(dynlib_sim_n_segments(h_, &n));
+    std::vector<Segment> out(n);
+    for (size_t i = 0; i < n; i++) {
+      check(dynlib_sim_segment_info(h_, i, &out[i].info));
+      out[i].name = detail::fetch_text(
+          [&](char *b, size_t c, size_t *k) { return dynlib_sim_segment_name(h_, i, b, c, k); });
+    }
+    return out;
+  }
+  void name_segment(size_t index, const std::string &name) {
+    check(dynlib_sim_name_segment(h_, index, name.c_str()));
+  }
+  void name_last_segment(const std::string &name) {
+    check(dynlib_sim_name_last_segment(h_, name.c_str()));
+  }
+
+  /// `snapshot` empty = the current state.
+  void export_snapshot(const std::string &path, const std::string &snapshot = "") {
+    check(dynlib_sim_export_snapshot(h_, path.c_str(), snapshot.empty() ? nullptr : snapshot.c_str()));
+  }
+  void import_snapshot(const std::string &path) { check(dynlib_sim_import_snapshot(h_, path.c_str())); }
+  std::vector<uint8_t> serialize_snapshot(const std::string &snapshot = "") const {
+    const char *name = snapshot.empty() ? nullptr : snapshot.c_str();
+    return detail::fetch<uint8_t>([&](uint8_t *b, size_t c, size_t *n) {
+      return dynlib_sim_serialize_snapshot(h_, name, b, c, n);
+    });
+  }
+  void deserialize_snapshot(const std::vector<uint8_t> &bytes) {
+    check(dynlib_sim_deserialize_snapshot(h_, bytes.data(), bytes.size()));
+  }
+
+ private:
+  std::string text(DynlibStatus (*f)(DynlibSim *, char *, size_t, size_t *)) const {
+    return detail::fetch_text([&](char *b, size_t c, size_t *n) { return f(h_, b, c, n); });
+  }
+  std::vector<double> doubles(DynlibStatus (*f)(DynlibSim *, double *, size_t, size_t *)) const {
+    return detail::fetch<double>([&](double *b, size_t c, size_t *n) { return f(h_, b, c, n); });
+  }
+  DynlibSim *h_ = nullptr;
+};
+
+/// The meta.json of a snapshot file.
+inline std::string inspect_snapshot(const std::string &path) {
+  return detail::fetch_text(
+      [&](char *b, size_t c, size_t *n) { return dynlib_inspect_snapshot(path.c_str(), b, c, n); });
+}
+
+}  // namespace dynlib
+
+#endif  // DYNLIB_HPP

@@ -1,0 +1,123 @@
+// Tests of the C++17 RAII wrapper bindings/cpp/dynlib.hpp.
+// usage: test_dynlib_hpp WORK_DIR
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "dynlib.hpp"
+
+static int checks = 0, failures = 0;
+#define CHECK(cond)                                                          \
+  do {                                                                       \
+    checks++;                                                                \
+    if (!(cond)) {                                                           \
+      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+      failures++;                                                            \
+    }                                                                        \
+  } while (0)
+
+// Runs `f`, expecting dynlib::Error with `status` and `needle` in its message.
+template <class F>
+static void expect_error(F f, DynlibStatus status, const char *needle) {
+  checks++;
+  try {
+    f();
+    std::fprintf(stderr, "expected %s, nothing thrown\n", dynlib_status_name(status));
+    failures++;
+  } catch (const dynlib::Error &e) {
+    if (e.status() != status || std::strstr(e.what(), needle) == nullptr) {
+      std::fprintf(stderr, "expected %s with '%s', got %s: %s\n", dynlib_status_name(status),
+                   needle, e.status_name(), e.what());
+      failures++;
+    }
+  }
+}
+
+static_assert(!std::is_copy_constructible_v<dynlib::Sim>, "Sim is move-only");
+static_assert(std::is_nothrow_move_constructible_v<dynlib::Sim>, "Sim moves");
+static_assert(!std::is_copy_assignable_v<dynlib::Model>, "Model is move-only");
+
+int main(int argc, char **argv) {
+  std::string dir = argc > 1 ? argv[1] : ".";
+  CHECK(dynlib::version() == DYNLIB_VERSION_STRING);
+
+  auto model = dynlib::Model::load("builtin://ode/izhikevich");
+  CHECK(model.n_states() == 2);
+  CHECK((model.state_names() == std::vector<std::string>{"v", "u"}));
+  CHECK(model.param_names().size() == 6 && model.param_names()[4] == "I");
+  CHECK(model.info_json().find("Izhikevich") != std::string::npos);
+
+  // The seed's typical pattern.
+  dynlib::Sim sim(model);
+  sim.run(dynlib::RunOptions().T(2.0).record(true).tag("phase-1"));
+  sim.create_snapshot("phase-1", "after the first stimulus");
+  sim.run(dynlib::RunOptions().T(5.0).resume().tag("phase-2"));
+  auto segs = sim.segments();
+  CHECK(segs.size() == 2 && segs[0].name == "phase-1" && segs[1].name == "phase-2");
+  CHECK(segs[1].info.resume && segs[1].info.t_end == 5.0);
+  std::vector<double> v_whole = sim.var("v");
+  CHECK(v_whole.size() == sim.n_samples() && sim.t().size() == v_whole.size());
+  CHECK(sim.steps().back() == 500);
+  sim.reset("phase-1");
+  sim.run(dynlib::RunOptions().T(3.0).record(true).tag("phase-1-replay"));
+  CHECK(sim.segments().at(0).name == "phase-1-replay");
+
+  // Exactness: a split run equals the whole one, also through bytes and files.
+  dynlib::Sim whole(model), split(model);
+  whole.run(dynlib::RunOptions().T(8.0));
+  split.run(dynlib::RunOptions().T(3.0));
+  std::vector<uint8_t> bytes = split.serialize_snapshot();
+  dynlib::Sim moved(model);
+  moved.deserialize_snapshot(bytes);
+  split.export_snapshot(dir + "/seam.npz");
+  dynlib::Sim from_file(model);
+  from_file.import_snapshot(dir + "/seam.npz");
+  CHECK(dynlib::inspect_snapshot(dir + "/seam.npz").find("dynlib-snapshot-v1") != std::string::npos);
+  for (dynlib::Sim *s : {&split, &moved, &from_file}) {
+    s->run(dynlib::RunOptions().T(8.0).resume());
+    CHECK(s->state() == whole.state());  // exact equality of doubles
+    CHECK(s->step_count() == whole.step_count());
+  }
+
+  // Branch with a parameter change, then assign with clear_history.
+  sim.assign({{"I", 15.0}});
+  CHECK(sim.value("I") == 15.0);
+  sim.assign({{"a", 0.03}, {"b", 0.25}}, true);
+  CHECK(sim.n_samples() == 0);
+  auto [ok, why] = sim.compat_check("phase-1");
+  CHECK(ok && why.empty());
+  CHECK(sim.can_resume().first);
+  CHECK(sim.summary_json().find("\"stepper\":\"rk4\"") != std::string::npos);
+  CHECK(sim.list_snapshots_json().find("phase-1") != std::string::npos);
+
+  // Errors carry status and message; a failed call changes nothing.
+  double t = sim.time();
+  expect_error([&] { sim.assign({{"II", 1.0}}); }, DYNLIB_ERR_UNKNOWN_NAME, "did you mean 'I'");
+  expect_error([&] { sim.reset("nope"); }, DYNLIB_ERR_UNKNOWN_NAME, "nope");
+  expect_error([&] { sim.run(dynlib::RunOptions().T(1.0).resume()); }, DYNLIB_ERR_INVALID_ARGUMENT,
+               "must exceed the current time");
+  expect_error([&] { dynlib::Model::load("inline:[model]\ntype = 3\n"); }, DYNLIB_ERR_MODEL, "type");
+  auto euler = dynlib::Model::load("builtin://ode/izhikevich", "euler");
+  dynlib::Sim es(euler);
+  es.run(dynlib::RunOptions().T(0.5));
+  es.export_snapshot(dir + "/euler.npz");
+  expect_error([&] { sim.import_snapshot(dir + "/euler.npz"); }, DYNLIB_ERR_INCOMPATIBLE,
+               "stepper_name is 'euler'");
+  CHECK(sim.time() == t);
+
+  // Moves transfer ownership: the moved-from object frees nothing.
+  dynlib::Sim a(model);
+  a.run(dynlib::RunOptions().T(1.0));
+  dynlib::Sim b(std::move(a));
+  CHECK(a.get() == nullptr && b.get() != nullptr);
+  CHECK(b.time() == 1.0);
+  a = std::move(b);
+  CHECK(a.time() == 1.0 && b.get() == nullptr);
+  dynlib::Model m2 = std::move(model);
+  CHECK(m2.n_params() == 6);
+
+  std::printf("C++ wrapper suite: %d checks, %d failures\n", checks, failures);
+  return failures == 0 ? 0 : 1;
+}
