@@ -2,6 +2,9 @@
 //! replayed after a reset) gives bit-identical samples, step labels, aux, event logs and final
 //! session state compared with one uninterrupted run — for every stepper.
 
+mod common;
+
+use common::{committed_samples as samples, first_difference, LAGGED_MAP as MAP_MODEL};
 use dynlib::session::Recording;
 use dynlib::{Model, RunOptions, Sim};
 use proptest::prelude::*;
@@ -31,38 +34,6 @@ c = c + 1
 log = ["t", "x", "c"]
 "#;
 
-const MAP_MODEL: &str = r#"inline:
-[model]
-type = "map"
-[states]
-x = 0.3
-[params]
-r = 3.9
-n = 0.0
-[aux]
-dx = "x - lag_x(1)"
-[equations.rhs]
-x = "r*x*(1 - x) + 0.01*lag_x(3)"
-[events.high]
-cond = "x > 0.95"
-action = "n = n + 1"
-log = ["x", "n"]
-"#;
-
-/// Samples of the recording, without interpolated seam samples, as raw bits.
-fn samples(rec: &Recording) -> Vec<(u64, u64, Vec<u64>)> {
-    (0..rec.len())
-        .filter(|&i| !rec.interpolated[i])
-        .map(|i| {
-            (
-                rec.t[i].to_bits(),
-                rec.step[i],
-                rec.columns.iter().map(|c| c[i].to_bits()).collect(),
-            )
-        })
-        .collect()
-}
-
 /// Events with their owning sample mapped to the index among non-interpolated samples.
 /// (event, t bits, step, owning real sample, value bits).
 type EventKey = (usize, u64, u64, Option<usize>, Vec<u64>);
@@ -90,13 +61,6 @@ fn events(rec: &Recording) -> Vec<EventKey> {
             )
         })
         .collect()
-}
-
-fn first_difference<T: PartialEq + std::fmt::Debug>(a: &[T], b: &[T]) -> String {
-    match a.iter().zip(b).position(|(x, y)| x != y) {
-        Some(i) => format!("first difference at {i}: {:?} vs {:?}", a[i], b[i]),
-        None => format!("lengths {} vs {}", a.len(), b.len()),
-    }
 }
 
 fn base_opts(record_interval: u64) -> RunOptions {

@@ -6,7 +6,9 @@
 
 use dynlib::model::builtin::BUILTINS;
 use dynlib::model::{Env, LagView, ModelEval, ModelKind};
-use dynlib::session::Recording;
+mod common;
+
+use common::{all_samples as samples, event_bits as events, first_difference, LAGGED_MAP};
 use dynlib::{stepper, Backend, Model, RunOptions, Sim};
 
 /// Lag feedback, aux, an event with a log, and a stop condition far away.
@@ -62,24 +64,6 @@ b = "0.05*cos(t) - 0.2*b"
 expr = [["-0.1", "0"], ["0", "-0.2"]]
 "#;
 
-const LAGGED_MAP: &str = r#"inline:
-[model]
-type = "map"
-[states]
-x = 0.3
-[params]
-r = 3.9
-n = 0.0
-[aux]
-dx = "x - lag_x(1)"
-[equations.rhs]
-x = "r*x*(1 - x) + 0.01*lag_x(3)"
-[events.high]
-cond = "x > 0.95"
-action = "n = n + 1"
-log = ["x", "n"]
-"#;
-
 fn sources() -> Vec<String> {
     let mut s: Vec<String> = BUILTINS
         .iter()
@@ -91,45 +75,6 @@ fn sources() -> Vec<String> {
 
 fn label(source: &str) -> &str {
     source.lines().next().unwrap_or(source)
-}
-
-type Sample = (u64, u64, bool, Vec<u64>);
-
-fn samples(rec: &Recording) -> Vec<Sample> {
-    (0..rec.len())
-        .map(|i| {
-            (
-                rec.t[i].to_bits(),
-                rec.step[i],
-                rec.interpolated[i],
-                rec.columns.iter().map(|c| c[i].to_bits()).collect(),
-            )
-        })
-        .collect()
-}
-
-type Logged = (usize, u64, u64, Option<usize>, Vec<u64>);
-
-fn events(rec: &Recording) -> Vec<Logged> {
-    rec.events
-        .iter()
-        .map(|e| {
-            (
-                e.event,
-                e.t.to_bits(),
-                e.step,
-                e.sample,
-                e.values.iter().map(|v| v.to_bits()).collect(),
-            )
-        })
-        .collect()
-}
-
-fn first_difference<T: PartialEq + std::fmt::Debug>(a: &[T], b: &[T]) -> String {
-    match a.iter().zip(b).position(|(x, y)| x != y) {
-        Some(i) => format!("first at index {i}: {:?} vs {:?}", a[i], b[i]),
-        None => format!("lengths {} vs {}", a.len(), b.len()),
-    }
 }
 
 /// Runs `model` with `stepper`: a first run, then a resumed one (which commits a pending

@@ -11,6 +11,19 @@ use dynlib::session::{
     inspect_snapshot, latest_checkpoint, list_checkpoints, CheckpointPolicy, Recording,
 };
 use dynlib::{ErrorKind, Model, RunOptions, Sim};
+
+mod common;
+
+use common::committed_samples as samples;
+
+/// Event-log entries without their sample index (which differs between a whole run and its
+/// continuation).
+fn event_bits(rec: &Recording) -> Vec<(usize, u64, u64, Vec<u64>)> {
+    common::event_bits(rec)
+        .into_iter()
+        .map(|(e, t, step, _, v)| (e, t, step, v))
+        .collect()
+}
 use proptest::prelude::*;
 
 /// A forced oscillator with delayed feedback, an aux variable and an event that changes a
@@ -73,34 +86,6 @@ fn fresh(stepper: &str, k: u64) -> RunOptions {
     } else {
         o.dt(0.01)
     }
-}
-
-/// Non-interpolated samples as raw bits: (t, step, columns).
-fn samples(rec: &Recording) -> Vec<(u64, u64, Vec<u64>)> {
-    (0..rec.len())
-        .filter(|&i| !rec.interpolated[i])
-        .map(|i| {
-            (
-                rec.t[i].to_bits(),
-                rec.step[i],
-                rec.columns.iter().map(|c| c[i].to_bits()).collect(),
-            )
-        })
-        .collect()
-}
-
-fn event_bits(rec: &Recording) -> Vec<(usize, u64, u64, Vec<u64>)> {
-    rec.events
-        .iter()
-        .map(|e| {
-            (
-                e.event,
-                e.t.to_bits(),
-                e.step,
-                e.values.iter().map(|v| v.to_bits()).collect(),
-            )
-        })
-        .collect()
 }
 
 fn tempdir() -> tempfile::TempDir {

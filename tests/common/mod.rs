@@ -1,0 +1,76 @@
+//! Helpers shared by the integration tests: a map that exercises every part of the state, and
+//! bit-level views of a recording for exactness comparisons.
+#![allow(dead_code)] // each test file uses its own subset
+
+use dynlib::session::Recording;
+
+/// A logistic map with lag feedback, an aux variable and an event that counts in a parameter.
+pub const LAGGED_MAP: &str = r#"inline:
+[model]
+type = "map"
+[states]
+x = 0.3
+[params]
+r = 3.9
+n = 0.0
+[aux]
+dx = "x - lag_x(1)"
+[equations.rhs]
+x = "r*x*(1 - x) + 0.01*lag_x(3)"
+[events.high]
+cond = "x > 0.95"
+action = "n = n + 1"
+log = ["x", "n"]
+"#;
+
+/// One sample as raw bits: (t, step label, interpolated, column values).
+pub type Sample = (u64, u64, bool, Vec<u64>);
+
+/// Every sample as raw bits.
+pub fn all_samples(rec: &Recording) -> Vec<Sample> {
+    (0..rec.len())
+        .map(|i| {
+            (
+                rec.t[i].to_bits(),
+                rec.step[i],
+                rec.interpolated[i],
+                rec.columns.iter().map(|c| c[i].to_bits()).collect(),
+            )
+        })
+        .collect()
+}
+
+/// Samples at committed steps (interpolated seam samples left out) as (t, step, values) bits.
+pub fn committed_samples(rec: &Recording) -> Vec<(u64, u64, Vec<u64>)> {
+    all_samples(rec)
+        .into_iter()
+        .filter(|s| !s.2)
+        .map(|(t, step, _, v)| (t, step, v))
+        .collect()
+}
+
+/// One event-log entry as raw bits: (event, t, step, owning sample index, values).
+pub type Logged = (usize, u64, u64, Option<usize>, Vec<u64>);
+
+pub fn event_bits(rec: &Recording) -> Vec<Logged> {
+    rec.events
+        .iter()
+        .map(|e| {
+            (
+                e.event,
+                e.t.to_bits(),
+                e.step,
+                e.sample,
+                e.values.iter().map(|v| v.to_bits()).collect(),
+            )
+        })
+        .collect()
+}
+
+/// Where two sequences first differ, for assertion messages.
+pub fn first_difference<T: PartialEq + std::fmt::Debug>(a: &[T], b: &[T]) -> String {
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(i) => format!("first difference at index {i}: {:?} vs {:?}", a[i], b[i]),
+        None => format!("lengths {} vs {}", a.len(), b.len()),
+    }
+}
