@@ -4,37 +4,17 @@
 //! checks that the exported symbols are exactly the functions the header declares.
 
 use std::path::PathBuf;
+
+mod common;
 use std::process::{Command, Output};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `target/<profile>`: where cargo puts libdynlib.so/.a for this profile.
+/// `target/<profile>` with libdynlib.so/.a up to date.
 fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    ensure_c_libraries(&dir);
-    dir
-}
-
-/// `cargo test` builds the library only as an rlib for the test executables, so the C
-/// libraries (cdylib, staticlib) are built here, once per test process, with the same cargo,
-/// profile and target directory; cargo makes this a no-op when they are up to date.
-fn ensure_c_libraries(dir: &std::path::Path) {
-    static BUILD: std::sync::Once = std::sync::Once::new();
-    BUILD.call_once(|| {
-        let profile = dir.file_name().unwrap().to_string_lossy().into_owned();
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.current_dir(repo()).args(["build", "--lib", "--quiet"]);
-        if profile == "release" {
-            cmd.arg("--release");
-        }
-        if let Some(target) = dir.parent() {
-            cmd.env("CARGO_TARGET_DIR", target);
-        }
-        run(&mut cmd);
-    });
+    common::c_library_dir()
 }
 
 fn build_dir() -> PathBuf {

@@ -2,6 +2,9 @@
 //! bit-level views of a recording for exactness comparisons.
 #![allow(dead_code)] // each test file uses its own subset
 
+use std::path::PathBuf;
+use std::process::Command;
+
 use dynlib::session::Recording;
 
 /// A logistic map with lag feedback, an aux variable and an event that counts in a parameter.
@@ -73,4 +76,36 @@ pub fn first_difference<T: PartialEq + std::fmt::Debug>(a: &[T], b: &[T]) -> Str
         Some(i) => format!("first difference at index {i}: {:?} vs {:?}", a[i], b[i]),
         None => format!("lengths {} vs {}", a.len(), b.len()),
     }
+}
+
+/// `target/<profile>` holding an up-to-date `libdynlib.so` and `libdynlib.a`, for the tests
+/// that drive C, C++, Python and Octave code.
+///
+/// `cargo test` builds the library only as an rlib for the test executables, so the C
+/// libraries are built here, once per test process, with the same cargo, profile and target
+/// directory (a no-op when they are up to date).
+pub fn c_library_dir() -> PathBuf {
+    static BUILD: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILD
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args(["build", "--lib", "--quiet"]);
+            if dir.file_name().is_some_and(|p| p == "release") {
+                cmd.arg("--release");
+            }
+            if let Some(target) = dir.parent() {
+                cmd.env("CARGO_TARGET_DIR", target);
+            }
+            let out = cmd.output().expect("cargo runs");
+            assert!(
+                out.status.success(),
+                "building the C libraries failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            dir
+        })
+        .clone()
 }
