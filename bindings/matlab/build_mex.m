@@ -23,15 +23,31 @@ if ~exist(outdir, 'dir')
     mkdir(outdir);
 end
 src = fullfile(here, 'dynlib_mex.c');
+% Unload a MEX from an earlier build (this frees the handles it still holds), so the new file
+% is the one that is loaded and, on Windows, the old one can be replaced.
+clear('dynlib_mex');
 inc = fullfile(root, 'include');
 
 if exist('OCTAVE_VERSION', 'builtin')
     mexfile = fullfile(outdir, ['dynlib_mex.' mexext()]);
+    % mkoctfile (7.x) mishandles an output path with spaces: build in a temporary directory
+    % and move the result.
+    tmp = tempname();
+    mkdir(tmp);
+    built = fullfile(tmp, ['dynlib_mex.' mexext()]);
     args = {'--mex', '-DMX_HAS_INTERLEAVED_COMPLEX=1', ['-I' inc], ['-L' libdir], ...
-        '-ldynlib', ['-Wl,-rpath,' libdir], '-o', mexfile, src};
+        '-ldynlib', ['-Wl,-rpath,' libdir], '-o', built, src};
     [out, status] = mkoctfile(args{:});
+    if status == 0
+        [moved, message] = movefile(built, mexfile, 'f');
+    end
+    delete(fullfile(tmp, '*'));
+    rmdir(tmp);
     if status ~= 0
         error('dynlib:build', 'mkoctfile failed (status %d):\n%s', status, out);
+    end
+    if ~moved
+        error('dynlib:build', 'cannot move the MEX file to %s: %s', mexfile, message);
     end
 else
     args = {'-R2018a', ['-I' inc], ['-L' libdir], '-ldynlib', '-outdir', outdir, src};
