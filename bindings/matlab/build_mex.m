@@ -1,8 +1,9 @@
 function mexfile = build_mex(libdir, outdir)
 % build_mex([libdir [, outdir]])  Builds the dynlib MEX gateway (dynlib_mex).
 %
-%   libdir  directory holding libdynlib.so / .dylib / .dll
-%           (default: <repo>/target/release, made by `cargo build --release`)
+%   libdir  directory holding libdynlib.so / .dylib / .dll (default: <repo>/target/release
+%           from `cargo build --release`, or target/release/deps when the library there is
+%           newer: `cargo test --release` refreshes only that copy)
 %   outdir  where the MEX file goes (default: this directory, next to +dynlib)
 %
 % Works in MATLAB (mex -R2018a) and GNU Octave (mkoctfile --mex). The MEX is linked with
@@ -12,7 +13,7 @@ function mexfile = build_mex(libdir, outdir)
 here = fileparts(mfilename('fullpath'));
 root = fileparts(fileparts(here));   % bindings/matlab -> repository root
 if nargin < 1 || isempty(libdir)
-    libdir = fullfile(root, 'target', 'release');
+    libdir = default_libdir(fullfile(root, 'target', 'release'));
 end
 if nargin < 2 || isempty(outdir)
     outdir = here;
@@ -41,8 +42,9 @@ if exist('OCTAVE_VERSION', 'builtin')
     if status == 0
         [moved, message] = movefile(built, mexfile, 'f');
     end
-    delete(fullfile(tmp, '*'));
-    rmdir(tmp);
+    confirm = confirm_recursive_rmdir(false);
+    rmdir(tmp, 's');
+    confirm_recursive_rmdir(confirm);
     if status ~= 0
         error('dynlib:build', 'mkoctfile failed (status %d):\n%s', status, out);
     end
@@ -63,5 +65,19 @@ function p = absolute(p)
 % An absolute path, so the rpath stays valid wherever MATLAB runs from.
 if ~(strncmp(p, '/', 1) || ~isempty(regexp(p, '^[A-Za-z]:[\\/]', 'once')))
     p = fullfile(pwd, p);
+end
+end
+
+function d = default_libdir(release)
+d = release;
+newest = -Inf;
+for c = {release, fullfile(release, 'deps')}
+    for name = {'libdynlib.so', 'libdynlib.dylib', 'dynlib.dll'}
+        f = dir(fullfile(c{1}, name{1}));
+        if numel(f) == 1 && f.datenum > newest
+            newest = f.datenum;
+            d = c{1};
+        end
+    end
 end
 end
