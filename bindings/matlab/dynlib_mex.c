@@ -8,10 +8,11 @@
  * The classes dynlib.Model and dynlib.Sim (+dynlib/) are the user-facing API; this file is
  * a thin layer over include/dynlib.h using only the documented MEX API.
  *
- * - Handles travel to MATLAB as uint64 scalars. The gateway keeps a table of the handles it
- *   created and refuses any other value (dynlib:badHandle), so a stale or made-up number
- *   never reaches the library. Clearing the MEX (clear mex, clear all, exit) frees every
- *   handle still in the table (mexAtExit).
+ * - Handles travel to MATLAB as uint64 scalars: identifiers, never reused, that the gateway
+ *   maps to the library's pointers. Any other value is refused (dynlib:badHandle), so a
+ *   stale or made-up number never reaches the library, and a stale identifier never
+ *   reaches a newer object that happens to live at the same address. Clearing the MEX
+ *   (clear mex, clear all, exit) frees every handle still in the table (mexAtExit).
  * - A failing dynlib call becomes mexErrMsgIdAndTxt with an identifier derived from its
  *   status (DYNLIB_ERR_INCOMPATIBLE -> dynlib:incompatible, ...) and dynlib_last_error()'s
  *   text. Temporary memory is released before an error is raised, and every handle the
@@ -28,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "mex.h"
 #include "dynlib.h"
@@ -167,7 +169,8 @@ static void check(DynlibStatus status)
 enum { KIND_MODEL = 1, KIND_SIM = 2 };
 
 typedef struct {
-    void *ptr;
+    uint64_t id; /* what MATLAB holds */
+    void *ptr;   /* what the library returned */
     int kind;
 } LiveHandle;
 
@@ -175,6 +178,25 @@ static LiveHandle *g_live = NULL;
 static size_t g_n_live = 0;
 static size_t g_cap_live = 0;
 static int g_at_exit_registered = 0;
+/* Identifiers are (load tag << 32) | counter: the counter never repeats within one load of
+ * the MEX, and the tag differs from one load to the next (clear mex reloads it). */
+static uint64_t g_load_tag = 0;
+static uint64_t g_counter = 0;
+
+static uint64_t new_handle_id(void)
+{
+    if (g_load_tag == 0 || g_counter == 0xffffffffu) {
+        uint64_t h = (uint64_t)time(NULL) ^ ((uint64_t)clock() << 20) ^
+                     (uint64_t)(uintptr_t)&g_counter ^ (g_load_tag * 0x9e3779b97f4a7c15u);
+        h ^= h >> 33;
+        h *= 0xff51afd7ed558ccdu;
+        h ^= h >> 33;
+        g_load_tag = (h & 0x7fffffffu) | 1u;
+        g_counter = 0;
+    }
+    g_counter++;
+    return (g_load_tag << 32) | g_counter;
+}
 
 static void free_handle(void *ptr, int kind)
 {
@@ -214,19 +236,23 @@ static void reserve_handle_slot(void)
     }
 }
 
-static void register_handle(void *ptr, int kind)
+/* Registers a new handle and returns its identifier; cannot fail, since
+ * reserve_handle_slot() was called before the handle was created. */
+static uint64_t register_handle(void *ptr, int kind)
 {
-    /* reserve_handle_slot() was called before the handle was created */
+    uint64_t id = new_handle_id();
+    g_live[g_n_live].id = id;
     g_live[g_n_live].ptr = ptr;
     g_live[g_n_live].kind = kind;
     g_n_live++;
+    return id;
 }
 
-static long find_handle(void *ptr, int kind)
+static long find_handle(uint64_t id, int kind)
 {
     size_t i;
     for (i = 0; i < g_n_live; i++) {
-        if (g_live[i].ptr == ptr && g_live[i].kind == kind) {
+        if (g_live[i].id == id && g_live[i].kind == kind) {
             return (long)i;
         }
     }
@@ -260,13 +286,13 @@ static uint64_t handle_value(const mxArray *a, const char *what)
 static void *live_handle(const mxArray *a, int kind)
 {
     const char *what = kind == KIND_MODEL ? "dynlib.Model" : "dynlib.Sim";
-    void *ptr = (void *)(uintptr_t)handle_value(a, what);
-    if (find_handle(ptr, kind) < 0) {
+    long i = find_handle(handle_value(a, what), kind);
+    if (i < 0) {
         failf("dynlib:badHandle",
               "not a live %s handle (already deleted, cleared with the MEX, or not a handle)",
               what);
     }
-    return ptr;
+    return g_live[i].ptr;
 }
 
 static DynlibModel *model_arg(const mxArray *a)
@@ -441,18 +467,17 @@ static void cmd_model_load(int nlhs, mxArray *plhs[], int nrhs, const mxArray *p
     reserve_handle_slot();
     check(dynlib_model_load(source, stepper, &model));
     /* nothing below can fail */
-    register_handle(model, KIND_MODEL);
-    U64_PTR(out)[0] = (uint64_t)(uintptr_t)model;
+    U64_PTR(out)[0] = register_handle(model, KIND_MODEL);
     adopt_temp(out);
     plhs[0] = out;
 }
 
 static void free_command(const mxArray *a, int kind)
 {
-    void *ptr = (void *)(uintptr_t)handle_value(a, kind == KIND_MODEL ? "dynlib.Model"
-                                                                       : "dynlib.Sim");
-    long i = find_handle(ptr, kind);
+    long i = find_handle(handle_value(a, kind == KIND_MODEL ? "dynlib.Model" : "dynlib.Sim"),
+                         kind);
     if (i >= 0) { /* unknown handles are ignored, like *_free(NULL) */
+        void *ptr = g_live[i].ptr;
         forget_handle((size_t)i);
         free_handle(ptr, kind);
     }
@@ -546,8 +571,7 @@ static void cmd_sim_new(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs
     out = handle_out();
     reserve_handle_slot();
     check(dynlib_sim_new(model, &sim));
-    register_handle(sim, KIND_SIM);
-    U64_PTR(out)[0] = (uint64_t)(uintptr_t)sim;
+    U64_PTR(out)[0] = register_handle(sim, KIND_SIM);
     adopt_temp(out);
     plhs[0] = out;
 }

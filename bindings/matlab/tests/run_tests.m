@@ -424,12 +424,25 @@ catch
 end
 check(dynlib_mex('live_handles') == n0, 'function scope with an error');
 
+% the number of a deleted handle never addresses a later object (even at the same address)
+first = dynlib.Sim('builtin://ode/izhikevich');
+stale = first.Ptr;
+delete(first);
+second = dynlib.Sim('builtin://ode/izhikevich');
+check(second.Ptr ~= stale, 'handle numbers are not reused');
+expect_error(@() dynlib_mex('time', stale), 'dynlib:badHandle');
+dynlib_mex('sim_free', stale);   % ignored
+check(second.time() == 0, 'the later object is untouched');
+clear second
+
 % a MEX cleared with live handles frees them (mexAtExit); stale handles are then refused
 sim = dynlib.Sim('builtin://ode/izhikevich');
 clear dynlib_mex
 check(dynlib_mex('live_handles') == 0, 'clear mex frees everything');
 expect_error(@() sim.time(), 'dynlib:badHandle');
-delete(sim);   % a stale handle is ignored by free
+other = dynlib.Sim('builtin://ode/izhikevich');
+delete(sim);   % a stale handle is ignored by free, and does not reach the new sim
+check(other.time() == 0 && dynlib_mex('live_handles') == 2, 'the new sim is untouched');
 end
 
 function make_and_fail(raise)
