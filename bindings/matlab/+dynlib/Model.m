@@ -30,6 +30,8 @@ classdef Model < handle
             if nargin < 2
                 stepper = '';
             end
+            source = dynlib.Sim.text(source);
+            stepper = dynlib.Sim.text(stepper);
             obj.Ptr = dynlib_mex('model_load', source, stepper);
             obj.Source = source;
             obj.Stepper = stepper;

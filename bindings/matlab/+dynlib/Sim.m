@@ -43,6 +43,7 @@ classdef Sim < handle
                 error('dynlib:invalidArgument', ...
                     'dynlib.Sim(model) or dynlib.Sim(source [, stepper]) needs a model');
             end
+            model = dynlib.Sim.text(model);
             if ischar(model)
                 if nargin < 2
                     stepper = '';
@@ -76,7 +77,8 @@ classdef Sim < handle
             if nargin < 3
                 description = '';
             end
-            dynlib_mex('create_snapshot', obj.Ptr, name, description);
+            dynlib_mex('create_snapshot', obj.Ptr, dynlib.Sim.text(name), ...
+                dynlib.Sim.text(description));
         end
 
         function reset(obj, name)
@@ -84,7 +86,7 @@ classdef Sim < handle
             if nargin < 2
                 name = '';
             end
-            dynlib_mex('reset', obj.Ptr, name);
+            dynlib_mex('reset', obj.Ptr, dynlib.Sim.text(name));
         end
 
         function assign(obj, varargin)
@@ -107,7 +109,7 @@ classdef Sim < handle
                 error('dynlib:invalidArgument', 'assign takes name/value pairs');
             end
             for k = 1:2:numel(args)
-                name = args{k};
+                name = dynlib.Sim.text(args{k});
                 if ~ischar(name)
                     error('dynlib:invalidArgument', 'assign: names must be character vectors');
                 end
@@ -159,11 +161,11 @@ classdef Sim < handle
 
         function nameSegment(obj, index, name)
             % nameSegment(k, name)  Renames segment k (1-based).
-            dynlib_mex('name_segment', obj.Ptr, index, name);
+            dynlib_mex('name_segment', obj.Ptr, index, dynlib.Sim.text(name));
         end
 
         function nameLastSegment(obj, name)
-            dynlib_mex('name_last_segment', obj.Ptr, name);
+            dynlib_mex('name_last_segment', obj.Ptr, dynlib.Sim.text(name));
         end
 
         function e = events(obj)
@@ -177,13 +179,14 @@ classdef Sim < handle
             if nargin < 3
                 snapshotName = '';
             end
-            dynlib_mex('export_snapshot', obj.Ptr, path, snapshotName);
+            dynlib_mex('export_snapshot', obj.Ptr, dynlib.Sim.text(path), ...
+                dynlib.Sim.text(snapshotName));
         end
 
         function importSnapshot(obj, path)
             % importSnapshot(path)  Replaces the state with a snapshot file (checked first);
             % results and segments are cleared, stored snapshots kept.
-            dynlib_mex('import_snapshot', obj.Ptr, path);
+            dynlib_mex('import_snapshot', obj.Ptr, dynlib.Sim.text(path));
         end
 
         function bytes = serializeSnapshot(obj, snapshotName)
@@ -191,7 +194,7 @@ classdef Sim < handle
             if nargin < 2
                 snapshotName = '';
             end
-            bytes = dynlib_mex('serialize_snapshot', obj.Ptr, snapshotName);
+            bytes = dynlib_mex('serialize_snapshot', obj.Ptr, dynlib.Sim.text(snapshotName));
         end
 
         function deserializeSnapshot(obj, bytes)
@@ -220,7 +223,7 @@ classdef Sim < handle
 
         function x = value(obj, name)
             % Current value of one state or parameter.
-            x = dynlib_mex('value', obj.Ptr, name);
+            x = dynlib_mex('value', obj.Ptr, dynlib.Sim.text(name));
         end
 
         function s = summary(obj)
@@ -233,7 +236,7 @@ classdef Sim < handle
         end
 
         function [ok, diff] = compatCheck(obj, snapshotName)
-            [ok, diff] = dynlib_mex('compat_check', obj.Ptr, snapshotName);
+            [ok, diff] = dynlib_mex('compat_check', obj.Ptr, dynlib.Sim.text(snapshotName));
         end
     end
 
@@ -241,12 +244,12 @@ classdef Sim < handle
         function meta = inspectSnapshot(path)
             % meta = dynlib.Sim.inspectSnapshot(path)  The meta.json of a snapshot file as a
             % struct, without any session.
-            meta = jsondecode(dynlib_mex('inspect_snapshot', path));
+            meta = jsondecode(dynlib_mex('inspect_snapshot', dynlib.Sim.text(path)));
         end
 
         function path = latestCheckpoint(dir)
             % Path of the newest checkpoint file in dir ('' when there is none).
-            path = dynlib_mex('latest_checkpoint', dir);
+            path = dynlib_mex('latest_checkpoint', dynlib.Sim.text(dir));
         end
     end
 
@@ -266,10 +269,11 @@ classdef Sim < handle
                 error('dynlib:invalidArgument', 'run takes name/value pairs');
             end
             for k = 1:2:numel(args)
-                if ~ischar(args{k})
+                name = dynlib.Sim.text(args{k});
+                if ~ischar(name)
                     error('dynlib:invalidArgument', 'run: option names must be character vectors');
                 end
-                opts = dynlib.Sim.setOption(opts, args{k}, args{k + 1});
+                opts = dynlib.Sim.setOption(opts, name, args{k + 1});
             end
         end
 
@@ -291,6 +295,8 @@ classdef Sim < handle
                     end
                 case {'ic', 'params'}
                     value = double(value);
+                case {'tag', 'checkpoint_dir'}
+                    value = dynlib.Sim.text(value);
             end
             opts.(name) = value;
         end
@@ -305,6 +311,13 @@ classdef Sim < handle
                 s = vertcat(decoded{:});
             else
                 s = decoded(:);
+            end
+        end
+
+        function x = text(x)
+            % MATLAB string scalars -> character vectors (Octave has no string class).
+            if isstring(x) && isscalar(x)
+                x = char(x);
             end
         end
 
