@@ -215,7 +215,8 @@ typedef struct DynlibRunOptions {
 // A snapshot's pins (model, stepper, workspace layout, dtype, version) do not match.
 #define DYNLIB_ERR_INCOMPATIBLE 7
 
-// No recorded results: no run yet, or reset/import/assign(clear_history) cleared them.
+// No recorded results: no run yet, or reset or import cleared them (after
+// assign(clear_history) the recording is empty instead: 0 samples, 0 segments).
 #define DYNLIB_ERR_NO_RESULTS 8
 
 // Reading or writing a file failed.
@@ -347,7 +348,7 @@ DynlibStatus dynlib_model_info_json(const struct DynlibModel *model,
                                     size_t *needed);
 
 // Number of recorded samples of the current recording (`DYNLIB_ERR_NO_RESULTS` before the
-// first run and after reset, import or `assign(clear_history)`).
+// first run and after reset or import; 0 after `assign` with `clear_history`).
 //
 // # Safety
 // `sim` a sim handle; `n` writable.

@@ -6,6 +6,8 @@
 //! Needs `apt-get install -y octave liboctave-dev` (`.ci/run` installs them); without Octave
 //! the tests fail unless `DYNLIB_SKIP_OCTAVE=1` is set.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -24,32 +26,9 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The directory of the `libdynlib` cdylib to link the MEX against. The test binary lives in
-/// `target/<profile>/deps/`; `cargo test` builds the library's cdylib there (fresh for this
-/// very build) but refreshes the copy in `target/<profile>/` only on `cargo build`, so `deps/`
-/// is preferred and `target/<profile>/` is the fallback.
+/// The directory of an up-to-date `libdynlib` cdylib to link the MEX against.
 fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let deps = exe
-        .parent()
-        .expect("the test binary is in target/<profile>/deps");
-    let profile = deps.parent().expect("target/<profile>");
-    let name = format!(
-        "{}dynlib{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    );
-    let candidates = [deps.to_path_buf(), profile.to_path_buf()];
-    candidates
-        .into_iter()
-        .find(|d| d.join(&name).exists())
-        .unwrap_or_else(|| {
-            panic!(
-                "{name} is in neither {} nor {}: build the library with `cargo build --release`",
-                deps.display(),
-                profile.display()
-            )
-        })
+    common::c_library_dir()
 }
 
 /// Runs a tool, failing with the install hint when it is not installed.

@@ -13,7 +13,7 @@ fn recording(s: &Sim) -> FfiResult<&Recording> {
 }
 
 /// Number of recorded samples of the current recording (`DYNLIB_ERR_NO_RESULTS` before the
-/// first run and after reset, import or `assign(clear_history)`).
+/// first run and after reset or import; 0 after `assign` with `clear_history`).
 ///
 /// # Safety
 /// `sim` a sim handle; `n` writable.

@@ -22,7 +22,8 @@ pub const DYNLIB_ERR_DUPLICATE_NAME: DynlibStatus = 5;
 pub const DYNLIB_ERR_BUFFER_TOO_SMALL: DynlibStatus = 6;
 /// A snapshot's pins (model, stepper, workspace layout, dtype, version) do not match.
 pub const DYNLIB_ERR_INCOMPATIBLE: DynlibStatus = 7;
-/// No recorded results: no run yet, or reset/import/assign(clear_history) cleared them.
+/// No recorded results: no run yet, or reset or import cleared them (after
+/// assign(clear_history) the recording is empty instead: 0 samples, 0 segments).
 pub const DYNLIB_ERR_NO_RESULTS: DynlibStatus = 8;
 /// Reading or writing a file failed.
 pub const DYNLIB_ERR_IO: DynlibStatus = 9;
