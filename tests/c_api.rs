@@ -17,8 +17,10 @@ fn lib_dir() -> PathBuf {
     common::c_library_dir()
 }
 
+/// `target/<profile>/c-tests`: the compiled C and C++ programs.
 fn build_dir() -> PathBuf {
-    let dir = lib_dir().join("c-tests");
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().join("c-tests");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

@@ -78,34 +78,41 @@ pub fn first_difference<T: PartialEq + std::fmt::Debug>(a: &[T], b: &[T]) -> Str
     }
 }
 
-/// `target/<profile>` holding an up-to-date `libdynlib.so` and `libdynlib.a`, for the tests
-/// that drive C, C++, Python and Octave code.
+/// A directory holding an up-to-date `libdynlib.so` and `libdynlib.a`, for the tests that
+/// drive C, C++, Python and Octave code.
 ///
-/// `cargo test` builds the library only as an rlib for the test executables, so the C
-/// libraries are built here, once per test process, with the same cargo, profile and target
-/// directory (a no-op when they are up to date).
+/// `cargo test` compiles the library with all its crate types into `target/<profile>/deps/`
+/// (next to the test executables) but copies them up to `target/<profile>/` only on
+/// `cargo build`; so `deps/` is used when it has both files, and otherwise the libraries are
+/// built once per test process with the same cargo, profile and target directory.
 pub fn c_library_dir() -> PathBuf {
-    static BUILD: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILD
-        .get_or_init(|| {
-            let exe = std::env::current_exe().unwrap();
-            let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-            let mut cmd = Command::new(env!("CARGO"));
-            cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-                .args(["build", "--lib", "--quiet"]);
-            if dir.file_name().is_some_and(|p| p == "release") {
-                cmd.arg("--release");
-            }
-            if let Some(target) = dir.parent() {
-                cmd.env("CARGO_TARGET_DIR", target);
-            }
-            let out = cmd.output().expect("cargo runs");
-            assert!(
-                out.status.success(),
-                "building the C libraries failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            dir
-        })
-        .clone()
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let deps = exe.parent().unwrap().to_path_buf();
+        if ["libdynlib.so", "libdynlib.a"]
+            .iter()
+            .all(|f| deps.join(f).exists())
+        {
+            return deps;
+        }
+        let dir = deps.parent().unwrap().to_path_buf();
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["build", "--lib", "--quiet"]);
+        if dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        if let Some(target) = dir.parent() {
+            cmd.env("CARGO_TARGET_DIR", target);
+        }
+        let out = cmd.output().expect("cargo runs");
+        assert!(
+            out.status.success(),
+            "building the C libraries failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+    .clone()
 }
