@@ -1,6 +1,6 @@
 //! Runs the Python binding's pytest suite (`bindings/python/tests`) against the shared library
-//! this `cargo test` built (`target/<profile>/libdynlib.so`, next to the `deps/` directory of
-//! this test executable), so the binding is tested with the very code under test.
+//! this `cargo test` built (`libdynlib.so` in `target/<profile>/` or its `deps/`, where this
+//! test executable lives), so the binding is tested with the very code under test.
 //!
 //! Needs `python3` with NumPy and pytest (`pip install numpy pytest`); set
 //! `DYNLIB_SKIP_PYTHON=1` to skip on machines without them.
@@ -25,9 +25,13 @@ fn cdylib() -> PathBuf {
         std::env::consts::DLL_PREFIX,
         std::env::consts::DLL_SUFFIX
     );
+    // `cargo test` links the cdylib into deps/ but does not always copy it up to
+    // target/<profile>/ (a `cargo build` may have left an older one there): take the newer.
     [profile_dir.join(&name), deps.join(&name)]
         .into_iter()
-        .find(|p| p.is_file())
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p)
         .unwrap_or_else(|| {
             panic!(
                 "{name} not found in {} or {}: the cdylib should be built by `cargo test`",
