@@ -411,7 +411,11 @@ def _default_library_path():
         name = "dynlib.dll"
     else:
         name = "libdynlib.so"
-    return os.path.join(root, "target", "release", name)
+    release = os.path.join(root, "target", "release")
+    # `cargo build --release` puts it in target/release; `cargo test --release` alone may
+    # leave it only in target/release/deps.
+    candidates = [os.path.join(release, name), os.path.join(release, "deps", name)]
+    return next((c for c in candidates if os.path.isfile(c)), candidates[0])
 
 
 def _load_library():

@@ -481,3 +481,44 @@ def test_handles_are_freed(model):
         dynlib.Sim(m)
     s.close()
     assert dynlib.live_handles() == base
+
+
+# --- the output-buffer protocol --------------------------------------------------------------
+
+
+def test_buffer_protocol_raw(sim):
+    """The C convention the binding relies on: NULL/0 asks the size, a short buffer gives
+    BUFFER_TOO_SMALL with *needed set and the buffer untouched."""
+    import ctypes
+
+    lib, h = dynlib._lib, sim._ptr()
+    needed = ctypes.c_size_t(0)
+    assert lib.dynlib_sim_state(h, None, 0, ctypes.byref(needed)) == dynlib.DYNLIB_OK
+    assert needed.value == 2
+    short = (ctypes.c_double * 1)(12345.0)
+    needed.value = 0
+    status = lib.dynlib_sim_state(h, short, 1, ctypes.byref(needed))
+    assert status == dynlib.DYNLIB_ERR_BUFFER_TOO_SMALL and needed.value == 2
+    assert short[0] == 12345.0
+    assert "buffer" in lib.dynlib_last_error().decode()
+
+
+def test_buffer_protocol_retries_once_when_the_size_grows():
+    calls = []
+
+    def growing(buf, cap, needed):
+        # Reports 3 at the size query, then 5: the first fill is too small.
+        size = 3 if not calls else 5
+        calls.append(cap)
+        needed._obj.value = size
+        if buf is None:
+            return dynlib.DYNLIB_OK
+        if cap < size:
+            return dynlib.DYNLIB_ERR_BUFFER_TOO_SMALL
+        for i in range(size):
+            buf[i] = float(i)
+        return dynlib.DYNLIB_OK
+
+    out = dynlib._read_array(growing, np.float64)
+    assert calls == [0, 3, 5]
+    assert np.array_equal(out, np.arange(5.0))
