@@ -621,8 +621,8 @@ DynlibStatus dynlib_sim_deserialize_snapshot(struct DynlibSim *sim,
                                              const uint8_t *bytes,
                                              size_t len);
 
-// Path of the newest checkpoint file in `dir` ("" when there is none), output buffer
-// protocol.
+// Path of the newest checkpoint file in `dir` ("" when the directory holds none;
+// `DYNLIB_ERR_IO` when it cannot be listed, e.g. does not exist), output buffer protocol.
 //
 // # Safety
 // `dir` NUL-terminated; as `dynlib_inspect_snapshot`.

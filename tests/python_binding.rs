@@ -5,6 +5,8 @@
 //! Needs `python3` with NumPy and pytest (`pip install numpy pytest`); set
 //! `DYNLIB_SKIP_PYTHON=1` to skip on machines without them.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -14,31 +16,13 @@ fn skipped() -> bool {
     std::env::var(SKIP_ENV).is_ok_and(|v| v == "1")
 }
 
-/// The cdylib cargo built for this profile: `target/<profile>/` is the parent of the `deps/`
-/// directory holding this test executable.
+/// The cdylib this `cargo test` built (see `common::c_library_dir`).
 fn cdylib() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let deps = exe.parent().expect("the test executable is in deps/");
-    let profile_dir = deps.parent().expect("deps/ is inside target/<profile>/");
-    let name = format!(
+    common::c_library_dir().join(format!(
         "{}dynlib{}",
         std::env::consts::DLL_PREFIX,
         std::env::consts::DLL_SUFFIX
-    );
-    // `cargo test` links the cdylib into deps/ but does not always copy it up to
-    // target/<profile>/ (a `cargo build` may have left an older one there): take the newer.
-    [profile_dir.join(&name), deps.join(&name)]
-        .into_iter()
-        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
-        .max()
-        .map(|(_, p)| p)
-        .unwrap_or_else(|| {
-            panic!(
-                "{name} not found in {} or {}: the cdylib should be built by `cargo test`",
-                profile_dir.display(),
-                deps.display()
-            )
-        })
+    ))
 }
 
 fn python_ready() {
