@@ -9,8 +9,7 @@ fn generate() -> String {
     let config = cbindgen::Config::from_file(Path::new(dir).join("cbindgen.toml"))
         .expect("cbindgen.toml is valid");
     let bindings = cbindgen::Builder::new()
-        // Only the C API module: constants elsewhere in the crate are not part of it.
-        .with_src(Path::new(dir).join("src/ffi/mod.rs"))
+        .with_crate(dir)
         .with_config(config)
         .generate()
         .expect("cbindgen generates the header");
