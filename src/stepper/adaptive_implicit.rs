@@ -1,9 +1,9 @@
 //! Parts shared by the adaptive implicit steppers (bdf2a, tr-bdf2a): their knobs, the step
 //! controller and a quadratic dense output.
 
-use super::newton::NEWTON_KNOBS;
+use super::newton::{Newton, NewtonConfig, Solve, NEWTON_KNOBS};
 use super::workspace::{load_f64, Workspace};
-use super::{knob, step_failed, Knob, StepOutcome, StepperInfo, WsArray};
+use super::{knob, step_failed, Knob, Rhs, StepOutcome, StepperInfo, WsArray};
 use crate::error::{Error, Result};
 
 /// Knobs in the reference's packed order.
@@ -60,6 +60,29 @@ pub enum Attempt {
     Solved { err: f64 },
     /// A Newton solve (or the factorisation) failed; retried with a smaller step.
     NewtonFailed(String),
+}
+
+/// The embedded backward-Euler step (y − h·f(t+h, y) = y_n, started from the higher-order
+/// result `y_high`) into `y_be`, and the error estimate comparing the two.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_euler_estimate(
+    newton: &mut Newton,
+    f: &mut dyn Rhs,
+    t: f64,
+    h: f64,
+    y: &[f64],
+    y_high: &[f64],
+    y_be: &mut [f64],
+    cfg: &NewtonConfig,
+    ctrl: &Controller,
+) -> Result<Attempt> {
+    y_be.copy_from_slice(y_high);
+    if let Solve::Failed(m) = newton.solve(f, t + h, h, y, y_be, cfg)? {
+        return Ok(Attempt::NewtonFailed(format!("backward Euler: {m}")));
+    }
+    Ok(Attempt::Solved {
+        err: ctrl.error_norm(y, y_be, y_high),
+    })
 }
 
 /// The step controller: accept when err ≤ 1, next step h·clamp(safety·err^(−1/2)); the

@@ -11,7 +11,9 @@
 //! the last step; the proposed next step is the session's. The history is rotated in
 //! `commit`, after event actions, so it always matches the committed trajectory.
 
-use super::adaptive_implicit::{Attempt, Controller, QuadraticDense, KNOBS};
+use super::adaptive_implicit::{
+    backward_euler_estimate, Attempt, Controller, QuadraticDense, KNOBS,
+};
 use super::bdf2::{bdf2_solve, History, RHO_MAX};
 use super::newton::{Newton, NewtonConfig, Solve};
 use super::workspace::check_layout;
@@ -120,13 +122,17 @@ impl Bdf2a {
         if let Solve::Failed(m) = solved {
             return Ok(Attempt::NewtonFailed(format!("BDF2: {m}")));
         }
-        self.y_be.copy_from_slice(&self.y_bdf);
-        if let Solve::Failed(m) = self.newton.solve(f, t + h, h, y, &mut self.y_be, cfg)? {
-            return Ok(Attempt::NewtonFailed(format!("backward Euler: {m}")));
-        }
-        Ok(Attempt::Solved {
-            err: ctrl.error_norm(y, &self.y_be, &self.y_bdf),
-        })
+        backward_euler_estimate(
+            &mut self.newton,
+            f,
+            t,
+            h,
+            y,
+            &self.y_bdf,
+            &mut self.y_be,
+            cfg,
+            ctrl,
+        )
     }
 }
 

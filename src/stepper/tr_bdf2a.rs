@@ -7,7 +7,9 @@
 //! data are the dense-output nodes (t_n, y_n), (t_n + γh, y_γ), (t_n + h, y_{n+1}) of the
 //! last step, needed to interpolate a pending step again after a resume.
 
-use super::adaptive_implicit::{Attempt, Controller, QuadraticDense, KNOBS};
+use super::adaptive_implicit::{
+    backward_euler_estimate, Attempt, Controller, QuadraticDense, KNOBS,
+};
 use super::newton::{Newton, NewtonConfig, Solve};
 use super::workspace::check_layout;
 use super::{step_failed, Rhs, StepOutcome, Stepper, StepperInfo, WsArray};
@@ -92,13 +94,17 @@ impl TrBdf2a {
             return Ok(Attempt::NewtonFailed(format!("BDF2 stage: {m}")));
         }
         // Embedded backward Euler: y − h·f(t+h, y) = y_n, from the TR-BDF2 result.
-        self.y_be.copy_from_slice(&self.y_trbdf2);
-        if let Solve::Failed(m) = self.newton.solve(f, t + h, h, y, &mut self.y_be, cfg)? {
-            return Ok(Attempt::NewtonFailed(format!("backward Euler: {m}")));
-        }
-        Ok(Attempt::Solved {
-            err: ctrl.error_norm(y, &self.y_be, &self.y_trbdf2),
-        })
+        backward_euler_estimate(
+            &mut self.newton,
+            f,
+            t,
+            h,
+            y,
+            &self.y_trbdf2,
+            &mut self.y_be,
+            cfg,
+            ctrl,
+        )
     }
 }
 
