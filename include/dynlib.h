@@ -538,6 +538,12 @@ DynlibStatus dynlib_sim_assign(struct DynlibSim *sim,
                                size_t n,
                                bool clear_history);
 
+// Applies the model's preset `name` (parameters, then states), like `dynlib_sim_assign`.
+//
+// # Safety
+// `sim` a sim handle; `name` NUL-terminated.
+DynlibStatus dynlib_sim_apply_preset(struct DynlibSim *sim, const char *name);
+
 // Current absolute time.
 //
 // # Safety

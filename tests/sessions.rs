@@ -164,6 +164,28 @@ fn assign_is_atomic_and_suggests_names() {
 }
 
 #[test]
+fn presets_set_their_values_like_assign() {
+    let mut sim = izh();
+    sim.run(&RunOptions::new().t(5.0)).unwrap();
+    let t = sim.time();
+    sim.apply_preset("bursting").unwrap();
+    // izhikevich.toml: bursting = (a, b, c, d) = (0.02, 0.2, -50, 2).
+    let abcd: Vec<f64> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|n| sim.value(n).unwrap())
+        .collect();
+    assert_eq!(abcd, [0.02, 0.2, -50.0, 2.0]);
+    assert_eq!(sim.time(), t, "a preset changes values, not time");
+    assert!(sim.results().is_ok(), "results are kept");
+    let before = sim.session_state().clone();
+    let e = sim.apply_preset("burstng").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::UnknownName);
+    assert!(e.message().contains("did you mean 'bursting'"), "{e}");
+    assert!(e.message().contains("regular_spiking"), "{e}");
+    assert!(sim.session_state().bits_eq(&before));
+}
+
+#[test]
 fn snapshots_never_change_with_the_live_state() {
     let mut sim = izh();
     sim.run(&RunOptions::new().t(1.0)).unwrap();

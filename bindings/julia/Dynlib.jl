@@ -22,7 +22,7 @@ module Dynlib
 
 using Libdl
 
-export Model, Sim, DynlibError, run!, snapshot!, reset!, assign!, results, segments,
+export Model, Sim, DynlibError, run!, snapshot!, reset!, assign!, apply_preset!, results, segments,
        name_segment!, name_last_segment!, list_snapshots, compat_check, can_resume, session_summary,
        export_snapshot, import_snapshot!, inspect_snapshot, serialize_snapshot,
        deserialize_snapshot!, latest_checkpoint, state, params, sim_time, step_count, value,
@@ -462,6 +462,13 @@ function assign!(s::Sim, values::AbstractDict = Dict{String,Float64}();
         _sptr(s), isempty(ptrs) ? C_NULL : pointer(ptrs), isempty(vals) ? C_NULL : pointer(vals),
         length(vals), clear_history)
     _check(st)
+    s
+end
+
+"Applies the model's preset `name` (its parameters, then its states) like `assign!`."
+function apply_preset!(s::Sim, name::AbstractString)
+    _check(ccall((:dynlib_sim_apply_preset, libdynlib), Cint, (Ptr{Cvoid}, Cstring),
+                 _sptr(s), name))
     s
 end
 

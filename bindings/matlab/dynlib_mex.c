@@ -720,6 +720,18 @@ static void cmd_reset(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[]
     check(dynlib_sim_reset(sim, name));
 }
 
+static void cmd_apply_preset(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
+{
+    DynlibSim *sim;
+    const char *name;
+    (void)nlhs;
+    (void)plhs;
+    need_args(nrhs, 2, "dynlib_mex('apply_preset', s, name)");
+    sim = sim_arg(prhs[0]);
+    name = string_arg(prhs[1], "preset name");
+    check(dynlib_sim_apply_preset(sim, name));
+}
+
 static DynlibStatus list_snapshots_getter(void *ctx, char *buf, size_t cap, size_t *needed)
 {
     return dynlib_sim_list_snapshots_json(((Ctx *)ctx)->sim, buf, cap, needed);
@@ -1169,6 +1181,7 @@ static const struct {
     {"run", cmd_run},
     {"create_snapshot", cmd_create_snapshot},
     {"reset", cmd_reset},
+    {"apply_preset", cmd_apply_preset},
     {"list_snapshots_json", cmd_list_snapshots_json},
     {"summary_json", cmd_summary_json},
     {"events_json", cmd_events_json},

@@ -365,6 +365,7 @@ _SIGNATURES = {
     "dynlib_sim_run": (DynlibStatus, [SimPtr, _P(DynlibRunOptions)]),
     "dynlib_sim_create_snapshot": (DynlibStatus, [SimPtr, c_char_p, c_char_p]),
     "dynlib_sim_reset": (DynlibStatus, [SimPtr, c_char_p]),
+    "dynlib_sim_apply_preset": (DynlibStatus, [SimPtr, c_char_p]),
     "dynlib_sim_list_snapshots_json": (
         DynlibStatus,
         [SimPtr, _P(c_char), c_size_t, _P(c_size_t)],
@@ -1091,6 +1092,11 @@ class Sim:
                 bool(clear_history),
             )
         )
+
+    def apply_preset(self, name):
+        """Applies the model's preset ``name`` (its parameters, then its states) like
+        :meth:`assign`."""
+        _check(_lib.dynlib_sim_apply_preset(self._ptr(), _enc(name)))
 
     # -- state ------------------------------------------------------------------------------
 

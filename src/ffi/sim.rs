@@ -381,6 +381,21 @@ pub unsafe extern "C" fn dynlib_sim_assign(
     })
 }
 
+/// Applies the model's preset `name` (parameters, then states), like `dynlib_sim_assign`.
+///
+/// # Safety
+/// `sim` a sim handle; `name` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_sim_apply_preset(
+    sim: *mut DynlibSim,
+    name: *const c_char,
+) -> DynlibStatus {
+    boundary(|| {
+        let name = cstr(name, "name")?;
+        with_sim(sim, |s| Ok(s.apply_preset(name)?))
+    })
+}
+
 /// Current absolute time.
 ///
 /// # Safety

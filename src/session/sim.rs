@@ -912,6 +912,36 @@ impl Sim {
         Ok(())
     }
 
+    /// Applies the model's preset `name` (its parameter values, then its state values) as
+    /// [`assign`](Self::assign) would: atomically, restarting multistep history, keeping the
+    /// recorded results.
+    pub fn apply_preset(&mut self, name: &str) -> Result<()> {
+        let model = self.model.clone();
+        let preset = model
+            .presets
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = model.presets.iter().map(|p| p.name.as_str()).collect();
+                Error::unknown(format!(
+                    "unknown preset '{name}'{}; presets of this model: {}",
+                    suggestion_suffix(name, names.iter().copied()),
+                    if names.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ))
+            })?;
+        let values: Vec<(&str, f64)> = preset
+            .params
+            .iter()
+            .chain(&preset.states)
+            .map(|(n, v)| (n.as_str(), *v))
+            .collect();
+        self.assign(&values, false)
+    }
+
     // ---------------------------------------------------------------- results
 
     /// The stitched recording of the current pass.

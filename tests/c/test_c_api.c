@@ -536,6 +536,16 @@ static void test_snapshots_assign_and_segments(void) {
   EXPECT(dynlib_sim_assign(sim, names, NULL, 2, false), DYNLIB_ERR_NULL_POINTER, "values");
   EXPECT(dynlib_sim_value(sim, "zz", &value), DYNLIB_ERR_UNKNOWN_NAME, "zz");
 
+  /* Presets: parameters from the model's [presets.<name>] table. */
+  OK(dynlib_sim_apply_preset(sim, "intrinsic_bursting"));
+  OK(dynlib_sim_value(sim, "c", &value));
+  CHECK(value == -55.0);
+  OK(dynlib_sim_value(sim, "d", &value));
+  CHECK(value == 4.0);
+  EXPECT(dynlib_sim_apply_preset(sim, "intrinsic_burstin"), DYNLIB_ERR_UNKNOWN_NAME,
+         "did you mean 'intrinsic_bursting'");
+  OK(dynlib_sim_apply_preset(sim, "regular_spiking"));
+
   /* Seed example 3: assign with clear_history, then a new segment. */
   double twenty = 20.0;
   OK(dynlib_sim_assign(sim, &I, &twenty, 1, true));

@@ -85,34 +85,44 @@ pub fn first_difference<T: PartialEq + std::fmt::Debug>(a: &[T], b: &[T]) -> Str
 /// (next to the test executables) but copies them up to `target/<profile>/` only on
 /// `cargo build`; so `deps/` is used when it has both files, and otherwise the libraries are
 /// built once per test process with the same cargo, profile and target directory.
+///
+/// Cargo runs tests with `LD_LIBRARY_PATH` holding `target/<profile>/` too, where an older
+/// `cargo build` may have left a stale copy that the dynamic loader would find first; the
+/// variable is pointed at the chosen directory for every process the tests start.
 pub fn c_library_dir() -> PathBuf {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let deps = exe.parent().unwrap().to_path_buf();
-        if ["libdynlib.so", "libdynlib.a"]
-            .iter()
-            .all(|f| deps.join(f).exists())
-        {
-            return deps;
-        }
-        let dir = deps.parent().unwrap().to_path_buf();
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "--lib", "--quiet"]);
-        if dir.file_name().is_some_and(|p| p == "release") {
-            cmd.arg("--release");
-        }
-        if let Some(target) = dir.parent() {
-            cmd.env("CARGO_TARGET_DIR", target);
-        }
-        let out = cmd.output().expect("cargo runs");
-        assert!(
-            out.status.success(),
-            "building the C libraries failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let dir = find_or_build_c_libraries();
+        std::env::set_var("LD_LIBRARY_PATH", &dir);
         dir
     })
     .clone()
+}
+
+fn find_or_build_c_libraries() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap().to_path_buf();
+    if ["libdynlib.so", "libdynlib.a"]
+        .iter()
+        .all(|f| deps.join(f).exists())
+    {
+        return deps;
+    }
+    let dir = deps.parent().unwrap().to_path_buf();
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["build", "--lib", "--quiet"]);
+    if dir.file_name().is_some_and(|p| p == "release") {
+        cmd.arg("--release");
+    }
+    if let Some(target) = dir.parent() {
+        cmd.env("CARGO_TARGET_DIR", target);
+    }
+    let out = cmd.output().expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "building the C libraries failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
 }

@@ -89,6 +89,11 @@ classdef Sim < handle
             dynlib_mex('reset', obj.Ptr, dynlib.Sim.text(name));
         end
 
+        function applyPreset(obj, name)
+            % applyPreset(name)  Sets the model's preset (its parameters, then its states).
+            dynlib_mex('apply_preset', obj.Ptr, dynlib.Sim.text(name));
+        end
+
         function assign(obj, varargin)
             % assign(name, value, ...) or assign(struct) [, 'clear_history', true]
             % Sets states or parameters by name; all names are checked before anything changes.

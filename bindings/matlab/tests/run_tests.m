@@ -245,6 +245,9 @@ sim.run('T', 1.0);
 err = expect_error(@() sim.assign('nope', 1), 'dynlib:unknownName');
 check(~isempty(strfind(err.message, 'nope')), 'the message names the unknown variable');
 expect_error(@() sim.reset('no-such-snapshot'), 'dynlib:unknownName');
+expect_error(@() sim.applyPreset('burstng'), 'dynlib:unknownName');
+sim.applyPreset('intrinsic_bursting');
+check(sim.value('c') == -55 && sim.value('d') == 4, 'applyPreset sets the preset parameters');
 expect_error(@() dynlib.Model('builtin://ode/izhikevich', 'no-such-stepper'), ...
     'dynlib:unknownName');
 expect_error(@() dynlib.Model('builtin://ode/no-such-model'), 'dynlib:unknownName');

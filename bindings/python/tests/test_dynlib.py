@@ -125,13 +125,20 @@ def test_example_3_assign_with_clear_history(sim):
     sim.assign(I=20.0, clear_history=True)
     assert sim.time == t_before  # clear_history keeps time and workspace
     assert np.array_equal(sim.state, state_before)
-    # The recording is emptied. (The header documents DYNLIB_ERR_NO_RESULTS here; the
-    # library returns an empty recording instead - see the binding's report.)
+    # The recording is emptied (0 samples, no segments), as the header documents.
     assert len(sim.results()) == 0
     assert sim.segments() == []
     sim.run(T=3.0, record=True, tag="new-segment")
     assert [s["name"] for s in sim.segments()] == ["new-segment"]
     assert sim.value("I") == 20.0
+
+
+def test_apply_preset_sets_parameters_and_names_unknown_presets(sim):
+    sim.apply_preset("intrinsic_bursting")
+    assert (sim.value("c"), sim.value("d")) == (-55.0, 4.0)
+    with pytest.raises(dynlib.UnknownNameError, match="did you mean 'bursting'"):
+        sim.apply_preset("burstng")
+    assert sim.value("c") == -55.0
 
 
 # --- exactness through the binding -----------------------------------------------------------
