@@ -2,55 +2,28 @@
 //! controller and a quadratic dense output.
 
 use super::newton::{Newton, NewtonConfig, Solve, NEWTON_KNOBS};
+use super::rk45::CONTROLLER_KNOBS;
 use super::workspace::{load_f64, Workspace};
 use super::{knob, step_failed, Knob, Rhs, StepOutcome, StepperInfo, WsArray};
 use crate::error::{Error, Result};
 
 /// Knobs in the reference's packed order.
 pub static KNOBS: [Knob; 12] = [
-    Knob {
-        name: "atol",
-        default: 1e-6,
-        help: "absolute tolerance",
-    },
-    Knob {
-        name: "rtol",
-        default: 1e-3,
-        help: "relative tolerance",
-    },
-    Knob {
-        name: "safety",
-        default: 0.9,
-        help: "safety factor of the step controller",
-    },
+    CONTROLLER_KNOBS[0], // atol
+    CONTROLLER_KNOBS[1], // rtol
+    CONTROLLER_KNOBS[2], // safety
     Knob {
         name: "min_factor",
         default: 0.2,
         help: "smallest step shrink factor (also the shrink after a Newton failure)",
     },
-    Knob {
-        name: "max_factor",
-        default: 5.0,
-        help: "largest step growth factor",
-    },
-    Knob {
-        name: "max_tries",
-        default: 10.0,
-        help: "attempts per step before failing",
-    },
-    Knob {
-        name: "min_step",
-        default: 1e-12,
-        help: "smallest step before failing",
-    },
+    CONTROLLER_KNOBS[4], // max_factor
+    CONTROLLER_KNOBS[5], // max_tries
+    CONTROLLER_KNOBS[6], // min_step
     NEWTON_KNOBS[0],
     NEWTON_KNOBS[1],
     NEWTON_KNOBS[2],
-    Knob {
-        name: "dt_max",
-        default: f64::INFINITY,
-        help: "largest step",
-    },
+    CONTROLLER_KNOBS[7], // dt_max
     NEWTON_KNOBS[3],
 ];
 

@@ -72,6 +72,51 @@ const D: [f64; 7] = [
     69997945.0 / 29380423.0,
 ];
 
+/// The step controller's knobs, also used (in the reference's order, with the Newton knobs)
+/// by the adaptive implicit steppers.
+pub const CONTROLLER_KNOBS: [Knob; 8] = [
+    Knob {
+        name: "atol",
+        default: 1e-6,
+        help: "absolute tolerance",
+    },
+    Knob {
+        name: "rtol",
+        default: 1e-3,
+        help: "relative tolerance",
+    },
+    Knob {
+        name: "safety",
+        default: 0.9,
+        help: "safety factor of the step controller",
+    },
+    Knob {
+        name: "min_factor",
+        default: 0.2,
+        help: "smallest step shrink factor",
+    },
+    Knob {
+        name: "max_factor",
+        default: 5.0,
+        help: "largest step growth factor",
+    },
+    Knob {
+        name: "max_tries",
+        default: 10.0,
+        help: "attempts per step before failing",
+    },
+    Knob {
+        name: "min_step",
+        default: 1e-12,
+        help: "smallest step before failing",
+    },
+    Knob {
+        name: "dt_max",
+        default: f64::INFINITY,
+        help: "largest step",
+    },
+];
+
 pub static INFO: StepperInfo = StepperInfo {
     name: "rk45",
     aliases: &["dopri5", "dormand_prince", "rk45_dp"],
@@ -81,48 +126,7 @@ pub static INFO: StepperInfo = StepperInfo {
     order: 5,
     embedded_order: Some(4),
     dense_output: true,
-    config: &[
-        Knob {
-            name: "atol",
-            default: 1e-6,
-            help: "absolute tolerance",
-        },
-        Knob {
-            name: "rtol",
-            default: 1e-3,
-            help: "relative tolerance",
-        },
-        Knob {
-            name: "safety",
-            default: 0.9,
-            help: "safety factor of the step controller",
-        },
-        Knob {
-            name: "min_factor",
-            default: 0.2,
-            help: "smallest step shrink factor",
-        },
-        Knob {
-            name: "max_factor",
-            default: 5.0,
-            help: "largest step growth factor",
-        },
-        Knob {
-            name: "max_tries",
-            default: 10.0,
-            help: "attempts per step before failing",
-        },
-        Knob {
-            name: "min_step",
-            default: 1e-12,
-            help: "smallest step before failing",
-        },
-        Knob {
-            name: "dt_max",
-            default: f64::INFINITY,
-            help: "largest step",
-        },
-    ],
+    config: &CONTROLLER_KNOBS,
     description: "Dormand-Prince 5(4), adaptive, dense output",
 };
 
