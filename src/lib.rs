@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod ffi;
+pub mod method;
 pub mod model;
 pub mod persist;
 pub mod session;

@@ -100,6 +100,9 @@ pub struct ModelData {
     /// Native code of the programs in `code`, when the native backend is in use.
     #[cfg(feature = "jit")]
     pub native: Option<Arc<jit::NativeModel>>,
+    /// Fused loops built for this model so far (see [`Model::fused_kernel`]).
+    #[cfg(feature = "jit")]
+    pub(crate) kernels: jit::KernelCache,
 }
 
 /// A loaded model, shared between sessions.
@@ -236,6 +239,8 @@ impl Model {
             spec: Some(spec),
             #[cfg(feature = "jit")]
             native,
+            #[cfg(feature = "jit")]
+            kernels: Default::default(),
         })))
     }
 
@@ -275,6 +280,8 @@ impl Model {
             spec: None,
             #[cfg(feature = "jit")]
             native: None,
+            #[cfg(feature = "jit")]
+            kernels: Default::default(),
         })))
     }
 
@@ -301,6 +308,48 @@ impl Model {
         return self.native.is_some();
         #[cfg(not(feature = "jit"))]
         return false;
+    }
+
+    /// The fused native loop of `stepper` (whose step is `form`) for this model, recording
+    /// `record` (`None`: a loop that records nothing); built on first use and kept with the
+    /// model. `None` when the model has no native code or is too large for one.
+    #[cfg(feature = "jit")]
+    pub(crate) fn fused_kernel(
+        &self,
+        stepper: &'static str,
+        form: crate::method::StepForm,
+        record: Option<&[jit::kernel::RecSlot]>,
+    ) -> Option<Arc<jit::kernel::FusedKernel>> {
+        let ModelCode::Compiled(compiled) = &self.code else {
+            return None;
+        };
+        self.native.as_ref()?;
+        if !jit::kernel::eligible(compiled, self.n_states()) {
+            return None;
+        }
+        let key = (stepper, record.map(<[_]>::to_vec));
+        let mut kernels = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
+        kernels
+            .entry(key)
+            .or_insert_with(|| {
+                let phases: Vec<EventPhase> = self.events.iter().map(|e| e.phase).collect();
+                let spec = jit::kernel::KernelSpec {
+                    form,
+                    phases: &phases,
+                    record,
+                };
+                // A kernel that cannot be built leaves the general engine in charge.
+                jit::compile_kernel(
+                    compiled,
+                    &self.lag_layout,
+                    self.n_params(),
+                    self.lag_total,
+                    &spec,
+                )
+                .ok()
+                .map(Arc::new)
+            })
+            .clone()
     }
 
     pub fn n_states(&self) -> usize {

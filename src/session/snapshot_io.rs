@@ -432,6 +432,15 @@ impl Checkpointer {
         })
     }
 
+    /// For a policy by step count, the first step after `step` that is due (the fused loop
+    /// stops there); `None` for a policy by time, which only the general engine follows.
+    pub(crate) fn next_due_step(&self, step: u64) -> Option<u64> {
+        match self.policy.every {
+            CheckpointEvery::Steps(n) => Some((step / n).saturating_add(1).saturating_mul(n)),
+            CheckpointEvery::Time(_) => None,
+        }
+    }
+
     /// Whether the step just committed (now at `st.t`, `st.step`) is due for a checkpoint.
     pub(crate) fn due(&mut self, st: &SessionState) -> bool {
         match self.policy.every {

@@ -8,9 +8,10 @@
 use super::workspace::{check_layout, load_f64, load_i64};
 use super::{Rhs, StepOutcome, Stepper, StepperInfo, WsArray};
 use crate::error::Result;
+use crate::method::StepForm;
 
 /// Adams–Bashforth weights by number of history values used (1, 2, 3), newest first.
-const WEIGHTS: [&[f64]; 3] = [
+pub const WEIGHTS: [&[f64]; 3] = [
     &[1.0],
     &[3.0 / 2.0, -1.0 / 2.0],
     &[23.0 / 12.0, -16.0 / 12.0, 5.0 / 12.0],
@@ -19,8 +20,10 @@ const WEIGHTS: [&[f64]; 3] = [
 pub struct AdamsBashforth {
     info: &'static StepperInfo,
     order: usize,
-    /// `hist[0]` = f(t_n, y_n), `hist[1]` = f(t_{n-1}, y_{n-1}), …
-    hist: Vec<Vec<f64>>,
+    n: usize,
+    /// `order` rows of `n`, newest first: f(t_n, y_n), f(t_{n-1}, y_{n-1}), … (flat, so a
+    /// fused loop can take it as one array).
+    hist: Vec<f64>,
     /// Number of valid history entries; 0 = start up next step; -1 = discard at commit.
     phase: i64,
     k1: Vec<f64>,
@@ -33,12 +36,17 @@ impl AdamsBashforth {
         AdamsBashforth {
             info,
             order,
-            hist: vec![vec![0.0; n]; order],
+            n,
+            hist: vec![0.0; order * n],
             phase: 0,
             k1: vec![0.0; n],
             k2: vec![0.0; n],
             y_pred: vec![0.0; n],
         }
+    }
+
+    fn row(&self, i: usize) -> &[f64] {
+        &self.hist[i * self.n..(i + 1) * self.n]
     }
 
     fn hist_name(i: usize) -> String {
@@ -55,11 +63,8 @@ impl Stepper for AdamsBashforth {
     }
 
     fn save(&self) -> Vec<WsArray> {
-        let mut ws: Vec<WsArray> = self
-            .hist
-            .iter()
-            .enumerate()
-            .map(|(i, h)| WsArray::f64(&Self::hist_name(i), h.clone()))
+        let mut ws: Vec<WsArray> = (0..self.order)
+            .map(|i| WsArray::f64(&Self::hist_name(i), self.row(i).to_vec()))
             .collect();
         ws.push(WsArray::i64("phase", vec![self.phase]));
         ws
@@ -67,8 +72,9 @@ impl Stepper for AdamsBashforth {
 
     fn load(&mut self, ws: &[WsArray]) -> Result<()> {
         check_layout(ws, &self.save(), "stepper")?;
-        for i in 0..self.hist.len() {
-            load_f64(ws, &Self::hist_name(i), &mut self.hist[i])?;
+        let n = self.n;
+        for i in 0..self.order {
+            load_f64(ws, &Self::hist_name(i), &mut self.hist[i * n..(i + 1) * n])?;
         }
         let mut phase = [0];
         load_i64(ws, "phase", &mut phase)?;
@@ -84,6 +90,14 @@ impl Stepper for AdamsBashforth {
 
     fn restart(&mut self) {
         self.phase = -1;
+    }
+
+    fn step_form(&self) -> Option<StepForm> {
+        Some(StepForm::Adams(WEIGHTS[self.order - 1]))
+    }
+
+    fn fused_carry(&mut self) -> Option<&mut [f64]> {
+        (self.phase == self.order as i64).then_some(&mut self.hist[..])
     }
 
     fn step(
@@ -112,8 +126,8 @@ impl Stepper for AdamsBashforth {
             let w = WEIGHTS[(self.phase as usize).min(self.order) - 1];
             for m in 0..y.len() {
                 let mut acc = 0.0;
-                for (wi, hi) in w.iter().zip(&self.hist) {
-                    acc += wi * hi[m];
+                for (i, wi) in w.iter().enumerate() {
+                    acc += wi * self.hist[i * self.n + m];
                 }
                 y_new[m] = y[m] + h * acc;
             }
@@ -130,16 +144,17 @@ impl Stepper for AdamsBashforth {
             self.phase = 0;
             return Ok(());
         }
-        // Rotate: the oldest slot becomes the newest.
-        self.hist.rotate_right(1);
+        // Rotate: the oldest row becomes the newest.
+        let n = self.n;
+        self.hist.rotate_right(n);
         if self.phase == 0 {
             // After start-up the history is (f(t_{n+1}), f(t_n)); f(t_n) is the Heun k1.
             if self.order > 1 {
-                self.hist[1].copy_from_slice(&self.k1);
+                self.hist[n..2 * n].copy_from_slice(&self.k1);
             }
             self.phase = 1;
         }
-        f.eval(t_new, y_new, &mut self.hist[0])?;
+        f.eval(t_new, y_new, &mut self.hist[..n])?;
         self.phase = (self.phase + 1).min(self.order as i64);
         Ok(())
     }

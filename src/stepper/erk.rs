@@ -3,14 +3,8 @@
 
 use super::{Rhs, StepOutcome, Stepper, StepperInfo, WsArray};
 use crate::error::Result;
-
-/// A Butcher tableau: `a` is the strictly lower triangle, row `i` holding `i` entries.
-#[derive(Debug)]
-pub struct Tableau {
-    pub c: &'static [f64],
-    pub a: &'static [&'static [f64]],
-    pub b: &'static [f64],
-}
+use crate::method::StepForm;
+pub use crate::method::Tableau;
 
 /// Stage storage for a tableau over `n` states.
 #[derive(Debug, Clone)]
@@ -100,6 +94,9 @@ impl Stepper for FixedErk {
         super::workspace::check_layout(ws, &[], "stepper")
     }
     fn restart(&mut self) {}
+    fn step_form(&self) -> Option<StepForm> {
+        Some(StepForm::Erk(self.tab))
+    }
     fn step(
         &mut self,
         f: &mut dyn Rhs,

@@ -36,6 +36,9 @@ impl Stepper for MapStepper {
         super::workspace::check_layout(ws, &[], "stepper")
     }
     fn restart(&mut self) {}
+    fn step_form(&self) -> Option<crate::method::StepForm> {
+        Some(crate::method::StepForm::Map)
+    }
     fn step(
         &mut self,
         f: &mut dyn Rhs,

@@ -92,6 +92,17 @@ pub trait Stepper: Send {
     fn commit(&mut self, _f: &mut dyn Rhs, _t_new: f64, _y_new: &[f64]) -> Result<()> {
         Ok(())
     }
+    /// The step as data for a fused loop that runs many steps natively (see
+    /// [`crate::method::StepForm`]); `None` for methods that have no such form.
+    fn step_form(&self) -> Option<crate::method::StepForm> {
+        None
+    }
+    /// The history a fused loop continues from and writes back, laid out as the form
+    /// expects (Adams: the `f` history, newest first, `n` values each). `None` while the
+    /// method is not in the steady state its form describes (an Adams start-up).
+    fn fused_carry(&mut self) -> Option<&mut [f64]> {
+        Some(&mut [])
+    }
     /// Dense output inside the last step: the state at `t`, if the method supports it.
     fn interpolate(&self, _t: f64, _out: &mut [f64]) -> bool {
         false

@@ -72,11 +72,11 @@ pub struct Lowered {
     pub jacobian: Option<FnDecl>,
 }
 
-fn cl_error(what: &str, e: impl std::fmt::Display) -> Error {
+pub(super) fn cl_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::internal(format!("native code generation failed ({what}): {e}"))
 }
 
-fn new_module() -> Result<JITModule> {
+pub(super) fn new_module() -> Result<JITModule> {
     if cfg!(not(target_pointer_width = "64")) {
         return Err(Error::internal(
             "native code needs a 64-bit target; use the interpreter",
@@ -117,14 +117,7 @@ pub fn lower_model(model: &CompiledModel, layout: &[LagSlot], bounds: Bounds) ->
             return Err(Error::internal("lag slot outside the lag ring"));
         }
     }
-    let mut lw = Lowerer {
-        module: new_module()?,
-        fctx: FunctionBuilderContext::new(),
-        imports: HashMap::new(),
-        layout,
-        bounds: bounds.clone(),
-        count: 0,
-    };
+    let mut lw = Lowerer::new(layout, bounds.clone())?;
     let rhs = lw.function(Body::Outputs(&model.rhs))?;
     let aux = lw.function(Body::Outputs(&model.aux))?;
     let mut events = Vec::new();
@@ -172,31 +165,73 @@ enum Import {
     Binary(Fn2),
 }
 
-struct Lowerer<'a> {
-    module: JITModule,
+pub(super) struct Lowerer<'a> {
+    pub module: JITModule,
     /// Scratch of the function builder, reused across functions.
-    fctx: FunctionBuilderContext,
+    pub fctx: FunctionBuilderContext,
     /// Shims declared in the module so far.
     imports: HashMap<Import, FuncId>,
-    layout: &'a [LagSlot],
-    bounds: Bounds,
+    pub layout: &'a [LagSlot],
+    pub bounds: Bounds,
     count: u32,
 }
 
-/// Function-local view of the arguments and of the shims referenced so far.
-struct Frame {
-    t: Value,
-    y: Value,
-    p: Value,
-    lag: Value,
-    out: Value,
-    /// (ring pointer, heads pointer, shift), loaded on first use.
-    lag_fields: Option<(Value, Value, Value)>,
-    refs: HashMap<Import, FuncRef>,
-    uses_lag: bool,
+/// Where a program reads a vector (states or parameters) from.
+#[derive(Debug, Clone)]
+pub(super) enum Src {
+    /// Loads from memory at this base pointer.
+    Ptr(Value),
+    /// Values already in SSA registers (a fused loop keeps its state there).
+    Vals(Vec<Value>),
 }
 
-impl Lowerer<'_> {
+/// Function-local view of the inputs of the program being emitted and of the shims
+/// referenced so far.
+pub(super) struct Frame {
+    pub t: Value,
+    pub y: Src,
+    pub p: Src,
+    pub lag: Value,
+    /// (ring pointer, heads pointer, shift), loaded on first use in the function's entry
+    /// block (or set by the caller), so they dominate every use.
+    pub lag_fields: Option<(Value, Value, Value)>,
+    refs: HashMap<Import, FuncRef>,
+    pub uses_lag: bool,
+}
+
+impl Frame {
+    pub fn new(t: Value, y: Src, p: Src, lag: Value) -> Frame {
+        Frame {
+            t,
+            y,
+            p,
+            lag,
+            lag_fields: None,
+            refs: HashMap::new(),
+            uses_lag: false,
+        }
+    }
+}
+
+impl<'a> Lowerer<'a> {
+    pub fn new(layout: &'a [LagSlot], bounds: Bounds) -> Result<Self> {
+        Ok(Lowerer {
+            module: new_module()?,
+            fctx: FunctionBuilderContext::new(),
+            imports: HashMap::new(),
+            layout,
+            bounds,
+            count: 0,
+        })
+    }
+
+    /// A fresh name for the next generated function.
+    pub fn next_name(&mut self) -> String {
+        let name = format!("dynlib_model_fn{}", self.count);
+        self.count += 1;
+        name
+    }
+
     fn signature(&self) -> Signature {
         let ptr = self.module.target_config().pointer_type();
         let mut sig = self.module.make_signature();
@@ -209,8 +244,7 @@ impl Lowerer<'_> {
 
     fn function(&mut self, body: Body<'_>) -> Result<FnDecl> {
         let sig = self.signature();
-        let name = format!("dynlib_model_fn{}", self.count);
-        self.count += 1;
+        let name = self.next_name();
         let id = self
             .module
             .declare_function(&name, Linkage::Local, &sig)
@@ -247,22 +281,16 @@ impl Lowerer<'_> {
         b.switch_to_block(entry);
         b.seal_block(entry);
         let args = b.block_params(entry).to_vec();
-        let mut frame = Frame {
-            t: args[0],
-            y: args[1],
-            p: args[2],
-            lag: args[3],
-            out: args[4],
-            lag_fields: None,
-            refs: HashMap::new(),
-            uses_lag: false,
-        };
+        let (y, p, out) = (args[1], args[2], args[4]);
+        let mut frame = Frame::new(args[0], Src::Ptr(y), Src::Ptr(p), args[3]);
         let n_out = match body {
             Body::Outputs(prog) => {
-                let regs = self.emit(&mut b, &mut frame, prog)?;
-                for (i, &r) in prog.outputs.iter().enumerate() {
-                    let v = reg(&regs, r)?;
-                    b.ins().store(mem(), v, frame.out, offset(i)?);
+                for (i, v) in self
+                    .outputs(&mut b, &mut frame, prog)?
+                    .into_iter()
+                    .enumerate()
+                {
+                    b.ins().store(mem(), v, out, offset(i)?);
                 }
                 prog.outputs.len()
             }
@@ -274,8 +302,8 @@ impl Lowerer<'_> {
                     };
                     let v = reg(&regs, r)?;
                     let (base, i) = match *target {
-                        Target::State(s) if s < self.bounds.n_states => (frame.y, s),
-                        Target::Param(k) if k < self.bounds.n_params => (frame.p, k),
+                        Target::State(s) if s < self.bounds.n_states => (y, s),
+                        Target::Param(k) if k < self.bounds.n_params => (p, k),
                         _ => return Err(Error::internal("action target out of range")),
                     };
                     b.ins().store(mem(), v, base, offset(i)?);
@@ -323,6 +351,17 @@ impl Lowerer<'_> {
         Ok(r)
     }
 
+    /// Emits `prog` and returns the values of its outputs, in order.
+    pub fn outputs(
+        &mut self,
+        b: &mut FunctionBuilder,
+        frame: &mut Frame,
+        prog: &Program,
+    ) -> Result<Vec<Value>> {
+        let regs = self.emit(b, frame, prog)?;
+        prog.outputs.iter().map(|&r| reg(&regs, r)).collect()
+    }
+
     /// Emits every instruction of `prog`; returns the value of each register.
     fn emit(
         &mut self,
@@ -336,12 +375,10 @@ impl Lowerer<'_> {
                 Op::Const(c) => b.ins().f64const(c),
                 Op::Time => frame.t,
                 Op::State(s) if (s as usize) < self.bounds.n_states => {
-                    b.ins()
-                        .load(types::F64, mem(), frame.y, offset(s as usize)?)
+                    read(b, &frame.y, s as usize)?
                 }
                 Op::Param(k) if (k as usize) < self.bounds.n_params => {
-                    b.ins()
-                        .load(types::F64, mem(), frame.p, offset(k as usize)?)
+                    read(b, &frame.p, k as usize)?
                 }
                 Op::State(_) | Op::Param(_) => {
                     return Err(Error::internal("state or parameter index out of range"))
@@ -487,12 +524,23 @@ impl Lowerer<'_> {
     }
 }
 
+/// Element `i` of a vector source.
+fn read(b: &mut FunctionBuilder, src: &Src, i: usize) -> Result<Value> {
+    match src {
+        Src::Ptr(base) => Ok(b.ins().load(types::F64, mem(), *base, offset(i)?)),
+        Src::Vals(v) => v
+            .get(i)
+            .copied()
+            .ok_or_else(|| Error::internal("vector read out of range")),
+    }
+}
+
 /// Plain loads and stores: aligned, never trapping (the caller checked every length).
-fn mem() -> MemFlagsData {
+pub(super) fn mem() -> MemFlagsData {
     MemFlagsData::trusted()
 }
 
-fn offset(index: usize) -> Result<i32> {
+pub(super) fn offset(index: usize) -> Result<i32> {
     i32::try_from(index * 8).map_err(|_| Error::internal("index too large for native code"))
 }
 
@@ -503,7 +551,7 @@ fn reg(regs: &[Value], r: u32) -> Result<Value> {
 }
 
 /// `x != 0.0` as Rust evaluates it (NaN is true).
-fn truth(b: &mut FunctionBuilder, x: Value) -> Value {
+pub(super) fn truth(b: &mut FunctionBuilder, x: Value) -> Value {
     let zero = b.ins().f64const(0.0);
     b.ins().fcmp(FloatCC::NotEqual, x, zero)
 }

@@ -8,6 +8,7 @@
 //! Compiled code is cached process-wide by spec hash, so loading the same model again (in any
 //! session or thread) reuses it.
 
+pub mod kernel;
 mod lower;
 mod native;
 mod shims;
@@ -35,6 +36,26 @@ pub(crate) fn compile_programs(
         lag_total,
     };
     NativeModel::link(lower::lower_model(compiled, layout, bounds)?)
+}
+
+/// Fused loops of one model by (stepper name, recorded columns or `None`).
+pub(crate) type KernelCache =
+    Mutex<HashMap<(&'static str, Option<Vec<kernel::RecSlot>>), Option<Arc<kernel::FusedKernel>>>>;
+
+/// Compiles a fused loop for a model-language model.
+pub(crate) fn compile_kernel(
+    compiled: &CompiledModel,
+    layout: &[LagSlot],
+    n_params: usize,
+    lag_total: usize,
+    spec: &kernel::KernelSpec<'_>,
+) -> Result<kernel::FusedKernel> {
+    let bounds = lower::Bounds {
+        n_states: layout.len(),
+        n_params,
+        lag_total,
+    };
+    kernel::build(compiled, layout, bounds, spec)
 }
 
 /// Native code by spec hash. Entries are kept for the life of the process: a model's code

@@ -5,6 +5,9 @@
 //! recording depends on the cumulative step label, and everything carried between steps lives
 //! in the `SessionState`.
 
+#[cfg(feature = "jit")]
+mod fused;
+
 use super::results::{EventRecord, RecVar, Recording};
 use super::snapshot_io::Checkpointer;
 use super::state::{PendingStep, SessionState, Status};
@@ -112,6 +115,9 @@ pub struct Runner<'m> {
     aux_buf: Vec<f64>,
     steps_taken: u64,
     checkpoint: Option<Checkpointer>,
+    /// The fused native loop for the current run, when there is one.
+    #[cfg(feature = "jit")]
+    fused: fused::FusedState,
 }
 
 impl<'m> Runner<'m> {
@@ -127,6 +133,8 @@ impl<'m> Runner<'m> {
             aux_buf: vec![0.0; model.n_aux()],
             steps_taken: 0,
             checkpoint: None,
+            #[cfg(feature = "jit")]
+            fused: fused::FusedState::default(),
         })
     }
 
@@ -154,6 +162,8 @@ impl<'m> Runner<'m> {
     ) -> Result<()> {
         self.steps_taken = 0;
         st.status = Status::Done;
+        #[cfg(feature = "jit")]
+        self.select_kernel(plan, rec);
         let result = match plan.horizon {
             Horizon::Steps { end_step, clip_to } => {
                 self.run_fixed(st, plan, rec, end_step, clip_to)
@@ -197,7 +207,22 @@ impl<'m> Runner<'m> {
         clip_to: Option<f64>,
     ) -> Result<()> {
         self.record_start(st, plan, rec)?;
+        if let Some(every) = plan.record_interval {
+            reserve_samples(rec, samples_between(st, end_step, every))?;
+        }
         while st.step < end_step {
+            #[cfg(feature = "jit")]
+            {
+                // Whole steps on the grid go through the fused loop when there is one; it
+                // returns before any step that needs the general engine below.
+                let fused_end = end_step - u64::from(clip_to.is_some());
+                if self.fused_steps(st, plan, rec, fused_end)? {
+                    return Ok(());
+                }
+                if st.step >= end_step {
+                    break;
+                }
+            }
             self.check_budget(plan)?;
             self.pre_events(st, rec)?;
             let clipped = st.step + 1 == end_step && clip_to.is_some();
@@ -299,6 +324,12 @@ impl<'m> Runner<'m> {
         if Self::wants_sample(plan, st) {
             self.record(st, rec, false)?;
         }
+        self.after_record(st)
+    }
+
+    /// The checkpoint and the stop condition after a committed, recorded step. Returns true
+    /// when the stop condition ended the run.
+    fn after_record(&mut self, st: &mut SessionState) -> Result<bool> {
         if let Some(cp) = &mut self.checkpoint {
             if cp.due(st) {
                 let mut image = st.clone();
@@ -507,6 +538,9 @@ impl<'m> Runner<'m> {
     }
 
     fn record(&mut self, st: &SessionState, rec: &mut Recording, interpolated: bool) -> Result<()> {
+        if rec.t.len() == rec.t.capacity() {
+            reserve_samples(rec, rec.t.len().max(64) as u64)?;
+        }
         let model = &self.model.0;
         if rec.vars.iter().any(|v| matches!(v, RecVar::Aux(_))) {
             let env = Env {
@@ -528,6 +562,36 @@ impl<'m> Runner<'m> {
         }
         Ok(())
     }
+}
+
+/// Samples a fixed-step run from `st` to `end_step` records at most (labels divisible by
+/// `every`, the seam sample included).
+fn samples_between(st: &SessionState, end_step: u64, every: u64) -> u64 {
+    let first = st.step - st.step_shift;
+    let last = end_step.saturating_sub(st.step_shift);
+    (last / every).saturating_sub(first / every) + 1
+}
+
+/// Room for `n` more samples, or an error saying how much memory the recording would need
+/// (allocation failure must not abort the host).
+fn reserve_samples(rec: &mut Recording, n: u64) -> Result<()> {
+    let per_sample = 8 + 8 + 1 + 8 * rec.columns.len() as u64;
+    let fail = || {
+        Error::invalid(format!(
+            "the recording would need {} more bytes ({n} samples of {per_sample} bytes), more \
+             than can be allocated; raise record_interval, record fewer variables, or run in \
+             shorter pieces",
+            n.saturating_mul(per_sample)
+        ))
+    };
+    let n = usize::try_from(n).map_err(|_| fail())?;
+    rec.t.try_reserve(n).map_err(|_| fail())?;
+    rec.step.try_reserve(n).map_err(|_| fail())?;
+    rec.interpolated.try_reserve(n).map_err(|_| fail())?;
+    for c in &mut rec.columns {
+        c.try_reserve(n).map_err(|_| fail())?;
+    }
+    Ok(())
 }
 
 fn check_finite_after_event(model: &ModelData, event: usize, y: &[f64]) -> Result<()> {

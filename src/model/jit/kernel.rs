@@ -1,0 +1,790 @@
+//! Fused native loops: many steps of a fixed-step explicit method in one call, with the
+//! method's stages, the model's right-hand side, event conditions, lag rings, the stop
+//! condition and recording all in one generated function, and the state in registers.
+//!
+//! A kernel never does host work. It leaves the loop *before* a step that needs any: an
+//! event that fires, a state that would become non-finite, a full recording buffer. The
+//! session then runs that one step through the general engine and calls the kernel again.
+//! Every step a kernel does take performs exactly the IEEE operations, in the same order, of
+//! the general engine (`crate::method::StepForm` describes them), so results are the same
+//! bits whichever path took a step.
+//!
+//! The generated function is `fn(ctx: *mut KernelCtx) -> i64`. Every access it makes is to
+//! `ctx`'s fields and the arrays they point at, within the lengths `FusedKernel::run`
+//! checks; that is the contract the unsafe call relies on.
+
+use std::sync::Mutex;
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{types, AbiParam, Block, Function, InstBuilder, UserFuncName, Value};
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, Variable};
+use cranelift_jit::JITModule;
+use cranelift_module::{Linkage, Module};
+
+use super::lower::{cl_error, mem, offset, truth, Bounds, Frame, Lowerer, Src};
+use crate::error::{Error, Result};
+use crate::method::StepForm;
+use crate::model::compile::CompiledModel;
+use crate::model::program::LagSlot;
+use crate::model::EventPhase;
+
+/// One recorded column, as a kernel writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecSlot {
+    State(usize),
+    Aux(usize),
+}
+
+/// What a kernel call reports when it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// It reached `k_end`.
+    Done,
+    /// The next step (at the returned `k`) needs the general engine.
+    General,
+    /// The stop condition holds after the last step taken.
+    Stopped,
+    /// The last step taken is `hook_k`: the host has per-step work to do there.
+    Hook,
+}
+
+/// The kernel's view of a session, passed by pointer. Every field is 8 bytes, so the
+/// offsets below are those of `#[repr(C)]`.
+#[repr(C)]
+struct KernelCtx {
+    y: *mut f64,
+    p: *const f64,
+    ring: *mut f64,
+    heads: *mut i64,
+    carry: *mut f64,
+    rec_t: *mut f64,
+    rec_step: *mut u64,
+    /// One pointer per recorded column.
+    rec_cols: *const *mut f64,
+    t: f64,
+    grid_t0: f64,
+    dt: f64,
+    time_shift: f64,
+    k: u64,
+    k0: u64,
+    k_end: u64,
+    step_shift: u64,
+    hook_k: u64,
+    rec_every: u64,
+    next_label: u64,
+    rec_n: u64,
+    rec_cap: u64,
+}
+
+macro_rules! field {
+    ($f:ident) => {
+        std::mem::offset_of!(KernelCtx, $f) as i32
+    };
+}
+
+/// A session's arrays and clock as one kernel call reads and updates them.
+pub struct KernelIo<'a> {
+    pub y: &'a mut [f64],
+    pub p: &'a [f64],
+    pub ring: &'a mut [f64],
+    pub heads: &'a mut [i64],
+    /// The method's carried history (`Stepper::fused_carry`).
+    pub carry: &'a mut [f64],
+    /// Time of the current state (updated).
+    pub t: f64,
+    pub grid_t0: f64,
+    pub dt: f64,
+    pub time_shift: f64,
+    /// Current step (updated); the kernel stops at `k_end`.
+    pub k: u64,
+    pub k0: u64,
+    pub k_end: u64,
+    pub step_shift: u64,
+    /// The kernel returns `Exit::Hook` right after taking step `hook_k`.
+    pub hook_k: u64,
+    pub rec: Option<RecIo<'a>>,
+}
+
+/// Recording buffers: samples are written into spare capacity and the lengths raised.
+pub struct RecIo<'a> {
+    pub t: &'a mut Vec<f64>,
+    pub step: &'a mut Vec<u64>,
+    /// One column per `RecSlot` of the kernel, in order.
+    pub cols: Vec<&'a mut Vec<f64>>,
+    pub every: u64,
+    /// Label of the next sample (updated).
+    pub next_label: u64,
+}
+
+type KernelFn = unsafe extern "C" fn(*mut KernelCtx) -> i64;
+
+/// A compiled fused loop for one model, method and recording selection.
+pub struct FusedKernel {
+    f: KernelFn,
+    bounds: Bounds,
+    carry_len: usize,
+    n_rec: usize,
+    /// Owns the code memory (see `NativeModel`).
+    module: Mutex<Option<JITModule>>,
+}
+
+impl std::fmt::Debug for FusedKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FusedKernel")
+            .field("bounds", &self.bounds)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for FusedKernel {
+    fn drop(&mut self) {
+        let module = self
+            .module
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(module) = module {
+            // SAFETY: `f` points into this memory and is a private field of `self`, which is
+            // being dropped, so no call is running or can happen later.
+            unsafe { module.free_memory() };
+        }
+    }
+}
+
+impl FusedKernel {
+    /// Runs steps until `k_end` or an exit; updates `io` to where it stopped.
+    pub fn run(&self, io: &mut KernelIo<'_>) -> Exit {
+        let b = &self.bounds;
+        assert!(
+            io.y.len() >= b.n_states
+                && io.p.len() >= b.n_params
+                && io.ring.len() >= b.lag_total
+                && io.heads.len() >= b.n_states
+                && io.carry.len() == self.carry_len,
+            "fused kernel called with buffers that do not match its model"
+        );
+        let mut col_ptrs: Vec<*mut f64> = Vec::new();
+        let mut ctx = KernelCtx {
+            y: io.y.as_mut_ptr(),
+            p: io.p.as_ptr(),
+            ring: io.ring.as_mut_ptr(),
+            heads: io.heads.as_mut_ptr(),
+            carry: io.carry.as_mut_ptr(),
+            rec_t: std::ptr::null_mut(),
+            rec_step: std::ptr::null_mut(),
+            rec_cols: std::ptr::null(),
+            t: io.t,
+            grid_t0: io.grid_t0,
+            dt: io.dt,
+            time_shift: io.time_shift,
+            k: io.k,
+            k0: io.k0,
+            k_end: io.k_end,
+            step_shift: io.step_shift,
+            hook_k: io.hook_k,
+            rec_every: 0,
+            next_label: u64::MAX,
+            rec_n: 0,
+            rec_cap: 0,
+        };
+        if let Some(rec) = &mut io.rec {
+            assert!(
+                rec.cols.len() == self.n_rec && rec.every > 0,
+                "fused kernel called with another recording selection"
+            );
+            let spare = |free: usize| free as u64;
+            let mut cap = spare(rec.t.capacity() - rec.t.len())
+                .min(spare(rec.step.capacity() - rec.step.len()));
+            for c in rec.cols.iter_mut() {
+                cap = cap.min(spare(c.capacity() - c.len()));
+                // SAFETY: `len` is within the allocation; writes go to spare capacity.
+                col_ptrs.push(unsafe { c.as_mut_ptr().add(c.len()) });
+            }
+            // SAFETY: as above.
+            ctx.rec_t = unsafe { rec.t.as_mut_ptr().add(rec.t.len()) };
+            ctx.rec_step = unsafe { rec.step.as_mut_ptr().add(rec.step.len()) };
+            ctx.rec_cols = col_ptrs.as_ptr();
+            ctx.rec_every = rec.every;
+            ctx.next_label = rec.next_label;
+            ctx.rec_cap = cap;
+        }
+        // SAFETY: every pointer in `ctx` comes from a live buffer whose length was checked
+        // above against what the generated code touches (module docs); the recording
+        // pointers have `rec_cap` free slots and the kernel writes at most `rec_cap` samples.
+        let code = unsafe { (self.f)(&mut ctx) };
+        io.t = ctx.t;
+        io.k = ctx.k;
+        if let Some(rec) = &mut io.rec {
+            let n = ctx.rec_n as usize;
+            assert!(
+                n as u64 <= ctx.rec_cap,
+                "fused kernel overran its recording"
+            );
+            // SAFETY: the kernel initialised `n` slots past each length (n <= capacity).
+            unsafe {
+                rec.t.set_len(rec.t.len() + n);
+                rec.step.set_len(rec.step.len() + n);
+                for c in rec.cols.iter_mut() {
+                    c.set_len(c.len() + n);
+                }
+            }
+            rec.next_label = ctx.next_label;
+        }
+        match code {
+            0 => Exit::Done,
+            2 => Exit::Stopped,
+            3 => Exit::Hook,
+            _ => Exit::General,
+        }
+    }
+}
+
+/// What to build a kernel for.
+pub struct KernelSpec<'a> {
+    pub form: StepForm,
+    /// Phase of each event, in the model's order.
+    pub phases: &'a [EventPhase],
+    /// Columns to record; `None` builds a kernel that never records.
+    pub record: Option<&'a [RecSlot]>,
+}
+
+/// Largest model a kernel is built for: beyond it the state no longer fits in registers and
+/// the general engine's per-step overhead is small next to the model's own work.
+const MAX_STATES: usize = 64;
+const MAX_OPS: usize = 4096;
+
+/// Whether a kernel can be built for this model and form.
+pub fn eligible(compiled: &CompiledModel, n_states: usize) -> bool {
+    n_states <= MAX_STATES && compiled.rhs.ops.len() <= MAX_OPS
+}
+
+/// Compiles a fused loop.
+pub fn build(
+    compiled: &CompiledModel,
+    layout: &[LagSlot],
+    bounds: Bounds,
+    spec: &KernelSpec<'_>,
+) -> Result<FusedKernel> {
+    let n = bounds.n_states;
+    if layout.len() != n || spec.phases.len() != compiled.events.len() {
+        return Err(Error::internal(
+            "fused kernel: layout does not match the model",
+        ));
+    }
+    for slot in spec.record.unwrap_or(&[]) {
+        let ok = match *slot {
+            RecSlot::State(i) => i < n,
+            RecSlot::Aux(i) => i < compiled.aux.outputs.len(),
+        };
+        if !ok {
+            return Err(Error::internal(
+                "fused kernel: recorded column out of range",
+            ));
+        }
+    }
+    let carry_len = match spec.form {
+        StepForm::Adams(w) => w.len() * n,
+        _ => 0,
+    };
+    let mut lw = Lowerer::new(layout, bounds.clone())?;
+    let ptr = lw.module.target_config().pointer_type();
+    let mut sig = lw.module.make_signature();
+    sig.params.push(AbiParam::new(ptr));
+    sig.returns.push(AbiParam::new(types::I64));
+    let name = lw.next_name();
+    let id = lw
+        .module
+        .declare_function(&name, Linkage::Local, &sig)
+        .map_err(|e| cl_error("declare", e))?;
+    let mut ctx = Context::for_function(Function::with_name_signature(
+        UserFuncName::user(0, id.as_u32()),
+        sig,
+    ));
+    let mut fctx = std::mem::take(&mut lw.fctx);
+    let frontend = lw.module.target_config();
+    {
+        let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let mut g = Gen {
+            lw: &mut lw,
+            b,
+            compiled,
+            spec,
+            n,
+        };
+        g.body()?;
+        g.b.seal_all_blocks();
+        g.b.finalize(frontend);
+    }
+    lw.fctx = fctx;
+    lw.module
+        .define_function(id, &mut ctx)
+        .map_err(|e| cl_error("define", format!("{e:?}")))?;
+    lw.module
+        .finalize_definitions()
+        .map_err(|e| Error::internal(format!("native code linking failed: {e}")))?;
+    let code = lw.module.get_finalized_function(id);
+    Ok(FusedKernel {
+        // SAFETY: `code` is the finalized function just defined with the signature
+        // `fn(*mut KernelCtx) -> i64`.
+        f: unsafe { std::mem::transmute::<*const u8, KernelFn>(code) },
+        bounds,
+        carry_len,
+        n_rec: spec.record.map_or(0, <[RecSlot]>::len),
+        module: Mutex::new(Some(lw.module)),
+    })
+}
+
+/// Loop-carried values of the generated loop.
+struct Vars {
+    y: Vec<Variable>,
+    /// Adams history rows, newest first.
+    hist: Vec<Vec<Variable>>,
+    t: Variable,
+    k: Variable,
+    next_label: Variable,
+    rec_n: Variable,
+}
+
+/// Values loaded once in the entry block.
+struct Consts {
+    ctx: Value,
+    p: Vec<Value>,
+    ring: Value,
+    heads: Value,
+    grid_t0: Value,
+    dt: Value,
+    time_shift: Value,
+    k0: Value,
+    k_end: Value,
+    step_shift: Value,
+    hook_k: Value,
+    rec_every: Value,
+    rec_cap: Value,
+    shift0: Value,
+    shift1: Value,
+}
+
+struct Gen<'g, 'a, 'f> {
+    lw: &'g mut Lowerer<'a>,
+    b: FunctionBuilder<'f>,
+    compiled: &'g CompiledModel,
+    spec: &'g KernelSpec<'g>,
+    n: usize,
+}
+
+impl Gen<'_, '_, '_> {
+    fn load(&mut self, ty: types::Type, base: Value, off: i32) -> Value {
+        self.b.ins().load(ty, mem(), base, off)
+    }
+
+    fn body(&mut self) -> Result<()> {
+        let entry = self.b.create_block();
+        self.b.append_block_params_for_function_params(entry);
+        self.b.switch_to_block(entry);
+        let ctx = self.b.block_params(entry)[0];
+        let (c, v) = self.prologue(ctx)?;
+        let head = self.b.create_block();
+        let body = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.append_block_param(exit, types::I64);
+        self.b.ins().jump(head, &[]);
+
+        // head: stop at k_end.
+        self.b.switch_to_block(head);
+        let k = self.b.use_var(v.k);
+        let done = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedGreaterThanOrEqual, k, c.k_end);
+        self.exit_if(done, exit, 0, body);
+
+        // body: one step.
+        let t = self.b.use_var(v.t);
+        let y: Vec<Value> = v.y.iter().map(|&x| self.b.use_var(x)).collect();
+        let mut frame = Frame::new(t, Src::Vals(y.clone()), Src::Vals(c.p.clone()), ctx);
+        frame.lag_fields = Some((c.ring, c.heads, c.shift0));
+        self.events(&mut frame, t, &y, true, exit)?;
+        let hist: Vec<Vec<Value>> = v
+            .hist
+            .iter()
+            .map(|row| row.iter().map(|&x| self.b.use_var(x)).collect())
+            .collect();
+        let y_new = self.step(&mut frame, t, c.dt, &y, &hist)?;
+        let finite = self.all_finite(&y_new);
+        let cont = self.b.create_block();
+        self.exit_unless(finite, exit, 1, cont);
+        let k1 = self.b.ins().iadd_imm_u(k, 1);
+        let t_new = self.grid_time(&c, k1);
+        frame.lag_fields = Some((c.ring, c.heads, c.shift1));
+        self.events(&mut frame, t_new, &y_new, false, exit)?;
+        frame.lag_fields = Some((c.ring, c.heads, c.shift0));
+        if self.spec.record.is_some() {
+            self.exit_if_buffer_full(&c, &v, k1, exit);
+        }
+
+        // Commit: lag rings, clock, state, history.
+        self.commit_lags(&c, &y_new)?;
+        for (var, val) in v.y.iter().zip(&y_new) {
+            self.b.def_var(*var, *val);
+        }
+        self.b.def_var(v.k, k1);
+        self.b.def_var(v.t, t_new);
+        if let StepForm::Adams(_) = self.spec.form {
+            frame.t = t_new;
+            frame.y = Src::Vals(y_new.clone());
+            let f_new = self
+                .lw
+                .outputs(&mut self.b, &mut frame, &self.compiled.rhs)?;
+            let mut rows = vec![f_new];
+            rows.extend(hist.iter().take(hist.len() - 1).cloned());
+            for (vrow, row) in v.hist.iter().zip(&rows) {
+                for (var, val) in vrow.iter().zip(row) {
+                    self.b.def_var(*var, *val);
+                }
+            }
+        }
+        if let Some(slots) = self.spec.record {
+            self.record(&mut frame, &c, &v, slots, k1, t_new, &y_new)?;
+        }
+        let hook = self.b.ins().icmp(IntCC::Equal, k1, c.hook_k);
+        let after_hook = self.b.create_block();
+        self.exit_if(hook, exit, 3, after_hook);
+        if let Some(stop) = &self.compiled.stop {
+            frame.t = t_new;
+            frame.y = Src::Vals(y_new.clone());
+            let s = self.lw.outputs(&mut self.b, &mut frame, stop)?[0];
+            let fires = truth(&mut self.b, s);
+            let next = self.b.create_block();
+            self.exit_if(fires, exit, 2, next);
+        }
+        self.b.ins().jump(head, &[]);
+
+        // exit: write the carried values back.
+        self.b.switch_to_block(exit);
+        let code = self.b.block_params(exit)[0];
+        self.epilogue(&c, &v)?;
+        self.b.ins().return_(&[code]);
+        Ok(())
+    }
+
+    /// Loads the constants and declares the loop-carried variables.
+    fn prologue(&mut self, ctx: Value) -> Result<(Consts, Vars)> {
+        let (i64t, f64t) = (types::I64, types::F64);
+        let y_ptr = self.load(i64t, ctx, field!(y));
+        let p_ptr = self.load(i64t, ctx, field!(p));
+        let p = (0..self.lw.bounds.n_params)
+            .map(|i| Ok(self.load(f64t, p_ptr, offset(i)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let shift0 = self.b.ins().iconst(i64t, 0);
+        let shift1 = self.b.ins().iconst(i64t, 1);
+        let c = Consts {
+            ctx,
+            p,
+            ring: self.load(i64t, ctx, field!(ring)),
+            heads: self.load(i64t, ctx, field!(heads)),
+            grid_t0: self.load(f64t, ctx, field!(grid_t0)),
+            dt: self.load(f64t, ctx, field!(dt)),
+            time_shift: self.load(f64t, ctx, field!(time_shift)),
+            k0: self.load(i64t, ctx, field!(k0)),
+            k_end: self.load(i64t, ctx, field!(k_end)),
+            step_shift: self.load(i64t, ctx, field!(step_shift)),
+            hook_k: self.load(i64t, ctx, field!(hook_k)),
+            rec_every: self.load(i64t, ctx, field!(rec_every)),
+            rec_cap: self.load(i64t, ctx, field!(rec_cap)),
+            shift0,
+            shift1,
+        };
+        let var = |g: &mut Self, ty, val| {
+            let v = g.b.declare_var(ty);
+            g.b.def_var(v, val);
+            v
+        };
+        let mut y = Vec::with_capacity(self.n);
+        for i in 0..self.n {
+            let val = self.load(f64t, y_ptr, offset(i)?);
+            y.push(var(self, f64t, val));
+        }
+        let rows = match self.spec.form {
+            StepForm::Adams(w) => w.len(),
+            _ => 0,
+        };
+        let carry = self.load(i64t, ctx, field!(carry));
+        let mut hist = Vec::with_capacity(rows);
+        for r in 0..rows {
+            let mut row = Vec::with_capacity(self.n);
+            for i in 0..self.n {
+                let val = self.load(f64t, carry, offset(r * self.n + i)?);
+                row.push(var(self, f64t, val));
+            }
+            hist.push(row);
+        }
+        let t = self.load(f64t, ctx, field!(t));
+        let k = self.load(i64t, ctx, field!(k));
+        let next_label = self.load(i64t, ctx, field!(next_label));
+        let rec_n = self.load(i64t, ctx, field!(rec_n));
+        let v = Vars {
+            y,
+            hist,
+            t: var(self, f64t, t),
+            k: var(self, i64t, k),
+            next_label: var(self, i64t, next_label),
+            rec_n: var(self, i64t, rec_n),
+        };
+        Ok((c, v))
+    }
+
+    fn epilogue(&mut self, c: &Consts, v: &Vars) -> Result<()> {
+        let i64t = types::I64;
+        let y_ptr = self.load(i64t, c.ctx, field!(y));
+        for (i, var) in v.y.iter().enumerate() {
+            let val = self.b.use_var(*var);
+            self.b.ins().store(mem(), val, y_ptr, offset(i)?);
+        }
+        let carry = self.load(i64t, c.ctx, field!(carry));
+        for (r, row) in v.hist.iter().enumerate() {
+            for (i, var) in row.iter().enumerate() {
+                let val = self.b.use_var(*var);
+                self.b
+                    .ins()
+                    .store(mem(), val, carry, offset(r * self.n + i)?);
+            }
+        }
+        for (var, off) in [
+            (v.t, field!(t)),
+            (v.k, field!(k)),
+            (v.next_label, field!(next_label)),
+            (v.rec_n, field!(rec_n)),
+        ] {
+            let val = self.b.use_var(var);
+            self.b.ins().store(mem(), val, c.ctx, off);
+        }
+        Ok(())
+    }
+
+    /// Branches to `exit` with `code` when `cond` holds; continues in `next` otherwise.
+    fn exit_if(&mut self, cond: Value, exit: Block, code: i64, next: Block) {
+        let code = self.b.ins().iconst(types::I64, code);
+        self.b.ins().brif(cond, exit, &[code.into()], next, &[]);
+        self.b.switch_to_block(next);
+    }
+
+    fn exit_unless(&mut self, cond: Value, exit: Block, code: i64, next: Block) {
+        let code = self.b.ins().iconst(types::I64, code);
+        self.b.ins().brif(cond, next, &[], exit, &[code.into()]);
+        self.b.switch_to_block(next);
+    }
+
+    /// `grid_t0 + (k - k0) as f64 * dt`, as `SessionState::grid_time` computes it.
+    fn grid_time(&mut self, c: &Consts, k: Value) -> Value {
+        let d = self.b.ins().isub(k, c.k0);
+        let d = self.b.ins().fcvt_from_uint(types::F64, d);
+        let m = self.b.ins().fmul(d, c.dt);
+        self.b.ins().fadd(c.grid_t0, m)
+    }
+
+    /// Leaves the loop (for the general engine) when an event of this phase would fire on
+    /// `(t, y)`; the frame's lag shift is the caller's.
+    fn events(
+        &mut self,
+        frame: &mut Frame,
+        t: Value,
+        y: &[Value],
+        start: bool,
+        exit: Block,
+    ) -> Result<()> {
+        for (ev, phase) in self.compiled.events.iter().zip(self.spec.phases) {
+            let applies = if start {
+                phase.in_start()
+            } else {
+                phase.in_end()
+            };
+            if !applies {
+                continue;
+            }
+            frame.t = t;
+            frame.y = Src::Vals(y.to_vec());
+            let cond = self.lw.outputs(&mut self.b, frame, &ev.cond)?[0];
+            let fires = truth(&mut self.b, cond);
+            let next = self.b.create_block();
+            self.exit_if(fires, exit, 1, next);
+        }
+        Ok(())
+    }
+
+    fn rhs(&mut self, frame: &mut Frame, t: Value, y: Vec<Value>) -> Result<Vec<Value>> {
+        frame.t = t;
+        frame.y = Src::Vals(y);
+        self.lw.outputs(&mut self.b, frame, &self.compiled.rhs)
+    }
+
+    /// `y + h (0 + Σ w_i v_i)` per state, zero weights skipped when `skip_zero`.
+    fn combine(
+        &mut self,
+        y: &[Value],
+        h: Value,
+        terms: &[(f64, &Vec<Value>)],
+        skip_zero: bool,
+    ) -> Vec<Value> {
+        (0..y.len())
+            .map(|m| {
+                let mut acc = self.b.ins().f64const(0.0);
+                for (w, v) in terms {
+                    if skip_zero && *w == 0.0 {
+                        continue;
+                    }
+                    let w = self.b.ins().f64const(*w);
+                    let prod = self.b.ins().fmul(w, v[m]);
+                    acc = self.b.ins().fadd(acc, prod);
+                }
+                let inc = self.b.ins().fmul(h, acc);
+                self.b.ins().fadd(y[m], inc)
+            })
+            .collect()
+    }
+
+    /// The proposed state after one step from `(t, y)`.
+    fn step(
+        &mut self,
+        frame: &mut Frame,
+        t: Value,
+        h: Value,
+        y: &[Value],
+        hist: &[Vec<Value>],
+    ) -> Result<Vec<Value>> {
+        match self.spec.form {
+            StepForm::Map => self.rhs(frame, t, y.to_vec()),
+            StepForm::Erk(tab) => {
+                let mut ks: Vec<Vec<Value>> = Vec::with_capacity(tab.b.len());
+                for (i, row) in tab.a.iter().enumerate() {
+                    let k = if i == 0 {
+                        self.rhs(frame, t, y.to_vec())?
+                    } else {
+                        let terms: Vec<(f64, &Vec<Value>)> = row.iter().copied().zip(&ks).collect();
+                        let ys = self.combine(y, h, &terms, true);
+                        let c = self.b.ins().f64const(tab.c[i]);
+                        let ch = self.b.ins().fmul(c, h);
+                        let ti = self.b.ins().fadd(t, ch);
+                        self.rhs(frame, ti, ys)?
+                    };
+                    ks.push(k);
+                }
+                let terms: Vec<(f64, &Vec<Value>)> = tab.b.iter().copied().zip(&ks).collect();
+                Ok(self.combine(y, h, &terms, true))
+            }
+            StepForm::Adams(w) => {
+                let terms: Vec<(f64, &Vec<Value>)> = w.iter().copied().zip(hist).collect();
+                Ok(self.combine(y, h, &terms, false))
+            }
+        }
+    }
+
+    /// True when every value is finite: `Σ v·0` is NaN exactly when some `v` is inf or NaN.
+    fn all_finite(&mut self, vals: &[Value]) -> Value {
+        let zero = self.b.ins().f64const(0.0);
+        let mut acc = zero;
+        for &v in vals {
+            let z = self.b.ins().fmul(v, zero);
+            acc = self.b.ins().fadd(acc, z);
+        }
+        self.b.ins().fcmp(FloatCC::Equal, acc, acc)
+    }
+
+    /// Pushes the new state into each lag ring: `head = (head + 1) % len; ring[off + head] = y`.
+    fn commit_lags(&mut self, c: &Consts, y_new: &[Value]) -> Result<()> {
+        let i64t = types::I64;
+        let layout = self.lw.layout;
+        for (s, slot) in layout.iter().enumerate() {
+            if slot.len == 0 {
+                continue;
+            }
+            let head = self.load(i64t, c.heads, offset(s)?);
+            let head = self.b.ins().iadd_imm_u(head, 1);
+            let len = self.b.ins().iconst(i64t, slot.len as i64);
+            let head = self.b.ins().urem(head, len);
+            self.b.ins().store(mem(), head, c.heads, offset(s)?);
+            let idx = self.b.ins().iadd_imm_u(head, slot.offset as i64);
+            let bytes = self.b.ins().imul_imm_u(idx, 8);
+            let addr = self.b.ins().iadd(c.ring, bytes);
+            self.b.ins().store(mem(), y_new[s], addr, 0);
+        }
+        Ok(())
+    }
+
+    /// The label of step `k1` and whether it is the next sample due.
+    fn sample_due(&mut self, c: &Consts, v: &Vars, k1: Value) -> (Value, Value) {
+        let label = self.b.ins().isub(k1, c.step_shift);
+        let next_label = self.b.use_var(v.next_label);
+        let due = self.b.ins().icmp(IntCC::Equal, label, next_label);
+        (label, due)
+    }
+
+    /// Leaves before committing step `k1` when its sample is due and the buffer is full.
+    /// The host reserves every sample a call can produce, so this never happens; the check
+    /// keeps the writes inside the buffer whatever the host did.
+    fn exit_if_buffer_full(&mut self, c: &Consts, v: &Vars, k1: Value, exit: Block) {
+        let (_, due) = self.sample_due(c, v, k1);
+        let rec_n = self.b.use_var(v.rec_n);
+        let full = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedGreaterThanOrEqual, rec_n, c.rec_cap);
+        let stuck = self.b.ins().band(due, full);
+        let next = self.b.create_block();
+        self.exit_if(stuck, exit, 1, next);
+    }
+
+    /// Records the committed state when its label is the next one due.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        frame: &mut Frame,
+        c: &Consts,
+        v: &Vars,
+        slots: &[RecSlot],
+        k1: Value,
+        t_new: Value,
+        y_new: &[Value],
+    ) -> Result<()> {
+        let i64t = types::I64;
+        let (label, due) = self.sample_due(c, v, k1);
+        let next_label = self.b.use_var(v.next_label);
+        let write = self.b.create_block();
+        let after = self.b.create_block();
+        self.b.ins().brif(due, write, &[], after, &[]);
+        self.b.switch_to_block(write);
+        let rec_n = self.b.use_var(v.rec_n);
+        let aux = if slots.iter().any(|s| matches!(s, RecSlot::Aux(_))) {
+            frame.t = t_new;
+            frame.y = Src::Vals(y_new.to_vec());
+            self.lw.outputs(&mut self.b, frame, &self.compiled.aux)?
+        } else {
+            Vec::new()
+        };
+        let at = self.b.ins().imul_imm_u(rec_n, 8);
+        let rec_t = self.load(i64t, c.ctx, field!(rec_t));
+        let rec_step = self.load(i64t, c.ctx, field!(rec_step));
+        let cols = self.load(i64t, c.ctx, field!(rec_cols));
+        let t_rec = self.b.ins().fsub(t_new, c.time_shift);
+        let addr = self.b.ins().iadd(rec_t, at);
+        self.b.ins().store(mem(), t_rec, addr, 0);
+        let addr = self.b.ins().iadd(rec_step, at);
+        self.b.ins().store(mem(), label, addr, 0);
+        for (j, slot) in slots.iter().enumerate() {
+            let val = match *slot {
+                RecSlot::State(i) => y_new[i],
+                RecSlot::Aux(i) => aux[i],
+            };
+            let col = self.load(i64t, cols, offset(j)?);
+            let addr = self.b.ins().iadd(col, at);
+            self.b.ins().store(mem(), val, addr, 0);
+        }
+        let rec_n1 = self.b.ins().iadd_imm_u(rec_n, 1);
+        self.b.def_var(v.rec_n, rec_n1);
+        let next = self.b.ins().iadd(next_label, c.rec_every);
+        self.b.def_var(v.next_label, next);
+        self.b.ins().jump(after, &[]);
+        self.b.switch_to_block(after);
+        Ok(())
+    }
+}

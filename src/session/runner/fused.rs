@@ -1,0 +1,164 @@
+//! The runner's side of the fused native loops (`model::jit::kernel`): which kernel a run
+//! uses, and how a kernel call's exit continues in the general engine.
+
+use std::sync::Arc;
+
+use super::{reserve_samples, RunPlan, Runner};
+use crate::error::Result;
+use crate::model::jit::kernel::{Exit, FusedKernel, KernelIo, RecIo, RecSlot};
+use crate::session::results::{RecVar, Recording};
+use crate::session::state::{SessionState, Status};
+
+/// General steps to take before trying the kernel again after it returned almost at once
+/// (an event firing every step would otherwise cost a kernel call per step).
+const COOLDOWN_STEPS: u32 = 16;
+/// A kernel call that took fewer steps than this counts as returning "at once".
+const SHORT_CALL: u64 = 4;
+
+#[derive(Default)]
+pub(super) struct FusedState {
+    kernel: Option<Arc<FusedKernel>>,
+    cooldown: u32,
+}
+
+impl Runner<'_> {
+    /// Picks the kernel for this run: fixed-step runs of a method with a step form, on a
+    /// model with native code, unless a checkpoint policy by time needs per-step checks.
+    pub(super) fn select_kernel(&mut self, plan: &RunPlan, rec: &Recording) {
+        self.fused = FusedState::default();
+        let by_time = self
+            .checkpoint
+            .as_ref()
+            .is_some_and(|cp| cp.next_due_step(0).is_none());
+        let Some(form) = self.stepper.step_form() else {
+            return;
+        };
+        if by_time || matches!(plan.horizon, super::Horizon::Time(_)) {
+            return;
+        }
+        let slots: Option<Vec<RecSlot>> = plan.record_interval.map(|_| {
+            rec.vars
+                .iter()
+                .map(|v| match *v {
+                    RecVar::State(i) => RecSlot::State(i),
+                    RecVar::Aux(i) => RecSlot::Aux(i),
+                })
+                .collect()
+        });
+        self.fused.kernel = self
+            .model
+            .fused_kernel(self.info.name, form, slots.as_deref());
+    }
+
+    /// Runs whole steps up to `end` in the fused loop, as far as it goes. Returns true when
+    /// the stop condition ended the run; otherwise the next step (if any before `end`) is
+    /// for the general engine.
+    pub(super) fn fused_steps(
+        &mut self,
+        st: &mut SessionState,
+        plan: &RunPlan,
+        rec: &mut Recording,
+        end: u64,
+    ) -> Result<bool> {
+        if self.fused.cooldown > 0 {
+            self.fused.cooldown -= 1;
+            return Ok(false);
+        }
+        let Some(kernel) = self.fused.kernel.clone() else {
+            return Ok(false);
+        };
+        loop {
+            let budget = plan.max_steps.saturating_sub(self.steps_taken);
+            let k_end = end.min(st.step.saturating_add(budget));
+            if st.step >= k_end {
+                return Ok(false);
+            }
+            let hook_k = self
+                .checkpoint
+                .as_ref()
+                .and_then(|cp| cp.next_due_step(st.step))
+                .unwrap_or(u64::MAX);
+            if let Some(every) = plan.record_interval {
+                reserve_samples(rec, super::samples_between(st, k_end, every))?;
+            }
+            let before = st.step;
+            let Some(exit) = self.call_kernel(&kernel, st, plan, rec, k_end, hook_k) else {
+                return Ok(false);
+            };
+            let taken = st.step - before;
+            self.steps_taken += taken;
+            if taken > 0 {
+                st.dt = st.nominal_dt;
+            }
+            match exit {
+                Exit::Done => return Ok(false),
+                Exit::General => {
+                    if taken < SHORT_CALL {
+                        self.fused.cooldown = COOLDOWN_STEPS;
+                    }
+                    return Ok(false);
+                }
+                Exit::Stopped => {
+                    st.status = Status::EarlyExit;
+                    return Ok(true);
+                }
+                // The step was committed and recorded: what remains of it is the
+                // checkpoint and the stop condition.
+                Exit::Hook => {
+                    if self.after_record(st)? {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One kernel call from the session's state; `None` when the method is not in a state
+    /// the kernel continues (an Adams start-up).
+    fn call_kernel(
+        &mut self,
+        kernel: &FusedKernel,
+        st: &mut SessionState,
+        plan: &RunPlan,
+        rec: &mut Recording,
+        k_end: u64,
+        hook_k: u64,
+    ) -> Option<Exit> {
+        let carry = self.stepper.fused_carry()?;
+        let recording = plan.record_interval.map(|every| {
+            let label = st.step - st.step_shift;
+            RecIo {
+                t: &mut rec.t,
+                step: &mut rec.step,
+                cols: rec.columns.iter_mut().collect(),
+                every,
+                next_label: (label / every + 1) * every,
+            }
+        });
+        let mut io = KernelIo {
+            y: &mut st.y,
+            p: &st.params,
+            ring: &mut st.lag_ring,
+            heads: &mut st.lag_head,
+            carry,
+            t: st.t,
+            grid_t0: st.grid_t0,
+            dt: st.nominal_dt,
+            time_shift: st.time_shift,
+            k: st.step,
+            k0: st.grid_k0,
+            k_end,
+            step_shift: st.step_shift,
+            hook_k,
+            rec: recording,
+        };
+        let exit = kernel.run(&mut io);
+        let (t, k) = (io.t, io.k);
+        drop(io);
+        st.t = t;
+        st.step = k;
+        let n = rec.t.len();
+        rec.interpolated.resize(n, false);
+        Some(exit)
+    }
+}
