@@ -4,74 +4,11 @@
 //! state compared bit for bit; and every program evaluated directly at many points.
 #![cfg(feature = "jit")]
 
-use dynlib::model::builtin::BUILTINS;
 use dynlib::model::{Env, LagView, ModelEval, ModelKind};
 mod common;
 
-use common::{all_samples as samples, event_bits as events, first_difference, LAGGED_MAP};
+use common::{all_samples as samples, event_bits as events, first_difference, sources};
 use dynlib::{stepper, Backend, Model, RunOptions, Sim};
-
-/// Lag feedback, aux, an event with a log, and a stop condition far away.
-const LAGGED_ODE: &str = r#"inline:
-[model]
-type = "ode"
-[states]
-x = 1.0
-y = 0.0
-[params]
-k = 4.0
-c = 0.0
-[aux]
-energy = "x^2 + y^2/k"
-[equations.rhs]
-x = "y"
-y = "-k*x - 0.1*y + 0.3*lag_x(2) + 0.01*sin(t)"
-[events.kick]
-cond = "cross_up(x, 0.2)"
-action = """
-y = y + 0.05
-c = c + 1
-"""
-log = ["t", "x", "c", "aux:energy"]
-[sim]
-stop = "c > 1e9"
-"#;
-
-/// Every function and operator of the language, NaN-prone ones included.
-const ALL_FUNCTIONS: &str = r#"inline:
-[model]
-type = "ode"
-[states]
-a = 0.3
-b = -0.7
-[params]
-q = 1.5
-[aux]
-u1 = "exp(a) + expm1(b) + log(q) + log10(q) + log2(q) + log1p(a) + sqrt(q)"
-u2 = "sin(a) + cos(b) + tan(a) + asin(a/2) + acos(b/2) + atan(b)"
-u3 = "sinh(a) + cosh(b) + tanh(a) + asinh(b) + acosh(q) + atanh(a/2)"
-u4 = "floor(b*3) + ceil(a*3) + trunc(b*3) + round(a*5) + erf(a) + erfc(b) + sign(b) + abs(b)"
-u5 = "atan2(a, b) + hypot(a, b) + copysign(q, b) + pow(q, a) + a ** 1.7 + b // 0.3 + b % 0.3"
-u6 = "min(a, b, q) + max(a, b) + clip(b, -0.5, 0.5) + relu(b) + heaviside(a) + log(q, 3)"
-u7 = "(a < b) + (a <= b) + (a > b) + (a >= b) + (a == b) + (a != b) + (a and b) + (b or 0) + (not a)"
-u8 = "a if b > 0 else -q"
-u9 = "sqrt(b) + log(b)"
-u10 = "min(sqrt(b), a) + max(a, sqrt(b)) + (sqrt(b) < a) + (sqrt(b) != a) + (sqrt(b) and 1)"
-[equations.rhs]
-a = "-0.1*a + 0.01*u2"
-b = "0.05*cos(t) - 0.2*b"
-[equations.jacobian]
-expr = [["-0.1", "0"], ["0", "-0.2"]]
-"#;
-
-fn sources() -> Vec<String> {
-    let mut s: Vec<String> = BUILTINS
-        .iter()
-        .map(|(id, _)| format!("builtin://{id}"))
-        .collect();
-    s.extend([LAGGED_ODE, ALL_FUNCTIONS, LAGGED_MAP].map(String::from));
-    s
-}
 
 fn label(source: &str) -> &str {
     source.lines().next().unwrap_or(source)

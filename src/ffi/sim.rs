@@ -196,6 +196,7 @@ unsafe fn run_options(o: &DynlibRunOptions) -> FfiResult<RunOptions> {
             .zip(values.iter().copied())
             .collect(),
         checkpoint,
+        general_engine: false,
     })
 }
 

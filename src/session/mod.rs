@@ -7,6 +7,7 @@ pub mod snapshot_io;
 pub mod state;
 
 pub use results::{EventRecord, RecVar, Recording, Segment};
+pub use runner::RunStats;
 pub use sim::{RunOptions, SegmentRef, Sim, Snapshot, SnapshotInfo};
 pub use snapshot_io::{
     inspect_snapshot, inspect_snapshot_bytes, latest_checkpoint, list_checkpoints, CheckpointEvery,

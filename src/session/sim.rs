@@ -1,7 +1,7 @@
 //! `Sim`: a live simulation session — run, resume, snapshots, reset, assign, segments.
 
 use super::results::{RecVar, Recording, Segment};
-use super::runner::{fixed_horizon, Horizon, RunPlan, Runner};
+use super::runner::{fixed_horizon, Horizon, RunPlan, RunStats, Runner};
 use super::snapshot_io::{CheckpointPolicy, Checkpointer};
 use super::state::{config_hash, SessionPins, SessionState, Status};
 use crate::error::{suggestion_suffix, Error, ErrorKind, Result};
@@ -43,6 +43,9 @@ pub struct RunOptions {
     pub config: Vec<(String, f64)>,
     /// Periodic checkpoint files written during the run (after warm-up).
     pub checkpoint: Option<CheckpointPolicy>,
+    /// Take every step in the general engine, never in a fused native loop. The results
+    /// are the same bits either way; this exists to check exactly that, and to measure.
+    pub general_engine: bool,
 }
 
 impl RunOptions {
@@ -111,6 +114,10 @@ impl RunOptions {
         self.config.push((knob.to_string(), value));
         self
     }
+    pub fn general_engine(mut self, on: bool) -> Self {
+        self.general_engine = on;
+        self
+    }
 }
 
 /// A named copy of the session state.
@@ -169,6 +176,8 @@ pub struct Sim {
     rec: Option<Recording>,
     /// The recording selection fixed by the first recorded run after a reset.
     selection: Option<(Vec<RecVar>, Vec<String>)>,
+    /// How the last successful run took its steps.
+    last_run: RunStats,
 }
 
 impl Sim {
@@ -189,6 +198,7 @@ impl Sim {
             initial_created: false,
             rec: None,
             selection: None,
+            last_run: RunStats::default(),
         })
     }
 
@@ -217,6 +227,11 @@ impl Sim {
     pub fn params(&self) -> &[f64] {
         &self.state.params
     }
+    /// How the last successful run took its steps.
+    pub fn last_run_stats(&self) -> RunStats {
+        self.last_run
+    }
+
     pub fn status(&self) -> Status {
         self.state.status
     }
@@ -304,6 +319,7 @@ impl Sim {
                 max_steps,
                 record_interval: None,
                 record_start: false,
+                fused: !opts.general_engine,
             };
             runner
                 .run(&mut st, &plan, &mut scratch)
@@ -380,6 +396,7 @@ impl Sim {
             max_steps,
             record_interval: record.then(|| opts.record_interval.unwrap_or(1)),
             record_start: true,
+            fused: !opts.general_engine,
         };
 
         // The recording: a fresh run starts a new one; a resume appends to the current one.
@@ -408,6 +425,7 @@ impl Sim {
             }
             return Err(e);
         }
+        self.last_run = runner.stats();
         runner.finish(&mut st);
 
         if rec.len() > ms {

@@ -26,6 +26,101 @@ action = "n = n + 1"
 log = ["x", "n"]
 "#;
 
+/// Lag feedback, aux, an event with a log, and a stop condition far away.
+pub const LAGGED_ODE: &str = r#"inline:
+[model]
+type = "ode"
+[states]
+x = 1.0
+y = 0.0
+[params]
+k = 4.0
+c = 0.0
+[aux]
+energy = "x^2 + y^2/k"
+[equations.rhs]
+x = "y"
+y = "-k*x - 0.1*y + 0.3*lag_x(2) + 0.01*sin(t)"
+[events.kick]
+cond = "cross_up(x, 0.2)"
+action = """
+y = y + 0.05
+c = c + 1
+"""
+log = ["t", "x", "c", "aux:energy"]
+[sim]
+stop = "c > 1e9"
+"#;
+
+/// Every function and operator of the language, NaN-prone ones included.
+pub const ALL_FUNCTIONS: &str = r#"inline:
+[model]
+type = "ode"
+[states]
+a = 0.3
+b = -0.7
+[params]
+q = 1.5
+[aux]
+u1 = "exp(a) + expm1(b) + log(q) + log10(q) + log2(q) + log1p(a) + sqrt(q)"
+u2 = "sin(a) + cos(b) + tan(a) + asin(a/2) + acos(b/2) + atan(b)"
+u3 = "sinh(a) + cosh(b) + tanh(a) + asinh(b) + acosh(q) + atanh(a/2)"
+u4 = "floor(b*3) + ceil(a*3) + trunc(b*3) + round(a*5) + erf(a) + erfc(b) + sign(b) + abs(b)"
+u5 = "atan2(a, b) + hypot(a, b) + copysign(q, b) + pow(q, a) + a ** 1.7 + b // 0.3 + b % 0.3"
+u6 = "min(a, b, q) + max(a, b) + clip(b, -0.5, 0.5) + relu(b) + heaviside(a) + log(q, 3)"
+u7 = "(a < b) + (a <= b) + (a > b) + (a >= b) + (a == b) + (a != b) + (a and b) + (b or 0) + (not a)"
+u8 = "a if b > 0 else -q"
+u9 = "sqrt(b) + log(b)"
+u10 = "min(sqrt(b), a) + max(a, sqrt(b)) + (sqrt(b) < a) + (sqrt(b) != a) + (sqrt(b) and 1)"
+[equations.rhs]
+a = "-0.1*a + 0.01*u2"
+b = "0.05*cos(t) - 0.2*b"
+[equations.jacobian]
+expr = [["-0.1", "0"], ["0", "-0.2"]]
+"#;
+
+/// Start-phase and both-phase events reading lags, aux, and a stop condition that ends the
+/// run part-way.
+pub const START_EVENTS_ODE: &str = r#"inline:
+[model]
+type = "ode"
+[states]
+x = 1.0
+v = 0.0
+n = 0.0
+[params]
+k = 9.0
+[aux]
+energy = "0.5*v^2 + 0.5*k*x^2"
+[equations.rhs]
+x = "v"
+v = "-k*x - 0.05*v + 0.2*lag_x(3)"
+n = "0"
+[events.kick]
+phase = "start"
+cond = "cross_down(x, 0.0)"
+action = """
+v = v - 0.3
+n = n + 1
+"""
+log = ["t", "n", "aux:energy"]
+[events.clip]
+phase = "both"
+cond = "v > 2.5"
+action = "v = 2.5"
+[sim]
+stop = "n >= 6"
+"#;
+
+pub fn sources() -> Vec<String> {
+    let mut s: Vec<String> = dynlib::model::builtin::BUILTINS
+        .iter()
+        .map(|(id, _)| format!("builtin://{id}"))
+        .collect();
+    s.extend([LAGGED_ODE, ALL_FUNCTIONS, LAGGED_MAP, START_EVENTS_ODE].map(String::from));
+    s
+}
+
 /// One sample as raw bits: (t, step label, interpolated, column values).
 pub type Sample = (u64, u64, bool, Vec<u64>);
 

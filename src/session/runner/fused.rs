@@ -33,7 +33,7 @@ impl Runner<'_> {
         let Some(form) = self.stepper.step_form() else {
             return;
         };
-        if by_time || matches!(plan.horizon, super::Horizon::Time(_)) {
+        if !plan.fused || by_time || matches!(plan.horizon, super::Horizon::Time(_)) {
             return;
         }
         let slots: Option<Vec<RecSlot>> = plan.record_interval.map(|_| {
@@ -87,6 +87,8 @@ impl Runner<'_> {
             };
             let taken = st.step - before;
             self.steps_taken += taken;
+            self.stats.steps += taken;
+            self.stats.fused_steps += taken;
             if taken > 0 {
                 st.dt = st.nominal_dt;
             }

@@ -34,6 +34,8 @@ pub struct RunPlan {
     pub record_interval: Option<u64>,
     /// Record the starting point (subject to the interval rule).
     pub record_start: bool,
+    /// Whole steps may run in a fused native loop (same bits as the general engine).
+    pub fused: bool,
 }
 
 /// The right-hand side with parameters and lag history bound.
@@ -106,6 +108,15 @@ pub fn fixed_horizon(st: &SessionState, t_end: f64) -> (u64, Option<f64>) {
     (j + 1, Some(t_end))
 }
 
+/// How a run took its steps (a diagnostic: the results do not depend on it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Steps taken, warm-up included.
+    pub steps: u64,
+    /// Of those, steps taken inside a fused native loop.
+    pub fused_steps: u64,
+}
+
 pub struct Runner<'m> {
     model: &'m Model,
     eval: ModelEval<'m>,
@@ -114,6 +125,7 @@ pub struct Runner<'m> {
     y_new: Vec<f64>,
     aux_buf: Vec<f64>,
     steps_taken: u64,
+    stats: RunStats,
     checkpoint: Option<Checkpointer>,
     /// The fused native loop for the current run, when there is one.
     #[cfg(feature = "jit")]
@@ -132,6 +144,7 @@ impl<'m> Runner<'m> {
             y_new: vec![0.0; model.n_states()],
             aux_buf: vec![0.0; model.n_aux()],
             steps_taken: 0,
+            stats: RunStats::default(),
             checkpoint: None,
             #[cfg(feature = "jit")]
             fused: fused::FusedState::default(),
@@ -149,6 +162,11 @@ impl<'m> Runner<'m> {
     }
 
     /// Saves the stepper's carried arrays into the state.
+    /// Steps taken by every `run` of this runner so far.
+    pub fn stats(&self) -> RunStats {
+        self.stats
+    }
+
     pub fn finish(self, st: &mut SessionState) {
         st.stepper_ws = self.stepper.save();
     }
@@ -355,6 +373,7 @@ impl<'m> Runner<'m> {
             ));
         }
         self.steps_taken += 1;
+        self.stats.steps += 1;
         Ok(())
     }
 

@@ -1,0 +1,223 @@
+//! The fused native loops give exactly the bits of the general engine: every fixed-step
+//! explicit stepper × every built-in model (and models with lags, aux, start/end events, a
+//! stop condition that ends runs early) × recording on/off, record_interval, record_vars with
+//! aux, a transient, resume seams at random steps, and step checkpoints — the same runs with
+//! `general_engine(true)` and without, compared sample for sample, event for event, and in
+//! the final session state, bit for bit.
+#![cfg(feature = "jit")]
+
+mod common;
+
+use common::{all_samples, event_bits, first_difference, sources};
+use dynlib::session::CheckpointPolicy;
+use dynlib::{stepper, Backend, Model, RunOptions, Sim};
+
+/// A small deterministic generator for seam positions.
+struct Lcg(u64);
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n.max(1)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Scenario {
+    RecordAll,
+    RecordOff,
+    Interval(u64),
+    Transient,
+    Seams(u64),
+    Checkpoints,
+}
+
+fn horizon(model: &Model, k: u64) -> RunOptions {
+    if model.kind == dynlib::model::ModelKind::Map {
+        RunOptions::new().n(k)
+    } else {
+        RunOptions::new().t(model.sim.t0 + k as f64 * model.sim.dt)
+    }
+}
+
+/// Runs one scenario; `general` forces the general engine.
+fn run(model: &Model, stepper: &str, sc: &Scenario, general: bool, dir: &std::path::Path) -> Sim {
+    let mut vars: Vec<String> = model.state_names.clone();
+    vars.extend(model.aux_names.iter().map(|a| format!("aux.{a}")));
+    let mut sim = Sim::with_stepper(model, Some(stepper)).unwrap();
+    let base = |k| {
+        horizon(model, k)
+            .dt(model.sim.dt)
+            .max_steps(10_000_000)
+            .general_engine(general)
+    };
+    let resume = |k| {
+        horizon(model, k)
+            .resume(true)
+            .max_steps(10_000_000)
+            .general_engine(general)
+    };
+    // A stop condition may end a run early; later resumes then have nothing to do.
+    let go = |sim: &mut Sim, o: &RunOptions| {
+        if let Err(e) = sim.run(o) {
+            assert!(
+                e.to_string().contains("must exceed") || e.to_string().contains("already reached"),
+                "{e}"
+            );
+        }
+    };
+    match sc {
+        RecordAll => {
+            let mut o = base(1200);
+            o.record_vars = Some(vars);
+            go(&mut sim, &o);
+        }
+        RecordOff => go(&mut sim, &base(1200).record(false)),
+        Interval(k) => {
+            let mut o = base(1200).record_interval(*k);
+            o.record_vars = Some(vars);
+            go(&mut sim, &o);
+        }
+        Transient => {
+            let tr = if model.kind == dynlib::model::ModelKind::Map {
+                37.0
+            } else {
+                37.0 * model.sim.dt
+            };
+            go(&mut sim, &base(900).transient(tr).record_interval(3));
+        }
+        Seams(seed) => {
+            let mut rng = Lcg(*seed);
+            let mut k = 1 + rng.below(300);
+            let mut o = base(k).record_interval(1 + rng.below(4));
+            o.record_vars = Some(vars);
+            go(&mut sim, &o);
+            for _ in 0..4 {
+                k += 1 + rng.below(400);
+                go(&mut sim, &resume(k));
+            }
+        }
+        Checkpoints => {
+            let policy = CheckpointPolicy::every_steps(dir, 97, 2);
+            go(&mut sim, &base(1000).checkpoint(policy));
+        }
+    }
+    sim
+}
+
+use Scenario::*;
+
+#[test]
+fn fused_loops_give_the_general_engines_bits() {
+    let scenarios = [
+        RecordAll,
+        RecordOff,
+        Interval(7),
+        Transient,
+        Seams(1),
+        Seams(2),
+        Seams(3),
+        Checkpoints,
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    let (mut steps, mut fused_steps) = (0, 0);
+    for source in sources() {
+        let model = Model::load_with(&source, Backend::Native).unwrap();
+        let explicit_fixed = stepper::all()
+            .iter()
+            .filter(|i| i.kind == model.kind && !i.adaptive && !i.implicit);
+        for info in explicit_fixed {
+            for sc in &scenarios {
+                let what = format!(
+                    "{} / {} / {sc:?}",
+                    source.lines().next().unwrap(),
+                    info.name
+                );
+                let (da, db) = (
+                    tmp.path().join(format!("a{checked}")),
+                    tmp.path().join(format!("b{checked}")),
+                );
+                let a = run(&model, info.name, sc, false, &da);
+                let b = run(&model, info.name, sc, true, &db);
+                assert_eq!(b.last_run_stats().fused_steps, 0);
+                steps += a.last_run_stats().steps;
+                fused_steps += a.last_run_stats().fused_steps;
+                let (ra, rb) = (a.results().unwrap(), b.results().unwrap());
+                let (sa, sb) = (all_samples(ra), all_samples(rb));
+                assert!(
+                    sa == sb,
+                    "{what}: samples differ, {}",
+                    first_difference(&sa, &sb)
+                );
+                let (ea, eb) = (event_bits(ra), event_bits(rb));
+                assert!(
+                    ea == eb,
+                    "{what}: events differ, {}",
+                    first_difference(&ea, &eb)
+                );
+                assert_eq!(ra.segments, rb.segments, "{what}: segments differ");
+                assert!(
+                    a.session_state().bits_eq(b.session_state()),
+                    "{what}: final state differs:\n{:?}\n{:?}",
+                    a.session_state(),
+                    b.session_state()
+                );
+                if matches!(sc, Checkpoints) {
+                    let names = |d: &std::path::Path| {
+                        let mut v: Vec<_> = std::fs::read_dir(d)
+                            .unwrap()
+                            .map(|e| e.unwrap().file_name())
+                            .collect();
+                        v.sort();
+                        v
+                    };
+                    assert_eq!(names(&da), names(&db), "{what}: checkpoint files differ");
+                }
+                checked += 1;
+            }
+        }
+    }
+    // 15 ODE models × 5 steppers + 8 maps × map, 8 scenarios each.
+    assert_eq!(checked, 8 * (15 * 5 + 8), "cases run");
+    assert!(
+        fused_steps * 10 > steps * 9,
+        "only {fused_steps} of {steps} last-run steps were fused"
+    );
+    eprintln!(
+        "fused vs general engine: {checked} runs compared bit for bit; {fused_steps} of \
+         {steps} steps of the last runs fused"
+    );
+}
+
+/// The fused loop is actually taken where it applies, and not where it does not.
+#[test]
+fn fused_loop_takes_the_steps_it_can() {
+    let run = |src: &str, backend, stepper: &str, general: bool| {
+        let model = Model::load_with(src, backend).unwrap();
+        let mut sim = Sim::with_stepper(&model, Some(stepper)).unwrap();
+        let o = RunOptions::new()
+            .t(100.0)
+            .dt(0.01)
+            .max_steps(10_000_000)
+            .general_engine(general);
+        sim.run(&o).unwrap();
+        sim.last_run_stats()
+    };
+    let lorenz = "builtin://ode/lorenz";
+    let s = run(lorenz, Backend::Native, "rk4", false);
+    assert_eq!((s.steps, s.fused_steps), (10_000, 10_000));
+    let s = run(lorenz, Backend::Native, "rk4", true);
+    assert_eq!((s.steps, s.fused_steps), (10_000, 0));
+    let s = run(lorenz, Backend::Interpreter, "rk4", false);
+    assert_eq!((s.steps, s.fused_steps), (10_000, 0));
+    // Izhikevich: the steps with a reset go through the general engine, the rest fused.
+    let s = run("builtin://ode/izhikevich", Backend::Native, "rk4", false);
+    assert_eq!(s.steps, 10_000);
+    assert!(s.fused_steps > 9_900 && s.fused_steps < 10_000, "{s:?}");
+    // ab3 starts up in the general engine (two steps), then runs fused.
+    let s = run(lorenz, Backend::Native, "ab3", false);
+    assert_eq!((s.steps, s.fused_steps), (10_000, 9_998));
+}
