@@ -180,8 +180,8 @@ fn fused_loops_give_the_general_engines_bits() {
             }
         }
     }
-    // 15 ODE models × 5 steppers + 8 maps × map, 8 scenarios each.
-    assert_eq!(checked, 8 * (15 * 5 + 8), "cases run");
+    // 16 ODE models × 5 steppers + 8 maps × map, 8 scenarios each.
+    assert_eq!(checked, 8 * (16 * 5 + 8), "cases run");
     assert!(
         fused_steps * 10 > steps * 9,
         "only {fused_steps} of {steps} last-run steps were fused"

@@ -112,12 +112,38 @@ action = "v = 2.5"
 stop = "n >= 6"
 "#;
 
+/// Signed zeros everywhere: states that start at -0 with derivatives of -0, a parameter of
+/// -0, so that every `0 +` and `y + 0` of the steppers' arithmetic decides a sign.
+pub const SIGNED_ZEROS_ODE: &str = r#"inline:
+[model]
+type = "ode"
+[states]
+a = -0.0
+b = -0.0
+c = 0.0
+[params]
+q = -0.0
+[equations.rhs]
+a = "-a*a"
+b = "q*b"
+c = "q - c*c"
+"#;
+
 pub fn sources() -> Vec<String> {
     let mut s: Vec<String> = dynlib::model::builtin::BUILTINS
         .iter()
         .map(|(id, _)| format!("builtin://{id}"))
         .collect();
-    s.extend([LAGGED_ODE, ALL_FUNCTIONS, LAGGED_MAP, START_EVENTS_ODE].map(String::from));
+    s.extend(
+        [
+            LAGGED_ODE,
+            ALL_FUNCTIONS,
+            LAGGED_MAP,
+            START_EVENTS_ODE,
+            SIGNED_ZEROS_ODE,
+        ]
+        .map(String::from),
+    );
     s
 }
 

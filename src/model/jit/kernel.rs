@@ -618,27 +618,49 @@ impl Gen<'_, '_, '_> {
         self.lw.outputs(&mut self.b, frame, &self.compiled.rhs)
     }
 
-    /// `y + h (0 + Σ w_i v_i)` per state, zero weights skipped when `skip_zero`.
+    /// `y + h (0 + Σ w_i v_i)` per state (zero weights skipped when `skip_zero`), the
+    /// general engine's arithmetic, evaluated with a shorter dependency chain but the same
+    /// bits as `y0 + h Σ' w_i v_i`, where `y0 = y + 0` (given by the caller) and `Σ'` is the
+    /// sum without the leading `0 +` and with `1·v` taken as `v`. Why the bits agree, for
+    /// `h > 0` (the kernel only runs with a positive step):
+    /// - `1·v` is `v` (a signalling NaN comes out quiet, which the next operation does anyway).
+    /// - `0 + x` is `x` except that `-0` becomes `+0`; so `Σ'` equals the general sum `S`
+    ///   except that `Σ'` may be `-0` where `S` is `+0` (`S` is never `-0`: a sum is `-0` only
+    ///   when both operands are, and `S` starts from `+0`).
+    /// - `y0` equals `y` except that `-0` becomes `+0`. When `y ≠ 0`, `y0 + q = y + q` for
+    ///   `q = ±0`, and for `q ≠ 0` the two products are equal. When `y = ±0`: the general
+    ///   result is `y + h·S`; `h·S` is `+0` or non-zero (never `-0`), so it is `+0` or `h·S`;
+    ///   ours is `+0 + h·Σ'`, also `+0` or `h·S`.
+    /// - NaN payloads propagate through the same operand positions.
     fn combine(
         &mut self,
-        y: &[Value],
+        y0: &[Value],
         h: Value,
         terms: &[(f64, &Vec<Value>)],
         skip_zero: bool,
     ) -> Vec<Value> {
-        (0..y.len())
+        (0..y0.len())
             .map(|m| {
-                let mut acc = self.b.ins().f64const(0.0);
+                let mut acc: Option<Value> = None;
                 for (w, v) in terms {
                     if skip_zero && *w == 0.0 {
                         continue;
                     }
-                    let w = self.b.ins().f64const(*w);
-                    let prod = self.b.ins().fmul(w, v[m]);
-                    acc = self.b.ins().fadd(acc, prod);
+                    let prod = if *w == 1.0 {
+                        v[m]
+                    } else {
+                        let w = self.b.ins().f64const(*w);
+                        self.b.ins().fmul(w, v[m])
+                    };
+                    acc = Some(match acc {
+                        None => prod,
+                        Some(a) => self.b.ins().fadd(a, prod),
+                    });
                 }
+                // No terms: `y + h·0`, i.e. `y0 + h·(+0)`.
+                let acc = acc.unwrap_or_else(|| self.b.ins().f64const(0.0));
                 let inc = self.b.ins().fmul(h, acc);
-                self.b.ins().fadd(y[m], inc)
+                self.b.ins().fadd(y0[m], inc)
             })
             .collect()
     }
@@ -652,6 +674,9 @@ impl Gen<'_, '_, '_> {
         y: &[Value],
         hist: &[Vec<Value>],
     ) -> Result<Vec<Value>> {
+        // `y + 0` (see `combine`), once per step for every stage.
+        let zero = self.b.ins().f64const(0.0);
+        let y0: Vec<Value> = y.iter().map(|&v| self.b.ins().fadd(v, zero)).collect();
         match self.spec.form {
             StepForm::Map => self.rhs(frame, t, y.to_vec()),
             StepForm::Erk(tab) => {
@@ -661,7 +686,7 @@ impl Gen<'_, '_, '_> {
                         self.rhs(frame, t, y.to_vec())?
                     } else {
                         let terms: Vec<(f64, &Vec<Value>)> = row.iter().copied().zip(&ks).collect();
-                        let ys = self.combine(y, h, &terms, true);
+                        let ys = self.combine(&y0, h, &terms, true);
                         let c = self.b.ins().f64const(tab.c[i]);
                         let ch = self.b.ins().fmul(c, h);
                         let ti = self.b.ins().fadd(t, ch);
@@ -670,11 +695,11 @@ impl Gen<'_, '_, '_> {
                     ks.push(k);
                 }
                 let terms: Vec<(f64, &Vec<Value>)> = tab.b.iter().copied().zip(&ks).collect();
-                Ok(self.combine(y, h, &terms, true))
+                Ok(self.combine(&y0, h, &terms, true))
             }
             StepForm::Adams(w) => {
                 let terms: Vec<(f64, &Vec<Value>)> = w.iter().copied().zip(hist).collect();
-                Ok(self.combine(y, h, &terms, false))
+                Ok(self.combine(&y0, h, &terms, false))
             }
         }
     }

@@ -67,6 +67,10 @@ impl Runner<'_> {
         let Some(kernel) = self.fused.kernel.clone() else {
             return Ok(false);
         };
+        // The kernel's arithmetic is the general engine's for a positive step only.
+        if !(st.nominal_dt > 0.0 && st.nominal_dt.is_finite()) {
+            return Ok(false);
+        }
         loop {
             let budget = plan.max_steps.saturating_sub(self.steps_taken);
             let k_end = end.min(st.step.saturating_add(budget));
