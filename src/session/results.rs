@@ -111,6 +111,27 @@ impl Recording {
         self.segments.truncate(m.segments);
     }
 
+    /// A new, empty recording of `vars` that reuses `spare`'s buffers (their capacity), so a
+    /// repeated run does not allocate and fault in its sample memory again.
+    pub fn reusing(spare: Option<Recording>, vars: Vec<RecVar>, names: Vec<String>) -> Self {
+        let Some(mut rec) = spare else {
+            return Recording::new(vars, names);
+        };
+        rec.clear();
+        rec.columns.resize_with(vars.len(), Vec::new);
+        rec.vars = vars;
+        rec.names = names;
+        rec
+    }
+
+    /// Bytes of sample memory allocated (capacity, not length).
+    pub fn capacity_bytes(&self) -> usize {
+        self.t.capacity() * 8
+            + self.step.capacity() * 8
+            + self.interpolated.capacity()
+            + self.columns.iter().map(|c| c.capacity() * 8).sum::<usize>()
+    }
+
     /// Clears samples, events and segments, keeping the variable selection.
     pub fn clear(&mut self) {
         self.rollback(Mark {

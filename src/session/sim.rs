@@ -178,7 +178,14 @@ pub struct Sim {
     selection: Option<(Vec<RecVar>, Vec<String>)>,
     /// How the last successful run took its steps.
     last_run: RunStats,
+    /// The buffers of the recording a fresh run replaced, kept (up to
+    /// `SPARE_RECORDING_BYTES`) for the next fresh run to reuse.
+    spare_rec: Option<Recording>,
 }
+
+/// Largest replaced recording kept for reuse: repeated runs of up to this size allocate
+/// nothing; larger memory goes back to the allocator at once.
+const SPARE_RECORDING_BYTES: usize = 256 << 20;
 
 impl Sim {
     /// A session with the model's default stepper.
@@ -199,6 +206,7 @@ impl Sim {
             rec: None,
             selection: None,
             last_run: RunStats::default(),
+            spare_rec: None,
         })
     }
 
@@ -310,7 +318,7 @@ impl Sim {
                 },
                 ModelKind::Ode if info.adaptive => Horizon::Time(t0 + tr),
                 ModelKind::Ode => {
-                    let (end_step, clip_to) = fixed_horizon(&st, t0 + tr);
+                    let (end_step, clip_to) = fixed_horizon(&st, t0 + tr)?;
                     Horizon::Steps { end_step, clip_to }
                 }
             };
@@ -346,7 +354,7 @@ impl Sim {
                 if info.adaptive {
                     Horizon::Time(t_abs)
                 } else {
-                    let (end_step, clip_to) = fixed_horizon(&st, t_abs);
+                    let (end_step, clip_to) = fixed_horizon(&st, t_abs)?;
                     Horizon::Steps { end_step, clip_to }
                 }
             }
@@ -365,7 +373,7 @@ impl Sim {
                     }
                     (None, None) => max_steps,
                 };
-                let end_step = n + st.step_shift;
+                let end_step = n.saturating_add(st.step_shift);
                 if opts.resume && end_step <= st.step {
                     return Err(Error::invalid(format!(
                         "the requested horizon (N = {n} iterations since the recorded start) is \
@@ -414,7 +422,11 @@ impl Sim {
                 .take()
                 .unwrap_or_else(|| Recording::new(selection.0.clone(), selection.1.clone()))
         } else {
-            Recording::new(selection.0.clone(), selection.1.clone())
+            Recording::reusing(
+                self.spare_rec.take(),
+                selection.0.clone(),
+                selection.1.clone(),
+            )
         };
         let mark = rec.mark();
         let (ms, me) = (rec.len(), rec.events.len());
@@ -455,7 +467,11 @@ impl Sim {
             self.push_initial(seed);
         }
         self.state = st;
-        self.rec = Some(rec);
+        if let Some(old) = self.rec.replace(rec) {
+            if !opts.resume && old.capacity_bytes() <= SPARE_RECORDING_BYTES {
+                self.spare_rec = Some(old);
+            }
+        }
         if !opts.resume || self.selection.is_none() {
             self.selection = Some(selection);
         }

@@ -85,27 +85,45 @@ fn lag_view<'a>(
     }
 }
 
-/// Step count and time of the fixed-step horizon `t_end` on the session's grid.
-pub fn fixed_horizon(st: &SessionState, t_end: f64) -> (u64, Option<f64>) {
+/// Most steps one fixed-step run may span: beyond 2^53 step indices are no longer exact
+/// in an f64, so the grid `t0 + k·dt` cannot be followed.
+const MAX_GRID_STEPS: f64 = 9_007_199_254_740_992.0;
+
+/// Step count and time of the fixed-step horizon `t_end` on the session's grid. An horizon
+/// that is not finite, or more steps away than the grid can count, is an error (a run must
+/// never loop beyond what `max_steps` bounds).
+pub fn fixed_horizon(st: &SessionState, t_end: f64) -> Result<(u64, Option<f64>)> {
     let span = (t_end - st.grid_t0) / st.nominal_dt;
+    if !t_end.is_finite() || span.is_nan() || span >= MAX_GRID_STEPS {
+        return Err(Error::invalid(format!(
+            "the horizon T = {t_end} is {span:e} steps of dt = {} from the grid origin {}; a \
+             fixed-step run can span at most 2^53 steps: use a larger dt or a nearer horizon",
+            st.nominal_dt, st.grid_t0
+        )));
+    }
     if span <= 0.0 {
-        return (st.grid_k0, None);
+        return Ok((st.grid_k0, None));
     }
     let tol = 4.0 * f64::EPSILON * t_end.abs().max(1.0);
     let nearest = span.round() as u64;
-    let k = st.grid_k0 + nearest;
+    let k = st.grid_k0.saturating_add(nearest);
     if (st.grid_time(k) - t_end).abs() <= tol {
-        return (k, None);
+        return Ok((k, None));
     }
-    // Off the grid: whole steps strictly before t_end, then one shortened step.
-    let mut j = st.grid_k0 + span.floor() as u64;
-    while j > st.grid_k0 && st.grid_time(j) >= t_end {
-        j -= 1;
+    // Off the grid: whole steps strictly before t_end, then one shortened step. The grid
+    // time is monotonic in k, so each walk is a few steps (bounded here regardless).
+    let mut j = st.grid_k0.saturating_add(span.floor() as u64);
+    for _ in 0..64 {
+        if j > st.grid_k0 && st.grid_time(j) >= t_end {
+            j -= 1;
+        }
     }
-    while st.grid_time(j + 1) < t_end - tol {
-        j += 1;
+    for _ in 0..64 {
+        if st.grid_time(j + 1) < t_end - tol {
+            j += 1;
+        }
     }
-    (j + 1, Some(t_end))
+    Ok((j + 1, Some(t_end)))
 }
 
 /// How a run took its steps (a diagnostic: the results do not depend on it).
@@ -440,9 +458,10 @@ impl<'m> Runner<'m> {
                 lag,
             };
             if self.eval.event_fires(i, &env)? {
+                let p_before = st.params.clone();
                 self.eval
                     .event_apply(i, st.t, &mut st.y, &mut st.params, lag)?;
-                check_finite_after_event(model, i, &st.y)?;
+                check_finite_after_event(model, i, &st.y, &p_before, &st.params)?;
                 let label = st.step - st.step_shift;
                 self.log_event(
                     i,
@@ -481,9 +500,10 @@ impl<'m> Runner<'m> {
                 lag,
             };
             if self.eval.event_fires(i, &env)? {
+                let p_before = st.params.clone();
                 self.eval
                     .event_apply(i, t_new, &mut self.y_new, &mut st.params, lag)?;
-                check_finite_after_event(model, i, &self.y_new)?;
+                check_finite_after_event(model, i, &self.y_new, &p_before, &st.params)?;
                 let label = st.step + 1 - st.step_shift;
                 let y = std::mem::take(&mut self.y_new);
                 self.log_event(
@@ -613,15 +633,29 @@ fn reserve_samples(rec: &mut Recording, n: u64) -> Result<()> {
     Ok(())
 }
 
-fn check_finite_after_event(model: &ModelData, event: usize, y: &[f64]) -> Result<()> {
-    match y.iter().position(|v| !v.is_finite()) {
-        None => Ok(()),
-        Some(i) => Err(Error::new(
+/// A state the event left non-finite, or a parameter it made non-finite, is an error at
+/// the event (not one step later, when the state it feeds becomes NaN).
+fn check_finite_after_event(
+    model: &ModelData,
+    event: usize,
+    y: &[f64],
+    p_before: &[f64],
+    p: &[f64],
+) -> Result<()> {
+    let name = &model.events[event].name;
+    let fail = |what: &str, var: &str, v: f64| {
+        Err(Error::new(
             ErrorKind::NonFinite,
-            format!(
-                "event '{}' set state '{}' to {}",
-                model.events[event].name, model.state_names[i], y[i]
-            ),
-        )),
+            format!("event '{name}' set {what} '{var}' to {v}"),
+        ))
+    };
+    if let Some(i) = y.iter().position(|v| !v.is_finite()) {
+        return fail("state", &model.state_names[i], y[i]);
     }
+    let changed_to_non_finite =
+        |i: usize| !p[i].is_finite() && p[i].to_bits() != p_before[i].to_bits();
+    if let Some(i) = (0..p.len()).find(|&i| changed_to_non_finite(i)) {
+        return fail("parameter", &model.param_names[i], p[i]);
+    }
+    Ok(())
 }
