@@ -24,4 +24,97 @@ pub enum StepForm {
     /// history `f_n, f_{n-1}, …` (newest first, one weight per entry); after the commit
     /// `f(t_new, y_new)` becomes the newest entry and the oldest is dropped.
     Adams(&'static [f64]),
+    /// An adaptive embedded pair: attempts `k_i`, `y5 = y + h (0 + Σ a_6j k_j)` and the error
+    /// norm `sqrt(Σ_m (h e_m / (atol + rtol max(|y_m|, |y5_m|)))² / n)` with
+    /// `e_m = 0 + Σ_j err_j k_jm`, judged by [`Controller::judge`] until accepted; an
+    /// accepted step stores its dense-output coefficients.
+    Embedded(&'static EmbeddedPair),
+}
+
+/// An embedded explicit Runge–Kutta pair with a continuous extension, as the adaptive
+/// `rk45` stepper and its fused loop both use it.
+#[derive(Debug)]
+pub struct EmbeddedPair {
+    /// The propagating method; its last row of `a` equals `b` (first same as last).
+    pub tab: Tableau,
+    /// `b - b̂`: weights of the local error estimate.
+    pub err: &'static [f64],
+    /// Weights of the dense-output term (Hairer's DOPRI5 `contd5`).
+    pub dense: &'static [f64],
+}
+
+/// The classic step-size controller of an embedded pair, its knobs read once per run
+/// instead of looked up by name per step. `judge` is the one implementation of the
+/// accept/reject rule: the general stepper and the fused loop both call it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Controller {
+    pub atol: f64,
+    pub rtol: f64,
+    pub safety: f64,
+    pub min_factor: f64,
+    pub max_factor: f64,
+    /// Attempts per step (at least 1).
+    pub tries: u64,
+    pub min_step: f64,
+    pub dt_max: f64,
+}
+
+/// What the controller makes of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Verdict {
+    Accept {
+        h_next: f64,
+    },
+    Retry {
+        h: f64,
+    },
+    /// The step would fall below `min_step`.
+    TooSmall {
+        h: f64,
+    },
+}
+
+impl Controller {
+    /// From a config vector in the knob order of `rk45::CONTROLLER_KNOBS` (atol, rtol,
+    /// safety, min_factor, max_factor, max_tries, min_step, dt_max).
+    pub fn from_config(cfg: &[f64]) -> Controller {
+        Controller {
+            atol: cfg[0],
+            rtol: cfg[1],
+            safety: cfg[2],
+            min_factor: cfg[3],
+            max_factor: cfg[4],
+            tries: cfg[5].max(1.0) as u64,
+            min_step: cfg[6],
+            dt_max: cfg[7],
+        }
+    }
+
+    /// The first attempt's step from the proposed one.
+    #[inline]
+    pub fn first_step(&self, h_in: f64) -> f64 {
+        h_in.min(self.dt_max)
+    }
+
+    /// Accepts a step of size `h` with error norm `err`, or proposes the next attempt.
+    #[inline]
+    pub fn judge(&self, err: f64, h: f64) -> Verdict {
+        if err <= 1.0 || h <= self.min_step {
+            let factor = if err > 0.0 {
+                (self.safety * err.powf(-0.2)).clamp(self.min_factor, self.max_factor)
+            } else {
+                self.max_factor
+            };
+            return Verdict::Accept {
+                h_next: (h * factor).min(self.dt_max),
+            };
+        }
+        let h = h * self.min_factor.max(self.safety * err.powf(-0.25));
+        if h < self.min_step {
+            Verdict::TooSmall { h }
+        } else {
+            Verdict::Retry { h }
+        }
+    }
 }

@@ -6,9 +6,43 @@
 
 use super::erk::{Stages, Tableau};
 use super::workspace::{check_layout, load_f64};
-use super::{knob, step_failed, Knob, Rhs, StepOutcome, Stepper, StepperInfo, WsArray};
+use super::{step_failed, Knob, Rhs, StepOutcome, Stepper, StepperInfo, WsArray};
 use crate::error::Result;
+use crate::method::{Controller, EmbeddedPair, StepForm, Verdict};
 use crate::model::ModelKind;
+
+/// Dormand–Prince 5(4) as data, shared with the fused loop.
+pub static PAIR: EmbeddedPair = EmbeddedPair {
+    tab: Tableau {
+        c: TABLEAU.c,
+        a: TABLEAU.a,
+        b: TABLEAU.b,
+    },
+    err: &ERR,
+    dense: &D,
+};
+
+/// `b - b̂` (the error estimate's weights).
+const ERR: [f64; 7] = [
+    B[0] - B_STAR[0],
+    B[1] - B_STAR[1],
+    B[2] - B_STAR[2],
+    B[3] - B_STAR[3],
+    B[4] - B_STAR[4],
+    B[5] - B_STAR[5],
+    B[6] - B_STAR[6],
+];
+
+/// The 5th-order weights (the last row of `a`).
+const B: [f64; 7] = [
+    35.0 / 384.0,
+    0.0,
+    500.0 / 1113.0,
+    125.0 / 192.0,
+    -2187.0 / 6784.0,
+    11.0 / 84.0,
+    0.0,
+];
 
 pub static TABLEAU: Tableau = Tableau {
     c: &[0.0, 1.0 / 5.0, 3.0 / 10.0, 4.0 / 5.0, 8.0 / 9.0, 1.0, 1.0],
@@ -39,15 +73,7 @@ pub static TABLEAU: Tableau = Tableau {
             11.0 / 84.0,
         ],
     ],
-    b: &[
-        35.0 / 384.0,
-        0.0,
-        500.0 / 1113.0,
-        125.0 / 192.0,
-        -2187.0 / 6784.0,
-        11.0 / 84.0,
-        0.0,
-    ],
+    b: &B,
 };
 
 /// Embedded 4th-order weights.
@@ -134,10 +160,9 @@ pub struct Rk45 {
     n: usize,
     stages: Stages,
     y5: Vec<f64>,
-    /// Interpolation coefficients of the last accepted step: 5 vectors of n.
+    /// Interpolation coefficients of the last accepted step (5 vectors of n), then its
+    /// (t, h): one array, which the fused loop updates in place.
     dense: Vec<f64>,
-    /// (t, h) of the last accepted step.
-    span: [f64; 2],
 }
 
 impl Rk45 {
@@ -146,8 +171,7 @@ impl Rk45 {
             n,
             stages: Stages::new(7, n),
             y5: vec![0.0; n],
-            dense: vec![0.0; 5 * n],
-            span: [0.0, 0.0],
+            dense: vec![0.0; 5 * n + 2],
         }
     }
 
@@ -155,9 +179,8 @@ impl Rk45 {
         let mut sum = 0.0;
         for m in 0..self.n {
             let mut e = 0.0;
-            for (j, k) in self.stages.k.iter().enumerate() {
-                let w = TABLEAU.b[j] - B_STAR[j];
-                if w != 0.0 {
+            for (w, k) in ERR.iter().zip(&self.stages.k) {
+                if *w != 0.0 {
                     e += w * k[m];
                 }
             }
@@ -186,7 +209,8 @@ impl Rk45 {
             self.dense[3 * n + m] = diff - h * k[6][m] - bspl;
             self.dense[4 * n + m] = h * acc;
         }
-        self.span = [t, h];
+        self.dense[5 * n] = t;
+        self.dense[5 * n + 1] = h;
     }
 }
 
@@ -197,15 +221,16 @@ impl Stepper for Rk45 {
 
     fn save(&self) -> Vec<WsArray> {
         vec![
-            WsArray::matrix("dense", 5, self.n, self.dense.clone()),
-            WsArray::f64("dense_span", self.span.to_vec()),
+            WsArray::matrix("dense", 5, self.n, self.dense[..5 * self.n].to_vec()),
+            WsArray::f64("dense_span", self.dense[5 * self.n..].to_vec()),
         ]
     }
 
     fn load(&mut self, ws: &[WsArray]) -> Result<()> {
         check_layout(ws, &self.save(), "stepper")?;
-        load_f64(ws, "dense", &mut self.dense)?;
-        load_f64(ws, "dense_span", &mut self.span)
+        let n = self.n;
+        load_f64(ws, "dense", &mut self.dense[..5 * n])?;
+        load_f64(ws, "dense_span", &mut self.dense[5 * n..])
     }
 
     fn restart(&mut self) {}
@@ -219,13 +244,9 @@ impl Stepper for Rk45 {
         cfg: &[f64],
         y_new: &mut [f64],
     ) -> Result<StepOutcome> {
-        let get = |name| knob(&INFO, cfg, name);
-        let (atol, rtol, safety) = (get("atol"), get("rtol"), get("safety"));
-        let (min_factor, max_factor) = (get("min_factor"), get("max_factor"));
-        let (max_tries, min_step, dt_max) = (get("max_tries"), get("min_step"), get("dt_max"));
-        let mut h = h_in.min(dt_max);
-        let tries = (max_tries.max(1.0)) as u64;
-        for _ in 0..tries {
+        let ctl = Controller::from_config(cfg);
+        let mut h = ctl.first_step(h_in);
+        for _ in 0..ctl.tries {
             self.stages.compute(&TABLEAU, f, t, y, h)?;
             if self.stages.k[0].iter().any(|v| !v.is_finite()) {
                 return Err(step_failed(format!(
@@ -240,40 +261,47 @@ impl Stepper for Rk45 {
                     .iter()
                     .all(|k| k.iter().all(|v| v.is_finite()));
             if !finite {
-                if h <= min_step {
+                if h <= ctl.min_step {
                     return Err(step_failed(format!(
-                        "rk45: non-finite stage values at t = {t} even with the minimum step {min_step}"
+                        "rk45: non-finite stage values at t = {t} even with the minimum step {}",
+                        ctl.min_step
                     )));
                 }
-                h = (h * min_factor).max(min_step);
+                h = (h * ctl.min_factor).max(ctl.min_step);
                 continue;
             }
-            let err = self.error_norm(y, h, atol, rtol);
-            if err <= 1.0 || h <= min_step {
-                let factor = if err > 0.0 {
-                    (safety * err.powf(-0.2)).clamp(min_factor, max_factor)
-                } else {
-                    max_factor
-                };
-                let h_next = (h * factor).min(dt_max);
-                y_new.copy_from_slice(&self.y5);
-                self.build_dense(t, y, h);
-                return Ok(StepOutcome { h_used: h, h_next });
-            }
-            h *= min_factor.max(safety * err.powf(-0.25));
-            if h < min_step {
-                return Err(step_failed(format!(
-                    "rk45: step size fell below min_step = {min_step} at t = {t} (error norm {err:.3e})"
-                )));
+            let err = self.error_norm(y, h, ctl.atol, ctl.rtol);
+            match ctl.judge(err, h) {
+                Verdict::Accept { h_next } => {
+                    y_new.copy_from_slice(&self.y5);
+                    self.build_dense(t, y, h);
+                    return Ok(StepOutcome { h_used: h, h_next });
+                }
+                Verdict::Retry { h: next } => h = next,
+                Verdict::TooSmall { h: next } => {
+                    return Err(step_failed(format!(
+                        "rk45: step size fell below min_step = {} at t = {t} (error norm {err:.3e}, next h = {next:.3e})",
+                        ctl.min_step
+                    )));
+                }
             }
         }
         Err(step_failed(format!(
-            "rk45: no acceptable step after {tries} tries at t = {t} (last h = {h:.3e})"
+            "rk45: no acceptable step after {} tries at t = {t} (last h = {h:.3e})",
+            ctl.tries
         )))
     }
 
+    fn step_form(&self) -> Option<StepForm> {
+        Some(StepForm::Embedded(&PAIR))
+    }
+
+    fn fused_carry(&mut self) -> Option<&mut [f64]> {
+        Some(&mut self.dense)
+    }
+
     fn interpolate(&self, t: f64, out: &mut [f64]) -> bool {
-        let [t0, h] = self.span;
+        let (t0, h) = (self.dense[5 * self.n], self.dense[5 * self.n + 1]);
         if h == 0.0 {
             return false;
         }

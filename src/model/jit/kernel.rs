@@ -24,7 +24,7 @@ use cranelift_module::{Linkage, Module};
 
 use super::lower::{cl_error, mem, offset, truth, Bounds, Frame, Lowerer, Src};
 use crate::error::{Error, Result};
-use crate::method::StepForm;
+use crate::method::{Controller, EmbeddedPair, StepForm, Verdict};
 use crate::model::compile::CompiledModel;
 use crate::model::program::LagSlot;
 use crate::model::EventPhase;
@@ -75,6 +75,12 @@ struct KernelCtx {
     next_label: u64,
     rec_n: u64,
     rec_cap: u64,
+    /// Adaptive forms: the horizon (steps end strictly before it), the proposed step
+    /// (updated), the controller, and a slot the controller shim writes to.
+    t_end: f64,
+    h: f64,
+    ctl: *const Controller,
+    scratch: f64,
 }
 
 macro_rules! field {
@@ -104,6 +110,11 @@ pub struct KernelIo<'a> {
     /// The kernel returns `Exit::Hook` right after taking step `hook_k`.
     pub hook_k: u64,
     pub rec: Option<RecIo<'a>>,
+    /// Adaptive forms: no step may end past `t_end` (such a step is left to the general
+    /// engine, which interpolates); `h` is the proposed step (updated); `ctl` the knobs.
+    pub t_end: f64,
+    pub h: f64,
+    pub ctl: Controller,
 }
 
 /// Recording buffers: samples are written into spare capacity and the lengths raised.
@@ -187,6 +198,10 @@ impl FusedKernel {
             next_label: u64::MAX,
             rec_n: 0,
             rec_cap: 0,
+            t_end: io.t_end,
+            h: io.h,
+            ctl: &io.ctl,
+            scratch: 0.0,
         };
         if let Some(rec) = &mut io.rec {
             assert!(
@@ -215,6 +230,7 @@ impl FusedKernel {
         let code = unsafe { (self.f)(&mut ctx) };
         io.t = ctx.t;
         io.k = ctx.k;
+        io.h = ctx.h;
         if let Some(rec) = &mut io.rec {
             let n = ctx.rec_n as usize;
             assert!(
@@ -238,6 +254,39 @@ impl FusedKernel {
             _ => Exit::General,
         }
     }
+}
+
+const FIRST_STEP: &str = "dynlib_kernel_first_step";
+const JUDGE: &str = "dynlib_kernel_judge";
+
+/// The controller as native code calls it: the one Rust implementation of the rule, so a
+/// fused step is accepted or retried exactly as the general engine decides.
+extern "C" fn first_step(ctl: *const Controller, h: f64) -> f64 {
+    // SAFETY: kernels pass the pointer to the `Controller` in their `KernelIo`.
+    unsafe { &*ctl }.first_step(h)
+}
+
+/// 0: accept, next step in `*out`; 1: retry with `*out`; 2: too small (the general engine
+/// reports it).
+extern "C" fn judge(ctl: *const Controller, err: f64, h: f64, out: *mut f64) -> i64 {
+    // SAFETY: as above; `out` is the kernel context's scratch slot.
+    let (code, v) = match unsafe { &*ctl }.judge(err, h) {
+        Verdict::Accept { h_next } => (0, h_next),
+        Verdict::Retry { h } => (1, h),
+        Verdict::TooSmall { h } => (2, h),
+    };
+    unsafe { *out = v };
+    code
+}
+
+/// Symbols the generated kernels import.
+pub(super) fn symbols() -> [(&'static str, *const u8); 2] {
+    type First = extern "C" fn(*const Controller, f64) -> f64;
+    type Judge = extern "C" fn(*const Controller, f64, f64, *mut f64) -> i64;
+    [
+        (FIRST_STEP, first_step as First as *const u8),
+        (JUDGE, judge as Judge as *const u8),
+    ]
 }
 
 /// What to build a kernel for.
@@ -285,6 +334,8 @@ pub fn build(
     }
     let carry_len = match spec.form {
         StepForm::Adams(w) => w.len() * n,
+        // Dense-output coefficients (5 vectors of n), then the step's (t, h).
+        StepForm::Embedded(_) => 5 * n + 2,
         _ => 0,
     };
     let mut lw = Lowerer::new(layout, bounds.clone())?;
@@ -379,6 +430,9 @@ impl Gen<'_, '_, '_> {
     }
 
     fn body(&mut self) -> Result<()> {
+        if let StepForm::Embedded(pair) = self.spec.form {
+            return self.body_adaptive(pair);
+        }
         let entry = self.b.create_block();
         self.b.append_block_params_for_function_params(entry);
         self.b.switch_to_block(entry);
@@ -447,17 +501,7 @@ impl Gen<'_, '_, '_> {
         if let Some(slots) = self.spec.record {
             self.record(&mut frame, &c, &v, slots, k1, t_new, &y_new)?;
         }
-        let hook = self.b.ins().icmp(IntCC::Equal, k1, c.hook_k);
-        let after_hook = self.b.create_block();
-        self.exit_if(hook, exit, 3, after_hook);
-        if let Some(stop) = &self.compiled.stop {
-            frame.t = t_new;
-            frame.y = Src::Vals(y_new.clone());
-            let s = self.lw.outputs(&mut self.b, &mut frame, stop)?[0];
-            let fires = truth(&mut self.b, s);
-            let next = self.b.create_block();
-            self.exit_if(fires, exit, 2, next);
-        }
+        self.hook_and_stop(&mut frame, &c, k1, t_new, &y_new, exit)?;
         self.b.ins().jump(head, &[]);
 
         // exit: write the carried values back.
@@ -701,7 +745,272 @@ impl Gen<'_, '_, '_> {
                 let terms: Vec<(f64, &Vec<Value>)> = w.iter().copied().zip(hist).collect();
                 Ok(self.combine(&y0, h, &terms, false))
             }
+            StepForm::Embedded(_) => Err(Error::internal("an embedded pair has no fixed step")),
         }
+    }
+
+    /// The stages of `tab` from `(t, y)` with step `h`: every `k_i`, and the argument of
+    /// the last stage (for a first-same-as-last pair, the new state).
+    fn stages(
+        &mut self,
+        frame: &mut Frame,
+        tab: &crate::method::Tableau,
+        t: Value,
+        h: Value,
+        y: &[Value],
+    ) -> Result<(Vec<Vec<Value>>, Vec<Value>)> {
+        let zero = self.b.ins().f64const(0.0);
+        let y0: Vec<Value> = y.iter().map(|&v| self.b.ins().fadd(v, zero)).collect();
+        let mut ks: Vec<Vec<Value>> = Vec::with_capacity(tab.a.len());
+        let mut last = y.to_vec();
+        for (i, row) in tab.a.iter().enumerate() {
+            let k = if i == 0 {
+                self.rhs(frame, t, y.to_vec())?
+            } else {
+                let terms: Vec<(f64, &Vec<Value>)> = row.iter().copied().zip(&ks).collect();
+                last = self.combine(&y0, h, &terms, true);
+                let c = self.b.ins().f64const(tab.c[i]);
+                let ch = self.b.ins().fmul(c, h);
+                let ti = self.b.ins().fadd(t, ch);
+                self.rhs(frame, ti, last.clone())?
+            };
+            ks.push(k);
+        }
+        Ok((ks, last))
+    }
+
+    /// `0 + Σ_j w_j k_jm` (zero weights skipped), the general engine's order.
+    fn weighted(&mut self, w: &[f64], ks: &[Vec<Value>], m: usize) -> Value {
+        let mut acc = self.b.ins().f64const(0.0);
+        for (wj, k) in w.iter().zip(ks) {
+            if *wj != 0.0 {
+                let c = self.b.ins().f64const(*wj);
+                let p = self.b.ins().fmul(c, k[m]);
+                acc = self.b.ins().fadd(acc, p);
+            }
+        }
+        acc
+    }
+
+    /// The error norm of an attempt (see `StepForm::Embedded`).
+    #[allow(clippy::too_many_arguments)]
+    fn error_norm(
+        &mut self,
+        pair: &EmbeddedPair,
+        ks: &[Vec<Value>],
+        y: &[Value],
+        y5: &[Value],
+        h: Value,
+        atol: Value,
+        rtol: Value,
+    ) -> Value {
+        let mut sum = self.b.ins().f64const(0.0);
+        for m in 0..y.len() {
+            let e = self.weighted(pair.err, ks, m);
+            let a = self.b.ins().fabs(y[m]);
+            let b5 = self.b.ins().fabs(y5[m]);
+            // f64::max of two finite non-negative values.
+            let gt = self.b.ins().fcmp(FloatCC::GreaterThan, b5, a);
+            let big = self.b.ins().select(gt, b5, a);
+            let rb = self.b.ins().fmul(rtol, big);
+            let scale = self.b.ins().fadd(atol, rb);
+            let he = self.b.ins().fmul(h, e);
+            let r = self.b.ins().fdiv(he, scale);
+            let rr = self.b.ins().fmul(r, r);
+            sum = self.b.ins().fadd(sum, rr);
+        }
+        let n = self.b.ins().f64const(y.len() as f64);
+        let mean = self.b.ins().fdiv(sum, n);
+        self.b.ins().sqrt(mean)
+    }
+
+    /// Stores the dense-output coefficients and span of an accepted step into the carry.
+    #[allow(clippy::too_many_arguments)]
+    fn store_dense(
+        &mut self,
+        pair: &EmbeddedPair,
+        ks: &[Vec<Value>],
+        y: &[Value],
+        y5: &[Value],
+        t: Value,
+        h: Value,
+        carry: Value,
+    ) -> Result<()> {
+        let n = y.len();
+        let last = ks.len() - 1;
+        for m in 0..n {
+            let diff = self.b.ins().fsub(y5[m], y[m]);
+            let hk0 = self.b.ins().fmul(h, ks[0][m]);
+            let bspl = self.b.ins().fsub(hk0, diff);
+            let acc = self.weighted(pair.dense, ks, m);
+            let hk6 = self.b.ins().fmul(h, ks[last][m]);
+            let d3 = self.b.ins().fsub(diff, hk6);
+            let d3 = self.b.ins().fsub(d3, bspl);
+            let d4 = self.b.ins().fmul(h, acc);
+            for (row, v) in [y[m], diff, bspl, d3, d4].into_iter().enumerate() {
+                self.b.ins().store(mem(), v, carry, offset(row * n + m)?);
+            }
+        }
+        self.b.ins().store(mem(), t, carry, offset(5 * n)?);
+        self.b.ins().store(mem(), h, carry, offset(5 * n + 1)?);
+        Ok(())
+    }
+
+    /// The adaptive loop: accepted steps strictly inside the horizon.
+    fn body_adaptive(&mut self, pair: &'static EmbeddedPair) -> Result<()> {
+        let (i64t, f64t) = (types::I64, types::F64);
+        let entry = self.b.create_block();
+        self.b.append_block_params_for_function_params(entry);
+        self.b.switch_to_block(entry);
+        let ctx = self.b.block_params(entry)[0];
+        let (c, v) = self.prologue(ctx)?;
+        let h_init = self.load(f64t, ctx, field!(h));
+        let hv = self.b.declare_var(f64t);
+        self.b.def_var(hv, h_init);
+        let t_end = self.load(f64t, ctx, field!(t_end));
+        let ctl = self.load(i64t, ctx, field!(ctl));
+        let atol = self.load(f64t, ctl, std::mem::offset_of!(Controller, atol) as i32);
+        let rtol = self.load(f64t, ctl, std::mem::offset_of!(Controller, rtol) as i32);
+        let tries = self.load(i64t, ctl, std::mem::offset_of!(Controller, tries) as i32);
+        let carry = self.load(i64t, ctx, field!(carry));
+        let scratch = self.b.ins().iadd_imm_u(ctx, i64::from(field!(scratch)));
+        let first_step = self
+            .lw
+            .import_symbol(&mut self.b, FIRST_STEP, &[i64t, f64t], &[f64t])?;
+        let judge =
+            self.lw
+                .import_symbol(&mut self.b, JUDGE, &[i64t, f64t, f64t, i64t], &[i64t])?;
+        let head = self.b.create_block();
+        let body = self.b.create_block();
+        let attempt = self.b.create_block();
+        let a_h = self.b.append_block_param(attempt, f64t);
+        let a_left = self.b.append_block_param(attempt, i64t);
+        let exit = self.b.create_block();
+        self.b.append_block_param(exit, i64t);
+        self.b.ins().jump(head, &[]);
+
+        self.b.switch_to_block(head);
+        let k = self.b.use_var(v.k);
+        let done = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedGreaterThanOrEqual, k, c.k_end);
+        self.exit_if(done, exit, 0, body);
+        let t = self.b.use_var(v.t);
+        let inside = self.b.ins().fcmp(FloatCC::LessThan, t, t_end);
+        let go = self.b.create_block();
+        self.exit_unless(inside, exit, 0, go);
+        let y: Vec<Value> = v.y.iter().map(|&x| self.b.use_var(x)).collect();
+        let mut frame = Frame::new(t, Src::Vals(y.clone()), Src::Vals(c.p.clone()), ctx);
+        frame.lag_fields = Some((c.ring, c.heads, c.shift0));
+        self.events(&mut frame, t, &y, true, exit)?;
+        let h_in = self.b.use_var(hv);
+        let call = self.b.ins().call(first_step, &[ctl, h_in]);
+        let h0 = self.b.inst_results(call)[0];
+        self.b.ins().jump(attempt, &[h0.into(), tries.into()]);
+
+        // attempt(h, tries left): the stages, the error norm and the controller's verdict.
+        self.b.switch_to_block(attempt);
+        let some_left = self.b.ins().icmp_imm_u(IntCC::NotEqual, a_left, 0);
+        let zero = self.zero();
+        let positive = self.b.ins().fcmp(FloatCC::GreaterThan, a_h, zero);
+        let ok = self.b.ins().band(some_left, positive);
+        let next = self.b.create_block();
+        self.exit_unless(ok, exit, 1, next);
+        let (ks, y5) = self.stages(&mut frame, &pair.tab, t, a_h, &y)?;
+        let mut all: Vec<Value> = y5.clone();
+        all.extend(ks.iter().flatten().copied());
+        let finite = self.all_finite(&all);
+        let next = self.b.create_block();
+        self.exit_unless(finite, exit, 1, next);
+        let err = self.error_norm(pair, &ks, &y, &y5, a_h, atol, rtol);
+        let call = self.b.ins().call(judge, &[ctl, err, a_h, scratch]);
+        let verdict = self.b.inst_results(call)[0];
+        let proposed = self.load(f64t, ctx, field!(scratch));
+        let accept = self.b.create_block();
+        let not_accepted = self.b.create_block();
+        let is_accept = self.b.ins().icmp_imm_u(IntCC::Equal, verdict, 0);
+        self.b.ins().brif(is_accept, accept, &[], not_accepted, &[]);
+        self.b.switch_to_block(not_accepted);
+        let is_retry = self.b.ins().icmp_imm_u(IntCC::Equal, verdict, 1);
+        let left = self.b.ins().iadd_imm_s(a_left, -1);
+        let code = self.b.ins().iconst(i64t, 1);
+        self.b.ins().brif(
+            is_retry,
+            attempt,
+            &[proposed.into(), left.into()],
+            exit,
+            &[code.into()],
+        );
+
+        // accept: the step ends inside the horizon and fires no event, or the general
+        // engine takes it.
+        self.b.switch_to_block(accept);
+        let h_next = proposed;
+        let t_new = self.b.ins().fadd(t, a_h);
+        let past = self.b.ins().fcmp(FloatCC::GreaterThan, t_new, t_end);
+        let next = self.b.create_block();
+        self.exit_if(past, exit, 1, next);
+        frame.lag_fields = Some((c.ring, c.heads, c.shift1));
+        self.events(&mut frame, t_new, &y5, false, exit)?;
+        frame.lag_fields = Some((c.ring, c.heads, c.shift0));
+        let h_ok = self.all_finite(&[h_next]);
+        let next = self.b.create_block();
+        self.exit_unless(h_ok, exit, 1, next);
+        let k1 = self.b.ins().iadd_imm_u(k, 1);
+        if self.spec.record.is_some() {
+            self.exit_if_buffer_full(&c, &v, k1, exit);
+        }
+        self.commit_lags(&c, &y5)?;
+        for (var, val) in v.y.iter().zip(&y5) {
+            self.b.def_var(*var, *val);
+        }
+        self.b.def_var(v.k, k1);
+        self.b.def_var(v.t, t_new);
+        self.b.def_var(hv, h_next);
+        self.store_dense(pair, &ks, &y, &y5, t, a_h, carry)?;
+        if let Some(slots) = self.spec.record {
+            self.record(&mut frame, &c, &v, slots, k1, t_new, &y5)?;
+        }
+        self.hook_and_stop(&mut frame, &c, k1, t_new, &y5, exit)?;
+        self.b.ins().jump(head, &[]);
+
+        self.b.switch_to_block(exit);
+        let code = self.b.block_params(exit)[0];
+        self.epilogue(&c, &v)?;
+        let h = self.b.use_var(hv);
+        self.b.ins().store(mem(), h, ctx, field!(h));
+        self.b.ins().return_(&[code]);
+        Ok(())
+    }
+
+    fn zero(&mut self) -> Value {
+        self.b.ins().f64const(0.0)
+    }
+
+    /// After a committed, recorded step: leave at the hook step, or when the stop
+    /// condition holds.
+    fn hook_and_stop(
+        &mut self,
+        frame: &mut Frame,
+        c: &Consts,
+        k1: Value,
+        t_new: Value,
+        y_new: &[Value],
+        exit: Block,
+    ) -> Result<()> {
+        let hook = self.b.ins().icmp(IntCC::Equal, k1, c.hook_k);
+        let after_hook = self.b.create_block();
+        self.exit_if(hook, exit, 3, after_hook);
+        if let Some(stop) = &self.compiled.stop {
+            frame.t = t_new;
+            frame.y = Src::Vals(y_new.to_vec());
+            let s = self.lw.outputs(&mut self.b, frame, stop)?[0];
+            let fires = truth(&mut self.b, s);
+            let next = self.b.create_block();
+            self.exit_if(fires, exit, 2, next);
+        }
+        Ok(())
     }
 
     /// True when every value is finite: `Σ v·0` is NaN exactly when some `v` is inf or NaN.

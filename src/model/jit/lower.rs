@@ -104,6 +104,9 @@ pub(super) fn new_module() -> Result<JITModule> {
     for (name, f) in shims::all_binary() {
         builder.symbol(name, f as *const u8);
     }
+    for (name, f) in super::kernel::symbols() {
+        builder.symbol(name, f);
+    }
     Ok(JITModule::new(builder))
 }
 
@@ -314,6 +317,25 @@ impl<'a> Lowerer<'a> {
         b.ins().return_(&[]);
         b.finalize(frontend);
         Ok((n_out, frame.uses_lag))
+    }
+
+    /// Declares the imported function `name` with `params` → `returns` in `b`'s function.
+    pub fn import_symbol(
+        &mut self,
+        b: &mut FunctionBuilder,
+        name: &str,
+        params: &[types::Type],
+        returns: &[types::Type],
+    ) -> Result<FuncRef> {
+        let mut sig = self.module.make_signature();
+        sig.params.extend(params.iter().map(|&t| AbiParam::new(t)));
+        sig.returns
+            .extend(returns.iter().map(|&t| AbiParam::new(t)));
+        let id = self
+            .module
+            .declare_function(name, Linkage::Import, &sig)
+            .map_err(|e| cl_error("import", e))?;
+        Ok(self.module.declare_func_in_func(id, b.func))
     }
 
     fn import(

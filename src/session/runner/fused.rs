@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::{reserve_samples, RunPlan, Runner};
 use crate::error::Result;
+use crate::method::Controller;
 use crate::model::jit::kernel::{Exit, FusedKernel, KernelIo, RecIo, RecSlot};
 use crate::session::results::{RecVar, Recording};
 use crate::session::state::{SessionState, Status};
@@ -12,6 +13,8 @@ use crate::session::state::{SessionState, Status};
 /// General steps to take before trying the kernel again after it returned almost at once
 /// (an event firing every step would otherwise cost a kernel call per step).
 const COOLDOWN_STEPS: u32 = 16;
+/// Steps of the first chunk of an adaptive run (later ones grow with the recording).
+const ADAPTIVE_CHUNK: u64 = 4096;
 /// A kernel call that took fewer steps than this counts as returning "at once".
 const SHORT_CALL: u64 = 4;
 
@@ -33,7 +36,7 @@ impl Runner<'_> {
         let Some(form) = self.stepper.step_form() else {
             return;
         };
-        if !plan.fused || by_time || matches!(plan.horizon, super::Horizon::Time(_)) {
+        if !plan.fused || by_time {
             return;
         }
         let slots: Option<Vec<RecSlot>> = plan.record_interval.map(|_| {
@@ -50,15 +53,16 @@ impl Runner<'_> {
             .fused_kernel(self.info.name, form, slots.as_deref());
     }
 
-    /// Runs whole steps up to `end` in the fused loop, as far as it goes. Returns true when
-    /// the stop condition ended the run; otherwise the next step (if any before `end`) is
-    /// for the general engine.
+    /// Runs whole steps up to step `end` (fixed step) or strictly inside `t_end` (adaptive)
+    /// in the fused loop, as far as it goes. Returns true when the stop condition ended the
+    /// run; otherwise the next step, if any, is for the general engine.
     pub(super) fn fused_steps(
         &mut self,
         st: &mut SessionState,
         plan: &RunPlan,
         rec: &mut Recording,
         end: u64,
+        t_end: f64,
     ) -> Result<bool> {
         if self.fused.cooldown > 0 {
             self.fused.cooldown -= 1;
@@ -67,14 +71,22 @@ impl Runner<'_> {
         let Some(kernel) = self.fused.kernel.clone() else {
             return Ok(false);
         };
-        // The kernel's arithmetic is the general engine's for a positive step only.
-        if !(st.nominal_dt > 0.0 && st.nominal_dt.is_finite()) {
+        // The kernel's arithmetic is the general engine's for a positive step only (an
+        // adaptive kernel checks every step it tries).
+        if !self.info.adaptive && !(st.nominal_dt > 0.0 && st.nominal_dt.is_finite()) {
             return Ok(false);
         }
         loop {
             let budget = plan.max_steps.saturating_sub(self.steps_taken);
-            let k_end = end.min(st.step.saturating_add(budget));
-            if st.step >= k_end {
+            // Adaptive runs have no known step count: they go in chunks that the recording
+            // buffer, grown by doubling, can hold.
+            let chunk = if self.info.adaptive {
+                budget.min((rec.t.len() as u64).max(ADAPTIVE_CHUNK))
+            } else {
+                budget
+            };
+            let k_end = end.min(st.step.saturating_add(chunk));
+            if st.step >= k_end || st.t >= t_end {
                 return Ok(false);
             }
             let hook_k = self
@@ -86,17 +98,20 @@ impl Runner<'_> {
                 reserve_samples(rec, super::samples_between(st, k_end, every))?;
             }
             let before = st.step;
-            let Some(exit) = self.call_kernel(&kernel, st, plan, rec, k_end, hook_k) else {
+            let bounds = (k_end, hook_k, t_end);
+            let Some(exit) = self.call_kernel(&kernel, st, plan, rec, bounds) else {
                 return Ok(false);
             };
             let taken = st.step - before;
             self.steps_taken += taken;
             self.stats.steps += taken;
             self.stats.fused_steps += taken;
-            if taken > 0 {
+            if taken > 0 && !self.info.adaptive {
                 st.dt = st.nominal_dt;
             }
             match exit {
+                // A chunk of an adaptive run ended: take the next one.
+                Exit::Done if self.info.adaptive && chunk < budget && taken > 0 => {}
                 Exit::Done => return Ok(false),
                 Exit::General => {
                     if taken < SHORT_CALL {
@@ -127,9 +142,13 @@ impl Runner<'_> {
         st: &mut SessionState,
         plan: &RunPlan,
         rec: &mut Recording,
-        k_end: u64,
-        hook_k: u64,
+        (k_end, hook_k, t_end): (u64, u64, f64),
     ) -> Option<Exit> {
+        let ctl = if self.info.adaptive {
+            Controller::from_config(&st.config)
+        } else {
+            Controller::from_config(&[0.0; 8])
+        };
         let carry = self.stepper.fused_carry()?;
         let recording = plan.record_interval.map(|every| {
             let label = st.step - st.step_shift;
@@ -157,12 +176,18 @@ impl Runner<'_> {
             step_shift: st.step_shift,
             hook_k,
             rec: recording,
+            t_end,
+            h: st.dt,
+            ctl,
         };
         let exit = kernel.run(&mut io);
-        let (t, k) = (io.t, io.k);
+        let (t, k, h) = (io.t, io.k, io.h);
         drop(io);
         st.t = t;
         st.step = k;
+        if self.info.adaptive {
+            st.dt = h;
+        }
         let n = rec.t.len();
         rec.interpolated.resize(n, false);
         Some(exit)

@@ -252,7 +252,7 @@ impl<'m> Runner<'m> {
                 // Whole steps on the grid go through the fused loop when there is one; it
                 // returns before any step that needs the general engine below.
                 let fused_end = end_step - u64::from(clip_to.is_some());
-                if self.fused_steps(st, plan, rec, fused_end)? {
+                if self.fused_steps(st, plan, rec, fused_end, f64::INFINITY)? {
                     return Ok(());
                 }
                 if st.step >= end_step {
@@ -312,6 +312,17 @@ impl<'m> Runner<'m> {
             self.record_start(st, plan, rec)?;
         }
         while st.t < t_end {
+            #[cfg(feature = "jit")]
+            {
+                // Accepted steps that end inside the horizon go through the fused loop;
+                // the step that crosses it (and any that needs host work) comes here.
+                if self.fused_steps(st, plan, rec, u64::MAX, t_end)? {
+                    return Ok(());
+                }
+                if st.t >= t_end {
+                    break;
+                }
+            }
             self.check_budget(plan)?;
             self.pre_events(st, rec)?;
             let out = self.take_step(st, st.dt)?;
