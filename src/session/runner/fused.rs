@@ -73,7 +73,8 @@ impl Runner<'_> {
         };
         // The kernel's arithmetic is the general engine's for a positive step only (an
         // adaptive kernel checks every step it tries).
-        if !self.info.adaptive && !(st.nominal_dt > 0.0 && st.nominal_dt.is_finite()) {
+        let positive_dt = st.nominal_dt > 0.0 && st.nominal_dt.is_finite();
+        if !self.info.adaptive && !positive_dt {
             return Ok(false);
         }
         loop {
