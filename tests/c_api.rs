@@ -119,9 +119,7 @@ fn suite_output(out: &Output) -> String {
 #[test]
 fn c_suite_passes() {
     let exe = build_c("test_c_api", &[repo().join("tests/c/test_c_api.c")]);
-    let out = run(Command::new(&exe)
-        .arg(work_dir("c-suite"))
-        .env("DYNLIB_TEST_USE_AFTER_FREE", "1"));
+    let out = run(Command::new(&exe).arg(work_dir("c-suite")));
     let text = suite_output(&out);
     assert!(text.contains(", 0 failures"), "{text}");
     eprintln!("{text}");
