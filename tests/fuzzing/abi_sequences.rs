@@ -31,6 +31,9 @@ use dynlib::ffi::sim::*;
 use dynlib::ffi::snapshot::*;
 use dynlib::ffi::status::*;
 
+/// What out-parameters hold before a call: a failed call must leave it there.
+const SENTINEL: usize = 0x5E57_0001;
+
 /// Reads the input: every read past the end gives 0.
 struct Input<'a> {
     data: &'a [u8],
@@ -348,7 +351,7 @@ impl World {
                 let stepper = input
                     .pick(STEPPERS)
                     .map_or(std::ptr::null(), |c| c.as_ptr());
-                let mut out = 0x1 as *mut DynlibModel;
+                let mut out = SENTINEL as *mut DynlibModel;
                 let null_out = input.u8() % 10 == 0;
                 let out_ptr = if null_out {
                     std::ptr::null_mut()
@@ -359,7 +362,7 @@ impl World {
                 let s = self.status("model_load", s, Kind::Live);
                 if s == DYNLIB_OK {
                     self.models.push((out, true));
-                } else if out as usize != 1 {
+                } else if out as usize != SENTINEL {
                     self.fail("model_load wrote its out-parameter on failure".into());
                 }
             }
@@ -386,22 +389,22 @@ impl World {
                 if input.u8() % 8 == 0 {
                     cb.rhs = None;
                 }
-                let mut out = 0x1 as *mut DynlibModel;
+                let mut out = SENTINEL as *mut DynlibModel;
                 let s = unsafe { dynlib_model_from_callbacks(&cb, &mut out) };
                 if self.status("model_from_callbacks", s, Kind::Live) == DYNLIB_OK {
                     self.models.push((out, true));
-                } else if out as usize != 1 {
+                } else if out as usize != SENTINEL {
                     self.fail("model_from_callbacks wrote its out-parameter on failure".into());
                 }
             }
             3 | 4 => {
                 let (m, kind, i) = self.pick_model(input);
-                let mut out = 0x1 as *mut DynlibSim;
+                let mut out = SENTINEL as *mut DynlibSim;
                 let s = unsafe { dynlib_sim_new(m, &mut out) };
                 if self.status("sim_new", s, kind) == DYNLIB_OK {
                     let callback = i != usize::MAX && self.is_callback_model(i);
                     self.sims.push((out, true, callback));
-                } else if out as usize != 1 {
+                } else if out as usize != SENTINEL {
                     self.fail("sim_new wrote its out-parameter on failure".into());
                 }
             }
