@@ -38,7 +38,8 @@
  *   handle stays valid, and dynlib_last_error() says so. Different sims run concurrently on
  *   any threads; a callback may use other sims and models freely. DynlibModel handles may be
  *   used from any number of threads at once; callbacks of a callback model are then called
- *   concurrently.
+ *   concurrently. A callback must return to the library (report failure by a non-zero
+ *   return): leaving it by longjmp or a foreign exception leaves its sim busy for good.
  * - Global state: the thread-local error message; the handle registry (thread-safe, one
  *   entry per live handle, removed on free); and the process-wide native-code cache, which
  *   keeps the compiled code of every distinct model-language model (by spec hash) loaded in
