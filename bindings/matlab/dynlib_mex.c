@@ -145,6 +145,7 @@ static const char *error_id(DynlibStatus status)
     case DYNLIB_ERR_NON_FINITE: return "dynlib:nonFinite";
     case DYNLIB_ERR_BAD_HANDLE: return "dynlib:badHandle";
     case DYNLIB_ERR_INTERNAL: return "dynlib:internal";
+    case DYNLIB_ERR_BUSY: return "dynlib:busy";
     default: return "dynlib:unknownStatus";
     }
 }

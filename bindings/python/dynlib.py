@@ -89,6 +89,7 @@ DYNLIB_ERR_STEP_FAILED = 11
 DYNLIB_ERR_NON_FINITE = 12
 DYNLIB_ERR_BAD_HANDLE = 13
 DYNLIB_ERR_INTERNAL = 14
+DYNLIB_ERR_BUSY = 15
 
 DYNLIB_MODEL_ODE = 0
 DYNLIB_MODEL_MAP = 1
@@ -164,6 +165,13 @@ class InternalError(DynlibError):
     status = DYNLIB_ERR_INTERNAL
 
 
+class BusyError(DynlibError):
+    """Another call on the same sim is in progress (a callback calling back into its own sim,
+    or two threads using one sim); nothing was changed."""
+
+    status = DYNLIB_ERR_BUSY
+
+
 _ERRORS = {
     cls.status: cls
     for cls in (
@@ -181,6 +189,7 @@ _ERRORS = {
         NonFiniteError,
         BadHandleError,
         InternalError,
+        BusyError,
     )
 }
 _STATUS_NAMES = {
@@ -199,6 +208,7 @@ _STATUS_NAMES = {
     12: "DYNLIB_ERR_NON_FINITE",
     13: "DYNLIB_ERR_BAD_HANDLE",
     14: "DYNLIB_ERR_INTERNAL",
+    15: "DYNLIB_ERR_BUSY",
 }
 
 # --------------------------------------------------------------------------------------------

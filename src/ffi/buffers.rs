@@ -142,25 +142,118 @@ pub(crate) unsafe fn write_str(
     Ok(())
 }
 
-/// Reads a versioned struct whose first field is `struct_size`: the caller's bytes up to
-/// `min(struct_size, size_of::<T>())` over `defaults`, so callers built against an older,
-/// shorter layout keep working and fields they do not know keep their defaults.
+/// The `struct_size` values accepted for a versioned struct: every size that ends on a field
+/// boundary of the layout — the end of a field, or that end rounded up to the struct's
+/// alignment (what `sizeof` gives for a version ending there) — from the end of the second
+/// field on (a size covering only `struct_size` itself is the classic `sizeof(pointer)` slip).
+/// A version is only ever extended by appending fields, so every earlier version's
+/// `sizeof` is in this list, and no accepted size ends inside a field (a half-copied pointer).
+///
+/// The field list must name every field: the macro also destructures the struct
+/// exhaustively, so adding a field without listing it is a compile error.
+macro_rules! versioned_sizes {
+    ($t:ident { $($f:ident),+ $(,)? }) => {{
+        #[allow(non_snake_case, dead_code)]
+        fn exhaustive(v: &$t) {
+            let $t { $($f: _),+ } = v;
+        }
+        fn field_size<S, F>(_: fn(&S) -> &F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let align = std::mem::align_of::<$t>();
+        let mut sizes: Vec<usize> = Vec::new();
+        $(
+            let end = std::mem::offset_of!($t, $f) + field_size::<$t, _>(|s| &s.$f);
+            sizes.push(end);
+            sizes.push(end.div_ceil(align) * align);
+        )+
+        sizes.sort_unstable();
+        sizes.dedup();
+        // Keep sizes beyond the first field (struct_size itself).
+        let first = std::mem::size_of::<usize>();
+        sizes.retain(|s| *s > first);
+        debug_assert_eq!(sizes.last(), Some(&std::mem::size_of::<$t>()));
+        sizes
+    }};
+}
+pub(crate) use versioned_sizes;
+
+/// Reads a versioned struct whose first field is `struct_size`: the caller's first
+/// `struct_size` bytes over `defaults`, so callers built against an older, shorter layout
+/// keep working and fields they do not know keep their defaults. `struct_size` must be one
+/// of `accepted` (see [`versioned_sizes`]); anything else is refused with the list.
 ///
 /// # Safety
 /// `p` must be NULL or point to `struct_size` readable bytes starting with that `size_t`.
-pub(crate) unsafe fn read_versioned<T>(p: *const T, defaults: T, what: &str) -> FfiResult<T> {
+pub(crate) unsafe fn read_versioned<T>(
+    p: *const T,
+    defaults: T,
+    accepted: &[usize],
+    what: &str,
+    type_name: &str,
+) -> FfiResult<T> {
     if p.is_null() {
         return Err(Failure::null(what));
     }
     let size = std::ptr::read_unaligned(p.cast::<usize>());
-    let min = std::mem::size_of::<usize>();
-    if size < min {
+    if !accepted.contains(&size) {
+        let list: Vec<String> = accepted.iter().map(usize::to_string).collect();
+        let hint = if size > std::mem::size_of::<T>() {
+            " (larger than this library's struct: a header newer than the library?)"
+        } else {
+            ""
+        };
         return Err(Failure::invalid(format!(
-            "{what}->struct_size is {size}; set it to sizeof the struct (the _init function does)"
+            "{what}->struct_size is {size}{hint}, which is not the size of any known layout of \
+             {type_name}; accepted sizes are {} (sizeof({type_name}) = {} in this library; \
+             the _init function sets it)",
+            list.join(", "),
+            std::mem::size_of::<T>()
         )));
     }
     let mut value = defaults;
-    let n = size.min(std::mem::size_of::<T>());
-    std::ptr::copy_nonoverlapping(p.cast::<u8>(), (&mut value as *mut T).cast::<u8>(), n);
+    std::ptr::copy_nonoverlapping(p.cast::<u8>(), (&mut value as *mut T).cast::<u8>(), size);
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[repr(C)]
+    struct V {
+        struct_size: usize,
+        a: i32,
+        b: *const u8,
+        c: bool,
+    }
+
+    #[test]
+    fn accepted_sizes_end_on_field_boundaries_only() {
+        let sizes = versioned_sizes!(V {
+            struct_size,
+            a,
+            b,
+            c
+        });
+        assert_eq!(sizes, vec![12, 16, 24, 25, 32]);
+        let v = V {
+            struct_size: 20, // inside the pointer
+            a: 1,
+            b: std::ptr::null(),
+            c: true,
+        };
+        let d = V {
+            struct_size: 32,
+            a: 0,
+            b: std::ptr::null(),
+            c: false,
+        };
+        let e = unsafe { read_versioned(&v, d, &sizes, "v", "V") }
+            .err()
+            .unwrap();
+        assert_eq!(e.status, DYNLIB_ERR_INVALID_ARGUMENT);
+        assert!(e.message.contains("struct_size is 20"), "{}", e.message);
+        assert!(e.message.contains("12, 16, 24, 25, 32"), "{}", e.message);
+    }
 }

@@ -4,7 +4,7 @@
 use std::ffi::{c_char, c_int, c_void};
 
 use super::boundary::{boundary, Failure, FfiResult};
-use super::buffers::{cstr, opt_cstr, read_versioned, slice, str_list, write_out};
+use super::buffers::{cstr, opt_cstr, read_versioned, slice, str_list, versioned_sizes, write_out};
 use super::handles::{new_model_handle, DynlibModel};
 use super::status::*;
 use crate::model::host::HostModelDef;
@@ -126,6 +126,37 @@ fn callback_defaults() -> DynlibCallbackModel {
         jacobian: None,
         user_data: std::ptr::null_mut(),
     }
+}
+
+/// The `struct_size` values `dynlib_model_from_callbacks` accepts (see `versioned_sizes`).
+fn callback_model_sizes() -> &'static [usize] {
+    static SIZES: std::sync::LazyLock<Vec<usize>> = std::sync::LazyLock::new(|| {
+        versioned_sizes!(DynlibCallbackModel {
+            struct_size,
+            id,
+            version,
+            kind,
+            n_states,
+            state_names,
+            state_init,
+            n_params,
+            param_names,
+            param_init,
+            n_aux,
+            aux_names,
+            n_events,
+            event_names,
+            dt,
+            stepper,
+            rhs,
+            aux,
+            event_cond,
+            event_action,
+            jacobian,
+            user_data,
+        })
+    });
+    &SIZES
 }
 
 type RawFn = unsafe extern "C" fn(f64, *const f64, *const f64, *mut f64, *mut c_void) -> c_int;
@@ -271,11 +302,17 @@ pub unsafe extern "C" fn dynlib_model_from_callbacks(
     model_out: *mut *mut DynlibModel,
 ) -> DynlibStatus {
     boundary(|| {
-        let cb = read_versioned(cb, callback_defaults(), "cb")?;
+        let cb = read_versioned(
+            cb,
+            callback_defaults(),
+            callback_model_sizes(),
+            "cb",
+            "DynlibCallbackModel",
+        )?;
         if model_out.is_null() {
             return Err(Failure::null("model_out"));
         }
         let model = model_from_callbacks(&cb)?;
-        write_out(model_out, new_model_handle(model, None), "model_out")
+        write_out(model_out, new_model_handle(model, None)?, "model_out")
     })
 }

@@ -1,10 +1,13 @@
 //! The C ABI. Each function checks its arguments, makes one call into the core and maps the
 //! result; there is no simulation logic here.
 //!
-//! Conventions (also at the top of `include/dynlib.h`): every fallible function returns a
-//! `DynlibStatus` and leaves a message for `dynlib_last_error()`; handles are opaque, tagged
-//! and checked; outputs go to caller-owned buffers `(buf, cap, needed)` and out-parameters
-//! are written only on success; no panic crosses the boundary.
+//! Conventions (stated in full at the top of `include/dynlib.h`, which cbindgen takes from
+//! `cbindgen.toml`): every fallible function returns a `DynlibStatus` and leaves a message
+//! for `dynlib_last_error()`; handles are registry keys that are never reused and never
+//! dereferenced (see `handles`); a sim takes one call at a time and refuses a concurrent or
+//! re-entrant one with `DYNLIB_ERR_BUSY`; versioned structs accept only `struct_size` values
+//! of a known layout; outputs go to caller-owned buffers `(buf, cap, needed)` and
+//! out-parameters are written only on success; no panic crosses the boundary.
 
 pub mod boundary;
 pub mod buffers;
@@ -87,7 +90,8 @@ mod tests {
             dt: 0.1,
             stepper: "rk4".into(),
         };
-        let model = new_model_handle(Model::from_host(def, Box::new(Panicky)).unwrap(), None);
+        let model =
+            new_model_handle(Model::from_host(def, Box::new(Panicky)).unwrap(), None).unwrap();
         unsafe {
             let (mut sim, mut healthy) = (std::ptr::null_mut(), std::ptr::null_mut());
             assert_eq!(dynlib_sim_new(model, &mut sim), DYNLIB_OK);

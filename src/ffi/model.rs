@@ -34,7 +34,7 @@ pub unsafe extern "C" fn dynlib_model_load(
             Some(s) => Some(resolve_stepper(&model, Some(s))?.name.to_string()),
             None => None,
         };
-        write_out(model_out, new_model_handle(model, stepper), "model_out")
+        write_out(model_out, new_model_handle(model, stepper)?, "model_out")
     })
 }
 

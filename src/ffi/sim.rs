@@ -4,7 +4,8 @@ use std::ffi::c_char;
 
 use super::boundary::{boundary, Failure, FfiResult};
 use super::buffers::{
-    cstr, opt_cstr, read_versioned, slice, str_list, write_out, write_slice, write_str,
+    cstr, opt_cstr, read_versioned, slice, str_list, versioned_sizes, write_out, write_slice,
+    write_str,
 };
 use super::handles::{free_sim, model_ref, new_sim_handle, with_sim, DynlibModel, DynlibSim};
 use super::status::*;
@@ -26,21 +27,21 @@ pub unsafe extern "C" fn dynlib_sim_new(
             return Err(Failure::null("sim_out"));
         }
         let sim = Sim::with_stepper(&m.model, m.stepper.as_deref())?;
-        write_out(sim_out, new_sim_handle(sim), "sim_out")
+        write_out(sim_out, new_sim_handle(sim)?, "sim_out")
     })
 }
 
-/// Frees a session with its snapshots and results. NULL, and a handle that is not a live sim,
-/// are ignored.
+/// Frees a session with its snapshots and results. NULL, and a handle that is not a live sim
+/// (already freed, another type, garbage), are ignored. A busy sim — a call on it is in
+/// progress, e.g. this is called from inside one of its callbacks or races a call on another
+/// thread — is NOT freed: the free is refused, the handle stays valid (free it again once the
+/// call returned), and `dynlib_last_error()` says why.
 ///
 /// # Safety
-/// `sim` must be NULL or a handle from this library, not used afterwards.
+/// None beyond the handle rules: any pointer value may be passed.
 #[no_mangle]
 pub unsafe extern "C" fn dynlib_sim_free(sim: *mut DynlibSim) {
-    let _ = boundary(|| {
-        free_sim(sim);
-        Ok(())
-    });
+    let _ = boundary(|| free_sim(sim));
 }
 
 /// Options of one `dynlib_sim_run` call. Initialise with `dynlib_run_options_init`, which
@@ -121,6 +122,39 @@ fn run_option_defaults() -> DynlibRunOptions {
         checkpoint_every_time: f64::NAN,
         checkpoint_keep: 0,
     }
+}
+
+/// The `struct_size` values `dynlib_sim_run` accepts (see `versioned_sizes`).
+fn run_options_sizes() -> &'static [usize] {
+    static SIZES: std::sync::LazyLock<Vec<usize>> = std::sync::LazyLock::new(|| {
+        versioned_sizes!(DynlibRunOptions {
+            struct_size,
+            T,
+            N,
+            dt,
+            t0,
+            ic,
+            n_ic,
+            params,
+            n_params,
+            record,
+            record_interval,
+            record_vars,
+            n_record_vars,
+            transient,
+            resume,
+            tag,
+            max_steps,
+            config_names,
+            config_values,
+            n_config,
+            checkpoint_dir,
+            checkpoint_every_steps,
+            checkpoint_every_time,
+            checkpoint_keep,
+        })
+    });
+    &SIZES
 }
 
 fn set(x: f64) -> Option<f64> {
@@ -223,7 +257,13 @@ pub unsafe extern "C" fn dynlib_sim_run(
         let o = if opts.is_null() {
             run_option_defaults()
         } else {
-            read_versioned(opts, run_option_defaults(), "opts")?
+            read_versioned(
+                opts,
+                run_option_defaults(),
+                run_options_sizes(),
+                "opts",
+                "DynlibRunOptions",
+            )?
         };
         let options = run_options(&o)?;
         with_sim(sim, |s| Ok(s.run(&options)?))

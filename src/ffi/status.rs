@@ -38,9 +38,12 @@ pub const DYNLIB_ERR_NON_FINITE: DynlibStatus = 12;
 pub const DYNLIB_ERR_BAD_HANDLE: DynlibStatus = 13;
 /// A bug in the library (an internal invariant failed or a panic was caught).
 pub const DYNLIB_ERR_INTERNAL: DynlibStatus = 14;
+/// The sim is busy: another call on it is in progress, from inside one of its own callbacks
+/// (a re-entrant call) or from another thread. Nothing was changed; the handle stays valid.
+pub const DYNLIB_ERR_BUSY: DynlibStatus = 15;
 
 /// Every status with its name, in numeric order.
-pub(crate) const STATUS_NAMES: [(DynlibStatus, &str); 15] = [
+pub(crate) const STATUS_NAMES: [(DynlibStatus, &str); 16] = [
     (DYNLIB_OK, "DYNLIB_OK\0"),
     (DYNLIB_ERR_NULL_POINTER, "DYNLIB_ERR_NULL_POINTER\0"),
     (DYNLIB_ERR_INVALID_ARGUMENT, "DYNLIB_ERR_INVALID_ARGUMENT\0"),
@@ -56,6 +59,7 @@ pub(crate) const STATUS_NAMES: [(DynlibStatus, &str); 15] = [
     (DYNLIB_ERR_NON_FINITE, "DYNLIB_ERR_NON_FINITE\0"),
     (DYNLIB_ERR_BAD_HANDLE, "DYNLIB_ERR_BAD_HANDLE\0"),
     (DYNLIB_ERR_INTERNAL, "DYNLIB_ERR_INTERNAL\0"),
+    (DYNLIB_ERR_BUSY, "DYNLIB_ERR_BUSY\0"),
 ];
 
 /// The status code of an error kind.

@@ -3,8 +3,8 @@
  * models, and 8 sims on 8 threads matching the single-threaded results bit for bit.
  *
  * usage: test_c_api WORK_DIR     (a writable directory for snapshot files)
- * Set DYNLIB_TEST_USE_AFTER_FREE=1 to also check that freed handles are refused (skipped under
- * valgrind, which rightly reports reading freed memory). Exit status 0 = all checks passed. */
+ * Exit status 0 = all checks passed. */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, pthread_cond_timedwait */
 #include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dynlib.h"
 
@@ -156,6 +157,7 @@ static void test_version_and_status_names(void) {
       {DYNLIB_ERR_NON_FINITE, "DYNLIB_ERR_NON_FINITE"},
       {DYNLIB_ERR_BAD_HANDLE, "DYNLIB_ERR_BAD_HANDLE"},
       {DYNLIB_ERR_INTERNAL, "DYNLIB_ERR_INTERNAL"},
+      {DYNLIB_ERR_BUSY, "DYNLIB_ERR_BUSY"},
   };
   for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
     CHECK(strcmp(dynlib_status_name(codes[i].code), codes[i].name) == 0);
@@ -1011,14 +1013,10 @@ static void test_remaining_error_codes_and_handles(void) {
   OK(dynlib_sim_n_samples(s2, &n));
   CHECK(n == 11);
 
-  const char *uaf = getenv("DYNLIB_TEST_USE_AFTER_FREE");
-  if (uaf && strcmp(uaf, "1") == 0) {
-    dynlib_sim_free(s2);
-    EXPECT(dynlib_sim_time(s2, &t), DYNLIB_ERR_BAD_HANDLE, "already freed");
-    dynlib_sim_free(s2); /* double free: ignored */
-  } else {
-    dynlib_sim_free(s2);
-  }
+  /* Freed handles are refused without reading freed memory (also under valgrind/ASan). */
+  dynlib_sim_free(s2);
+  EXPECT(dynlib_sim_time(s2, &t), DYNLIB_ERR_BAD_HANDLE, "already freed");
+  dynlib_sim_free(s2); /* double free: ignored */
   dynlib_sim_free(sim);
   dynlib_model_free(m);
 }
@@ -1106,6 +1104,412 @@ static void test_thread_local_errors(void) {
   CHECK(strstr(mine, "izhikevic") != NULL);
 }
 
+/* ------------------------------------------------------------------ hardening (issue 18) */
+
+/* A one-state decay model through callbacks; the rhs may call back into the library. */
+typedef struct {
+  DynlibSim *self;          /* the sim this rhs belongs to (set after dynlib_sim_new) */
+  DynlibModel *other_model; /* for creating and running a different sim inside the callback */
+  int armed;                /* 1: make the re-entrant calls on the next rhs call */
+  int fail_with_status;     /* 1: return the busy status from the rhs (stops the run) */
+  DynlibStatus st_free_msg_ok, st_reset, st_assign, st_run, st_time, st_snapshot, st_export,
+      st_state, st_other;
+  char free_msg[512];
+  char run_msg[512];
+} Reentry;
+
+static int reentrant_rhs(double t, const double *y, const double *p, double *out, void *ud) {
+  (void)t;
+  Reentry *r = ud;
+  out[0] = -p[0] * y[0];
+  if (!r->armed) return 0;
+  r->armed = 0;
+  /* A different error first, so the message after the free is provably the free's. */
+  (void)dynlib_sim_time(NULL, NULL);
+  dynlib_sim_free(r->self);
+  snprintf(r->free_msg, sizeof r->free_msg, "%s", dynlib_last_error());
+  r->st_reset = dynlib_sim_reset(r->self, NULL);
+  const char *k = "k";
+  double two = 2.0;
+  r->st_assign = dynlib_sim_assign(r->self, &k, &two, 1, true);
+  DynlibRunOptions o;
+  dynlib_run_options_init(&o);
+  o.T = 0.5;
+  r->st_run = dynlib_sim_run(r->self, &o);
+  snprintf(r->run_msg, sizeof r->run_msg, "%s", dynlib_last_error());
+  double now = -1;
+  r->st_time = dynlib_sim_time(r->self, &now);
+  r->st_snapshot = dynlib_sim_create_snapshot(r->self, "inner", NULL);
+  char *path = path_in_work("reentrant.npz");
+  r->st_export = dynlib_sim_export_snapshot(r->self, path, NULL);
+  free(path);
+  double yy[1];
+  size_t need = 0;
+  r->st_state = dynlib_sim_state(r->self, yy, 1, &need);
+  /* Other sims are fine from inside a callback. */
+  DynlibSim *other = NULL;
+  r->st_other = dynlib_sim_new(r->other_model, &other);
+  if (r->st_other == DYNLIB_OK) {
+    DynlibRunOptions oo;
+    dynlib_run_options_init(&oo);
+    oo.N = 5;
+    r->st_other = dynlib_sim_run(other, &oo);
+    dynlib_sim_free(other);
+  }
+  return r->fail_with_status ? r->st_run : 0;
+}
+
+static DynlibCallbackModel decay_callbacks(Reentry *r) {
+  static const char *states[1] = {"x"};
+  static const double init[1] = {1.0};
+  static const char *params[1] = {"k"};
+  static const double pinit[1] = {1.0};
+  DynlibCallbackModel cb;
+  dynlib_callback_model_init(&cb);
+  cb.id = "test/reentrant-decay";
+  cb.n_states = 1;
+  cb.state_names = states;
+  cb.state_init = init;
+  cb.n_params = 1;
+  cb.param_names = params;
+  cb.param_init = pinit;
+  cb.dt = 0.01;
+  cb.rhs = reentrant_rhs;
+  cb.user_data = r;
+  return cb;
+}
+
+/* Item 2: a callback that frees, resets, assigns, runs, reads or exports its own sim gets
+ * DYNLIB_ERR_BUSY for each (the free is refused and the handle stays valid); the outer run
+ * completes as if nothing had been attempted; other sims work from inside the callback. */
+static void test_reentrant_calls_from_callbacks(void) {
+  Reentry r;
+  memset(&r, 0, sizeof r);
+  DynlibCallbackModel cb = decay_callbacks(&r);
+  DynlibModel *m = NULL;
+  OK(dynlib_model_from_callbacks(&cb, &m));
+  r.other_model = load("builtin://map/logistic", NULL);
+  DynlibSim *sim = new_sim(m);
+  DynlibSim *ref = new_sim(m);
+  r.self = sim;
+  DynlibRunOptions o = opts_T(1.0);
+  OK(dynlib_sim_run(ref, &o)); /* not armed: the reference run */
+  r.armed = 1;
+  OK(dynlib_sim_run(sim, &o));
+  CHECK(r.armed == 0);
+  CHECK(strstr(r.free_msg, "dynlib_sim_free refused") != NULL);
+  CHECK(strstr(r.free_msg, "re-entrant") != NULL && strstr(r.free_msg, "stays valid") != NULL);
+  CHECK(r.st_reset == DYNLIB_ERR_BUSY);
+  CHECK(r.st_assign == DYNLIB_ERR_BUSY);
+  CHECK(r.st_run == DYNLIB_ERR_BUSY);
+  CHECK(strstr(r.run_msg, "busy") != NULL && strstr(r.run_msg, "re-entrant") != NULL);
+  CHECK(r.st_time == DYNLIB_ERR_BUSY);
+  CHECK(r.st_snapshot == DYNLIB_ERR_BUSY);
+  CHECK(r.st_export == DYNLIB_ERR_BUSY);
+  CHECK(r.st_state == DYNLIB_ERR_BUSY);
+  CHECK(r.st_other == DYNLIB_OK);
+  /* The sim survived, nothing the callback attempted happened, and the run is intact. */
+  double t = 0, k = 0;
+  OK(dynlib_sim_time(sim, &t));
+  CHECK(t == 1.0);
+  OK(dynlib_sim_value(sim, "k", &k));
+  CHECK(k == 1.0);
+  size_t n = 0;
+  OK(dynlib_sim_n_samples(sim, &n));
+  CHECK(n == 101);
+  char *snaps = sim_text(dynlib_sim_list_snapshots_json, sim);
+  CHECK(snaps && strstr(snaps, "inner") == NULL);
+  free(snaps);
+  char *path = path_in_work("reentrant.npz");
+  FILE *f = fopen(path, "rb");
+  CHECK(f == NULL); /* the export was refused, no file written */
+  if (f) fclose(f);
+  free(path);
+  size_t na = 0, nb = 0;
+  double *ya = sim_doubles(dynlib_sim_state, sim, &na);
+  double *yb = sim_doubles(dynlib_sim_state, ref, &nb);
+  CHECK(na == 1 && nb == 1 && ya && yb && same_bits(ya, yb, 1));
+  free(ya), free(yb);
+  /* A callback may report the refusal as its failure: the run stops cleanly. */
+  r.armed = 1;
+  r.fail_with_status = 1;
+  o.resume = true;
+  o.T = 2.0;
+  EXPECT(dynlib_sim_run(sim, &o), DYNLIB_ERR_STEP_FAILED, "returned 15");
+  OK(dynlib_sim_time(sim, &t));
+  CHECK(t == 1.0);
+  dynlib_sim_free(sim); /* not busy any more: freed now */
+  EXPECT(dynlib_sim_time(sim, &t), DYNLIB_ERR_BAD_HANDLE, "already freed");
+  dynlib_sim_free(ref);
+  dynlib_model_free(r.other_model);
+  dynlib_model_free(m);
+}
+
+/* Item 3: a freed handle is refused without touching freed memory, and never aliases an
+ * object created later, however the allocator reuses memory. */
+static void test_stale_handles_never_alias(void) {
+  DynlibModel *m = load("builtin://ode/expdecay", NULL);
+  enum { ROUNDS = 200 };
+  DynlibSim *stale[ROUNDS];
+  DynlibSim *live = NULL;
+  double t = 0;
+  for (int i = 0; i < ROUNDS; i++) {
+    DynlibSim *s = new_sim(m);
+    dynlib_sim_free(s);
+    stale[i] = s;
+    dynlib_sim_free(live);
+    live = new_sim(m); /* often lands in the block the freed sim had */
+    for (int j = 0; j <= i; j++) {
+      if (stale[j] == live) {
+        CHECK(!"a new sim got the handle value of a freed one");
+        break;
+      }
+    }
+  }
+  DynlibRunOptions o = opts_T(0.5);
+  OK(dynlib_sim_run(live, &o));
+  for (int i = 0; i < ROUNDS; i++) {
+    if (dynlib_sim_time(stale[i], &t) != DYNLIB_ERR_BAD_HANDLE) {
+      CHECK(!"a freed sim handle was accepted");
+      break;
+    }
+    dynlib_sim_free(stale[i]); /* must not free `live` */
+  }
+  EXPECT(dynlib_sim_time(stale[0], &t), DYNLIB_ERR_BAD_HANDLE, "already freed");
+  EXPECT(dynlib_sim_run(stale[ROUNDS - 1], &o), DYNLIB_ERR_BAD_HANDLE, "already freed");
+  OK(dynlib_sim_time(live, &t));
+  CHECK(t == 0.5);
+  /* Freed models likewise; their sims live on. */
+  DynlibModel *m2 = load("builtin://ode/expdecay", NULL);
+  dynlib_model_free(m2);
+  DynlibSim *none = NULL;
+  EXPECT(dynlib_sim_new(m2, &none), DYNLIB_ERR_BAD_HANDLE, "already freed");
+  CHECK(none == NULL);
+  size_t n = 0;
+  EXPECT(dynlib_model_n_states(m2, &n), DYNLIB_ERR_BAD_HANDLE, "DynlibModel");
+  dynlib_model_free(m2); /* double free: ignored */
+  /* Garbage of every kind is refused without being read: stack and heap addresses, odd and
+   * tiny values, and a handle of the other type. */
+  double local = 0;
+  void *heap = malloc(64);
+  memset(heap, 0xA5, 64);
+  DynlibSim *garbage[] = {(DynlibSim *)&local, (DynlibSim *)heap, (DynlibSim *)(uintptr_t)1,
+                          (DynlibSim *)(uintptr_t)0x10, (DynlibSim *)(uintptr_t)-8,
+                          (DynlibSim *)((uintptr_t)live + 1)};
+  for (size_t i = 0; i < sizeof garbage / sizeof garbage[0]; i++) {
+    EXPECT(dynlib_sim_time(garbage[i], &t), DYNLIB_ERR_BAD_HANDLE, "not a handle this library");
+    dynlib_sim_free(garbage[i]);
+  }
+  free(heap);
+  EXPECT(dynlib_sim_time((DynlibSim *)m, &t), DYNLIB_ERR_BAD_HANDLE,
+         "it is a DynlibModel handle");
+  EXPECT(dynlib_model_n_states((DynlibModel *)live, &n), DYNLIB_ERR_BAD_HANDLE,
+         "it is a DynlibSim handle");
+  OK(dynlib_sim_time(live, &t));
+  CHECK(t == 0.5);
+  dynlib_sim_free(live);
+  dynlib_model_free(m);
+}
+
+/* Item 4: struct_size must end on a field boundary; a size inside a pointer is refused. */
+static void test_struct_size_boundaries(void) {
+  DynlibModel *m = load("builtin://ode/expdecay", NULL);
+  DynlibSim *sim = new_sim(m);
+  DynlibRunOptions o = opts_T(1.0);
+  OK(dynlib_sim_run(sim, &o));
+  double before = 0, after = 0;
+  OK(dynlib_sim_time(sim, &before));
+  char full[32];
+  snprintf(full, sizeof full, "%zu", sizeof(DynlibRunOptions));
+  const size_t bad[] = {0,
+                        1,
+                        7,
+                        sizeof(size_t), /* sizeof(pointer) instead of sizeof(struct) */
+                        offsetof(DynlibRunOptions, ic) + 4,
+                        offsetof(DynlibRunOptions, tag) + 3,
+                        offsetof(DynlibRunOptions, checkpoint_dir) + 1,
+                        sizeof(DynlibRunOptions) - 4,
+                        sizeof(DynlibRunOptions) + 8,
+                        (size_t)-1};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    o = opts_T(5.0);
+    o.struct_size = bad[i];
+    o.tag = "never-used";
+    char needle[64];
+    snprintf(needle, sizeof needle, "struct_size is %zu", bad[i]);
+    EXPECT(dynlib_sim_run(sim, &o), DYNLIB_ERR_INVALID_ARGUMENT, needle);
+    CHECK(message_has("accepted sizes are") && message_has(full) &&
+          message_has("DynlibRunOptions"));
+  }
+  OK(dynlib_sim_time(sim, &after));
+  CHECK(after == before); /* nothing ran */
+  /* Sizes of shorter (older) layouts work: the end of a field, or sizeof such a prefix. */
+  const size_t good[] = {offsetof(DynlibRunOptions, N), offsetof(DynlibRunOptions, tag),
+                         offsetof(DynlibRunOptions, checkpoint_dir),
+                         offsetof(DynlibRunOptions, record) + sizeof(int32_t),
+                         sizeof(DynlibRunOptions)};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    o = opts_T(1.0);
+    o.struct_size = good[i];
+    OK(dynlib_sim_run(sim, &o));
+  }
+  /* The callback-model struct likewise, and a refused definition writes no handle. */
+  Reentry r;
+  memset(&r, 0, sizeof r);
+  DynlibCallbackModel cb = decay_callbacks(&r);
+  DynlibModel *out = (DynlibModel *)0x1;
+  cb.struct_size = offsetof(DynlibCallbackModel, rhs) + 4;
+  EXPECT(dynlib_model_from_callbacks(&cb, &out), DYNLIB_ERR_INVALID_ARGUMENT,
+         "not the size of any known layout of DynlibCallbackModel");
+  cb.struct_size = offsetof(DynlibCallbackModel, user_data) + 2;
+  EXPECT(dynlib_model_from_callbacks(&cb, &out), DYNLIB_ERR_INVALID_ARGUMENT, "accepted sizes");
+  cb.struct_size = sizeof(DynlibCallbackModel) + sizeof(void *);
+  EXPECT(dynlib_model_from_callbacks(&cb, &out), DYNLIB_ERR_INVALID_ARGUMENT, "newer");
+  CHECK(out == (DynlibModel *)0x1);
+  /* A layout ending just before rhs is a valid size, but then rhs is missing. */
+  cb.struct_size = offsetof(DynlibCallbackModel, rhs);
+  EXPECT(dynlib_model_from_callbacks(&cb, &out), DYNLIB_ERR_NULL_POINTER, "rhs");
+  cb.struct_size = sizeof cb;
+  OK(dynlib_model_from_callbacks(&cb, &out));
+  dynlib_model_free(out);
+  dynlib_sim_free(sim);
+  dynlib_model_free(m);
+}
+
+/* Item 5: two threads on one sim. Deterministic: the worker's rhs holds the sim busy until
+ * the main thread has made its calls, which all get DYNLIB_ERR_BUSY; then a free-for-all
+ * race where every status is OK or BUSY and nothing crashes. */
+typedef struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int inside, go;
+  DynlibSim *sim;
+  DynlibStatus worker_status;
+} Handshake;
+
+static int wait_flag(Handshake *h, int *flag) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 30;
+  int ok = 1;
+  pthread_mutex_lock(&h->mu);
+  while (!*flag && ok) ok = pthread_cond_timedwait(&h->cv, &h->mu, &until) == 0;
+  pthread_mutex_unlock(&h->mu);
+  return *flag;
+}
+
+static void set_flag(Handshake *h, int *flag) {
+  pthread_mutex_lock(&h->mu);
+  *flag = 1;
+  pthread_cond_broadcast(&h->cv);
+  pthread_mutex_unlock(&h->mu);
+}
+
+static int blocking_rhs(double t, const double *y, const double *p, double *out, void *ud) {
+  (void)t, (void)p;
+  Handshake *h = ud;
+  out[0] = -y[0];
+  if (!h->inside) {
+    set_flag(h, &h->inside);
+    if (!wait_flag(h, &h->go)) return 99; /* the main thread never answered */
+  }
+  return 0;
+}
+
+static void *blocking_worker(void *arg) {
+  Handshake *h = arg;
+  DynlibRunOptions o = opts_T(1.0);
+  h->worker_status = dynlib_sim_run(h->sim, &o);
+  return NULL;
+}
+
+typedef struct {
+  DynlibSim *sim;
+  int ok, busy, other;
+} Racer;
+
+static void *racer_main(void *arg) {
+  Racer *r = arg;
+  for (int i = 0; i < 300; i++) {
+    DynlibRunOptions o = opts_T(2.0);
+    DynlibStatus s = dynlib_sim_run(r->sim, &o);
+    double t = 0;
+    DynlibStatus s2 = dynlib_sim_time(r->sim, &t);
+    DynlibStatus both[2] = {s, s2};
+    for (int j = 0; j < 2; j++) {
+      if (both[j] == DYNLIB_OK) r->ok++;
+      else if (both[j] == DYNLIB_ERR_BUSY) r->busy++;
+      else r->other++;
+    }
+  }
+  return NULL;
+}
+
+static void test_one_sim_two_threads(void) {
+  static const char *states[1] = {"x"};
+  static const double init[1] = {1.0};
+  Handshake h;
+  memset(&h, 0, sizeof h);
+  pthread_mutex_init(&h.mu, NULL);
+  pthread_cond_init(&h.cv, NULL);
+  DynlibCallbackModel cb;
+  dynlib_callback_model_init(&cb);
+  cb.id = "test/blocking";
+  cb.n_states = 1;
+  cb.state_names = states;
+  cb.state_init = init;
+  cb.rhs = blocking_rhs;
+  cb.user_data = &h;
+  DynlibModel *m = NULL;
+  OK(dynlib_model_from_callbacks(&cb, &m));
+  h.sim = new_sim(m);
+  pthread_t worker;
+  CHECK(pthread_create(&worker, NULL, blocking_worker, &h) == 0);
+  CHECK(wait_flag(&h, &h.inside));
+  DynlibRunOptions o = opts_T(3.0);
+  EXPECT(dynlib_sim_run(h.sim, &o), DYNLIB_ERR_BUSY, "another thread");
+  double t = -1;
+  EXPECT(dynlib_sim_time(h.sim, &t), DYNLIB_ERR_BUSY, "busy");
+  CHECK(t == -1); /* out-parameter untouched */
+  const char *x = "x";
+  double v = 5.0;
+  EXPECT(dynlib_sim_assign(h.sim, &x, &v, 1, false), DYNLIB_ERR_BUSY, "nothing was changed");
+  (void)dynlib_sim_time(NULL, NULL);
+  dynlib_sim_free(h.sim); /* refused: the worker is inside */
+  CHECK(message_has("dynlib_sim_free refused") && message_has("another thread"));
+  set_flag(&h, &h.go);
+  pthread_join(worker, NULL);
+  CHECK(h.worker_status == DYNLIB_OK);
+  OK(dynlib_sim_time(h.sim, &t));
+  CHECK(t == 1.0); /* the worker's run, and only it, happened */
+  size_t n = 0;
+  OK(dynlib_sim_n_samples(h.sim, &n));
+  CHECK(n == 101);
+  dynlib_sim_free(h.sim);
+  EXPECT(dynlib_sim_time(h.sim, &t), DYNLIB_ERR_BAD_HANDLE, "already freed");
+  dynlib_model_free(m);
+  pthread_cond_destroy(&h.cv);
+  pthread_mutex_destroy(&h.mu);
+
+  /* The race: two threads hammer one sim. */
+  DynlibModel *iz = load("builtin://ode/izhikevich", NULL);
+  DynlibSim *shared = new_sim(iz);
+  Racer racers[2] = {{shared, 0, 0, 0}, {shared, 0, 0, 0}};
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++) CHECK(pthread_create(&th[i], NULL, racer_main, &racers[i]) == 0);
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  int ok = racers[0].ok + racers[1].ok, busy = racers[0].busy + racers[1].busy;
+  CHECK(racers[0].other == 0 && racers[1].other == 0);
+  CHECK(ok + busy == 1200 && ok >= 2);
+  printf("one sim, two threads: %d calls OK, %d refused with DYNLIB_ERR_BUSY (thread 1: %d/%d, "
+         "thread 2: %d/%d)\n",
+         ok, busy, racers[0].ok, racers[0].busy, racers[1].ok, racers[1].busy);
+  OK(dynlib_sim_time(shared, &t));
+  CHECK(t == 2.0);
+  dynlib_sim_free(shared);
+  dynlib_model_free(iz);
+}
+
 int main(int argc, char **argv) {
   if (argc > 1) work_dir = argv[1];
   test_version_and_status_names();
@@ -1121,6 +1525,10 @@ int main(int argc, char **argv) {
   test_remaining_error_codes_and_handles();
   test_threads();
   test_thread_local_errors();
+  test_reentrant_calls_from_callbacks();
+  test_stale_handles_never_alias();
+  test_struct_size_boundaries();
+  test_one_sim_two_threads();
   printf("C API suite: %d checks, %d failures\n", checks, failures);
   return failures == 0 ? 0 : 1;
 }

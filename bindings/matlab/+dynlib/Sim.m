@@ -19,8 +19,8 @@ classdef Sim < handle
     %
     % Errors are raised with identifiers such as dynlib:incompatible, dynlib:unknownName,
     % dynlib:noResults, dynlib:invalidArgument, dynlib:io, dynlib:corruptSnapshot,
-    % dynlib:stepFailed, dynlib:badHandle, carrying the library's message. A failed call
-    % changes nothing. delete frees the library handle.
+    % dynlib:stepFailed, dynlib:badHandle, dynlib:busy, carrying the library's message. A
+    % failed call changes nothing. delete frees the library handle.
 
     properties (SetAccess = private)
         Model   % the dynlib.Model this session was created from
