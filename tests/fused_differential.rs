@@ -224,3 +224,173 @@ fn fused_loop_takes_the_steps_it_can() {
     let s = run(lorenz, Backend::Native, "rk45", false);
     assert!(s.steps > 1000 && s.fused_steps == s.steps - 1, "{s:?}");
 }
+
+mod host_c {
+    //! Host models given as C functions (what `dynlib_model_from_callbacks` builds): the
+    //! fused loop calls them directly; the results must be the general engine's bits.
+    use dynlib::model::host::{CFunctions, HostModel, HostModelDef};
+    use dynlib::model::ModelKind;
+    use std::ffi::{c_int, c_void};
+
+    pub unsafe extern "C" fn izh_rhs(
+        _t: f64,
+        y: *const f64,
+        p: *const f64,
+        out: *mut f64,
+        _ud: *mut c_void,
+    ) -> c_int {
+        let (y, p, out) = unsafe {
+            (
+                std::slice::from_raw_parts(y, 2),
+                std::slice::from_raw_parts(p, 6),
+                std::slice::from_raw_parts_mut(out, 2),
+            )
+        };
+        out[0] = 0.04 * y[0] * y[0] + 5.0 * y[0] + 140.0 - y[1] + p[4];
+        out[1] = p[0] * (p[1] * y[0] - y[1]);
+        0
+    }
+
+    pub unsafe extern "C" fn izh_aux(
+        t: f64,
+        y: *const f64,
+        _p: *const f64,
+        out: *mut f64,
+        _ud: *mut c_void,
+    ) -> c_int {
+        unsafe { *out = *y - *y.add(1) + t.sin() };
+        0
+    }
+
+    pub unsafe extern "C" fn izh_cond(
+        _ev: usize,
+        _t: f64,
+        y: *const f64,
+        p: *const f64,
+        fires: *mut c_int,
+        _ud: *mut c_void,
+    ) -> c_int {
+        unsafe { *fires = c_int::from(*y >= *p.add(5)) };
+        0
+    }
+
+    pub struct Izh;
+    impl HostModel for Izh {
+        fn rhs(&self, t: f64, y: &[f64], p: &[f64], out: &mut [f64]) -> Result<(), i32> {
+            let rc = unsafe {
+                izh_rhs(
+                    t,
+                    y.as_ptr(),
+                    p.as_ptr(),
+                    out.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                )
+            };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(rc)
+            }
+        }
+        fn aux(&self, t: f64, y: &[f64], p: &[f64], out: &mut [f64]) -> Result<(), i32> {
+            unsafe {
+                izh_aux(
+                    t,
+                    y.as_ptr(),
+                    p.as_ptr(),
+                    out.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                )
+            };
+            Ok(())
+        }
+        fn event_cond(&self, i: usize, t: f64, y: &[f64], p: &[f64]) -> Result<bool, i32> {
+            let mut fires = 0;
+            unsafe {
+                izh_cond(
+                    i,
+                    t,
+                    y.as_ptr(),
+                    p.as_ptr(),
+                    &mut fires,
+                    std::ptr::null_mut(),
+                )
+            };
+            Ok(fires != 0)
+        }
+        fn event_action(
+            &self,
+            _i: usize,
+            _t: f64,
+            y: &mut [f64],
+            p: &mut [f64],
+        ) -> Result<(), i32> {
+            y[0] = p[2];
+            y[1] += p[3];
+            Ok(())
+        }
+        fn c_functions(&self) -> Option<CFunctions> {
+            Some(CFunctions {
+                rhs: izh_rhs,
+                aux: Some(izh_aux),
+                event_cond: Some(izh_cond),
+                user_data: std::ptr::null_mut(),
+            })
+        }
+    }
+
+    pub fn model() -> dynlib::Model {
+        let def = HostModelDef {
+            id: "test/izhikevich-c".into(),
+            version: "1".into(),
+            kind: ModelKind::Ode,
+            state_names: vec!["v".into(), "u".into()],
+            state_init: vec![-65.0, -13.0],
+            param_names: ["a", "b", "c", "d", "I", "v_th"].map(String::from).to_vec(),
+            param_init: vec![0.02, 0.2, -65.0, 8.0, 10.0, 30.0],
+            aux_names: vec!["w".into()],
+            event_names: vec!["reset".into()],
+            dt: 0.01,
+            stepper: "rk4".into(),
+        };
+        dynlib::Model::from_host(def, Box::new(Izh)).unwrap()
+    }
+}
+
+#[test]
+fn host_c_functions_run_fused_with_the_general_engines_bits() {
+    let model = host_c::model();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut fused = 0;
+    for info in stepper::all()
+        .iter()
+        .filter(|i| i.kind == model.kind && !i.implicit)
+    {
+        for sc in [RecordAll, RecordOff, Interval(5), Seams(7), Seams(8)] {
+            let what = format!("host C / {} / {sc:?}", info.name);
+            let a = run(&model, info.name, &sc, false, tmp.path());
+            let b = run(&model, info.name, &sc, true, tmp.path());
+            let (ra, rb) = (a.results().unwrap(), b.results().unwrap());
+            let (sa, sb) = (all_samples(ra), all_samples(rb));
+            assert!(
+                sa == sb,
+                "{what}: samples differ, {}",
+                first_difference(&sa, &sb)
+            );
+            assert_eq!(event_bits(ra), event_bits(rb), "{what}: events differ");
+            assert!(
+                a.session_state().bits_eq(b.session_state()),
+                "{what}: state differs"
+            );
+            let stats = a.last_run_stats();
+            if matches!(sc, RecordAll | RecordOff) {
+                assert!(
+                    stats.fused_steps * 10 > stats.steps * 9,
+                    "{what}: {stats:?}"
+                );
+            }
+            fused += stats.fused_steps;
+        }
+    }
+    assert!(fused > 0, "the host C functions never ran fused");
+}

@@ -23,7 +23,7 @@ DECLARE(o3_)
 
 typedef struct {
     const char *name;
-    const char *model;
+    const char *model; /* NULL: the C callback model below */
     const char *stepper;
     int is_map;
     double dt, t_end; /* ODE; maps: t_end = iterations */
@@ -34,6 +34,7 @@ typedef struct {
 static const Case CASES[] = {
     {"rk4 lorenz", "builtin://ode/lorenz", "rk4", 0, 0.001, 1000.0, 3, {1, 1, 1}},
     {"rk4 izhikevich+reset", "builtin://ode/izhikevich", "rk4", 0, 0.01, 10000.0, 2, {-65, -13}},
+    {"rk4 lorenz C callback", NULL, "rk4", 0, 0.001, 1000.0, 3, {1, 1, 1}},
     {"rk45 lorenz", "builtin://ode/lorenz", "rk45", 0, 0.001, 2000.0, 3, {1, 1, 1}},
     {"logistic map", "builtin://map/logistic", "map", 1, 1.0, 1e6, 1, {0.1}},
 };
@@ -58,9 +59,43 @@ typedef struct {
     const char *vars[3];
 } Lib;
 
+/* Lorenz as a host C callback, what a lab's existing C model becomes. */
+static int lorenz_cb(double t, const double *y, const double *p, double *f, void *ud) {
+    (void)t;
+    (void)ud;
+    f[0] = p[0] * (y[1] - y[0]);
+    f[1] = y[0] * (p[1] - y[2]) - y[1];
+    f[2] = y[0] * y[1] - p[2] * y[2];
+    return 0;
+}
+
+static DynlibModel *callback_lorenz(void) {
+    static const char *states[] = {"x", "y", "z"}, *params[] = {"sigma", "rho", "beta"};
+    static const double y0[] = {1, 1, 1}, p0[] = {10.0, 28.0, 8.0 / 3.0};
+    DynlibCallbackModel cb;
+    dynlib_callback_model_init(&cb);
+    cb.id = "bench/lorenz-c";
+    cb.version = "1";
+    cb.n_states = 3;
+    cb.state_names = states;
+    cb.state_init = y0;
+    cb.n_params = 3;
+    cb.param_names = params;
+    cb.param_init = p0;
+    cb.dt = 0.001;
+    cb.stepper = "rk4";
+    cb.rhs = lorenz_cb;
+    DynlibModel *m;
+    check(dynlib_model_from_callbacks(&cb, &m), "callback model");
+    return m;
+}
+
 static Lib lib_open(const Case *c) {
     Lib l;
-    check(dynlib_model_load(c->model, c->stepper, &l.model), "load");
+    if (c->model)
+        check(dynlib_model_load(c->model, c->stepper, &l.model), "load");
+    else
+        l.model = callback_lorenz();
     check(dynlib_sim_new(l.model, &l.sim), "sim");
     for (int m = 0; m < c->n; m++) {
         static char names[3][64];

@@ -216,6 +216,14 @@ impl HostModel for CallbackModel {
     fn has_jacobian(&self) -> bool {
         self.jacobian.is_some()
     }
+    fn c_functions(&self) -> Option<crate::model::host::CFunctions> {
+        Some(crate::model::host::CFunctions {
+            rhs: self.rhs,
+            aux: self.aux,
+            event_cond: self.event_cond,
+            user_data: self.user_data,
+        })
+    }
     fn jacobian(&self, t: f64, y: &[f64], p: &[f64], out: &mut [f64]) -> Option<Result<(), i32>> {
         self.jacobian.map(|f| {
             // SAFETY: as in rhs; `out` holds n×n values.

@@ -4,6 +4,36 @@
 use super::spec::{ModelKind, SimDefaults};
 use crate::error::{Error, Result};
 
+/// A host right-hand side (or aux) as a C function: `f(t, y, p, out, user_data)`, 0 = ok.
+pub type CEvalFn = unsafe extern "C" fn(
+    f64,
+    *const f64,
+    *const f64,
+    *mut f64,
+    *mut std::ffi::c_void,
+) -> std::ffi::c_int;
+
+/// A host event condition as a C function: `f(event, t, y, p, &fires, user_data)`, 0 = ok.
+pub type CEventCondFn = unsafe extern "C" fn(
+    usize,
+    f64,
+    *const f64,
+    *const f64,
+    *mut std::ffi::c_int,
+    *mut std::ffi::c_void,
+) -> std::ffi::c_int;
+
+/// A host model's functions as plain C function pointers, so native loops can call them
+/// directly: one indirect call per evaluation. The pointers and `user_data` stay valid as
+/// long as the model that returned them.
+#[derive(Debug, Clone, Copy)]
+pub struct CFunctions {
+    pub rhs: CEvalFn,
+    pub aux: Option<CEvalFn>,
+    pub event_cond: Option<CEventCondFn>,
+    pub user_data: *mut std::ffi::c_void,
+}
+
 /// Equations implemented by the host. Errors are the host's non-zero return codes.
 ///
 /// Implementations must be deterministic functions of their arguments (and of immutable
@@ -25,6 +55,11 @@ pub trait HostModel: Send + Sync {
     }
     fn has_jacobian(&self) -> bool {
         false
+    }
+    /// The same functions as C function pointers, when they are (C callback models):
+    /// calling them must be exactly what `rhs`, `aux` and `event_cond` do.
+    fn c_functions(&self) -> Option<CFunctions> {
+        None
     }
     /// Dense row-major Jacobian ∂f_i/∂y_j, when `has_jacobian()`.
     fn jacobian(

@@ -320,11 +320,19 @@ impl Model {
         form: crate::method::StepForm,
         record: Option<&[jit::kernel::RecSlot]>,
     ) -> Option<Arc<jit::kernel::FusedKernel>> {
-        let ModelCode::Compiled(compiled) = &self.code else {
-            return None;
+        use jit::kernel::KernelModel;
+        let code = match &self.code {
+            ModelCode::Compiled(compiled) => {
+                self.native.as_ref()?;
+                KernelModel::Programs(compiled)
+            }
+            ModelCode::Host(host) => KernelModel::Host {
+                c: host.c_functions()?,
+                n_aux: self.n_aux(),
+                n_events: self.events.len(),
+            },
         };
-        self.native.as_ref()?;
-        if !jit::kernel::eligible(compiled, self.n_states()) {
+        if !jit::kernel::eligible(&code, self.n_states()) {
             return None;
         }
         let key = (stepper, record.map(<[_]>::to_vec));
@@ -340,7 +348,7 @@ impl Model {
                 };
                 // A kernel that cannot be built leaves the general engine in charge.
                 jit::compile_kernel(
-                    compiled,
+                    code,
                     &self.lag_layout,
                     self.n_params(),
                     self.lag_total,

@@ -26,6 +26,7 @@ use super::lower::{cl_error, mem, offset, truth, Bounds, Frame, Lowerer, Src};
 use crate::error::{Error, Result};
 use crate::method::{Controller, EmbeddedPair, StepForm, Verdict};
 use crate::model::compile::CompiledModel;
+use crate::model::host::CFunctions;
 use crate::model::program::LagSlot;
 use crate::model::EventPhase;
 
@@ -81,6 +82,11 @@ struct KernelCtx {
     h: f64,
     ctl: *const Controller,
     scratch: f64,
+    /// Host models: the argument and result buffers of the C functions, and the event
+    /// condition's out-flag.
+    cb_y: *mut f64,
+    cb_out: *mut f64,
+    cb_fires: i64,
 }
 
 macro_rules! field {
@@ -136,6 +142,8 @@ pub struct FusedKernel {
     bounds: Bounds,
     carry_len: usize,
     n_rec: usize,
+    /// Length of each host-call buffer (0 for model-language kernels).
+    cb_len: usize,
     /// Owns the code memory (see `NativeModel`).
     module: Mutex<Option<JITModule>>,
 }
@@ -202,7 +210,16 @@ impl FusedKernel {
             h: io.h,
             ctl: &io.ctl,
             scratch: 0.0,
+            cb_y: std::ptr::null_mut(),
+            cb_out: std::ptr::null_mut(),
+            cb_fires: 0,
         };
+        // Host models' C functions read and write these (a kernel is shared between
+        // threads, so each call has its own).
+        let mut cb_buf = vec![0.0; 2 * self.cb_len];
+        let (cb_y, cb_out) = cb_buf.split_at_mut(self.cb_len);
+        ctx.cb_y = cb_y.as_mut_ptr();
+        ctx.cb_out = cb_out.as_mut_ptr();
         if let Some(rec) = &mut io.rec {
             assert!(
                 rec.cols.len() == self.n_rec && rec.every > 0,
@@ -289,6 +306,35 @@ pub(super) fn symbols() -> [(&'static str, *const u8); 2] {
     ]
 }
 
+/// The model code a kernel runs.
+#[derive(Clone, Copy)]
+pub enum KernelModel<'a> {
+    /// Model-language programs, emitted inline.
+    Programs(&'a CompiledModel),
+    /// A host model's C functions, called once per evaluation (host models have no lags
+    /// and no stop condition; their events are end-phase).
+    Host {
+        c: CFunctions,
+        n_aux: usize,
+        n_events: usize,
+    },
+}
+
+impl KernelModel<'_> {
+    fn n_aux(&self) -> usize {
+        match self {
+            KernelModel::Programs(c) => c.aux.outputs.len(),
+            KernelModel::Host { n_aux, .. } => *n_aux,
+        }
+    }
+    fn n_events(&self) -> usize {
+        match self {
+            KernelModel::Programs(c) => c.events.len(),
+            KernelModel::Host { n_events, .. } => *n_events,
+        }
+    }
+}
+
 /// What to build a kernel for.
 pub struct KernelSpec<'a> {
     pub form: StepForm,
@@ -303,28 +349,42 @@ pub struct KernelSpec<'a> {
 const MAX_STATES: usize = 64;
 const MAX_OPS: usize = 4096;
 
-/// Whether a kernel can be built for this model and form.
-pub fn eligible(compiled: &CompiledModel, n_states: usize) -> bool {
-    n_states <= MAX_STATES && compiled.rhs.ops.len() <= MAX_OPS
+/// Whether a kernel can be built for this model.
+pub fn eligible(model: &KernelModel<'_>, n_states: usize) -> bool {
+    n_states <= MAX_STATES
+        && match model {
+            KernelModel::Programs(c) => c.rhs.ops.len() <= MAX_OPS,
+            KernelModel::Host { .. } => true,
+        }
 }
 
 /// Compiles a fused loop.
 pub fn build(
-    compiled: &CompiledModel,
+    model: KernelModel<'_>,
     layout: &[LagSlot],
     bounds: Bounds,
     spec: &KernelSpec<'_>,
 ) -> Result<FusedKernel> {
     let n = bounds.n_states;
-    if layout.len() != n || spec.phases.len() != compiled.events.len() {
+    if layout.len() != n || spec.phases.len() != model.n_events() {
         return Err(Error::internal(
             "fused kernel: layout does not match the model",
+        ));
+    }
+    let host = matches!(model, KernelModel::Host { .. });
+    let has_aux_fn = match model {
+        KernelModel::Host { c, .. } => c.aux.is_some(),
+        KernelModel::Programs(_) => true,
+    };
+    if host && (bounds.lag_total > 0 || spec.phases.iter().any(|p| p.in_start())) {
+        return Err(Error::internal(
+            "fused kernel: host models have no lags or start events",
         ));
     }
     for slot in spec.record.unwrap_or(&[]) {
         let ok = match *slot {
             RecSlot::State(i) => i < n,
-            RecSlot::Aux(i) => i < compiled.aux.outputs.len(),
+            RecSlot::Aux(i) => i < model.n_aux() && has_aux_fn,
         };
         if !ok {
             return Err(Error::internal(
@@ -359,9 +419,11 @@ pub fn build(
         let mut g = Gen {
             lw: &mut lw,
             b,
-            compiled,
+            model,
             spec,
             n,
+            exit: None,
+            host: None,
         };
         g.body()?;
         g.b.seal_all_blocks();
@@ -382,6 +444,7 @@ pub fn build(
         bounds,
         carry_len,
         n_rec: spec.record.map_or(0, <[RecSlot]>::len),
+        cb_len: if host { n.max(model.n_aux()).max(1) } else { 0 },
         module: Mutex::new(Some(lw.module)),
     })
 }
@@ -419,9 +482,13 @@ struct Consts {
 struct Gen<'g, 'a, 'f> {
     lw: &'g mut Lowerer<'a>,
     b: FunctionBuilder<'f>,
-    compiled: &'g CompiledModel,
+    model: KernelModel<'g>,
     spec: &'g KernelSpec<'g>,
     n: usize,
+    /// The exit block, once created (host calls that fail leave through it).
+    exit: Option<Block>,
+    /// Host models: (context, parameter pointer, argument buffer, result buffer).
+    host: Option<(Value, Value, Value, Value)>,
 }
 
 impl Gen<'_, '_, '_> {
@@ -442,6 +509,7 @@ impl Gen<'_, '_, '_> {
         let body = self.b.create_block();
         let exit = self.b.create_block();
         self.b.append_block_param(exit, types::I64);
+        self.exit = Some(exit);
         self.b.ins().jump(head, &[]);
 
         // head: stop at k_end.
@@ -485,11 +553,7 @@ impl Gen<'_, '_, '_> {
         self.b.def_var(v.k, k1);
         self.b.def_var(v.t, t_new);
         if let StepForm::Adams(_) = self.spec.form {
-            frame.t = t_new;
-            frame.y = Src::Vals(y_new.clone());
-            let f_new = self
-                .lw
-                .outputs(&mut self.b, &mut frame, &self.compiled.rhs)?;
+            let f_new = self.rhs(&mut frame, t_new, y_new.clone())?;
             let mut rows = vec![f_new];
             rows.extend(hist.iter().take(hist.len() - 1).cloned());
             for (vrow, row) in v.hist.iter().zip(&rows) {
@@ -517,6 +581,11 @@ impl Gen<'_, '_, '_> {
         let (i64t, f64t) = (types::I64, types::F64);
         let y_ptr = self.load(i64t, ctx, field!(y));
         let p_ptr = self.load(i64t, ctx, field!(p));
+        if let KernelModel::Host { .. } = self.model {
+            let cb_y = self.load(i64t, ctx, field!(cb_y));
+            let cb_out = self.load(i64t, ctx, field!(cb_out));
+            self.host = Some((ctx, p_ptr, cb_y, cb_out));
+        }
         let p = (0..self.lw.bounds.n_params)
             .map(|i| Ok(self.load(f64t, p_ptr, offset(i)?)))
             .collect::<Result<Vec<_>>>()?;
@@ -637,7 +706,7 @@ impl Gen<'_, '_, '_> {
         start: bool,
         exit: Block,
     ) -> Result<()> {
-        for (ev, phase) in self.compiled.events.iter().zip(self.spec.phases) {
+        for (i, phase) in self.spec.phases.iter().enumerate() {
             let applies = if start {
                 phase.in_start()
             } else {
@@ -646,10 +715,18 @@ impl Gen<'_, '_, '_> {
             if !applies {
                 continue;
             }
-            frame.t = t;
-            frame.y = Src::Vals(y.to_vec());
-            let cond = self.lw.outputs(&mut self.b, frame, &ev.cond)?[0];
-            let fires = truth(&mut self.b, cond);
+            let fires = match self.model {
+                KernelModel::Programs(c) => {
+                    frame.t = t;
+                    frame.y = Src::Vals(y.to_vec());
+                    let cond = self.lw.outputs(&mut self.b, frame, &c.events[i].cond)?[0];
+                    truth(&mut self.b, cond)
+                }
+                KernelModel::Host { c, .. } => {
+                    let Some(f) = c.event_cond else { continue };
+                    self.host_event(f as usize, c.user_data as usize, i, t, y)?
+                }
+            };
             let next = self.b.create_block();
             self.exit_if(fires, exit, 1, next);
         }
@@ -657,9 +734,119 @@ impl Gen<'_, '_, '_> {
     }
 
     fn rhs(&mut self, frame: &mut Frame, t: Value, y: Vec<Value>) -> Result<Vec<Value>> {
-        frame.t = t;
-        frame.y = Src::Vals(y);
-        self.lw.outputs(&mut self.b, frame, &self.compiled.rhs)
+        match self.model {
+            KernelModel::Programs(c) => {
+                frame.t = t;
+                frame.y = Src::Vals(y);
+                self.lw.outputs(&mut self.b, frame, &c.rhs)
+            }
+            KernelModel::Host { c, .. } => {
+                self.host_eval(c.rhs as usize, c.user_data as usize, t, &y, self.n)
+            }
+        }
+    }
+
+    fn aux(&mut self, frame: &mut Frame, t: Value, y: &[Value]) -> Result<Vec<Value>> {
+        match self.model {
+            KernelModel::Programs(c) => {
+                frame.t = t;
+                frame.y = Src::Vals(y.to_vec());
+                self.lw.outputs(&mut self.b, frame, &c.aux)
+            }
+            KernelModel::Host { c, n_aux, .. } => match c.aux {
+                Some(f) => self.host_eval(f as usize, c.user_data as usize, t, y, n_aux),
+                None => Err(Error::internal("fused kernel: no aux function")),
+            },
+        }
+    }
+
+    /// Stores `y` into the host argument buffer; returns (context, parameters, argument
+    /// buffer, result buffer).
+    fn host_args(&mut self, y: &[Value]) -> Result<(Value, Value, Value, Value)> {
+        let (ctx, p, cb_y, cb_out) = self
+            .host
+            .ok_or_else(|| Error::internal("fused kernel: host buffers missing"))?;
+        for (i, &v) in y.iter().enumerate() {
+            self.b.ins().store(mem(), v, cb_y, offset(i)?);
+        }
+        Ok((ctx, p, cb_y, cb_out))
+    }
+
+    /// Leaves for the general engine (which reports the code) when a host call failed.
+    fn exit_on_code(&mut self, rc: Value) -> Result<()> {
+        let exit = self
+            .exit
+            .ok_or_else(|| Error::internal("fused kernel: no exit block yet"))?;
+        let failed = self.b.ins().icmp_imm_u(IntCC::NotEqual, rc, 0);
+        let next = self.b.create_block();
+        self.exit_if(failed, exit, 1, next);
+        Ok(())
+    }
+
+    /// One call `f(t, y, p, out, user_data)`; returns the `n_out` results.
+    fn host_eval(
+        &mut self,
+        f: usize,
+        user_data: usize,
+        t: Value,
+        y: &[Value],
+        n_out: usize,
+    ) -> Result<Vec<Value>> {
+        let (i64t, f64t) = (types::I64, types::F64);
+        let (_, p, cb_y, cb_out) = self.host_args(y)?;
+        let mut sig = self.lw.module.make_signature();
+        sig.params.push(AbiParam::new(f64t));
+        for _ in 0..4 {
+            sig.params.push(AbiParam::new(i64t));
+        }
+        sig.returns.push(AbiParam::new(types::I32));
+        let sig = self.b.import_signature(sig);
+        let callee = self.b.ins().iconst(i64t, f as i64);
+        let ud = self.b.ins().iconst(i64t, user_data as i64);
+        let call = self
+            .b
+            .ins()
+            .call_indirect(sig, callee, &[t, cb_y, p, cb_out, ud]);
+        let rc = self.b.inst_results(call)[0];
+        self.exit_on_code(rc)?;
+        (0..n_out)
+            .map(|i| Ok(self.b.ins().load(f64t, mem(), cb_out, offset(i)?)))
+            .collect()
+    }
+
+    /// One call `f(event, t, y, p, &fires, user_data)`; returns `fires != 0`.
+    fn host_event(
+        &mut self,
+        f: usize,
+        user_data: usize,
+        event: usize,
+        t: Value,
+        y: &[Value],
+    ) -> Result<Value> {
+        let (i64t, f64t) = (types::I64, types::F64);
+        let (ctx, p, cb_y, _) = self.host_args(y)?;
+        let mut sig = self.lw.module.make_signature();
+        sig.params.push(AbiParam::new(i64t));
+        sig.params.push(AbiParam::new(f64t));
+        for _ in 0..4 {
+            sig.params.push(AbiParam::new(i64t));
+        }
+        sig.returns.push(AbiParam::new(types::I32));
+        let sig = self.b.import_signature(sig);
+        let callee = self.b.ins().iconst(i64t, f as i64);
+        let ud = self.b.ins().iconst(i64t, user_data as i64);
+        let ev = self.b.ins().iconst(i64t, event as i64);
+        let zero = self.b.ins().iconst(types::I32, 0);
+        self.b.ins().store(mem(), zero, ctx, field!(cb_fires));
+        let fires_at = self.b.ins().iadd_imm_u(ctx, i64::from(field!(cb_fires)));
+        let call = self
+            .b
+            .ins()
+            .call_indirect(sig, callee, &[ev, t, cb_y, p, fires_at, ud]);
+        let rc = self.b.inst_results(call)[0];
+        self.exit_on_code(rc)?;
+        let fires = self.b.ins().load(types::I32, mem(), ctx, field!(cb_fires));
+        Ok(self.b.ins().icmp_imm_u(IntCC::NotEqual, fires, 0))
     }
 
     /// `y + h (0 + Σ w_i v_i)` per state (zero weights skipped when `skip_zero`), the
@@ -887,6 +1074,7 @@ impl Gen<'_, '_, '_> {
         let a_left = self.b.append_block_param(attempt, i64t);
         let exit = self.b.create_block();
         self.b.append_block_param(exit, i64t);
+        self.exit = Some(exit);
         self.b.ins().jump(head, &[]);
 
         self.b.switch_to_block(head);
@@ -1002,7 +1190,10 @@ impl Gen<'_, '_, '_> {
         let hook = self.b.ins().icmp(IntCC::Equal, k1, c.hook_k);
         let after_hook = self.b.create_block();
         self.exit_if(hook, exit, 3, after_hook);
-        if let Some(stop) = &self.compiled.stop {
+        if let KernelModel::Programs(CompiledModel {
+            stop: Some(stop), ..
+        }) = self.model
+        {
             frame.t = t_new;
             frame.y = Src::Vals(y_new.to_vec());
             let s = self.lw.outputs(&mut self.b, frame, stop)?[0];
@@ -1089,9 +1280,7 @@ impl Gen<'_, '_, '_> {
         self.b.switch_to_block(write);
         let rec_n = self.b.use_var(v.rec_n);
         let aux = if slots.iter().any(|s| matches!(s, RecSlot::Aux(_))) {
-            frame.t = t_new;
-            frame.y = Src::Vals(y_new.to_vec());
-            self.lw.outputs(&mut self.b, frame, &self.compiled.aux)?
+            self.aux(frame, t_new, y_new)?
         } else {
             Vec::new()
         };

@@ -44,7 +44,7 @@ pub(crate) type KernelCache =
 
 /// Compiles a fused loop for a model-language model.
 pub(crate) fn compile_kernel(
-    compiled: &CompiledModel,
+    model: kernel::KernelModel<'_>,
     layout: &[LagSlot],
     n_params: usize,
     lag_total: usize,
@@ -55,7 +55,7 @@ pub(crate) fn compile_kernel(
         n_params,
         lag_total,
     };
-    kernel::build(compiled, layout, bounds, spec)
+    kernel::build(model, layout, bounds, spec)
 }
 
 /// Native code by spec hash. Entries are kept for the life of the process: a model's code
