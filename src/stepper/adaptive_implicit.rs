@@ -60,6 +60,7 @@ pub fn backward_euler_estimate(
 
 /// The step controller: accept when err ≤ 1, next step h·clamp(safety·err^(−1/2)); the
 /// exponent is 1/2 because both methods estimate their error with an order-1 formula.
+#[derive(Debug, Clone, Copy)]
 pub struct Controller {
     pub atol: f64,
     pub rtol: f64,

@@ -146,6 +146,7 @@ pub fn bdf2_solve(
 }
 
 pub struct Bdf2 {
+    newton_cfg: super::KnobCache<NewtonConfig>,
     hist: History,
     startup: SdirkCore,
     newton: Newton,
@@ -155,6 +156,7 @@ pub struct Bdf2 {
 impl Bdf2 {
     pub fn new(n: usize) -> Self {
         Bdf2 {
+            newton_cfg: Default::default(),
             hist: History::new(n),
             startup: SdirkCore::new(n),
             newton: Newton::new(n),
@@ -192,7 +194,9 @@ impl Stepper for Bdf2 {
         cfg: &[f64],
         y_new: &mut [f64],
     ) -> Result<StepOutcome> {
-        let ncfg = NewtonConfig::from_cfg(&INFO, cfg)?;
+        let ncfg = self
+            .newton_cfg
+            .get(cfg, |c| NewtonConfig::from_cfg(&INFO, c))?;
         let rho = h / self.hist.h_nm1;
         let use_history = self.hist.begin(y) && rho <= RHO_MAX;
         self.hist.step_h = h;

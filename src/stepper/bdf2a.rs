@@ -35,6 +35,8 @@ pub static INFO: StepperInfo = StepperInfo {
 };
 
 pub struct Bdf2a {
+    newton_cfg: super::KnobCache<NewtonConfig>,
+    ctrl_cfg: super::KnobCache<Controller>,
     hist: History,
     dense: QuadraticDense,
     newton: Newton,
@@ -47,6 +49,8 @@ pub struct Bdf2a {
 impl Bdf2a {
     pub fn new(n: usize) -> Self {
         Bdf2a {
+            newton_cfg: Default::default(),
+            ctrl_cfg: Default::default(),
             hist: History::new(n),
             dense: QuadraticDense::new(n),
             newton: Newton::new(n),
@@ -167,8 +171,10 @@ impl Stepper for Bdf2a {
         cfg: &[f64],
         y_new: &mut [f64],
     ) -> Result<StepOutcome> {
-        let ncfg = NewtonConfig::from_cfg(&INFO, cfg)?;
-        let ctrl = Controller::from_cfg(&INFO, cfg)?;
+        let ncfg = self
+            .newton_cfg
+            .get(cfg, |c| NewtonConfig::from_cfg(&INFO, c))?;
+        let ctrl = self.ctrl_cfg.get(cfg, |c| Controller::from_cfg(&INFO, c))?;
         self.newton.begin_step();
         let use_history = self.hist.begin(y);
         // The BDF2 formula is zero-stable only for a bounded step ratio.

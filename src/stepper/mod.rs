@@ -216,6 +216,39 @@ pub fn knob(info: &StepperInfo, cfg: &[f64], name: &str) -> f64 {
         .map_or(f64::NAN, |i| cfg[i])
 }
 
+/// Settings parsed from a stepper's config vector, parsed (and checked) again only when the
+/// vector changes, so a step does not look knobs up by name.
+#[derive(Debug, Clone)]
+pub struct KnobCache<T> {
+    bits: Vec<u64>,
+    value: Option<T>,
+}
+
+impl<T> Default for KnobCache<T> {
+    fn default() -> Self {
+        KnobCache {
+            bits: Vec::new(),
+            value: None,
+        }
+    }
+}
+
+impl<T: Copy> KnobCache<T> {
+    pub fn get(&mut self, cfg: &[f64], parse: impl FnOnce(&[f64]) -> Result<T>) -> Result<T> {
+        let same = self.bits.len() == cfg.len()
+            && self.bits.iter().zip(cfg).all(|(b, v)| *b == v.to_bits());
+        match self.value {
+            Some(v) if same => Ok(v),
+            _ => {
+                let v = parse(cfg)?;
+                self.bits = cfg.iter().map(|v| v.to_bits()).collect();
+                self.value = Some(v);
+                Ok(v)
+            }
+        }
+    }
+}
+
 /// Error for a step that could not be completed.
 pub fn step_failed(msg: impl Into<String>) -> Error {
     Error::new(crate::error::ErrorKind::StepFailed, msg)

@@ -73,12 +73,14 @@ impl SdirkCore {
 }
 
 pub struct Sdirk2 {
+    newton_cfg: super::KnobCache<NewtonConfig>,
     core: SdirkCore,
 }
 
 impl Sdirk2 {
     pub fn new(n: usize) -> Self {
         Sdirk2 {
+            newton_cfg: Default::default(),
             core: SdirkCore::new(n),
         }
     }
@@ -108,7 +110,9 @@ impl Stepper for Sdirk2 {
         cfg: &[f64],
         y_new: &mut [f64],
     ) -> Result<StepOutcome> {
-        let ncfg = NewtonConfig::from_cfg(&INFO, cfg)?;
+        let ncfg = self
+            .newton_cfg
+            .get(cfg, |c| NewtonConfig::from_cfg(&INFO, c))?;
         match self.core.step(f, t, y, h, &ncfg, y_new)? {
             Solve::Converged => Ok(StepOutcome {
                 h_used: h,

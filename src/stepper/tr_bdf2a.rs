@@ -38,6 +38,8 @@ pub static INFO: StepperInfo = StepperInfo {
 };
 
 pub struct TrBdf2a {
+    newton_cfg: super::KnobCache<NewtonConfig>,
+    ctrl_cfg: super::KnobCache<Controller>,
     dense: QuadraticDense,
     newton: Newton,
     f_n: Vec<f64>,
@@ -50,6 +52,8 @@ pub struct TrBdf2a {
 impl TrBdf2a {
     pub fn new(n: usize) -> Self {
         TrBdf2a {
+            newton_cfg: Default::default(),
+            ctrl_cfg: Default::default(),
             dense: QuadraticDense::new(n),
             newton: Newton::new(n),
             f_n: vec![0.0; n],
@@ -135,8 +139,10 @@ impl Stepper for TrBdf2a {
         cfg: &[f64],
         y_new: &mut [f64],
     ) -> Result<StepOutcome> {
-        let ncfg = NewtonConfig::from_cfg(&INFO, cfg)?;
-        let ctrl = Controller::from_cfg(&INFO, cfg)?;
+        let ncfg = self
+            .newton_cfg
+            .get(cfg, |c| NewtonConfig::from_cfg(&INFO, c))?;
+        let ctrl = self.ctrl_cfg.get(cfg, |c| Controller::from_cfg(&INFO, c))?;
         self.newton.begin_step();
         f.eval(t, y, &mut self.f_n)?;
         if let Some(i) = self.f_n.iter().position(|v| !v.is_finite()) {
