@@ -231,6 +231,8 @@ unsafe fn run_options(o: &DynlibRunOptions) -> FfiResult<RunOptions> {
             .collect(),
         checkpoint,
         general_engine: false,
+        progress: None,
+        observer: None,
     })
 }
 

@@ -1,5 +1,6 @@
 //! `Sim`: a live simulation session — run, resume, snapshots, reset, assign, segments.
 
+use super::progress::{Hook, Hooks};
 use super::results::{RecVar, Recording, Segment};
 use super::runner::{fixed_horizon, Horizon, RunPlan, RunStats, Runner};
 use super::snapshot_io::{CheckpointPolicy, Checkpointer};
@@ -46,6 +47,12 @@ pub struct RunOptions {
     /// Take every step in the general engine, never in a fused native loop. The results
     /// are the same bits either way; this exists to check exactly that, and to measure.
     pub general_engine: bool,
+    /// Called during the run (after warm-up) at a bounded rate with the time, step and
+    /// fraction done; returning `Control::Stop` ends the run there (status `USER_BREAK`,
+    /// resumable exactly).
+    pub progress: Option<Hook>,
+    /// Called every K steps with the committed state; may stop the run like `progress`.
+    pub observer: Option<Hook>,
 }
 
 impl RunOptions {
@@ -116,6 +123,14 @@ impl RunOptions {
     }
     pub fn general_engine(mut self, on: bool) -> Self {
         self.general_engine = on;
+        self
+    }
+    pub fn progress(mut self, hook: Hook) -> Self {
+        self.progress = Some(hook);
+        self
+    }
+    pub fn observer(mut self, hook: Hook) -> Self {
+        self.observer = Some(hook);
         self
     }
 }
@@ -259,6 +274,12 @@ impl Sim {
     /// they were before the call.
     pub fn run(&mut self, opts: &RunOptions) -> Result<()> {
         self.validate_run(opts)?;
+        if let Some(h) = &opts.progress {
+            h.validate("progress")?;
+        }
+        if let Some(h) = &opts.observer {
+            h.validate("observer")?;
+        }
         let model = self.model.clone();
         let info = self.info;
         let mut st = self.state.clone();
@@ -398,6 +419,9 @@ impl Sim {
             let cp = Checkpointer::new(policy, &model, info, &self.pins, &st)?;
             runner.set_checkpoint(Some(cp));
         }
+        runner.set_hooks(Hooks::new(
+            opts.progress.iter().chain(&opts.observer).cloned(),
+        ));
         let record = opts.record.unwrap_or(model.sim.record);
         let plan = RunPlan {
             horizon,

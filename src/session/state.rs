@@ -14,6 +14,8 @@ pub enum Status {
     Done,
     /// The model's stop condition ended the run early.
     EarlyExit,
+    /// A progress or observer callback stopped the run (a resume continues it).
+    UserBreak,
 }
 
 impl Status {
@@ -22,6 +24,7 @@ impl Status {
             Status::Ready => "READY",
             Status::Done => "DONE",
             Status::EarlyExit => "EARLY_EXIT",
+            Status::UserBreak => "USER_BREAK",
         }
     }
     pub fn code(self) -> i64 {
@@ -29,6 +32,7 @@ impl Status {
             Status::Ready => 0,
             Status::Done => 9,
             Status::EarlyExit => 7,
+            Status::UserBreak => 12,
         }
     }
     pub fn from_code(code: i64) -> Option<Status> {
@@ -36,6 +40,7 @@ impl Status {
             0 => Some(Status::Ready),
             9 => Some(Status::Done),
             7 => Some(Status::EarlyExit),
+            12 => Some(Status::UserBreak),
             _ => None,
         }
     }

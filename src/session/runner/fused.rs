@@ -90,10 +90,14 @@ impl Runner<'_> {
             if st.step >= k_end || st.t >= t_end {
                 return Ok(false);
             }
-            let hook_k = self
+            let checkpoint_k = self
                 .checkpoint
                 .as_ref()
-                .and_then(|cp| cp.next_due_step(st.step))
+                .and_then(|cp| cp.next_due_step(st.step));
+            let hook_k = checkpoint_k
+                .into_iter()
+                .chain(self.hooks.next_due_step(st.step))
+                .min()
                 .unwrap_or(u64::MAX);
             if let Some(every) = plan.record_interval {
                 reserve_samples(rec, super::samples_between(st, k_end, every))?;
@@ -125,7 +129,7 @@ impl Runner<'_> {
                     return Ok(true);
                 }
                 // The step was committed and recorded: what remains of it is the
-                // checkpoint and the stop condition.
+                // checkpoint, the hooks and the stop condition.
                 Exit::Hook => {
                     if self.after_record(st)? {
                         return Ok(true);

@@ -8,6 +8,7 @@
 #[cfg(feature = "jit")]
 mod fused;
 
+use super::progress::Hooks;
 use super::results::{EventRecord, RecVar, Recording};
 use super::snapshot_io::Checkpointer;
 use super::state::{PendingStep, SessionState, Status};
@@ -145,6 +146,9 @@ pub struct Runner<'m> {
     steps_taken: u64,
     stats: RunStats,
     checkpoint: Option<Checkpointer>,
+    hooks: Hooks,
+    /// Where this run started (step, absolute time) and where it ends, for `fraction`.
+    span: (u64, f64, Horizon),
     /// The fused native loop for the current run, when there is one.
     #[cfg(feature = "jit")]
     fused: fused::FusedState,
@@ -164,6 +168,8 @@ impl<'m> Runner<'m> {
             steps_taken: 0,
             stats: RunStats::default(),
             checkpoint: None,
+            hooks: Hooks::default(),
+            span: (0, 0.0, Horizon::Time(0.0)),
             #[cfg(feature = "jit")]
             fused: fused::FusedState::default(),
         })
@@ -177,6 +183,11 @@ impl<'m> Runner<'m> {
     /// Writes periodic checkpoints from now on (`None` stops them).
     pub(crate) fn set_checkpoint(&mut self, checkpoint: Option<Checkpointer>) {
         self.checkpoint = checkpoint;
+    }
+
+    /// Calls progress and observer hooks during the next runs.
+    pub(crate) fn set_hooks(&mut self, hooks: Hooks) {
+        self.hooks = hooks;
     }
 
     /// Saves the stepper's carried arrays into the state.
@@ -197,6 +208,7 @@ impl<'m> Runner<'m> {
         rec: &mut Recording,
     ) -> Result<()> {
         self.steps_taken = 0;
+        self.span = (st.step, st.t, plan.horizon);
         st.status = Status::Done;
         #[cfg(feature = "jit")]
         self.select_kernel(plan, rec);
@@ -374,14 +386,34 @@ impl<'m> Runner<'m> {
         self.after_record(st)
     }
 
-    /// The checkpoint and the stop condition after a committed, recorded step. Returns true
-    /// when the stop condition ended the run.
+    /// The checkpoint, progress hooks and the stop condition after a committed, recorded
+    /// step. Returns true when a hook or the stop condition ended the run.
     fn after_record(&mut self, st: &mut SessionState) -> Result<bool> {
         if let Some(cp) = &mut self.checkpoint {
             if cp.due(st) {
                 let mut image = st.clone();
                 image.stepper_ws = self.stepper.save();
                 cp.write(&image)?;
+            }
+        }
+        if !self.hooks.is_empty() {
+            let (step0, t0, horizon) = self.span;
+            let progress = || {
+                let fraction = match horizon {
+                    Horizon::Steps { end_step, .. } => {
+                        (st.step - step0) as f64 / (end_step.saturating_sub(step0)).max(1) as f64
+                    }
+                    Horizon::Time(t_end) => (st.t - t0) / (t_end - t0),
+                };
+                (
+                    st.t - st.time_shift,
+                    st.step - st.step_shift,
+                    fraction.clamp(0.0, 1.0),
+                )
+            };
+            if self.hooks.after_step(st.step, progress, &st.y) {
+                st.status = Status::UserBreak;
+                return Ok(true);
             }
         }
         if self.stop_condition(st) {
