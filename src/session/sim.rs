@@ -180,6 +180,8 @@ impl Sim {
     /// A session with a given stepper (name or alias); `None` = the model's default.
     pub fn with_stepper(model: &Model, stepper_name: Option<&str>) -> Result<Sim> {
         let info = resolve_stepper(model, stepper_name)?;
+        stepper::validate_config(info, &stepper::default_config(info, &model.sim))
+            .map_err(|e| e.context("the model's [sim] defaults"))?;
         Ok(Sim {
             model: model.clone(),
             info,
@@ -245,6 +247,9 @@ impl Sim {
                 return Err(Error::invalid(format!("stepper knob '{k}' cannot be NaN")));
             }
             st.config[i] = *v;
+        }
+        if !opts.config.is_empty() {
+            stepper::validate_config(info, &st.config).map_err(|e| e.context("run config"))?;
         }
 
         let mut runner;

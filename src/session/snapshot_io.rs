@@ -13,6 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::model::Model;
 use crate::persist::atomic::write_atomic;
 use crate::persist::snapshot::{self, FilePins, SnapshotFile, SnapshotMeta};
+use crate::stepper::workspace::check_finite;
 use crate::stepper::{self, StepperInfo};
 
 /// Builds the file image of a session state.
@@ -127,6 +128,8 @@ pub(crate) fn state_from_file(
             knob_names[i]
         )));
     }
+    stepper::validate_config(info, &file.config)
+        .map_err(|e| Error::corrupt(format!("member 'stepper_config': {}", e.message())))?;
     for (what, values, names) in [
         ("state", &file.y, &model.state_names),
         ("parameter", &file.params, &model.param_names),
@@ -147,16 +150,43 @@ pub(crate) fn state_from_file(
     let mut s = stepper::create(info, model.n_states());
     s.load(&file.stepper_ws)
         .map_err(|e| e.context("workspace/stepper"))?;
+    check_finite(&file.stepper_ws, "stepper")?;
     st.stepper_ws = s.save();
     st.load_runtime_ws(&file.runtime_ws, model)?;
     st.validate_shape(model, info)?;
+    st.validate_clock(info)?;
     if let Some(p) = &st.pending {
+        if !info.adaptive {
+            return Err(Error::corrupt(format!(
+                "workspace/runtime has a pending step, but stepper '{}' is not adaptive",
+                info.name
+            )));
+        }
         if p.y_new.iter().any(|v| !v.is_finite())
+            || !p.t_new.is_finite()
             || p.t_new.partial_cmp(&st.t) != Some(std::cmp::Ordering::Greater)
         {
             return Err(Error::corrupt(
                 "the pending step in workspace/runtime is not finite or not ahead of t",
             ));
+        }
+        if !(p.h_next > 0.0 && p.h_next.is_normal()) {
+            return Err(Error::corrupt(format!(
+                "the pending step in workspace/runtime proposes the next step size {}; it must \
+                 be a positive normal number",
+                p.h_next
+            )));
+        }
+        // A resume either commits the pending step or interpolates inside it again: the
+        // stepper's dense output must cover it.
+        let mut probe = vec![0.0; model.n_states()];
+        for t in [st.t, p.t_new] {
+            if !s.interpolate(t, &mut probe) || probe.iter().any(|v| !v.is_finite()) {
+                return Err(Error::corrupt(format!(
+                    "the dense output in workspace/stepper cannot produce the pending step at \
+                     t = {t} (empty or degenerate span)"
+                )));
+            }
         }
     }
 
