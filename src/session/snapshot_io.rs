@@ -295,7 +295,17 @@ impl Sim {
     /// check runs first, then the session state is replaced and recorded results and segments
     /// are cleared. Stored snapshots are kept.
     pub fn deserialize_snapshot(&mut self, bytes: &[u8]) -> Result<()> {
-        let file = snapshot::decode(bytes)?;
+        // What a file for this session holds: its members and their sizes bound the reader.
+        let template = state_to_file(
+            self.model(),
+            self.stepper(),
+            self.pins(),
+            &SessionState::bootstrap(self.model(), self.stepper()),
+            "",
+            "",
+            String::new(),
+        );
+        let file = snapshot::decode_for(bytes, &template)?;
         let st = state_from_file(self.model(), self.stepper(), self.pins(), &file)?;
         self.replace_state(st);
         Ok(())
@@ -386,7 +396,8 @@ fn checkpoint_step(file_name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// Checkpoint files in `dir` as (step, path), oldest first.
+/// Checkpoint files in `dir` as (step, path), oldest first: regular files (or symlinks to
+/// them) named `checkpoint-<digits>.npz`.
 pub fn list_checkpoints(dir: impl AsRef<Path>) -> Result<Vec<(u64, PathBuf)>> {
     let dir = dir.as_ref();
     let entries = std::fs::read_dir(dir).map_err(|e| {
@@ -398,8 +409,14 @@ pub fn list_checkpoints(dir: impl AsRef<Path>) -> Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
-        if let Some(step) = name.to_str().and_then(checkpoint_step) {
-            found.push((step, entry.path()));
+        let Some(step) = name.to_str().and_then(checkpoint_step) else {
+            continue;
+        };
+        // Only regular files (a symlink counts as what it points to): a directory or a FIFO
+        // named like a checkpoint is not one.
+        let path = entry.path();
+        if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            found.push((step, path));
         }
     }
     found.sort();
@@ -432,6 +449,18 @@ impl Checkpointer {
         st: &SessionState,
     ) -> Result<Self> {
         policy.validate()?;
+        // Refuse up front a run whose checkpoints could not be written (or read back): their
+        // size is that of this state's file.
+        let probe = state_to_file(
+            model,
+            info,
+            pins,
+            st,
+            &format!("{CHECKPOINT_PREFIX}{:020}", u64::MAX),
+            &format!("periodic checkpoint at t = {}", -f64::MAX),
+            super::sim::now_iso8601(),
+        );
+        snapshot::encode(&probe).map_err(|e| e.context("checkpoints"))?;
         std::fs::create_dir_all(&policy.dir).map_err(|e| {
             Error::io(format!(
                 "cannot create checkpoint directory '{}': {e}",
