@@ -418,3 +418,407 @@ fn snapshots_do_not_cross_between_models_differing_in_a_non_finite_constant() {
     assert_eq!(err.kind(), ErrorKind::Incompatible, "{err}");
     assert!(err.message().contains("spec_hash"), "{err}");
 }
+
+// ------------------------------------------------------------------ item 8: limits agree
+
+use dynlib::persist::snapshot::{self, FileLimits};
+
+fn meta_npy_len(bytes: &[u8]) -> usize {
+    let m = members_of(bytes);
+    let meta = &m.iter().find(|(k, _)| k == "meta.json").unwrap().1;
+    dynlib::persist::npy::encoded_len(meta)
+}
+
+#[test]
+fn what_the_writer_writes_the_reader_reads_on_both_sides_of_each_limit() {
+    let model = Model::load(ODE).unwrap();
+    let mut sim = Sim::with_stepper(&model, Some("rk45")).unwrap();
+    sim.run(&RunOptions::new().t(1.0)).unwrap();
+    let valid = sim.serialize_snapshot(None).unwrap();
+    let template = snapshot::decode(&valid).unwrap();
+    let mut file = template.clone();
+
+    // Name + description: at the limit both sides accept, one byte more the writer refuses.
+    let limits = FileLimits {
+        max_text_bytes: 1000,
+        ..FileLimits::default()
+    };
+    file.meta.description = "d".repeat(1000 - file.meta.name.len());
+    let at = snapshot::encode_with(&file, &limits).unwrap();
+    let back = snapshot::decode_for_with(&at, &template, &limits).unwrap();
+    assert_eq!(back.meta.description, file.meta.description);
+    file.meta.description.push('d');
+    let err = snapshot::encode_with(&file, &limits).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(
+        err.message()
+            .contains("name and description have 1001 bytes; snapshot files allow at most 1000"),
+        "{err}"
+    );
+    // A reader with that limit refuses a meta.json larger than the writer could make.
+    file.meta.description = "d".repeat(80_000);
+    let big = snapshot::encode(&file).unwrap();
+    let err = snapshot::decode_for_with(&big, &template, &limits).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CorruptSnapshot);
+    assert!(
+        err.message().contains("member 'meta.json' expands beyond"),
+        "{err}"
+    );
+
+    // The absolute meta.json cap.
+    file.meta.description = "d".repeat(500);
+    let size = meta_npy_len(&snapshot::encode(&file).unwrap()) as u64;
+    let capped = FileLimits {
+        max_meta_bytes: size,
+        ..FileLimits::default()
+    };
+    let at = snapshot::encode_with(&file, &capped).unwrap();
+    snapshot::decode_for_with(&at, &template, &capped).unwrap();
+    file.meta.description.push('d');
+    let err = snapshot::encode_with(&file, &capped).unwrap_err();
+    assert!(
+        err.message()
+            .contains(&format!("meta.json would take {} bytes", size + 1)),
+        "{err}"
+    );
+    let over = snapshot::encode(&file).unwrap();
+    let err = snapshot::decode_for_with(&over, &template, &capped).unwrap_err();
+    assert!(
+        err.message()
+            .contains(&format!("member 'meta.json' expands beyond {size} bytes")),
+        "{err}"
+    );
+
+    // The whole file.
+    let len = valid.len() as u64;
+    let tight = FileLimits {
+        max_file_bytes: len,
+        ..FileLimits::default()
+    };
+    let same = snapshot::encode_with(&template, &tight).unwrap();
+    assert_eq!(same.len() as u64, len);
+    snapshot::decode_for_with(&same, &template, &tight).unwrap();
+    let tighter = FileLimits {
+        max_file_bytes: len - 1,
+        ..FileLimits::default()
+    };
+    let err = snapshot::encode_with(&template, &tighter).unwrap_err();
+    assert!(
+        err.message().contains(&format!(
+            "the file would take {len} bytes; snapshot files are limited to {}",
+            len - 1
+        )),
+        "{err}"
+    );
+    let err = snapshot::decode_for_with(&same, &template, &tighter).unwrap_err();
+    assert!(
+        err.message()
+            .contains(&format!("snapshot is {len} bytes; files above {}", len - 1)),
+        "{err}"
+    );
+}
+
+#[test]
+fn export_refuses_up_front_what_import_would_refuse() {
+    let model = Model::load(ODE).unwrap();
+    let mut sim = Sim::with_stepper(&model, Some("rk4")).unwrap();
+    sim.run(&RunOptions::new().t(0.5)).unwrap();
+    let huge = "x".repeat(snapshot::MAX_TEXT_BYTES as usize + 1);
+    sim.create_snapshot("big", &huge).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.npz");
+    let err = sim.export_snapshot(&path, Some("big")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.message().contains("name and description have"), "{err}");
+    assert!(!path.exists());
+    assert!(sim.serialize_snapshot(Some("big")).is_err());
+    // At the limit it round-trips.
+    let fits = "x".repeat(snapshot::MAX_TEXT_BYTES as usize - 3);
+    sim.create_snapshot("fit", &fits).unwrap();
+    sim.export_snapshot(&path, Some("fit")).unwrap();
+    let mut other = Sim::with_stepper(&model, Some("rk4")).unwrap();
+    other.import_snapshot(&path).unwrap();
+    assert_eq!(
+        dynlib::session::inspect_snapshot(&path).unwrap()["description"],
+        serde_json::Value::String(fits)
+    );
+}
+
+/// A model whose lag rings dwarf everything else: member sizes come from the model, so a
+/// file of any legitimate size imports.
+#[test]
+fn large_lag_rings_round_trip() {
+    let n = 300;
+    let mut text = String::from("[model]\ntype = \"ode\"\n[states]\n");
+    for i in 0..n {
+        text.push_str(&format!("x{i} = {}.0\n", i % 7));
+    }
+    text.push_str("[equations.rhs]\n");
+    for i in 0..n {
+        text.push_str(&format!("x{i} = \"-x{i} + 0.001*lag_x{i}(1000)\"\n"));
+    }
+    let model = Model::from_toml_with(&text, Backend::Interpreter).unwrap();
+    assert_eq!(model.lag_total, n * 1001);
+    let mut sim = Sim::with_stepper(&model, Some("rk4")).unwrap();
+    sim.run(&RunOptions::new().t(0.05).record(false)).unwrap();
+    let bytes = sim.serialize_snapshot(None).unwrap();
+    let mut other = Sim::with_stepper(&model, Some("rk4")).unwrap();
+    other.deserialize_snapshot(&bytes).unwrap();
+    assert!(other.session_state().bits_eq(sim.session_state()));
+}
+
+// ------------------------------------------------------------------ item 11: amplification
+
+/// A zip with the given members, each `size` zero bytes deflated (about 1/1000 of it).
+fn zeros_zip(names: &[&str], size: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .compression_level(Some(9))
+        .large_file(false);
+    let chunk = vec![0u8; 1 << 20];
+    for name in names {
+        zip.start_file(*name, opts).unwrap();
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            zip.write_all(&chunk[..n]).unwrap();
+            left -= n;
+        }
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+#[test]
+fn junk_members_are_refused_before_decompression_and_inspect_reads_only_meta() {
+    let (mut sim, valid) = fixture("rk4", 1.0);
+    let junk = zeros_zip(&["junk.npy", "y.npy"], 64 << 20);
+    let start = std::time::Instant::now();
+    refused(
+        &mut sim,
+        &junk,
+        ErrorKind::CorruptSnapshot,
+        "unexpected member 'junk'",
+    );
+    // Refused from the names alone: no time spent inflating 64 MiB.
+    assert!(start.elapsed() < std::time::Duration::from_millis(200));
+    let bomb = zeros_zip(&["y.npy"], 64 << 20);
+    refused(
+        &mut sim,
+        &bomb,
+        ErrorKind::CorruptSnapshot,
+        "member 'y' expands beyond 65552 bytes",
+    );
+
+    // inspect: a valid meta.json plus a bomb is inspected without touching the bomb.
+    let mut members = members_of(&valid);
+    members.retain(|(k, _)| k == "meta.json");
+    let meta_npy = dynlib::persist::npy::write_npy(&members[0].1);
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file("meta.json.npy", opts).unwrap();
+    zip.write_all(&meta_npy).unwrap();
+    zip.start_file("y.npy", opts).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        zip.write_all(&chunk).unwrap();
+    }
+    let mixed = zip.finish().unwrap().into_inner();
+    assert!(mixed.len() < 1 << 20);
+    let start = std::time::Instant::now();
+    let meta = dynlib::session::inspect_snapshot_bytes(&mixed).unwrap();
+    assert!(start.elapsed() < std::time::Duration::from_millis(100));
+    assert_eq!(meta["schema"], "dynlib-snapshot-v1");
+
+    // meta.json of many tiny values: refused by counting, before a JSON tree is built.
+    let mut tiny = String::from("{\"schema\": \"dynlib-snapshot-v1\", \"x\": [");
+    tiny.push_str(&"0,".repeat(3_000_000));
+    tiny.push_str("0]}");
+    let arr = NpyArray::u8(vec![tiny.len()], tiny.into_bytes()).unwrap();
+    let mut m = members_of(&valid);
+    m.iter_mut().find(|(k, _)| k == "meta.json").unwrap().1 = arr;
+    let crafted = write_npz(&m).unwrap();
+    let err = dynlib::session::inspect_snapshot_bytes(&crafted).unwrap_err();
+    assert!(err.message().contains("meta.json holds more than"), "{err}");
+    refused(
+        &mut sim,
+        &crafted,
+        ErrorKind::CorruptSnapshot,
+        "meta.json holds more than 259 values",
+    );
+}
+
+// ------------------------------------------------------------------ item 12: files
+
+fn listing(d: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn long_file_names_export_and_import() {
+    let (mut sim, _) = fixture("rk4", 0.5);
+    let dir = tempfile::tempdir().unwrap();
+    for len in [254, 255] {
+        let name = format!("{}.npz", "n".repeat(len - 4));
+        assert_eq!(name.len(), len);
+        let path = dir.path().join(&name);
+        sim.export_snapshot(&path, None).unwrap();
+        let mut other = Sim::with_stepper(sim.model(), Some("rk4")).unwrap();
+        other.import_snapshot(&path).unwrap();
+        assert!(other.session_state().bits_eq(sim.session_state()));
+    }
+    assert_eq!(listing(dir.path()).len(), 2);
+}
+
+#[cfg(unix)]
+#[test]
+fn special_files_are_refused_and_symlinks_are_written_through() {
+    let (mut sim, _) = fixture("rk4", 0.5);
+    let dir = tempfile::tempdir().unwrap();
+    // A FIFO stays a FIFO.
+    let fifo = dir.path().join("pipe.npz");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let err = sim.export_snapshot(&fifo, None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io);
+    assert!(
+        err.message().contains("it is a FIFO, not a regular file"),
+        "{err}"
+    );
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    // A device node (through a link, as no test can create one).
+    let dev = dir.path().join("null.npz");
+    std::os::unix::fs::symlink("/dev/null", &dev).unwrap();
+    let err = sim.export_snapshot(&dev, None).unwrap_err();
+    assert!(err.message().contains("it is a device node"), "{err}");
+    assert!(
+        err.message().contains("the link leads to '/dev/null'"),
+        "{err}"
+    );
+    assert_eq!(listing(dir.path()), ["null.npz", "pipe.npz"]);
+
+    // A symlink to a regular file: the file is replaced, the link stays a link.
+    let real = dir.path().join("real.npz");
+    std::fs::write(&real, b"old").unwrap();
+    let link = dir.path().join("link.npz");
+    std::os::unix::fs::symlink("real.npz", &link).unwrap();
+    sim.export_snapshot(&link, None).unwrap();
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(dynlib::session::inspect_snapshot(&real).is_ok());
+    // A dangling link creates its target.
+    let dangling = dir.path().join("dangling.npz");
+    std::os::unix::fs::symlink("made.npz", &dangling).unwrap();
+    sim.export_snapshot(&dangling, None).unwrap();
+    assert!(dir.path().join("made.npz").is_file());
+    // A loop of links is an error.
+    let a = dir.path().join("a.npz");
+    let b = dir.path().join("b.npz");
+    std::os::unix::fs::symlink("b.npz", &a).unwrap();
+    std::os::unix::fs::symlink("a.npz", &b).unwrap();
+    let err = sim.export_snapshot(&a, None).unwrap_err();
+    assert!(
+        err.message().contains("too many levels of symbolic links"),
+        "{err}"
+    );
+    assert!(!listing(dir.path()).iter().any(|n| n.contains(".tmp")));
+}
+
+#[test]
+fn latest_checkpoint_is_a_regular_file() {
+    let model = Model::load(ODE).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = Sim::with_stepper(&model, Some("rk4")).unwrap();
+    sim.run(
+        &RunOptions::new()
+            .t(1.0)
+            .checkpoint(dynlib::session::CheckpointPolicy::every_steps(
+                dir.path(),
+                50,
+                5,
+            )),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("checkpoint-99999999999999999999.npz")).unwrap();
+    let latest = dynlib::session::latest_checkpoint(dir.path())
+        .unwrap()
+        .unwrap();
+    assert!(
+        latest.ends_with("checkpoint-00000000000000000100.npz"),
+        "{latest:?}"
+    );
+    let steps: Vec<u64> = dynlib::session::list_checkpoints(dir.path())
+        .unwrap()
+        .iter()
+        .map(|(s, _)| *s)
+        .collect();
+    assert_eq!(steps, [50, 100]);
+}
+
+#[test]
+fn stale_temporary_files_are_cleaned_by_the_next_write() {
+    let (mut sim, _) = fixture("rk4", 0.5);
+    let dir = tempfile::tempdir().unwrap();
+    // As left by a process killed mid-write: one old, one fresh (a write in progress
+    // elsewhere), and files that are not ours.
+    let old = dir.path().join(".dynlib-AbCdE12345.tmp");
+    let fresh = dir.path().join(".dynlib-ZyXwV98765.tmp");
+    let foreign = dir.path().join(".other-AbCdE12345.tmp");
+    let user = dir.path().join("notes.tmp");
+    for p in [&old, &fresh, &foreign, &user] {
+        std::fs::write(p, b"partial").unwrap();
+    }
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for p in [&old, &foreign, &user] {
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(an_hour_ago)
+            .unwrap();
+    }
+    sim.export_snapshot(dir.path().join("s.npz"), None).unwrap();
+    assert_eq!(
+        listing(dir.path()),
+        [
+            ".dynlib-ZyXwV98765.tmp",
+            ".other-AbCdE12345.tmp",
+            "notes.tmp",
+            "s.npz"
+        ]
+    );
+}
+
+#[test]
+fn duplicate_names_in_assign_are_refused() {
+    let (mut sim, _) = fixture("rk4", 0.5);
+    let before = sim.session_state().clone();
+    let err = sim
+        .assign(&[("u", 1.0), ("w", 2.0), ("u", 3.0)], false)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DuplicateName, "{err}");
+    assert!(
+        err.message().contains("'u' is assigned more than once"),
+        "{err}"
+    );
+    assert!(sim.session_state().bits_eq(&before));
+    sim.assign(&[("u", 1.0), ("w", 2.0)], false).unwrap();
+    assert_eq!(sim.value("u").unwrap(), 1.0);
+}

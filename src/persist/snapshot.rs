@@ -36,6 +36,9 @@ pub const MAX_FILE_BYTES: u64 = 4 << 30;
 /// knobs, the snapshot's name and description: 64 MiB is room for millions of names.
 pub const MAX_META_BYTES: u64 = 64 << 20;
 
+/// Most bytes of text a snapshot's name and description may have together.
+pub const MAX_TEXT_BYTES: u64 = 1 << 20;
+
 /// Most members a snapshot file has (its workspace arrays plus four).
 pub const MAX_MEMBERS: usize = 4096;
 
@@ -49,7 +52,9 @@ const NPY_HEADER_SLACK: u64 = 64 << 10;
 /// boundary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileLimits {
-    /// Most bytes the `meta.json` member may take (its whole `.npy` file).
+    /// Most bytes the snapshot's name and description may have together.
+    pub max_text_bytes: u64,
+    /// Most bytes the `meta.json` member may take (its whole `.npy` file), whatever the model.
     pub max_meta_bytes: u64,
     /// Most bytes the whole file may take.
     pub max_file_bytes: u64,
@@ -58,6 +63,7 @@ pub struct FileLimits {
 impl Default for FileLimits {
     fn default() -> Self {
         FileLimits {
+            max_text_bytes: MAX_TEXT_BYTES,
             max_meta_bytes: MAX_META_BYTES,
             max_file_bytes: MAX_FILE_BYTES,
         }
@@ -177,20 +183,27 @@ pub fn encode(file: &SnapshotFile) -> Result<Vec<u8>> {
 
 /// [`encode`] with explicit limits.
 pub fn encode_with(file: &SnapshotFile, limits: &FileLimits) -> Result<Vec<u8>> {
+    let text_len = file.meta.name.len() as u64 + file.meta.description.len() as u64;
+    if text_len > limits.max_text_bytes {
+        return Err(Error::invalid(format!(
+            "cannot write the snapshot: its name and description have {text_len} bytes; \
+             snapshot files allow at most {} (name {} bytes, description {} bytes)",
+            limits.max_text_bytes,
+            file.meta.name.len(),
+            file.meta.description.len()
+        )));
+    }
     let text = serde_json::to_string_pretty(&meta_json(file))
         .map_err(|e| Error::internal(format!("cannot serialise meta.json: {e}")))?;
     let meta_array = NpyArray::u8(vec![text.len()], text.into_bytes())?;
     let meta_npy = super::npy::encoded_len(&meta_array) as u64;
-    if meta_npy > limits.max_meta_bytes {
+    let allowed = meta_allowance(file, limits);
+    if meta_npy > allowed {
         return Err(Error::invalid(format!(
-            "cannot write the snapshot: its meta.json would take {meta_npy} bytes (description \
-             {} bytes, name {} bytes, {} state and {} parameter names); snapshot files allow at \
-             most {} bytes for it",
-            file.meta.description.len(),
-            file.meta.name.len(),
+            "cannot write the snapshot: its meta.json would take {meta_npy} bytes ({} state and \
+             {} parameter names); snapshot files allow at most {allowed} bytes for it",
             file.meta.state_names.len(),
             file.meta.param_names.len(),
-            limits.max_meta_bytes
         )));
     }
     let n_members = 4 + file.stepper_ws.len() + file.runtime_ws.len();
@@ -227,12 +240,32 @@ pub fn encode_with(file: &SnapshotFile, limits: &FileLimits) -> Result<Vec<u8>> 
     Ok(bytes)
 }
 
+/// The most bytes the `meta.json` member of a file for a session like `template` may take:
+/// fixed fields, the name and description at their limit and every name of the model, each
+/// at its worst JSON escaping (6 bytes per byte) — capped by `limits.max_meta_bytes`. The
+/// writer refuses a larger one, so the two sides agree.
+pub fn meta_allowance(template: &SnapshotFile, limits: &FileLimits) -> u64 {
+    let m = &template.meta;
+    let names = m
+        .state_names
+        .iter()
+        .chain(&m.param_names)
+        .chain(&m.stepper_config_names)
+        .fold(0u64, |acc, n| acc.saturating_add(6 * n.len() as u64 + 16));
+    let numbers = 32 * template.config.len() as u64;
+    (64u64 << 10)
+        .saturating_add(limits.max_text_bytes.saturating_mul(6))
+        .saturating_add(names)
+        .saturating_add(numbers)
+        .min(limits.max_meta_bytes)
+}
+
 /// The most bytes each member of a file for a session like `template` may take, by key:
 /// arrays their exact data size plus header room, `meta.json` the meta limit.
 fn member_allowances(template: &SnapshotFile, limits: &FileLimits) -> HashMap<String, u64> {
     let vector = |n: usize| n as u64 * 8 + NPY_HEADER_SLACK;
     let mut out = HashMap::new();
-    out.insert("meta.json".to_string(), limits.max_meta_bytes);
+    out.insert("meta.json".to_string(), meta_allowance(template, limits));
     out.insert("y".to_string(), vector(template.y.len()));
     out.insert("params".to_string(), vector(template.params.len()));
     out.insert("stepper_config".to_string(), vector(template.config.len()));

@@ -887,6 +887,13 @@ impl Sim {
         if !unknown.is_empty() {
             return Err(self.unknown_names_error(&unknown));
         }
+        let mut seen = std::collections::HashSet::with_capacity(resolved.len());
+        if let Some((_, _, name)) = resolved.iter().find(|(a, _, _)| !seen.insert(*a)) {
+            return Err(Error::duplicate(format!(
+                "'{name}' is assigned more than once in one call; give each state or parameter \
+                 once"
+            )));
+        }
         if let Some((_, v, name)) = resolved.iter().find(|(_, v, _)| !v.is_finite()) {
             return Err(Error::invalid(format!(
                 "value for '{name}' is {v}; states and parameters must be finite"
@@ -1043,7 +1050,7 @@ pub fn resolve_stepper(model: &Model, name: Option<&str>) -> Result<&'static Ste
 /// Differing pins as (pin name, this session's value, the snapshot's value).
 pub type PinDiff = Vec<(&'static str, String, String)>;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Assignable {
     State(usize),
     Param(usize),
