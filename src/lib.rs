@@ -7,6 +7,8 @@
 
 pub mod error;
 pub mod ffi;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod persist;
 pub mod session;
