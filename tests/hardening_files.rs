@@ -822,3 +822,211 @@ fn duplicate_names_in_assign_are_refused() {
     sim.assign(&[("u", 1.0), ("w", 2.0)], false).unwrap();
     assert_eq!(sim.value("u").unwrap(), 1.0);
 }
+
+// ------------------------------------------------------------------ fuzzing model loading
+
+/// Deterministic xorshift, so a failing case reproduces from its printed number.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+}
+
+const NUMBERS: [&str; 14] = [
+    "0", "1", "-1", "0.5", "2.5e-3", "1e308", "-1e308", "5e-324", "3", "1e-9", "inf", "-inf",
+    "nan", "-0.0",
+];
+const FUNCS1: [&str; 16] = [
+    "sin", "cos", "exp", "log", "sqrt", "abs", "tanh", "floor", "erf", "sign", "relu", "log1p",
+    "atanh", "acos", "round", "expm1",
+];
+const FUNCS2: [&str; 8] = [
+    "min", "max", "pow", "atan2", "hypot", "fmod", "copysign", "cross_up",
+];
+const OPS: [&str; 15] = [
+    "+", "-", "*", "/", "^", "//", "%", "and", "or", "<", "<=", ">", "==", "!=", "**",
+];
+
+/// A random expression over `names` of depth at most `depth`.
+fn expr(rng: &mut Rng, names: &[String], depth: usize) -> String {
+    let leaf = depth == 0 || rng.below(4) == 0;
+    if leaf {
+        return match rng.below(5) {
+            0 => {
+                let n = rng.pick(&NUMBERS);
+                // TOML literals inf/nan are not expression syntax; use their arithmetic forms.
+                match n {
+                    "inf" => "(1/0)".into(),
+                    "-inf" => "(-1/0)".into(),
+                    "nan" => "(0/0)".into(),
+                    n => n.into(),
+                }
+            }
+            1 => rng.pick(&["t", "pi", "e", "undefined_name"]).into(),
+            _ if !names.is_empty() => names[rng.below(names.len())].clone(),
+            _ => "1".into(),
+        };
+    }
+    match rng.below(7) {
+        0 | 1 | 2 => format!(
+            "({} {} {})",
+            expr(rng, names, depth - 1),
+            rng.pick(&OPS),
+            expr(rng, names, depth - 1)
+        ),
+        3 => format!("{}({})", rng.pick(&FUNCS1), expr(rng, names, depth - 1)),
+        4 => format!(
+            "{}({}, {})",
+            rng.pick(&FUNCS2),
+            expr(rng, names, depth - 1),
+            expr(rng, names, depth - 1)
+        ),
+        5 if !names.is_empty() => {
+            let k = ["0", "1", "3", "50", "-1", "1.5", "100000000000"][rng.below(7)];
+            format!("lag_{}({k})", names[rng.below(names.len())])
+        }
+        _ => format!("-{}", expr(rng, names, depth - 1)),
+    }
+}
+
+/// A random model document: mostly well-formed TOML with random content.
+fn random_model(rng: &mut Rng) -> String {
+    let map = rng.below(4) == 0;
+    let n_states = 1 + rng.below(4);
+    let states: Vec<String> = (0..n_states).map(|i| format!("s{i}")).collect();
+    let params: Vec<String> = (0..rng.below(3)).map(|i| format!("p{i}")).collect();
+    let mut names: Vec<String> = states.iter().chain(&params).cloned().collect();
+    let mut t = format!("[model]\ntype = \"{}\"\n", if map { "map" } else { "ode" });
+    if rng.below(3) == 0 {
+        t.push_str("[constants]\n");
+        t.push_str(&format!("k = \"{}\"\n", expr(rng, &[], 2)));
+        names.push("k".into());
+    }
+    t.push_str("[states]\n");
+    for s in &states {
+        t.push_str(&format!("{s} = {}\n", rng.pick(&NUMBERS)));
+    }
+    if !params.is_empty() {
+        t.push_str("[params]\n");
+        for p in &params {
+            t.push_str(&format!("{p} = {}\n", rng.pick(&NUMBERS)));
+        }
+    }
+    if rng.below(3) == 0 {
+        t.push_str(&format!("[aux]\na0 = \"{}\"\n", expr(rng, &names, 3)));
+    }
+    t.push_str("[equations.rhs]\n");
+    for s in &states {
+        if rng.below(20) != 0 {
+            t.push_str(&format!("{s} = \"{}\"\n", expr(rng, &names, 4)));
+        }
+    }
+    if rng.below(4) == 0 {
+        t.push_str(&format!(
+            "[events.ev]\ncond = \"{}\"\naction = \"{} = {}\"\n",
+            expr(rng, &names, 2),
+            names[rng.below(names.len())],
+            expr(rng, &names, 2)
+        ));
+    }
+    if rng.below(2) == 0 {
+        t.push_str("[sim]\n");
+        let steppers = [
+            "rk4", "rk45", "euler", "ab3", "bdf2", "bdf2a", "tr-bdf2a", "sdirk2", "map", "nope",
+        ];
+        t.push_str(&format!("stepper = \"{}\"\n", rng.pick(&steppers)));
+        for key in [
+            "dt",
+            "t_end",
+            "t0",
+            "atol",
+            "max_factor",
+            "min_factor",
+            "newton_tol",
+        ] {
+            if rng.below(3) == 0 {
+                t.push_str(&format!("{key} = {}\n", rng.pick(&NUMBERS)));
+            }
+        }
+    }
+    t
+}
+
+/// Mutations of the built-in models' text, and random models from a small grammar, through
+/// the model-loading fuzz target (`dynlib::fuzzing::model_load`, also behind
+/// `fuzz/fuzz_targets/model_load.rs`): loading may fail, never panic; a loaded model runs a
+/// bounded run; every 10th case also loads native code, which must agree with the
+/// interpreter bit for bit. The count is printed; `DYNLIB_FUZZ_CASES` sets it.
+#[test]
+fn fuzz_model_loading_with_generated_and_mutated_models() {
+    let budget: usize = std::env::var("DYNLIB_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let builtins: Vec<&str> = [
+        "ode/izhikevich",
+        "ode/lorenz",
+        "ode/hodgkin-huxley",
+        "ode/vanderpol",
+        "map/henon",
+        "map/logistic",
+    ]
+    .iter()
+    .map(|id| dynlib::model::builtin::lookup(id).unwrap())
+    .collect();
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let (mut loaded, mut refused, mut native) = (0usize, 0usize, 0usize);
+    for case in 0..budget {
+        let text = if case % 2 == 0 {
+            random_model(&mut rng)
+        } else {
+            let mut bytes = builtins[rng.below(builtins.len())].as_bytes().to_vec();
+            for _ in 0..1 + rng.below(3) {
+                let i = rng.below(bytes.len());
+                match rng.below(4) {
+                    0 => bytes[i] = b"0123456789.-+*/^()e\"[]=\n x"[rng.below(26)],
+                    1 => {
+                        bytes.remove(i);
+                    }
+                    2 => bytes.insert(i, b"0(-e.9\"\n["[rng.below(9)]),
+                    _ => {
+                        let n = rng.below(40).min(bytes.len() - i);
+                        let chunk: Vec<u8> = bytes[i..i + n].to_vec();
+                        let j = rng.below(bytes.len());
+                        bytes.splice(j..j, chunk);
+                    }
+                }
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        let with_native = case % 10 == 0;
+        native += usize::from(with_native);
+        if std::env::var_os("DYNLIB_FUZZ_VERBOSE").is_some() {
+            eprintln!("case {case}:\n{text}");
+        }
+        match std::panic::catch_unwind(|| dynlib::fuzzing::model_load(&text, with_native)) {
+            Ok(true) => loaded += 1,
+            Ok(false) => refused += 1,
+            Err(_) => panic!("model_load panicked on case {case}:\n{text}"),
+        }
+    }
+    eprintln!(
+        "fuzzed the model-loading target with {budget} models: {loaded} loaded and ran, \
+         {refused} refused with an error, {native} also compiled to native code; 0 panics"
+    );
+    assert_eq!(loaded + refused, budget);
+    assert!(
+        loaded > budget / 20,
+        "the generator should produce loadable models"
+    );
+}
