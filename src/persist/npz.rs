@@ -248,12 +248,29 @@ fn read_member(
     let declared = file.size();
     let capacity = declared.min(allowance).min(MAX_PREALLOCATION);
     let mut npy = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
-    // Never trust the declared size: `take` bounds what is inflated. Reading until the end
-    // (rather than exactly `declared` bytes) is what makes the zip crate verify the CRC.
-    (&mut file)
-        .take(allowance.saturating_add(1))
-        .read_to_end(&mut npy)
-        .map_err(|e| corrupt(&e))?;
+    // Never trust the declared size: at most `allowance + 1` bytes are inflated, and the
+    // buffer never grows past that (doubling as `read_to_end` does could reserve twice the
+    // allowance). Reading until the end (rather than exactly `declared` bytes) is what makes
+    // the zip crate verify the CRC.
+    let cap = usize::try_from(allowance.saturating_add(1)).unwrap_or(usize::MAX);
+    let mut chunk = [0u8; 64 << 10];
+    loop {
+        let want = chunk.len().min(cap - npy.len());
+        if want == 0 {
+            break;
+        }
+        let n = match file.read(&mut chunk[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(corrupt(&e)),
+        };
+        if npy.len() + n > npy.capacity() {
+            let target = (2 * npy.capacity()).max(npy.len() + n).min(cap);
+            npy.reserve_exact(target - npy.len());
+        }
+        npy.extend_from_slice(&chunk[..n]);
+    }
     let size = npy.len() as u64;
     if size <= allowance && size != declared {
         return Err(corrupt(&format_args!(

@@ -226,9 +226,12 @@ pub fn encode_with(file: &SnapshotFile, limits: &FileLimits) -> Result<Vec<u8>> 
     for a in &file.runtime_ws {
         members.push(ws_member(RUNTIME_PREFIX, a)?);
     }
-    // meta.json is stored uncompressed: its text has a fixed length for a given state (the
-    // timestamp has fixed width), so re-serializing the same state gives the same size.
-    let bytes = write_npz_storing(&members, |key| key == "meta.json")?;
+    // Every member is stored uncompressed. Deflate costs more than everything else in a
+    // snapshot (setting up a compressor per member dominates small files), and float state
+    // barely compresses. It also keeps sizes fixed: meta.json's text has a fixed length for a
+    // given state (the timestamp has fixed width), so re-serializing the same state gives the
+    // same size. Readers accept deflated members too (numpy.savez_compressed writes them).
+    let bytes = write_npz_storing(&members, |_| true)?;
     if bytes.len() as u64 > limits.max_file_bytes {
         return Err(Error::invalid(format!(
             "cannot write the snapshot: the file would take {} bytes; snapshot files are \
