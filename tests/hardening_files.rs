@@ -293,7 +293,9 @@ fn bad_controller_knobs_are_refused_on_every_entry_path() {
             match Model::from_toml(&text) {
                 Err(e) => panic!("{stepper} {knob}: the model itself is refused: {e}"),
                 Ok(m) => {
-                    let err = Sim::new(&m).err().expect("[sim] knobs must be checked");
+                    let Err(err) = Sim::new(&m) else {
+                        panic!("[sim] knobs must be checked")
+                    };
                     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
                     assert!(err.message().contains("[sim]"), "{err}");
                     assert!(err.message().contains(needle), "{err}");
@@ -878,7 +880,7 @@ fn expr(rng: &mut Rng, names: &[String], depth: usize) -> String {
         };
     }
     match rng.below(7) {
-        0 | 1 | 2 => format!(
+        0..=2 => format!(
             "({} {} {})",
             expr(rng, names, depth - 1),
             rng.pick(&OPS),

@@ -152,7 +152,7 @@ pub fn validate_controller_knobs(info: &StepperInfo, cfg: &[f64]) -> Result<()> 
         ));
     }
     let dt_max = get("dt_max");
-    if !(dt_max > 0.0) {
+    if dt_max.is_nan() || dt_max <= 0.0 {
         return bad(format!(
             "knob 'dt_max' must be positive (inf = no limit), got {dt_max}"
         ));
