@@ -8,6 +8,8 @@
 pub mod error;
 pub mod ffi;
 pub mod method;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod persist;
 pub mod session;

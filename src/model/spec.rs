@@ -87,35 +87,50 @@ pub struct EventSpec {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PresetSpec {
     pub name: String,
+    #[serde(serialize_with = "hash_floats::named")]
     pub params: Vec<(String, f64)>,
+    #[serde(serialize_with = "hash_floats::named")]
     pub states: Vec<(String, f64)>,
 }
 
 /// `[sim]` defaults.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SimDefaults {
+    #[serde(serialize_with = "hash_floats::one")]
     pub t0: f64,
+    #[serde(serialize_with = "hash_floats::one")]
     pub t_end: f64,
+    #[serde(serialize_with = "hash_floats::one")]
     pub dt: f64,
     pub stepper: String,
     pub record: bool,
+    #[serde(serialize_with = "hash_floats::one")]
     pub atol: f64,
+    #[serde(serialize_with = "hash_floats::one")]
     pub rtol: f64,
     pub max_steps: u64,
     pub stop: Option<Source>,
     /// Any other numeric key: a stepper-config default (e.g. `max_factor = 3.0`).
+    #[serde(serialize_with = "hash_floats::named")]
     pub extra: Vec<(String, f64)>,
 }
 
 /// A fully structured model, in declaration order. Its canonical JSON form is what the spec
 /// hash is computed over.
+///
+/// Every `f64` in it (here and in the types it holds) must be serialised with
+/// [`hash_floats`]: serde_json writes NaN, inf and -inf all as `null`, which would give models
+/// that compute differently the same hash (and the same cached native code).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelSpec {
     pub kind: ModelKind,
     pub name: String,
     pub dtype: String,
+    #[serde(serialize_with = "hash_floats::named")]
     pub constants: Vec<(String, f64)>,
+    #[serde(serialize_with = "hash_floats::named")]
     pub states: Vec<(String, f64)>,
+    #[serde(serialize_with = "hash_floats::named")]
     pub params: Vec<(String, f64)>,
     pub equations: Vec<Equation>,
     pub jacobian: Option<Vec<Vec<Source>>>,
@@ -124,6 +139,66 @@ pub struct ModelSpec {
     pub events: Vec<EventSpec>,
     pub sim: SimDefaults,
     pub presets: Vec<PresetSpec>,
+}
+
+/// Serialisation of floats for the canonical (hashed) form of a spec: finite values as JSON
+/// numbers (serde_json prints the shortest text that reads back to the same bits, and keeps the
+/// sign of zero), non-finite ones as strings carrying their bit pattern (`"inf"`, `"-inf"`,
+/// `"NaN:0x7ff8000000000000"`). A string never equals a number, so the form is injective on
+/// float bit patterns, and hashes of models with only finite values are unchanged.
+pub(crate) mod hash_floats {
+    use serde::ser::{SerializeSeq, SerializeTuple, Serializer};
+
+    /// The serialisable stand-in of one float.
+    pub(crate) enum Canonical {
+        Number(f64),
+        Text(String),
+    }
+
+    pub(crate) fn canonical(v: f64) -> Canonical {
+        if v.is_finite() {
+            Canonical::Number(v)
+        } else if v.is_nan() {
+            Canonical::Text(format!("NaN:{:#018x}", v.to_bits()))
+        } else if v > 0.0 {
+            Canonical::Text("inf".into())
+        } else {
+            Canonical::Text("-inf".into())
+        }
+    }
+
+    impl serde::Serialize for Canonical {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match self {
+                Canonical::Number(v) => s.serialize_f64(*v),
+                Canonical::Text(t) => s.serialize_str(t),
+            }
+        }
+    }
+
+    pub(crate) fn one<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&canonical(*v), s)
+    }
+
+    /// `[(name, value), …]`, as serde writes a `Vec<(String, f64)>`: a list of 2-lists.
+    pub(crate) fn named<S: Serializer>(v: &[(String, f64)], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(v.len()))?;
+        for (name, x) in v {
+            seq.serialize_element(&Pair(name, *x))?;
+        }
+        seq.end()
+    }
+
+    struct Pair<'a>(&'a str, f64);
+
+    impl serde::Serialize for Pair<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut t = s.serialize_tuple(2)?;
+            t.serialize_element(self.0)?;
+            t.serialize_element(&canonical(self.1))?;
+            t.end()
+        }
+    }
 }
 
 const RESERVED: [&str; 3] = ["t", "pi", "e"];

@@ -2,42 +2,66 @@
 //! partly written mix, even if the process dies or the machine loses power mid-write.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+/// Prefix and suffix of our temporary files: `.dynlib-XXXXXXXXXX.tmp`. Short whatever the
+/// target's name (a 255-byte file name must still be writable), and recognisable, so that
+/// files orphaned by a killed process can be cleaned up by a later write.
+const TMP_PREFIX: &str = ".dynlib-";
+const TMP_SUFFIX: &str = ".tmp";
+const TMP_RANDOM_LEN: usize = 10;
+
+/// A temporary file of ours older than this is taken to be orphaned by a killed process (a
+/// write that is still running renames its file within seconds) and removed by the next write
+/// in its directory.
+pub const STALE_TMP_AGE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// Writes `bytes` to `path`, replacing any existing file atomically.
 ///
-/// The bytes go to a temporary file named `.<file name>.tmp…` in the target's directory (so the
-/// final rename stays within one file system), which is flushed and synced to disk, then
-/// renamed over `path`; finally the directory is synced so the rename itself is durable (best
-/// effort, Unix only). The new file gets the permissions `File::create` would give it
+/// The bytes go to a temporary file named `.dynlib-<random>.tmp` in the target's directory (so
+/// the final rename stays within one file system), which is flushed and synced to disk, then
+/// renamed over the target; finally the directory is synced so the rename itself is durable
+/// (best effort, Unix only). The new file gets the permissions `File::create` would give it
 /// (`0o666` less the umask), not those of a file it replaces.
+///
+/// Targets: a missing file is created; a regular file is replaced. A symbolic link is
+/// followed — the file it points to (which must be regular, or not exist yet) is replaced
+/// atomically and the link itself stays. Anything else — a directory, FIFO, device node or
+/// socket — is refused with an [`Io`](crate::error::ErrorKind::Io) error before anything is
+/// written: replacing it by a regular file would silently break whatever uses it.
+///
+/// Temporary files of ours older than [`STALE_TMP_AGE`] in the directory (left by a process
+/// killed mid-write) are removed first, best effort.
 ///
 /// No directories are created: a missing parent is an [`Io`](crate::error::ErrorKind::Io)
 /// error. On any error the temporary file is removed and an existing target is left untouched.
 /// Error messages name `path` and the operating system's error.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let shown = path;
     let fail = |what: &str, e: std::io::Error| {
-        Error::io(format!("cannot write '{}': {what}: {e}", path.display()))
+        Error::io(format!("cannot write '{}': {what}: {e}", shown.display()))
     };
-    let file_name = path.file_name().ok_or_else(|| {
-        Error::invalid(format!(
+    if path.file_name().is_none() {
+        return Err(Error::invalid(format!(
             "cannot write '{}': the path does not name a file",
             path.display()
-        ))
-    })?;
+        )));
+    }
+    let target = resolve_target(path)?;
     // `Path::parent` is "" for a bare file name, meaning the current directory.
-    let dir = match path.parent() {
+    let dir = match target.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let mut prefix = std::ffi::OsString::from(".");
-    prefix.push(file_name);
-    prefix.push(".tmp");
+    remove_stale_temporaries(dir, STALE_TMP_AGE);
 
     let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix);
+    builder
+        .prefix(TMP_PREFIX)
+        .suffix(TMP_SUFFIX)
+        .rand_bytes(TMP_RANDOM_LEN);
     // NamedTempFile defaults to 0o600; a snapshot should be as readable as any created file.
     #[cfg(unix)]
     {
@@ -57,10 +81,117 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .sync_all()
         .map_err(|e| fail("syncing the temporary file failed", e))?;
     // On failure the PersistError owns the temporary file; dropping it with the error deletes it.
-    tmp.persist(path)
+    tmp.persist(&target)
         .map_err(|e| fail("renaming the temporary file over it failed", e.error))?;
     sync_dir(dir);
     Ok(())
+}
+
+/// The file a write to `path` replaces: `path` itself unless it is a symbolic link, whose
+/// chain is followed. Refuses targets that are not regular files.
+fn resolve_target(path: &Path) -> Result<PathBuf> {
+    let refuse = |p: &Path, what: &str| {
+        let via = if p == path {
+            String::new()
+        } else {
+            format!(" (the link leads to '{}')", p.display())
+        };
+        Err(Error::io(format!(
+            "cannot write '{}': it is {what}, not a regular file{via}; only regular files are \
+             replaced",
+            path.display()
+        )))
+    };
+    let mut current = path.to_path_buf();
+    // Linux follows at most 40 links; so do we.
+    for _ in 0..=40 {
+        let md = match std::fs::symlink_metadata(&current) {
+            Ok(md) => md,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(current),
+            Err(e) => {
+                return Err(Error::io(format!(
+                    "cannot write '{}': {e}",
+                    current.display()
+                )))
+            }
+        };
+        let ft = md.file_type();
+        if ft.is_file() {
+            return Ok(current);
+        }
+        if ft.is_symlink() {
+            let link = std::fs::read_link(&current).map_err(|e| {
+                Error::io(format!(
+                    "cannot write '{}': reading the link '{}' failed: {e}",
+                    path.display(),
+                    current.display()
+                ))
+            })?;
+            current = match current.parent() {
+                Some(parent) if link.is_relative() => parent.join(link),
+                _ => link,
+            };
+            continue;
+        }
+        if ft.is_dir() {
+            return refuse(&current, "a directory");
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if ft.is_fifo() {
+                return refuse(&current, "a FIFO");
+            }
+            if ft.is_block_device() || ft.is_char_device() {
+                return refuse(&current, "a device node");
+            }
+            if ft.is_socket() {
+                return refuse(&current, "a socket");
+            }
+        }
+        return refuse(&current, "a special file");
+    }
+    Err(Error::io(format!(
+        "cannot write '{}': too many levels of symbolic links",
+        path.display()
+    )))
+}
+
+/// Whether `name` is one of our temporary files.
+fn is_our_temporary(name: &str) -> bool {
+    name.strip_prefix(TMP_PREFIX)
+        .and_then(|rest| rest.strip_suffix(TMP_SUFFIX))
+        .is_some_and(|r| r.len() == TMP_RANDOM_LEN && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// Removes our temporary files in `dir` last modified more than `age` ago (best effort: a
+/// directory that cannot be listed, or a file that cannot be removed, is left alone).
+/// Returns how many were removed.
+pub fn remove_stale_temporaries(dir: &Path, age: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_str().is_some_and(is_our_temporary) {
+            continue;
+        }
+        // symlink_metadata: never follow a link someone named like our files.
+        let Ok(md) = std::fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        let old = md
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|d| d >= age);
+        if md.is_file() && old && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Syncs a directory so a rename in it survives a crash. Best effort: the file's data is
@@ -133,18 +264,28 @@ mod tests {
     }
 
     #[test]
-    fn failed_rename_removes_the_temporary_file_and_keeps_the_target() {
-        // The target is a non-empty directory: the temporary file is created and written, then
-        // the rename fails.
+    fn a_directory_target_is_refused_and_kept() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("snap.npz");
         std::fs::create_dir(&target).unwrap();
         std::fs::write(target.join("inside"), b"keep").unwrap();
         let err = write_atomic(&target, b"data").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Io);
-        assert!(err.message().contains("renaming"), "{err}");
+        assert!(err.message().contains("it is a directory"), "{err}");
         assert_eq!(entries(dir.path()), ["snap.npz"]);
         assert_eq!(std::fs::read(target.join("inside")).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn temporary_names_are_ours_and_short() {
+        assert!(is_our_temporary(".dynlib-aZ09bcdefg.tmp"));
+        for name in [
+            ".dynlib-short.tmp",
+            ".snap.npz.tmpAbc123",
+            "dynlib-aZ09bcdefg.tmp",
+        ] {
+            assert!(!is_our_temporary(name), "{name}");
+        }
     }
 
     #[test]

@@ -201,13 +201,8 @@ fn shape_repr(shape: &[usize]) -> String {
     }
 }
 
-/// Serialises `a` exactly as `numpy.save` does: format 1.0 (2.0 only if the header would not
-/// fit, which needs a rank far above [`MAX_RANK`]), little-endian, C order, header padded with
-/// spaces and a final `'\n'` so the data starts at a multiple of 64 bytes.
-///
-/// The header is written from `a.shape` as given; an array whose shape does not match its data
-/// (see [`NpyArray::validate`]) yields a file that [`read_npy`] rejects.
-pub fn write_npy(a: &NpyArray) -> Vec<u8> {
+/// The header text, format major version, prefix length and padding [`write_npy`] uses.
+fn header_layout(a: &NpyArray) -> (String, u8, usize, usize) {
     let dtype = a.data.dtype();
     let mut header = format!(
         "{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}",
@@ -232,8 +227,25 @@ pub fn write_npy(a: &NpyArray) -> Vec<u8> {
     } else {
         (2u8, 12)
     };
-    let padlen = padlen_for(prefix_len);
-    let header_len = hlen + padlen;
+    (header, major, prefix_len, padlen_for(prefix_len))
+}
+
+/// The number of bytes [`write_npy`] writes for `a`, without writing them.
+pub fn encoded_len(a: &NpyArray) -> usize {
+    let (header, _, prefix_len, padlen) = header_layout(a);
+    prefix_len + header.len() + 1 + padlen + a.len() * a.data.dtype().item_size()
+}
+
+/// Serialises `a` exactly as `numpy.save` does: format 1.0 (2.0 only if the header would not
+/// fit, which needs a rank far above [`MAX_RANK`]), little-endian, C order, header padded with
+/// spaces and a final `'\n'` so the data starts at a multiple of 64 bytes.
+///
+/// The header is written from `a.shape` as given; an array whose shape does not match its data
+/// (see [`NpyArray::validate`]) yields a file that [`read_npy`] rejects.
+pub fn write_npy(a: &NpyArray) -> Vec<u8> {
+    let dtype = a.data.dtype();
+    let (header, major, prefix_len, padlen) = header_layout(a);
+    let header_len = header.len() + 1 + padlen;
 
     let mut out = Vec::with_capacity(prefix_len + header_len + a.len() * dtype.item_size());
     out.extend_from_slice(MAGIC);

@@ -129,6 +129,29 @@ pub fn write_npz_storing(
 /// total exceed `limits.max_total_bytes`) whatever its header claims, and any `.npy` error
 /// from [`read_npy`].
 pub fn read_npz(bytes: &[u8], limits: &Limits) -> Result<Vec<(String, NpyArray)>> {
+    read_npz_admitting(bytes, limits, |_| Ok(Admit::Read(limits.max_member_bytes)))
+}
+
+/// What [`read_npz_admitting`] does with a member, decided from its key alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Decompress and parse it, refusing it beyond this many bytes (its whole `.npy` file;
+    /// [`Limits::max_member_bytes`] still applies).
+    Read(u64),
+    /// Leave it compressed and leave it out of the result.
+    Skip,
+}
+
+/// [`read_npz`] with a say on each member: `admit` sees every key (after the name checks)
+/// before anything is decompressed and returns how much the member may take, that it is to
+/// be skipped, or an error that refuses the archive. A reader that knows what it expects can
+/// so refuse unknown members and bound each one by its own size, and a reader that needs one
+/// member reads only that one.
+pub fn read_npz_admitting(
+    bytes: &[u8],
+    limits: &Limits,
+    mut admit: impl FnMut(&str) -> Result<Admit>,
+) -> Result<Vec<(String, NpyArray)>> {
     // An archive starts with a local file header, or is empty and starts with the end record.
     // NumPy checks the same signatures before treating a file as an archive.
     if !(bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06")) {
@@ -171,20 +194,24 @@ pub fn read_npz(bytes: &[u8], limits: &Limits) -> Result<Vec<(String, NpyArray)>
         })
         .collect::<Result<Vec<_>>>()?;
 
-    // Elements are at least one byte, so the byte limit bounds the declared shape too.
-    let max_elements = usize::try_from(limits.max_member_bytes).unwrap_or(usize::MAX);
+    let admitted = keys
+        .into_iter()
+        .map(|key| Ok((admit(&key)?, key)))
+        .collect::<Result<Vec<_>>>()?;
+
     let mut total = 0u64;
-    let mut members = Vec::with_capacity(keys.len());
-    for (index, key) in keys.into_iter().enumerate() {
-        let allowance = limits
-            .max_member_bytes
-            .min(limits.max_total_bytes.saturating_sub(total));
+    let mut members = Vec::with_capacity(admitted.len());
+    for (index, (admission, key)) in admitted.into_iter().enumerate() {
+        let own_limit = match admission {
+            Admit::Skip => continue,
+            Admit::Read(n) => n.min(limits.max_member_bytes),
+        };
+        let allowance = own_limit.min(limits.max_total_bytes.saturating_sub(total));
         let npy = read_member(&mut archive, index, &key, allowance)?;
         let size = npy.len() as u64;
-        if size > limits.max_member_bytes {
+        if size > own_limit {
             return Err(Error::corrupt(format!(
-                "member '{key}' expands beyond {} bytes",
-                limits.max_member_bytes
+                "member '{key}' expands beyond {own_limit} bytes"
             )));
         }
         if size > allowance {
@@ -194,6 +221,8 @@ pub fn read_npz(bytes: &[u8], limits: &Limits) -> Result<Vec<(String, NpyArray)>
             )));
         }
         total += size;
+        // Elements are at least one byte, so the byte limit bounds the declared shape too.
+        let max_elements = usize::try_from(own_limit).unwrap_or(usize::MAX);
         let array =
             read_npy(&npy, max_elements).map_err(|e| e.context(format!("member '{key}'")))?;
         members.push((key, array));
@@ -219,12 +248,29 @@ fn read_member(
     let declared = file.size();
     let capacity = declared.min(allowance).min(MAX_PREALLOCATION);
     let mut npy = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
-    // Never trust the declared size: `take` bounds what is inflated. Reading until the end
-    // (rather than exactly `declared` bytes) is what makes the zip crate verify the CRC.
-    (&mut file)
-        .take(allowance.saturating_add(1))
-        .read_to_end(&mut npy)
-        .map_err(|e| corrupt(&e))?;
+    // Never trust the declared size: at most `allowance + 1` bytes are inflated, and the
+    // buffer never grows past that (doubling as `read_to_end` does could reserve twice the
+    // allowance). Reading until the end (rather than exactly `declared` bytes) is what makes
+    // the zip crate verify the CRC.
+    let cap = usize::try_from(allowance.saturating_add(1)).unwrap_or(usize::MAX);
+    let mut chunk = [0u8; 64 << 10];
+    loop {
+        let want = chunk.len().min(cap - npy.len());
+        if want == 0 {
+            break;
+        }
+        let n = match file.read(&mut chunk[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(corrupt(&e)),
+        };
+        if npy.len() + n > npy.capacity() {
+            let target = (2 * npy.capacity()).max(npy.len() + n).min(cap);
+            npy.reserve_exact(target - npy.len());
+        }
+        npy.extend_from_slice(&chunk[..n]);
+    }
     let size = npy.len() as u64;
     if size <= allowance && size != declared {
         return Err(corrupt(&format_args!(

@@ -16,12 +16,13 @@
 //! and other tools, and a reader checks that the two agree. This module only encodes and
 //! decodes: whether a file fits a given session is decided by the session.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
 use super::npy::{NpyArray, NpyData};
-use super::npz::{read_npz, write_npz_storing, Limits};
+use super::npz::{read_npz, read_npz_admitting, write_npz_storing, Admit, Limits};
 use crate::error::{Error, Result};
 use crate::stepper::{Workspace, WsArray, WsData};
 
@@ -31,13 +32,52 @@ pub const SCHEMA: &str = "dynlib-snapshot-v1";
 /// Largest snapshot file [`read_file`] accepts (decompressed members are bounded separately).
 pub const MAX_FILE_BYTES: u64 = 4 << 30;
 
-/// Bounds for reading snapshots: far above any real session (a member of 256 MiB holds 32
-/// million doubles) while keeping a zip bomb from taking gigabytes.
+/// Largest `meta.json` member (its `.npy` file). It holds the names of states, parameters and
+/// knobs, the snapshot's name and description: 64 MiB is room for millions of names.
+pub const MAX_META_BYTES: u64 = 64 << 20;
+
+/// Most bytes of text a snapshot's name and description may have together.
+pub const MAX_TEXT_BYTES: u64 = 1 << 20;
+
+/// Most members a snapshot file has (its workspace arrays plus four).
+pub const MAX_MEMBERS: usize = 4096;
+
+/// Room for the `.npy` header of an array member beyond its data (NumPy's own headers are
+/// under 64 KiB for any shape).
+const NPY_HEADER_SLACK: u64 = 64 << 10;
+
+/// The limits the writer and the reader share, so that every file [`encode`] writes is one
+/// [`decode_for`] reads and every file it refuses is refused at export, with the reason.
+/// [`FileLimits::default`] holds the real limits; tests lower them to check both sides of a
+/// boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileLimits {
+    /// Most bytes the snapshot's name and description may have together.
+    pub max_text_bytes: u64,
+    /// Most bytes the `meta.json` member may take (its whole `.npy` file), whatever the model.
+    pub max_meta_bytes: u64,
+    /// Most bytes the whole file may take.
+    pub max_file_bytes: u64,
+}
+
+impl Default for FileLimits {
+    fn default() -> Self {
+        FileLimits {
+            max_text_bytes: MAX_TEXT_BYTES,
+            max_meta_bytes: MAX_META_BYTES,
+            max_file_bytes: MAX_FILE_BYTES,
+        }
+    }
+}
+
+/// Bounds for reading snapshots without knowing the session they are for ([`decode`]): as large
+/// as anything [`encode`] writes (a file of at most [`MAX_FILE_BYTES`]). Importing into a
+/// session uses [`decode_for`], which bounds each member by its expected size instead.
 pub fn snapshot_limits() -> Limits {
     Limits {
-        max_members: 4096,
-        max_member_bytes: 256 << 20,
-        max_total_bytes: 1 << 30,
+        max_members: MAX_MEMBERS,
+        max_member_bytes: MAX_FILE_BYTES,
+        max_total_bytes: MAX_FILE_BYTES,
     }
 }
 
@@ -134,16 +174,48 @@ fn ws_member(prefix: &str, a: &WsArray) -> Result<(String, NpyArray)> {
     Ok((format!("{prefix}{}", a.name), array))
 }
 
-/// Encodes a snapshot as `.npz` bytes.
+/// Encodes a snapshot as `.npz` bytes, refusing (with
+/// [`InvalidArgument`](crate::error::ErrorKind::InvalidArgument) and the sizes) a file that a
+/// reader would refuse: see [`FileLimits`].
 pub fn encode(file: &SnapshotFile) -> Result<Vec<u8>> {
+    encode_with(file, &FileLimits::default())
+}
+
+/// [`encode`] with explicit limits.
+pub fn encode_with(file: &SnapshotFile, limits: &FileLimits) -> Result<Vec<u8>> {
+    let text_len = file.meta.name.len() as u64 + file.meta.description.len() as u64;
+    if text_len > limits.max_text_bytes {
+        return Err(Error::invalid(format!(
+            "cannot write the snapshot: its name and description have {text_len} bytes; \
+             snapshot files allow at most {} (name {} bytes, description {} bytes)",
+            limits.max_text_bytes,
+            file.meta.name.len(),
+            file.meta.description.len()
+        )));
+    }
     let text = serde_json::to_string_pretty(&meta_json(file))
         .map_err(|e| Error::internal(format!("cannot serialise meta.json: {e}")))?;
+    let meta_array = NpyArray::u8(vec![text.len()], text.into_bytes())?;
+    let meta_npy = super::npy::encoded_len(&meta_array) as u64;
+    let allowed = meta_allowance(file, limits);
+    if meta_npy > allowed {
+        return Err(Error::invalid(format!(
+            "cannot write the snapshot: its meta.json would take {meta_npy} bytes ({} state and \
+             {} parameter names); snapshot files allow at most {allowed} bytes for it",
+            file.meta.state_names.len(),
+            file.meta.param_names.len(),
+        )));
+    }
+    let n_members = 4 + file.stepper_ws.len() + file.runtime_ws.len();
+    if n_members > MAX_MEMBERS {
+        return Err(Error::invalid(format!(
+            "cannot write the snapshot: it would have {n_members} members, at most \
+             {MAX_MEMBERS} are allowed"
+        )));
+    }
     let vector = |v: &[f64]| NpyArray::f64(vec![v.len()], v.to_vec());
     let mut members = vec![
-        (
-            "meta.json".to_string(),
-            NpyArray::u8(vec![text.len()], text.into_bytes())?,
-        ),
+        ("meta.json".to_string(), meta_array),
         ("y".to_string(), vector(&file.y)?),
         ("params".to_string(), vector(&file.params)?),
         ("stepper_config".to_string(), vector(&file.config)?),
@@ -154,9 +226,68 @@ pub fn encode(file: &SnapshotFile) -> Result<Vec<u8>> {
     for a in &file.runtime_ws {
         members.push(ws_member(RUNTIME_PREFIX, a)?);
     }
-    // meta.json is stored uncompressed: its text has a fixed length for a given state (the
-    // timestamp has fixed width), so re-serializing the same state gives the same size.
-    write_npz_storing(&members, |key| key == "meta.json")
+    // Every member is stored uncompressed. Deflate costs more than everything else in a
+    // snapshot (setting up a compressor per member dominates small files), and float state
+    // barely compresses. It also keeps sizes fixed: meta.json's text has a fixed length for a
+    // given state (the timestamp has fixed width), so re-serializing the same state gives the
+    // same size. Readers accept deflated members too (numpy.savez_compressed writes them).
+    let bytes = write_npz_storing(&members, |_| true)?;
+    if bytes.len() as u64 > limits.max_file_bytes {
+        return Err(Error::invalid(format!(
+            "cannot write the snapshot: the file would take {} bytes; snapshot files are \
+             limited to {} bytes",
+            bytes.len(),
+            limits.max_file_bytes
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The most bytes the `meta.json` member of a file for a session like `template` may take:
+/// fixed fields, the name and description at their limit and every name of the model, each
+/// at its worst JSON escaping (6 bytes per byte) — capped by `limits.max_meta_bytes`. The
+/// writer refuses a larger one, so the two sides agree.
+pub fn meta_allowance(template: &SnapshotFile, limits: &FileLimits) -> u64 {
+    let m = &template.meta;
+    let names = m
+        .state_names
+        .iter()
+        .chain(&m.param_names)
+        .chain(&m.stepper_config_names)
+        .fold(0u64, |acc, n| acc.saturating_add(6 * n.len() as u64 + 16));
+    let numbers = 32 * template.config.len() as u64;
+    (64u64 << 10)
+        .saturating_add(limits.max_text_bytes.saturating_mul(6))
+        .saturating_add(names)
+        .saturating_add(numbers)
+        .min(limits.max_meta_bytes)
+}
+
+/// The most bytes each member of a file for a session like `template` may take, by key:
+/// arrays their exact data size plus header room, `meta.json` the meta limit.
+fn member_allowances(template: &SnapshotFile, limits: &FileLimits) -> HashMap<String, u64> {
+    let vector = |n: usize| n as u64 * 8 + NPY_HEADER_SLACK;
+    let mut out = HashMap::new();
+    out.insert("meta.json".to_string(), meta_allowance(template, limits));
+    out.insert("y".to_string(), vector(template.y.len()));
+    out.insert("params".to_string(), vector(template.params.len()));
+    out.insert("stepper_config".to_string(), vector(template.config.len()));
+    for (prefix, ws) in [
+        (STEPPER_PREFIX, &template.stepper_ws),
+        (RUNTIME_PREFIX, &template.runtime_ws),
+    ] {
+        for a in ws {
+            let n: usize = a.shape.iter().product();
+            out.insert(format!("{prefix}{}", a.name), vector(n));
+        }
+    }
+    out
+}
+
+/// Most JSON values (numbers, strings, lists, objects, ...) in the meta.json of a file for a
+/// session like `template`: one per name and knob value, and room for the fixed fields.
+fn meta_value_budget(template: &SnapshotFile) -> usize {
+    template.y.len() + template.params.len() + 2 * template.config.len() + 256
 }
 
 /// Reads a snapshot file into memory, refusing what is not a regular file or is too large.
@@ -185,22 +316,102 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// The parsed `meta.json` of a snapshot, checked only for being a JSON object with the
-/// supported schema. Nothing else is required, so damaged files can still be inspected.
+/// supported schema. Nothing else is required, so damaged files can still be inspected. Only
+/// `meta.json` is decompressed (at most [`MAX_META_BYTES`]); other members are skipped.
 pub fn decode_meta(bytes: &[u8]) -> Result<Value> {
-    let members = read_npz(bytes, &snapshot_limits())?;
+    let limits = Limits {
+        max_members: MAX_MEMBERS,
+        max_member_bytes: MAX_META_BYTES,
+        max_total_bytes: MAX_META_BYTES,
+    };
+    let members = read_npz_admitting(bytes, &limits, |key| {
+        Ok(if key == "meta.json" {
+            Admit::Read(MAX_META_BYTES)
+        } else {
+            Admit::Skip
+        })
+    })?;
     let meta = members
         .iter()
         .find(|(k, _)| k == "meta.json")
         .map(|(_, a)| a)
         .ok_or_else(|| missing("meta.json"))?;
-    parse_meta_json(meta)
+    // Legitimate files hold about one value per 16 bytes of text or fewer; a crafted one of
+    // tiny values ("[0,0,0,...]") would take 16 times its size in memory as a JSON tree.
+    let budget = (1 << 20) + meta.data.len() / 16;
+    parse_meta_json(meta, budget)
 }
 
 fn missing(key: &str) -> Error {
     Error::corrupt(format!("missing member '{key}' in the snapshot file"))
 }
 
-fn parse_meta_json(meta: &NpyArray) -> Result<Value> {
+/// Counts the values of a JSON document without building it, failing past a budget.
+struct CountValues<'a>(&'a std::cell::Cell<usize>);
+
+impl CountValues<'_> {
+    fn tick<E: serde::de::Error>(&self) -> std::result::Result<(), E> {
+        match self.0.get().checked_sub(1) {
+            Some(left) => {
+                self.0.set(left);
+                Ok(())
+            }
+            None => Err(E::custom("value budget exceeded")),
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for CountValues<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for CountValues<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> std::result::Result<(), E> {
+        self.tick()
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> std::result::Result<(), E> {
+        self.tick()
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> std::result::Result<(), E> {
+        self.tick()
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> std::result::Result<(), E> {
+        self.tick()
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> std::result::Result<(), E> {
+        self.tick()
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<(), E> {
+        self.tick()
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<(), A::Error> {
+        self.tick()?;
+        while seq.next_element_seed(CountValues(self.0))?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<(), A::Error> {
+        self.tick()?;
+        while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+            map.next_value_seed(CountValues(self.0))?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_meta_json(meta: &NpyArray, max_values: usize) -> Result<Value> {
     let NpyData::U8(raw) = &meta.data else {
         return Err(Error::corrupt(format!(
             "member 'meta.json' must be a uint8 array holding JSON text, found {}",
@@ -219,6 +430,16 @@ fn parse_meta_json(meta: &NpyArray) -> Result<Value> {
             e.valid_up_to()
         ))
     })?;
+    // Count first: the JSON tree takes several times the text's size in memory.
+    let budget = std::cell::Cell::new(max_values);
+    let mut counter = serde_json::Deserializer::from_str(text);
+    let counted = serde::de::DeserializeSeed::deserialize(CountValues(&budget), &mut counter);
+    if counted.is_err() && budget.get() == 0 {
+        return Err(Error::corrupt(format!(
+            "meta.json holds more than {max_values} values; a snapshot has one per name and \
+             knob value and a few dozen more"
+        )));
+    }
     let value: Value = serde_json::from_str(text).map_err(|e| {
         let full = e.to_string();
         let what = full.split(" at line ").next().unwrap_or(&full);
@@ -369,6 +590,57 @@ fn ws_array(key: &str, name: &str, a: NpyArray) -> Result<WsArray> {
 /// what was wrong.
 pub fn decode(bytes: &[u8]) -> Result<SnapshotFile> {
     let members = read_npz(bytes, &snapshot_limits())?;
+    decode_members(members, usize::MAX)
+}
+
+/// [`decode`] for a session whose own state is `template` (any state of it: only the shapes
+/// matter). Before anything is decompressed, members this session has no use for are refused,
+/// and each member is bounded by the size it has in such a session, so a small crafted file
+/// cannot make the reader allocate more than the session's own state (plus meta.json).
+pub fn decode_for(bytes: &[u8], template: &SnapshotFile) -> Result<SnapshotFile> {
+    decode_for_with(bytes, template, &FileLimits::default())
+}
+
+/// [`decode_for`] with explicit limits.
+pub fn decode_for_with(
+    bytes: &[u8],
+    template: &SnapshotFile,
+    limits: &FileLimits,
+) -> Result<SnapshotFile> {
+    if bytes.len() as u64 > limits.max_file_bytes {
+        return Err(Error::corrupt(format!(
+            "snapshot is {} bytes; files above {} bytes are refused",
+            bytes.len(),
+            limits.max_file_bytes
+        )));
+    }
+    let allowances = member_allowances(template, limits);
+    let read_limits = Limits {
+        max_members: MAX_MEMBERS,
+        max_member_bytes: limits.max_file_bytes,
+        max_total_bytes: allowances.values().fold(0u64, |a, b| a.saturating_add(*b)),
+    };
+    let members = read_npz_admitting(bytes, &read_limits, |key| {
+        if let Some(n) = allowances.get(key) {
+            return Ok(Admit::Read(*n));
+        }
+        for (prefix, bucket) in [(STEPPER_PREFIX, "stepper"), (RUNTIME_PREFIX, "runtime")] {
+            if let Some(name) = key.strip_prefix(prefix) {
+                return Err(Error::corrupt(format!(
+                    "workspace array '{bucket}/{}' is not part of this stepper's workspace",
+                    name.escape_debug()
+                )));
+            }
+        }
+        Err(Error::corrupt(format!(
+            "unexpected member '{}' in the snapshot file",
+            key.escape_debug()
+        )))
+    })?;
+    decode_members(members, meta_value_budget(template))
+}
+
+fn decode_members(members: Vec<(String, NpyArray)>, max_values: usize) -> Result<SnapshotFile> {
     let mut meta = None;
     let (mut y, mut params, mut config) = (None, None, None);
     let (mut stepper_ws, mut runtime_ws) = (Vec::new(), Vec::new());
@@ -392,7 +664,7 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotFile> {
             }
         }
     }
-    let meta = parse_meta_json(&meta.ok_or_else(|| missing("meta.json"))?)?;
+    let meta = parse_meta_json(&meta.ok_or_else(|| missing("meta.json"))?, max_values)?;
     let y = y.ok_or_else(|| missing("y"))?;
     let params = params.ok_or_else(|| missing("params"))?;
     let config = config.ok_or_else(|| missing("stepper_config"))?;

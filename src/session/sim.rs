@@ -211,6 +211,8 @@ impl Sim {
     /// A session with a given stepper (name or alias); `None` = the model's default.
     pub fn with_stepper(model: &Model, stepper_name: Option<&str>) -> Result<Sim> {
         let info = resolve_stepper(model, stepper_name)?;
+        stepper::validate_config(info, &stepper::default_config(info, &model.sim))
+            .map_err(|e| e.context("the model's [sim] defaults"))?;
         Ok(Sim {
             model: model.clone(),
             info,
@@ -289,6 +291,9 @@ impl Sim {
                 return Err(Error::invalid(format!("stepper knob '{k}' cannot be NaN")));
             }
             st.config[i] = *v;
+        }
+        if !opts.config.is_empty() {
+            stepper::validate_config(info, &st.config).map_err(|e| e.context("run config"))?;
         }
 
         let mut runner;
@@ -940,6 +945,13 @@ impl Sim {
         if !unknown.is_empty() {
             return Err(self.unknown_names_error(&unknown));
         }
+        let mut seen = std::collections::HashSet::with_capacity(resolved.len());
+        if let Some((_, _, name)) = resolved.iter().find(|(a, _, _)| !seen.insert(*a)) {
+            return Err(Error::duplicate(format!(
+                "'{name}' is assigned more than once in one call; give each state or parameter \
+                 once"
+            )));
+        }
         if let Some((_, v, name)) = resolved.iter().find(|(_, v, _)| !v.is_finite()) {
             return Err(Error::invalid(format!(
                 "value for '{name}' is {v}; states and parameters must be finite"
@@ -1096,7 +1108,7 @@ pub fn resolve_stepper(model: &Model, name: Option<&str>) -> Result<&'static Ste
 /// Differing pins as (pin name, this session's value, the snapshot's value).
 pub type PinDiff = Vec<(&'static str, String, String)>;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Assignable {
     State(usize),
     Param(usize),

@@ -13,6 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::model::Model;
 use crate::persist::atomic::write_atomic;
 use crate::persist::snapshot::{self, FilePins, SnapshotFile, SnapshotMeta};
+use crate::stepper::workspace::check_finite;
 use crate::stepper::{self, StepperInfo};
 
 /// Builds the file image of a session state.
@@ -127,6 +128,8 @@ pub(crate) fn state_from_file(
             knob_names[i]
         )));
     }
+    stepper::validate_config(info, &file.config)
+        .map_err(|e| Error::corrupt(format!("member 'stepper_config': {}", e.message())))?;
     for (what, values, names) in [
         ("state", &file.y, &model.state_names),
         ("parameter", &file.params, &model.param_names),
@@ -147,16 +150,43 @@ pub(crate) fn state_from_file(
     let mut s = stepper::create(info, model.n_states());
     s.load(&file.stepper_ws)
         .map_err(|e| e.context("workspace/stepper"))?;
+    check_finite(&file.stepper_ws, "stepper")?;
     st.stepper_ws = s.save();
     st.load_runtime_ws(&file.runtime_ws, model)?;
     st.validate_shape(model, info)?;
+    st.validate_clock(info)?;
     if let Some(p) = &st.pending {
+        if !info.adaptive {
+            return Err(Error::corrupt(format!(
+                "workspace/runtime has a pending step, but stepper '{}' is not adaptive",
+                info.name
+            )));
+        }
         if p.y_new.iter().any(|v| !v.is_finite())
+            || !p.t_new.is_finite()
             || p.t_new.partial_cmp(&st.t) != Some(std::cmp::Ordering::Greater)
         {
             return Err(Error::corrupt(
                 "the pending step in workspace/runtime is not finite or not ahead of t",
             ));
+        }
+        if !(p.h_next > 0.0 && p.h_next.is_normal()) {
+            return Err(Error::corrupt(format!(
+                "the pending step in workspace/runtime proposes the next step size {}; it must \
+                 be a positive normal number",
+                p.h_next
+            )));
+        }
+        // A resume either commits the pending step or interpolates inside it again: the
+        // stepper's dense output must cover it.
+        let mut probe = vec![0.0; model.n_states()];
+        for t in [st.t, p.t_new] {
+            if !s.interpolate(t, &mut probe) || probe.iter().any(|v| !v.is_finite()) {
+                return Err(Error::corrupt(format!(
+                    "the dense output in workspace/stepper cannot produce the pending step at \
+                     t = {t} (empty or degenerate span)"
+                )));
+            }
         }
     }
 
@@ -265,7 +295,17 @@ impl Sim {
     /// check runs first, then the session state is replaced and recorded results and segments
     /// are cleared. Stored snapshots are kept.
     pub fn deserialize_snapshot(&mut self, bytes: &[u8]) -> Result<()> {
-        let file = snapshot::decode(bytes)?;
+        // What a file for this session holds: its members and their sizes bound the reader.
+        let template = state_to_file(
+            self.model(),
+            self.stepper(),
+            self.pins(),
+            &SessionState::bootstrap(self.model(), self.stepper()),
+            "",
+            "",
+            String::new(),
+        );
+        let file = snapshot::decode_for(bytes, &template)?;
         let st = state_from_file(self.model(), self.stepper(), self.pins(), &file)?;
         self.replace_state(st);
         Ok(())
@@ -356,7 +396,8 @@ fn checkpoint_step(file_name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// Checkpoint files in `dir` as (step, path), oldest first.
+/// Checkpoint files in `dir` as (step, path), oldest first: regular files (or symlinks to
+/// them) named `checkpoint-<digits>.npz`.
 pub fn list_checkpoints(dir: impl AsRef<Path>) -> Result<Vec<(u64, PathBuf)>> {
     let dir = dir.as_ref();
     let entries = std::fs::read_dir(dir).map_err(|e| {
@@ -368,8 +409,14 @@ pub fn list_checkpoints(dir: impl AsRef<Path>) -> Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
-        if let Some(step) = name.to_str().and_then(checkpoint_step) {
-            found.push((step, entry.path()));
+        let Some(step) = name.to_str().and_then(checkpoint_step) else {
+            continue;
+        };
+        // Only regular files (a symlink counts as what it points to): a directory or a FIFO
+        // named like a checkpoint is not one.
+        let path = entry.path();
+        if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            found.push((step, path));
         }
     }
     found.sort();
@@ -402,6 +449,18 @@ impl Checkpointer {
         st: &SessionState,
     ) -> Result<Self> {
         policy.validate()?;
+        // Refuse up front a run whose checkpoints could not be written (or read back): their
+        // size is that of this state's file.
+        let probe = state_to_file(
+            model,
+            info,
+            pins,
+            st,
+            &format!("{CHECKPOINT_PREFIX}{:020}", u64::MAX),
+            &format!("periodic checkpoint at t = {}", -f64::MAX),
+            super::sim::now_iso8601(),
+        );
+        snapshot::encode(&probe).map_err(|e| e.context("checkpoints"))?;
         std::fs::create_dir_all(&policy.dir).map_err(|e| {
             Error::io(format!(
                 "cannot create checkpoint directory '{}': {e}",

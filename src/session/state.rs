@@ -284,6 +284,18 @@ impl SessionState {
                 "workspace counters are inconsistent (grid origin or warm-up after the current step)",
             ));
         }
+        if pending[0] != 0.0 && pending[0] != 1.0 {
+            return Err(Error::corrupt(format!(
+                "workspace 'runtime/pending' has flag {}; it must be 0 (none) or 1",
+                pending[0]
+            )));
+        }
+        if let Some(i) = lag_ring.iter().position(|v| !v.is_finite()) {
+            return Err(Error::corrupt(format!(
+                "workspace 'runtime/lag_ring' holds {} at index {i}; lagged values must be finite",
+                lag_ring[i]
+            )));
+        }
         self.t = clock[0];
         self.dt = clock[1];
         self.grid_t0 = clock[2];
@@ -304,6 +316,79 @@ impl SessionState {
         } else {
             None
         };
+        Ok(())
+    }
+
+    /// Checks the clock and counters of an imported state for what a resume relies on: every
+    /// time finite, step sizes positive normal numbers, counters consistent with each other
+    /// and, for fixed-step methods and maps, the current time on the step grid, a grid that
+    /// advances and a warm-up offset the warm-up steps can cover. A crafted file must not be
+    /// able to make the next run loop on a grid that never reaches its horizon.
+    pub fn validate_clock(&self, info: &'static StepperInfo) -> Result<()> {
+        let bad = |msg: String| Err(Error::corrupt(format!("workspace 'runtime/clock': {msg}")));
+        for (name, v) in [
+            ("t", self.t),
+            ("dt", self.dt),
+            ("grid_t0", self.grid_t0),
+            ("nominal_dt", self.nominal_dt),
+            ("time_shift", self.time_shift),
+        ] {
+            if !v.is_finite() {
+                return bad(format!("{name} is {v:?}; it must be finite"));
+            }
+        }
+        for (name, v) in [("dt", self.dt), ("nominal_dt", self.nominal_dt)] {
+            if !(v > 0.0 && v.is_normal()) {
+                return bad(format!(
+                    "{name} is {v:?}; a step size must be a positive normal number"
+                ));
+            }
+        }
+        if !(self.t - self.time_shift).is_finite() {
+            return bad(format!(
+                "the recorded time t - time_shift = {:?} - {:?} is not finite",
+                self.t, self.time_shift
+            ));
+        }
+        if self.time_shift < 0.0 {
+            return bad(format!(
+                "time_shift is {:?}; a warm-up only moves time forward",
+                self.time_shift
+            ));
+        }
+        if self.grid_k0 > self.step || self.step_shift > self.step {
+            return Err(Error::corrupt(
+                "workspace counters are inconsistent (grid origin or warm-up after the current step)",
+            ));
+        }
+        if info.adaptive {
+            return Ok(());
+        }
+        // Fixed-step methods and maps: step k is at grid_t0 + (k - grid_k0) * nominal_dt.
+        let scale = self.t.abs().max(self.grid_t0.abs()).max(1.0);
+        let tol = 8.0 * f64::EPSILON * scale;
+        let on_grid = self.grid_time(self.step);
+        // Every field is finite here, so neither side is NaN.
+        if (on_grid - self.t).abs() > tol {
+            return bad(format!(
+                "t = {:?} is not on the step grid (step {} is at {on_grid:?})",
+                self.t, self.step
+            ));
+        }
+        if self.grid_time(self.step + 1) <= self.t {
+            return bad(format!(
+                "nominal_dt = {:?} does not advance time from t = {:?}",
+                self.nominal_dt, self.t
+            ));
+        }
+        // The warm-up took step_shift steps of at most nominal_dt each.
+        let reach = self.step_shift as f64 * self.nominal_dt;
+        if self.time_shift > reach + 8.0 * f64::EPSILON * reach.max(scale) {
+            return bad(format!(
+                "time_shift = {:?} exceeds what {} warm-up steps of {:?} can cover",
+                self.time_shift, self.step_shift, self.nominal_dt
+            ));
+        }
         Ok(())
     }
 

@@ -5,7 +5,7 @@ use super::newton::{Newton, NewtonConfig, Solve, NEWTON_KNOBS};
 use super::rk45::CONTROLLER_KNOBS;
 use super::workspace::{load_f64, Workspace};
 use super::{knob, step_failed, Knob, Rhs, StepOutcome, StepperInfo, WsArray};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Knobs in the reference's packed order.
 pub static KNOBS: [Knob; 12] = [
@@ -85,29 +85,7 @@ impl Controller {
             min_step: get("min_step"),
             dt_max: get("dt_max"),
         };
-        let positive = [
-            ("safety", c.safety),
-            ("min_factor", c.min_factor),
-            ("max_factor", c.max_factor),
-            ("dt_max", c.dt_max),
-        ];
-        let non_negative = [("atol", c.atol), ("rtol", c.rtol), ("min_step", c.min_step)];
-        for (name, v) in positive {
-            if v.is_nan() || v <= 0.0 {
-                return Err(Error::invalid(format!(
-                    "stepper '{}': {name} must be positive, got {v}",
-                    info.name
-                )));
-            }
-        }
-        for (name, v) in non_negative {
-            if v.is_nan() || v < 0.0 {
-                return Err(Error::invalid(format!(
-                    "stepper '{}': {name} must be non-negative, got {v}",
-                    info.name
-                )));
-            }
-        }
+        super::rk45::validate_controller_knobs(info, cfg)?;
         Ok(c)
     }
 

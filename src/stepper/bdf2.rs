@@ -83,6 +83,14 @@ impl History {
         self.h_nm1 = h[0];
         load_f64(ws, "step_h", &mut h)?;
         self.step_h = h[0];
+        for (name, v) in [("h_nm1", self.h_nm1), ("step_h", self.step_h)] {
+            if !(v == 0.0 || (v.is_normal() && v > 0.0)) {
+                return Err(Error::corrupt(format!(
+                    "workspace '{name}' of {stepper} is {v:?}; a step size must be zero (no \
+                     history yet) or a positive normal number"
+                )));
+            }
+        }
         let mut phase = [0];
         load_i64(ws, "phase", &mut phase)?;
         if !(-1..=1).contains(&phase[0]) {

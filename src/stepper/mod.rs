@@ -182,6 +182,32 @@ pub fn default_config(info: &StepperInfo, sim: &crate::model::SimDefaults) -> Ve
         .collect()
 }
 
+/// Checks a stepper's config vector, knob by knob and for the rules between knobs, with the
+/// validation function of the stepper's knob set: the step controller's (rk45), the Newton
+/// knobs (bdf2, sdirk2), or both (bdf2a, tr-bdf2a). Called wherever a config enters a
+/// session — the model's `[sim]` defaults, a run's overrides, a snapshot file — so a stepper
+/// never sees knobs it cannot use (`f64::clamp` panics when min_factor > max_factor). Errors are
+/// [`InvalidArgument`](crate::error::ErrorKind::InvalidArgument) naming the knob and the rule.
+pub fn validate_config(info: &StepperInfo, cfg: &[f64]) -> Result<()> {
+    if cfg.len() != info.config.len() {
+        return Err(Error::invalid(format!(
+            "stepper '{}' has {} knobs, the config has {} values",
+            info.name,
+            info.config.len(),
+            cfg.len()
+        )));
+    }
+    let names: Vec<&str> = info.config.iter().map(|k| k.name).collect();
+    let has = |set: &[Knob]| set.iter().all(|k| names.contains(&k.name));
+    if has(&rk45::CONTROLLER_KNOBS) {
+        rk45::validate_controller_knobs(info, cfg)?;
+    }
+    if has(&newton::NEWTON_KNOBS) {
+        newton::NewtonConfig::from_cfg(info, cfg)?;
+    }
+    Ok(())
+}
+
 /// Index of knob `name` in a stepper's config vector.
 pub fn knob_index(info: &StepperInfo, name: &str) -> Result<usize> {
     info.config

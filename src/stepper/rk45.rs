@@ -6,8 +6,8 @@
 
 use super::erk::{Stages, Tableau};
 use super::workspace::{check_layout, load_f64};
-use super::{step_failed, Knob, Rhs, StepOutcome, Stepper, StepperInfo, WsArray};
-use crate::error::Result;
+use super::{knob, step_failed, Knob, Rhs, StepOutcome, Stepper, StepperInfo, WsArray};
+use crate::error::{Error, Result};
 use crate::method::{Controller, EmbeddedPair, StepForm, Verdict};
 use crate::model::ModelKind;
 
@@ -142,6 +142,55 @@ pub const CONTROLLER_KNOBS: [Knob; 8] = [
         help: "largest step",
     },
 ];
+
+/// Checks the step controller's knobs (rk45's, and those bdf2a and tr-bdf2a share): every
+/// knob's own range and min_factor <= max_factor. NaN is never accepted.
+pub fn validate_controller_knobs(info: &StepperInfo, cfg: &[f64]) -> Result<()> {
+    let get = |name| knob(info, cfg, name);
+    let bad = |msg: String| Err(Error::invalid(format!("stepper '{}': {msg}", info.name)));
+    let finite_positive = ["safety", "min_factor", "max_factor"];
+    for name in finite_positive {
+        let v = get(name);
+        if !(v > 0.0 && v.is_finite()) {
+            return bad(format!(
+                "knob '{name}' must be positive and finite, got {v}"
+            ));
+        }
+    }
+    for name in ["atol", "rtol", "min_step"] {
+        let v = get(name);
+        if !(v >= 0.0 && v.is_finite()) {
+            return bad(format!(
+                "knob '{name}' must be non-negative and finite, got {v}"
+            ));
+        }
+    }
+    let (min_factor, max_factor) = (get("min_factor"), get("max_factor"));
+    if min_factor > max_factor {
+        return bad(format!(
+            "knob 'min_factor' ({min_factor}) must not exceed 'max_factor' ({max_factor})"
+        ));
+    }
+    let max_tries = get("max_tries");
+    if !(max_tries >= 1.0 && max_tries.is_finite()) {
+        return bad(format!(
+            "knob 'max_tries' must be at least 1 and finite, got {max_tries}"
+        ));
+    }
+    let dt_max = get("dt_max");
+    if dt_max.is_nan() || dt_max <= 0.0 {
+        return bad(format!(
+            "knob 'dt_max' must be positive (inf = no limit), got {dt_max}"
+        ));
+    }
+    let min_step = get("min_step");
+    if min_step > dt_max {
+        return bad(format!(
+            "knob 'min_step' ({min_step}) must not exceed 'dt_max' ({dt_max})"
+        ));
+    }
+    Ok(())
+}
 
 pub static INFO: StepperInfo = StepperInfo {
     name: "rk45",

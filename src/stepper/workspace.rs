@@ -133,6 +133,23 @@ pub fn check_layout(ws: &[WsArray], template: &[WsArray], bucket: &str) -> Resul
     Ok(())
 }
 
+/// Checks that every float in `ws` is finite (NaN and ±inf in carried history only ever come
+/// from a damaged or crafted file: a stepper never commits a non-finite step).
+pub fn check_finite(ws: &[WsArray], bucket: &str) -> Result<()> {
+    for a in ws {
+        if let WsData::F64(v) = &a.data {
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(Error::corrupt(format!(
+                    "workspace array '{bucket}/{}' holds {} at index {i}; carried values must be \
+                     finite",
+                    a.name, v[i]
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A structural digest of a workspace layout: names, dtypes and shapes, not values.
 pub fn layout_signature(parts: &[(&str, &[WsArray])]) -> String {
     use sha2::{Digest, Sha256};

@@ -5,8 +5,8 @@
 //! bit-identical to the interpreter: arithmetic is the same IEEE operations in the same order,
 //! and every other math function calls the interpreter's own implementation.
 //!
-//! Compiled code is cached process-wide by spec hash, so loading the same model again (in any
-//! session or thread) reuses it.
+//! Compiled code is shared process-wide by spec hash while a model uses it, so loading the same
+//! model again (in any session or thread) reuses it; it is freed with the last model using it.
 
 pub mod kernel;
 mod lower;
@@ -14,7 +14,7 @@ mod native;
 mod shims;
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 pub use native::NativeModel;
 
@@ -58,13 +58,36 @@ pub(crate) fn compile_kernel(
     kernel::build(model, layout, bounds, spec)
 }
 
-/// Native code by spec hash. Entries are kept for the life of the process: a model's code
-/// takes a few memory pages, and a reload (a sweep re-reading its model file) then costs
-/// nothing.
-static CACHE: LazyLock<Mutex<HashMap<String, Arc<NativeModel>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+/// Native code by spec hash, shared by every loaded model with that hash. The cache holds
+/// weak references only: a model's code is freed with the last model (or session) using it,
+/// so a host that loads and drops many models does not grow. Dead entries are pruned when
+/// the map has doubled since the last pruning, which keeps inserts amortised O(1) and the
+/// map at most twice the number of live entries (plus a small constant).
+struct Cache {
+    entries: HashMap<String, Weak<NativeModel>>,
+    /// Size of `entries` below which no pruning is done.
+    prune_at: usize,
+}
 
-/// Native code for a model with this spec hash, compiled on first use.
+static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| {
+    Mutex::new(Cache {
+        entries: HashMap::new(),
+        prune_at: MIN_PRUNE_AT,
+    })
+});
+
+const MIN_PRUNE_AT: usize = 64;
+
+fn lock() -> std::sync::MutexGuard<'static, Cache> {
+    // Nothing panics while the lock is held (no compiling, no user code), but a poisoned
+    // lock still guards a consistent map.
+    CACHE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Native code for a model with this spec hash: shared when a live model already has it,
+/// compiled otherwise. Compiling happens outside the cache lock, so loads of different
+/// models on different threads run in parallel; two threads loading the same new model at
+/// once may both compile it, and then share the code of whichever inserts first.
 pub(crate) fn cached(
     spec_hash: &str,
     compiled: &CompiledModel,
@@ -72,14 +95,36 @@ pub(crate) fn cached(
     n_params: usize,
     lag_total: usize,
 ) -> Result<Arc<NativeModel>> {
-    // Held while compiling so two threads loading one model compile it once.
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(code) = cache.get(spec_hash) {
-        return Ok(Arc::clone(code));
+    if let Some(code) = lock().entries.get(spec_hash).and_then(Weak::upgrade) {
+        return Ok(code);
     }
     let code = Arc::new(compile_programs(compiled, layout, n_params, lag_total)?);
-    cache.insert(spec_hash.to_string(), Arc::clone(&code));
+    let mut cache = lock();
+    if let Some(theirs) = cache.entries.get(spec_hash).and_then(Weak::upgrade) {
+        // Another thread compiled it meanwhile; ours is dropped (after the lock is released).
+        drop(cache);
+        return Ok(theirs);
+    }
+    if cache.entries.len() >= cache.prune_at {
+        cache.entries.retain(|_, w| w.strong_count() > 0);
+        cache.prune_at = (2 * cache.entries.len()).max(MIN_PRUNE_AT);
+    }
+    cache
+        .entries
+        .insert(spec_hash.to_string(), Arc::downgrade(&code));
     Ok(code)
+}
+
+/// Sizes of the native-code cache: (entries in the map, entries whose code is still in use).
+/// For tests and diagnostics.
+pub fn cache_stats() -> (usize, usize) {
+    let cache = lock();
+    let live = cache
+        .entries
+        .values()
+        .filter(|w| w.strong_count() > 0)
+        .count();
+    (cache.entries.len(), live)
 }
 
 /// Compiles a loaded model-language model to native code afresh, bypassing the cache (for
