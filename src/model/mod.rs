@@ -440,7 +440,7 @@ fn lag_layout(depth: &[usize]) -> (Vec<LagSlot>, usize) {
 }
 
 /// A failure inside model code: a host callback returned a non-zero code.
-fn callback_failed(what: &str, code: i32) -> Error {
+pub(crate) fn callback_failed(what: &str, code: i32) -> Error {
     Error::new(
         crate::error::ErrorKind::StepFailed,
         format!("the host {what} callback returned {code}"),

@@ -48,7 +48,13 @@ pub enum Exit {
     Stopped,
     /// The last step taken is `hook_k`: the host has per-step work to do there.
     Hook,
+    /// A host function returned this non-zero code (the step was not committed). It is
+    /// reported as it is, not retried: a retry could see a different answer.
+    HostFailed { what: &'static str, code: i32 },
 }
+
+/// Names of the host functions, as `HostFailed` reports them.
+const HOST_FNS: [&str; 3] = ["right-hand side", "aux", "event condition"];
 
 /// The kernel's view of a session, passed by pointer. Every field is 8 bytes, so the
 /// offsets below are those of `#[repr(C)]`.
@@ -87,6 +93,9 @@ struct KernelCtx {
     cb_y: *mut f64,
     cb_out: *mut f64,
     cb_fires: i64,
+    /// The failing host function (index into `HOST_FNS`) and its code.
+    cb_what: i64,
+    cb_rc: i64,
 }
 
 macro_rules! field {
@@ -213,6 +222,8 @@ impl FusedKernel {
             cb_y: std::ptr::null_mut(),
             cb_out: std::ptr::null_mut(),
             cb_fires: 0,
+            cb_what: 0,
+            cb_rc: 0,
         };
         // Host models' C functions read and write these (a kernel is shared between
         // threads, so each call has its own).
@@ -268,6 +279,10 @@ impl FusedKernel {
             0 => Exit::Done,
             2 => Exit::Stopped,
             3 => Exit::Hook,
+            4 => Exit::HostFailed {
+                what: HOST_FNS[(ctx.cb_what as usize).min(HOST_FNS.len() - 1)],
+                code: ctx.cb_rc as i32,
+            },
             _ => Exit::General,
         }
     }
@@ -741,7 +756,7 @@ impl Gen<'_, '_, '_> {
                 self.lw.outputs(&mut self.b, frame, &c.rhs)
             }
             KernelModel::Host { c, .. } => {
-                self.host_eval(c.rhs as usize, c.user_data as usize, t, &y, self.n)
+                self.host_eval(c.rhs as usize, 0, c.user_data as usize, t, &y, self.n)
             }
         }
     }
@@ -754,7 +769,7 @@ impl Gen<'_, '_, '_> {
                 self.lw.outputs(&mut self.b, frame, &c.aux)
             }
             KernelModel::Host { c, n_aux, .. } => match c.aux {
-                Some(f) => self.host_eval(f as usize, c.user_data as usize, t, y, n_aux),
+                Some(f) => self.host_eval(f as usize, 1, c.user_data as usize, t, y, n_aux),
                 None => Err(Error::internal("fused kernel: no aux function")),
             },
         }
@@ -772,21 +787,36 @@ impl Gen<'_, '_, '_> {
         Ok((ctx, p, cb_y, cb_out))
     }
 
-    /// Leaves for the general engine (which reports the code) when a host call failed.
-    fn exit_on_code(&mut self, rc: Value) -> Result<()> {
+    /// Leaves with `HostFailed` when a host call (`HOST_FNS[what]`) returned non-zero.
+    fn exit_on_code(&mut self, rc: Value, what: i64) -> Result<()> {
         let exit = self
             .exit
             .ok_or_else(|| Error::internal("fused kernel: no exit block yet"))?;
+        let (ctx, ..) = self
+            .host
+            .ok_or_else(|| Error::internal("fused kernel: host buffers missing"))?;
         let failed = self.b.ins().icmp_imm_u(IntCC::NotEqual, rc, 0);
+        let fail = self.b.create_block();
         let next = self.b.create_block();
-        self.exit_if(failed, exit, 1, next);
+        self.b.ins().brif(failed, fail, &[], next, &[]);
+        self.b.switch_to_block(fail);
+        let rc64 = self.b.ins().sextend(types::I64, rc);
+        self.b.ins().store(mem(), rc64, ctx, field!(cb_rc));
+        let w = self.b.ins().iconst(types::I64, what);
+        self.b.ins().store(mem(), w, ctx, field!(cb_what));
+        let code = self.b.ins().iconst(types::I64, 4);
+        self.b.ins().jump(exit, &[code.into()]);
+        self.b.switch_to_block(next);
         Ok(())
     }
 
-    /// One call `f(t, y, p, out, user_data)`; returns the `n_out` results.
+    /// One call `f(t, y, p, out, user_data)` of host function `HOST_FNS[what]`; returns the
+    /// `n_out` results.
+    #[allow(clippy::too_many_arguments)]
     fn host_eval(
         &mut self,
         f: usize,
+        what: i64,
         user_data: usize,
         t: Value,
         y: &[Value],
@@ -808,7 +838,7 @@ impl Gen<'_, '_, '_> {
             .ins()
             .call_indirect(sig, callee, &[t, cb_y, p, cb_out, ud]);
         let rc = self.b.inst_results(call)[0];
-        self.exit_on_code(rc)?;
+        self.exit_on_code(rc, what)?;
         (0..n_out)
             .map(|i| Ok(self.b.ins().load(f64t, mem(), cb_out, offset(i)?)))
             .collect()
@@ -844,7 +874,7 @@ impl Gen<'_, '_, '_> {
             .ins()
             .call_indirect(sig, callee, &[ev, t, cb_y, p, fires_at, ud]);
         let rc = self.b.inst_results(call)[0];
-        self.exit_on_code(rc)?;
+        self.exit_on_code(rc, 2)?;
         let fires = self.b.ins().load(types::I32, mem(), ctx, field!(cb_fires));
         Ok(self.b.ins().icmp_imm_u(IntCC::NotEqual, fires, 0))
     }

@@ -124,6 +124,10 @@ impl Runner<'_> {
                     }
                     return Ok(false);
                 }
+                // Reported as the general engine reports it; never retried.
+                Exit::HostFailed { what, code } => {
+                    return Err(crate::model::callback_failed(what, code));
+                }
                 Exit::Stopped => {
                     st.status = Status::EarlyExit;
                     return Ok(true);
