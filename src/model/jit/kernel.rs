@@ -208,7 +208,8 @@ impl FusedKernel {
             time_shift: io.time_shift,
             k: io.k,
             k0: io.k0,
-            k_end: io.k_end,
+            // Leaving at `hook_k` is reaching a nearer end: the host tells them apart.
+            k_end: io.k_end.min(io.hook_k),
             step_shift: io.step_shift,
             hook_k: io.hook_k,
             rec_every: 0,
@@ -249,7 +250,8 @@ impl FusedKernel {
             ctx.rec_step = unsafe { rec.step.as_mut_ptr().add(rec.step.len()) };
             ctx.rec_cols = col_ptrs.as_ptr();
             ctx.rec_every = rec.every;
-            ctx.next_label = rec.next_label;
+            // The kernel compares step indices: the label plus the shift.
+            ctx.next_label = rec.next_label.saturating_add(io.step_shift);
             ctx.rec_cap = cap;
         }
         // SAFETY: every pointer in `ctx` comes from a live buffer whose length was checked
@@ -273,9 +275,10 @@ impl FusedKernel {
                     c.set_len(c.len() + n);
                 }
             }
-            rec.next_label = ctx.next_label;
+            rec.next_label = ctx.next_label - io.step_shift;
         }
         match code {
+            0 if ctx.k == io.hook_k => Exit::Hook,
             0 => Exit::Done,
             2 => Exit::Stopped,
             3 => Exit::Hook,
@@ -445,9 +448,17 @@ pub fn build(
         g.b.finalize(frontend);
     }
     lw.fctx = fctx;
+    let dump = std::env::var_os("DYNLIB_DUMP_KERNEL").is_some();
+    ctx.set_disasm(dump);
     lw.module
         .define_function(id, &mut ctx)
         .map_err(|e| cl_error("define", format!("{e:?}")))?;
+    if dump {
+        // The generated machine code, for looking at what the loop costs.
+        if let Some(code) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
+            eprintln!("{code}");
+        }
+    }
     lw.module
         .finalize_definitions()
         .map_err(|e| Error::internal(format!("native code linking failed: {e}")))?;
@@ -483,11 +494,8 @@ struct Consts {
     heads: Value,
     grid_t0: Value,
     dt: Value,
-    time_shift: Value,
     k0: Value,
     k_end: Value,
-    step_shift: Value,
-    hook_k: Value,
     rec_every: Value,
     rec_cap: Value,
     shift0: Value,
@@ -580,7 +588,7 @@ impl Gen<'_, '_, '_> {
         if let Some(slots) = self.spec.record {
             self.record(&mut frame, &c, &v, slots, k1, t_new, &y_new)?;
         }
-        self.hook_and_stop(&mut frame, &c, k1, t_new, &y_new, exit)?;
+        self.stop_condition(&mut frame, t_new, &y_new, exit)?;
         self.b.ins().jump(head, &[]);
 
         // exit: write the carried values back.
@@ -613,11 +621,8 @@ impl Gen<'_, '_, '_> {
             heads: self.load(i64t, ctx, field!(heads)),
             grid_t0: self.load(f64t, ctx, field!(grid_t0)),
             dt: self.load(f64t, ctx, field!(dt)),
-            time_shift: self.load(f64t, ctx, field!(time_shift)),
             k0: self.load(i64t, ctx, field!(k0)),
             k_end: self.load(i64t, ctx, field!(k_end)),
-            step_shift: self.load(i64t, ctx, field!(step_shift)),
-            hook_k: self.load(i64t, ctx, field!(hook_k)),
             rec_every: self.load(i64t, ctx, field!(rec_every)),
             rec_cap: self.load(i64t, ctx, field!(rec_cap)),
             shift0,
@@ -692,21 +697,35 @@ impl Gen<'_, '_, '_> {
 
     /// Branches to `exit` with `code` when `cond` holds; continues in `next` otherwise.
     fn exit_if(&mut self, cond: Value, exit: Block, code: i64, next: Block) {
-        let code = self.b.ins().iconst(types::I64, code);
-        self.b.ins().brif(cond, exit, &[code.into()], next, &[]);
+        let out = self.exit_path(exit, code);
+        self.b.ins().brif(cond, out, &[], next, &[]);
         self.b.switch_to_block(next);
     }
 
     fn exit_unless(&mut self, cond: Value, exit: Block, code: i64, next: Block) {
-        let code = self.b.ins().iconst(types::I64, code);
-        self.b.ins().brif(cond, next, &[], exit, &[code.into()]);
+        let out = self.exit_path(exit, code);
+        self.b.ins().brif(cond, next, &[], out, &[]);
         self.b.switch_to_block(next);
     }
 
-    /// `grid_t0 + (k - k0) as f64 * dt`, as `SessionState::grid_time` computes it.
+    /// A block that jumps to `exit` with `code`: the code is set on the way out only, not
+    /// before every branch of the loop.
+    fn exit_path(&mut self, exit: Block, code: i64) -> Block {
+        let here = self.b.current_block().expect("emitting into a block");
+        let out = self.b.create_block();
+        self.b.switch_to_block(out);
+        let code = self.b.ins().iconst(types::I64, code);
+        self.b.ins().jump(exit, &[code.into()]);
+        self.b.switch_to_block(here);
+        out
+    }
+
+    /// `grid_t0 + (k - k0) as f64 * dt`, as `SessionState::grid_time` computes it. A run
+    /// spans fewer than 2^53 steps (`fixed_horizon`), so the signed conversion (one
+    /// instruction) gives the same value as Rust's `u64 as f64`.
     fn grid_time(&mut self, c: &Consts, k: Value) -> Value {
         let d = self.b.ins().isub(k, c.k0);
-        let d = self.b.ins().fcvt_from_uint(types::F64, d);
+        let d = self.b.ins().fcvt_from_sint(types::F64, d);
         let m = self.b.ins().fmul(d, c.dt);
         self.b.ins().fadd(c.grid_t0, m)
     }
@@ -1190,7 +1209,7 @@ impl Gen<'_, '_, '_> {
         if let Some(slots) = self.spec.record {
             self.record(&mut frame, &c, &v, slots, k1, t_new, &y5)?;
         }
-        self.hook_and_stop(&mut frame, &c, k1, t_new, &y5, exit)?;
+        self.stop_condition(&mut frame, t_new, &y5, exit)?;
         self.b.ins().jump(head, &[]);
 
         self.b.switch_to_block(exit);
@@ -1206,20 +1225,15 @@ impl Gen<'_, '_, '_> {
         self.b.ins().f64const(0.0)
     }
 
-    /// After a committed, recorded step: leave at the hook step, or when the stop
-    /// condition holds.
-    fn hook_and_stop(
+    /// After a committed, recorded step: leave when the stop condition holds. (A hook step
+    /// is the end of the call: `run` lowers `k_end` to it.)
+    fn stop_condition(
         &mut self,
         frame: &mut Frame,
-        c: &Consts,
-        k1: Value,
         t_new: Value,
         y_new: &[Value],
         exit: Block,
     ) -> Result<()> {
-        let hook = self.b.ins().icmp(IntCC::Equal, k1, c.hook_k);
-        let after_hook = self.b.create_block();
-        self.exit_if(hook, exit, 3, after_hook);
         if let KernelModel::Programs(CompiledModel {
             stop: Some(stop), ..
         }) = self.model
@@ -1266,19 +1280,17 @@ impl Gen<'_, '_, '_> {
         Ok(())
     }
 
-    /// The label of step `k1` and whether it is the next sample due.
-    fn sample_due(&mut self, c: &Consts, v: &Vars, k1: Value) -> (Value, Value) {
-        let label = self.b.ins().isub(k1, c.step_shift);
-        let next_label = self.b.use_var(v.next_label);
-        let due = self.b.ins().icmp(IntCC::Equal, label, next_label);
-        (label, due)
+    /// Whether step `k1` is the next sample due (`next_label` holds a step index).
+    fn sample_due(&mut self, v: &Vars, k1: Value) -> Value {
+        let next = self.b.use_var(v.next_label);
+        self.b.ins().icmp(IntCC::Equal, k1, next)
     }
 
     /// Leaves before committing step `k1` when its sample is due and the buffer is full.
     /// The host reserves every sample a call can produce, so this never happens; the check
     /// keeps the writes inside the buffer whatever the host did.
     fn exit_if_buffer_full(&mut self, c: &Consts, v: &Vars, k1: Value, exit: Block) {
-        let (_, due) = self.sample_due(c, v, k1);
+        let due = self.sample_due(v, k1);
         let rec_n = self.b.use_var(v.rec_n);
         let full = self
             .b
@@ -1302,7 +1314,7 @@ impl Gen<'_, '_, '_> {
         y_new: &[Value],
     ) -> Result<()> {
         let i64t = types::I64;
-        let (label, due) = self.sample_due(c, v, k1);
+        let due = self.sample_due(v, k1);
         let next_label = self.b.use_var(v.next_label);
         let write = self.b.create_block();
         let after = self.b.create_block();
@@ -1315,10 +1327,14 @@ impl Gen<'_, '_, '_> {
             Vec::new()
         };
         let at = self.b.ins().imul_imm_u(rec_n, 8);
+        // Loaded here, where they are used, rather than kept live through the loop.
+        let step_shift = self.load(i64t, c.ctx, field!(step_shift));
+        let time_shift = self.load(types::F64, c.ctx, field!(time_shift));
+        let label = self.b.ins().isub(k1, step_shift);
         let rec_t = self.load(i64t, c.ctx, field!(rec_t));
         let rec_step = self.load(i64t, c.ctx, field!(rec_step));
         let cols = self.load(i64t, c.ctx, field!(rec_cols));
-        let t_rec = self.b.ins().fsub(t_new, c.time_shift);
+        let t_rec = self.b.ins().fsub(t_new, time_shift);
         let addr = self.b.ins().iadd(rec_t, at);
         self.b.ins().store(mem(), t_rec, addr, 0);
         let addr = self.b.ins().iadd(rec_step, at);

@@ -128,8 +128,12 @@ impl Runner<'_> {
                 Exit::HostFailed { what, code } => {
                     return Err(crate::model::callback_failed(what, code));
                 }
+                // The stop condition holds after the last step: what the general engine does
+                // after a step (checkpoint, hooks, then the stop condition) finishes it.
                 Exit::Stopped => {
-                    st.status = Status::EarlyExit;
+                    if !self.after_record(st)? {
+                        st.status = Status::EarlyExit;
+                    }
                     return Ok(true);
                 }
                 // The step was committed and recorded: what remains of it is the
