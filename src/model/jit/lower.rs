@@ -288,13 +288,22 @@ impl<'a> Lowerer<'a> {
         let mut frame = Frame::new(args[0], Src::Ptr(y), Src::Ptr(p), args[3]);
         let n_out = match body {
             Body::Outputs(prog) => {
-                for (i, v) in self
-                    .outputs(&mut b, &mut frame, prog)?
-                    .into_iter()
-                    .enumerate()
-                {
-                    b.ins().store(mem(), v, out, offset(i)?);
+                // Each output is stored as soon as its value exists, so a large model does
+                // not keep every output live to the end (register allocation would then
+                // grow quadratically with the model).
+                let mut stores: Vec<Vec<usize>> = vec![Vec::new(); prog.ops.len()];
+                for (i, &r) in prog.outputs.iter().enumerate() {
+                    stores
+                        .get_mut(r as usize)
+                        .ok_or_else(|| Error::internal("output register out of range"))?
+                        .push(i);
                 }
+                self.emit_with(&mut b, &mut frame, prog, |b, r, v| {
+                    for &i in &stores[r] {
+                        b.ins().store(mem(), v, out, offset(i)?);
+                    }
+                    Ok(())
+                })?;
                 prog.outputs.len()
             }
             Body::Actions(actions) => {
@@ -391,6 +400,18 @@ impl<'a> Lowerer<'a> {
         frame: &mut Frame,
         prog: &Program,
     ) -> Result<Vec<Value>> {
+        self.emit_with(b, frame, prog, |_, _, _| Ok(()))
+    }
+
+    /// [`Self::emit`], calling `on_value(b, register, value)` right after each register
+    /// is computed.
+    fn emit_with(
+        &mut self,
+        b: &mut FunctionBuilder,
+        frame: &mut Frame,
+        prog: &Program,
+        mut on_value: impl FnMut(&mut FunctionBuilder, usize, Value) -> Result<()>,
+    ) -> Result<Vec<Value>> {
         let mut regs: Vec<Value> = Vec::with_capacity(prog.ops.len());
         for op in &prog.ops {
             let v = match *op {
@@ -421,6 +442,7 @@ impl<'a> Lowerer<'a> {
                     b.ins().select(c, x, y)
                 }
             };
+            on_value(b, regs.len(), v)?;
             regs.push(v);
         }
         Ok(regs)
