@@ -1,5 +1,6 @@
 //! Sessions: the live state, snapshots, runs, resume, segments and results.
 
+pub mod presets;
 pub mod results;
 pub mod runner;
 pub mod sim;
@@ -8,7 +9,10 @@ pub mod state;
 
 pub use results::{EventRecord, RecVar, Recording, Segment};
 pub use runner::RunStats;
-pub use sim::{RunOptions, SegmentRef, Sim, Snapshot, SnapshotInfo};
+pub use presets::{OnConflict, Preset, SaveMode, PRESETS_SCHEMA};
+pub use sim::{
+    ConfigValue, KnobState, RunDefaults, RunOptions, SegmentRef, Sim, Snapshot, SnapshotInfo,
+};
 pub use snapshot_io::{
     inspect_snapshot, inspect_snapshot_bytes, latest_checkpoint, list_checkpoints, CheckpointEvery,
     CheckpointPolicy,
