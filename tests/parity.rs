@@ -36,7 +36,11 @@ fn model_presets_seed_the_bank_and_globs_list_them() {
     s.add_preset("my-1", Some(&[("I", 12.0), ("v", -70.0)]), false)
         .unwrap();
     s.add_preset("my-2", None, false).unwrap();
-    let mine: Vec<String> = s.list_presets("my-*").iter().map(|p| p.name.clone()).collect();
+    let mine: Vec<String> = s
+        .list_presets("my-*")
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
     assert_eq!(mine, ["my-1", "my-2"]);
     assert_eq!(s.list_presets("my-?").len(), 2);
     assert_eq!(s.list_presets("nothing*").len(), 0);
@@ -59,7 +63,9 @@ fn preset_errors_change_nothing() {
     let e = s.add_preset("x", Some(&[("Ix", 1.0)]), false).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::UnknownName);
     assert!(e.message().contains("did you mean 'I'"), "{e}");
-    let e = s.add_preset("x", Some(&[("I", f64::NAN)]), false).unwrap_err();
+    let e = s
+        .add_preset("x", Some(&[("I", f64::NAN)]), false)
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     let e = s.add_preset("", None, false).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
@@ -95,7 +101,9 @@ fn preset_files_save_load_conflicts_and_globs() {
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("dynlib-presets-v1"), "{text}");
     // Append refuses a name already in the file, keeps it otherwise; atomic: failure leaves it.
-    let e = a.save_presets(&path, "xfast", SaveMode::Append).unwrap_err();
+    let e = a
+        .save_presets(&path, "xfast", SaveMode::Append)
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::DuplicateName);
     assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
     a.save_presets(&path, "other", SaveMode::Append).unwrap();
@@ -110,8 +118,10 @@ fn preset_files_save_load_conflicts_and_globs() {
     );
     assert_eq!(b.list_presets("*").len(), n0 + 3);
     assert_eq!(b.preset("other").unwrap().params[0].1, 0.1 + 0.2); // bit-exact
-    // Conflicts.
-    let e = b.load_presets(&path, "xfast", OnConflict::Error).unwrap_err();
+                                                                   // Conflicts.
+    let e = b
+        .load_presets(&path, "xfast", OnConflict::Error)
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::DuplicateName);
     b.add_preset("xfast", Some(&[("a", 5.0)]), true).unwrap();
     assert_eq!(
@@ -122,7 +132,9 @@ fn preset_files_save_load_conflicts_and_globs() {
     b.load_presets(&path, "xfast", OnConflict::Replace).unwrap();
     assert_eq!(b.preset("xfast").unwrap().params[0].1, 0.1);
     // Unmatched selection, did-you-mean for an exact name.
-    let e = b.load_presets(&path, "xfats", OnConflict::Keep).unwrap_err();
+    let e = b
+        .load_presets(&path, "xfats", OnConflict::Keep)
+        .unwrap_err();
     assert!(e.message().contains("did you mean 'xfast'"), "{e}");
     assert!(b.load_presets(&path, "z*", OnConflict::Keep).is_err());
     // A file naming an unknown parameter is refused whole, with did-you-mean.
@@ -164,7 +176,8 @@ fn a_parameters_only_model_serves_presets_but_does_not_run() {
     let path = dir.path().join("bank.toml");
     std::fs::write(&path, PARAMS_ONLY.trim_start_matches("inline:")).unwrap();
     let mut izh = sim(IZH, None);
-    izh.load_presets(&path, "strong", OnConflict::Error).unwrap();
+    izh.load_presets(&path, "strong", OnConflict::Error)
+        .unwrap();
     izh.apply_preset("strong").unwrap();
     assert_eq!(izh.value("I").unwrap(), 15.0);
     // Snapshots of a parameters-only session round-trip.
@@ -193,7 +206,8 @@ fn config_defaults_apply_to_later_runs_and_read_back() {
     s.run(&RunOptions::new().n(3).record_interval(1)).unwrap();
     assert_eq!(s.results().unwrap().len(), 4);
     // Unset goes back to the model default.
-    s.config(&[("record_interval", ConfigValue::Unset)]).unwrap();
+    s.config(&[("record_interval", ConfigValue::Unset)])
+        .unwrap();
     assert_eq!(s.run_defaults().record_interval, None);
 
     let mut o = sim(IZH, None);
@@ -208,15 +222,23 @@ fn config_defaults_apply_to_later_runs_and_read_back() {
     // Validation is whole-call: a bad item changes nothing.
     let before = o.run_defaults().clone();
     for bad in [
-        vec![("dt", ConfigValue::Number(0.1)), ("dt", ConfigValue::Number(-1.0))],
+        vec![
+            ("dt", ConfigValue::Number(0.1)),
+            ("dt", ConfigValue::Number(-1.0)),
+        ],
         vec![("max_steps", ConfigValue::Number(0.0))],
         vec![("record", ConfigValue::Number(1.0))],
-        vec![("dt", ConfigValue::Number(0.2)), ("rtol", ConfigValue::Number(1e-3))],
+        vec![
+            ("dt", ConfigValue::Number(0.2)),
+            ("rtol", ConfigValue::Number(1e-3)),
+        ],
     ] {
         assert!(o.config(&bad).is_err());
         assert_eq!(o.run_defaults(), &before);
     }
-    let e = o.config(&[("max_step", ConfigValue::Number(5.0))]).unwrap_err();
+    let e = o
+        .config(&[("max_step", ConfigValue::Number(5.0))])
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::UnknownName);
     assert!(e.message().contains("did you mean 'max_steps'"), "{e}");
 }
@@ -234,7 +256,8 @@ fn stepper_config_persists_across_runs_and_into_snapshots() {
     assert_eq!(&s.stepper_config()[..2], &[1e-10, 1e-7]);
     s.create_snapshot("tight", "").unwrap();
     // A run's own knob override persists too (applied on top of the session's config).
-    s.run(&RunOptions::new().t(1.0).config("atol", 1e-9)).unwrap();
+    s.run(&RunOptions::new().t(1.0).config("atol", 1e-9))
+        .unwrap();
     assert_eq!(s.stepper_config()[0], 1e-9);
     s.reset("tight").unwrap();
     assert_eq!(&s.stepper_config()[..2], &[1e-10, 1e-7]);
@@ -262,14 +285,18 @@ fn the_unknown_knob_rule_is_the_same_for_every_stepper() {
     // Documented rule: a knob name the session's stepper does not have is an error, for a
     // stepper with knobs (did-you-mean) and for one without (it says it has none).
     let mut rk4 = sim(IZH, Some("rk4"));
-    let e = rk4.run(&RunOptions::new().t(1.0).config("atol", 1e-9)).unwrap_err();
+    let e = rk4
+        .run(&RunOptions::new().t(1.0).config("atol", 1e-9))
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::UnknownName);
     assert!(e.message().contains("has no configuration knobs"), "{e}");
     let e = rk4.set_stepper_config(&[("atol", Some(1e-9))]).unwrap_err();
     assert!(e.message().contains("has no configuration knobs"), "{e}");
     assert!(rk4.stepper_knobs().is_empty());
     let mut rk45 = sim(IZH, Some("rk45"));
-    let e = rk45.run(&RunOptions::new().t(1.0).config("atl", 1e-9)).unwrap_err();
+    let e = rk45
+        .run(&RunOptions::new().t(1.0).config("atl", 1e-9))
+        .unwrap_err();
     assert!(e.message().contains("did you mean 'atol'"), "{e}");
     assert!(rk45.results().is_err());
 }
@@ -295,7 +322,8 @@ fn assign_clear_history_reports_no_results_like_reset() {
     assert_eq!(s.results().unwrap_err().kind(), ErrorKind::NoResults);
     assert!(s.segments().is_empty());
     assert_eq!(s.time(), t);
-    s.run(&RunOptions::new().t(2.0).resume(true).tag("b")).unwrap();
+    s.run(&RunOptions::new().t(2.0).resume(true).tag("b"))
+        .unwrap();
     let r = s.results().unwrap();
     assert_eq!(r.segments.len(), 1);
     assert_eq!(r.t[0], t);
@@ -310,14 +338,22 @@ fn check_seams(stepper: &str, seams: &[u64], total: u64, ops: &[u8]) -> Result<(
     let model = Model::load(LAGGED_ODE).unwrap();
     let dt = 0.01;
     let mut whole = Sim::with_stepper(&model, Some(stepper)).unwrap();
-    whole.run(&RunOptions::new().t(total as f64 * dt).dt(dt)).unwrap();
+    whole
+        .run(&RunOptions::new().t(total as f64 * dt).dt(dt))
+        .unwrap();
 
     let mut split = Sim::with_stepper(&model, Some(stepper)).unwrap();
-    let mut cuts: Vec<u64> = seams.iter().copied().filter(|&s| s > 0 && s < total).collect();
+    let mut cuts: Vec<u64> = seams
+        .iter()
+        .copied()
+        .filter(|&s| s > 0 && s < total)
+        .collect();
     cuts.sort();
     cuts.dedup();
     cuts.push(total);
-    split.run(&RunOptions::new().t(cuts[0] as f64 * dt).dt(dt)).unwrap();
+    split
+        .run(&RunOptions::new().t(cuts[0] as f64 * dt).dt(dt))
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     for (i, &c) in cuts[1..].iter().enumerate() {
         match ops[i % ops.len()] % 6 {
@@ -338,7 +374,9 @@ fn check_seams(stepper: &str, seams: &[u64], total: u64, ops: &[u8]) -> Result<(
             }
             2 => {
                 let name = format!("p{i}");
-                split.add_preset(&name, None, false).map_err(|e| e.to_string())?;
+                split
+                    .add_preset(&name, None, false)
+                    .map_err(|e| e.to_string())?;
                 split.apply_preset(&name).map_err(|e| e.to_string())?;
                 // apply restarts carried history only when values change: re-apply of the
                 // current values is a no-op on the state but restarts multistep history, so
@@ -346,9 +384,15 @@ fn check_seams(stepper: &str, seams: &[u64], total: u64, ops: &[u8]) -> Result<(
             }
             3 => {
                 let path = dir.path().join(format!("b{i}.toml"));
-                split.add_preset(&format!("q{i}"), Some(&[("k", 4.0)]), true).map_err(|e| e.to_string())?;
-                split.save_presets(&path, "q*", SaveMode::Overwrite).map_err(|e| e.to_string())?;
-                split.load_presets(&path, "q*", OnConflict::Keep).map_err(|e| e.to_string())?;
+                split
+                    .add_preset(&format!("q{i}"), Some(&[("k", 4.0)]), true)
+                    .map_err(|e| e.to_string())?;
+                split
+                    .save_presets(&path, "q*", SaveMode::Overwrite)
+                    .map_err(|e| e.to_string())?;
+                split
+                    .load_presets(&path, "q*", OnConflict::Keep)
+                    .map_err(|e| e.to_string())?;
             }
             4 => {
                 let _ = split.config_json();
@@ -356,7 +400,10 @@ fn check_seams(stepper: &str, seams: &[u64], total: u64, ops: &[u8]) -> Result<(
                 let _ = split.config(&[("record_interval", ConfigValue::Number(0.0))]);
             }
             _ => split
-                .config(&[("record_interval", ConfigValue::Unset), ("dt", ConfigValue::Unset)])
+                .config(&[
+                    ("record_interval", ConfigValue::Unset),
+                    ("dt", ConfigValue::Unset),
+                ])
                 .map_err(|e| e.to_string())?,
         }
         split
@@ -366,7 +413,10 @@ fn check_seams(stepper: &str, seams: &[u64], total: u64, ops: &[u8]) -> Result<(
     let (a, b) = (whole.results().unwrap(), split.results().unwrap());
     let (sa, sb) = (samples(a), samples(b));
     if sa != sb {
-        return Err(format!("{stepper}: samples differ: {}", first_difference(&sa, &sb)));
+        return Err(format!(
+            "{stepper}: samples differ: {}",
+            first_difference(&sa, &sb)
+        ));
     }
     if !whole.session_state().bits_eq(split.session_state()) {
         return Err(format!("{stepper}: final state differs"));
@@ -389,5 +439,71 @@ proptest! {
             .map(|o| if o % 6 == 2 && !matches!(stepper, "rk4" | "euler") { 1 } else { o })
             .collect();
         check_seams(stepper, &seams, 300, &ops).map_err(TestCaseError::fail)?;
+    }
+}
+
+// ------------------------------------------------------------------ lenient snapshot members
+
+fn members(bytes: &[u8]) -> Vec<(String, dynlib::persist::npy::NpyArray)> {
+    dynlib::persist::npz::read_npz(bytes, &dynlib::persist::npz::Limits::default()).unwrap()
+}
+
+#[test]
+fn snapshot_files_may_omit_empty_members_and_name_the_wrong_vector() {
+    use dynlib::persist::npy::NpyArray;
+    use dynlib::persist::npz::write_npz;
+    // rk4 has no knobs and the model no lags: stepper_config and lag_ring are empty.
+    let model = Model::load("builtin://ode/expdecay").unwrap();
+    let mut a = Sim::with_stepper(&model, Some("rk4")).unwrap();
+    a.run(&RunOptions::new().t(0.5)).unwrap();
+    let bytes = a.serialize_snapshot(None).unwrap();
+    let kept: Vec<_> = members(&bytes)
+        .into_iter()
+        .filter(|(k, a)| {
+            !(a.shape.contains(&0) && (k == "stepper_config" || k.starts_with("workspace/")))
+        })
+        .collect();
+    assert!(!kept.iter().any(|(k, _)| k == "stepper_config"));
+    let lean = write_npz(&kept).unwrap();
+    let mut b = Sim::with_stepper(&model, Some("rk4")).unwrap();
+    b.deserialize_snapshot(&lean).unwrap();
+    assert!(a.session_state().bits_eq(b.session_state()));
+    a.run(&RunOptions::new().t(1.0).resume(true)).unwrap();
+    b.run(&RunOptions::new().t(1.0).resume(true)).unwrap();
+    assert!(a.session_state().bits_eq(b.session_state()));
+
+    // rk45 has knobs: stepper_config stays required.
+    let mut c = Sim::with_stepper(&model, Some("rk45")).unwrap();
+    let bytes = c.serialize_snapshot(None).unwrap();
+    let no_cfg: Vec<_> = members(&bytes)
+        .into_iter()
+        .filter(|(k, _)| k != "stepper_config")
+        .collect();
+    let e = c
+        .deserialize_snapshot(&write_npz(&no_cfg).unwrap())
+        .unwrap_err();
+    assert!(
+        e.message().contains("missing member 'stepper_config'"),
+        "{e}"
+    );
+
+    // y / params of the wrong length (meta left as it was): checked against the model first.
+    for (key, len, needle) in [
+        ("y", 2, "member 'y': state vector"),
+        ("params", 3, "member 'params': parameter vector"),
+    ] {
+        let m: Vec<_> = members(&bytes)
+            .into_iter()
+            .map(|(k, a)| {
+                if k == key {
+                    (k, NpyArray::f64(vec![len], vec![0.5; len]).unwrap())
+                } else {
+                    (k, a)
+                }
+            })
+            .collect();
+        let e = c.deserialize_snapshot(&write_npz(&m).unwrap()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Incompatible, "{e}");
+        assert!(e.message().contains(needle), "{e}");
     }
 }

@@ -368,6 +368,13 @@ fn ws_array(key: &str, name: &str, a: NpyArray) -> Result<WsArray> {
 /// arrays. Every error is [`CorruptSnapshot`](crate::error::ErrorKind::CorruptSnapshot) and names
 /// what was wrong.
 pub fn decode(bytes: &[u8]) -> Result<SnapshotFile> {
+    decode_for(bytes, None)
+}
+
+/// [`decode`], checking the lengths of `y` and `params` against a model's state and parameter
+/// names first (an [`Incompatible`](crate::error::ErrorKind::Incompatible) error naming the
+/// vector). A missing `stepper_config` member is accepted when meta.json lists no knobs.
+pub fn decode_for(bytes: &[u8], model: Option<(&[String], &[String])>) -> Result<SnapshotFile> {
     let members = read_npz(bytes, &snapshot_limits())?;
     let mut meta = None;
     let (mut y, mut params, mut config) = (None, None, None);
@@ -395,7 +402,25 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotFile> {
     let meta = parse_meta_json(&meta.ok_or_else(|| missing("meta.json"))?)?;
     let y = y.ok_or_else(|| missing("y"))?;
     let params = params.ok_or_else(|| missing("params"))?;
-    let config = config.ok_or_else(|| missing("stepper_config"))?;
+    if let Some((states, params_names)) = model {
+        for (key, what, v, names) in [
+            ("y", "state", &y, states),
+            ("params", "parameter", &params, params_names),
+        ] {
+            if v.len() != names.len() {
+                return Err(Error::new(
+                    crate::error::ErrorKind::Incompatible,
+                    format!(
+                        "member '{key}': {what} vector has {} entries, the model has {} \
+                         ({what}s: {})",
+                        v.len(),
+                        names.len(),
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
     if runtime_ws.is_empty() {
         return Err(missing("workspace/runtime/clock"));
     }
@@ -433,6 +458,11 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotFile> {
         stepper_config_names: r.strings("stepper_config_names")?,
     };
     let config_values = r.numbers("stepper_config_values")?;
+    let config = match config {
+        Some(c) => c,
+        None if file_meta.stepper_config_names.is_empty() => Vec::new(),
+        None => return Err(missing("stepper_config")),
+    };
 
     let disagree = |what: &str, member: usize, meta_key: &str, meta_len: u64| {
         Error::corrupt(format!(

@@ -7,9 +7,9 @@ pub mod sim;
 pub mod snapshot_io;
 pub mod state;
 
+pub use presets::{OnConflict, Preset, SaveMode, PRESETS_SCHEMA};
 pub use results::{EventRecord, RecVar, Recording, Segment};
 pub use runner::RunStats;
-pub use presets::{OnConflict, Preset, SaveMode, PRESETS_SCHEMA};
 pub use sim::{
     ConfigValue, KnobState, RunDefaults, RunOptions, SegmentRef, Sim, Snapshot, SnapshotInfo,
 };

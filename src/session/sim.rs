@@ -2,7 +2,6 @@
 
 use super::presets::{self, OnConflict, Preset, SaveMode};
 use super::results::{RecVar, Recording, Segment};
-use std::path::Path;
 use super::runner::{fixed_horizon, Horizon, RunPlan, RunStats, Runner};
 use super::snapshot_io::{CheckpointPolicy, Checkpointer};
 use super::state::{config_hash, SessionPins, SessionState, Status};
@@ -10,6 +9,7 @@ use crate::error::{suggestion_suffix, Error, ErrorKind, Result};
 use crate::model::{Model, ModelKind};
 use crate::stepper::initial_step::{estimate, InitialStep};
 use crate::stepper::{self, knob, knob_index, StepperInfo};
+use std::path::Path;
 
 /// Options of one `run`. `None` means the default (explained per field).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -322,7 +322,11 @@ impl Sim {
         self.validate_run(opts)?;
         let d = &self.defaults;
         let opts = &RunOptions {
-            dt: if opts.resume { opts.dt } else { opts.dt.or(d.dt) },
+            dt: if opts.resume {
+                opts.dt
+            } else {
+                opts.dt.or(d.dt)
+            },
             max_steps: opts.max_steps.or(d.max_steps),
             record: opts.record.or(d.record),
             record_interval: opts.record_interval.or(d.record_interval),
@@ -1250,11 +1254,7 @@ impl Sim {
         mode: SaveMode,
     ) -> Result<Vec<String>> {
         let path = path.as_ref();
-        let chosen: Vec<Preset> = self
-            .list_presets(pattern)
-            .into_iter()
-            .cloned()
-            .collect();
+        let chosen: Vec<Preset> = self.list_presets(pattern).into_iter().cloned().collect();
         if chosen.is_empty() {
             return Err(Error::unknown(format!(
                 "no preset matches '{pattern}'{}; presets: {}",
