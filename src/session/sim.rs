@@ -1506,7 +1506,8 @@ impl Sim {
         self.rec.as_ref().ok_or_else(|| {
             Error::new(
                 ErrorKind::NoResults,
-                "no results: call run() first (reset() and importing a snapshot clear them)",
+                "no results: call run() first (reset(), assign(clear_history) and importing a snapshot \
+                 clear them)",
             )
         })
     }
