@@ -348,8 +348,8 @@ DynlibStatus dynlib_sim_load_presets(struct DynlibSim *sim,
                                      size_t *n_loaded);
 
 // Writes the bank's presets matching `pattern` (NULL = all) to a preset file, atomically.
-// `mode` "append" (NULL: keep the file's presets; a name already in it is an error) or
-// "overwrite" (a new file). `*n_saved` (if not NULL) gets the number written.
+// `mode` "append" (NULL: keep the file's presets; a name already in it is an error),
+// "replace" (keep them, replace same-named ones) or "overwrite" (a new file). `*n_saved` (if not NULL) gets the number written.
 //
 // # Safety
 // As `dynlib_sim_load_presets`.

@@ -107,6 +107,11 @@ fn preset_files_save_load_conflicts_and_globs() {
     assert_eq!(e.kind(), ErrorKind::DuplicateName);
     assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
     a.save_presets(&path, "other", SaveMode::Append).unwrap();
+    a.add_preset("xslow", Some(&[("a", 0.03)]), true).unwrap();
+    a.save_presets(&path, "xslow", SaveMode::Replace).unwrap();
+    a.add_preset("xslow", Some(&[("a", 0.01), ("v", -60.0)]), true)
+        .unwrap();
+    a.save_presets(&path, "xslow", SaveMode::Replace).unwrap();
     let e = a.save_presets(&path, "nope", SaveMode::Append).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::UnknownName);
 

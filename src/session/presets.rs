@@ -66,6 +66,8 @@ pub enum SaveMode {
     Append,
     /// Write a new file holding only the saved presets.
     Overwrite,
+    /// Keep the file's other presets; a name in both is replaced in place.
+    Replace,
 }
 
 impl SaveMode {
@@ -73,9 +75,10 @@ impl SaveMode {
         match s {
             "append" => Ok(SaveMode::Append),
             "overwrite" => Ok(SaveMode::Overwrite),
+            "replace" => Ok(SaveMode::Replace),
             other => Err(Error::invalid(format!(
-                "save mode '{other}' is not one of append, overwrite{}",
-                suggestion_suffix(other, ["append", "overwrite"])
+                "save mode '{other}' is not one of append, overwrite, replace{}",
+                suggestion_suffix(other, ["append", "overwrite", "replace"])
             ))),
         }
     }

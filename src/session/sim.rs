@@ -1246,7 +1246,8 @@ impl Sim {
 
     /// Writes the bank's presets matching `pattern` to a preset file (atomically) and returns
     /// their names. `Append` keeps the presets already in the file (a name in both is an
-    /// error); `Overwrite` writes a new file. The pattern must match at least one preset.
+    /// error); `Replace` keeps them too but replaces same-named ones in place; `Overwrite`
+    /// writes a new file. The pattern must match at least one preset.
     pub fn save_presets(
         &self,
         path: impl AsRef<Path>,
@@ -1278,8 +1279,16 @@ impl Sim {
                 )));
             }
         }
+        if mode == SaveMode::Replace && path.exists() {
+            all = presets::read_preset_file(path)?;
+        }
         let names = chosen.iter().map(|p| p.name.clone()).collect();
-        all.extend(chosen);
+        for p in chosen {
+            match all.iter().position(|q| q.name == p.name) {
+                Some(i) => all[i] = p,
+                None => all.push(p),
+            }
+        }
         crate::persist::atomic::write_atomic(path, presets::format_presets(&all).as_bytes())?;
         Ok(names)
     }
