@@ -1673,6 +1673,11 @@ class Sim:
                 )
         _check(_lib.dynlib_sim_export_snapshot(self._ptr(), _enc(path), _enc(snapshot)))
 
+    @staticmethod
+    def inspect_snapshot(path):
+        """The seed's method form of :func:`inspect_snapshot` (the session is not touched)."""
+        return inspect_snapshot(path)
+
     def import_snapshot(self, path):
         """Replaces the session state with a snapshot file (results and segments cleared)."""
         _check(_lib.dynlib_sim_import_snapshot(self._ptr(), _enc(path)))
@@ -1734,6 +1739,13 @@ def _meta(meta):
         if k in meta:
             meta[k] = _json_float(meta[k])
     return meta
+
+
+def build(source, stepper=None, *, jit=True, disk_cache=True):
+    """The seed's ``build(...)``: a :class:`Model` from a source (``builtin://...``, a TOML
+    path or ``inline:`` text). Native code is chosen automatically and cached per process, so
+    ``jit``/``disk_cache`` are accepted for compatibility and have no effect."""
+    return Model.load(source, stepper)
 
 
 def inspect_snapshot(path):

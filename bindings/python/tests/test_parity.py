@@ -13,14 +13,14 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import dynlib  # noqa: E402
-from dynlib import Sim  # noqa: E402  (the only line a seed script changes)
+from dynlib import Sim, build  # noqa: E402  (the only line a seed script changes)
 
 IZH = "builtin://ode/izhikevich"
 
 
 def seed_session_script(tmp_path):
     """The seed's snapshots-and-resume.md, call for call."""
-    sim = Sim(IZH)
+    sim = Sim(build(IZH))
     sim.run(T=2.0, record=True, tag="phase-1")
     sim.create_snapshot("phase-1", "after the first stimulus")
     sim.run(T=5.0, resume=True, tag="phase-2")
@@ -50,7 +50,7 @@ def seed_session_script(tmp_path):
     summary = sim.session_state_summary()
     sim.export_snapshot(tmp_path / "cur.npz", source="current")
     sim.export_snapshot(tmp_path / "p1.npz", source="snapshot", name="phase-1")
-    meta = dynlib.inspect_snapshot(tmp_path / "p1.npz")
+    meta = sim.inspect_snapshot(tmp_path / "p1.npz")
     sim.import_snapshot(tmp_path / "p1.npz")
     sim.run(T=4.0, resume=True, tag="from-file")
     sim.name_segment(0, "renamed")
