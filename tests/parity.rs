@@ -512,3 +512,22 @@ fn snapshot_files_may_omit_empty_members_and_name_the_wrong_vector() {
         assert!(e.message().contains(needle), "{e}");
     }
 }
+
+#[test]
+fn zero_state_models_keep_the_other_model_errors() {
+    // States declared but no equations: still an error.
+    let e = Model::load("inline:[model]\ntype='ode'\n[states]\nx = 1.0\n").unwrap_err();
+    assert!(
+        e.message().contains("missing required table [equations]"),
+        "{e}"
+    );
+    // No states, but an equation for one: names the undeclared state.
+    let e = Model::load("inline:[model]\ntype='ode'\n[params]\na=1\n[equations.rhs]\nx = \"a\"\n")
+        .unwrap_err();
+    assert!(e.message().contains("not a declared state"), "{e}");
+    // A parameters-only map loads too, and refuses to run.
+    let m = Model::load("inline:[model]\ntype='map'\n[params]\nr=3.5\n").unwrap();
+    let mut s = Sim::new(&m).unwrap();
+    assert!(s.run(&RunOptions::new().n(3)).is_err());
+    assert!(s.results().is_err());
+}

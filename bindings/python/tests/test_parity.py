@@ -302,3 +302,14 @@ def test_parameters_only_model(tmp_path):
         d.load_presets(path)
         d.apply_preset("p")
         assert d.params("a") == 2.0
+
+
+def test_unreadable_snapshot_files_are_value_errors(sim, tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ValueError):
+        sim.import_snapshot(bad)
+    with pytest.raises(dynlib.CorruptSnapshotError):
+        dynlib.inspect_snapshot(bad)
+    with pytest.raises(OSError):
+        sim.import_snapshot(tmp_path / "missing.npz")
