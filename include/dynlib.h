@@ -190,7 +190,9 @@ typedef struct DynlibRunOptions {
   int32_t record;
   // Record every k-th step; 0 = unset (1).
   uint64_t record_interval;
-  // Variables to record (states, or aux as "name" or "aux.name"); NULL = all states.
+  // Variables to record (states, or aux as "name" or "aux.name"); NULL = all states. A
+  // non-NULL pointer with `n_record_vars = 0` records no variables, only t and step (the
+  // pointer is not read then: any non-NULL value, e.g. the address of a local, will do).
   const char *const *record_vars;
   size_t n_record_vars;
   // Warm-up time (ODE) or iterations (map) run before recording starts; NaN or 0 = none.
@@ -297,6 +299,115 @@ DynlibStatus dynlib_callback_model_init(struct DynlibCallbackModel *cb);
 // call; `model_out` must be valid for writing a pointer.
 DynlibStatus dynlib_model_from_callbacks(const struct DynlibCallbackModel *cb,
                                          struct DynlibModel **model_out);
+
+// The preset bank as a JSON array of `{name, params: {name: value}, states: {name: value}}`,
+// in bank order (the model's `[presets.*]` first), for names matching the glob `pattern`
+// (`*`, `?`, `[...]`; NULL = all).
+//
+// # Safety
+// `sim` a sim handle; `pattern` NULL or NUL-terminated; `buf` NULL or writable for `cap`
+// bytes; `needed` NULL or writable.
+DynlibStatus dynlib_sim_list_presets_json(struct DynlibSim *sim,
+                                          const char *pattern,
+                                          char *buf,
+                                          size_t cap,
+                                          size_t *needed);
+
+// Adds preset `name` to the bank: the `n` given states/parameters by name (checked like
+// `dynlib_sim_assign`), or with `n = 0` every state and parameter of the current session.
+// An existing name is `DYNLIB_ERR_DUPLICATE_NAME` unless `overwrite`.
+//
+// # Safety
+// `name` NUL-terminated; `names`/`values` NULL (with n = 0) or `n` valid entries.
+DynlibStatus dynlib_sim_add_preset(struct DynlibSim *sim,
+                                   const char *name,
+                                   const char *const *names,
+                                   const double *values,
+                                   size_t n,
+                                   bool overwrite);
+
+// Removes preset `name` from the bank.
+//
+// # Safety
+// `name` NUL-terminated.
+DynlibStatus dynlib_sim_remove_preset(struct DynlibSim *sim, const char *name);
+
+// Loads the presets of a preset file (TOML, `dynlib-presets-v1`, or a model file's
+// `[presets.*]`) whose names match the glob `pattern` (NULL = all) into the bank.
+// `on_conflict` is "error" (NULL), "keep" or "replace" for names already in the bank. Every
+// preset is checked against the model first; nothing changes on error. `*n_loaded` (if not
+// NULL) gets the number of presets added or replaced.
+//
+// # Safety
+// `path` NUL-terminated; `pattern`, `on_conflict` NULL or NUL-terminated; `n_loaded` NULL
+// or writable.
+DynlibStatus dynlib_sim_load_presets(struct DynlibSim *sim,
+                                     const char *path,
+                                     const char *pattern,
+                                     const char *on_conflict,
+                                     size_t *n_loaded);
+
+// Writes the bank's presets matching `pattern` (NULL = all) to a preset file, atomically.
+// `mode` "append" (NULL: keep the file's presets; a name already in it is an error),
+// "replace" (keep them, replace same-named ones) or "overwrite" (a new file). `*n_saved` (if not NULL) gets the number written.
+//
+// # Safety
+// As `dynlib_sim_load_presets`.
+DynlibStatus dynlib_sim_save_presets(struct DynlibSim *sim,
+                                     const char *path,
+                                     const char *pattern,
+                                     const char *mode,
+                                     size_t *n_saved);
+
+// Sets persistent run defaults from a JSON object: `dt` (number), `max_steps`,
+// `record_interval` (whole numbers >= 1), `record` (true/false), and stepper knobs by name
+// (numbers); `null` returns an item to its default. Unknown names are
+// `DYNLIB_ERR_UNKNOWN_NAME` with a did-you-mean; nothing changes on error. `dt` applies to
+// fresh runs only.
+//
+// # Safety
+// `json` NUL-terminated.
+DynlibStatus dynlib_sim_config_set_json(struct DynlibSim *sim, const char *json);
+
+// The effective defaults of the next run as JSON: `dt`, `max_steps`, `record`,
+// `record_interval` each as `{value, set}` (`set`: given by config), and `stepper_config`
+// as `{knob: value}`.
+//
+// # Safety
+// `buf` NULL or writable for `cap` bytes; `needed` NULL or writable.
+DynlibStatus dynlib_sim_config_json(struct DynlibSim *sim, char *buf, size_t cap, size_t *needed);
+
+// Sets `n` stepper knobs persistently (later runs, snapshots and snapshot files carry them).
+// A NaN value restores the knob's default. A name the stepper does not have is
+// `DYNLIB_ERR_UNKNOWN_NAME` (for every stepper, also one without knobs); nothing changes on
+// error.
+//
+// # Safety
+// `names`/`values` NULL (with n = 0) or `n` valid entries.
+DynlibStatus dynlib_sim_stepper_config_set(struct DynlibSim *sim,
+                                           const char *const *names,
+                                           const double *values,
+                                           size_t n);
+
+// The session's stepper configuration values in knob order (output buffer protocol, in
+// doubles; 0 values for a stepper without knobs).
+//
+// # Safety
+// `buf` NULL or writable for `cap` doubles; `needed` NULL or writable.
+DynlibStatus dynlib_sim_stepper_config(struct DynlibSim *sim,
+                                       double *buf,
+                                       size_t cap,
+                                       size_t *needed);
+
+// The stepper's knobs as a JSON array of `{name, value, default, help}` (`value` is the
+// session's, `default` the model's).
+//
+// # Safety
+// As `dynlib_sim_config_json`.
+DynlibStatus dynlib_sim_stepper_config_json(struct DynlibSim *sim,
+                                            char *buf,
+                                            size_t cap,
+                                            size_t *needed);
 
 // Loads a model. `source` is `builtin://ode/<name>` or `builtin://map/<name>`, a path to a
 // TOML file, or `inline:` followed by TOML text. `stepper` names the stepper sims of this
@@ -559,7 +670,8 @@ DynlibStatus dynlib_sim_can_resume(struct DynlibSim *sim,
 DynlibStatus dynlib_sim_summary_json(struct DynlibSim *sim, char *buf, size_t cap, size_t *needed);
 
 // Sets `n` states or parameters by name (all names are checked first; nothing changes on
-// error). With `clear_history`, recorded results and segments are dropped.
+// error). With `clear_history`, recorded results and segments are dropped: results calls then
+// report `DYNLIB_ERR_NO_RESULTS`, exactly as after `dynlib_sim_reset`.
 //
 // # Safety
 // `names` and `values` NULL (with n = 0) or `n` valid entries.

@@ -516,6 +516,14 @@ fn julia_example_uses_the_module() {
         "export_snapshot",
         "import_snapshot!",
         "inspect_snapshot",
+        "add_preset!",
+        "save_presets",
+        "load_presets!",
+        "apply_preset!",
+        "list_presets",
+        "config!",
+        "config",
+        "list_stepper_config",
     ] {
         assert!(
             ex.contains(&format!("{name}(")),

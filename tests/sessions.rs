@@ -80,7 +80,11 @@ fn seed_example_3_assign_with_clear_history() {
     let (t, step) = (sim.time(), sim.step_count());
     sim.assign(&[("I", 20.0)], true).unwrap();
     assert_eq!((sim.time(), sim.step_count()), (t, step));
-    assert!(sim.results().unwrap().is_empty());
+    // "Clears all previous results and segments": no results, exactly as after reset.
+    assert_eq!(
+        sim.results().unwrap_err().kind(),
+        dynlib::ErrorKind::NoResults
+    );
     assert!(sim.segments().is_empty());
     sim.run(&RunOptions::new().t(3.0).record(true).tag("new-segment"))
         .unwrap();

@@ -130,7 +130,12 @@ class RunOptions {
   RunOptions &params(std::vector<double> v) { params_ = std::move(v); return *this; }
   RunOptions &record(bool on) { o_.record = on ? 1 : 0; return *this; }
   RunOptions &record_interval(uint64_t k) { o_.record_interval = k; return *this; }
-  RunOptions &record_vars(std::vector<std::string> v) { vars_ = std::move(v); return *this; }
+  /// An empty list records t and step only (no variables).
+  RunOptions &record_vars(std::vector<std::string> v) {
+    vars_ = std::move(v);
+    has_vars_ = true;
+    return *this;
+  }
   RunOptions &transient(double v) { o_.transient = v; return *this; }
   RunOptions &resume(bool on = true) { o_.resume = on; return *this; }
   RunOptions &tag(std::string v) { tag_ = std::move(v); has_tag_ = true; return *this; }
@@ -154,7 +159,8 @@ class RunOptions {
     o_.params = params_.empty() ? nullptr : params_.data();
     o_.n_params = params_.size();
     var_ptrs_ = detail::c_strings(vars_);
-    o_.record_vars = var_ptrs_.empty() ? nullptr : var_ptrs_.data();
+    // Non-NULL with n_record_vars = 0 means "no variables" (NULL means all states).
+    o_.record_vars = !has_vars_ ? nullptr : var_ptrs_.empty() ? &no_var_ : var_ptrs_.data();
     o_.n_record_vars = var_ptrs_.size();
     o_.tag = has_tag_ ? tag_.c_str() : nullptr;
     knob_ptrs_ = detail::c_strings(knobs_);
@@ -171,7 +177,8 @@ class RunOptions {
   std::vector<std::string> vars_, knobs_;
   std::vector<const char *> var_ptrs_, knob_ptrs_;
   std::string tag_, ck_dir_;
-  bool has_tag_ = false;
+  bool has_tag_ = false, has_vars_ = false;
+  const char *no_var_ = nullptr;
 };
 
 /// One recorded segment with its effective name.
@@ -243,6 +250,65 @@ class Sim {
     double v = 0;
     check(dynlib_sim_value(h_, name.c_str(), &v));
     return v;
+  }
+  // -- preset bank and preset files (dynlib-presets-v1)
+  /// The presets matching a glob as JSON [{name, params, states}].
+  std::string list_presets_json(const std::string &pattern = "*") const {
+    return detail::fetch_text([&](char *b, size_t c, size_t *n) {
+      return dynlib_sim_list_presets_json(h_, pattern.c_str(), b, c, n);
+    });
+  }
+  /// Adds a preset from the given values, or (empty list) from the current session.
+  void add_preset(const std::string &name,
+                  const std::vector<std::pair<std::string, double>> &values = {},
+                  bool overwrite = false) {
+    std::vector<const char *> names;
+    std::vector<double> v;
+    for (const auto &p : values) {
+      names.push_back(p.first.c_str());
+      v.push_back(p.second);
+    }
+    check(dynlib_sim_add_preset(h_, name.c_str(), names.data(), v.data(), names.size(), overwrite));
+  }
+  void remove_preset(const std::string &name) { check(dynlib_sim_remove_preset(h_, name.c_str())); }
+  void apply_preset(const std::string &name) { check(dynlib_sim_apply_preset(h_, name.c_str())); }
+  /// on_conflict: "error", "keep" or "replace". Returns the number loaded.
+  size_t load_presets(const std::string &path, const std::string &pattern = "*",
+                      const std::string &on_conflict = "error") {
+    size_t n = 0;
+    check(dynlib_sim_load_presets(h_, path.c_str(), pattern.c_str(), on_conflict.c_str(), &n));
+    return n;
+  }
+  /// mode: "append" or "overwrite". Returns the number saved.
+  size_t save_presets(const std::string &path, const std::string &pattern = "*",
+                      const std::string &mode = "append") const {
+    size_t n = 0;
+    check(dynlib_sim_save_presets(h_, path.c_str(), pattern.c_str(), mode.c_str(), &n));
+    return n;
+  }
+  // -- persistent config and stepper config
+  /// JSON object: {"dt": 0.1, "max_steps": 100, "record": false, "atol": 1e-9, "rtol": null}.
+  void config(const std::string &json) { check(dynlib_sim_config_set_json(h_, json.c_str())); }
+  std::string config_json() const { return text(dynlib_sim_config_json); }
+  /// Sets knobs persistently; NaN restores a knob's default.
+  void set_stepper_config(const std::vector<std::pair<std::string, double>> &values) {
+    std::vector<const char *> names;
+    std::vector<double> v;
+    for (const auto &p : values) {
+      names.push_back(p.first.c_str());
+      v.push_back(p.second);
+    }
+    check(dynlib_sim_stepper_config_set(h_, names.data(), v.data(), names.size()));
+  }
+  std::vector<double> stepper_config() const { return doubles(dynlib_sim_stepper_config); }
+  /// [{name, value, default, help}]
+  std::string stepper_config_json() const { return text(dynlib_sim_stepper_config_json); }
+
+  /// Number of recorded variables (0 after record_vars({})).
+  size_t n_vars() const {
+    size_t n = 0;
+    check(dynlib_sim_results_n_vars(h_, &n));
+    return n;
   }
   std::vector<double> state() const { return doubles(dynlib_sim_state); }
   std::vector<double> params() const { return doubles(dynlib_sim_params); }

@@ -26,7 +26,9 @@ export Model, Sim, DynlibError, run!, snapshot!, reset!, assign!, apply_preset!,
        name_segment!, name_last_segment!, list_snapshots, compat_check, can_resume, session_summary,
        export_snapshot, import_snapshot!, inspect_snapshot, serialize_snapshot,
        deserialize_snapshot!, latest_checkpoint, state, params, sim_time, step_count, value,
-       state_names, param_names, aux_names, model_info, n_samples
+       state_names, param_names, aux_names, model_info, n_samples, list_presets, presets,
+       add_preset!, remove_preset!, load_presets!, save_presets, config!, config,
+       stepper_config!, stepper_config, list_stepper_config
 
 const _default_lib = normpath(joinpath(@__DIR__, "..", "..", "target", "release",
     (Sys.iswindows() ? "dynlib." : "libdynlib.") * Libdl.dlext))
@@ -398,9 +400,13 @@ function run!(s::Sim; T = nothing, N = nothing, dt = nothing, t0 = nothing, ic =
     _check(ccall((:dynlib_run_options_init, libdynlib), Cint, (Ref{DynlibRunOptions},), ref))
     icv = ic === nothing ? Float64[] : _vector(ic, s.model.state_names, state(s))
     pv = params === nothing ? Float64[] : _vector(params, s.model.param_names, Dynlib.params(s))
+    vecptr(v) = isempty(v) ? C_NULL : pointer(v)
     rv = record_vars === nothing ? String[] :
          record_vars isa AbstractString ? [String(record_vars)] : String.(collect(record_vars))
     rvp = [pointer(x) for x in rv]
+    # record_vars = [] records t and step only: a non-NULL pointer with n_record_vars = 0.
+    novar = Ptr{UInt8}[C_NULL]
+    rvptr = record_vars !== nothing && isempty(rvp) ? pointer(novar) : vecptr(rvp)
     cn = [String(k) for k in keys(config)]
     cnp = [pointer(x) for x in cn]
     cv = Float64[Float64(v) for v in values(config)]
@@ -408,15 +414,14 @@ function run!(s::Sim; T = nothing, N = nothing, dt = nothing, t0 = nothing, ic =
     dirb = checkpoint_dir === nothing ? nothing : String(checkpoint_dir)
     strptr(x) = x === nothing ? Ptr{UInt8}(C_NULL) :
                 pointer(x)
-    vecptr(v) = isempty(v) ? C_NULL : pointer(v)
-    st = GC.@preserve icv pv rv rvp cn cnp cv tagb dirb begin
+    st = GC.@preserve icv pv rv rvp novar cn cnp cv tagb dirb begin
         o = _with(ref[];
             T = _f64(T), N = _u64(N), dt = _f64(dt), t0 = _f64(t0),
             ic = Ptr{Cdouble}(vecptr(icv)), n_ic = length(icv),
             params = Ptr{Cdouble}(vecptr(pv)), n_params = length(pv),
             record = record === nothing ? Int32(-1) : Int32(record),
             record_interval = _u64(record_interval),
-            record_vars = Ptr{Ptr{UInt8}}(vecptr(rvp)), n_record_vars = length(rvp),
+            record_vars = Ptr{Ptr{UInt8}}(rvptr), n_record_vars = length(rvp),
             transient = _f64(transient), resume = resume, tag = strptr(tagb),
             max_steps = _u64(max_steps),
             config_names = Ptr{Ptr{UInt8}}(vecptr(cnp)), config_values = Ptr{Cdouble}(vecptr(cv)),
@@ -471,6 +476,121 @@ function apply_preset!(s::Sim, name::AbstractString)
     _check(ccall((:dynlib_sim_apply_preset, libdynlib), Cint, (Ptr{Cvoid}, Cstring),
                  _sptr(s), name))
     s
+end
+
+# ------------------------------------------------------------------------------------------
+# Preset bank, preset files, persistent config, stepper config
+# ------------------------------------------------------------------------------------------
+
+"Names of the bank's presets matching a glob (`*`, `?`, `[...]`), model presets first."
+list_presets(s::Sim, pattern::AbstractString = "*") = [p["name"] for p in presets(s, pattern)]
+
+"The presets matching a glob as Dicts `name`, `params`, `states`."
+function presets(s::Sim, pattern::AbstractString = "*")
+    h = _sptr(s)
+    _json(_query_string((b, c, nd) -> ccall((:dynlib_sim_list_presets_json, libdynlib), Cint,
+        (Ptr{Cvoid}, Cstring, Ptr{UInt8}, Csize_t, Ref{Csize_t}), h, pattern, b, c, nd)))
+end
+
+"""
+    add_preset!(sim, name; overwrite = false, name = value, ...)
+
+Adds a preset from the given states/parameters, or (none given) from the current session.
+"""
+function add_preset!(s::Sim, name::AbstractString, values::AbstractDict = Dict{String,Float64}();
+                     overwrite::Bool = false, kw...)
+    names = String[String(k) for k in keys(values)]
+    vals = Float64[Float64(v) for v in Base.values(values)]
+    for (k, v) in kw
+        push!(names, String(k)); push!(vals, Float64(v))
+    end
+    ptrs = [pointer(x) for x in names]
+    st = GC.@preserve names ptrs vals ccall((:dynlib_sim_add_preset, libdynlib), Cint,
+        (Ptr{Cvoid}, Cstring, Ptr{Ptr{UInt8}}, Ptr{Cdouble}, Csize_t, Bool),
+        _sptr(s), name, isempty(ptrs) ? C_NULL : pointer(ptrs),
+        isempty(vals) ? C_NULL : pointer(vals), length(vals), overwrite)
+    _check(st)
+    s
+end
+
+"Removes preset `name` from the bank."
+function remove_preset!(s::Sim, name::AbstractString)
+    _check(ccall((:dynlib_sim_remove_preset, libdynlib), Cint, (Ptr{Cvoid}, Cstring),
+                 _sptr(s), name))
+    s
+end
+
+"Loads presets from a preset file; `on_conflict` = \"error\", \"keep\" or \"replace\". Returns the count."
+function load_presets!(s::Sim, path::AbstractString, pattern::AbstractString = "*";
+                       on_conflict::AbstractString = "error")
+    n = Ref{Csize_t}(0)
+    _check(ccall((:dynlib_sim_load_presets, libdynlib), Cint,
+        (Ptr{Cvoid}, Cstring, Cstring, Cstring, Ref{Csize_t}), _sptr(s), path, pattern,
+        on_conflict, n))
+    Int(n[])
+end
+
+"Saves presets to a file (atomic); `mode` = \"append\", \"replace\" or \"overwrite\". Returns the count."
+function save_presets(s::Sim, path::AbstractString, pattern::AbstractString = "*";
+                      mode::AbstractString = "append")
+    n = Ref{Csize_t}(0)
+    _check(ccall((:dynlib_sim_save_presets, libdynlib), Cint,
+        (Ptr{Cvoid}, Cstring, Cstring, Cstring, Ref{Csize_t}), _sptr(s), path, pattern, mode, n))
+    Int(n[])
+end
+
+_jsonval(v::Nothing) = "null"
+_jsonval(v::Bool) = v ? "true" : "false"
+_jsonval(v::Integer) = string(v)
+_jsonval(v::Real) = isfinite(v) ? repr(Float64(v)) : error("config values must be finite")
+
+"""
+    config!(sim; dt, max_steps, record, record_interval, knob = value, ...)
+
+Persistent defaults for later runs (`nothing` = back to the default); other keywords are
+stepper knobs. Returns the effective defaults as a Dict.
+"""
+function config!(s::Sim; kw...)
+    if !isempty(kw)
+        body = "{" * join(["\"$(k)\":" * _jsonval(v) for (k, v) in kw], ",") * "}"
+        _check(ccall((:dynlib_sim_config_set_json, libdynlib), Cint, (Ptr{Cvoid}, Cstring),
+                     _sptr(s), body))
+    end
+    config(s)
+end
+
+"The effective run defaults as a Dict (`dt`, `max_steps`, `record`, `record_interval` as `{value, set}`, `stepper_config`)."
+function config(s::Sim)
+    h = _sptr(s)
+    _json(_query_string((b, c, nd) -> ccall((:dynlib_sim_config_json, libdynlib), Cint,
+        (Ptr{Cvoid}, Ptr{UInt8}, Csize_t, Ref{Csize_t}), h, b, c, nd)))
+end
+
+"Sets stepper knobs persistently (`nothing` restores a default); returns the config vector."
+function stepper_config!(s::Sim; kw...)
+    names = String[String(k) for (k, _) in kw]
+    vals = Float64[v === nothing ? NaN : Float64(v) for (_, v) in kw]
+    ptrs = [pointer(x) for x in names]
+    st = GC.@preserve names ptrs vals ccall((:dynlib_sim_stepper_config_set, libdynlib), Cint,
+        (Ptr{Cvoid}, Ptr{Ptr{UInt8}}, Ptr{Cdouble}, Csize_t), _sptr(s),
+        isempty(ptrs) ? C_NULL : pointer(ptrs), isempty(vals) ? C_NULL : pointer(vals),
+        length(vals))
+    _check(st)
+    stepper_config(s)
+end
+
+"The session's stepper config values (knob order)."
+function stepper_config(s::Sim)
+    h = _sptr(s)
+    _query((b, c, nd) -> ccall((:dynlib_sim_stepper_config, libdynlib), Cint,
+        (Ptr{Cvoid}, Ptr{Cdouble}, Csize_t, Ref{Csize_t}), h, b, c, nd), Cdouble)
+end
+
+"The stepper's knobs as Dicts `name`, `value`, `default`, `help`."
+function list_stepper_config(s::Sim)
+    h = _sptr(s)
+    _json(_query_string((b, c, nd) -> ccall((:dynlib_sim_stepper_config_json, libdynlib), Cint,
+        (Ptr{Cvoid}, Ptr{UInt8}, Csize_t, Ref{Csize_t}), h, b, c, nd)))
 end
 
 "The snapshots as a vector of named tuples `(name, t, step, created_at, description)`."

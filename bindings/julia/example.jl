@@ -41,6 +41,17 @@ other = Sim(model)
 import_snapshot!(other, path)
 run!(other; T = 500.0, resume = true)
 
+# Presets, persistent run defaults and stepper knobs.
+add_preset!(other, "strong"; I = 15.0)
+bank = joinpath(mktempdir(), "bank.toml")
+save_presets(other, bank, "strong"; mode = "overwrite")
+load_presets!(sim, bank; on_conflict = "replace")
+apply_preset!(sim, "strong")
+println("presets: ", list_presets(sim, "s*"))
+config!(other; max_steps = 100_000, record_interval = 10)
+println("defaults: ", config(other)["record_interval"])
+println("knobs: ", [k["name"] for k in list_stepper_config(other)])
+
 # A failing call throws a DynlibError with the library's message.
 try
     assign!(sim; Ix = 1.0)

@@ -621,7 +621,11 @@ static void run_options_from_struct(const mxArray *s, DynlibRunOptions *o)
         } else if (strcmp(name, "record_interval") == 0) {
             o->record_interval = count_arg(v, "option 'record_interval'");
         } else if (strcmp(name, "record_vars") == 0) {
+            static const char *no_vars[1] = {NULL};
             o->record_vars = strings_arg(v, &o->n_record_vars, "option 'record_vars'");
+            if (o->n_record_vars == 0) {
+                o->record_vars = no_vars; /* {}: record t and step only */
+            }
         } else if (strcmp(name, "transient") == 0) {
             o->transient = scalar_arg(v, "option 'transient'");
         } else if (strcmp(name, "resume") == 0) {
@@ -1163,6 +1167,130 @@ static void cmd_latest_checkpoint(int nlhs, mxArray *plhs[], int nrhs, const mxA
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Preset bank, preset files, persistent config, stepper config.                              */
+
+static DynlibStatus presets_getter(void *ctx, char *buf, size_t cap, size_t *needed)
+{
+    return dynlib_sim_list_presets_json(((Ctx *)ctx)->sim, ((Ctx *)ctx)->text, buf, cap, needed);
+}
+
+static void cmd_list_presets_json(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
+{
+    Ctx c;
+    (void)nlhs;
+    need_args(nrhs, 2, "json = dynlib_mex('list_presets_json', s, pattern)");
+    memset(&c, 0, sizeof c);
+    c.sim = sim_arg(prhs[0]);
+    c.text = string_arg(prhs[1], "pattern");
+    plhs[0] = mxCreateString(get_string(presets_getter, &c));
+}
+
+static void cmd_add_preset(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
+{
+    DynlibSim *sim;
+    const char *name;
+    const char **names;
+    const double *values;
+    size_t n_names = 0, n_values = 0;
+    (void)nlhs;
+    (void)plhs;
+    need_args(nrhs, 5, "dynlib_mex('add_preset', s, name, names_cell, values, overwrite)");
+    sim = sim_arg(prhs[0]);
+    name = string_arg(prhs[1], "preset name");
+    names = strings_arg(prhs[2], &n_names, "names");
+    values = doubles_arg(prhs[3], &n_values, "values");
+    if (n_names != n_values) {
+        fail("dynlib:invalidArgument", "add_preset: names and values differ in length");
+    }
+    check(dynlib_sim_add_preset(sim, name, names, values, n_names,
+                                bool_arg(prhs[4], "overwrite") != 0));
+}
+
+static void cmd_remove_preset(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
+{
+    (void)nlhs;
+    (void)plhs;
+    need_args(nrhs, 2, "dynlib_mex('remove_preset', s, name)");
+    check(dynlib_sim_remove_preset(sim_arg(prhs[0]), string_arg(prhs[1], "preset name")));
+}
+
+static void cmd_load_presets(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
+{
+    size_t n = 0;
+    (void)nlhs;
+    need_args(nrhs, 4, "n = dynlib_mex('load_presets', s, path, pattern, on_conflict)");
+    check(dynlib_sim_load_presets(sim_arg(prhs[0]), string_arg(prhs[1], "path"),
+                                  string_arg(prhs[2], "pattern"),
+                                  string_arg(prhs[3], "on_conflict"), &n));
+    plhs[0] = scalar_out((double)n);
+}
+
+static void cmd_save_presets(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
+{
+    size_t n = 0;
+    (void)nlhs;
+    need_args(nrhs, 4, "n = dynlib_mex('save_presets', s, path, pattern, mode)");
+    check(dynlib_sim_save_presets(sim_arg(prhs[0]), string_arg(prhs[1], "path"),
+                                  string_arg(prhs[2], "pattern"), string_arg(prhs[3], "mode"),
+                                  &n));
+    plhs[0] = scalar_out((double)n);
+}
+
+static void cmd_config_set_json(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
+{
+    (void)nlhs;
+    (void)plhs;
+    need_args(nrhs, 2, "dynlib_mex('config_set_json', s, json)");
+    check(dynlib_sim_config_set_json(sim_arg(prhs[0]), string_arg(prhs[1], "json")));
+}
+
+static DynlibStatus config_getter(void *ctx, char *buf, size_t cap, size_t *needed)
+{
+    return dynlib_sim_config_json(((Ctx *)ctx)->sim, buf, cap, needed);
+}
+
+static DynlibStatus knobs_getter(void *ctx, char *buf, size_t cap, size_t *needed)
+{
+    return dynlib_sim_stepper_config_json(((Ctx *)ctx)->sim, buf, cap, needed);
+}
+
+static void cmd_config_json(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
+{
+    (void)nlhs;
+    sim_json(plhs, nrhs, prhs, config_getter);
+}
+
+static void cmd_stepper_config_json(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
+{
+    (void)nlhs;
+    sim_json(plhs, nrhs, prhs, knobs_getter);
+}
+
+static void cmd_stepper_config_set(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
+{
+    const char **names;
+    const double *values;
+    size_t n_names = 0, n_values = 0;
+    DynlibSim *sim;
+    (void)nlhs;
+    (void)plhs;
+    need_args(nrhs, 3, "dynlib_mex('stepper_config_set', s, names_cell, values)");
+    sim = sim_arg(prhs[0]);
+    names = strings_arg(prhs[1], &n_names, "names");
+    values = doubles_arg(prhs[2], &n_values, "values");
+    if (n_names != n_values) {
+        fail("dynlib:invalidArgument", "stepper_config_set: names and values differ in length");
+    }
+    check(dynlib_sim_stepper_config_set(sim, names, values, n_names));
+}
+
+static void cmd_stepper_config(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
+{
+    (void)nlhs;
+    sim_vector(plhs, nrhs, prhs, dynlib_sim_stepper_config);
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Dispatch.                                                                                  */
 
 static const struct {
@@ -1205,6 +1333,16 @@ static const struct {
     {"serialize_snapshot", cmd_serialize_snapshot},
     {"deserialize_snapshot", cmd_deserialize_snapshot},
     {"latest_checkpoint", cmd_latest_checkpoint},
+    {"list_presets_json", cmd_list_presets_json},
+    {"add_preset", cmd_add_preset},
+    {"remove_preset", cmd_remove_preset},
+    {"load_presets", cmd_load_presets},
+    {"save_presets", cmd_save_presets},
+    {"config_set_json", cmd_config_set_json},
+    {"config_json", cmd_config_json},
+    {"stepper_config_set", cmd_stepper_config_set},
+    {"stepper_config", cmd_stepper_config},
+    {"stepper_config_json", cmd_stepper_config_json},
 };
 
 void mexFunction(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])

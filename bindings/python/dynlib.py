@@ -108,6 +108,10 @@ class DynlibError(Exception):
             self.status = status
         self.status_name = status_name or _STATUS_NAMES.get(self.status, "DYNLIB_UNKNOWN_STATUS")
 
+    def __str__(self):
+        # KeyError would repr() the message; every DynlibError prints it as written.
+        return self.message
+
 
 class NullPointerError(DynlibError):
     status = DYNLIB_ERR_NULL_POINTER
@@ -117,15 +121,18 @@ class InvalidArgumentError(DynlibError, ValueError):
     status = DYNLIB_ERR_INVALID_ARGUMENT
 
 
-class ModelError(DynlibError):
+class ModelError(DynlibError, ValueError):
     status = DYNLIB_ERR_MODEL
 
 
-class UnknownNameError(DynlibError, LookupError):
+class UnknownNameError(DynlibError, ValueError, KeyError):
+    """An unknown state, parameter, variable, snapshot, segment, preset, stepper or option
+    name: a ValueError, and a KeyError (a LookupError) for lookups such as ``res["w"]``."""
+
     status = DYNLIB_ERR_UNKNOWN_NAME
 
 
-class DuplicateNameError(DynlibError):
+class DuplicateNameError(DynlibError, ValueError):
     status = DYNLIB_ERR_DUPLICATE_NAME
 
 
@@ -133,11 +140,11 @@ class BufferTooSmallError(DynlibError):
     status = DYNLIB_ERR_BUFFER_TOO_SMALL
 
 
-class IncompatibleSnapshotError(DynlibError):
+class IncompatibleSnapshotError(DynlibError, RuntimeError):
     status = DYNLIB_ERR_INCOMPATIBLE
 
 
-class NoResultsError(DynlibError):
+class NoResultsError(DynlibError, RuntimeError):
     status = DYNLIB_ERR_NO_RESULTS
 
 
@@ -145,27 +152,27 @@ class DynlibIOError(DynlibError, OSError):
     status = DYNLIB_ERR_IO
 
 
-class CorruptSnapshotError(DynlibError):
+class CorruptSnapshotError(DynlibError, ValueError):
     status = DYNLIB_ERR_CORRUPT_SNAPSHOT
 
 
-class StepFailedError(DynlibError):
+class StepFailedError(DynlibError, RuntimeError):
     status = DYNLIB_ERR_STEP_FAILED
 
 
-class NonFiniteError(DynlibError, ArithmeticError):
+class NonFiniteError(DynlibError, RuntimeError, ArithmeticError):
     status = DYNLIB_ERR_NON_FINITE
 
 
-class BadHandleError(DynlibError):
+class BadHandleError(DynlibError, ValueError):
     status = DYNLIB_ERR_BAD_HANDLE
 
 
-class InternalError(DynlibError):
+class InternalError(DynlibError, RuntimeError):
     status = DYNLIB_ERR_INTERNAL
 
 
-class BusyError(DynlibError):
+class BusyError(DynlibError, RuntimeError):
     """Another call on the same sim is in progress (a callback calling back into its own sim,
     or two threads using one sim); nothing was changed."""
 
@@ -411,6 +418,34 @@ _SIGNATURES = {
     ),
     "dynlib_sim_deserialize_snapshot": (DynlibStatus, [SimPtr, _P(c_uint8), c_size_t]),
     "dynlib_latest_checkpoint": (DynlibStatus, [c_char_p, _P(c_char), c_size_t, _P(c_size_t)]),
+    "dynlib_sim_list_presets_json": (
+        DynlibStatus,
+        [SimPtr, c_char_p, _P(c_char), c_size_t, _P(c_size_t)],
+    ),
+    "dynlib_sim_add_preset": (
+        DynlibStatus,
+        [SimPtr, c_char_p, _CStrArray, _P(c_double), c_size_t, c_bool],
+    ),
+    "dynlib_sim_remove_preset": (DynlibStatus, [SimPtr, c_char_p]),
+    "dynlib_sim_load_presets": (
+        DynlibStatus,
+        [SimPtr, c_char_p, c_char_p, c_char_p, _P(c_size_t)],
+    ),
+    "dynlib_sim_save_presets": (
+        DynlibStatus,
+        [SimPtr, c_char_p, c_char_p, c_char_p, _P(c_size_t)],
+    ),
+    "dynlib_sim_config_set_json": (DynlibStatus, [SimPtr, c_char_p]),
+    "dynlib_sim_config_json": (DynlibStatus, [SimPtr, _P(c_char), c_size_t, _P(c_size_t)]),
+    "dynlib_sim_stepper_config_set": (
+        DynlibStatus,
+        [SimPtr, _CStrArray, _P(c_double), c_size_t],
+    ),
+    "dynlib_sim_stepper_config": (DynlibStatus, [SimPtr, _P(c_double), c_size_t, _P(c_size_t)]),
+    "dynlib_sim_stepper_config_json": (
+        DynlibStatus,
+        [SimPtr, _P(c_char), c_size_t, _P(c_size_t)],
+    ),
 }
 
 
@@ -823,31 +858,59 @@ class Model:
 
 class Results:
     """Recorded results: ``t`` (float64), ``step`` (uint64), ``interpolated`` (bool),
-    each recorded variable as a float64 array (``res["v"]`` or ``res.v``), ``events`` (list of
-    dicts) and ``segments`` (list of dicts). ``res.segment(name)`` gives one segment's slice."""
+    each recorded variable as a float64 array (``res["v"]`` or ``res.v``; ``res[["v", "u"]]``
+    gives an (n, k) array), ``events`` (list of dicts) and ``segments`` (list of dicts).
+    ``res.segment`` gives per-segment views: ``res.segment["phase-2"]``, ``res.segment[0]``,
+    ``res.segment("phase-2")``, ``len(res.segment)``, iteration, ``res.segment.names()``."""
 
-    def __init__(self, t, step, interpolated, columns, events, segments):
+    def __init__(self, t, step, interpolated, columns, events, segments, aux_names=()):
         self.t = t
         self.step = step
         self.interpolated = interpolated
         self.columns = columns
         self.events = events
         self.segments = segments
+        self._aux = set(aux_names)
+        self.segment = _SegmentsView(self)
 
     @property
     def names(self):
         return list(self.columns)
 
-    def __getitem__(self, name):
+    @property
+    def n(self):
+        return len(self.t)
+
+    @property
+    def state_names(self):
+        """Recorded state names (in recording order)."""
+        return tuple(k for k in self.columns if k not in self._aux)
+
+    @property
+    def aux_names(self):
+        """Recorded aux names (in recording order)."""
+        return tuple(k for k in self.columns if k in self._aux)
+
+    def _column(self, name):
         if name in ("t", "step", "interpolated"):
             return getattr(self, name)
-        try:
+        plain = name[4:] if name.startswith("aux.") else name
+        if name in self.columns:
             return self.columns[name]
-        except KeyError:
-            raise UnknownNameError(
-                f"'{name}' is not a recorded variable (recorded: {', '.join(self.columns)})",
-                DYNLIB_ERR_UNKNOWN_NAME,
-            ) from None
+        if plain in self.columns:
+            return self.columns[plain]
+        recorded = ", ".join(self.columns) or "(none)"
+        raise UnknownNameError(
+            f"'{name}' is not a recorded variable{_suggest(plain, list(self.columns))}; "
+            f"recorded: {recorded}",
+            DYNLIB_ERR_UNKNOWN_NAME,
+        )
+
+    def __getitem__(self, name):
+        if isinstance(name, (list, tuple)):
+            cols = [self._column(k) for k in name]
+            return np.column_stack(cols) if cols else np.empty((len(self.t), 0))
+        return self._column(name)
 
     def __getattr__(self, name):
         columns = self.__dict__.get("columns", {})
@@ -864,18 +927,171 @@ class Results:
     def keys(self):
         return ["t", "step", *self.columns]
 
-    def segment(self, name):
-        """The samples of one segment (by name or index) as a dict of arrays."""
-        for i, s in enumerate(self.segments):
-            if s["name"] == name or i == name:
-                a, b = s["sample_start"], s["sample_start"] + s["sample_len"]
-                out = {"t": self.t[a:b], "step": self.step[a:b]}
-                out.update({k: v[a:b] for k, v in self.columns.items()})
-                return out
-        raise UnknownNameError(f"no segment '{name}'", DYNLIB_ERR_UNKNOWN_NAME)
-
     def __repr__(self):
         return f"<dynlib.Results {len(self.t)} samples of {', '.join(self.keys())}>"
+
+
+class SegmentView:
+    """One recorded segment: ``id``, ``name``, ``meta`` (the segment dict), ``t``, ``step``,
+    ``seg["x"]`` (its slice of any recorded series) and ``events()`` (its events)."""
+
+    def __init__(self, results, index):
+        self._r = results
+        self.id = index
+        self.meta = results.segments[index]
+        self.name = self.meta["name"]
+        a = self.meta["sample_start"]
+        self._slice = slice(a, a + self.meta["sample_len"])
+
+    @property
+    def t(self):
+        return self._r.t[self._slice]
+
+    @property
+    def step(self):
+        return self._r.step[self._slice]
+
+    def __getitem__(self, key):
+        col = self._r[key]
+        return col[self._slice] if col.ndim == 1 else col[self._slice, :]
+
+    def __contains__(self, key):
+        return key in self._r
+
+    def keys(self):
+        return self._r.keys()
+
+    def __len__(self):
+        return self.meta["sample_len"]
+
+    def events(self):
+        a = self.meta["event_start"]
+        return self._r.events[a : a + self.meta["event_len"]]
+
+    def __repr__(self):
+        return f"<dynlib.SegmentView #{self.id} '{self.name}' {len(self)} samples>"
+
+
+class _SegmentsView:
+    """Segments by index or by name (effective name, or the automatic alias ``run#k``)."""
+
+    def __init__(self, results):
+        self._r = results
+
+    def _index(self, key):
+        segs = self._r.segments
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            k = int(key)
+            if not -len(segs) <= k < len(segs):
+                raise IndexError(f"segment index {k} out of range: there are {len(segs)} segments")
+            return k % len(segs)
+        for i, s in enumerate(segs):
+            if s["name"] == key:
+                return i
+        if isinstance(key, str) and key.startswith("run#") and key[4:].isdigit():
+            k = int(key[4:])
+            if k < len(segs):
+                return k
+        names = [s["name"] for s in segs]
+        raise UnknownNameError(
+            f"unknown segment '{key}'{_suggest(str(key), names)}; segments: "
+            f"{', '.join(names) or '(none)'}",
+            DYNLIB_ERR_UNKNOWN_NAME,
+        )
+
+    def __getitem__(self, key):
+        return SegmentView(self._r, self._index(key))
+
+    def __call__(self, key):
+        return self[key]
+
+    def __contains__(self, key):
+        try:
+            self._index(key)
+            return True
+        except (IndexError, UnknownNameError):
+            return False
+
+    def __len__(self):
+        return len(self._r.segments)
+
+    def __iter__(self):
+        return (SegmentView(self._r, i) for i in range(len(self)))
+
+    def names(self):
+        return [s["name"] for s in self._r.segments]
+
+
+class PinDiff(dict):
+    """The pins that differ, ``{pin: (this session's value, the snapshot's value)}``; ``str()``
+    is the library's text ("" when compatible), and it compares equal to that text too."""
+
+    def __init__(self, text):
+        super().__init__()
+        self.text = text
+        import re
+
+        for m in re.finditer(r"(\w+) is '(.*?)' in the snapshot, '(.*?)' here", text):
+            self[m.group(1)] = (m.group(3), m.group(2))
+
+    def __str__(self):
+        return self.text
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            return self.text == other
+        return dict.__eq__(self, other)
+
+    def __ne__(self, other):
+        return not self == other
+
+    __hash__ = None
+
+
+class _NamedVector(np.ndarray):
+    """A copy of the state (or parameter) vector that can also be called with a name:
+    ``sim.state`` is the vector, ``sim.state("v")`` one value."""
+
+    def __array_finalize__(self, obj):
+        self._names = getattr(obj, "_names", [])
+        self._what = getattr(obj, "_what", "value")
+
+    def __call__(self, name):
+        names = self._names
+        if name not in names:
+            raise UnknownNameError(
+                f"unknown {self._what} '{name}'{_suggest(name, names)}; {self._what}s: "
+                f"{', '.join(names) or '(none)'}",
+                DYNLIB_ERR_UNKNOWN_NAME,
+            )
+        return float(np.asarray(self)[names.index(name)])
+
+
+def _named(values, names, what):
+    v = np.asarray(values, dtype=np.float64).view(_NamedVector)
+    v._names = list(names)
+    v._what = what
+    return v
+
+
+def _edit_distance(a, b):
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def _suggest(name, candidates):
+    """" (did you mean 'x'?)" for the closest candidate within edit distance 2, else ""."""
+    best = None
+    for c in candidates:
+        d = _edit_distance(name, c)
+        if d <= 2 and (best is None or d < best[0]):
+            best = (d, c)
+    return f" (did you mean '{best[1]}'?)" if best else ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -953,14 +1169,35 @@ class Sim:
         checkpoint_every_steps=None,
         checkpoint_every_time=None,
         checkpoint_keep=None,
+        cap_rec=None,
+        cap_evt=None,
         **stepper_config,
     ):
         """Runs the simulation. ``T`` is the end time (for resumed runs the absolute recorded
         time), ``N`` map iterations since the recorded start. ``ic``/``params`` are full
         vectors or dicts name -> value (unnamed entries keep their current values); with
         ``resume=True`` the run appends a segment and refuses ``ic``, ``params``, ``t0``,
-        ``dt``, ``transient`` and ``record_vars``. Extra keyword arguments are stepper knobs
-        (``atol=1e-8``, ``rtol=...``). Returns ``self``."""
+        ``dt``, ``transient`` and ``record_vars``; ``record_vars=[]`` records t and step
+        only. Extra keyword arguments must be knobs of the session's stepper (``atol=1e-8``,
+        ``rtol=...``; they persist, see :meth:`stepper_config`); anything else is an
+        :class:`UnknownNameError` ("unknown run option 't' (did you mean 'T'?)"), for every
+        stepper. ``cap_rec``/``cap_evt`` (the seed's buffer sizes) are accepted and ignored:
+        buffers grow as needed. Returns ``self``."""
+        if stepper_config:
+            knobs = [k["name"] for k in self.list_stepper_config()]
+            unknown = [k for k in stepper_config if k not in knobs]
+            if unknown:
+                k = unknown[0]
+                raise UnknownNameError(
+                    f"unknown run option '{k}'{_suggest(k, _RUN_OPTIONS + knobs)}; run options: "
+                    f"{', '.join(_RUN_OPTIONS)}; stepper knobs of this session: "
+                    f"{', '.join(knobs) or '(none)'}",
+                    DYNLIB_ERR_UNKNOWN_NAME,
+                )
+        for k in ("cap_rec", "cap_evt"):
+            v = locals()[k]
+            if v is not None and int(v) < 1:
+                raise InvalidArgumentError(f"{k} must be positive", DYNLIB_ERR_INVALID_ARGUMENT)
         o = DynlibRunOptions()
         _check(_lib.dynlib_run_options_init(byref(o)))
         keep = []  # arrays that must outlive the call
@@ -991,12 +1228,12 @@ class Sim:
         if record_vars is not None:
             if isinstance(record_vars, (str, bytes)):
                 record_vars = [record_vars]
-            arr = _str_array(record_vars)
+            record_vars = list(record_vars)
+            # An empty list records t and step only: a non-NULL pointer with n = 0.
+            arr = _str_array(record_vars) if record_vars else (c_char_p * 1)(None)
             keep.append(arr)
             o.record_vars = ctypes.cast(arr, _CStrArray)
-            o.n_record_vars = len(arr)
-            if len(arr) == 0:
-                raise InvalidArgumentError("record_vars is empty", DYNLIB_ERR_INVALID_ARGUMENT)
+            o.n_record_vars = len(record_vars)
         if transient is not None:
             o.transient = float(transient)
         o.resume = bool(resume)
@@ -1006,7 +1243,9 @@ class Sim:
             o.max_steps = _positive_int(max_steps, "max_steps")
         if stepper_config:
             names = _str_array(stepper_config)
-            values, vptr = _f64_array([float(v) for v in stepper_config.values()])
+            values, vptr = _f64_array(
+                [_knob_value(k, v) for k, v in stepper_config.items()]
+            )
             keep += [names, values]
             o.config_names = ctypes.cast(names, _CStrArray)
             o.config_values = vptr
@@ -1067,12 +1306,15 @@ class Sim:
             s["t"] = _json_float(s["t"])
         return snaps
 
-    def compat_check(self, name):
-        """``(ok, differences)``: whether snapshot ``name`` fits this session, and the
-        differing pins as text ("" when compatible)."""
+    def compat_check(self, name="initial"):
+        """``(ok, diff)``: whether snapshot ``name`` fits this session, and the differing pins
+        as a :class:`PinDiff` ``{pin: (ours, the snapshot's)}`` (empty when compatible; its
+        ``str()`` is the library's text)."""
+        if isinstance(name, dict) and "name" in name:
+            name = name["name"]
         ok = c_bool(False)
         text = _read_str(_lib.dynlib_sim_compat_check, self._ptr(), _enc(name), byref(ok))
-        return bool(ok.value), text
+        return bool(ok.value), PinDiff(text)
 
     def can_resume(self):
         """``(ok, reason)``: whether ``run(resume=True)`` can continue; reason is None when
@@ -1083,7 +1325,14 @@ class Sim:
 
     def summary(self):
         """The session summary as a dict (t, step, dt, stepper, can_resume, reason, …)."""
-        return _read_json(_lib.dynlib_sim_summary_json, self._ptr())
+        out = _read_json(_lib.dynlib_sim_summary_json, self._ptr())
+        out["stepper_name"] = out.get("stepper")
+        return out
+
+    def session_state_summary(self):
+        """The seed's name for :meth:`summary` (keys t, step, dt, status, stepper_name,
+        can_resume, reason, stepper_config, …)."""
+        return self.summary()
 
     def assign(self, values=None, /, *, clear_history=False, **kw):
         """Sets states or parameters by name: ``sim.assign(I=15.0)`` or
@@ -1104,9 +1353,151 @@ class Sim:
         )
 
     def apply_preset(self, name):
-        """Applies the model's preset ``name`` (its parameters, then its states) like
+        """Applies preset ``name`` of the bank (its parameters, then its states) like
         :meth:`assign`."""
         _check(_lib.dynlib_sim_apply_preset(self._ptr(), _enc(name)))
+
+    # -- preset bank ------------------------------------------------------------------------
+
+    def presets(self, pattern="*"):
+        """The presets matching a glob as dicts ``{name, params: {..}, states: {..}}``."""
+        out = _read_json(_lib.dynlib_sim_list_presets_json, self._ptr(), _enc(pattern))
+        for p in out:
+            for part in ("params", "states"):
+                p[part] = {k: _json_float(v) for k, v in p[part].items()}
+        return out
+
+    def list_presets(self, pattern="*"):
+        """Names of the bank's presets matching a glob (``*``, ``?``, ``[...]``), in bank
+        order: the model's ``[presets.*]`` first, then added and loaded ones."""
+        return [p["name"] for p in self.presets(pattern)]
+
+    def add_preset(self, name, values=None, /, *, states=None, params=None, overwrite=False):
+        """Adds preset ``name``: from ``values`` (a mapping of states/parameters) and/or the
+        ``states=``/``params=`` mappings, or with none of them every state and parameter of the
+        current session. Names and values follow :meth:`assign`'s rules; an existing name is
+        a :class:`DuplicateNameError` unless ``overwrite=True``."""
+        items = {}
+        for part, names in ((states, self.model.state_names), (params, self.model.param_names)):
+            for k, v in dict(part or {}).items():
+                if k not in names:
+                    kind = "state" if names is self.model.state_names else "parameter"
+                    raise UnknownNameError(
+                        f"'{k}' is not a {kind} of the model{_suggest(k, list(names))}",
+                        DYNLIB_ERR_UNKNOWN_NAME,
+                    )
+                items[k] = v
+        items.update(dict(values or {}))
+        names = _str_array(items)
+        arr, ptr = _f64_array([float(v) for v in items.values()])
+        _check(
+            _lib.dynlib_sim_add_preset(
+                self._ptr(),
+                _enc(name),
+                ctypes.cast(names, _CStrArray),
+                ptr,
+                len(items),
+                bool(overwrite),
+            )
+        )
+
+    def remove_preset(self, name):
+        _check(_lib.dynlib_sim_remove_preset(self._ptr(), _enc(name)))
+
+    def load_presets(self, path, pattern="*", *, on_conflict="error"):
+        """Loads the presets of a preset file (TOML, ``dynlib-presets-v1``, or a model file's
+        ``[presets.*]``) whose names match ``pattern``; ``on_conflict`` = "error", "keep" or
+        "replace" for names already in the bank. Returns the number added or replaced."""
+        n = c_size_t(0)
+        _check(
+            _lib.dynlib_sim_load_presets(
+                self._ptr(), _enc(path), _enc(pattern), _enc(on_conflict), byref(n)
+            )
+        )
+        return n.value
+
+    def load_preset(self, name_or_pattern, path, *, on_conflict="error"):
+        """The seed's argument order for :meth:`load_presets`."""
+        return self.load_presets(path, name_or_pattern, on_conflict=on_conflict)
+
+    def save_presets(self, path, pattern="*", *, mode="append"):
+        """Writes the presets matching ``pattern`` to a preset file, atomically. ``mode``:
+        "append" (keep the file's presets; a name already in it is an error), "replace"
+        (keep them, replace same-named ones) or "overwrite" (a new file). Returns the count."""
+        n = c_size_t(0)
+        _check(
+            _lib.dynlib_sim_save_presets(
+                self._ptr(), _enc(path), _enc(pattern), _enc(mode), byref(n)
+            )
+        )
+        return n.value
+
+    def save_preset(self, name, path, *, overwrite=False):
+        """The seed's form: saves one preset (``overwrite`` replaces it in the file)."""
+        return self.save_presets(path, name, mode="replace" if overwrite else "append")
+
+    # -- persistent configuration -----------------------------------------------------------
+
+    def config(self, **kw):
+        """Persistent defaults for later runs: ``dt`` (fresh runs), ``max_steps``,
+        ``record``, ``record_interval``; any other keyword must be a stepper knob (it goes to
+        :meth:`stepper_config`). ``None`` returns an item to its default. All items are
+        checked before anything changes. Returns the effective defaults as a dict."""
+        kw.pop("cap_rec", None)
+        kw.pop("cap_evt", None)
+        if kw:
+            payload = {}
+            for k, v in kw.items():
+                if v is None or isinstance(v, bool):
+                    payload[k] = v
+                elif k in ("max_steps", "record_interval"):
+                    payload[k] = int(v)
+                else:
+                    payload[k] = _knob_value(k, v)
+            _check(_lib.dynlib_sim_config_set_json(self._ptr(), _enc(json.dumps(payload))))
+        out = _read_json(_lib.dynlib_sim_config_json, self._ptr())
+        for k, v in out.items():
+            if k == "stepper_config":
+                out[k] = {n: _json_float(x) for n, x in v.items()}
+            elif k == "dt":
+                v["value"] = _json_float(v["value"])
+        return out
+
+    def stepper_config(self, **kw):
+        """Sets stepper knobs persistently (later runs, snapshots and snapshot files carry
+        them; ``None`` restores a knob's default; ``jacobian_mode`` also takes "internal" /
+        "external") and returns the config vector (knob order). Unknown names are errors for
+        every stepper. Without arguments it only reads."""
+        if kw:
+            names = _str_array(kw)
+            arr, ptr = _f64_array(
+                [float("nan") if v is None else _knob_value(k, v) for k, v in kw.items()]
+            )
+            _check(
+                _lib.dynlib_sim_stepper_config_set(
+                    self._ptr(), ctypes.cast(names, _CStrArray), ptr, len(kw)
+                )
+            )
+        return _read_array(_lib.dynlib_sim_stepper_config, np.float64, self._ptr())
+
+    def list_stepper_config(self):
+        """The stepper's knobs: list of dicts ``{name, value, default, help}``."""
+        out = _read_json(_lib.dynlib_sim_stepper_config_json, self._ptr())
+        for k in out:
+            k["value"] = _json_float(k["value"])
+            k["default"] = _json_float(k["default"])
+        return out
+
+    def stepper_config_names(self):
+        return [k["name"] for k in self.list_stepper_config()]
+
+    def stepper_config_dict(self):
+        """``{knob: current value}``."""
+        return {k["name"]: k["value"] for k in self.list_stepper_config()}
+
+    def stepper_config_defaults(self):
+        """``{knob: the model's default}``."""
+        return {k["name"]: k["default"] for k in self.list_stepper_config()}
 
     # -- state ------------------------------------------------------------------------------
 
@@ -1126,13 +1517,45 @@ class Sim:
 
     @property
     def state(self):
-        """Current state vector (a copy)."""
-        return _read_array(_lib.dynlib_sim_state, np.float64, self._ptr())
+        """Current state vector (a copy); ``sim.state("v")`` is one value."""
+        v = _read_array(_lib.dynlib_sim_state, np.float64, self._ptr())
+        return _named(v, self.model.state_names, "state")
 
     @property
     def params(self):
-        """Current parameter vector (a copy)."""
-        return _read_array(_lib.dynlib_sim_params, np.float64, self._ptr())
+        """Current parameter vector (a copy); ``sim.params("I")`` is one value."""
+        v = _read_array(_lib.dynlib_sim_params, np.float64, self._ptr())
+        return _named(v, self.model.param_names, "parameter")
+
+    def param(self, name):
+        """Current value of one parameter."""
+        return self.params(name)
+
+    def _vectors(self, source, snapshot):
+        if source == "session":
+            return np.array(self.state), np.array(self.params)
+        if source == "model":
+            info = self.model.info()
+            return (
+                np.array(info["state_defaults"], dtype=np.float64),
+                np.array(info["param_defaults"], dtype=np.float64),
+            )
+        if source == "snapshot":
+            import io
+
+            with np.load(io.BytesIO(self.serialize_snapshot(snapshot))) as z:
+                return np.array(z["y"]), np.array(z["params"])
+        raise InvalidArgumentError(
+            f"source must be 'session', 'model' or 'snapshot', got {source!r}",
+            DYNLIB_ERR_INVALID_ARGUMENT,
+        )
+
+    def state_vector(self, source="session", snapshot="initial", copy=True):
+        """States in declaration order from the session, the model defaults or a snapshot."""
+        return self._vectors(source, snapshot)[0]
+
+    def param_vector(self, source="session", snapshot="initial", copy=True):
+        return self._vectors(source, snapshot)[1]
 
     def value(self, name):
         """Current value of one state or parameter."""
@@ -1140,11 +1563,13 @@ class Sim:
         _check(_lib.dynlib_sim_value(self._ptr(), _enc(name), byref(v)))
         return v.value
 
-    def state_dict(self):
-        return dict(zip(self.model.state_names, self.state.tolist()))
+    def state_dict(self, source="session", snapshot="initial"):
+        return dict(zip(self.model.state_names, self.state_vector(source, snapshot).tolist()))
 
-    def params_dict(self):
-        return dict(zip(self.model.param_names, self.params.tolist()))
+    def params_dict(self, source="session", snapshot="initial"):
+        return dict(zip(self.model.param_names, self.param_vector(source, snapshot).tolist()))
+
+    param_dict = params_dict
 
     # -- results ----------------------------------------------------------------------------
 
@@ -1161,7 +1586,11 @@ class Sim:
         for i in range(nv.value):
             name = _read_str(_lib.dynlib_sim_results_var_name, h, i)
             columns[name] = _read_array(_lib.dynlib_sim_results_var, np.float64, h, _enc(name))
-        return Results(t, step, interp, columns, self.events(), self.segments())
+        return Results(
+            t, step, interp, columns, self.events(), self.segments(), self.model.aux_names
+        )
+
+    raw_results = results
 
     def events(self):
         """The event log: list of dicts with event, t, step, sample, values."""
@@ -1188,7 +1617,8 @@ class Sim:
         return out
 
     def name_segment(self, index, name):
-        """Renames segment ``index`` (or the segment currently named ``index``)."""
+        """Renames segment ``index`` (or the segment currently named ``index``); returns the
+        name given (made unique with -2, -3, … if taken)."""
         if isinstance(index, str):
             names = [s["name"] for s in self.segments()]
             if index not in names:
@@ -1197,17 +1627,56 @@ class Sim:
                     DYNLIB_ERR_UNKNOWN_NAME,
                 )
             index = names.index(index)
+        if not isinstance(name, str):
+            raise TypeError("segment name must be a string")
         _check(_lib.dynlib_sim_name_segment(self._ptr(), int(index), _enc(name)))
+        return _read_str(_lib.dynlib_sim_segment_name, self._ptr(), int(index))
 
     def name_last_segment(self, name):
+        """Renames the last segment; returns the name given."""
+        if not isinstance(name, str):
+            raise TypeError("segment name must be a string")
         _check(_lib.dynlib_sim_name_last_segment(self._ptr(), _enc(name)))
+        n = c_size_t(0)
+        _check(_lib.dynlib_sim_n_segments(self._ptr(), byref(n)))
+        return _read_str(_lib.dynlib_sim_segment_name, self._ptr(), n.value - 1)
 
     # -- snapshot files and bytes -----------------------------------------------------------
 
-    def export_snapshot(self, path, snapshot=None):
+    def export_snapshot(self, path, snapshot=None, *, source=None, name=None):
         """Writes the current state (``snapshot=None``) or a stored snapshot to ``path``
-        (.npz, atomic)."""
+        (.npz, atomic). The seed's form works too: ``source="current"`` or
+        ``source="snapshot", name="..."``."""
+        if source is not None or name is not None:
+            source = source or "current"
+            if snapshot is not None:
+                raise InvalidArgumentError(
+                    "give the snapshot either positionally or as source/name, not both",
+                    DYNLIB_ERR_INVALID_ARGUMENT,
+                )
+            if source == "current":
+                if name is not None:
+                    raise InvalidArgumentError(
+                        "name should not be provided when source='current'",
+                        DYNLIB_ERR_INVALID_ARGUMENT,
+                    )
+            elif source == "snapshot":
+                if not name:
+                    raise InvalidArgumentError(
+                        "name is required when source='snapshot'", DYNLIB_ERR_INVALID_ARGUMENT
+                    )
+                snapshot = name
+            else:
+                raise InvalidArgumentError(
+                    f"source must be 'current' or 'snapshot', got {source!r}",
+                    DYNLIB_ERR_INVALID_ARGUMENT,
+                )
         _check(_lib.dynlib_sim_export_snapshot(self._ptr(), _enc(path), _enc(snapshot)))
+
+    @staticmethod
+    def inspect_snapshot(path):
+        """The seed's method form of :func:`inspect_snapshot` (the session is not touched)."""
+        return inspect_snapshot(path)
 
     def import_snapshot(self, path):
         """Replaces the session state with a snapshot file (results and segments cleared)."""
@@ -1229,6 +1698,30 @@ class Sim:
         return f"<dynlib.Sim t={self.time} step={self.step_count}>"
 
 
+_RUN_OPTIONS = [
+    "T", "N", "dt", "t0", "ic", "params", "record", "record_interval", "record_vars",
+    "transient", "resume", "tag", "max_steps", "checkpoint_dir", "checkpoint_every_steps",
+    "checkpoint_every_time", "checkpoint_keep", "cap_rec", "cap_evt",
+]
+
+_KNOB_ENUMS = {"jacobian_mode": {"internal": 0.0, "external": 1.0}}
+
+
+def _knob_value(name, v):
+    """A knob value as float; enum knobs also take their names."""
+    if isinstance(v, str):
+        choices = _KNOB_ENUMS.get(name)
+        if choices is None or v not in choices:
+            opts = ", ".join(repr(c) for c in sorted(choices or {}))
+            raise InvalidArgumentError(
+                f"invalid value {v!r} for stepper knob '{name}'"
+                + (f"; choose one of {opts}" if opts else "; it takes a number"),
+                DYNLIB_ERR_INVALID_ARGUMENT,
+            )
+        return choices[v]
+    return float(v)
+
+
 def _positive_int(x, what):
     x = int(x)
     if x <= 0:
@@ -1246,6 +1739,13 @@ def _meta(meta):
         if k in meta:
             meta[k] = _json_float(meta[k])
     return meta
+
+
+def build(source, stepper=None, *, jit=True, disk_cache=True):
+    """The seed's ``build(...)``: a :class:`Model` from a source (``builtin://...``, a TOML
+    path or ``inline:`` text). Native code is chosen automatically and cached per process, so
+    ``jit``/``disk_cache`` are accepted for compatibility and have no effect."""
+    return Model.load(source, stepper)
 
 
 def inspect_snapshot(path):

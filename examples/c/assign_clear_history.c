@@ -20,7 +20,8 @@ int main(void) {
   double t_after = 0;
   size_t samples = 1;
   TRY(dynlib_sim_time(sim, &t_after));
-  TRY(dynlib_sim_n_samples(sim, &samples));
+  /* As after reset: there are no results until the next recorded run. */
+  if (dynlib_sim_n_samples(sim, &samples) == DYNLIB_ERR_NO_RESULTS) samples = 0;
   printf("after assign: t = %.2f (unchanged), %zu samples kept\n", t_after, samples);
 
   o = run_to(3.0, false, "new-segment");

@@ -70,7 +70,9 @@ pub struct DynlibRunOptions {
     pub record: i32,
     /// Record every k-th step; 0 = unset (1).
     pub record_interval: u64,
-    /// Variables to record (states, or aux as "name" or "aux.name"); NULL = all states.
+    /// Variables to record (states, or aux as "name" or "aux.name"); NULL = all states. A
+    /// non-NULL pointer with `n_record_vars = 0` records no variables, only t and step (the
+    /// pointer is not read then: any non-NULL value, e.g. the address of a local, will do).
     pub record_vars: *const *const c_char,
     pub n_record_vars: usize,
     /// Warm-up time (ODE) or iterations (map) run before recording starts; NaN or 0 = none.
@@ -216,7 +218,8 @@ unsafe fn run_options(o: &DynlibRunOptions) -> FfiResult<RunOptions> {
         params: vector(o.params, o.n_params, "opts->params")?,
         record,
         record_interval: (o.record_interval > 0).then_some(o.record_interval),
-        record_vars: (o.n_record_vars > 0)
+        // NULL = all states; non-NULL with n_record_vars = 0 = record t and step only.
+        record_vars: (o.n_record_vars > 0 || !o.record_vars.is_null())
             .then(|| str_list(o.record_vars, o.n_record_vars, "opts->record_vars"))
             .transpose()?
             .map(|v| v.into_iter().map(str::to_string).collect()),
@@ -404,7 +407,8 @@ pub unsafe extern "C" fn dynlib_sim_summary_json(
 }
 
 /// Sets `n` states or parameters by name (all names are checked first; nothing changes on
-/// error). With `clear_history`, recorded results and segments are dropped.
+/// error). With `clear_history`, recorded results and segments are dropped: results calls then
+/// report `DYNLIB_ERR_NO_RESULTS`, exactly as after `dynlib_sim_reset`.
 ///
 /// # Safety
 /// `names` and `values` NULL (with n = 0) or `n` valid entries.

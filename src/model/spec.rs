@@ -343,11 +343,10 @@ impl ModelBuilder {
                 self.constants.push((k.clone(), value));
             }
         }
-        let states_t =
-            table(doc, "states")?.ok_or_else(|| Error::model("missing required table [states]"))?;
-        if states_t.is_empty() {
-            return Err(Error::model("[states] must declare at least one state"));
-        }
+        // A model without states (parameters only) is valid: it serves presets, assign and
+        // snapshots; a run refuses it.
+        let empty = Table::new();
+        let states_t = table(doc, "states")?.unwrap_or(&empty);
         let mut states = Vec::new();
         for (k, v) in states_t {
             states.push((k.clone(), self.numeric_value(v, &format!("[states].{k}"))?));
@@ -605,8 +604,12 @@ fn parse_equations(
     kind: ModelKind,
     states: &[&str],
 ) -> Result<(Vec<Equation>, Jacobian)> {
-    let eq = table(doc, "equations")?
-        .ok_or_else(|| Error::model("missing required table [equations]"))?;
+    let empty = Table::new();
+    let eq = match table(doc, "equations")? {
+        Some(eq) => eq,
+        None if states.is_empty() => &empty,
+        None => return Err(Error::model("missing required table [equations]")),
+    };
     if eq.contains_key("exprs") {
         return Err(Error::model(
             "unknown key 'exprs' in [equations]: the key is singular, 'expr'",

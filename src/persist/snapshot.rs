@@ -590,7 +590,7 @@ fn ws_array(key: &str, name: &str, a: NpyArray) -> Result<WsArray> {
 /// what was wrong.
 pub fn decode(bytes: &[u8]) -> Result<SnapshotFile> {
     let members = read_npz(bytes, &snapshot_limits())?;
-    decode_members(members, usize::MAX)
+    decode_members(members, usize::MAX, None)
 }
 
 /// [`decode`] for a session whose own state is `template` (any state of it: only the shapes
@@ -637,10 +637,21 @@ pub fn decode_for_with(
             key.escape_debug()
         )))
     })?;
-    decode_members(members, meta_value_budget(template))
+    // `y` and `params` are checked against the session's names first (an Incompatible
+    // error naming the vector); a missing `stepper_config` is accepted when meta.json lists
+    // no knobs.
+    let names = (
+        template.meta.state_names.as_slice(),
+        template.meta.param_names.as_slice(),
+    );
+    decode_members(members, meta_value_budget(template), Some(names))
 }
 
-fn decode_members(members: Vec<(String, NpyArray)>, max_values: usize) -> Result<SnapshotFile> {
+fn decode_members(
+    members: Vec<(String, NpyArray)>,
+    max_values: usize,
+    model: Option<(&[String], &[String])>,
+) -> Result<SnapshotFile> {
     let mut meta = None;
     let (mut y, mut params, mut config) = (None, None, None);
     let (mut stepper_ws, mut runtime_ws) = (Vec::new(), Vec::new());
@@ -667,7 +678,25 @@ fn decode_members(members: Vec<(String, NpyArray)>, max_values: usize) -> Result
     let meta = parse_meta_json(&meta.ok_or_else(|| missing("meta.json"))?, max_values)?;
     let y = y.ok_or_else(|| missing("y"))?;
     let params = params.ok_or_else(|| missing("params"))?;
-    let config = config.ok_or_else(|| missing("stepper_config"))?;
+    if let Some((states, params_names)) = model {
+        for (key, what, v, names) in [
+            ("y", "state", &y, states),
+            ("params", "parameter", &params, params_names),
+        ] {
+            if v.len() != names.len() {
+                return Err(Error::new(
+                    crate::error::ErrorKind::Incompatible,
+                    format!(
+                        "member '{key}': {what} vector has {} entries, the model has {} \
+                         ({what}s: {})",
+                        v.len(),
+                        names.len(),
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
     if runtime_ws.is_empty() {
         return Err(missing("workspace/runtime/clock"));
     }
@@ -705,6 +734,11 @@ fn decode_members(members: Vec<(String, NpyArray)>, max_values: usize) -> Result
         stepper_config_names: r.strings("stepper_config_names")?,
     };
     let config_values = r.numbers("stepper_config_values")?;
+    let config = match config {
+        Some(c) => c,
+        None if file_meta.stepper_config_names.is_empty() => Vec::new(),
+        None => return Err(missing("stepper_config")),
+    };
 
     let disagree = |what: &str, member: usize, meta_key: &str, meta_len: u64| {
         Error::corrupt(format!(

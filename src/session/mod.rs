@@ -1,5 +1,6 @@
 //! Sessions: the live state, snapshots, runs, resume, segments and results.
 
+pub mod presets;
 pub mod progress;
 pub mod results;
 pub mod runner;
@@ -7,10 +8,13 @@ pub mod sim;
 pub mod snapshot_io;
 pub mod state;
 
+pub use presets::{OnConflict, Preset, SaveMode, PRESETS_SCHEMA};
 pub use progress::{Control, Every, Hook, RunProgress};
 pub use results::{EventRecord, RecVar, Recording, Segment};
 pub use runner::RunStats;
-pub use sim::{RunOptions, SegmentRef, Sim, Snapshot, SnapshotInfo};
+pub use sim::{
+    ConfigValue, KnobState, RunDefaults, RunOptions, SegmentRef, Sim, Snapshot, SnapshotInfo,
+};
 pub use snapshot_io::{
     inspect_snapshot, inspect_snapshot_bytes, latest_checkpoint, list_checkpoints, CheckpointEvery,
     CheckpointPolicy,

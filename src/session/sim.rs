@@ -1,5 +1,6 @@
 //! `Sim`: a live simulation session — run, resume, snapshots, reset, assign, segments.
 
+use super::presets::{self, OnConflict, Preset, SaveMode};
 use super::progress::{Hook, Hooks};
 use super::results::{RecVar, Recording, Segment};
 use super::runner::{fixed_horizon, Horizon, RunPlan, RunStats, Runner};
@@ -9,6 +10,7 @@ use crate::error::{suggestion_suffix, Error, ErrorKind, Result};
 use crate::model::{Model, ModelKind};
 use crate::stepper::initial_step::{estimate, InitialStep};
 use crate::stepper::{self, knob, knob_index, StepperInfo};
+use std::path::Path;
 
 /// Options of one `run`. `None` means the default (explained per field).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -196,6 +198,44 @@ pub struct Sim {
     /// The buffers of the recording a fresh run replaced, kept (up to
     /// `SPARE_RECORDING_BYTES`) for the next fresh run to reuse.
     spare_rec: Option<Recording>,
+    /// The preset bank: the model's `[presets.*]`, then added and loaded ones.
+    presets: Vec<Preset>,
+    /// Persistent run defaults set by [`Sim::config`].
+    defaults: RunDefaults,
+}
+
+/// Persistent defaults for later runs, set by [`Sim::config`]. A run's own option wins, then
+/// these, then the model's `[sim]` table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunDefaults {
+    /// Step size of fresh runs (resumed runs keep the session's step size).
+    pub dt: Option<f64>,
+    pub max_steps: Option<u64>,
+    pub record: Option<bool>,
+    pub record_interval: Option<u64>,
+}
+
+/// The option names [`Sim::config`] accepts besides stepper knobs.
+pub const CONFIG_KEYS: [&str; 4] = ["dt", "max_steps", "record", "record_interval"];
+
+/// One value for [`Sim::config`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ConfigValue {
+    Number(f64),
+    Bool(bool),
+    /// Back to the default (the model's `[sim]` value, or the stepper's default knob value).
+    Unset,
+}
+
+/// One stepper knob as [`Sim::stepper_knobs`] reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnobState {
+    pub name: &'static str,
+    /// The session's current value (used by the next run).
+    pub value: f64,
+    /// The model's default (stepper default, then `[sim]`).
+    pub default: f64,
+    pub help: &'static str,
 }
 
 /// Largest replaced recording kept for reuse: repeated runs of up to this size allocate
@@ -224,6 +264,16 @@ impl Sim {
             selection: None,
             last_run: RunStats::default(),
             spare_rec: None,
+            presets: model
+                .presets
+                .iter()
+                .map(|p| Preset {
+                    name: p.name.clone(),
+                    params: p.params.clone(),
+                    states: p.states.clone(),
+                })
+                .collect(),
+            defaults: RunDefaults::default(),
         })
     }
 
@@ -275,6 +325,17 @@ impl Sim {
     /// Runs the simulation. On error nothing changes: session, snapshots and results stay as
     /// they were before the call.
     pub fn run(&mut self, opts: &RunOptions) -> Result<()> {
+        if self.model.n_states() == 0 {
+            return Err(Error::invalid(format!(
+                "{} has no states, so there is nothing to run; a parameters-only model serves \
+                 presets, assign and snapshots",
+                if self.model.name.is_empty() {
+                    "this model".to_string()
+                } else {
+                    format!("model '{}'", self.model.name)
+                }
+            )));
+        }
         self.validate_run(opts)?;
         if let Some(h) = &opts.progress {
             h.validate("progress")?;
@@ -282,6 +343,18 @@ impl Sim {
         if let Some(h) = &opts.observer {
             h.validate("observer")?;
         }
+        let d = &self.defaults;
+        let opts = &RunOptions {
+            dt: if opts.resume {
+                opts.dt
+            } else {
+                opts.dt.or(d.dt)
+            },
+            max_steps: opts.max_steps.or(d.max_steps),
+            record: opts.record.or(d.record),
+            record_interval: opts.record_interval.or(d.record_interval),
+            ..opts.clone()
+        };
         let model = self.model.clone();
         let info = self.info;
         let mut st = self.state.clone();
@@ -975,34 +1048,292 @@ impl Sim {
             self.state = st;
         }
         if clear_history {
-            if let Some(r) = &mut self.rec {
-                r.clear();
+            // Exactly as after reset: no results until the next recorded run.
+            if let Some(old) = self.rec.take() {
+                if old.capacity_bytes() <= SPARE_RECORDING_BYTES {
+                    self.spare_rec = Some(old);
+                }
             }
         }
         Ok(())
     }
 
-    /// Applies the model's preset `name` (its parameter values, then its state values) as
+    // ---------------------------------------------------------------- presets
+
+    /// The bank's presets whose names match the glob `pattern` (`*`, `?`, `[...]`), in bank
+    /// order (the model's first, then added/loaded ones).
+    pub fn list_presets(&self, pattern: &str) -> Vec<&Preset> {
+        self.presets
+            .iter()
+            .filter(|p| presets::glob_match(pattern, &p.name))
+            .collect()
+    }
+
+    fn preset_names(&self) -> String {
+        if self.presets.is_empty() {
+            "(none)".to_string()
+        } else {
+            self.presets
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    }
+
+    /// One preset of the bank by name.
+    pub fn preset(&self, name: &str) -> Result<&Preset> {
+        self.presets.iter().find(|p| p.name == name).ok_or_else(|| {
+            Error::unknown(format!(
+                "unknown preset '{name}'{}; presets: {}",
+                suggestion_suffix(name, self.presets.iter().map(|p| p.name.as_str())),
+                self.preset_names()
+            ))
+        })
+    }
+
+    /// Checks a preset's names and values against the model (the rules of `assign`: known
+    /// names with did-you-mean, finite values) and returns it with states and parameters in
+    /// declaration order.
+    fn checked_preset(&self, p: &Preset) -> Result<Preset> {
+        presets::check_preset_name(&p.name)?;
+        let m = &self.model;
+        let mut params = Vec::new();
+        let mut states = Vec::new();
+        for (what, vals, names, out) in [
+            ("parameter", &p.params, &m.param_names, &mut params),
+            ("state", &p.states, &m.state_names, &mut states),
+        ] {
+            for (k, v) in vals {
+                let Some(i) = names.iter().position(|n| n == k) else {
+                    return Err(Error::unknown(format!(
+                        "preset '{}': '{k}' is not a {what} of the model{}; {what}s: {}",
+                        p.name,
+                        suggestion_suffix(k, names.iter().map(String::as_str)),
+                        list_or_none(names)
+                    )));
+                };
+                if !v.is_finite() {
+                    return Err(Error::invalid(format!(
+                        "preset '{}': value for '{k}' is {v}; states and parameters must be finite",
+                        p.name
+                    )));
+                }
+                out.push((i, k.clone(), *v));
+            }
+            out.sort_by_key(|(i, _, _)| *i);
+        }
+        if params.is_empty() && states.is_empty() {
+            return Err(Error::invalid(format!(
+                "preset '{}' holds no values",
+                p.name
+            )));
+        }
+        let strip = |v: Vec<(usize, String, f64)>| v.into_iter().map(|(_, n, x)| (n, x)).collect();
+        Ok(Preset {
+            name: p.name.clone(),
+            params: strip(params),
+            states: strip(states),
+        })
+    }
+
+    /// Adds preset `name` to the bank: the given `(name, value)` pairs (states or parameters,
+    /// checked like `assign`), or with `None` every state and parameter of the current session.
+    /// An existing name is an error unless `overwrite`.
+    pub fn add_preset(
+        &mut self,
+        name: &str,
+        values: Option<&[(&str, f64)]>,
+        overwrite: bool,
+    ) -> Result<()> {
+        presets::check_preset_name(name)?;
+        let raw = match values {
+            None => Preset {
+                name: name.to_string(),
+                params: self
+                    .model
+                    .param_names
+                    .iter()
+                    .cloned()
+                    .zip(self.state.params.iter().copied())
+                    .collect(),
+                states: self
+                    .model
+                    .state_names
+                    .iter()
+                    .cloned()
+                    .zip(self.state.y.iter().copied())
+                    .collect(),
+            },
+            Some(vals) => {
+                let unknown: Vec<&str> = vals
+                    .iter()
+                    .filter(|(n, _)| self.resolve_assignable(n).is_none())
+                    .map(|(n, _)| *n)
+                    .collect();
+                if !unknown.is_empty() {
+                    return Err(self.unknown_names_error(&unknown));
+                }
+                let mut p = Preset {
+                    name: name.to_string(),
+                    params: Vec::new(),
+                    states: Vec::new(),
+                };
+                for (n, v) in vals {
+                    let slot = match self.resolve_assignable(n) {
+                        Some(Assignable::State(_)) => &mut p.states,
+                        _ => &mut p.params,
+                    };
+                    match slot.iter_mut().find(|(k, _)| k == n) {
+                        Some(e) => e.1 = *v,
+                        None => slot.push((n.to_string(), *v)),
+                    }
+                }
+                p
+            }
+        };
+        let p = self.checked_preset(&raw)?;
+        match self.presets.iter().position(|q| q.name == name) {
+            Some(_) if !overwrite => Err(Error::duplicate(format!(
+                "preset '{name}' already exists; pass overwrite to replace it"
+            ))),
+            Some(i) => {
+                self.presets[i] = p;
+                Ok(())
+            }
+            None => {
+                self.presets.push(p);
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes preset `name` from the bank.
+    pub fn remove_preset(&mut self, name: &str) -> Result<()> {
+        self.preset(name)?;
+        self.presets.retain(|p| p.name != name);
+        Ok(())
+    }
+
+    /// Loads the presets of a preset file whose names match the glob `pattern` into the bank
+    /// and returns their names. Every selected preset is checked against the model first; a
+    /// pattern without glob characters must name a preset of the file, a glob must match at
+    /// least one. Names already in the bank follow `on_conflict`. Nothing changes on error.
+    pub fn load_presets(
+        &mut self,
+        path: impl AsRef<Path>,
+        pattern: &str,
+        on_conflict: OnConflict,
+    ) -> Result<Vec<String>> {
+        let path = path.as_ref();
+        let file = presets::read_preset_file(path)?;
+        let chosen: Vec<&Preset> = file
+            .iter()
+            .filter(|p| presets::glob_match(pattern, &p.name))
+            .collect();
+        if chosen.is_empty() {
+            let names: Vec<&str> = file.iter().map(|p| p.name.as_str()).collect();
+            return Err(Error::unknown(format!(
+                "no preset in '{}' matches '{pattern}'{}; presets in the file: {}",
+                path.display(),
+                if presets::is_glob(pattern) {
+                    String::new()
+                } else {
+                    suggestion_suffix(pattern, names.iter().copied())
+                },
+                if names.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )));
+        }
+        let checked: Vec<Preset> = chosen
+            .iter()
+            .map(|p| {
+                self.checked_preset(p)
+                    .map_err(|e| e.context(format!("preset file '{}'", path.display())))
+            })
+            .collect::<Result<_>>()?;
+        if on_conflict == OnConflict::Error {
+            if let Some(p) = checked
+                .iter()
+                .find(|p| self.presets.iter().any(|q| q.name == p.name))
+            {
+                return Err(Error::duplicate(format!(
+                    "preset '{}' from '{}' is already in the bank; use on_conflict = keep or \
+                     replace",
+                    p.name,
+                    path.display()
+                )));
+            }
+        }
+        let mut loaded = Vec::new();
+        for p in checked {
+            match self.presets.iter().position(|q| q.name == p.name) {
+                Some(_) if on_conflict == OnConflict::Keep => continue,
+                Some(i) => self.presets[i] = p.clone(),
+                None => self.presets.push(p.clone()),
+            }
+            loaded.push(p.name);
+        }
+        Ok(loaded)
+    }
+
+    /// Writes the bank's presets matching `pattern` to a preset file (atomically) and returns
+    /// their names. `Append` keeps the presets already in the file (a name in both is an
+    /// error); `Replace` keeps them too but replaces same-named ones in place; `Overwrite`
+    /// writes a new file. The pattern must match at least one preset.
+    pub fn save_presets(
+        &self,
+        path: impl AsRef<Path>,
+        pattern: &str,
+        mode: SaveMode,
+    ) -> Result<Vec<String>> {
+        let path = path.as_ref();
+        let chosen: Vec<Preset> = self.list_presets(pattern).into_iter().cloned().collect();
+        if chosen.is_empty() {
+            return Err(Error::unknown(format!(
+                "no preset matches '{pattern}'{}; presets: {}",
+                if presets::is_glob(pattern) {
+                    String::new()
+                } else {
+                    suggestion_suffix(pattern, self.presets.iter().map(|p| p.name.as_str()))
+                },
+                self.preset_names()
+            )));
+        }
+        let mut all = Vec::new();
+        if mode == SaveMode::Append && path.exists() {
+            all = presets::read_preset_file(path)?;
+            if let Some(p) = chosen.iter().find(|p| all.iter().any(|q| q.name == p.name)) {
+                return Err(Error::duplicate(format!(
+                    "preset '{}' is already in '{}'; save with mode overwrite to write a new \
+                     file",
+                    p.name,
+                    path.display()
+                )));
+            }
+        }
+        if mode == SaveMode::Replace && path.exists() {
+            all = presets::read_preset_file(path)?;
+        }
+        let names = chosen.iter().map(|p| p.name.clone()).collect();
+        for p in chosen {
+            match all.iter().position(|q| q.name == p.name) {
+                Some(i) => all[i] = p,
+                None => all.push(p),
+            }
+        }
+        crate::persist::atomic::write_atomic(path, presets::format_presets(&all).as_bytes())?;
+        Ok(names)
+    }
+
+    /// Applies preset `name` of the bank (its parameter values, then its state values) as
     /// [`assign`](Self::assign) would: atomically, restarting multistep history, keeping the
     /// recorded results.
     pub fn apply_preset(&mut self, name: &str) -> Result<()> {
-        let model = self.model.clone();
-        let preset = model
-            .presets
-            .iter()
-            .find(|p| p.name == name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = model.presets.iter().map(|p| p.name.as_str()).collect();
-                Error::unknown(format!(
-                    "unknown preset '{name}'{}; presets of this model: {}",
-                    suggestion_suffix(name, names.iter().copied()),
-                    if names.is_empty() {
-                        "(none)".to_string()
-                    } else {
-                        names.join(", ")
-                    }
-                ))
-            })?;
+        let preset = self.preset(name)?.clone();
         let values: Vec<(&str, f64)> = preset
             .params
             .iter()
@@ -1012,6 +1343,207 @@ impl Sim {
         self.assign(&values, false)
     }
 
+    /// The bank as JSON: `[{name, params: {..}, states: {..}}]` for names matching `pattern`.
+    pub fn presets_json(&self, pattern: &str) -> serde_json::Value {
+        let obj = |v: &[(String, f64)]| -> serde_json::Map<String, serde_json::Value> {
+            v.iter().map(|(k, x)| (k.clone(), json_f64(*x))).collect()
+        };
+        serde_json::Value::Array(
+            self.list_presets(pattern)
+                .into_iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "name": p.name,
+                        "params": obj(&p.params),
+                        "states": obj(&p.states),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    // ---------------------------------------------------------------- config
+
+    /// Sets persistent run defaults (`dt`, `max_steps`, `record`, `record_interval`) and
+    /// stepper knobs (any other name). Every item is checked before anything changes; an
+    /// unknown name is an error with a did-you-mean. `Unset` returns an item to its default.
+    /// `dt` applies to fresh runs only (a resumed run keeps the session's step size), so
+    /// changing defaults never breaks exact resume.
+    pub fn config(&mut self, items: &[(&str, ConfigValue)]) -> Result<()> {
+        let mut d = self.defaults.clone();
+        let mut knobs: Vec<(&str, Option<f64>)> = Vec::new();
+        let num = |k: &str, v: &ConfigValue| -> Result<Option<f64>> {
+            match v {
+                ConfigValue::Number(x) => Ok(Some(*x)),
+                ConfigValue::Unset => Ok(None),
+                ConfigValue::Bool(_) => Err(Error::invalid(format!(
+                    "config '{k}' must be a number, not a boolean"
+                ))),
+            }
+        };
+        let count = |k: &str, v: &ConfigValue| -> Result<Option<u64>> {
+            match num(k, v)? {
+                None => Ok(None),
+                Some(x) if x >= 1.0 && x.fract() == 0.0 && x <= 9.007_199_254_740_992e15 => {
+                    Ok(Some(x as u64))
+                }
+                Some(x) => Err(Error::invalid(format!(
+                    "config '{k}' must be a whole number >= 1, got {x}"
+                ))),
+            }
+        };
+        for (k, v) in items {
+            match *k {
+                "dt" => {
+                    d.dt = num(k, v)?;
+                    if let Some(dt) = d.dt {
+                        if !(dt > 0.0 && dt.is_finite()) {
+                            return Err(Error::invalid(format!(
+                                "config 'dt' must be positive and finite, got {dt}"
+                            )));
+                        }
+                    }
+                }
+                "max_steps" => d.max_steps = count(k, v)?,
+                "record_interval" => d.record_interval = count(k, v)?,
+                "record" => {
+                    d.record = match v {
+                        ConfigValue::Bool(b) => Some(*b),
+                        ConfigValue::Unset => None,
+                        ConfigValue::Number(_) => {
+                            return Err(Error::invalid("config 'record' must be true or false"))
+                        }
+                    }
+                }
+                knob => {
+                    if knob_index(self.info, knob).is_err() {
+                        let cands = CONFIG_KEYS
+                            .iter()
+                            .copied()
+                            .chain(self.info.config.iter().map(|k| k.name));
+                        return Err(Error::unknown(format!(
+                            "unknown config option '{knob}'{}; options: {}; stepper '{}' knobs: {}",
+                            suggestion_suffix(knob, cands),
+                            CONFIG_KEYS.join(", "),
+                            self.info.name,
+                            self.knob_list()
+                        )));
+                    }
+                    knobs.push((knob, num(k, v)?));
+                }
+            }
+        }
+        let cfg = self.checked_stepper_config(&knobs)?;
+        self.defaults = d;
+        self.state.config = cfg;
+        Ok(())
+    }
+
+    /// The persistent run defaults set by [`config`](Self::config).
+    pub fn run_defaults(&self) -> &RunDefaults {
+        &self.defaults
+    }
+
+    /// The effective defaults of the next run as JSON: for each of `dt`, `max_steps`,
+    /// `record`, `record_interval` `{value, set}` (`set`: given by `config`, else the model's
+    /// `[sim]` value or the session's step size), and `stepper_config` `{name: value}`.
+    pub fn config_json(&self) -> serde_json::Value {
+        let d = &self.defaults;
+        let m = &self.model.sim;
+        let knobs: serde_json::Map<String, serde_json::Value> = self
+            .info
+            .config
+            .iter()
+            .zip(&self.state.config)
+            .map(|(k, v)| (k.name.to_string(), json_f64(*v)))
+            .collect();
+        serde_json::json!({
+            "dt": {"value": json_f64(d.dt.unwrap_or(self.state.nominal_dt)), "set": d.dt.is_some()},
+            "max_steps": {"value": d.max_steps.unwrap_or(m.max_steps), "set": d.max_steps.is_some()},
+            "record": {"value": d.record.unwrap_or(m.record), "set": d.record.is_some()},
+            "record_interval": {"value": d.record_interval.unwrap_or(1), "set": d.record_interval.is_some()},
+            "stepper_config": knobs,
+        })
+    }
+
+    fn knob_list(&self) -> String {
+        if self.info.config.is_empty() {
+            "(none)".into()
+        } else {
+            self.info
+                .config
+                .iter()
+                .map(|k| k.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    }
+
+    /// The config vector with `items` applied (None = the model default), checked.
+    fn checked_stepper_config(&self, items: &[(&str, Option<f64>)]) -> Result<Vec<f64>> {
+        let defaults = stepper::default_config(self.info, &self.model.sim);
+        let mut cfg = self.state.config.clone();
+        for (k, v) in items {
+            let i = knob_index(self.info, k)?;
+            match v {
+                Some(x) if x.is_nan() => {
+                    return Err(Error::invalid(format!("stepper knob '{k}' cannot be NaN")))
+                }
+                Some(x) => cfg[i] = *x,
+                None => cfg[i] = defaults[i],
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The session's stepper configuration (knob order), used by the next run, carried by
+    /// snapshots and snapshot files.
+    pub fn stepper_config(&self) -> &[f64] {
+        &self.state.config
+    }
+
+    /// Sets stepper knobs persistently (`None` = back to the model default). Unknown knob
+    /// names are errors (with did-you-mean) for every stepper; a stepper without knobs has
+    /// none to set. Nothing changes on error.
+    pub fn set_stepper_config(&mut self, items: &[(&str, Option<f64>)]) -> Result<()> {
+        self.state.config = self.checked_stepper_config(items)?;
+        Ok(())
+    }
+
+    /// Every knob of the stepper with its current value and the model default.
+    pub fn stepper_knobs(&self) -> Vec<KnobState> {
+        let defaults = stepper::default_config(self.info, &self.model.sim);
+        self.info
+            .config
+            .iter()
+            .zip(&self.state.config)
+            .zip(defaults)
+            .map(|((k, v), d)| KnobState {
+                name: k.name,
+                value: *v,
+                default: d,
+                help: k.help,
+            })
+            .collect()
+    }
+
+    /// [`stepper_knobs`](Self::stepper_knobs) as JSON `[{name, value, default, help}]`.
+    pub fn stepper_knobs_json(&self) -> serde_json::Value {
+        serde_json::Value::Array(
+            self.stepper_knobs()
+                .into_iter()
+                .map(|k| {
+                    serde_json::json!({
+                        "name": k.name,
+                        "value": json_f64(k.value),
+                        "default": json_f64(k.default),
+                        "help": k.help,
+                    })
+                })
+                .collect(),
+        )
+    }
+
     // ---------------------------------------------------------------- results
 
     /// The stitched recording of the current pass.
@@ -1019,7 +1551,8 @@ impl Sim {
         self.rec.as_ref().ok_or_else(|| {
             Error::new(
                 ErrorKind::NoResults,
-                "no results: call run() first (reset() and importing a snapshot clear them)",
+                "no results: call run() first (reset(), assign(clear_history) and importing a snapshot \
+                 clear them)",
             )
         })
     }

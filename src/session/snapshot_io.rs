@@ -14,7 +14,7 @@ use crate::model::Model;
 use crate::persist::atomic::write_atomic;
 use crate::persist::snapshot::{self, FilePins, SnapshotFile, SnapshotMeta};
 use crate::stepper::workspace::check_finite;
-use crate::stepper::{self, StepperInfo};
+use crate::stepper::{self, StepperInfo, WsArray};
 
 /// Builds the file image of a session state.
 pub(crate) fn state_to_file(
@@ -148,11 +148,14 @@ pub(crate) fn state_from_file(
     st.config = file.config.clone();
     // Loading into a fresh stepper checks the layout; saving gives the canonical order.
     let mut s = stepper::create(info, model.n_states());
-    s.load(&file.stepper_ws)
+    // Empty workspace arrays are optional members (writers may leave them out).
+    let stepper_ws = with_empty_members(&file.stepper_ws, &s.save());
+    s.load(&stepper_ws)
         .map_err(|e| e.context("workspace/stepper"))?;
     check_finite(&file.stepper_ws, "stepper")?;
     st.stepper_ws = s.save();
-    st.load_runtime_ws(&file.runtime_ws, model)?;
+    let runtime_ws = with_empty_members(&file.runtime_ws, &st.runtime_ws());
+    st.load_runtime_ws(&runtime_ws, model)?;
     st.validate_shape(model, info)?;
     st.validate_clock(info)?;
     if let Some(p) = &st.pending {
@@ -543,4 +546,15 @@ impl Checkpointer {
         }
         Ok(())
     }
+}
+
+/// `ws` plus every zero-length array of `template` it lacks.
+fn with_empty_members(ws: &[WsArray], template: &[WsArray]) -> Vec<WsArray> {
+    let mut out = ws.to_vec();
+    for t in template {
+        if t.shape.contains(&0) && !out.iter().any(|a| a.name == t.name) {
+            out.push(t.clone());
+        }
+    }
+    out
 }

@@ -551,8 +551,8 @@ static void test_snapshots_assign_and_segments(void) {
   /* Seed example 3: assign with clear_history, then a new segment. */
   double twenty = 20.0;
   OK(dynlib_sim_assign(sim, &I, &twenty, 1, true));
-  OK(dynlib_sim_n_samples(sim, &n));
-  CHECK(n == 0);
+  /* clear_history: no results at all, exactly as after reset. */
+  EXPECT(dynlib_sim_n_samples(sim, &n), DYNLIB_ERR_NO_RESULTS, "no results");
   OK(dynlib_sim_n_segments(sim, &n));
   CHECK(n == 0);
   o = opts_T(3.0);
@@ -752,6 +752,114 @@ static int lorenz_jacobian(double t, const double *y, const double *p, double *j
 
 /* The Jacobian callback drives an implicit stepper: with jacobian_mode = 1 it is called and
  * the result agrees with finite differences (mode 0) to the Newton tolerance. */
+
+/* Issue 15: the preset bank and preset files, persistent config, stepper_config and
+ * record_vars = [] (a non-NULL record_vars with n_record_vars = 0). */
+static void test_presets_config_and_stepper_config(void) {
+  DynlibModel *model = NULL;
+  DynlibSim *sim = NULL;
+  OK(dynlib_model_load("builtin://ode/izhikevich", "rk45", &model));
+  OK(dynlib_sim_new(model, &sim));
+  char buf[4096];
+  size_t need = 0, n = 0;
+
+  /* The bank starts with the model's presets; glob listing. */
+  OK(dynlib_sim_list_presets_json(sim, "intrinsic_*", buf, sizeof buf, &need));
+  CHECK(strstr(buf, "\"intrinsic_bursting\"") != NULL);
+  CHECK(strstr(buf, "regular_spiking") == NULL);
+  const char *names[2] = {"I", "v"};
+  double vals[2] = {12.5, -70.0};
+  OK(dynlib_sim_add_preset(sim, "mine", names, vals, 2, false));
+  EXPECT(dynlib_sim_add_preset(sim, "mine", names, vals, 2, false), DYNLIB_ERR_DUPLICATE_NAME,
+         "already exists");
+  const char *bad[1] = {"Ix"};
+  EXPECT(dynlib_sim_add_preset(sim, "other", bad, vals, 1, false), DYNLIB_ERR_UNKNOWN_NAME,
+         "did you mean 'I'");
+  OK(dynlib_sim_add_preset(sim, "snap", NULL, NULL, 0, false)); /* the current session */
+  OK(dynlib_sim_list_presets_json(sim, "mine", buf, sizeof buf, &need));
+  CHECK(strstr(buf, "\"I\":12.5") != NULL && strstr(buf, "\"v\":-70.0") != NULL);
+
+  /* Save (overwrite), load into another sim with each conflict policy, apply. */
+  char path[1024];
+  snprintf(path, sizeof path, "%s/bank.toml", work_dir);
+  OK(dynlib_sim_save_presets(sim, path, "m*", "overwrite", &n));
+  CHECK(n == 1);
+  EXPECT(dynlib_sim_save_presets(sim, path, "mine", NULL, &n), DYNLIB_ERR_DUPLICATE_NAME,
+         "already in");
+  EXPECT(dynlib_sim_save_presets(sim, path, "mine", "apend", &n), DYNLIB_ERR_INVALID_ARGUMENT,
+         "did you mean 'append'");
+  DynlibSim *other = NULL;
+  OK(dynlib_sim_new(model, &other));
+  OK(dynlib_sim_load_presets(other, path, "*", NULL, &n));
+  CHECK(n == 1);
+  EXPECT(dynlib_sim_load_presets(other, path, "*", NULL, &n), DYNLIB_ERR_DUPLICATE_NAME,
+         "already in the bank");
+  OK(dynlib_sim_load_presets(other, path, "*", "keep", &n));
+  CHECK(n == 0);
+  OK(dynlib_sim_load_presets(other, path, "*", "replace", NULL));
+  EXPECT(dynlib_sim_load_presets(other, path, "*", "merge", NULL), DYNLIB_ERR_INVALID_ARGUMENT,
+         "on_conflict");
+  OK(dynlib_sim_apply_preset(other, "mine"));
+  double value = 0;
+  OK(dynlib_sim_value(other, "I", &value));
+  CHECK(value == 12.5);
+  OK(dynlib_sim_remove_preset(other, "mine"));
+  EXPECT(dynlib_sim_apply_preset(other, "mine"), DYNLIB_ERR_UNKNOWN_NAME, "unknown preset");
+  dynlib_sim_free(other);
+
+  /* Persistent config: read back, applied by later runs, atomic on error. */
+  OK(dynlib_sim_config_set_json(sim, "{\"max_steps\": 5, \"record_interval\": 2, \"atol\": 1e-9}"));
+  OK(dynlib_sim_config_json(sim, buf, sizeof buf, &need));
+  CHECK(strstr(buf, "\"max_steps\":{\"value\":5,\"set\":true}") != NULL);
+  EXPECT(dynlib_sim_config_set_json(sim, "{\"max_steps\": 9, \"max_step\": 1}"),
+         DYNLIB_ERR_UNKNOWN_NAME, "did you mean 'max_steps'");
+  EXPECT(dynlib_sim_config_set_json(sim, "[1]"), DYNLIB_ERR_INVALID_ARGUMENT, "object");
+  OK(dynlib_sim_config_json(sim, buf, sizeof buf, &need));
+  CHECK(strstr(buf, "\"max_steps\":{\"value\":5,") != NULL);
+  OK(dynlib_sim_config_set_json(sim, "{\"max_steps\": null, \"record_interval\": null}"));
+
+  /* stepper_config: values, names/defaults as JSON, NaN restores the default. */
+  double cfg[16];
+  OK(dynlib_sim_stepper_config(sim, cfg, 16, &need));
+  CHECK(need == 8 && cfg[0] == 1e-9);
+  const char *knobs[2] = {"rtol", "atol"};
+  double kv[2] = {1e-6, NAN};
+  OK(dynlib_sim_stepper_config_set(sim, knobs, kv, 2));
+  OK(dynlib_sim_stepper_config(sim, cfg, 16, &need));
+  CHECK(cfg[1] == 1e-6 && cfg[0] != 1e-9);
+  OK(dynlib_sim_stepper_config_json(sim, buf, sizeof buf, &need));
+  CHECK(strstr(buf, "\"name\":\"atol\"") != NULL && strstr(buf, "\"default\"") != NULL);
+  const char *typo[1] = {"rtoll"};
+  EXPECT(dynlib_sim_stepper_config_set(sim, typo, kv, 1), DYNLIB_ERR_UNKNOWN_NAME,
+         "did you mean 'rtol'");
+
+  /* record_vars = []: t and step only. */
+  DynlibRunOptions o;
+  OK(dynlib_run_options_init(&o));
+  o.T = 10.0;
+  const char *none = NULL;
+  o.record_vars = &none;
+  o.n_record_vars = 0;
+  OK(dynlib_sim_run(sim, &o));
+  OK(dynlib_sim_results_n_vars(sim, &n));
+  CHECK(n == 0);
+  OK(dynlib_sim_n_samples(sim, &n));
+  CHECK(n > 1);
+  dynlib_sim_free(sim);
+  dynlib_model_free(model);
+
+  /* A parameters-only model loads, keeps presets, and refuses to run. */
+  OK(dynlib_model_load("inline:[model]\ntype = \"ode\"\n[params]\na = 1.0\n"
+                       "[presets.p.params]\na = 2\n", NULL, &model));
+  OK(dynlib_sim_new(model, &sim));
+  OK(dynlib_sim_apply_preset(sim, "p"));
+  OK(dynlib_sim_value(sim, "a", &value));
+  CHECK(value == 2.0);
+  EXPECT(dynlib_sim_run(sim, NULL), DYNLIB_ERR_INVALID_ARGUMENT, "has no states");
+  dynlib_sim_free(sim);
+  dynlib_model_free(model);
+}
+
 static void test_callback_jacobian(void) {
   LorenzData data = {10.0, 1e300, 0};
   DynlibCallbackModel cb = lorenz_def(&data);
@@ -1520,6 +1628,7 @@ int main(int argc, char **argv) {
   test_run_options();
   test_snapshots_assign_and_segments();
   test_snapshot_files();
+  test_presets_config_and_stepper_config();
   test_callback_models();
   test_callback_jacobian();
   test_remaining_error_codes_and_handles();

@@ -85,12 +85,36 @@ int main(int argc, char **argv) {
   sim.assign({{"I", 15.0}});
   CHECK(sim.value("I") == 15.0);
   sim.assign({{"a", 0.03}, {"b", 0.25}}, true);
-  CHECK(sim.n_samples() == 0);
+  expect_error([&] { sim.n_samples(); }, DYNLIB_ERR_NO_RESULTS, "no results");
   auto [ok, why] = sim.compat_check("phase-1");
   CHECK(ok && why.empty());
   CHECK(sim.can_resume().first);
   CHECK(sim.summary_json().find("\"stepper\":\"rk4\"") != std::string::npos);
   CHECK(sim.list_snapshots_json().find("phase-1") != std::string::npos);
+
+  // Presets, config and stepper config (issue 15).
+  {
+    dynlib::Sim p(dynlib::Model::load("builtin://ode/izhikevich", "rk45"));
+    p.add_preset("mine", {{"I", 12.5}});
+    CHECK(p.list_presets_json("mi*").find("\"I\":12.5") != std::string::npos);
+    expect_error([&] { p.add_preset("mine", {{"I", 1.0}}); }, DYNLIB_ERR_DUPLICATE_NAME, "already");
+    std::string bank = std::string(argc > 1 ? argv[1] : ".") + "/bank.toml";
+    CHECK(p.save_presets(bank, "mine", "overwrite") == 1);
+    dynlib::Sim q(dynlib::Model::load("builtin://ode/izhikevich", "rk45"));
+    CHECK(q.load_presets(bank) == 1);
+    CHECK(q.load_presets(bank, "*", "keep") == 0);
+    q.apply_preset("mine");
+    CHECK(q.value("I") == 12.5);
+    q.config("{\"max_steps\": 3}");
+    CHECK(q.config_json().find("\"max_steps\":{\"value\":3,\"set\":true}") != std::string::npos);
+    expect_error([&] { q.config("{\"max_step\": 3}"); }, DYNLIB_ERR_UNKNOWN_NAME, "did you mean");
+    q.set_stepper_config({{"atol", 1e-10}});
+    CHECK(q.stepper_config().at(0) == 1e-10);
+    CHECK(q.stepper_config_json().find("\"default\"") != std::string::npos);
+    q.config("{\"max_steps\": null}");
+    q.run(dynlib::RunOptions().T(5.0).record_vars({}));
+    CHECK(q.n_vars() == 0 && q.n_samples() > 1);
+  }
 
   // Errors carry status and message; a failed call changes nothing.
   double t = sim.time();

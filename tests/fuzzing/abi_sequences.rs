@@ -24,6 +24,7 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 use std::path::PathBuf;
 
 use dynlib::ffi::callbacks::*;
+use dynlib::ffi::config::*;
 use dynlib::ffi::handles::{DynlibModel, DynlibSim};
 use dynlib::ffi::model::*;
 use dynlib::ffi::results::*;
@@ -272,6 +273,18 @@ impl World {
             dynlib_sim_list_snapshots_json(sim, text.as_mut_ptr().cast(), text.len(), &mut need);
             // Creation times differ between snapshots, not between calls: compare the bytes.
             v.extend(text[..need.min(4096)].iter().map(|b| u64::from(*b)));
+            // The preset bank, the run defaults and the stepper configuration.
+            for get in [
+                |s, b: *mut c_char, c, n: *mut usize| dynlib_sim_config_json(s, b, c, n),
+                |s, b: *mut c_char, c, n: *mut usize| dynlib_sim_stepper_config_json(s, b, c, n),
+                |s, b: *mut c_char, c, n: *mut usize| {
+                    dynlib_sim_list_presets_json(s, std::ptr::null(), b, c, n)
+                },
+            ] {
+                let mut need = 0usize;
+                v.push(get(sim, text.as_mut_ptr().cast(), text.len(), &mut need) as u64);
+                v.extend(text[..need.min(4096)].iter().map(|b| u64::from(*b)));
+            }
             v
         }
     }
@@ -345,7 +358,7 @@ impl World {
 
     fn step(&mut self, input: &mut Input) {
         let mut sentinel = [0xA5u8; 64];
-        match input.u8() % 21 {
+        match input.u8() % 22 {
             0 | 1 => {
                 let src = input.pick(SOURCES);
                 let stepper = input
@@ -669,6 +682,75 @@ impl World {
                 if kind == Kind::Live {
                     self.models[i].1 = false;
                 }
+            }
+            21 => {
+                // Presets, run defaults and stepper knobs, valid and invalid.
+                let (sim, kind, _) = self.pick_sim(input);
+                let names = [input.pick(VARS).as_ptr(), input.pick(VARS).as_ptr()];
+                let values = [input.pick(&[1.0, 0.5, f64::NAN, -3.0]), 2.0];
+                let n = input.pick(&[0usize, 1, 2]);
+                let preset = input.pick(&[c"p1", c"p2", c"", c"p*"]).as_ptr();
+                let file = self
+                    .dir
+                    .join(input.pick(&["b.toml", "a.npz", "sub/x.toml"]));
+                let path = std::ffi::CString::new(file.to_string_lossy().as_bytes()).unwrap();
+                let mode = input.pick(&[c"append", c"replace", c"overwrite", c"keep", c"error"]);
+                let json = input.pick(&[
+                    c"{\"max_steps\": 50}",
+                    c"{\"dt\": 0.05, \"record_interval\": 2}",
+                    c"{\"atol\": 1e-9}",
+                    c"{\"max_steps\": 0}",
+                    c"{\"max_step\": 5}",
+                    c"{\"dt\": null, \"max_steps\": null, \"record_interval\": null}",
+                    c"[1]",
+                ]);
+                let knobs = [input.pick(&[c"atol", c"rtol", c"nope"]).as_ptr()];
+                let knob_value = [input.pick(&[1e-9, f64::NAN, 1e-4])];
+                let op = input.u8() % 6;
+                let overwrite = input.bool();
+                let call = [
+                    "add_preset",
+                    "apply_preset",
+                    "save_presets",
+                    "load_presets",
+                    "config_set_json",
+                    "stepper_config_set",
+                ][op as usize];
+                let none = std::ptr::null::<c_char>();
+                self.mutate(call, sim, kind, || unsafe {
+                    match op {
+                        0 => dynlib_sim_add_preset(
+                            sim,
+                            preset,
+                            names.as_ptr(),
+                            values.as_ptr(),
+                            n,
+                            overwrite,
+                        ),
+                        1 => dynlib_sim_apply_preset(sim, preset),
+                        2 => dynlib_sim_save_presets(
+                            sim,
+                            path.as_ptr(),
+                            none,
+                            mode.as_ptr(),
+                            std::ptr::null_mut(),
+                        ),
+                        3 => dynlib_sim_load_presets(
+                            sim,
+                            path.as_ptr(),
+                            none,
+                            mode.as_ptr(),
+                            std::ptr::null_mut(),
+                        ),
+                        4 => dynlib_sim_config_set_json(sim, json.as_ptr()),
+                        _ => dynlib_sim_stepper_config_set(
+                            sim,
+                            knobs.as_ptr(),
+                            knob_value.as_ptr(),
+                            1,
+                        ),
+                    }
+                });
             }
             _ => unreachable!(),
         }

@@ -90,8 +90,118 @@ classdef Sim < handle
         end
 
         function applyPreset(obj, name)
-            % applyPreset(name)  Sets the model's preset (its parameters, then its states).
+            % applyPreset(name)  Applies a preset of the bank (its parameters, then its
+            % states) like assign.
             dynlib_mex('apply_preset', obj.Ptr, dynlib.Sim.text(name));
+        end
+
+        function names = listPresets(obj, pattern)
+            % listPresets([pattern])  Names (cellstr) of the bank's presets matching a glob
+            % ('*', '?', '[...]'), the model's [presets.*] first.
+            if nargin < 2
+                pattern = '*';
+            end
+            p = obj.presets(pattern);
+            names = cellfun(@(x) x.name, p, 'UniformOutput', false);
+            names = names(:);
+        end
+
+        function p = presets(obj, pattern)
+            % presets([pattern])  Cell array of structs with fields name, params, states.
+            if nargin < 2
+                pattern = '*';
+            end
+            d = jsondecode(dynlib_mex('list_presets_json', obj.Ptr, dynlib.Sim.text(pattern)));
+            if isempty(d)
+                p = {};
+            elseif isstruct(d)
+                p = num2cell(d(:));
+            else
+                p = d(:);
+            end
+        end
+
+        function addPreset(obj, name, varargin)
+            % addPreset(name)                     every state and parameter of the session
+            % addPreset(name, 'I', 12, 'v', -70)  or a struct; add 'overwrite', true to replace
+            [names, values, flags] = dynlib.Sim.pairs(varargin, {'overwrite'});
+            overwrite = isfield(flags, 'overwrite') && logical(flags.overwrite);
+            dynlib_mex('add_preset', obj.Ptr, dynlib.Sim.text(name), names, values, overwrite);
+        end
+
+        function removePreset(obj, name)
+            dynlib_mex('remove_preset', obj.Ptr, dynlib.Sim.text(name));
+        end
+
+        function n = loadPresets(obj, path, pattern, onConflict)
+            % loadPresets(path [, pattern [, onConflict]])  Loads a preset file (TOML,
+            % dynlib-presets-v1); onConflict 'error' (default), 'keep' or 'replace'.
+            if nargin < 3
+                pattern = '*';
+            end
+            if nargin < 4
+                onConflict = 'error';
+            end
+            n = dynlib_mex('load_presets', obj.Ptr, dynlib.Sim.text(path), ...
+                dynlib.Sim.text(pattern), dynlib.Sim.text(onConflict));
+        end
+
+        function n = savePresets(obj, path, pattern, mode)
+            % savePresets(path [, pattern [, mode]])  Writes presets atomically; mode 'append'
+            % (default), 'replace' or 'overwrite'.
+            if nargin < 3
+                pattern = '*';
+            end
+            if nargin < 4
+                mode = 'append';
+            end
+            n = dynlib_mex('save_presets', obj.Ptr, dynlib.Sim.text(path), ...
+                dynlib.Sim.text(pattern), dynlib.Sim.text(mode));
+        end
+
+        function c = config(obj, varargin)
+            % config('dt', 0.05, 'max_steps', 1e5, 'record', false, 'record_interval', 2,
+            %        'atol', 1e-9)  Persistent defaults of later runs ([] = back to the
+            % default; other names are stepper knobs). Returns the effective defaults.
+            if mod(numel(varargin), 2) ~= 0
+                error('dynlib:invalidArgument', 'config takes name/value pairs');
+            end
+            if ~isempty(varargin)
+                parts = cell(1, numel(varargin) / 2);
+                for k = 1:2:numel(varargin)
+                    v = varargin{k + 1};
+                    if isempty(v)
+                        js = 'null';
+                    elseif islogical(v)
+                        js = mat2str(v);
+                    else
+                        js = sprintf('%.17g', double(v));
+                    end
+                    parts{(k + 1) / 2} = sprintf('"%s":%s', dynlib.Sim.text(varargin{k}), js);
+                end
+                dynlib_mex('config_set_json', obj.Ptr, ['{' strjoin(parts, ',') '}']);
+            end
+            c = jsondecode(dynlib_mex('config_json', obj.Ptr));
+        end
+
+        function v = stepperConfig(obj, varargin)
+            % stepperConfig('atol', 1e-9, ...)  Sets knobs persistently (NaN restores the
+            % default) and returns the config vector (knob order); no arguments only reads.
+            if ~isempty(varargin)
+                [names, values] = dynlib.Sim.pairs(varargin, {});
+                dynlib_mex('stepper_config_set', obj.Ptr, names, values);
+            end
+            v = dynlib_mex('stepper_config', obj.Ptr);
+        end
+
+        function k = listStepperConfig(obj)
+            % Struct array of the stepper's knobs: name, value, default, help.
+            k = dynlib.Sim.structArray(jsondecode(dynlib_mex('stepper_config_json', obj.Ptr)), ...
+                {'name', 'value', 'default', 'help'});
+            for i = 1:numel(k)
+                if ischar(k(i).value), k(i).value = str2double(k(i).value); end
+                if ischar(k(i).default), k(i).default = str2double(k(i).default); end
+            end
         end
 
         function assign(obj, varargin)
@@ -304,6 +414,35 @@ classdef Sim < handle
                     value = dynlib.Sim.text(value);
             end
             opts.(name) = value;
+        end
+
+        function [names, values, flags] = pairs(args, flagNames)
+            % name/value pairs (or a leading struct) -> cellstr names and double values;
+            % names listed in flagNames are returned separately in the struct flags.
+            names = {};
+            values = zeros(0, 1);
+            flags = struct();
+            if ~isempty(args) && isstruct(args{1})
+                s = args{1};
+                f = fieldnames(s);
+                for k = 1:numel(f)
+                    names{end + 1} = f{k}; %#ok<AGROW>
+                    values(end + 1, 1) = double(s.(f{k})); %#ok<AGROW>
+                end
+                args = args(2:end);
+            end
+            if mod(numel(args), 2) ~= 0
+                error('dynlib:invalidArgument', 'expected name/value pairs');
+            end
+            for k = 1:2:numel(args)
+                name = dynlib.Sim.text(args{k});
+                if any(strcmp(name, flagNames))
+                    flags.(name) = args{k + 1};
+                else
+                    names{end + 1} = name; %#ok<AGROW>
+                    values(end + 1, 1) = double(args{k + 1}); %#ok<AGROW>
+                end
+            end
         end
 
         function s = structArray(decoded, fields)

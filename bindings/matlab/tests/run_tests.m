@@ -18,7 +18,8 @@ tests = {@test_typical_pattern, @test_example1_branch_with_new_parameter, ...
     @test_example2_resume_with_new_parameters, @test_example3_assign_clear_history, ...
     @test_export_import_resume_is_exact, @test_serialize_deserialize, ...
     @test_error_identifiers, @test_failed_calls_change_nothing, @test_run_options, ...
-    @test_adaptive_stepper_and_config, @test_maps, @test_handles_are_freed};
+    @test_adaptive_stepper_and_config, @test_maps, @test_handles_are_freed, ...
+    @test_presets_bank_and_files, @test_config_and_stepper_config, @test_record_vars_empty};
 failures = {};
 started = tic;
 for k = 1:numel(tests)
@@ -155,14 +156,8 @@ y = sim.state();
 sim.assign('I', 20.0, 'clear_history', true);
 check(sim.time() == 2 && isequal(sim.state(), y), 'time and state are kept');
 check(isempty(sim.segments()), 'segments cleared');
-% The header says results give DYNLIB_ERR_NO_RESULTS after assign(clear_history); the
-% library keeps an empty recording instead (Sim::assign keeps the selection). Accept both.
-try
-    r = sim.results();
-    check(isempty(r.t) && isempty(r.v), 'no samples after clear_history');
-catch err
-    check(strcmp(err.identifier, 'dynlib:noResults'), 'no results after clear_history');
-end
+% "Clears all previous results and segments": no results, exactly as after reset.
+expect_error(@() sim.results(), 'dynlib:noResults');
 sim.run('T', 3.0, 'record', true, 'tag', 'new-segment');
 check(sim.value('I') == 20, 'I assigned');
 segs = sim.segments();
@@ -446,6 +441,66 @@ expect_error(@() sim.time(), 'dynlib:badHandle');
 other = dynlib.Sim('builtin://ode/izhikevich');
 delete(sim);   % a stale handle is ignored by free, and does not reach the new sim
 check(other.time() == 0 && dynlib_mex('live_handles') == 2, 'the new sim is untouched');
+end
+
+function test_presets_bank_and_files()
+sim = dynlib.Sim('builtin://ode/izhikevich');
+check(any(strcmp(sim.listPresets('intrinsic_*'), 'intrinsic_bursting')), 'model presets seed the bank');
+sim.addPreset('mine', 'I', 12.5, 'v', -70);
+sim.addPreset('here');
+expect_error(@() sim.addPreset('mine', 'I', 1), 'dynlib:duplicateName');
+expect_error(@() sim.addPreset('bad', 'Ix', 1), 'dynlib:unknownName');
+p = sim.presets('mine');
+check(numel(p) == 1 && p{1}.params.I == 12.5 && p{1}.states.v == -70, 'preset values');
+path = [tempname() '.toml'];
+check(sim.savePresets(path, 'mine', 'overwrite') == 1, 'savePresets count');
+expect_error(@() sim.savePresets(path, 'mine'), 'dynlib:duplicateName');
+other = dynlib.Sim('builtin://ode/izhikevich');
+check(other.loadPresets(path) == 1, 'loadPresets count');
+expect_error(@() other.loadPresets(path), 'dynlib:duplicateName');
+check(other.loadPresets(path, '*', 'keep') == 0, 'keep skips');
+other.loadPresets(path, 'm*', 'replace');
+other.applyPreset('mine');
+check(other.value('I') == 12.5 && other.value('v') == -70, 'applied from the file');
+other.removePreset('mine');
+expect_error(@() other.applyPreset('mine'), 'dynlib:unknownName');
+delete(path);
+end
+
+function test_config_and_stepper_config()
+sim = dynlib.Sim('builtin://map/logistic');
+c = sim.config('max_steps', 7, 'record_interval', 2);
+check(c.max_steps.value == 7 && c.max_steps.set, 'config reads back');
+sim.run();
+check(sim.stepCount() == 7, 'config max_steps applies');
+r = sim.results();
+check(isequal(double(r.step(:)'), [0 2 4 6]), 'config record_interval applies');
+expect_error(@() sim.config('max_step', 3), 'dynlib:unknownName');
+c = sim.config('max_steps', []);
+check(~c.max_steps.set, 'config [] unsets');
+a = dynlib.Sim('builtin://ode/izhikevich', 'rk45');
+v = a.stepperConfig('atol', 1e-10);
+check(v(1) == 1e-10, 'stepperConfig sets');
+a.run('T', 5);
+v = a.stepperConfig();
+check(v(1) == 1e-10, 'stepperConfig persists across runs');
+k = a.listStepperConfig();
+check(strcmp(k(1).name, 'atol') && k(1).value == 1e-10 && isfinite(k(1).default), 'listStepperConfig');
+check(isinf(k(end).value), 'non-finite knob values decode');
+v = a.stepperConfig('atol', NaN);
+check(v(1) == k(1).default, 'NaN restores the default');
+expect_error(@() a.stepperConfig('atoll', 1), 'dynlib:unknownName');
+b = dynlib.Sim('builtin://ode/izhikevich');
+expect_error(@() b.stepperConfig('atol', 1), 'dynlib:unknownName');
+end
+
+function test_record_vars_empty()
+sim = dynlib.Sim('builtin://ode/izhikevich');
+sim.run('T', 5, 'record_vars', {});
+r = sim.results();
+check(~isfield(r, 'v') && numel(r.t) > 1, 'record_vars {} records t and step only');
+sim.assign('I', 20, 'clear_history', true);
+expect_error(@() sim.results(), 'dynlib:noResults');
 end
 
 function make_and_fail(raise)

@@ -125,8 +125,11 @@ def test_example_3_assign_with_clear_history(sim):
     sim.assign(I=20.0, clear_history=True)
     assert sim.time == t_before  # clear_history keeps time and workspace
     assert np.array_equal(sim.state, state_before)
-    # The recording is emptied (0 samples, no segments), as the header documents.
-    assert len(sim.results()) == 0
+    # "Clears all previous results and segments": no results at all, exactly as after reset.
+    with pytest.raises(dynlib.NoResultsError):
+        sim.results()
+    with pytest.raises(RuntimeError, match="no results"):
+        sim.raw_results()
     assert sim.segments() == []
     sim.run(T=3.0, record=True, tag="new-segment")
     assert [s["name"] for s in sim.segments()] == ["new-segment"]
