@@ -89,7 +89,15 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// Levenshtein distance, case-insensitive; used for did-you-mean suggestions.
+/// Longest name (in characters) a did-you-mean search looks at: longer names get no
+/// suggestion, so a huge typo costs nothing to refuse.
+pub const SUGGEST_MAX_LEN: usize = 64;
+
+/// Largest edit distance a suggestion may have.
+pub const SUGGEST_MAX_DISTANCE: usize = 2;
+
+/// Levenshtein distance, case-insensitive; used for did-you-mean suggestions. Quadratic: call
+/// it on short strings only (see [`bounded_edit_distance`]).
 pub fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.to_lowercase().chars().collect();
     let b: Vec<char> = b.to_lowercase().chars().collect();
@@ -106,19 +114,45 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// The closest candidate within edit distance 2 (first one wins ties), if any.
+/// The edit distance when it is at most `max` and both strings have at most
+/// [`SUGGEST_MAX_LEN`] characters; `None` otherwise. Costs at most O(SUGGEST_MAX_LEN²).
+pub fn bounded_edit_distance(a: &str, b: &str, max: usize) -> Option<usize> {
+    let (la, lb) = (a.chars().count(), b.chars().count());
+    if la > SUGGEST_MAX_LEN || lb > SUGGEST_MAX_LEN || la.abs_diff(lb) > max {
+        return None;
+    }
+    Some(edit_distance(a, b)).filter(|d| *d <= max)
+}
+
+/// The closest candidate within edit distance 2 (first one wins ties), if any. Names longer
+/// than [`SUGGEST_MAX_LEN`] characters get no suggestion, and at most 10,000 candidates are
+/// looked at, so the search is bounded whatever the input.
 pub fn did_you_mean<'a, I>(name: &str, candidates: I) -> Option<&'a str>
 where
     I: IntoIterator<Item = &'a str>,
 {
+    if name.len() > 4 * SUGGEST_MAX_LEN || name.chars().count() > SUGGEST_MAX_LEN {
+        return None;
+    }
     let mut best: Option<(usize, &'a str)> = None;
-    for c in candidates {
-        let d = edit_distance(name, c);
-        if d <= 2 && best.is_none_or(|(bd, _)| d < bd) {
-            best = Some((d, c));
+    for c in candidates.into_iter().take(10_000) {
+        if let Some(d) = bounded_edit_distance(name, c, SUGGEST_MAX_DISTANCE) {
+            if best.is_none_or(|(bd, _)| d < bd) {
+                best = Some((d, c));
+            }
         }
     }
     best.map(|(_, c)| c)
+}
+
+/// A name cut to at most 80 characters for an error message (`…` marks the cut).
+pub fn shorten(name: &str) -> String {
+    if name.chars().count() <= 80 {
+        name.to_string()
+    } else {
+        let head: String = name.chars().take(77).collect();
+        format!("{head}...")
+    }
 }
 
 /// " (did you mean 'x'?)" or "".
@@ -152,5 +186,16 @@ mod tests {
         );
         assert_eq!(did_you_mean("zzzzz", ["rho", "sigma"]), None);
         assert_eq!(suggestion_suffix("Ix", ["I", "a"]), " (did you mean 'I'?)");
+    }
+
+    #[test]
+    fn suggestions_are_bounded() {
+        let long = "a".repeat(150_000);
+        let t = std::time::Instant::now();
+        assert_eq!(did_you_mean(&long, [long.as_str(), "a"]), None);
+        assert!(t.elapsed().as_secs_f64() < 0.5);
+        assert_eq!(bounded_edit_distance("abc", "abcdef", 2), None);
+        assert_eq!(bounded_edit_distance("abc", "abd", 2), Some(1));
+        assert_eq!(shorten(&long).chars().count(), 80);
     }
 }
