@@ -65,6 +65,10 @@ impl CompiledModel {
 
 const MAX_LAG: u32 = 1000;
 
+/// Deepest recursion of the expression compiler, counting the levels of inlined aux
+/// variables and function bodies; bounds the stack a compile uses.
+pub const MAX_INLINE_NESTING: usize = 400;
+
 /// Compiles every expression of the model.
 pub fn compile(spec: &ModelSpec) -> Result<CompiledModel> {
     let mut cx = Compiler::new(spec);
@@ -292,6 +296,8 @@ struct Compiler<'s> {
     lag_depth: Vec<usize>,
     /// Aux and functions being expanded, for cycle detection.
     stack: Vec<String>,
+    /// Current recursion depth of `lower`.
+    depth: usize,
 }
 
 /// Where an expression came from, for error messages.
@@ -404,6 +410,7 @@ impl<'s> Compiler<'s> {
             parsed: HashMap::new(),
             lag_depth: vec![0; spec.states.len()],
             stack: Vec::new(),
+            depth: 0,
         }
     }
 
@@ -505,6 +512,8 @@ impl<'s> Compiler<'s> {
         v
     }
 
+    /// Lowers `e`, one recursion level deeper; inlined aux variables and functions add
+    /// their own levels, and the total is limited so compiling never exhausts the stack.
     fn lower(
         &mut self,
         e: &Expr,
@@ -512,7 +521,67 @@ impl<'s> Compiler<'s> {
         scope: &[(String, Reg)],
         ctx: &Ctx<'_>,
     ) -> Result<Reg> {
+        if self.depth >= MAX_INLINE_NESTING {
+            return Err(ctx.error(
+                Span::default(),
+                format!(
+                    "expressions nest more than {MAX_INLINE_NESTING} levels deep once aux \
+                     variables and functions are inlined (through {}); the inlined nesting \
+                     limit is {MAX_INLINE_NESTING}",
+                    self.chain_description()
+                ),
+            ));
+        }
+        self.depth += 1;
+        let r = self.lower_node(e, b, scope, ctx);
+        self.depth -= 1;
+        r
+    }
+
+    fn chain_description(&self) -> String {
+        let n = self.stack.len();
+        if n <= 6 {
+            return self.stack.join(" -> ");
+        }
+        format!(
+            "{} -> ... ({} more) -> {}",
+            self.stack[..3].join(" -> "),
+            n - 6,
+            self.stack[n - 3..].join(" -> ")
+        )
+    }
+
+    fn binop(b: &mut ProgramBuilder, op: BinaryOp, a: Reg, c: Reg) -> Reg {
+        let f = match op {
+            BinaryOp::Add => Fn2::Add,
+            BinaryOp::Sub => Fn2::Sub,
+            BinaryOp::Mul => Fn2::Mul,
+            BinaryOp::Div => Fn2::Div,
+            BinaryOp::FloorDiv => Fn2::FloorDiv,
+            BinaryOp::Mod => Fn2::Mod,
+            BinaryOp::Pow => Fn2::Pow,
+            BinaryOp::And => Fn2::And,
+            BinaryOp::Or => Fn2::Or,
+        };
+        b.binary(f, a, c)
+    }
+
+    fn lower_node(
+        &mut self,
+        e: &Expr,
+        b: &mut ProgramBuilder,
+        scope: &[(String, Reg)],
+        ctx: &Ctx<'_>,
+    ) -> Result<Reg> {
         Ok(match e {
+            Expr::Chain { first, rest } => {
+                let mut acc = self.lower(first, b, scope, ctx)?;
+                for (op, rhs) in rest {
+                    let c = self.lower(rhs, b, scope, ctx)?;
+                    acc = Self::binop(b, *op, acc, c);
+                }
+                acc
+            }
             Expr::Number(x) => b.push(Op::Const(*x)),
             Expr::Bool(v) => b.push(Op::Const(if *v { 1.0 } else { 0.0 })),
             Expr::Name { name, span } => match self.resolve(name, scope) {
@@ -563,18 +632,7 @@ impl<'s> Compiler<'s> {
                     }
                 }
                 let c = self.lower(rhs, b, scope, ctx)?;
-                let f = match op {
-                    BinaryOp::Add => Fn2::Add,
-                    BinaryOp::Sub => Fn2::Sub,
-                    BinaryOp::Mul => Fn2::Mul,
-                    BinaryOp::Div => Fn2::Div,
-                    BinaryOp::FloorDiv => Fn2::FloorDiv,
-                    BinaryOp::Mod => Fn2::Mod,
-                    BinaryOp::Pow => Fn2::Pow,
-                    BinaryOp::And => Fn2::And,
-                    BinaryOp::Or => Fn2::Or,
-                };
-                b.binary(f, a, c)
+                Self::binop(b, *op, a, c)
             }
             Expr::Compare { ops, operands } => {
                 let regs = operands

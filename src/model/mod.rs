@@ -116,6 +116,37 @@ impl std::ops::Deref for Model {
     }
 }
 
+/// Stack of the thread that parses and compiles a model. The parser and compiler recurse
+/// once per nesting level, bounded by [`expr::parser::MAX_NESTING`] and
+/// [`compile::MAX_INLINE_NESTING`]; running them on a thread of their own makes loading
+/// independent of the caller's stack (a model that loads on the main thread loads on a
+/// 256 KiB thread too). Only the pages used are ever touched.
+pub const LOADER_STACK_BYTES: usize = 64 << 20;
+
+/// Runs `f` on a thread with [`LOADER_STACK_BYTES`] of stack (on the calling thread when no
+/// thread can be started), waiting for it.
+pub(crate) fn on_loader_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    let cell = std::sync::Mutex::new(Some(f));
+    let take = || cell.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let ran = std::thread::scope(|scope| {
+        let spawned = std::thread::Builder::new()
+            .name("dynlib-model-loader".into())
+            .stack_size(LOADER_STACK_BYTES)
+            .spawn_scoped(scope, || take().map(|f| f()));
+        match spawned {
+            Ok(handle) => match handle.join() {
+                Ok(v) => v,
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            Err(_) => None,
+        }
+    });
+    match ran {
+        Some(v) => v,
+        None => (take().expect("the loader closure runs once"))(),
+    }
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()
@@ -166,8 +197,10 @@ impl Model {
 
     /// [`Model::from_toml`] with an explicit evaluation backend.
     pub fn from_toml_with(text: &str, backend: Backend) -> Result<Model> {
-        let spec = spec::parse_model(text)?;
-        Model::from_spec_with(spec, backend)
+        on_loader_stack(|| {
+            let spec = spec::parse_model(text)?;
+            Model::from_spec_with(spec, backend)
+        })
     }
 
     /// Compiles a parsed spec.
@@ -177,6 +210,10 @@ impl Model {
 
     /// [`Model::from_spec`] with an explicit evaluation backend.
     pub fn from_spec_with(spec: ModelSpec, backend: Backend) -> Result<Model> {
+        on_loader_stack(move || Model::from_spec_here(spec, backend))
+    }
+
+    fn from_spec_here(spec: ModelSpec, backend: Backend) -> Result<Model> {
         let compiled = compile::compile(&spec)?;
         let canonical = serde_json::to_vec(&spec)
             .map_err(|e| Error::internal(format!("cannot serialise the model spec: {e}")))?;

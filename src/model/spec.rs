@@ -400,24 +400,18 @@ impl ModelBuilder {
                     }
                 }
             }
+            Expr::Chain { first, rest } => {
+                let mut a = self.eval_constant(first, text, location)?;
+                for (op, rhs) in rest {
+                    let b = self.eval_constant(rhs, text, location)?;
+                    a = constant_binop(*op, a, b).map_err(fail)?;
+                }
+                a
+            }
             Expr::Binary { op, lhs, rhs } => {
                 let a = self.eval_constant(lhs, text, location)?;
                 let b = self.eval_constant(rhs, text, location)?;
-                match op {
-                    BinaryOp::Add => a + b,
-                    BinaryOp::Sub => a - b,
-                    BinaryOp::Mul => a * b,
-                    BinaryOp::Div | BinaryOp::FloorDiv | BinaryOp::Mod if b == 0.0 => {
-                        return Err(fail("division by zero".into()))
-                    }
-                    BinaryOp::Div => a / b,
-                    BinaryOp::FloorDiv => (a / b).floor(),
-                    BinaryOp::Mod => super::program::py_mod(a, b),
-                    BinaryOp::Pow => a.powf(b),
-                    BinaryOp::And | BinaryOp::Or => {
-                        return Err(fail("'and'/'or' are not allowed in a numeric value".into()))
-                    }
-                }
+                constant_binop(*op, a, b).map_err(fail)?
             }
             Expr::Call { name, span, .. } => {
                 return Err(fail(format!(
@@ -433,6 +427,24 @@ impl ModelBuilder {
             }
         })
     }
+}
+
+fn constant_binop(op: BinaryOp, a: f64, b: f64) -> std::result::Result<f64, String> {
+    Ok(match op {
+        BinaryOp::Add => a + b,
+        BinaryOp::Sub => a - b,
+        BinaryOp::Mul => a * b,
+        BinaryOp::Div | BinaryOp::FloorDiv | BinaryOp::Mod if b == 0.0 => {
+            return Err("division by zero".into())
+        }
+        BinaryOp::Div => a / b,
+        BinaryOp::FloorDiv => super::program::py_floordiv(a, b),
+        BinaryOp::Mod => super::program::py_mod(a, b),
+        BinaryOp::Pow => a.powf(b),
+        BinaryOp::And | BinaryOp::Or => {
+            return Err("'and'/'or' are not allowed in a numeric value".into())
+        }
+    })
 }
 
 fn parse_function(name: &str, v: &Value) -> Result<FunctionSpec> {
