@@ -30,12 +30,43 @@ pub enum ErrorKind {
     Internal,
 }
 
-/// The library's error: a kind and a human-readable message.
+/// The library's error: a kind and a human-readable message; model errors also carry every
+/// problem found as structured [`Diagnostic`]s.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    diagnostics: Vec<Diagnostic>,
 }
+
+/// One problem in a model file, with its place in the TOML document.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Diagnostic {
+    /// What is wrong, starting with the TOML location (`[sim].dtt: ...`).
+    pub message: String,
+    /// The TOML location, e.g. `[equations.rhs].x`, `[sim].dtt` (empty when not known).
+    pub location: String,
+    /// 1-based line and column (in characters) in the model text; 0 when not known.
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Diagnostic {
+    /// `line L, column C: message` (just the message when the position is not known).
+    pub fn render(&self) -> String {
+        if self.line > 0 {
+            format!(
+                "line {}, column {}: {}",
+                self.line, self.column, self.message
+            )
+        } else {
+            self.message.clone()
+        }
+    }
+}
+
+/// Most problems one model error lists.
+pub const MAX_DIAGNOSTICS: usize = 20;
 
 /// Shorthand used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -45,7 +76,62 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            diagnostics: Vec::new(),
         }
+    }
+    /// A model error at one place.
+    pub fn model_at(d: Diagnostic) -> Self {
+        Error {
+            kind: ErrorKind::Model,
+            message: d.render(),
+            diagnostics: vec![d],
+        }
+    }
+    /// A model error listing several problems (at most [`MAX_DIAGNOSTICS`] are kept; the
+    /// message says how many were left out).
+    pub fn from_diagnostics(mut list: Vec<Diagnostic>) -> Self {
+        let total = list.len();
+        list.truncate(MAX_DIAGNOSTICS);
+        let message = match list.as_slice() {
+            [one] => one.render(),
+            _ => {
+                let mut m = format!("{total} errors in the model:");
+                for d in &list {
+                    m.push_str("\n- ");
+                    m.push_str(&d.render().replace('\n', "\n  "));
+                }
+                if total > list.len() {
+                    m.push_str(&format!(
+                        "\n(and {} more not listed; the first {MAX_DIAGNOSTICS} are shown)",
+                        total - list.len()
+                    ));
+                }
+                m
+            }
+        };
+        Error {
+            kind: ErrorKind::Model,
+            message,
+            diagnostics: list,
+        }
+    }
+    /// Every problem this error lists; a model error without positions gives one entry with
+    /// line 0.
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        if self.diagnostics.is_empty() {
+            vec![Diagnostic {
+                message: self.message.clone(),
+                location: String::new(),
+                line: 0,
+                column: 0,
+            }]
+        } else {
+            self.diagnostics.clone()
+        }
+    }
+    /// The structured diagnostics only (empty when the error has none).
+    pub fn positioned(&self) -> &[Diagnostic] {
+        &self.diagnostics
     }
     pub fn kind(&self) -> ErrorKind {
         self.kind

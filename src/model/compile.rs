@@ -8,9 +8,10 @@ use std::collections::HashMap;
 
 use super::expr::ast::{BinaryOp, CompareOp, Expr, Span, UnaryOp};
 use super::expr::parser;
+use super::pos::Origin;
 use super::program::{call1, call2, Fn1, Fn2, Op, Program, Reg};
 use super::spec::{ModelKind, ModelSpec, Source};
-use crate::error::{suggestion_suffix, Error, Result};
+use crate::error::{suggestion_suffix, Diagnostic, Error, Result};
 
 /// What an event action assigns to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,9 +70,54 @@ const MAX_LAG: u32 = 1000;
 /// variables and function bodies; bounds the stack a compile uses.
 pub const MAX_INLINE_NESTING: usize = 400;
 
-/// Compiles every expression of the model.
+/// Compiles every expression of the model; the error lists every problem found.
 pub fn compile(spec: &ModelSpec) -> Result<CompiledModel> {
+    compile_with(spec, &[])
+}
+
+/// Collects the errors of independent expressions, placing each at its source.
+#[derive(Default)]
+struct Errors(Vec<Diagnostic>);
+
+impl Errors {
+    fn keep(&mut self, src: &Source, r: Result<Reg>, b: &mut ProgramBuilder) -> Reg {
+        match r {
+            Ok(r) => r,
+            Err(e) => {
+                for mut d in e.diagnostics() {
+                    if d.line == 0 {
+                        let (line, column) = src.origin.position(1);
+                        d.line = line;
+                        d.column = column;
+                        if d.location.is_empty() {
+                            d.location = src.location.clone();
+                        }
+                    }
+                    if !self.0.contains(&d) {
+                        self.0.push(d);
+                    }
+                }
+                b.push(Op::Const(0.0))
+            }
+        }
+    }
+}
+
+/// [`compile`], where uses of the names in `poisoned` (whose declarations already failed)
+/// are not reported again.
+pub fn compile_with(spec: &ModelSpec, poisoned: &[String]) -> Result<CompiledModel> {
+    let mut errors = Errors::default();
+    let compiled = compile_collect(spec, poisoned, &mut errors);
+    if errors.0.is_empty() {
+        Ok(compiled)
+    } else {
+        Err(Error::from_diagnostics(errors.0))
+    }
+}
+
+fn compile_collect(spec: &ModelSpec, poisoned: &[String], errors: &mut Errors) -> CompiledModel {
     let mut cx = Compiler::new(spec);
+    cx.poisoned = poisoned;
     // Check every function body once, even if it is never called, so a typo in an unused
     // function is still reported.
     for f in &spec.functions {
@@ -81,39 +127,51 @@ pub fn compile(spec: &ModelSpec) -> Result<CompiledModel> {
             .iter()
             .map(|a| (a.clone(), b.push(Op::Const(0.0))))
             .collect();
-        cx.lower_source(&f.expr, &mut b, &scope)?;
+        let r = cx.lower_source(&f.expr, &mut b, &scope);
+        errors.keep(&f.expr, r, &mut b);
     }
     let mut rhs = ProgramBuilder::default();
     let mut outputs = Vec::new();
     for eq in &spec.equations {
-        outputs.push(cx.lower_source(&eq.expr, &mut rhs, &[])?);
+        let r = cx.lower_source(&eq.expr, &mut rhs, &[]);
+        outputs.push(errors.keep(&eq.expr, r, &mut rhs));
     }
     let rhs = rhs.finish(outputs);
 
     let mut aux = ProgramBuilder::default();
     let mut outs = Vec::new();
     for i in 0..spec.aux.len() {
-        outs.push(cx.lower_aux(i, &mut aux)?);
+        let r = cx.lower_aux(i, &mut aux);
+        outs.push(errors.keep(&spec.aux[i].1, r, &mut aux));
     }
     let aux = aux.finish(outs);
 
     let mut events = Vec::new();
     for ev in &spec.events {
         let mut b = ProgramBuilder::default();
-        let r = cx.lower_source(&ev.cond, &mut b, &[])?;
+        let r = cx.lower_source(&ev.cond, &mut b, &[]);
+        let r = errors.keep(&ev.cond, r, &mut b);
         let cond = b.finish(vec![r]);
         let mut actions = Vec::new();
         for (target, src) in &ev.actions {
-            let t = cx.action_target(target, &src.location)?;
             let mut b = ProgramBuilder::default();
-            let r = cx.lower_source(src, &mut b, &[])?;
+            let t = match cx.action_target(target, &src.location) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.keep(src, Err(e), &mut b);
+                    Target::State(0)
+                }
+            };
+            let r = cx.lower_source(src, &mut b, &[]);
+            let r = errors.keep(src, r, &mut b);
             actions.push((t, b.finish(vec![r])));
         }
         let mut b = ProgramBuilder::default();
         let mut outs = Vec::new();
         for field in &ev.log {
             let loc = format!("[events.{}].log", ev.name);
-            outs.push(cx.lower_log_field(field, &loc, &mut b)?);
+            let r = cx.lower_log_field(field, &loc, &mut b);
+            outs.push(errors.keep(&ev.cond, r, &mut b));
         }
         events.push(CompiledEvent {
             cond,
@@ -126,7 +184,8 @@ pub fn compile(spec: &ModelSpec) -> Result<CompiledModel> {
         None => None,
         Some(src) => {
             let mut b = ProgramBuilder::default();
-            let r = cx.lower_source(src, &mut b, &[])?;
+            let r = cx.lower_source(src, &mut b, &[]);
+            let r = errors.keep(src, r, &mut b);
             Some(b.finish(vec![r]))
         }
     };
@@ -138,21 +197,22 @@ pub fn compile(spec: &ModelSpec) -> Result<CompiledModel> {
             let mut outs = Vec::new();
             for row in rows {
                 for src in row {
-                    outs.push(cx.lower_source(src, &mut b, &[])?);
+                    let r = cx.lower_source(src, &mut b, &[]);
+                    outs.push(errors.keep(src, r, &mut b));
                 }
             }
             Some(b.finish(outs))
         }
     };
 
-    Ok(CompiledModel {
+    CompiledModel {
         rhs,
         aux,
         events,
         stop,
         jacobian,
         lag_depth: cx.lag_depth,
-    })
+    }
 }
 
 /// Hash key of an instruction (f64 constants compared by bits).
@@ -298,27 +358,36 @@ struct Compiler<'s> {
     stack: Vec<String>,
     /// Current recursion depth of `lower`.
     depth: usize,
+    /// Names whose declarations failed: uses are not reported again.
+    poisoned: &'s [String],
 }
 
 /// Where an expression came from, for error messages.
 struct Ctx<'a> {
     location: &'a str,
     text: &'a str,
+    origin: &'a Origin,
 }
 
 impl Ctx<'_> {
     fn error(&self, span: Span, msg: impl std::fmt::Display) -> Error {
         let pointer = if span.col > 0 {
-            let pad: String = " ".repeat(span.col - 1);
+            let (shown, col) = parser::excerpt(self.text, span.col);
+            let pad: String = " ".repeat(col - 1);
             format!(
-                "\n    {}\n    {pad}{}",
-                self.text,
-                "^".repeat(span.len.max(1))
+                "\n    {shown}\n    {pad}{}",
+                "^".repeat(span.len.clamp(1, 40))
             )
         } else {
-            format!("\n    {}", self.text)
+            format!("\n    {}", parser::excerpt(self.text, 1).0)
         };
-        Error::model(format!("{}: {msg}{pointer}", self.location))
+        let (line, column) = self.origin.position(span.col.max(1));
+        Error::model_at(Diagnostic {
+            message: format!("{}: {msg}{pointer}", self.location),
+            location: self.location.to_string(),
+            line,
+            column,
+        })
     }
 }
 
@@ -403,6 +472,18 @@ const BUILTIN_FUNCTIONS: [&str; 32] = [
     "trunc", "round", "erf", "erfc", "sign", "atan2", "hypot", "copysign", "pow",
 ];
 
+/// Every built-in function and macro name (and the Python builtins the language reserves):
+/// none may name a model variable or function.
+pub fn builtin_names() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = BUILTIN_FUNCTIONS.to_vec();
+    v.extend([
+        "min", "max", "fmod", "math", "sum", "prod", "range", "int", "float", "bool", "len",
+    ]);
+    v.extend(MACROS.iter().map(|(n, _)| *n));
+    v.extend(LAG_MACROS.iter().map(|(n, _)| *n));
+    v
+}
+
 impl<'s> Compiler<'s> {
     fn new(spec: &'s ModelSpec) -> Self {
         Compiler {
@@ -411,6 +492,7 @@ impl<'s> Compiler<'s> {
             lag_depth: vec![0; spec.states.len()],
             stack: Vec::new(),
             depth: 0,
+            poisoned: &[],
         }
     }
 
@@ -419,11 +501,13 @@ impl<'s> Compiler<'s> {
             return Ok(e.clone());
         }
         let e = parser::parse(&src.text).map_err(|e| {
-            Error::model(format!(
-                "{}: {}",
-                src.location,
-                parser::render_error(&src.text, &e)
-            ))
+            let (line, column) = src.origin.position(e.span.col);
+            Error::model_at(Diagnostic {
+                message: format!("{}: {}", src.location, parser::render_error(&src.text, &e)),
+                location: src.location.clone(),
+                line,
+                column,
+            })
         })?;
         self.parsed.insert(src.text.clone(), e.clone());
         Ok(e)
@@ -439,6 +523,7 @@ impl<'s> Compiler<'s> {
         let ctx = Ctx {
             location: &src.location,
             text: &src.text,
+            origin: &src.origin,
         };
         self.lower(&e, b, scope, &ctx)
     }
@@ -591,6 +676,7 @@ impl<'s> Compiler<'s> {
                 Some(Resolved::Param(i)) => b.push(Op::Param(i as u32)),
                 Some(Resolved::Constant(v)) => b.push(Op::Const(v)),
                 Some(Resolved::Aux(i)) => self.lower_aux(i, b)?,
+                None if self.poisoned.iter().any(|p| p == name) => b.push(Op::Const(0.0)),
                 None => {
                     let hint = if self.spec.functions.iter().any(|f| &f.name == name)
                         || math1(name).is_some()
@@ -819,6 +905,9 @@ impl<'s> Compiler<'s> {
             let r = self.lower_source(&f.expr, b, &inner);
             self.stack.pop();
             return r;
+        }
+        if self.poisoned.iter().any(|p| p == name) {
+            return Ok(b.push(Op::Const(0.0)));
         }
         let mut candidates: Vec<&str> = BUILTIN_FUNCTIONS.to_vec();
         candidates.extend(["min", "max"]);

@@ -9,6 +9,7 @@ pub mod expr;
 pub mod host;
 #[cfg(feature = "jit")]
 pub mod jit;
+pub mod pos;
 pub mod program;
 pub mod spec;
 
@@ -198,8 +199,8 @@ impl Model {
     /// [`Model::from_toml`] with an explicit evaluation backend.
     pub fn from_toml_with(text: &str, backend: Backend) -> Result<Model> {
         on_loader_stack(|| {
-            let spec = spec::parse_model(text)?;
-            Model::from_spec_with(spec, backend)
+            let spec = spec::checked(spec::parse_lenient(text, None)?)?;
+            Model::from_spec_here(spec, backend)
         })
     }
 
