@@ -709,6 +709,25 @@ impl ModelBuilder {
             presets,
             mods: Vec::new(),
         };
+        for m in super::mods::defined(doc) {
+            if let Some(path) = &m.path {
+                let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+                let errs = super::mods::check_structure(&self.cx, &m.table, &refs);
+                self.errors.extend(errs);
+            }
+        }
+        if let Some(ms) = doc.get("mods") {
+            if let Some(t) = ms.as_table() {
+                for (k, v) in t {
+                    if !v.is_table() {
+                        let e = self
+                            .cx
+                            .err(&["mods", k], format!("[mods].{k} must be a table"));
+                        self.errors.push(e);
+                    }
+                }
+            }
+        }
         let errs = check_names(&self.cx, &spec);
         self.errors.extend(errs);
         Some(spec)
