@@ -190,10 +190,11 @@ fn reserved_words_and_builtin_names_cannot_be_declared() {
     }
 }
 
-fn value_of(expr: &str) -> f64 {
-    let m = Model::from_toml(&format!(
-        "[model]\ntype = \"map\"\n[states]\nx = 0.0\n[equations.rhs]\nx = \"{expr}\"\n"
-    ))
+fn value_in(expr: &str, backend: dynlib::Backend) -> f64 {
+    let m = Model::from_toml_with(
+        &format!("[model]\ntype = \"map\"\n[states]\nx = 0.0\n[equations.rhs]\nx = \"{expr}\"\n"),
+        backend,
+    )
     .unwrap();
     let mut sim = Sim::new(&m).unwrap();
     sim.run(&RunOptions::new().n(1)).unwrap();
@@ -202,8 +203,9 @@ fn value_of(expr: &str) -> f64 {
 
 #[test]
 fn and_or_return_an_operand_and_modulo_follows_python() {
-    for backend_note in ["default backend"] {
-        assert_eq!(value_of("2 and 3"), 3.0, "{backend_note}");
+    for backend in [dynlib::Backend::Interpreter, dynlib::Backend::Auto] {
+        let value_of = |e: &str| value_in(e, backend);
+        assert_eq!(value_of("2 and 3"), 3.0, "{backend:?}");
         assert_eq!(value_of("0 or 5"), 5.0);
         assert_eq!(value_of("2 or 5"), 2.0);
         assert_eq!(value_of("0 and 5"), 0.0);
