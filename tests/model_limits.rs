@@ -107,3 +107,23 @@ fn the_cases_of_the_issue_are_refused_or_loaded_without_a_crash() {
         both(text).unwrap();
     }
 }
+
+#[test]
+fn suggestions_for_huge_names_are_quick() {
+    let t = std::time::Instant::now();
+    let typo = "y".repeat(150_000);
+    let e = Model::from_toml(&model_with(&typo)).unwrap_err();
+    assert!(
+        e.message().contains("unknown identifier"),
+        "{}",
+        &e.message()[..200]
+    );
+    let m = Model::load("builtin://ode/expdecay").unwrap();
+    let mut sim = dynlib::Sim::new(&m).unwrap();
+    let name = "s".repeat(100_000);
+    sim.create_snapshot(&name, "").unwrap();
+    let mut typo = name.clone();
+    typo.replace_range(..1, "t");
+    assert!(sim.reset(&typo).is_err());
+    assert!(t.elapsed().as_secs_f64() < 5.0, "{:?}", t.elapsed());
+}
