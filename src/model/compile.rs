@@ -93,7 +93,11 @@ impl Errors {
                             d.location = src.location.clone();
                         }
                     }
-                    if !self.0.contains(&d) {
+                    // The inlined-nesting limit is reported once, not for every body above
+                    // the deep one.
+                    let limit = |d: &Diagnostic| d.message.contains("inlined nesting limit");
+                    let repeated_limit = limit(&d) && self.0.iter().any(limit);
+                    if !self.0.contains(&d) && !repeated_limit {
                         self.0.push(d);
                     }
                 }
@@ -360,6 +364,10 @@ struct Compiler<'s> {
     depth: usize,
     /// Names whose declarations failed: uses are not reported again.
     poisoned: &'s [String],
+    /// Declared names → (0 state, 1 param, 2 aux, 3 constant; index), first declaration wins.
+    names: HashMap<&'s str, (u8, usize)>,
+    /// Function name → index.
+    functions: HashMap<&'s str, usize>,
 }
 
 /// Where an expression came from, for error messages.
@@ -493,6 +501,29 @@ impl<'s> Compiler<'s> {
             stack: Vec::new(),
             depth: 0,
             poisoned: &[],
+            names: {
+                let mut m: HashMap<&'s str, (u8, usize)> = HashMap::new();
+                let groups = [&spec.states, &spec.params];
+                for (g, list) in groups.iter().enumerate() {
+                    for (i, (n, _)) in list.iter().enumerate() {
+                        m.entry(n.as_str()).or_insert((g as u8, i));
+                    }
+                }
+                for (i, (n, _)) in spec.aux.iter().enumerate() {
+                    m.entry(n.as_str()).or_insert((2, i));
+                }
+                for (i, (n, _)) in spec.constants.iter().enumerate() {
+                    m.entry(n.as_str()).or_insert((3, i));
+                }
+                m
+            },
+            functions: {
+                let mut m = HashMap::new();
+                for (i, f) in spec.functions.iter().enumerate() {
+                    m.entry(f.name.as_str()).or_insert(i);
+                }
+                m
+            },
         }
     }
 
@@ -528,10 +559,104 @@ impl<'s> Compiler<'s> {
         self.lower(&e, b, scope, &ctx)
     }
 
+    /// Lowers aux `i` into `b` (once per program). The aux it refers to, directly or
+    /// through other aux, are lowered first, deepest first, found by an iterative search: a
+    /// long chain of aux costs no recursion.
     fn lower_aux(&mut self, i: usize, b: &mut ProgramBuilder) -> Result<Reg> {
         if let Some(r) = b.aux_regs.get(&i) {
             return Ok(*r);
         }
+        for j in self.aux_order(i, b)? {
+            if !b.aux_regs.contains_key(&j) {
+                self.lower_aux_one(j, b)?;
+            }
+        }
+        b.aux_regs
+            .get(&i)
+            .copied()
+            .ok_or_else(|| Error::internal("aux lowered in dependency order"))
+    }
+
+    /// The aux referred to by name in aux `j`'s expression, in order of appearance.
+    fn aux_refs(&mut self, j: usize) -> Result<Vec<usize>> {
+        let e = self.parse(&self.spec.aux[j].1)?;
+        let mut out = Vec::new();
+        let mut todo: Vec<&Expr> = vec![&e];
+        while let Some(x) = todo.pop() {
+            match x {
+                Expr::Name { name, .. } => {
+                    if let Some(Resolved::Aux(k)) = self.resolve(name, &[]) {
+                        out.push(k);
+                    }
+                }
+                Expr::Number(_) | Expr::Bool(_) => {}
+                Expr::Unary { operand, .. } => todo.push(operand),
+                Expr::Binary { lhs, rhs, .. } => {
+                    todo.push(rhs);
+                    todo.push(lhs);
+                }
+                Expr::Chain { first, rest } => {
+                    todo.extend(rest.iter().rev().map(|(_, r)| r));
+                    todo.push(first);
+                }
+                Expr::Compare { operands, .. } => todo.extend(operands.iter().rev()),
+                Expr::IfElse {
+                    cond,
+                    then,
+                    otherwise,
+                } => {
+                    // Lowered as cond, then, otherwise.
+                    todo.push(otherwise);
+                    todo.push(then);
+                    todo.push(cond);
+                }
+                Expr::Call { args, .. } => todo.extend(args.iter().rev()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Aux `i` and the uncached aux it depends on, dependencies first (post-order of an
+    /// iterative depth-first search); a cycle is an error naming it.
+    fn aux_order(&mut self, i: usize, b: &ProgramBuilder) -> Result<Vec<usize>> {
+        let mut order = Vec::new();
+        let mut done: std::collections::HashSet<usize> = Default::default();
+        // (aux, its references, next reference to visit)
+        let mut path: Vec<(usize, Vec<usize>, usize)> = vec![(i, self.aux_refs(i)?, 0)];
+        while let Some((node, refs, next)) = path.last_mut() {
+            if *next < refs.len() {
+                let k = refs[*next];
+                *next += 1;
+                if done.contains(&k) || b.aux_regs.contains_key(&k) {
+                    continue;
+                }
+                if let Some(pos) = path.iter().position(|(n, _, _)| *n == k) {
+                    let mut cycle: Vec<&str> = self.stack.iter().map(String::as_str).collect();
+                    cycle.extend(
+                        path[pos..]
+                            .iter()
+                            .map(|(n, _, _)| self.spec.aux[*n].0.as_str()),
+                    );
+                    cycle.push(&self.spec.aux[k].0);
+                    return Err(Error::model(format!(
+                        "cyclic definition: {} (aux variables and functions may not refer to \
+                         themselves, directly or through others)",
+                        cycle.join(" -> ")
+                    )));
+                }
+                let r = self.aux_refs(k)?;
+                path.push((k, r, 0));
+            } else {
+                let n = *node;
+                done.insert(n);
+                order.push(n);
+                path.pop();
+            }
+        }
+        Ok(order)
+    }
+
+    fn lower_aux_one(&mut self, i: usize, b: &mut ProgramBuilder) -> Result<Reg> {
         let (name, src) = &self.spec.aux[i];
         self.enter(name)?;
         let r = self.lower_source(src, b, &[]);
@@ -556,28 +681,25 @@ impl<'s> Compiler<'s> {
     }
 
     fn state_index(&self, name: &str) -> Option<usize> {
-        self.spec.states.iter().position(|(n, _)| n == name)
+        match self.names.get(name) {
+            Some((0, i)) => Some(*i),
+            _ => None,
+        }
     }
 
     fn resolve(&self, name: &str, scope: &[(String, Reg)]) -> Option<Resolved> {
         if let Some((_, r)) = scope.iter().rev().find(|(n, _)| n == name) {
             return Some(Resolved::Local(*r));
         }
-        let spec = self.spec;
         if name == "t" {
             return Some(Resolved::Time);
         }
-        if let Some(i) = self.state_index(name) {
-            return Some(Resolved::State(i));
-        }
-        if let Some(i) = spec.params.iter().position(|(n, _)| n == name) {
-            return Some(Resolved::Param(i));
-        }
-        if let Some(i) = spec.aux.iter().position(|(n, _)| n == name) {
-            return Some(Resolved::Aux(i));
-        }
-        if let Some((_, v)) = spec.constants.iter().find(|(n, _)| n == name) {
-            return Some(Resolved::Constant(*v));
+        match self.names.get(name) {
+            Some((0, i)) => return Some(Resolved::State(*i)),
+            Some((1, i)) => return Some(Resolved::Param(*i)),
+            Some((2, i)) => return Some(Resolved::Aux(*i)),
+            Some((_, i)) => return Some(Resolved::Constant(self.spec.constants[*i].1)),
+            None => {}
         }
         match name {
             "pi" => Some(Resolved::Constant(std::f64::consts::PI)),
@@ -894,7 +1016,7 @@ impl<'s> Compiler<'s> {
             return Ok(b.binary(f, a, c));
         }
         let spec = self.spec;
-        if let Some(f) = spec.functions.iter().find(|f| f.name == name) {
+        if let Some(f) = self.functions.get(name).map(|&i| &spec.functions[i]) {
             arity(f.args.len())?;
             let regs = args
                 .iter()

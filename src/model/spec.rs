@@ -1457,7 +1457,7 @@ fn parse_preset(cx: &Cx, name: &str, v: &Value) -> Result<PresetSpec> {
 fn check_names(cx: &Cx, spec: &ModelSpec) -> Vec<Error> {
     let mut errs = Vec::new();
     let builtins = super::compile::builtin_names();
-    let mut seen: Vec<(&str, &str)> = Vec::new();
+    let mut seen: std::collections::HashMap<&str, &str> = Default::default();
     let groups: [(&str, Vec<&str>); 5] = [
         (
             "constants",
@@ -1504,14 +1504,14 @@ fn check_names(cx: &Cx, spec: &ModelSpec) -> Vec<Error> {
                     "[{group}].{shown}: names starting with 'lag_' are reserved for lagged values"
                 ))
             } else {
-                seen.iter().find(|(n, _)| n == name).map(|(_, other)| {
+                seen.get(name).map(|other| {
                     format!("duplicate name '{shown}': declared in [{other}] and in [{group}]")
                 })
             };
             if let Some(p) = problem {
                 errs.push(cx.err(&path, p));
             }
-            seen.push((name, group));
+            seen.entry(name).or_insert(group);
         }
     }
     for p in &spec.presets {
