@@ -169,6 +169,17 @@ fn a_mod_in_the_same_file_reports_errors_at_the_mod() {
 }
 
 #[test]
+fn errors_in_values_from_another_text_do_not_point_into_the_model_file() {
+    let e = load(&["inline:[mod]\nadd.aux = { q = \"sinn(x)\" }\n"]).unwrap_err();
+    let d = &e.diagnostics()[0];
+    assert!(
+        d.message.contains("[aux].q") && d.message.contains("sinn"),
+        "{e}"
+    );
+    assert_eq!(d.line, 0, "{e}");
+}
+
+#[test]
 fn a_variant_refuses_snapshots_of_the_base_model() {
     let base = load(&[]).unwrap();
     let same = load(&["inline:[mod]\nname = \"noop\"\n"]).unwrap();

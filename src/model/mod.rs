@@ -590,7 +590,9 @@ fn resolve_mod_arg(arg: &str) -> Result<ModSpecArg> {
     let trimmed = arg.trim_start();
     if let Some(text) = trimmed.strip_prefix("inline:") {
         let doc = spec::parse_toml(text).map_err(|e| e.context("inline mod"))?;
-        return Ok(ModSpecArg::Def(mods::single(&doc, "the inline mod")?));
+        let mut def = mods::single(&doc, "the inline mod")?;
+        def.path = None;
+        return Ok(ModSpecArg::Def(def));
     }
     let (path, fragment) = split_fragment(arg);
     let looks_like_path =

@@ -360,6 +360,8 @@ pub fn apply(doc: &mut Table, mods: &[ModDef], ix: &mut DocIndex) -> Vec<Error> 
                     if m.path.is_some() {
                         let refs: Vec<&str> = here.iter().map(String::as_str).collect();
                         ix.alias(&[target, name], &refs);
+                    } else {
+                        ix.foreign(&[target, name]);
                     }
                 }
             }

@@ -17,6 +17,8 @@ pub struct DocIndex {
     spans: HashMap<String, (Range<usize>, Range<usize>)>,
     /// Paths whose values were moved here by a mod: positions are looked up at the source.
     aliases: HashMap<String, String>,
+    /// Paths whose values came from another text (a mod file): no position in this one.
+    foreign: std::collections::HashSet<String>,
 }
 
 /// A path as a lookup key.
@@ -34,6 +36,7 @@ impl DocIndex {
             line_starts,
             spans: HashMap::new(),
             aliases: HashMap::new(),
+            foreign: Default::default(),
         };
         if let Ok(doc) = DeTable::parse(text) {
             let mut stack: Vec<(String, &DeTable<'_>)> = vec![(String::new(), doc.get_ref())];
@@ -62,10 +65,21 @@ impl DocIndex {
     pub fn alias(&mut self, to: &[&str], from: &[&str]) {
         let (to, from) = (key(to), key(from));
         let from = self.aliases.get(&from).cloned().unwrap_or(from);
+        self.foreign.remove(&to);
         self.aliases.insert(to, from);
     }
 
+    /// Records that the value at `to` came from another text.
+    pub fn foreign(&mut self, to: &[&str]) {
+        let k = key(to);
+        self.aliases.remove(&k);
+        self.foreign.insert(k);
+    }
+
     fn lookup(&self, path: &[&str]) -> Option<&(Range<usize>, Range<usize>)> {
+        if (1..=path.len()).any(|n| self.foreign.contains(&key(&path[..n]))) {
+            return None;
+        }
         // The longest prefix of the path that is known (aliases first, at every length).
         for n in (1..=path.len()).rev() {
             let k = key(&path[..n]);
