@@ -400,7 +400,12 @@ fn random_models_never_crash_the_loader() {
             refused += 1;
         }
     }
-    println!("model fuzz: {cases} cases ({loaded} loaded, {refused} refused), no crash");
+    // Written to the stderr handle directly, so the count shows even when output is captured.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "model fuzz: {cases} cases ({loaded} loaded, {refused} refused), no crash"
+    );
     assert!(
         loaded > cases / 20,
         "the generator makes loadable models too: {loaded}"
