@@ -62,11 +62,43 @@
 #define DYNLIB_VERSION_NUMBER 100
 
 
+// Most problems one model error lists.
+#define MAX_DIAGNOSTICS 20
+
+// Longest name (in characters) a did-you-mean search looks at: longer names get no
+// suggestion, so a huge typo costs nothing to refuse.
+#define SUGGEST_MAX_LEN 64
+
+// Largest edit distance a suggestion may have.
+#define SUGGEST_MAX_DISTANCE 2
+
 // `DynlibCallbackModel.kind`: an ODE dy/dt = f(t, y, p).
 #define DYNLIB_MODEL_ODE 0
 
 // `DynlibCallbackModel.kind`: a map y ← F(t, y, p).
 #define DYNLIB_MODEL_MAP 1
+
+// Stack of the thread that parses and compiles a model. The parser and compiler recurse
+// once per nesting level, bounded by [`expr::parser::MAX_NESTING`] and
+// [`compile::MAX_INLINE_NESTING`]; running them on a thread of their own makes loading
+// independent of the caller's stack (a model that loads on the main thread loads on a
+// 256 KiB thread too). Only the pages used are ever touched.
+#define LOADER_STACK_BYTES (64 << 20)
+
+// Largest model or mod file read, in bytes.
+#define MAX_MODEL_FILE_BYTES (16 << 20)
+
+// Deepest recursion of the expression compiler, counting the levels of inlined aux
+// variables and function bodies; bounds the stack a compile uses.
+#define MAX_INLINE_NESTING 400
+
+// Deepest nesting of parentheses, calls, unary operators, powers and conditionals in one
+// expression. Parsing and compiling recurse once per level, so this bounds the stack they
+// use (a model at the limit loads on a 256 KiB thread).
+#define MAX_NESTING 100
+
+// Longest expression, in characters.
+#define MAX_EXPR_CHARS 1000000
 
 // A loaded model (opaque). Free with `dynlib_model_free`. Sims keep their own reference, so
 // a model may be freed while sims created from it live on. Model handles may be used from
@@ -420,6 +452,33 @@ DynlibStatus dynlib_sim_stepper_config_json(struct DynlibSim *sim,
 DynlibStatus dynlib_model_load(const char *source,
                                const char *stepper,
                                struct DynlibModel **model_out);
+
+// Loads a model variant: `source` as for `dynlib_model_load` (a file or `builtin://`
+// source may end in `#mod=NAME`), then the `n_mods` mods of `mods` in order. Each mod is
+// the name of a `[mods.NAME]` table (or the `[mod]` table) of the model file, `inline:`
+// followed by TOML holding one mod, or the path of a mod file (`path#mod=NAME` when it
+// defines several). Verbs run remove → replace → add → set within a mod; the variant's
+// spec hash differs from the base model's, so snapshots of one are refused by the other.
+// `mods` may be NULL when `n_mods` is 0. Ownership and errors as `dynlib_model_load`.
+//
+// # Safety
+// As `dynlib_model_load`; `mods` NULL or `n_mods` NUL-terminated strings.
+DynlibStatus dynlib_model_load_mods(const char *source,
+                                    const char *const *mods,
+                                    size_t n_mods,
+                                    const char *stepper,
+                                    struct DynlibModel **model_out);
+
+// Validates a model source without loading it, writing JSON into `buf` (output buffer
+// protocol): `{"valid": true|false, "errors": [{"message", "location", "line",
+// "column"}, ...]}`, every problem found (at most 20), `line`/`column` 1-based positions
+// in the model text (0 when not known). An invalid model is not a failure of this call:
+// the status is `DYNLIB_OK` and `valid` is false.
+//
+// # Safety
+// `source` NUL-terminated; `buf` NULL or writable for `cap` bytes; `needed` NULL or
+// writable.
+DynlibStatus dynlib_model_validate(const char *source, char *buf, size_t cap, size_t *needed);
 
 // Frees a model. NULL, and a handle that is not a live model, are ignored. Sims created from
 // the model stay valid.

@@ -30,12 +30,43 @@ pub enum ErrorKind {
     Internal,
 }
 
-/// The library's error: a kind and a human-readable message.
+/// The library's error: a kind and a human-readable message; model errors also carry every
+/// problem found as structured [`Diagnostic`]s.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    diagnostics: Vec<Diagnostic>,
 }
+
+/// One problem in a model file, with its place in the TOML document.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Diagnostic {
+    /// What is wrong, starting with the TOML location (`[sim].dtt: ...`).
+    pub message: String,
+    /// The TOML location, e.g. `[equations.rhs].x`, `[sim].dtt` (empty when not known).
+    pub location: String,
+    /// 1-based line and column (in characters) in the model text; 0 when not known.
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Diagnostic {
+    /// `line L, column C: message` (just the message when the position is not known).
+    pub fn render(&self) -> String {
+        if self.line > 0 {
+            format!(
+                "line {}, column {}: {}",
+                self.line, self.column, self.message
+            )
+        } else {
+            self.message.clone()
+        }
+    }
+}
+
+/// Most problems one model error lists.
+pub const MAX_DIAGNOSTICS: usize = 20;
 
 /// Shorthand used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -45,7 +76,62 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            diagnostics: Vec::new(),
         }
+    }
+    /// A model error at one place.
+    pub fn model_at(d: Diagnostic) -> Self {
+        Error {
+            kind: ErrorKind::Model,
+            message: d.render(),
+            diagnostics: vec![d],
+        }
+    }
+    /// A model error listing several problems (at most [`MAX_DIAGNOSTICS`] are kept; the
+    /// message says how many were left out).
+    pub fn from_diagnostics(mut list: Vec<Diagnostic>) -> Self {
+        let total = list.len();
+        list.truncate(MAX_DIAGNOSTICS);
+        let message = match list.as_slice() {
+            [one] => one.render(),
+            _ => {
+                let mut m = format!("{total} errors in the model:");
+                for d in &list {
+                    m.push_str("\n- ");
+                    m.push_str(&d.render().replace('\n', "\n  "));
+                }
+                if total > list.len() {
+                    m.push_str(&format!(
+                        "\n(and {} more not listed; the first {MAX_DIAGNOSTICS} are shown)",
+                        total - list.len()
+                    ));
+                }
+                m
+            }
+        };
+        Error {
+            kind: ErrorKind::Model,
+            message,
+            diagnostics: list,
+        }
+    }
+    /// Every problem this error lists; a model error without positions gives one entry with
+    /// line 0.
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        if self.diagnostics.is_empty() {
+            vec![Diagnostic {
+                message: self.message.clone(),
+                location: String::new(),
+                line: 0,
+                column: 0,
+            }]
+        } else {
+            self.diagnostics.clone()
+        }
+    }
+    /// The structured diagnostics only (empty when the error has none).
+    pub fn positioned(&self) -> &[Diagnostic] {
+        &self.diagnostics
     }
     pub fn kind(&self) -> ErrorKind {
         self.kind
@@ -89,7 +175,15 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// Levenshtein distance, case-insensitive; used for did-you-mean suggestions.
+/// Longest name (in characters) a did-you-mean search looks at: longer names get no
+/// suggestion, so a huge typo costs nothing to refuse.
+pub const SUGGEST_MAX_LEN: usize = 64;
+
+/// Largest edit distance a suggestion may have.
+pub const SUGGEST_MAX_DISTANCE: usize = 2;
+
+/// Levenshtein distance, case-insensitive; used for did-you-mean suggestions. Quadratic: call
+/// it on short strings only (see [`bounded_edit_distance`]).
 pub fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.to_lowercase().chars().collect();
     let b: Vec<char> = b.to_lowercase().chars().collect();
@@ -106,19 +200,45 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// The closest candidate within edit distance 2 (first one wins ties), if any.
+/// The edit distance when it is at most `max` and both strings have at most
+/// [`SUGGEST_MAX_LEN`] characters; `None` otherwise. Costs at most O(SUGGEST_MAX_LEN²).
+pub fn bounded_edit_distance(a: &str, b: &str, max: usize) -> Option<usize> {
+    let (la, lb) = (a.chars().count(), b.chars().count());
+    if la > SUGGEST_MAX_LEN || lb > SUGGEST_MAX_LEN || la.abs_diff(lb) > max {
+        return None;
+    }
+    Some(edit_distance(a, b)).filter(|d| *d <= max)
+}
+
+/// The closest candidate within edit distance 2 (first one wins ties), if any. Names longer
+/// than [`SUGGEST_MAX_LEN`] characters get no suggestion, and at most 10,000 candidates are
+/// looked at, so the search is bounded whatever the input.
 pub fn did_you_mean<'a, I>(name: &str, candidates: I) -> Option<&'a str>
 where
     I: IntoIterator<Item = &'a str>,
 {
+    if name.len() > 4 * SUGGEST_MAX_LEN || name.chars().count() > SUGGEST_MAX_LEN {
+        return None;
+    }
     let mut best: Option<(usize, &'a str)> = None;
-    for c in candidates {
-        let d = edit_distance(name, c);
-        if d <= 2 && best.is_none_or(|(bd, _)| d < bd) {
-            best = Some((d, c));
+    for c in candidates.into_iter().take(10_000) {
+        if let Some(d) = bounded_edit_distance(name, c, SUGGEST_MAX_DISTANCE) {
+            if best.is_none_or(|(bd, _)| d < bd) {
+                best = Some((d, c));
+            }
         }
     }
     best.map(|(_, c)| c)
+}
+
+/// A name cut to at most 80 characters for an error message (`…` marks the cut).
+pub fn shorten(name: &str) -> String {
+    if name.chars().count() <= 80 {
+        name.to_string()
+    } else {
+        let head: String = name.chars().take(77).collect();
+        format!("{head}...")
+    }
 }
 
 /// " (did you mean 'x'?)" or "".
@@ -152,5 +272,16 @@ mod tests {
         );
         assert_eq!(did_you_mean("zzzzz", ["rho", "sigma"]), None);
         assert_eq!(suggestion_suffix("Ix", ["I", "a"]), " (did you mean 'I'?)");
+    }
+
+    #[test]
+    fn suggestions_are_bounded() {
+        let long = "a".repeat(150_000);
+        let t = std::time::Instant::now();
+        assert_eq!(did_you_mean(&long, [long.as_str(), "a"]), None);
+        assert!(t.elapsed().as_secs_f64() < 0.5);
+        assert_eq!(bounded_edit_distance("abc", "abcdef", 2), None);
+        assert_eq!(bounded_edit_distance("abc", "abd", 2), Some(1));
+        assert_eq!(shorten(&long).chars().count(), 80);
     }
 }

@@ -22,7 +22,7 @@ module Dynlib
 
 using Libdl
 
-export Model, Sim, DynlibError, run!, snapshot!, reset!, assign!, apply_preset!, results, segments,
+export Model, validate_model, Sim, DynlibError, run!, snapshot!, reset!, assign!, apply_preset!, results, segments,
        name_segment!, name_last_segment!, list_snapshots, compat_check, can_resume, session_summary,
        export_snapshot, import_snapshot!, inspect_snapshot, serialize_snapshot,
        deserialize_snapshot!, latest_checkpoint, state, params, sim_time, step_count, value,
@@ -254,22 +254,34 @@ _num(x::AbstractString) = parse(Float64, x)
 # ------------------------------------------------------------------------------------------
 
 """
-    Model(source; stepper = nothing)
+    Model(source; stepper = nothing, mods = String[])
 
 Loads a model: `builtin://ode/<name>`, `builtin://map/<name>`, a path to a TOML model file,
-or `"inline:" * toml_text`. `stepper` names the stepper of sims created from it. Freed by a
-finalizer or `close(model)`; sims keep their own reference.
+or `"inline:" * toml_text`. `stepper` names the stepper of sims created from it. `mods` lists
+variants applied in order: names of `[mods.NAME]` tables of the model file, `"inline:"` TOML
+with one `[mod]`, or mod file paths (`path#mod=NAME`). Freed by a finalizer or
+`close(model)`; sims keep their own reference.
 """
 mutable struct Model
     handle::Ptr{Cvoid}
     state_names::Vector{String}
     param_names::Vector{String}
     aux_names::Vector{String}
-    function Model(source::AbstractString; stepper::Union{Nothing,AbstractString} = nothing)
+    function Model(source::AbstractString; stepper::Union{Nothing,AbstractString} = nothing,
+                   mods::AbstractVector = String[])
         out = Ref{Ptr{Cvoid}}(C_NULL)
-        st = ccall((:dynlib_model_load, libdynlib), Cint,
-                   (Cstring, Cstring, Ref{Ptr{Cvoid}}),
-                   source, stepper === nothing ? C_NULL : stepper, out)
+        if isempty(mods)
+            st = ccall((:dynlib_model_load, libdynlib), Cint,
+                       (Cstring, Cstring, Ref{Ptr{Cvoid}}),
+                       source, stepper === nothing ? C_NULL : stepper, out)
+        else
+            ms = String[String(x) for x in mods]
+            mp = [pointer(x) for x in ms]
+            st = GC.@preserve ms mp ccall((:dynlib_model_load_mods, libdynlib), Cint,
+                       (Cstring, Ptr{Ptr{UInt8}}, Csize_t, Cstring, Ref{Ptr{Cvoid}}),
+                       source, pointer(mp), length(mp),
+                       stepper === nothing ? C_NULL : stepper, out)
+        end
         _check(st)
         m = new(out[], String[], String[], String[])
         finalizer(close, m)
@@ -318,6 +330,16 @@ end
 state_names(m::Model) = m.state_names
 param_names(m::Model) = m.param_names
 aux_names(m::Model) = m.aux_names
+
+"""
+    validate_model(source)
+
+Every problem of a model source without loading it, as a Dict with `valid` and `errors`
+(each with `message`, `location`, `line`, `column`).
+"""
+validate_model(source::AbstractString) = _json(_query_string((b, c, nd) ->
+    ccall((:dynlib_model_validate, libdynlib), Cint,
+          (Cstring, Ptr{UInt8}, Csize_t, Ref{Csize_t}), source, b, c, nd)))
 
 "The model description (kind, name, states, params, aux, events, sim defaults, …) as a Dict."
 model_info(m::Model) = _json(_query_string((b, c, nd) -> ccall((:dynlib_model_info_json, libdynlib),

@@ -334,6 +334,10 @@ _SIGNATURES = {
     "dynlib_callback_model_init": (DynlibStatus, [_P(DynlibCallbackModel)]),
     "dynlib_model_from_callbacks": (DynlibStatus, [_P(DynlibCallbackModel), _P(ModelPtr)]),
     "dynlib_model_load": (DynlibStatus, [c_char_p, c_char_p, _P(ModelPtr)]),
+    "dynlib_model_load_mods": (
+        DynlibStatus,
+        [c_char_p, _P(c_char_p), c_size_t, c_char_p, _P(ModelPtr)],
+    ),
     "dynlib_model_free": (None, [ModelPtr]),
     "dynlib_model_n_states": (DynlibStatus, [ModelPtr, _P(c_size_t)]),
     "dynlib_model_n_params": (DynlibStatus, [ModelPtr, _P(c_size_t)]),
@@ -628,9 +632,12 @@ class _CallbackError:
 class Model:
     """A loaded model. ``Model.load(source, stepper=None)`` with ``source`` one of
     ``builtin://ode/<name>``, ``builtin://map/<name>``, a path to a TOML model file, or
-    ``"inline:" + toml_text``. ``Model.from_callbacks(...)`` wraps Python functions."""
+    ``"inline:" + toml_text``. ``mods`` lists model variants applied in order: names of
+    ``[mods.NAME]`` tables of the model file, ``"inline:" + toml`` with one ``[mod]``, or
+    mod file paths (``path#mod=NAME``). ``Model.from_callbacks(...)`` wraps Python
+    functions."""
 
-    def __init__(self, source=None, stepper=None, *, _handle=None):
+    def __init__(self, source=None, stepper=None, *, mods=None, _handle=None):
         self._handle = None
         self._keepalive = ()
         self._callback_errors = None
@@ -638,17 +645,28 @@ class Model:
             if source is None:
                 raise TypeError("Model(source, stepper=None): source is required")
             out = ModelPtr()
-            _check(_lib.dynlib_model_load(_enc(source), _enc(stepper), byref(out)))
+            if mods:
+                if isinstance(mods, (str, bytes)):
+                    mods = [mods]
+                encoded = [_enc(m) for m in mods]
+                arr = (c_char_p * len(encoded))(*encoded)
+                _check(
+                    _lib.dynlib_model_load_mods(
+                        _enc(source), arr, len(encoded), _enc(stepper), byref(out)
+                    )
+                )
+            else:
+                _check(_lib.dynlib_model_load(_enc(source), _enc(stepper), byref(out)))
             _handle = out
         self._handle = _handle
         _count("model", 1)
         self._load_names()
 
     @classmethod
-    def load(cls, source, stepper=None):
+    def load(cls, source, stepper=None, *, mods=None):
         """Loads a model (see the class docstring); ``stepper`` names the stepper of sims
-        created from it (NULL = the model's default)."""
-        return cls(source, stepper)
+        created from it (NULL = the model's default); ``mods`` the variants to apply."""
+        return cls(source, stepper, mods=mods)
 
     @classmethod
     def from_callbacks(

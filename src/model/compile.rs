@@ -8,9 +8,10 @@ use std::collections::HashMap;
 
 use super::expr::ast::{BinaryOp, CompareOp, Expr, Span, UnaryOp};
 use super::expr::parser;
+use super::pos::Origin;
 use super::program::{call1, call2, Fn1, Fn2, Op, Program, Reg};
 use super::spec::{ModelKind, ModelSpec, Source};
-use crate::error::{suggestion_suffix, Error, Result};
+use crate::error::{suggestion_suffix, Diagnostic, Error, Result};
 
 /// What an event action assigns to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,9 +66,62 @@ impl CompiledModel {
 
 const MAX_LAG: u32 = 1000;
 
-/// Compiles every expression of the model.
+/// Deepest recursion of the expression compiler, counting the levels of inlined aux
+/// variables and function bodies; bounds the stack a compile uses.
+pub const MAX_INLINE_NESTING: usize = 400;
+
+/// Compiles every expression of the model; the error lists every problem found.
 pub fn compile(spec: &ModelSpec) -> Result<CompiledModel> {
+    compile_with(spec, &[])
+}
+
+/// Collects the errors of independent expressions, placing each at its source.
+#[derive(Default)]
+struct Errors(Vec<Diagnostic>);
+
+impl Errors {
+    fn keep(&mut self, src: &Source, r: Result<Reg>, b: &mut ProgramBuilder) -> Reg {
+        match r {
+            Ok(r) => r,
+            Err(e) => {
+                for mut d in e.diagnostics() {
+                    if d.line == 0 {
+                        let (line, column) = src.origin.position(1);
+                        d.line = line;
+                        d.column = column;
+                        if d.location.is_empty() {
+                            d.location = src.location.clone();
+                        }
+                    }
+                    // The inlined-nesting limit is reported once, not for every body above
+                    // the deep one.
+                    let limit = |d: &Diagnostic| d.message.contains("inlined nesting limit");
+                    let repeated_limit = limit(&d) && self.0.iter().any(limit);
+                    if !self.0.contains(&d) && !repeated_limit {
+                        self.0.push(d);
+                    }
+                }
+                b.push(Op::Const(0.0))
+            }
+        }
+    }
+}
+
+/// [`compile`], where uses of the names in `poisoned` (whose declarations already failed)
+/// are not reported again.
+pub fn compile_with(spec: &ModelSpec, poisoned: &[String]) -> Result<CompiledModel> {
+    let mut errors = Errors::default();
+    let compiled = compile_collect(spec, poisoned, &mut errors);
+    if errors.0.is_empty() {
+        Ok(compiled)
+    } else {
+        Err(Error::from_diagnostics(errors.0))
+    }
+}
+
+fn compile_collect(spec: &ModelSpec, poisoned: &[String], errors: &mut Errors) -> CompiledModel {
     let mut cx = Compiler::new(spec);
+    cx.poisoned = poisoned;
     // Check every function body once, even if it is never called, so a typo in an unused
     // function is still reported.
     for f in &spec.functions {
@@ -77,39 +131,51 @@ pub fn compile(spec: &ModelSpec) -> Result<CompiledModel> {
             .iter()
             .map(|a| (a.clone(), b.push(Op::Const(0.0))))
             .collect();
-        cx.lower_source(&f.expr, &mut b, &scope)?;
+        let r = cx.lower_source(&f.expr, &mut b, &scope);
+        errors.keep(&f.expr, r, &mut b);
     }
     let mut rhs = ProgramBuilder::default();
     let mut outputs = Vec::new();
     for eq in &spec.equations {
-        outputs.push(cx.lower_source(&eq.expr, &mut rhs, &[])?);
+        let r = cx.lower_source(&eq.expr, &mut rhs, &[]);
+        outputs.push(errors.keep(&eq.expr, r, &mut rhs));
     }
     let rhs = rhs.finish(outputs);
 
     let mut aux = ProgramBuilder::default();
     let mut outs = Vec::new();
     for i in 0..spec.aux.len() {
-        outs.push(cx.lower_aux(i, &mut aux)?);
+        let r = cx.lower_aux(i, &mut aux);
+        outs.push(errors.keep(&spec.aux[i].1, r, &mut aux));
     }
     let aux = aux.finish(outs);
 
     let mut events = Vec::new();
     for ev in &spec.events {
         let mut b = ProgramBuilder::default();
-        let r = cx.lower_source(&ev.cond, &mut b, &[])?;
+        let r = cx.lower_source(&ev.cond, &mut b, &[]);
+        let r = errors.keep(&ev.cond, r, &mut b);
         let cond = b.finish(vec![r]);
         let mut actions = Vec::new();
         for (target, src) in &ev.actions {
-            let t = cx.action_target(target, &src.location)?;
             let mut b = ProgramBuilder::default();
-            let r = cx.lower_source(src, &mut b, &[])?;
+            let t = match cx.action_target(target, &src.location) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.keep(src, Err(e), &mut b);
+                    Target::State(0)
+                }
+            };
+            let r = cx.lower_source(src, &mut b, &[]);
+            let r = errors.keep(src, r, &mut b);
             actions.push((t, b.finish(vec![r])));
         }
         let mut b = ProgramBuilder::default();
         let mut outs = Vec::new();
         for field in &ev.log {
             let loc = format!("[events.{}].log", ev.name);
-            outs.push(cx.lower_log_field(field, &loc, &mut b)?);
+            let r = cx.lower_log_field(field, &loc, &mut b);
+            outs.push(errors.keep(&ev.cond, r, &mut b));
         }
         events.push(CompiledEvent {
             cond,
@@ -122,7 +188,8 @@ pub fn compile(spec: &ModelSpec) -> Result<CompiledModel> {
         None => None,
         Some(src) => {
             let mut b = ProgramBuilder::default();
-            let r = cx.lower_source(src, &mut b, &[])?;
+            let r = cx.lower_source(src, &mut b, &[]);
+            let r = errors.keep(src, r, &mut b);
             Some(b.finish(vec![r]))
         }
     };
@@ -134,21 +201,22 @@ pub fn compile(spec: &ModelSpec) -> Result<CompiledModel> {
             let mut outs = Vec::new();
             for row in rows {
                 for src in row {
-                    outs.push(cx.lower_source(src, &mut b, &[])?);
+                    let r = cx.lower_source(src, &mut b, &[]);
+                    outs.push(errors.keep(src, r, &mut b));
                 }
             }
             Some(b.finish(outs))
         }
     };
 
-    Ok(CompiledModel {
+    CompiledModel {
         rhs,
         aux,
         events,
         stop,
         jacobian,
         lag_depth: cx.lag_depth,
-    })
+    }
 }
 
 /// Hash key of an instruction (f64 constants compared by bits).
@@ -292,27 +360,42 @@ struct Compiler<'s> {
     lag_depth: Vec<usize>,
     /// Aux and functions being expanded, for cycle detection.
     stack: Vec<String>,
+    /// Current recursion depth of `lower`.
+    depth: usize,
+    /// Names whose declarations failed: uses are not reported again.
+    poisoned: &'s [String],
+    /// Declared names → (0 state, 1 param, 2 aux, 3 constant; index), first declaration wins.
+    names: HashMap<&'s str, (u8, usize)>,
+    /// Function name → index.
+    functions: HashMap<&'s str, usize>,
 }
 
 /// Where an expression came from, for error messages.
 struct Ctx<'a> {
     location: &'a str,
     text: &'a str,
+    origin: &'a Origin,
 }
 
 impl Ctx<'_> {
     fn error(&self, span: Span, msg: impl std::fmt::Display) -> Error {
         let pointer = if span.col > 0 {
-            let pad: String = " ".repeat(span.col - 1);
+            let (shown, col) = parser::excerpt(self.text, span.col);
+            let pad: String = " ".repeat(col - 1);
             format!(
-                "\n    {}\n    {pad}{}",
-                self.text,
-                "^".repeat(span.len.max(1))
+                "\n    {shown}\n    {pad}{}",
+                "^".repeat(span.len.clamp(1, 40))
             )
         } else {
-            format!("\n    {}", self.text)
+            format!("\n    {}", parser::excerpt(self.text, 1).0)
         };
-        Error::model(format!("{}: {msg}{pointer}", self.location))
+        let (line, column) = self.origin.position(span.col.max(1));
+        Error::model_at(Diagnostic {
+            message: format!("{}: {msg}{pointer}", self.location),
+            location: self.location.to_string(),
+            line,
+            column,
+        })
     }
 }
 
@@ -397,6 +480,18 @@ const BUILTIN_FUNCTIONS: [&str; 32] = [
     "trunc", "round", "erf", "erfc", "sign", "atan2", "hypot", "copysign", "pow",
 ];
 
+/// Every built-in function and macro name (and the Python builtins the language reserves):
+/// none may name a model variable or function.
+pub fn builtin_names() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = BUILTIN_FUNCTIONS.to_vec();
+    v.extend([
+        "min", "max", "fmod", "math", "sum", "prod", "range", "int", "float", "bool", "len",
+    ]);
+    v.extend(MACROS.iter().map(|(n, _)| *n));
+    v.extend(LAG_MACROS.iter().map(|(n, _)| *n));
+    v
+}
+
 impl<'s> Compiler<'s> {
     fn new(spec: &'s ModelSpec) -> Self {
         Compiler {
@@ -404,6 +499,31 @@ impl<'s> Compiler<'s> {
             parsed: HashMap::new(),
             lag_depth: vec![0; spec.states.len()],
             stack: Vec::new(),
+            depth: 0,
+            poisoned: &[],
+            names: {
+                let mut m: HashMap<&'s str, (u8, usize)> = HashMap::new();
+                let groups = [&spec.states, &spec.params];
+                for (g, list) in groups.iter().enumerate() {
+                    for (i, (n, _)) in list.iter().enumerate() {
+                        m.entry(n.as_str()).or_insert((g as u8, i));
+                    }
+                }
+                for (i, (n, _)) in spec.aux.iter().enumerate() {
+                    m.entry(n.as_str()).or_insert((2, i));
+                }
+                for (i, (n, _)) in spec.constants.iter().enumerate() {
+                    m.entry(n.as_str()).or_insert((3, i));
+                }
+                m
+            },
+            functions: {
+                let mut m = HashMap::new();
+                for (i, f) in spec.functions.iter().enumerate() {
+                    m.entry(f.name.as_str()).or_insert(i);
+                }
+                m
+            },
         }
     }
 
@@ -412,11 +532,13 @@ impl<'s> Compiler<'s> {
             return Ok(e.clone());
         }
         let e = parser::parse(&src.text).map_err(|e| {
-            Error::model(format!(
-                "{}: {}",
-                src.location,
-                parser::render_error(&src.text, &e)
-            ))
+            let (line, column) = src.origin.position(e.span.col);
+            Error::model_at(Diagnostic {
+                message: format!("{}: {}", src.location, parser::render_error(&src.text, &e)),
+                location: src.location.clone(),
+                line,
+                column,
+            })
         })?;
         self.parsed.insert(src.text.clone(), e.clone());
         Ok(e)
@@ -432,14 +554,109 @@ impl<'s> Compiler<'s> {
         let ctx = Ctx {
             location: &src.location,
             text: &src.text,
+            origin: &src.origin,
         };
         self.lower(&e, b, scope, &ctx)
     }
 
+    /// Lowers aux `i` into `b` (once per program). The aux it refers to, directly or
+    /// through other aux, are lowered first, deepest first, found by an iterative search: a
+    /// long chain of aux costs no recursion.
     fn lower_aux(&mut self, i: usize, b: &mut ProgramBuilder) -> Result<Reg> {
         if let Some(r) = b.aux_regs.get(&i) {
             return Ok(*r);
         }
+        for j in self.aux_order(i, b)? {
+            if !b.aux_regs.contains_key(&j) {
+                self.lower_aux_one(j, b)?;
+            }
+        }
+        b.aux_regs
+            .get(&i)
+            .copied()
+            .ok_or_else(|| Error::internal("aux lowered in dependency order"))
+    }
+
+    /// The aux referred to by name in aux `j`'s expression, in order of appearance.
+    fn aux_refs(&mut self, j: usize) -> Result<Vec<usize>> {
+        let e = self.parse(&self.spec.aux[j].1)?;
+        let mut out = Vec::new();
+        let mut todo: Vec<&Expr> = vec![&e];
+        while let Some(x) = todo.pop() {
+            match x {
+                Expr::Name { name, .. } => {
+                    if let Some(Resolved::Aux(k)) = self.resolve(name, &[]) {
+                        out.push(k);
+                    }
+                }
+                Expr::Number(_) | Expr::Bool(_) => {}
+                Expr::Unary { operand, .. } => todo.push(operand),
+                Expr::Binary { lhs, rhs, .. } => {
+                    todo.push(rhs);
+                    todo.push(lhs);
+                }
+                Expr::Chain { first, rest } => {
+                    todo.extend(rest.iter().rev().map(|(_, r)| r));
+                    todo.push(first);
+                }
+                Expr::Compare { operands, .. } => todo.extend(operands.iter().rev()),
+                Expr::IfElse {
+                    cond,
+                    then,
+                    otherwise,
+                } => {
+                    // Lowered as cond, then, otherwise.
+                    todo.push(otherwise);
+                    todo.push(then);
+                    todo.push(cond);
+                }
+                Expr::Call { args, .. } => todo.extend(args.iter().rev()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Aux `i` and the uncached aux it depends on, dependencies first (post-order of an
+    /// iterative depth-first search); a cycle is an error naming it.
+    fn aux_order(&mut self, i: usize, b: &ProgramBuilder) -> Result<Vec<usize>> {
+        let mut order = Vec::new();
+        let mut done: std::collections::HashSet<usize> = Default::default();
+        // (aux, its references, next reference to visit)
+        let mut path: Vec<(usize, Vec<usize>, usize)> = vec![(i, self.aux_refs(i)?, 0)];
+        while let Some((node, refs, next)) = path.last_mut() {
+            if *next < refs.len() {
+                let k = refs[*next];
+                *next += 1;
+                if done.contains(&k) || b.aux_regs.contains_key(&k) {
+                    continue;
+                }
+                if let Some(pos) = path.iter().position(|(n, _, _)| *n == k) {
+                    let mut cycle: Vec<&str> = self.stack.iter().map(String::as_str).collect();
+                    cycle.extend(
+                        path[pos..]
+                            .iter()
+                            .map(|(n, _, _)| self.spec.aux[*n].0.as_str()),
+                    );
+                    cycle.push(&self.spec.aux[k].0);
+                    return Err(Error::model(format!(
+                        "cyclic definition: {} (aux variables and functions may not refer to \
+                         themselves, directly or through others)",
+                        cycle.join(" -> ")
+                    )));
+                }
+                let r = self.aux_refs(k)?;
+                path.push((k, r, 0));
+            } else {
+                let n = *node;
+                done.insert(n);
+                order.push(n);
+                path.pop();
+            }
+        }
+        Ok(order)
+    }
+
+    fn lower_aux_one(&mut self, i: usize, b: &mut ProgramBuilder) -> Result<Reg> {
         let (name, src) = &self.spec.aux[i];
         self.enter(name)?;
         let r = self.lower_source(src, b, &[]);
@@ -464,28 +681,25 @@ impl<'s> Compiler<'s> {
     }
 
     fn state_index(&self, name: &str) -> Option<usize> {
-        self.spec.states.iter().position(|(n, _)| n == name)
+        match self.names.get(name) {
+            Some((0, i)) => Some(*i),
+            _ => None,
+        }
     }
 
     fn resolve(&self, name: &str, scope: &[(String, Reg)]) -> Option<Resolved> {
         if let Some((_, r)) = scope.iter().rev().find(|(n, _)| n == name) {
             return Some(Resolved::Local(*r));
         }
-        let spec = self.spec;
         if name == "t" {
             return Some(Resolved::Time);
         }
-        if let Some(i) = self.state_index(name) {
-            return Some(Resolved::State(i));
-        }
-        if let Some(i) = spec.params.iter().position(|(n, _)| n == name) {
-            return Some(Resolved::Param(i));
-        }
-        if let Some(i) = spec.aux.iter().position(|(n, _)| n == name) {
-            return Some(Resolved::Aux(i));
-        }
-        if let Some((_, v)) = spec.constants.iter().find(|(n, _)| n == name) {
-            return Some(Resolved::Constant(*v));
+        match self.names.get(name) {
+            Some((0, i)) => return Some(Resolved::State(*i)),
+            Some((1, i)) => return Some(Resolved::Param(*i)),
+            Some((2, i)) => return Some(Resolved::Aux(*i)),
+            Some((_, i)) => return Some(Resolved::Constant(self.spec.constants[*i].1)),
+            None => {}
         }
         match name {
             "pi" => Some(Resolved::Constant(std::f64::consts::PI)),
@@ -505,6 +719,8 @@ impl<'s> Compiler<'s> {
         v
     }
 
+    /// Lowers `e`, one recursion level deeper; inlined aux variables and functions add
+    /// their own levels, and the total is limited so compiling never exhausts the stack.
     fn lower(
         &mut self,
         e: &Expr,
@@ -512,7 +728,67 @@ impl<'s> Compiler<'s> {
         scope: &[(String, Reg)],
         ctx: &Ctx<'_>,
     ) -> Result<Reg> {
+        if self.depth >= MAX_INLINE_NESTING {
+            return Err(ctx.error(
+                Span::default(),
+                format!(
+                    "expressions nest more than {MAX_INLINE_NESTING} levels deep once aux \
+                     variables and functions are inlined (through {}); the inlined nesting \
+                     limit is {MAX_INLINE_NESTING}",
+                    self.chain_description()
+                ),
+            ));
+        }
+        self.depth += 1;
+        let r = self.lower_node(e, b, scope, ctx);
+        self.depth -= 1;
+        r
+    }
+
+    fn chain_description(&self) -> String {
+        let n = self.stack.len();
+        if n <= 6 {
+            return self.stack.join(" -> ");
+        }
+        format!(
+            "{} -> ... ({} more) -> {}",
+            self.stack[..3].join(" -> "),
+            n - 6,
+            self.stack[n - 3..].join(" -> ")
+        )
+    }
+
+    fn binop(b: &mut ProgramBuilder, op: BinaryOp, a: Reg, c: Reg) -> Reg {
+        let f = match op {
+            BinaryOp::Add => Fn2::Add,
+            BinaryOp::Sub => Fn2::Sub,
+            BinaryOp::Mul => Fn2::Mul,
+            BinaryOp::Div => Fn2::Div,
+            BinaryOp::FloorDiv => Fn2::FloorDiv,
+            BinaryOp::Mod => Fn2::Mod,
+            BinaryOp::Pow => Fn2::Pow,
+            BinaryOp::And => Fn2::And,
+            BinaryOp::Or => Fn2::Or,
+        };
+        b.binary(f, a, c)
+    }
+
+    fn lower_node(
+        &mut self,
+        e: &Expr,
+        b: &mut ProgramBuilder,
+        scope: &[(String, Reg)],
+        ctx: &Ctx<'_>,
+    ) -> Result<Reg> {
         Ok(match e {
+            Expr::Chain { first, rest } => {
+                let mut acc = self.lower(first, b, scope, ctx)?;
+                for (op, rhs) in rest {
+                    let c = self.lower(rhs, b, scope, ctx)?;
+                    acc = Self::binop(b, *op, acc, c);
+                }
+                acc
+            }
             Expr::Number(x) => b.push(Op::Const(*x)),
             Expr::Bool(v) => b.push(Op::Const(if *v { 1.0 } else { 0.0 })),
             Expr::Name { name, span } => match self.resolve(name, scope) {
@@ -522,6 +798,7 @@ impl<'s> Compiler<'s> {
                 Some(Resolved::Param(i)) => b.push(Op::Param(i as u32)),
                 Some(Resolved::Constant(v)) => b.push(Op::Const(v)),
                 Some(Resolved::Aux(i)) => self.lower_aux(i, b)?,
+                None if self.poisoned.iter().any(|p| p == name) => b.push(Op::Const(0.0)),
                 None => {
                     let hint = if self.spec.functions.iter().any(|f| &f.name == name)
                         || math1(name).is_some()
@@ -563,18 +840,7 @@ impl<'s> Compiler<'s> {
                     }
                 }
                 let c = self.lower(rhs, b, scope, ctx)?;
-                let f = match op {
-                    BinaryOp::Add => Fn2::Add,
-                    BinaryOp::Sub => Fn2::Sub,
-                    BinaryOp::Mul => Fn2::Mul,
-                    BinaryOp::Div => Fn2::Div,
-                    BinaryOp::FloorDiv => Fn2::FloorDiv,
-                    BinaryOp::Mod => Fn2::Mod,
-                    BinaryOp::Pow => Fn2::Pow,
-                    BinaryOp::And => Fn2::And,
-                    BinaryOp::Or => Fn2::Or,
-                };
-                b.binary(f, a, c)
+                Self::binop(b, *op, a, c)
             }
             Expr::Compare { ops, operands } => {
                 let regs = operands
@@ -750,7 +1016,7 @@ impl<'s> Compiler<'s> {
             return Ok(b.binary(f, a, c));
         }
         let spec = self.spec;
-        if let Some(f) = spec.functions.iter().find(|f| f.name == name) {
+        if let Some(f) = self.functions.get(name).map(|&i| &spec.functions[i]) {
             arity(f.args.len())?;
             let regs = args
                 .iter()
@@ -761,6 +1027,9 @@ impl<'s> Compiler<'s> {
             let r = self.lower_source(&f.expr, b, &inner);
             self.stack.pop();
             return r;
+        }
+        if self.poisoned.iter().any(|p| p == name) {
+            return Ok(b.push(Op::Const(0.0)));
         }
         let mut candidates: Vec<&str> = BUILTIN_FUNCTIONS.to_vec();
         candidates.extend(["min", "max"]);

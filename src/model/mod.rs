@@ -9,6 +9,8 @@ pub mod expr;
 pub mod host;
 #[cfg(feature = "jit")]
 pub mod jit;
+pub mod mods;
+pub mod pos;
 pub mod program;
 pub mod spec;
 
@@ -116,6 +118,37 @@ impl std::ops::Deref for Model {
     }
 }
 
+/// Stack of the thread that parses and compiles a model. The parser and compiler recurse
+/// once per nesting level, bounded by [`expr::parser::MAX_NESTING`] and
+/// [`compile::MAX_INLINE_NESTING`]; running them on a thread of their own makes loading
+/// independent of the caller's stack (a model that loads on the main thread loads on a
+/// 256 KiB thread too). Only the pages used are ever touched.
+pub const LOADER_STACK_BYTES: usize = 64 << 20;
+
+/// Runs `f` on a thread with [`LOADER_STACK_BYTES`] of stack (on the calling thread when no
+/// thread can be started), waiting for it.
+pub(crate) fn on_loader_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    let cell = std::sync::Mutex::new(Some(f));
+    let take = || cell.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let ran = std::thread::scope(|scope| {
+        let spawned = std::thread::Builder::new()
+            .name("dynlib-model-loader".into())
+            .stack_size(LOADER_STACK_BYTES)
+            .spawn_scoped(scope, || take().map(|f| f()));
+        match spawned {
+            Ok(handle) => match handle.join() {
+                Ok(v) => v,
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            Err(_) => None,
+        }
+    });
+    match ran {
+        Some(v) => v,
+        None => (take().expect("the loader closure runs once"))(),
+    }
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()
@@ -130,33 +163,69 @@ impl Model {
 
     /// [`Model::load`] with an explicit evaluation backend.
     pub fn load_with(source: &str, backend: Backend) -> Result<Model> {
-        let trimmed = source.trim_start();
-        if let Some(text) = trimmed.strip_prefix("inline:") {
-            return Model::from_toml_with(text, backend);
+        Model::load_with_mods(source, &[], backend)
+    }
+
+    /// Loads a model variant: `source` as for [`Model::load`] (a file or `builtin://` source
+    /// may end in `#mod=NAME`, selecting a mod of that file, applied first), then every mod
+    /// of `mods` in order. A mod is the name of a `[mods.NAME]` (or the `[mod]`) of the
+    /// model file, `inline:` followed by TOML with one `[mod]` or `[mods.NAME]`, or the path
+    /// of a mod file (with `#mod=NAME` when it defines several).
+    pub fn load_with_mods(source: &str, mods: &[&str], backend: Backend) -> Result<Model> {
+        let (text, label, fragment) = read_source(source)?;
+        let mut all: Vec<ModSpecArg> = Vec::new();
+        if let Some(f) = fragment {
+            all.push(ModSpecArg::InFile(f));
         }
-        if let Some(id) = source.strip_prefix("builtin://") {
-            let text = builtin::lookup(id)?;
-            return Model::from_toml_with(text, backend)
-                .map_err(|e| e.context(format!("builtin://{id}")));
+        for m in mods {
+            all.push(resolve_mod_arg(m)?);
         }
-        let mut path = Path::new(source).to_path_buf();
-        if !path.exists() && path.extension().is_none() {
-            path.set_extension("toml");
+        let r = on_loader_stack(|| Model::from_text_mods(&text, &all, backend));
+        match label {
+            Some(l) => r.map_err(|e| e.context(l)),
+            None => r,
         }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| Error::io(format!("cannot read model file '{}': {e}", path.display())))?;
-        if let Some(first) = text.lines().next() {
-            if let Some(rest) = first.strip_prefix("#!") {
-                let pkg = rest.trim().split(':').next().unwrap_or("").trim();
-                if !pkg.is_empty() && pkg != "dynlib" {
-                    return Err(Error::model(format!(
-                        "'{}' is not a dynlib model: its first line names '{pkg}'",
-                        path.display()
-                    )));
-                }
-            }
+    }
+
+    /// Every problem of a model source (file, `builtin://` or `inline:`), with positions; an
+    /// empty list when it loads. Nothing is compiled to native code.
+    pub fn validate(source: &str) -> Vec<crate::error::Diagnostic> {
+        Model::validate_with_mods(source, &[])
+    }
+
+    /// [`Model::validate`] of a variant (see [`Model::load_with_mods`]).
+    pub fn validate_with_mods(source: &str, mods: &[&str]) -> Vec<crate::error::Diagnostic> {
+        match Model::load_with_mods(source, mods, Backend::Interpreter) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.diagnostics(),
         }
-        Model::from_toml_with(&text, backend).map_err(|e| e.context(path.display()))
+    }
+
+    fn from_text_mods(text: &str, mods: &[ModSpecArg], backend: Backend) -> Result<Model> {
+        if mods.is_empty() {
+            let spec = spec::checked(spec::parse_lenient(text, None)?)?;
+            return Model::from_spec_here(spec, backend);
+        }
+        let mut doc = spec::parse_toml(text)?;
+        let mut ix = pos::DocIndex::new(text);
+        let mut defs = Vec::new();
+        for m in mods {
+            defs.push(match m {
+                ModSpecArg::InFile(name) => mods::select(&doc, name, "the model file")?,
+                ModSpecArg::Def(d) => d.clone(),
+            });
+        }
+        let errs = mods::apply(&mut doc, &defs, &mut ix);
+        let mut parsed = spec::parse_lenient(text, Some((doc, ix)))?;
+        let mut diags: Vec<crate::error::Diagnostic> =
+            errs.iter().flat_map(|e| e.diagnostics()).collect();
+        if !diags.is_empty() {
+            diags.append(&mut parsed.errors);
+            parsed.errors = diags;
+        }
+        let mut spec = spec::checked(parsed)?;
+        spec.mods = defs.iter().map(|d| d.name.clone()).collect();
+        Model::from_spec_here(spec, backend)
     }
 
     /// Compiles a model from TOML text in the model language.
@@ -166,8 +235,10 @@ impl Model {
 
     /// [`Model::from_toml`] with an explicit evaluation backend.
     pub fn from_toml_with(text: &str, backend: Backend) -> Result<Model> {
-        let spec = spec::parse_model(text)?;
-        Model::from_spec_with(spec, backend)
+        on_loader_stack(|| {
+            let spec = spec::checked(spec::parse_lenient(text, None)?)?;
+            Model::from_spec_here(spec, backend)
+        })
     }
 
     /// Compiles a parsed spec.
@@ -177,6 +248,10 @@ impl Model {
 
     /// [`Model::from_spec`] with an explicit evaluation backend.
     pub fn from_spec_with(spec: ModelSpec, backend: Backend) -> Result<Model> {
+        on_loader_stack(move || Model::from_spec_here(spec, backend))
+    }
+
+    fn from_spec_here(spec: ModelSpec, backend: Backend) -> Result<Model> {
         let compiled = compile::compile(&spec)?;
         let canonical = serde_json::to_vec(&spec)
             .map_err(|e| Error::internal(format!("cannot serialise the model spec: {e}")))?;
@@ -420,6 +495,128 @@ impl Model {
             },
         })
     }
+}
+
+/// Largest model or mod file read, in bytes.
+pub const MAX_MODEL_FILE_BYTES: u64 = 16 << 20;
+
+/// A mod argument, resolved as far as it can be before the model is parsed.
+#[derive(Debug, Clone)]
+enum ModSpecArg {
+    /// A mod of the model file, by name.
+    InFile(String),
+    /// A mod from another text.
+    Def(mods::ModDef),
+}
+
+fn split_fragment(source: &str) -> (&str, Option<String>) {
+    match source.rfind("#mod=") {
+        Some(i) => (&source[..i], Some(source[i + 5..].to_string())),
+        None => (source, None),
+    }
+}
+
+/// (text, context for errors, `#mod=` fragment) of a model source.
+fn read_source(source: &str) -> Result<(String, Option<String>, Option<String>)> {
+    let trimmed = source.trim_start();
+    if let Some(text) = trimmed.strip_prefix("inline:") {
+        return Ok((text.to_string(), None, None));
+    }
+    let (source, fragment) = split_fragment(source);
+    if let Some(id) = source.strip_prefix("builtin://") {
+        let text = builtin::lookup(id)?;
+        return Ok((text.to_string(), Some(format!("builtin://{id}")), fragment));
+    }
+    let mut path = Path::new(source).to_path_buf();
+    if !path.exists() && path.extension().is_none() {
+        path.set_extension("toml");
+    }
+    let text = read_model_file(&path)?;
+    if let Some(first) = text.lines().next() {
+        if let Some(rest) = first.strip_prefix("#!") {
+            let pkg = rest.trim().split(':').next().unwrap_or("").trim();
+            if !pkg.is_empty() && pkg != "dynlib" {
+                return Err(Error::model(format!(
+                    "'{}' is not a dynlib model: its first line names '{}'",
+                    path.display(),
+                    crate::error::shorten(pkg)
+                )));
+            }
+        }
+    }
+    Ok((text, Some(path.display().to_string()), fragment))
+}
+
+/// Reads a model or mod file: a regular file of at most [`MAX_MODEL_FILE_BYTES`], UTF-8.
+/// Devices, FIFOs and directories are refused before they are opened (so nothing blocks).
+pub fn read_model_file(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let shown = path.display();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::io(format!("cannot read model file '{shown}': {e}")))?;
+    let check = |meta: &std::fs::Metadata| -> Result<()> {
+        if !meta.is_file() {
+            let what = if meta.is_dir() {
+                "a directory"
+            } else {
+                "not a regular file (a device, FIFO or socket)"
+            };
+            return Err(Error::io(format!(
+                "cannot read model file '{shown}': it is {what}"
+            )));
+        }
+        if meta.len() > MAX_MODEL_FILE_BYTES {
+            return Err(Error::io(format!(
+                "cannot read model file '{shown}': it has {} bytes; the limit is {MAX_MODEL_FILE_BYTES}",
+                meta.len()
+            )));
+        }
+        Ok(())
+    };
+    check(&meta)?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::io(format!("cannot read model file '{shown}': {e}")))?;
+    check(
+        &file
+            .metadata()
+            .map_err(|e| Error::io(format!("cannot read model file '{shown}': {e}")))?,
+    )?;
+    let mut bytes = Vec::new();
+    file.take(MAX_MODEL_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(format!("cannot read model file '{shown}': {e}")))?;
+    if bytes.len() as u64 > MAX_MODEL_FILE_BYTES {
+        return Err(Error::io(format!(
+            "cannot read model file '{shown}': it is larger than the limit of {MAX_MODEL_FILE_BYTES} bytes"
+        )));
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| Error::io(format!("model file '{shown}' is not UTF-8: {e}")))
+}
+
+fn resolve_mod_arg(arg: &str) -> Result<ModSpecArg> {
+    let trimmed = arg.trim_start();
+    if let Some(text) = trimmed.strip_prefix("inline:") {
+        let doc = spec::parse_toml(text).map_err(|e| e.context("inline mod"))?;
+        let mut def = mods::single(&doc, "the inline mod")?;
+        def.path = None;
+        return Ok(ModSpecArg::Def(def));
+    }
+    let (path, fragment) = split_fragment(arg);
+    let looks_like_path =
+        path.contains('/') || path.ends_with(".toml") || Path::new(path).is_file();
+    if !looks_like_path {
+        return Ok(ModSpecArg::InFile(arg.to_string()));
+    }
+    let text = read_model_file(Path::new(path))?;
+    let doc = spec::parse_toml(&text).map_err(|e| e.context(path))?;
+    let what = format!("mod file '{path}'");
+    let mut def = match fragment {
+        Some(name) => mods::select(&doc, &name, &what)?,
+        None => mods::single(&doc, &what)?,
+    };
+    def.path = None;
+    Ok(ModSpecArg::Def(def))
 }
 
 fn lag_layout(depth: &[usize]) -> (Vec<LagSlot>, usize) {

@@ -69,7 +69,9 @@ pub enum Fn2 {
     Ge,
     Eq,
     Ne,
+    /// Python `and`: the second operand when the first is true, else the first.
     And,
+    /// Python `or`: the first operand when it is true, else the second.
     Or,
 }
 
@@ -163,20 +165,63 @@ fn flag(b: bool) -> f64 {
     }
 }
 
-/// Python's floored modulo: the result has the sign of the divisor.
+/// Python's floored modulo (CPython's `float_rem`): the result has the sign of the divisor,
+/// and a zero result is a zero of the divisor's sign (`-0.0 % 5 == 0.0`, `0.0 % -5 == -0.0`).
+/// A zero divisor gives NaN (Python raises).
 pub fn py_mod(a: f64, b: f64) -> f64 {
     let r = a % b;
-    if r != 0.0 && ((r < 0.0) != (b < 0.0)) {
-        r + b
+    if r != 0.0 {
+        if (b < 0.0) != (r < 0.0) {
+            r + b
+        } else {
+            r
+        }
     } else {
-        r
+        0.0f64.copysign(b)
     }
 }
 
-/// Python's floor division.
+/// Python's floor division (CPython's `float_floor_div`, via `divmod`). A zero divisor gives
+/// the IEEE quotient's infinities or NaN (Python raises).
 pub fn py_floordiv(a: f64, b: f64) -> f64 {
-    let m = py_mod(a, b);
-    ((a - m) / b).round()
+    if b == 0.0 {
+        return (a / b).floor();
+    }
+    let m = a % b;
+    let mut div = (a - m) / b;
+    if m != 0.0 && (b < 0.0) != (m < 0.0) {
+        div -= 1.0;
+    }
+    if div != 0.0 {
+        let f = div.floor();
+        if div - f > 0.5 {
+            f + 1.0
+        } else {
+            f
+        }
+    } else {
+        0.0f64.copysign(a / b)
+    }
+}
+
+/// Python's `a and b`: `b` when `a` is true, else `a` itself (an operand, not a flag).
+#[inline]
+pub fn py_and(a: f64, b: f64) -> f64 {
+    if truth(a) {
+        b
+    } else {
+        a
+    }
+}
+
+/// Python's `a or b`: `a` when it is true, else `b`.
+#[inline]
+pub fn py_or(a: f64, b: f64) -> f64 {
+    if truth(a) {
+        a
+    } else {
+        b
+    }
 }
 
 /// Evaluates a one-argument function. Shared by the interpreter and native code.
@@ -259,8 +304,8 @@ pub fn call2(f: Fn2, a: f64, b: f64) -> f64 {
         Fn2::Ge => flag(a >= b),
         Fn2::Eq => flag(a == b),
         Fn2::Ne => flag(a != b),
-        Fn2::And => flag(truth(a) && truth(b)),
-        Fn2::Or => flag(truth(a) || truth(b)),
+        Fn2::And => py_and(a, b),
+        Fn2::Or => py_or(a, b),
     }
 }
 
@@ -318,6 +363,14 @@ mod tests {
         assert_eq!(py_mod(7.5, 2.0), 1.5);
         assert_eq!(py_floordiv(-7.5, 2.0), -4.0);
         assert_eq!(py_floordiv(7.0, 2.0), 3.0);
+        assert_eq!(py_mod(-0.0, 5.0).to_bits(), 0.0f64.to_bits());
+        assert_eq!(py_mod(0.0, -5.0).to_bits(), (-0.0f64).to_bits());
+        assert_eq!(py_mod(-1.0, f64::INFINITY), f64::INFINITY);
+        assert_eq!(py_mod(6.0, 3.0).to_bits(), 0.0f64.to_bits());
+        assert_eq!(py_mod(-6.0, 3.0).to_bits(), 0.0f64.to_bits());
+        assert_eq!(py_floordiv(-0.0, 5.0).to_bits(), (-0.0f64).to_bits());
+        assert_eq!(py_floordiv(1.0, -3.0), -1.0);
+        assert_eq!(py_floordiv(-7.5, -2.0), 3.0);
     }
 
     #[test]
@@ -333,7 +386,11 @@ mod tests {
         assert_eq!(call1(Fn1::Sign, -3.0), -1.0);
         assert_eq!(call1(Fn1::Sign, f64::NAN), 0.0);
         assert_eq!(call2(Fn2::And, 2.0, 0.0), 0.0);
-        assert_eq!(call2(Fn2::Or, 0.0, -1.0), 1.0);
+        assert_eq!(call2(Fn2::Or, 0.0, -1.0), -1.0);
+        assert_eq!(call2(Fn2::And, 2.0, 3.0), 3.0);
+        assert_eq!(call2(Fn2::Or, 0.0, 5.0), 5.0);
+        assert_eq!(call2(Fn2::And, -0.0, 5.0).to_bits(), (-0.0f64).to_bits());
+        assert!(call2(Fn2::Or, f64::NAN, 5.0).is_nan());
         assert_eq!(call1(Fn1::Not, 0.0), 1.0);
     }
 

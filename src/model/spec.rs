@@ -10,7 +10,9 @@ use toml::{Table, Value};
 
 use super::expr::ast::{BinaryOp, Expr, UnaryOp};
 use super::expr::parser;
-use crate::error::{suggestion_suffix, Error, Result};
+use super::pos::{DocIndex, Origin};
+use crate::error::{did_you_mean, shorten, suggestion_suffix, Diagnostic, Error, Result};
+use std::sync::Arc;
 
 /// Continuous-time (ODE) or discrete-time (map) model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -56,6 +58,20 @@ pub struct Source {
     /// Where in the TOML document, e.g. `[equations.rhs].x` or `[events.reset].cond`.
     pub location: String,
     pub text: String,
+    /// Where the text sits in the file (not part of the spec's identity or hash).
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+impl Source {
+    /// An expression without a file position.
+    pub fn new(location: impl Into<String>, text: impl Into<String>) -> Source {
+        Source {
+            location: location.into(),
+            text: text.into(),
+            origin: Origin::default(),
+        }
+    }
 }
 
 /// One state equation: derivative (ODE) or next value (map).
@@ -139,6 +155,9 @@ pub struct ModelSpec {
     pub events: Vec<EventSpec>,
     pub sim: SimDefaults,
     pub presets: Vec<PresetSpec>,
+    /// Names of the mods applied, in order (empty for the base model; part of the hash).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mods: Vec<String>,
 }
 
 /// Serialisation of floats for the canonical (hashed) form of a spec: finite values as JSON
@@ -203,17 +222,213 @@ pub(crate) mod hash_floats {
 
 const RESERVED: [&str; 3] = ["t", "pi", "e"];
 
-/// Parses and structurally validates a model from TOML text.
+/// Python keywords and the language's literal names: never names of model variables.
+const KEYWORDS: [&str; 38] = [
+    "and", "or", "not", "if", "else", "elif", "True", "False", "None", "true", "false", "lambda",
+    "is", "in", "for", "while", "def", "class", "return", "import", "from", "as", "with", "pass",
+    "break", "continue", "del", "global", "nonlocal", "assert", "yield", "try", "except",
+    "finally", "raise", "async", "await", "match",
+];
+
+/// The tables a model file may have.
+const TOP_LEVEL: [&str; 12] = [
+    "model",
+    "states",
+    "params",
+    "constants",
+    "equations",
+    "aux",
+    "functions",
+    "events",
+    "presets",
+    "sim",
+    "mod",
+    "mods",
+];
+
+/// The keys of `[sim]` other than stepper knobs.
+const SIM_KEYS: [&str; 9] = [
+    "t0",
+    "t_end",
+    "dt",
+    "stepper",
+    "record",
+    "atol",
+    "rtol",
+    "max_steps",
+    "stop",
+];
+
+/// Parses and structurally validates a model from TOML text; the error lists every problem
+/// found (with file positions).
 pub fn parse_model(text: &str) -> Result<ModelSpec> {
-    let doc: Table = text
-        .parse::<Table>()
-        .map_err(|e| Error::model(format!("TOML syntax error: {e}")))?;
-    ModelBuilder::default().build(&doc)
+    let parsed = parse_lenient(text, None)?;
+    if parsed.errors.is_empty() {
+        parsed
+            .spec
+            .ok_or_else(|| Error::internal("a model without errors has a spec"))
+    } else {
+        Err(Error::from_diagnostics(parsed.errors))
+    }
 }
 
-#[derive(Default)]
+/// The result of reading a model that may have errors: the spec as far as it could be built
+/// (items with errors left out or given placeholders), every problem found, and the names
+/// whose declarations failed (uses of them are not reported again).
+pub struct Parsed {
+    pub spec: Option<ModelSpec>,
+    pub errors: Vec<Diagnostic>,
+    pub poisoned: Vec<String>,
+}
+
+/// Parses `text` (with `doc` already parsed by the caller, e.g. after applying mods) and
+/// collects every independent problem. Only a TOML syntax error is returned as `Err`.
+pub fn parse_lenient(text: &str, doc: Option<(Table, DocIndex)>) -> Result<Parsed> {
+    let (doc, ix) = match doc {
+        Some(d) => d,
+        None => {
+            let doc = parse_toml(text)?;
+            (doc, DocIndex::new(text))
+        }
+    };
+    let cx = Cx { ix: Arc::new(ix) };
+    let mut b = ModelBuilder {
+        constants: Vec::new(),
+        errors: Vec::new(),
+        poisoned: Vec::new(),
+        cx,
+    };
+    let spec = b.build(&doc);
+    let mut errors: Vec<Diagnostic> = Vec::new();
+    for e in b.errors {
+        for d in e.diagnostics() {
+            if !errors.contains(&d) {
+                errors.push(d);
+            }
+        }
+    }
+    Ok(Parsed {
+        spec,
+        errors,
+        poisoned: b.poisoned,
+    })
+}
+
+/// The spec of `parsed` when it has no errors; otherwise every error of the structure and of
+/// the expressions that could be compiled, in file order.
+pub fn checked(parsed: Parsed) -> Result<ModelSpec> {
+    let Some(spec) = parsed.spec else {
+        return Err(Error::from_diagnostics(parsed.errors));
+    };
+    if parsed.errors.is_empty() {
+        return Ok(spec);
+    }
+    let mut all = parsed.errors;
+    if let Err(e) = super::compile::compile_with(&spec, &parsed.poisoned) {
+        for d in e.diagnostics() {
+            if !all.contains(&d) {
+                all.push(d);
+            }
+        }
+    }
+    all.sort_by_key(|d| {
+        if d.line == 0 {
+            (usize::MAX, 0)
+        } else {
+            (d.line, d.column)
+        }
+    });
+    Err(Error::from_diagnostics(all))
+}
+
+/// TOML text → table, with the syntax error's line and column.
+pub fn parse_toml(text: &str) -> Result<Table> {
+    text.parse::<Table>().map_err(|e| {
+        let ix = DocIndex::new(text);
+        let (line, column) = e.span().map_or((0, 0), |s| ix.line_col(s.start));
+        Error::model_at(Diagnostic {
+            message: format!("TOML syntax error: {}", e.message().trim_end()),
+            location: String::new(),
+            line,
+            column,
+        })
+    })
+}
+
+/// Positions of the document being read.
+pub(crate) struct Cx {
+    pub ix: Arc<DocIndex>,
+}
+
+/// `[a.b].c` for the path `["a", "b", "c"]`; `[a]` for `["a"]`.
+pub fn location_of(path: &[&str]) -> String {
+    match path {
+        [] => String::new(),
+        [one] => format!("[{one}]"),
+        [tables @ .., last] => format!("[{}].{last}", tables.join(".")),
+    }
+}
+
+impl Cx {
+    /// A model error at the key `path`.
+    pub fn err(&self, path: &[&str], message: impl Into<String>) -> Error {
+        let (line, column) = self.ix.key_pos(path);
+        Error::model_at(Diagnostic {
+            message: message.into(),
+            location: location_of(path),
+            line,
+            column,
+        })
+    }
+
+    /// `r`, with an error lacking a position placed at the key `path`.
+    pub fn at<T>(&self, path: &[&str], r: Result<T>) -> Result<T> {
+        r.map_err(|e| {
+            if e.positioned().is_empty() && e.kind() == crate::error::ErrorKind::Model {
+                self.err(path, e.message().to_string())
+            } else {
+                e
+            }
+        })
+    }
+
+    /// The expression string at `path` (its value must be the string `text`).
+    pub fn source(&self, path: &[&str], location: String, text: String) -> Source {
+        Source {
+            location,
+            text,
+            origin: Origin {
+                doc: Some(self.ix.clone()),
+                span: self.ix.value_span(path),
+                skip_chars: 0,
+            },
+        }
+    }
+
+    /// A parse error of the string value at `path`, placed at the error's column.
+    pub fn parse_error(
+        &self,
+        path: &[&str],
+        location: &str,
+        text: &str,
+        e: &super::expr::ast::ParseError,
+    ) -> Error {
+        let origin = self.source(path, String::new(), String::new()).origin;
+        let (line, column) = origin.position(e.span.col);
+        Error::model_at(Diagnostic {
+            message: format!("{location}: {}", parser::render_error(text, e)),
+            location: location.to_string(),
+            line,
+            column,
+        })
+    }
+}
+
 struct ModelBuilder {
     constants: Vec<(String, f64)>,
+    errors: Vec<Error>,
+    poisoned: Vec<String>,
+    cx: Cx,
 }
 
 fn table<'a>(doc: &'a Table, key: &str) -> Result<Option<&'a Table>> {
@@ -248,6 +463,17 @@ fn number_at(v: &Value, location: &str) -> Result<f64> {
     }
 }
 
+fn finite_at(v: &Value, location: &str) -> Result<f64> {
+    let x = number_at(v, location)?;
+    if x.is_finite() {
+        Ok(x)
+    } else {
+        Err(Error::model(format!(
+            "{location} must be finite, found {x}"
+        )))
+    }
+}
+
 fn string_list(v: &Value, location: &str) -> Result<Vec<String>> {
     let arr = v.as_array().ok_or_else(|| {
         Error::model(format!(
@@ -267,17 +493,38 @@ fn string_list(v: &Value, location: &str) -> Result<Vec<String>> {
         .collect()
 }
 
-fn check_unknown_keys(t: &Table, allowed: &[&str], location: &str) -> Result<()> {
+/// Every key of `t` not in `allowed` is an error at that key, with a did-you-mean.
+fn unknown_keys(cx: &Cx, t: &Table, allowed: &[&str], path: &[&str]) -> Vec<Error> {
+    let location = if path.is_empty() {
+        "the model file".to_string()
+    } else {
+        format!("[{}]", path.join("."))
+    };
+    let mut out = Vec::new();
     for key in t.keys() {
         if !allowed.contains(&key.as_str()) {
-            return Err(Error::model(format!(
-                "unknown key '{key}' in {location}{}; allowed keys: {}",
-                suggestion_suffix(key, allowed.iter().copied()),
-                allowed.join(", ")
-            )));
+            let mut p = path.to_vec();
+            p.push(key);
+            let what = if path.is_empty() { "table" } else { "key" };
+            out.push(cx.err(
+                &p,
+                format!(
+                    "unknown {what} '{}' in {location}{}; allowed: {}",
+                    shorten(key),
+                    suggestion_suffix(key, allowed.iter().copied()),
+                    allowed.join(", ")
+                ),
+            ));
         }
     }
-    Ok(())
+    out
+}
+
+fn check_unknown_keys(cx: &Cx, t: &Table, allowed: &[&str], path: &[&str]) -> Result<()> {
+    match unknown_keys(cx, t, allowed, path).into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn is_identifier(s: &str) -> bool {
@@ -287,114 +534,229 @@ fn is_identifier(s: &str) -> bool {
 }
 
 impl ModelBuilder {
-    fn build(mut self, doc: &Table) -> Result<ModelSpec> {
-        let model =
-            table(doc, "model")?.ok_or_else(|| Error::model("missing required table [model]"))?;
+    fn keep<T>(&mut self, path: &[&str], r: Result<T>) -> Option<T> {
+        match self.cx.at(path, r) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.errors.push(e);
+                None
+            }
+        }
+    }
+
+    fn table<'d>(&mut self, doc: &'d Table, key: &str) -> Option<&'d Table> {
+        let r = table(doc, key);
+        self.keep(&[key], r).flatten()
+    }
+
+    fn build(&mut self, doc: &Table) -> Option<ModelSpec> {
+        let cx_unknown = unknown_keys(&self.cx, doc, &TOP_LEVEL, &[]);
+        // Names declared under a misspelt table are not reported again where they are used.
+        let mut misspelt_required = Vec::new();
+        for (k, v) in doc {
+            if !TOP_LEVEL.contains(&k.as_str()) {
+                if let Some(t) = v.as_table() {
+                    self.poisoned.extend(t.keys().cloned());
+                }
+                if let Some(m) = did_you_mean(k, TOP_LEVEL) {
+                    misspelt_required.push(m);
+                }
+            }
+        }
+        self.errors.extend(cx_unknown);
+        let missing = |this: &mut Self, what: &str| {
+            if !misspelt_required.contains(&what) {
+                this.errors
+                    .push(Error::model(format!("missing required table [{what}]")));
+            }
+        };
+
+        let model = self.table(doc, "model");
+        if model.is_none() && !doc.contains_key("model") {
+            missing(self, "model");
+        }
+        let empty = Table::new();
+        let model = model.unwrap_or(&empty);
+        let errs = unknown_keys(
+            &self.cx,
+            model,
+            &["type", "name", "dtype", "label"],
+            &["model"],
+        );
+        self.errors.extend(errs);
         if model.contains_key("label") {
-            return Err(Error::model(
+            let e = self.cx.err(
+                &["model", "label"],
                 "[model].label is no longer supported; use [model].name",
-            ));
+            );
+            self.errors.push(e);
         }
         let kind = match model.get("type") {
             Some(Value::String(s)) if s == "ode" => ModelKind::Ode,
             Some(Value::String(s)) if s == "map" => ModelKind::Map,
             Some(Value::String(s)) => {
-                return Err(Error::model(format!(
-                    "[model].type must be \"ode\" or \"map\", found \"{s}\""
-                )))
+                let e = self.cx.err(
+                    &["model", "type"],
+                    format!(
+                        "[model].type must be \"ode\" or \"map\", found \"{}\"",
+                        shorten(s)
+                    ),
+                );
+                self.errors.push(e);
+                ModelKind::Ode
             }
             Some(other) => {
-                return Err(Error::model(format!(
-                    "[model].type must be the string \"ode\" or \"map\", found {}",
-                    other.type_str()
-                )))
+                let e = self.cx.err(
+                    &["model", "type"],
+                    format!(
+                        "[model].type must be the string \"ode\" or \"map\", found {}",
+                        other.type_str()
+                    ),
+                );
+                self.errors.push(e);
+                ModelKind::Ode
             }
             None => {
-                return Err(Error::model(
-                    "[model].type is required (\"ode\" or \"map\")",
-                ))
+                if doc.contains_key("model") {
+                    let e = self
+                        .cx
+                        .err(&["model"], "[model].type is required (\"ode\" or \"map\")");
+                    self.errors.push(e);
+                }
+                ModelKind::Ode
             }
         };
         let name = match model.get("name") {
             None => String::new(),
-            Some(v) => string_at(v, "[model].name")?,
+            Some(v) => {
+                let r = string_at(v, "[model].name");
+                self.keep(&["model", "name"], r).unwrap_or_default()
+            }
         };
         let dtype = match model.get("dtype") {
             None => "float64".to_string(),
             Some(v) => {
-                let d = string_at(v, "[model].dtype")?;
-                match d.as_str() {
-                    "float64" | "float" | "double" | "f64" => "float64".to_string(),
-                    _ => {
-                        return Err(Error::model(format!(
-                            "[model].dtype '{d}' is not supported: this library computes in \
-                             float64 only (write dtype = \"float64\" or leave it out)"
-                        )))
-                    }
-                }
+                let r = string_at(v, "[model].dtype").and_then(|d| match d.as_str() {
+                    "float64" | "float" | "double" | "f64" => Ok("float64".to_string()),
+                    _ => Err(Error::model(format!(
+                        "[model].dtype '{}' is not supported: this library computes in \
+                         float64 only (write dtype = \"float64\" or leave it out)",
+                        shorten(&d)
+                    ))),
+                });
+                self.keep(&["model", "dtype"], r)
+                    .unwrap_or_else(|| "float64".into())
             }
         };
 
         // Constants first: states and params may refer to them.
-        if let Some(c) = table(doc, "constants")? {
+        if let Some(c) = self.table(doc, "constants") {
             for (k, v) in c {
                 let loc = format!("[constants].{k}");
-                let value = self.numeric_value(v, &loc)?;
-                self.constants.push((k.clone(), value));
+                let value = self.numeric_value(v, &["constants", k], &loc);
+                if value.is_none() {
+                    self.poisoned.push(k.clone());
+                }
+                self.constants.push((k.clone(), value.unwrap_or(0.0)));
             }
         }
         // A model without states (parameters only) is valid: it serves presets, assign and
         // snapshots; a run refuses it.
-        let empty = Table::new();
-        let states_t = table(doc, "states")?.unwrap_or(&empty);
         let mut states = Vec::new();
-        for (k, v) in states_t {
-            states.push((k.clone(), self.numeric_value(v, &format!("[states].{k}"))?));
+        match self.table(doc, "states") {
+            None => {}
+            Some(t) => {
+                for (k, v) in t {
+                    let x = self.numeric_value(v, &["states", k], &format!("[states].{k}"));
+                    states.push((k.clone(), x.unwrap_or(0.0)));
+                }
+            }
         }
         let mut params = Vec::new();
-        if let Some(p) = table(doc, "params")? {
+        if let Some(p) = self.table(doc, "params") {
             for (k, v) in p {
-                params.push((k.clone(), self.numeric_value(v, &format!("[params].{k}"))?));
+                let x = self.numeric_value(v, &["params", k], &format!("[params].{k}"));
+                params.push((k.clone(), x.unwrap_or(0.0)));
             }
         }
 
         let mut aux = Vec::new();
-        if let Some(a) = table(doc, "aux")? {
+        if let Some(a) = self.table(doc, "aux") {
             for (k, v) in a {
                 let loc = format!("[aux].{k}");
-                aux.push((
-                    k.clone(),
-                    Source {
-                        text: string_at(v, &loc)?,
-                        location: loc,
-                    },
-                ));
+                let r = string_at(v, &loc);
+                let text = self.keep(&["aux", k], r);
+                if text.is_none() {
+                    self.poisoned.push(k.clone());
+                }
+                let src = self
+                    .cx
+                    .source(&["aux", k], loc, text.unwrap_or_else(|| "0".into()));
+                aux.push((k.clone(), src));
             }
         }
 
         let mut functions = Vec::new();
-        if let Some(f) = table(doc, "functions")? {
+        if let Some(f) = self.table(doc, "functions") {
             for (k, v) in f {
-                functions.push(parse_function(k, v)?);
+                let r = parse_function(&self.cx, k, v);
+                match self.keep(&["functions", k], r) {
+                    Some(f) => functions.push(f),
+                    None => self.poisoned.push(k.clone()),
+                }
             }
         }
 
         let state_names: Vec<&str> = states.iter().map(|(n, _)| n.as_str()).collect();
-        let (equations, jacobian) = parse_equations(doc, kind, &state_names)?;
-
-        let mut events = Vec::new();
-        if let Some(e) = table(doc, "events")? {
-            for (k, v) in e {
-                events.push(parse_event(k, v)?);
+        let mut equations = Vec::new();
+        let mut jacobian = None;
+        if !state_names.is_empty() || doc.contains_key("equations") {
+            let r = parse_equations(&self.cx, doc, kind, &state_names);
+            let had_table = doc.contains_key("equations");
+            match r {
+                Ok((eqs, jac, errs)) => {
+                    equations = eqs;
+                    jacobian = jac;
+                    for e in errs {
+                        let e = self.cx.at(&["equations"], Err::<(), _>(e)).unwrap_err();
+                        self.errors.push(e);
+                    }
+                }
+                Err(e) if !had_table => {
+                    if e.message().contains("missing required table") {
+                        missing(self, "equations");
+                    } else {
+                        self.errors.push(e);
+                    }
+                }
+                Err(e) => {
+                    let e = self.cx.at(&["equations"], Err::<(), _>(e)).unwrap_err();
+                    self.errors.push(e);
+                }
             }
         }
 
-        let sim = parse_sim(table(doc, "sim")?, kind)?;
+        let mut events = Vec::new();
+        if let Some(e) = self.table(doc, "events") {
+            for (k, v) in e {
+                let r = parse_event(&self.cx, k, v);
+                if let Some(ev) = self.keep(&["events", k], r) {
+                    events.push(ev);
+                }
+            }
+        }
+
+        let sim_t = self.table(doc, "sim");
+        let (sim, errs) = parse_sim(&self.cx, sim_t, kind);
+        self.errors.extend(errs);
 
         let mut presets = Vec::new();
-        if let Some(p) = table(doc, "presets")? {
+        if let Some(p) = self.table(doc, "presets") {
             for (k, v) in p {
-                presets.push(parse_preset(k, v)?);
+                let r = parse_preset(&self.cx, k, v);
+                if let Some(p) = self.keep(&["presets", k], r) {
+                    presets.push(p);
+                }
             }
         }
 
@@ -402,7 +764,7 @@ impl ModelBuilder {
             kind,
             name,
             dtype,
-            constants: self.constants,
+            constants: std::mem::take(&mut self.constants),
             states,
             params,
             equations,
@@ -412,26 +774,50 @@ impl ModelBuilder {
             events,
             sim,
             presets,
+            mods: Vec::new(),
         };
-        check_names(&spec)?;
-        Ok(spec)
+        for m in super::mods::defined(doc) {
+            if let Some(path) = &m.path {
+                let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+                let errs = super::mods::check_structure(&self.cx, &m.table, &refs);
+                self.errors.extend(errs);
+            }
+        }
+        if let Some(ms) = doc.get("mods") {
+            if let Some(t) = ms.as_table() {
+                for (k, v) in t {
+                    if !v.is_table() {
+                        let e = self
+                            .cx
+                            .err(&["mods", k], format!("[mods].{k} must be a table"));
+                        self.errors.push(e);
+                    }
+                }
+            }
+        }
+        let errs = check_names(&self.cx, &spec);
+        self.errors.extend(errs);
+        Some(spec)
     }
 
     /// A number, or a string holding constant arithmetic over numbers, `pi`, `e` and constants
-    /// declared earlier.
-    fn numeric_value(&self, v: &Value, location: &str) -> Result<f64> {
+    /// declared earlier; `None` (with the error recorded) when it is not.
+    fn numeric_value(&mut self, v: &Value, path: &[&str], location: &str) -> Option<f64> {
+        let r = match v {
+            Value::String(s) if !s.trim().is_empty() => match parser::parse(s) {
+                Ok(expr) => self.eval_constant(&expr, s, location),
+                Err(e) => Err(self.cx.parse_error(path, location, s, &e)),
+            },
+            _ => self.numeric_plain(v, location),
+        };
+        self.keep(path, r)
+    }
+
+    fn numeric_plain(&self, v: &Value, location: &str) -> Result<f64> {
         match v {
             Value::Integer(_) | Value::Float(_) => number_at(v, location),
             Value::Boolean(b) => Ok(f64::from(u8::from(*b))),
-            Value::String(s) => {
-                if s.trim().is_empty() {
-                    return Err(Error::model(format!("{location} is an empty string")));
-                }
-                let expr = parser::parse(s).map_err(|e| {
-                    Error::model(format!("{location}: {}", parser::render_error(s, &e)))
-                })?;
-                self.eval_constant(&expr, s, location)
-            }
+            Value::String(_) => Err(Error::model(format!("{location} is an empty string"))),
             other => Err(Error::model(format!(
                 "{location} must be a number or a numeric expression string, found {}",
                 other.type_str()
@@ -474,24 +860,18 @@ impl ModelBuilder {
                     }
                 }
             }
+            Expr::Chain { first, rest } => {
+                let mut a = self.eval_constant(first, text, location)?;
+                for (op, rhs) in rest {
+                    let b = self.eval_constant(rhs, text, location)?;
+                    a = constant_binop(*op, a, b).map_err(fail)?;
+                }
+                a
+            }
             Expr::Binary { op, lhs, rhs } => {
                 let a = self.eval_constant(lhs, text, location)?;
                 let b = self.eval_constant(rhs, text, location)?;
-                match op {
-                    BinaryOp::Add => a + b,
-                    BinaryOp::Sub => a - b,
-                    BinaryOp::Mul => a * b,
-                    BinaryOp::Div | BinaryOp::FloorDiv | BinaryOp::Mod if b == 0.0 => {
-                        return Err(fail("division by zero".into()))
-                    }
-                    BinaryOp::Div => a / b,
-                    BinaryOp::FloorDiv => (a / b).floor(),
-                    BinaryOp::Mod => super::program::py_mod(a, b),
-                    BinaryOp::Pow => a.powf(b),
-                    BinaryOp::And | BinaryOp::Or => {
-                        return Err(fail("'and'/'or' are not allowed in a numeric value".into()))
-                    }
-                }
+                constant_binop(*op, a, b).map_err(fail)?
             }
             Expr::Call { name, span, .. } => {
                 return Err(fail(format!(
@@ -509,12 +889,30 @@ impl ModelBuilder {
     }
 }
 
-fn parse_function(name: &str, v: &Value) -> Result<FunctionSpec> {
+fn constant_binop(op: BinaryOp, a: f64, b: f64) -> std::result::Result<f64, String> {
+    Ok(match op {
+        BinaryOp::Add => a + b,
+        BinaryOp::Sub => a - b,
+        BinaryOp::Mul => a * b,
+        BinaryOp::Div | BinaryOp::FloorDiv | BinaryOp::Mod if b == 0.0 => {
+            return Err("division by zero".into())
+        }
+        BinaryOp::Div => a / b,
+        BinaryOp::FloorDiv => super::program::py_floordiv(a, b),
+        BinaryOp::Mod => super::program::py_mod(a, b),
+        BinaryOp::Pow => a.powf(b),
+        BinaryOp::And | BinaryOp::Or => {
+            return Err("'and'/'or' are not allowed in a numeric value".into())
+        }
+    })
+}
+
+fn parse_function(cx: &Cx, name: &str, v: &Value) -> Result<FunctionSpec> {
     let loc = format!("[functions.{name}]");
     let t = v
         .as_table()
         .ok_or_else(|| Error::model(format!("{loc} must be a table with args and expr")))?;
-    check_unknown_keys(t, &["args", "expr"], &loc)?;
+    check_unknown_keys(cx, t, &["args", "expr"], &["functions", name])?;
     let args = match t.get("args") {
         None => Vec::new(),
         Some(a) => string_list(a, &format!("{loc}.args"))?,
@@ -534,31 +932,58 @@ fn parse_function(name: &str, v: &Value) -> Result<FunctionSpec> {
     let expr = t
         .get("expr")
         .ok_or_else(|| Error::model(format!("{loc}.expr is required")))?;
+    let text = cx.at(
+        &["functions", name, "expr"],
+        string_at(expr, &format!("{loc}.expr")),
+    )?;
     Ok(FunctionSpec {
         name: name.to_string(),
         args,
-        expr: Source {
-            text: string_at(expr, &format!("{loc}.expr"))?,
-            location: format!("{loc}.expr"),
-        },
+        expr: cx.source(&["functions", name, "expr"], format!("{loc}.expr"), text),
     })
 }
 
+/// One `target = expr` line of a block: target, expression, line number within the block,
+/// and the character offset of the expression in the block.
+type BlockLine = (String, String, usize, usize);
+
 /// Splits a block of `target = expr` lines. Blank lines and `#` comment lines are skipped.
-fn block_lines(text: &str, location: &str) -> Result<Vec<(String, String, usize)>> {
+fn block_lines(cx: &Cx, path: &[&str], text: &str, location: &str) -> Result<Vec<BlockLine>> {
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    let mut line_start = 0usize; // in characters
+    for (i, line) in text.split('\n').enumerate() {
+        let n_line = line.chars().count();
+        let this_start = line_start;
+        line_start += n_line + 1;
         let trimmed = line.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        let (target, expr) = parser::split_assignment(trimmed).ok_or_else(|| {
-            Error::model(format!(
-                "{location}, line {}: '{trimmed}' must have the form 'target = expression'",
-                i + 1
-            ))
-        })?;
-        out.push((target.trim().to_string(), expr.trim().to_string(), i + 1));
+        let lead = line.chars().count() - line.trim_start().chars().count();
+        let Some((target, expr)) = parser::split_assignment(trimmed) else {
+            let origin = cx.source(path, String::new(), String::new()).origin;
+            let (l, c) = origin.offset(this_start + lead).position(1);
+            return Err(Error::model_at(Diagnostic {
+                message: format!(
+                    "{location}, line {}: '{}' must have the form 'target = expression'",
+                    i + 1,
+                    shorten(trimmed)
+                ),
+                location: location.to_string(),
+                line: l,
+                column: c,
+            }));
+        };
+        // Character offset of the trimmed expression within the block.
+        let before_expr = trimmed.chars().count() - expr.chars().count();
+        let expr_lead = expr.chars().count() - expr.trim_start().chars().count();
+        let offset = this_start + lead + before_expr + expr_lead;
+        out.push((
+            target.trim().to_string(),
+            expr.trim().to_string(),
+            i + 1,
+            offset,
+        ));
     }
     Ok(out)
 }
@@ -599,136 +1024,211 @@ fn equation_target(
 
 type Jacobian = Option<Vec<Vec<Source>>>;
 
+type EquationsRead = (Vec<Equation>, Jacobian, Vec<Error>);
+
 fn parse_equations(
+    cx: &Cx,
     doc: &Table,
     kind: ModelKind,
     states: &[&str],
-) -> Result<(Vec<Equation>, Jacobian)> {
+) -> Result<EquationsRead> {
+    // Optional only for a model without states (parameters only).
     let empty = Table::new();
     let eq = match table(doc, "equations")? {
         Some(eq) => eq,
         None if states.is_empty() => &empty,
         None => return Err(Error::model("missing required table [equations]")),
     };
+    let mut errs: Vec<Error> = Vec::new();
     if eq.contains_key("exprs") {
-        return Err(Error::model(
+        errs.push(cx.err(
+            &["equations", "exprs"],
             "unknown key 'exprs' in [equations]: the key is singular, 'expr'",
         ));
     }
-    check_unknown_keys(eq, &["rhs", "expr", "jacobian"], "[equations]")?;
+    let mut e_eq = eq.clone();
+    e_eq.remove("exprs");
+    errs.extend(unknown_keys(
+        cx,
+        &e_eq,
+        &["rhs", "expr", "jacobian"],
+        &["equations"],
+    ));
     let mut equations: Vec<Equation> = Vec::new();
     let mut defined_at: Vec<Option<String>> = vec![None; states.len()];
-    let mut define = |state: usize, location: String, text: String| -> Result<()> {
+    let mut define = |state: usize, src: Source, path: &[&str]| -> Result<()> {
         if let Some(prev) = &defined_at[state] {
-            return Err(Error::model(format!(
-                "state '{}' has two equations: {prev} and {location}",
-                states[state]
-            )));
+            return Err(cx.err(
+                path,
+                format!(
+                    "state '{}' has two equations: {prev} and {}",
+                    states[state], src.location
+                ),
+            ));
         }
-        defined_at[state] = Some(location.clone());
-        equations.push(Equation {
-            state,
-            expr: Source { location, text },
-        });
+        defined_at[state] = Some(src.location.clone());
+        equations.push(Equation { state, expr: src });
         Ok(())
     };
     if let Some(rhs) = eq.get("rhs") {
-        let rhs = rhs.as_table().ok_or_else(|| {
-            Error::model("[equations.rhs] must be a table of state = \"expression\"")
-        })?;
-        for (k, v) in rhs {
-            let loc = format!("[equations.rhs].{k}");
-            let Some(i) = states.iter().position(|s| s == k) else {
-                return Err(Error::model(format!(
-                    "{loc}: equation for '{k}', which is not a declared state{}; states: {}",
-                    suggestion_suffix(k, states.iter().copied()),
-                    states.join(", ")
-                )));
-            };
-            define(i, loc.clone(), string_at(v, &loc)?)?;
+        match rhs.as_table() {
+            None => errs.push(cx.err(
+                &["equations", "rhs"],
+                "[equations.rhs] must be a table of state = \"expression\"",
+            )),
+            Some(rhs) => {
+                for (k, v) in rhs {
+                    let loc = format!("[equations.rhs].{k}");
+                    let path = ["equations", "rhs", k.as_str()];
+                    let Some(i) = states.iter().position(|s| s == k) else {
+                        errs.push(cx.err(
+                            &path,
+                            format!(
+                                "{loc}: equation for '{}', which is not a declared state{}; \
+                                 states: {}",
+                                shorten(k),
+                                suggestion_suffix(k, states.iter().copied()),
+                                states.join(", ")
+                            ),
+                        ));
+                        continue;
+                    };
+                    let r = cx
+                        .at(&path, string_at(v, &loc))
+                        .and_then(|text| define(i, cx.source(&path, loc.clone(), text), &path));
+                    if let Err(e) = r {
+                        errs.push(e);
+                    }
+                }
+            }
         }
     }
     if let Some(block) = eq.get("expr") {
-        let text = string_at(block, "[equations].expr")?;
-        for (target, expr, line) in block_lines(&text, "[equations].expr")? {
-            let loc = format!("[equations].expr line {line} ({target})");
-            let i = equation_target(&target, kind, states, &loc)?;
-            define(i, loc, expr)?;
+        let path = ["equations", "expr"];
+        let lines = cx
+            .at(&path, string_at(block, "[equations].expr"))
+            .and_then(|text| block_lines(cx, &path, &text, "[equations].expr"));
+        match lines {
+            Err(e) => errs.push(e),
+            Ok(lines) => {
+                for (target, expr, line, offset) in lines {
+                    let loc = format!("[equations].expr line {line} ({target})");
+                    let mut src = cx.source(&path, loc.clone(), expr);
+                    src.origin = src.origin.offset(offset);
+                    let (l, c) = src.origin.position(1);
+                    let here = |e: Error| {
+                        if e.positioned().is_empty() {
+                            Error::model_at(Diagnostic {
+                                message: e.message().to_string(),
+                                location: loc.clone(),
+                                line: l,
+                                column: c,
+                            })
+                        } else {
+                            e
+                        }
+                    };
+                    let r = equation_target(&target, kind, states, &loc)
+                        .and_then(|i| define(i, src, &path));
+                    if let Err(e) = r {
+                        errs.push(here(e));
+                    }
+                }
+            }
         }
     }
-    if let Some((i, _)) = defined_at.iter().enumerate().find(|(_, d)| d.is_none()) {
-        return Err(Error::model(format!(
-            "state '{}' has no equation: give it one in [equations.rhs] or [equations].expr{}",
-            states[i],
-            if kind == ModelKind::Ode {
-                " (write \"0\" for a constant state)"
-            } else {
-                ""
-            }
-        )));
+    if errs.is_empty() {
+        for (i, _) in defined_at.iter().enumerate().filter(|(_, d)| d.is_none()) {
+            errs.push(cx.err(
+                &["states", states[i]],
+                format!(
+                    "state '{}' has no equation: give it one in [equations.rhs] or \
+                     [equations].expr{}",
+                    states[i],
+                    if kind == ModelKind::Ode {
+                        " (write \"0\" for a constant state)"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
     }
     // Equations are evaluated in state order whatever the order they were written in.
     equations.sort_by_key(|e| e.state);
 
-    let jacobian = match eq.get("jacobian") {
-        None => None,
-        Some(j) => {
-            let j = j
-                .as_table()
-                .ok_or_else(|| Error::model("[equations.jacobian] must be a table with 'expr'"))?;
-            if j.contains_key("exprs") {
-                return Err(Error::model(
-                    "unknown key 'exprs' in [equations.jacobian]: the key is singular, 'expr'",
-                ));
-            }
-            check_unknown_keys(j, &["expr"], "[equations.jacobian]")?;
-            let rows = j
-                .get("expr")
-                .and_then(Value::as_array)
-                .ok_or_else(|| Error::model("[equations.jacobian].expr must be a list of rows"))?;
-            let n = states.len();
-            if rows.len() != n {
-                return Err(Error::model(format!(
-                    "[equations.jacobian].expr has {} rows; the model has {n} states",
-                    rows.len()
-                )));
-            }
-            let mut out = Vec::with_capacity(n);
-            for (i, row) in rows.iter().enumerate() {
-                let row = row.as_array().ok_or_else(|| {
-                    Error::model(format!("[equations.jacobian].expr row {i} is not a list"))
+    let read_jacobian = || -> Result<Jacobian> {
+        Ok(match eq.get("jacobian") {
+            None => None,
+            Some(j) => {
+                let j = j.as_table().ok_or_else(|| {
+                    Error::model("[equations.jacobian] must be a table with 'expr'")
                 })?;
-                if row.len() != n {
+                if j.contains_key("exprs") {
+                    return Err(Error::model(
+                        "unknown key 'exprs' in [equations.jacobian]: the key is singular, 'expr'",
+                    ));
+                }
+                check_unknown_keys(cx, j, &["expr"], &["equations", "jacobian"])?;
+                let rows = j.get("expr").and_then(Value::as_array).ok_or_else(|| {
+                    Error::model("[equations.jacobian].expr must be a list of rows")
+                })?;
+                let n = states.len();
+                if rows.len() != n {
                     return Err(Error::model(format!(
+                        "[equations.jacobian].expr has {} rows; the model has {n} states",
+                        rows.len()
+                    )));
+                }
+                let mut out = Vec::with_capacity(n);
+                for (i, row) in rows.iter().enumerate() {
+                    let row = row.as_array().ok_or_else(|| {
+                        Error::model(format!("[equations.jacobian].expr row {i} is not a list"))
+                    })?;
+                    if row.len() != n {
+                        return Err(Error::model(format!(
                         "[equations.jacobian].expr row {i} has {} entries; the model has {n} states",
                         row.len()
                     )));
+                    }
+                    let mut r = Vec::with_capacity(n);
+                    for (jx, v) in row.iter().enumerate() {
+                        let location = format!("[equations.jacobian].expr[{i}][{jx}]");
+                        let text = match v {
+                            Value::String(s) => s.clone(),
+                            Value::Integer(x) => format!("{x}"),
+                            Value::Float(x) => format!("{x:?}"),
+                            other => {
+                                return Err(Error::model(format!(
+                                    "{location} must be a string or number, found {}",
+                                    other.type_str()
+                                )))
+                            }
+                        };
+                        let (si, sj) = (i.to_string(), jx.to_string());
+                        let path = ["equations", "jacobian", "expr", si.as_str(), sj.as_str()];
+                        r.push(cx.source(&path, location, text));
+                    }
+                    out.push(r);
                 }
-                let mut r = Vec::with_capacity(n);
-                for (jx, v) in row.iter().enumerate() {
-                    let location = format!("[equations.jacobian].expr[{i}][{jx}]");
-                    let text = match v {
-                        Value::String(s) => s.clone(),
-                        Value::Integer(x) => format!("{x}"),
-                        Value::Float(x) => format!("{x:?}"),
-                        other => {
-                            return Err(Error::model(format!(
-                                "{location} must be a string or number, found {}",
-                                other.type_str()
-                            )))
-                        }
-                    };
-                    r.push(Source { location, text });
-                }
-                out.push(r);
+                Some(out)
             }
-            Some(out)
+        })
+    };
+    let jacobian = match read_jacobian() {
+        Ok(j) => j,
+        Err(e) => {
+            errs.push(
+                cx.at(&["equations", "jacobian"], Err::<(), _>(e))
+                    .unwrap_err(),
+            );
+            None
         }
     };
-    Ok((equations, jacobian))
+    Ok((equations, jacobian, errs))
 }
 
-fn parse_event(name: &str, v: &Value) -> Result<EventSpec> {
+fn parse_event(cx: &Cx, name: &str, v: &Value) -> Result<EventSpec> {
     let loc = format!("[events.{name}]");
     let t = v
         .as_table()
@@ -739,14 +1239,21 @@ fn parse_event(name: &str, v: &Value) -> Result<EventSpec> {
              event fires"
         )));
     }
-    check_unknown_keys(t, &["cond", "phase", "action", "log", "tags"], &loc)?;
+    check_unknown_keys(
+        cx,
+        t,
+        &["cond", "phase", "action", "log", "tags"],
+        &["events", name],
+    )?;
     let cond = t
         .get("cond")
         .ok_or_else(|| Error::model(format!("{loc}.cond is required")))?;
-    let cond = Source {
-        text: string_at(cond, &format!("{loc}.cond"))?,
-        location: format!("{loc}.cond"),
-    };
+    let cond_path = ["events", name, "cond"];
+    let cond = cx.source(
+        &cond_path,
+        format!("{loc}.cond"),
+        cx.at(&cond_path, string_at(cond, &format!("{loc}.cond")))?,
+    );
     let phase = match t.get("phase") {
         None => EventPhase::End,
         Some(p) => match string_at(p, &format!("{loc}.phase"))?.as_str() {
@@ -770,26 +1277,22 @@ fn parse_event(name: &str, v: &Value) -> Result<EventSpec> {
     match t.get("action") {
         None => {}
         Some(Value::String(block)) => {
-            for (target, expr, line) in block_lines(block, &format!("{loc}.action"))? {
-                actions.push((
-                    target.clone(),
-                    Source {
-                        location: format!("{loc}.action line {line} ({target})"),
-                        text: expr,
-                    },
-                ));
+            let path = ["events", name, "action"];
+            for (target, expr, line, offset) in
+                block_lines(cx, &path, block, &format!("{loc}.action"))?
+            {
+                let mut src =
+                    cx.source(&path, format!("{loc}.action line {line} ({target})"), expr);
+                src.origin = src.origin.offset(offset);
+                actions.push((target.clone(), src));
             }
         }
         Some(Value::Table(keyed)) => {
             for (target, v) in keyed {
                 let l = format!("{loc}.action.{target}");
-                actions.push((
-                    target.clone(),
-                    Source {
-                        text: string_at(v, &l)?,
-                        location: l,
-                    },
-                ));
+                let path = ["events", name, "action", target.as_str()];
+                let text = cx.at(&path, string_at(v, &l))?;
+                actions.push((target.clone(), cx.source(&path, l, text)));
             }
         }
         Some(other) => {
@@ -834,7 +1337,18 @@ fn parse_event(name: &str, v: &Value) -> Result<EventSpec> {
     })
 }
 
-fn parse_sim(t: Option<&Table>, kind: ModelKind) -> Result<SimDefaults> {
+/// Every knob name of every stepper: the extra keys `[sim]` accepts.
+pub fn knob_names() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = crate::stepper::all()
+        .iter()
+        .flat_map(|i| i.config.iter().map(|k| k.name))
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn parse_sim(cx: &Cx, t: Option<&Table>, kind: ModelKind) -> (SimDefaults, Vec<Error>) {
     let mut sim = SimDefaults {
         t0: 0.0,
         t_end: 1.0,
@@ -850,111 +1364,149 @@ fn parse_sim(t: Option<&Table>, kind: ModelKind) -> Result<SimDefaults> {
         stop: None,
         extra: Vec::new(),
     };
-    let Some(t) = t else { return Ok(sim) };
+    let mut errs = Vec::new();
+    let Some(t) = t else { return (sim, errs) };
+    let knobs = knob_names();
     for (k, v) in t {
         let loc = format!("[sim].{k}");
-        match k.as_str() {
-            "t0" => sim.t0 = number_at(v, &loc)?,
-            "t_end" => sim.t_end = number_at(v, &loc)?,
-            "dt" => {
-                sim.dt = number_at(v, &loc)?;
-                if !(sim.dt > 0.0 && sim.dt.is_finite()) {
-                    return Err(Error::model(format!("{loc} must be positive and finite")));
-                }
+        let path = ["sim", k.as_str()];
+        let positive = |x: f64| {
+            if x > 0.0 && x.is_finite() {
+                Ok(x)
+            } else {
+                Err(Error::model(format!(
+                    "{loc} must be positive and finite, found {x}"
+                )))
             }
-            "atol" => sim.atol = number_at(v, &loc)?,
-            "rtol" => sim.rtol = number_at(v, &loc)?,
-            "stepper" => sim.stepper = string_at(v, &loc)?,
-            "record" => {
-                sim.record = v
-                    .as_bool()
-                    .ok_or_else(|| Error::model(format!("{loc} must be true or false")))?
-            }
-            "max_steps" => {
-                let n = v
-                    .as_integer()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| Error::model(format!("{loc} must be a positive integer")))?;
-                sim.max_steps = n as u64;
-            }
-            "stop" => {
-                let (cond, phase) = match v {
-                    Value::String(s) => (s.clone(), "post".to_string()),
-                    Value::Table(st) => {
-                        check_unknown_keys(st, &["cond", "phase"], "[sim.stop]")?;
-                        let c = st
-                            .get("cond")
-                            .ok_or_else(|| Error::model("[sim.stop].cond is required"))?;
-                        let p = match st.get("phase") {
-                            None => "post".to_string(),
-                            Some(p) => string_at(p, "[sim.stop].phase")?,
-                        };
-                        (string_at(c, "[sim.stop].cond")?, p)
-                    }
-                    other => {
+        };
+        let r: Result<()> = (|| {
+            match k.as_str() {
+                "t0" => sim.t0 = finite_at(v, &loc)?,
+                "t_end" => sim.t_end = finite_at(v, &loc)?,
+                "dt" => sim.dt = positive(number_at(v, &loc)?)?,
+                "atol" => sim.atol = positive(number_at(v, &loc)?)?,
+                "rtol" => sim.rtol = positive(number_at(v, &loc)?)?,
+                "stepper" => {
+                    let name = string_at(v, &loc)?;
+                    let info = crate::stepper::lookup(&name)
+                        .map_err(|e| Error::model(format!("{loc}: {}", e.message())))?;
+                    if info.kind != kind {
                         return Err(Error::model(format!(
-                            "[sim].stop must be a condition string or a table, found {}",
-                            other.type_str()
-                        )))
+                            "{loc}: stepper '{}' is for {} models, but this is a {} model",
+                            info.name,
+                            info.kind.as_str(),
+                            kind.as_str()
+                        )));
                     }
-                };
-                if phase != "post" && phase != "end" {
-                    return Err(Error::model(format!(
-                        "[sim.stop].phase must be \"post\" (tested after each committed step), \
-                         found \"{phase}\""
-                    )));
+                    sim.stepper = name;
                 }
-                if cond.trim().is_empty() {
-                    return Err(Error::model("[sim.stop].cond is empty"));
+                "record" => {
+                    sim.record = v
+                        .as_bool()
+                        .ok_or_else(|| Error::model(format!("{loc} must be true or false")))?
                 }
-                sim.stop = Some(Source {
-                    location: "[sim].stop".into(),
-                    text: cond,
-                });
-            }
-            _ => match v {
-                Value::Integer(_) | Value::Float(_) => {
-                    sim.extra.push((k.clone(), number_at(v, &loc)?))
+                "max_steps" => {
+                    let n = v
+                        .as_integer()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| Error::model(format!("{loc} must be a positive integer")))?;
+                    sim.max_steps = n as u64;
                 }
-                Value::String(s) => {
-                    // Enumerated stepper knobs, e.g. jacobian_mode = "external".
-                    let x = match s.as_str() {
-                        "internal" => 0.0,
-                        "external" => 1.0,
-                        _ => {
+                "stop" => sim.stop = Some(parse_stop(cx, v)?),
+                _ if knobs.contains(&k.as_str()) => {
+                    let x = match v {
+                        Value::Integer(_) | Value::Float(_) => finite_at(v, &loc)?,
+                        // Enumerated stepper knobs, e.g. jacobian_mode = "external".
+                        Value::String(s) if s == "internal" => 0.0,
+                        Value::String(s) if s == "external" => 1.0,
+                        other => {
                             return Err(Error::model(format!(
                                 "{loc}: extra [sim] keys are stepper-config defaults and must \
-                                 be numbers, found the string \"{s}\""
+                                 be numbers, found {}",
+                                other.type_str()
                             )))
                         }
                     };
                     sim.extra.push((k.clone(), x));
                 }
-                other => {
+                _ => {
+                    let all: Vec<&str> = SIM_KEYS
+                        .iter()
+                        .copied()
+                        .chain(knobs.iter().copied())
+                        .collect();
                     return Err(Error::model(format!(
-                        "{loc}: extra [sim] keys are stepper-config defaults and must be \
-                         numbers, found {}",
-                        other.type_str()
-                    )))
+                        "unknown key '{}' in [sim]{}; [sim] keys are {} and the knobs of the \
+                         steppers ({})",
+                        shorten(k),
+                        suggestion_suffix(k, all.iter().copied()),
+                        SIM_KEYS.join(", "),
+                        knobs.join(", ")
+                    )));
                 }
-            },
+            }
+            Ok(())
+        })();
+        if let Err(e) = cx.at(&path, r) {
+            errs.push(e);
         }
     }
-    Ok(sim)
+    (sim, errs)
 }
 
-fn parse_preset(name: &str, v: &Value) -> Result<PresetSpec> {
+fn parse_stop(cx: &Cx, v: &Value) -> Result<Source> {
+    let (cond, phase, path) = match v {
+        Value::String(s) => (s.clone(), "post".to_string(), vec!["sim", "stop"]),
+        Value::Table(st) => {
+            check_unknown_keys(cx, st, &["cond", "phase"], &["sim", "stop"])?;
+            let c = st
+                .get("cond")
+                .ok_or_else(|| Error::model("[sim.stop].cond is required"))?;
+            let p = match st.get("phase") {
+                None => "post".to_string(),
+                Some(p) => string_at(p, "[sim.stop].phase")?,
+            };
+            (
+                string_at(c, "[sim.stop].cond")?,
+                p,
+                vec!["sim", "stop", "cond"],
+            )
+        }
+        other => {
+            return Err(Error::model(format!(
+                "[sim].stop must be a condition string or a table, found {}",
+                other.type_str()
+            )))
+        }
+    };
+    if phase != "post" && phase != "end" {
+        return Err(Error::model(format!(
+            "[sim.stop].phase must be \"post\" (tested after each committed step), \
+             found \"{}\"",
+            shorten(&phase)
+        )));
+    }
+    if cond.trim().is_empty() {
+        return Err(Error::model("[sim.stop].cond is empty"));
+    }
+    Ok(cx.source(&path, "[sim].stop".into(), cond))
+}
+
+fn parse_preset(cx: &Cx, name: &str, v: &Value) -> Result<PresetSpec> {
     let loc = format!("[presets.{name}]");
     let t = v
         .as_table()
         .ok_or_else(|| Error::model(format!("{loc} must be a table")))?;
-    check_unknown_keys(t, &["params", "states"], &loc)?;
+    check_unknown_keys(cx, t, &["params", "states"], &["presets", name])?;
     let read = |key: &str| -> Result<Vec<(String, f64)>> {
         match t.get(key) {
             None => Ok(Vec::new()),
             Some(Value::Table(vals)) => vals
                 .iter()
-                .map(|(k, v)| Ok((k.clone(), number_at(v, &format!("{loc}.{key}.{k}"))?)))
+                .map(|(k, v)| {
+                    let x = number_at(v, &format!("{loc}.{key}.{k}"));
+                    Ok((k.clone(), cx.at(&["presets", name, key, k], x)?))
+                })
                 .collect(),
             Some(other) => Err(Error::model(format!(
                 "{loc}.{key} must be a table, found {}",
@@ -973,9 +1525,11 @@ fn parse_preset(name: &str, v: &Value) -> Result<PresetSpec> {
     Ok(p)
 }
 
-/// Reserved, duplicate and preset names.
-fn check_names(spec: &ModelSpec) -> Result<()> {
-    let mut seen: Vec<(&str, &str)> = Vec::new();
+/// Reserved, duplicate and preset names; every problem is reported.
+fn check_names(cx: &Cx, spec: &ModelSpec) -> Vec<Error> {
+    let mut errs = Vec::new();
+    let builtins = super::compile::builtin_names();
+    let mut seen: std::collections::HashMap<&str, &str> = Default::default();
     let groups: [(&str, Vec<&str>); 5] = [
         (
             "constants",
@@ -997,48 +1551,66 @@ fn check_names(spec: &ModelSpec) -> Result<()> {
     ];
     for (group, names) in &groups {
         for name in names {
-            if RESERVED.contains(name) {
-                return Err(Error::model(format!(
-                    "[{group}].{name}: '{name}' is reserved (t, pi and e are built in)"
-                )));
+            let path = [*group, *name];
+            let shown = shorten(name);
+            let problem = if RESERVED.contains(name) {
+                Some(format!(
+                    "[{group}].{shown}: '{shown}' is reserved (t, pi and e are built in)"
+                ))
+            } else if KEYWORDS.contains(name) {
+                Some(format!(
+                    "[{group}].{shown}: '{shown}' is a reserved word of the expression \
+                     language and cannot name a model variable"
+                ))
+            } else if builtins.contains(name) {
+                Some(format!(
+                    "[{group}].{shown}: '{shown}' is a built-in function or macro and cannot \
+                     be redefined; choose another name"
+                ))
+            } else if !is_identifier(name) {
+                Some(format!(
+                    "[{group}].{shown}: '{shown}' is not a valid identifier"
+                ))
+            } else if name.starts_with("lag_") {
+                Some(format!(
+                    "[{group}].{shown}: names starting with 'lag_' are reserved for lagged values"
+                ))
+            } else {
+                seen.get(name).map(|other| {
+                    format!("duplicate name '{shown}': declared in [{other}] and in [{group}]")
+                })
+            };
+            if let Some(p) = problem {
+                errs.push(cx.err(&path, p));
             }
-            if !is_identifier(name) {
-                return Err(Error::model(format!(
-                    "[{group}].{name}: '{name}' is not a valid identifier"
-                )));
-            }
-            if name.starts_with("lag_") {
-                return Err(Error::model(format!(
-                    "[{group}].{name}: names starting with 'lag_' are reserved for lagged values"
-                )));
-            }
-            if let Some((other, _)) = seen.iter().find(|(n, _)| n == name).map(|(_, g)| (*g, ())) {
-                return Err(Error::model(format!(
-                    "duplicate name '{name}': declared in [{other}] and in [{group}]"
-                )));
-            }
-            seen.push((name, group));
+            seen.entry(name).or_insert(group);
         }
     }
     for p in &spec.presets {
         for (k, _) in &p.params {
             if !spec.params.iter().any(|(n, _)| n == k) {
-                return Err(Error::model(format!(
-                    "[presets.{}].params.{k}: '{k}' is not a declared parameter{}",
-                    p.name,
-                    suggestion_suffix(k, spec.params.iter().map(|(n, _)| n.as_str()))
-                )));
+                errs.push(cx.err(
+                    &["presets", &p.name, "params", k],
+                    format!(
+                        "[presets.{}].params.{k}: '{k}' is not a declared parameter{}",
+                        p.name,
+                        suggestion_suffix(k, spec.params.iter().map(|(n, _)| n.as_str()))
+                    ),
+                ));
             }
         }
         for (k, _) in &p.states {
             if !spec.states.iter().any(|(n, _)| n == k) {
-                return Err(Error::model(format!(
-                    "[presets.{}].states.{k}: '{k}' is not a declared state{}",
-                    p.name,
-                    suggestion_suffix(k, spec.states.iter().map(|(n, _)| n.as_str()))
-                )));
+                errs.push(cx.err(
+                    &["presets", &p.name, "states", k],
+                    format!(
+                        "[presets.{}].states.{k}: '{k}' is not a declared state{}",
+                        p.name,
+                        suggestion_suffix(k, spec.states.iter().map(|(n, _)| n.as_str()))
+                    ),
+                ));
             }
         }
     }
-    Ok(())
+    errs
 }

@@ -260,6 +260,37 @@ static void test_model_introspection_and_buffer_protocol(void) {
 
 /* ------------------------------------------------------------------ sessions */
 
+static void test_model_validate_and_mods(void) {
+  size_t needed = 0;
+  const char *bad = "inline:[model]\ntype = \"ode\"\n[states]\nx = 1\n"
+                    "[equations.rhs]\nx = \"-y\"\n[sim]\ndtt = 1\n";
+  OK(dynlib_model_validate(bad, NULL, 0, &needed));
+  char *json = malloc(needed);
+  OK(dynlib_model_validate(bad, json, needed, &needed));
+  CHECK(strstr(json, "\"valid\":false") != NULL);
+  CHECK(strstr(json, "dtt") != NULL);
+  CHECK(strstr(json, "\"line\":8") != NULL);
+  free(json);
+  char ok[64];
+  OK(dynlib_model_validate("builtin://ode/lorenz", ok, sizeof ok, &needed));
+  CHECK(strcmp(ok, "{\"valid\":true,\"errors\":[]}") == 0);
+
+  const char *base = "inline:[model]\ntype = \"ode\"\n[states]\nx = 1\n[params]\nk = 2\n"
+                     "[equations.rhs]\nx = \"-k*x\"\n[mods.fast]\nset.params = { k = 4.0 }\n";
+  const char *mods[] = {"fast"};
+  DynlibModel *m = NULL;
+  OK(dynlib_model_load_mods(base, mods, 1, NULL, &m));
+  char *info = malloc(4096);
+  OK(dynlib_model_info_json(m, info, 4096, &needed));
+  CHECK(strstr(info, "\"param_defaults\":[4.0]") != NULL);
+  free(info);
+  dynlib_model_free(m);
+  const char *typo[] = {"fsat"};
+  EXPECT(dynlib_model_load_mods(base, typo, 1, NULL, &m), DYNLIB_ERR_MODEL, "did you mean 'fast'");
+  OK(dynlib_model_load_mods("builtin://ode/lorenz", NULL, 0, NULL, &m));
+  dynlib_model_free(m);
+}
+
 static void test_seed_typical_pattern(void) {
   DynlibModel *m = load("builtin://ode/izhikevich", NULL);
   DynlibSim *sim = new_sim(m);
@@ -1623,6 +1654,7 @@ int main(int argc, char **argv) {
   test_version_and_status_names();
   test_model_loading_and_errors();
   test_model_introspection_and_buffer_protocol();
+  test_model_validate_and_mods();
   test_seed_typical_pattern();
   test_exact_resume();
   test_run_options();

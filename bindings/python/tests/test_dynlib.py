@@ -532,3 +532,33 @@ def test_buffer_protocol_retries_once_when_the_size_grows():
     out = dynlib._read_array(growing, np.float64)
     assert calls == [0, 3, 5]
     assert np.array_equal(out, np.arange(5.0))
+
+
+# --- mods ------------------------------------------------------------------------------------
+
+MODDED = """inline:
+[model]
+type = "ode"
+[states]
+x = 1.0
+[params]
+k = 2.0
+[equations.rhs]
+x = "-k*x"
+[mods.fast]
+set.params = { k = 4.0 }
+[mods.extra]
+add.params = { w = 1.5 }
+"""
+
+
+def test_model_with_mods():
+    with dynlib.Model.load(MODDED) as base, dynlib.Model.load(MODDED, mods=["fast", "extra"]) as m:
+        assert list(base.param_names) == ["k"]
+        assert list(m.param_names) == ["k", "w"]
+        assert base.info()["spec_hash"] != m.info()["spec_hash"]
+        assert m.info()["param_defaults"] == [4.0, 1.5]
+    with dynlib.Model(MODDED, mods="inline:[mod]\nset.params = { k = 3.0 }\n") as m:
+        assert m.info()["param_defaults"] == [3.0]
+    with pytest.raises(dynlib.ModelError, match="did you mean 'fast'"):
+        dynlib.Model.load(MODDED, mods=["fsat"])

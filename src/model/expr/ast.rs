@@ -73,6 +73,13 @@ pub enum Expr {
         lhs: Box<Expr>,
         rhs: Box<Expr>,
     },
+    /// A left-associative chain of two or more operators of one precedence level,
+    /// `first op1 e1 op2 e2 ...`, evaluated left to right: `((first op1 e1) op2 e2) ...`.
+    /// Kept flat so a long sum is not a deep tree (no recursion proportional to its length).
+    Chain {
+        first: Box<Expr>,
+        rest: Vec<(BinaryOp, Expr)>,
+    },
     /// A comparison chain `a < b <= c` meaning `a < b and b <= c`; `operands.len() == ops.len()+1`.
     Compare {
         ops: Vec<CompareOp>,

@@ -187,9 +187,48 @@ const KEYWORDS: [&str; 10] = [
     "if", "else", "and", "or", "not", "True", "False", "lambda", "is", "in",
 ];
 
+/// Deepest nesting of parentheses, calls, unary operators, powers and conditionals in one
+/// expression. Parsing and compiling recurse once per level, so this bounds the stack they
+/// use (a model at the limit loads on a 256 KiB thread).
+pub const MAX_NESTING: usize = 100;
+
+/// Longest expression, in characters.
+pub const MAX_EXPR_CHARS: usize = 1_000_000;
+
 struct Parser {
     toks: Vec<Token>,
     pos: usize,
+    depth: usize,
+}
+
+/// Builds `lhs op rhs`, extending a chain of the same precedence level.
+fn chain(lhs: Expr, op: BinaryOp, rhs: Expr, first_op: bool) -> Expr {
+    if first_op {
+        return Expr::Binary {
+            op,
+            lhs: Box::new(lhs),
+            rhs: Box::new(rhs),
+        };
+    }
+    match lhs {
+        Expr::Binary {
+            op: op0,
+            lhs: l0,
+            rhs: r0,
+        } => Expr::Chain {
+            first: l0,
+            rest: vec![(op0, *r0), (op, rhs)],
+        },
+        Expr::Chain { first, mut rest } => {
+            rest.push((op, rhs));
+            Expr::Chain { first, rest }
+        }
+        other => Expr::Binary {
+            op,
+            lhs: Box::new(other),
+            rhs: Box::new(rhs),
+        },
+    }
 }
 
 type PResult = Result<Expr, ParseError>;
@@ -205,6 +244,24 @@ impl Parser {
         }
         t
     }
+    /// Enters one nesting level; an error when the expression nests deeper than the limit.
+    fn enter(&mut self) -> Result<(), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            let t = self.peek();
+            return Err(ParseError {
+                message: format!(
+                    "the expression nests more than {MAX_NESTING} levels deep (parentheses, \
+                     calls, unary operators, powers, conditionals) at column {}; the nesting \
+                     limit is {MAX_NESTING}",
+                    t.span.col
+                ),
+                span: t.span,
+            });
+        }
+        Ok(())
+    }
+
     fn is_kw(&self, kw: &str) -> bool {
         matches!(&self.peek().tok, Tok::Ident(s) if s == kw)
     }
@@ -253,7 +310,9 @@ impl Parser {
                 });
             }
             self.bump();
+            self.enter()?;
             let otherwise = self.expr()?;
+            self.depth -= 1;
             return Ok(Expr::IfElse {
                 cond: Box::new(cond),
                 then: Box::new(then),
@@ -265,28 +324,24 @@ impl Parser {
 
     fn or(&mut self) -> PResult {
         let mut lhs = self.and()?;
+        let mut first = true;
         while self.is_kw("or") {
             self.bump();
             let rhs = self.and()?;
-            lhs = Expr::Binary {
-                op: BinaryOp::Or,
-                lhs: Box::new(lhs),
-                rhs: Box::new(rhs),
-            };
+            lhs = chain(lhs, BinaryOp::Or, rhs, first);
+            first = false;
         }
         Ok(lhs)
     }
 
     fn and(&mut self) -> PResult {
         let mut lhs = self.not()?;
+        let mut first = true;
         while self.is_kw("and") {
             self.bump();
             let rhs = self.not()?;
-            lhs = Expr::Binary {
-                op: BinaryOp::And,
-                lhs: Box::new(lhs),
-                rhs: Box::new(rhs),
-            };
+            lhs = chain(lhs, BinaryOp::And, rhs, first);
+            first = false;
         }
         Ok(lhs)
     }
@@ -294,7 +349,9 @@ impl Parser {
     fn not(&mut self) -> PResult {
         if self.is_kw("not") {
             self.bump();
+            self.enter()?;
             let operand = self.not()?;
+            self.depth -= 1;
             return Ok(Expr::Unary {
                 op: UnaryOp::Not,
                 operand: Box::new(operand),
@@ -329,6 +386,7 @@ impl Parser {
 
     fn additive(&mut self) -> PResult {
         let mut lhs = self.multiplicative()?;
+        let mut first = true;
         loop {
             let op = if self.is_op("+") {
                 BinaryOp::Add
@@ -339,17 +397,15 @@ impl Parser {
             };
             self.bump();
             let rhs = self.multiplicative()?;
-            lhs = Expr::Binary {
-                op,
-                lhs: Box::new(lhs),
-                rhs: Box::new(rhs),
-            };
+            lhs = chain(lhs, op, rhs, first);
+            first = false;
         }
         Ok(lhs)
     }
 
     fn multiplicative(&mut self) -> PResult {
         let mut lhs = self.unary()?;
+        let mut first = true;
         loop {
             let op = match &self.peek().tok {
                 Tok::Op("*") => BinaryOp::Mul,
@@ -360,16 +416,20 @@ impl Parser {
             };
             self.bump();
             let rhs = self.unary()?;
-            lhs = Expr::Binary {
-                op,
-                lhs: Box::new(lhs),
-                rhs: Box::new(rhs),
-            };
+            lhs = chain(lhs, op, rhs, first);
+            first = false;
         }
         Ok(lhs)
     }
 
     fn unary(&mut self) -> PResult {
+        self.enter()?;
+        let r = self.unary_inner();
+        self.depth -= 1;
+        r
+    }
+
+    fn unary_inner(&mut self) -> PResult {
         if self.is_op("-") || self.is_op("+") {
             let neg = self.is_op("-");
             self.bump();
@@ -508,8 +568,21 @@ pub fn parse(text: &str) -> Result<Expr, ParseError> {
             span: Span { col: 1, len: 1 },
         });
     }
+    let n_chars = text.chars().count();
+    if n_chars > MAX_EXPR_CHARS {
+        return Err(ParseError {
+            message: format!(
+                "the expression has {n_chars} characters; the length limit is {MAX_EXPR_CHARS}"
+            ),
+            span: Span { col: 1, len: 1 },
+        });
+    }
     let toks = lex(text)?;
-    let mut p = Parser { toks, pos: 0 };
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        depth: 0,
+    };
     let e = p.expr()?;
     if !matches!(p.peek().tok, Tok::End) {
         let t = p.peek().clone();
@@ -534,16 +607,45 @@ pub fn parse(text: &str) -> Result<Expr, ParseError> {
     Ok(e)
 }
 
-/// The error message, the expression and a caret line under the offending span.
+/// The error message, the expression and a caret line under the offending span. A long
+/// expression is shown as a window of at most 100 characters around the span.
 pub fn render_error(text: &str, err: &ParseError) -> String {
-    let pad = " ".repeat(err.span.col.saturating_sub(1));
+    let (shown, col) = excerpt(text, err.span.col);
+    let pad = " ".repeat(col.saturating_sub(1));
     format!(
         "{}\n    {}\n    {}{}",
         err.message,
-        text,
+        shown,
         pad,
-        "^".repeat(err.span.len.max(1))
+        "^".repeat(err.span.len.clamp(1, 40))
     )
+}
+
+/// At most ~100 characters of `text` around 1-based column `col`, on one line, and the
+/// column within the excerpt.
+pub fn excerpt(text: &str, col: usize) -> (String, usize) {
+    let n = text.chars().count();
+    if n <= 100 && !text.contains('\n') {
+        return (text.to_string(), col);
+    }
+    let start = col.saturating_sub(50).max(1);
+    let body: String = text
+        .chars()
+        .skip(start - 1)
+        .take(100)
+        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
+        .collect();
+    let mut shown = String::new();
+    let mut c = col - start + 1;
+    if start > 1 {
+        shown.push_str("...");
+        c += 3;
+    }
+    shown.push_str(&body);
+    if start - 1 + 100 < n {
+        shown.push_str("...");
+    }
+    (shown, c)
 }
 
 /// Splits `target = expr` at the first `=` that is not part of `==`, `<=`, `>=` or `!=`.

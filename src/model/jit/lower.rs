@@ -549,15 +549,14 @@ impl<'a> Lowerer<'a> {
             Fn2::Ge => cmp(b, FloatCC::GreaterThanOrEqual),
             Fn2::Eq => cmp(b, FloatCC::Equal),
             Fn2::Ne => cmp(b, FloatCC::NotEqual),
+            // Python's `and`/`or` return an operand, as `py_and`/`py_or` do.
             Fn2::And => {
-                let (tx, ty) = (truth(b, x), truth(b, y));
-                let c = b.ins().band(tx, ty);
-                flag(b, c)
+                let tx = truth(b, x);
+                b.ins().select(tx, y, x)
             }
             Fn2::Or => {
-                let (tx, ty) = (truth(b, x), truth(b, y));
-                let c = b.ins().bor(tx, ty);
-                flag(b, c)
+                let tx = truth(b, x);
+                b.ins().select(tx, x, y)
             }
             _ => {
                 let r = self.import(b, frame, Import::Binary(f))?;

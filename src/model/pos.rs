@@ -1,0 +1,289 @@
+//! Positions in a model's TOML text: the line and column of every key and value, and of every
+//! character inside a string value (escapes and multi-line strings included), so errors can
+//! point into the file rather than into an expression string.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use toml::de::{DeTable, DeValue};
+
+/// Span index of one TOML document.
+#[derive(Debug, Default)]
+pub struct DocIndex {
+    text: String,
+    line_starts: Vec<usize>,
+    /// Path (keys joined by U+001F) → (key span, value span), byte ranges into `text`.
+    spans: HashMap<String, (Range<usize>, Range<usize>)>,
+    /// Paths whose values were moved here by a mod: positions are looked up at the source.
+    aliases: HashMap<String, String>,
+    /// Paths whose values came from another text (a mod file): no position in this one.
+    foreign: std::collections::HashSet<String>,
+}
+
+/// A path as a lookup key.
+pub fn key(path: &[&str]) -> String {
+    path.join("\u{1f}")
+}
+
+impl DocIndex {
+    /// Indexes `text`; an unparsable document gives an index without spans.
+    pub fn new(text: &str) -> DocIndex {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        let mut ix = DocIndex {
+            text: text.to_string(),
+            line_starts,
+            spans: HashMap::new(),
+            aliases: HashMap::new(),
+            foreign: Default::default(),
+        };
+        if let Ok(doc) = DeTable::parse(text) {
+            let mut stack: Vec<(String, &DeTable<'_>)> = vec![(String::new(), doc.get_ref())];
+            let mut arrays: Vec<(String, &[toml::Spanned<DeValue<'_>>])> = Vec::new();
+            // Iterative walk: nesting depth of the document cannot exhaust the stack.
+            while !stack.is_empty() || !arrays.is_empty() {
+                if let Some((prefix, table)) = stack.pop() {
+                    for (k, v) in table.iter() {
+                        let path = join(&prefix, k.get_ref());
+                        ix.spans.insert(path.clone(), (k.span(), v.span()));
+                        push_value(&path, v.get_ref(), &mut stack, &mut arrays);
+                    }
+                } else if let Some((prefix, items)) = arrays.pop() {
+                    for (i, v) in items.iter().enumerate() {
+                        let path = join(&prefix, &i.to_string());
+                        ix.spans.insert(path.clone(), (v.span(), v.span()));
+                        push_value(&path, v.get_ref(), &mut stack, &mut arrays);
+                    }
+                }
+            }
+        }
+        ix
+    }
+
+    /// Records that the value at `to` came from `from` (a mod).
+    pub fn alias(&mut self, to: &[&str], from: &[&str]) {
+        let (to, from) = (key(to), key(from));
+        let from = self.aliases.get(&from).cloned().unwrap_or(from);
+        self.foreign.remove(&to);
+        self.aliases.insert(to, from);
+    }
+
+    /// Records that the value at `to` came from another text.
+    pub fn foreign(&mut self, to: &[&str]) {
+        let k = key(to);
+        self.aliases.remove(&k);
+        self.foreign.insert(k);
+    }
+
+    fn lookup(&self, path: &[&str]) -> Option<&(Range<usize>, Range<usize>)> {
+        if (1..=path.len()).any(|n| self.foreign.contains(&key(&path[..n]))) {
+            return None;
+        }
+        // The longest prefix of the path that is known (aliases first, at every length).
+        for n in (1..=path.len()).rev() {
+            let k = key(&path[..n]);
+            if let Some(from) = self.aliases.get(&k) {
+                let mut full = from.clone();
+                for extra in &path[n..] {
+                    full.push('\u{1f}');
+                    full.push_str(extra);
+                }
+                if let Some(s) = self.spans.get(&full).or_else(|| self.spans.get(from)) {
+                    return Some(s);
+                }
+            }
+            if let Some(s) = self.spans.get(&k) {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// (line, column) of byte offset `at`, both 1-based, the column in characters.
+    pub fn line_col(&self, at: usize) -> (usize, usize) {
+        let at = at.min(self.text.len());
+        let line = self.line_starts.partition_point(|&s| s <= at).max(1);
+        let start = self.line_starts[line - 1];
+        let col = self
+            .text
+            .get(start..at)
+            .map_or(1, |s| s.chars().count() + 1);
+        (line, col)
+    }
+
+    /// Position of the key at `path` (or of its closest known ancestor); (0, 0) if unknown.
+    pub fn key_pos(&self, path: &[&str]) -> (usize, usize) {
+        self.lookup(path)
+            .map_or((0, 0), |(k, _)| self.line_col(k.start))
+    }
+
+    /// Position of the value at `path`.
+    pub fn value_pos(&self, path: &[&str]) -> (usize, usize) {
+        self.lookup(path)
+            .map_or((0, 0), |(_, v)| self.line_col(v.start))
+    }
+
+    /// Byte span of the value at `path`.
+    pub fn value_span(&self, path: &[&str]) -> Option<Range<usize>> {
+        self.lookup(path).map(|(_, v)| v.clone())
+    }
+
+    /// Position of character `char_index` (0-based) of the decoded string value at byte span
+    /// `span`, or the value's start when the string cannot be mapped.
+    pub fn char_pos(&self, span: &Range<usize>, char_index: usize) -> (usize, usize) {
+        let raw = self.text.get(span.clone()).unwrap_or("");
+        match string_offsets(raw).and_then(|o| o.get(char_index).copied()) {
+            Some(off) => self.line_col(span.start + off),
+            None => self.line_col(span.start),
+        }
+    }
+}
+
+fn join(prefix: &str, k: &str) -> String {
+    if prefix.is_empty() {
+        k.to_string()
+    } else {
+        format!("{prefix}\u{1f}{k}")
+    }
+}
+
+fn push_value<'a, 'i>(
+    path: &str,
+    v: &'a DeValue<'i>,
+    stack: &mut Vec<(String, &'a DeTable<'i>)>,
+    arrays: &mut Vec<(String, &'a [toml::Spanned<DeValue<'i>>])>,
+) {
+    match v {
+        DeValue::Table(t) => stack.push((path.to_string(), t)),
+        DeValue::Array(a) => arrays.push((path.to_string(), a.as_ref())),
+        _ => {}
+    }
+}
+
+/// Byte offset (within `raw`, a TOML string literal with its quotes) of every character of
+/// the decoded string, plus one past the end; `None` if `raw` is not a string literal.
+pub fn string_offsets(raw: &str) -> Option<Vec<usize>> {
+    let (delim, literal) = if raw.starts_with("\"\"\"") {
+        ("\"\"\"", false)
+    } else if raw.starts_with("'''") {
+        ("'''", true)
+    } else if raw.starts_with('"') {
+        ("\"", false)
+    } else if raw.starts_with('\'') {
+        ("'", true)
+    } else {
+        return None;
+    };
+    let multi = delim.len() == 3;
+    let end = raw.len().checked_sub(delim.len())?;
+    let mut i = delim.len();
+    if multi {
+        if raw[i..].starts_with("\r\n") {
+            i += 2;
+        } else if raw[i..].starts_with('\n') {
+            i += 1;
+        }
+    }
+    let mut out = Vec::new();
+    let bytes = raw.as_bytes();
+    while i < end {
+        let c = raw[i..].chars().next()?;
+        if literal || c != '\\' {
+            if !(multi && c == '\r' && raw[i + 1..].starts_with('\n')) {
+                out.push(i);
+            }
+            i += c.len_utf8();
+            continue;
+        }
+        // An escape.
+        let next = *bytes.get(i + 1)?;
+        match next {
+            b'u' => {
+                out.push(i);
+                i += 6;
+            }
+            b'U' => {
+                out.push(i);
+                i += 10;
+            }
+            b'x' => {
+                out.push(i);
+                i += 4;
+            }
+            b' ' | b'\t' | b'\r' | b'\n' if multi => {
+                // Line-ending backslash: the whitespace up to the next non-blank is dropped.
+                i += 1;
+                while i < end && matches!(bytes[i], b' ' | b'\t' | b'\r' | b'\n') {
+                    i += 1;
+                }
+            }
+            _ => {
+                out.push(i);
+                i += 2;
+            }
+        }
+    }
+    out.push(end);
+    Some(out)
+}
+
+/// Where an expression string sits in its document: the value's byte span and the
+/// character offset of the expression within the decoded string (a line of a block).
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub(crate) doc: Option<Arc<DocIndex>>,
+    pub(crate) span: Option<Range<usize>>,
+    pub(crate) skip_chars: usize,
+}
+
+/// Positions are not part of a spec's identity: two specs that differ only in layout are
+/// equal.
+impl PartialEq for Origin {
+    fn eq(&self, _: &Origin) -> bool {
+        true
+    }
+}
+
+impl Origin {
+    /// (line, column) of 1-based column `col` of the expression; (0, 0) when not known.
+    pub fn position(&self, col: usize) -> (usize, usize) {
+        match (&self.doc, &self.span) {
+            (Some(doc), Some(span)) => doc.char_pos(span, self.skip_chars + col.max(1) - 1),
+            _ => (0, 0),
+        }
+    }
+
+    /// The same string value, `chars` characters further in.
+    pub fn offset(&self, chars: usize) -> Origin {
+        Origin {
+            skip_chars: self.skip_chars + chars,
+            ..self.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_of_escapes_and_multiline_strings() {
+        assert_eq!(string_offsets("\"ab\"").unwrap(), vec![1, 2, 3]);
+        assert_eq!(string_offsets("\"a\\nb\"").unwrap(), vec![1, 2, 4, 5]);
+        assert_eq!(string_offsets("'a\\b'").unwrap(), vec![1, 2, 3, 4]);
+        assert_eq!(string_offsets("\"\"\"\nxy\"\"\"").unwrap(), vec![4, 5, 6]);
+        assert_eq!(string_offsets("\"\\u00e9x\"").unwrap(), vec![1, 7, 8]);
+    }
+
+    #[test]
+    fn line_and_column_of_keys_and_string_characters() {
+        let text = "[sim]\n  dtt = 1\n[aux]\na = \"\"\"\nx +\n  y\"\"\"\n";
+        let ix = DocIndex::new(text);
+        assert_eq!(ix.key_pos(&["sim", "dtt"]), (2, 3));
+        let span = ix.value_span(&["aux", "a"]).unwrap();
+        // "x +\n  y": character 6 is 'y' on line 6, column 3.
+        assert_eq!(ix.char_pos(&span, 6), (6, 3));
+        assert_eq!(ix.char_pos(&span, 0), (5, 1));
+    }
+}
