@@ -1,11 +1,13 @@
 //! Sessions: the live state, snapshots, runs, resume, segments and results.
 
+pub mod ensemble;
 pub mod results;
 pub mod runner;
 pub mod sim;
 pub mod snapshot_io;
 pub mod state;
 
+pub use ensemble::Ensemble;
 pub use results::{EventRecord, RecVar, Recording, Segment};
 pub use runner::RunStats;
 pub use sim::{RunOptions, SegmentRef, Sim, Snapshot, SnapshotInfo};

@@ -526,7 +526,7 @@ impl Sim {
         )
     }
 
-    fn validate_run(&self, o: &RunOptions) -> Result<()> {
+    pub(crate) fn validate_run(&self, o: &RunOptions) -> Result<()> {
         let kind = self.model.kind;
         if let Some(tag) = &o.tag {
             if tag.is_empty() {
