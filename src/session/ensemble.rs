@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use super::sim::{now_iso8601, RunOptions, Sim};
 use super::snapshot_io::{state_from_file, state_to_file};
-use super::state::SessionState;
+use super::state::{SessionPins, SessionState};
 use crate::error::{suggestion_suffix, Error, ErrorKind, Result};
 use crate::model::Model;
 use crate::persist::atomic::write_atomic;
@@ -481,8 +481,9 @@ impl Ensemble {
             ("runtime", |f: &SnapshotFile| &f.runtime_ws),
         ] {
             for (k, a) in get(first).iter().enumerate() {
-                let mut shape = vec![n];
-                shape.extend(&a.shape);
+                // (members, elements): .npy members are at most 2-D; the per-member shape
+                // is the stepper's layout, which the importing session knows.
+                let shape = vec![n, a.shape.iter().product()];
                 let array = match &a.data {
                     WsData::F64(_) => NpyArray::f64(
                         shape,
@@ -664,6 +665,25 @@ impl Ensemble {
             dtype_token: pin("dtype_token")?,
             dynlib_version: pin("dynlib_version")?,
         };
+        let template = &self.members[0].sim;
+        let (model, info, pins) = (template.model(), template.stepper(), template.pins());
+        let diff = pins.diff(&SessionPins {
+            spec_hash: file_pins.spec_hash.clone(),
+            stepper_name: file_pins.stepper_name.clone(),
+            workspace_sig: file_pins.workspace_sig.clone(),
+            dtype: file_pins.dtype_token.clone(),
+            dynlib_version: file_pins.dynlib_version.clone(),
+        });
+        if !diff.is_empty() {
+            let parts: Vec<String> = diff
+                .iter()
+                .map(|(n, ours, theirs)| format!("{n} is '{theirs}' in the file, '{ours}' here"))
+                .collect();
+            return Err(Error::new(
+                ErrorKind::Incompatible,
+                format!("incompatible ensemble checkpoint: {}", parts.join("; ")),
+            ));
+        }
         let (state_names, param_names, knob_names) = (
             strings("state_names")?,
             strings("param_names")?,
@@ -716,6 +736,8 @@ impl Ensemble {
             }
         };
         let _ = take("t"); // for people; the clock is in workspace/runtime/clock
+        let boot = SessionState::bootstrap(model, info);
+        let (template_stepper, template_runtime) = (boot.stepper_ws.clone(), boot.runtime_ws());
         let mut ws: Vec<(String, String, Vec<usize>, WsData)> = Vec::new();
         for (key, a) in arrays {
             let (bucket, name) = match key
@@ -746,10 +768,18 @@ impl Ensemble {
                     )))
                 }
             };
-            ws.push((bucket, name, a.shape[1..].to_vec(), data));
+            let width: usize = a.shape[1..].iter().product();
+            let known = if bucket == "stepper" {
+                template_stepper.iter().find(|t| t.name == name)
+            } else {
+                template_runtime.iter().find(|t| t.name == name)
+            };
+            let shape = match known {
+                Some(t) if t.shape.iter().product::<usize>() == width => t.shape.clone(),
+                _ => vec![width],
+            };
+            ws.push((bucket, name, shape, data));
         }
-        let template = &self.members[0].sim;
-        let (model, info, pins) = (template.model(), template.stepper(), template.pins());
         let mut states = Vec::with_capacity(n);
         for i in 0..n {
             let bucket_ws = |b: &str| -> Vec<WsArray> {
