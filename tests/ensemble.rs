@@ -145,6 +145,11 @@ fn thread_count_never_changes_a_bit() {
             threads,
         )
         .unwrap();
+        // Reduction only: no sample or event buffers are kept between runs.
+        for i in [0, n - 1] {
+            let r = ens.member(i).unwrap().results().unwrap();
+            assert_eq!((r.t.capacity(), r.events.capacity()), (0, 0), "member {i}");
+        }
         let got = (bits(&ens.final_states()), ens.event_counts());
         assert!(got.1.iter().any(|c| *c > 0), "some members spike");
         match &reference {

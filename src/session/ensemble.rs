@@ -70,9 +70,10 @@ impl Member {
                 let fired = after.saturating_sub(before) as u64;
                 self.events = if opts.resume { self.events } else { 0 } + fired;
                 if !keep_results {
-                    // Reduction-only: drop the event log (samples were not recorded), so the
-                    // member's memory stays O(states) however long the ensemble runs.
-                    let _ = self.sim.assign(&[], true);
+                    // Reduction-only: drop the event log and its buffer (samples were not
+                    // recorded), so between runs the member holds O(states) however long the
+                    // ensemble runs; during a run its event log grows with the events fired.
+                    self.sim.release_results();
                 }
                 self.error = None;
             }
@@ -132,9 +133,7 @@ impl Ensemble {
     pub fn from_sim(sim: &Sim, n: usize) -> Result<Ensemble> {
         check_n(n)?;
         let mut template = sim.clone();
-        if template.results().is_ok() {
-            template.assign(&[], true)?;
-        }
+        template.release_results();
         Ok(Ensemble {
             members: vec![Member::new(template); n],
             pool: None,

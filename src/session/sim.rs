@@ -732,6 +732,16 @@ impl Sim {
             .collect()
     }
 
+    /// Drops the recorded samples, events and segments together with their buffers (the
+    /// recording selection is kept), as `assign(&[], true)` would but returning the memory:
+    /// reduction-only ensemble members keep O(states) between runs.
+    pub(crate) fn release_results(&mut self) {
+        if let Some(r) = &mut self.rec {
+            *r = Recording::new(r.vars.clone(), r.names.clone());
+        }
+        self.spare_rec = None;
+    }
+
     /// Replaces the session state wholesale (import): results and segments are cleared,
     /// snapshots kept.
     pub(crate) fn replace_state(&mut self, state: SessionState) {
