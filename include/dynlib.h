@@ -388,6 +388,8 @@ DynlibStatus dynlib_ensemble_set_column(struct DynlibEnsemble *ens,
 // before any member runs, changing nothing. Returns `DYNLIB_OK` when every member succeeded;
 // otherwise the first failed member's status with a message saying how many failed — the
 // others' results are kept, and `dynlib_ensemble_member_status`/`_error` give each member's.
+// With a callback model and `n_threads != 1`, the callbacks are called from several threads
+// at once (one member per thread at a time): their `user_data` must allow that.
 //
 // # Safety
 // `ens` an ensemble handle; `opts` NULL or an initialised `DynlibRunOptions`.

@@ -332,3 +332,46 @@ fn from_sim_copies_the_session_state() {
         assert_eq!(rec_bits(mr).2[0], rec_bits(sr).2[0][off..].to_vec());
     }
 }
+
+/// A child process runs the first piece, exports the checkpoint and dies (abort, no cleanup);
+/// this process imports the file and resumes: the same bits as one uninterrupted run.
+#[test]
+fn a_killed_process_checkpoint_resumes_bit_for_bit() {
+    let model = Model::load("builtin://ode/lorenz").unwrap();
+    let n = 24;
+    let rho: Vec<f64> = (0..n).map(|i| 10.0 + i as f64).collect();
+    let fresh = || {
+        let mut e = Ensemble::new(&model, n).unwrap();
+        e.set_param_column("rho", &rho).unwrap();
+        e
+    };
+    if let Ok(path) = std::env::var("DYNLIB_ENSEMBLE_CHILD_CHECKPOINT") {
+        let mut e = fresh();
+        e.run(&RunOptions::new().t(1.5).record(false), 2).unwrap();
+        e.export_checkpoint(&path).unwrap();
+        std::process::abort();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("child.npz");
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_killed_process_checkpoint_resumes_bit_for_bit",
+            "--exact",
+            "--nocapture",
+        ])
+        .env("DYNLIB_ENSEMBLE_CHILD_CHECKPOINT", &path)
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child must die");
+    let mut resumed = Ensemble::new(&model, n).unwrap();
+    resumed.import_checkpoint(&path).unwrap();
+    resumed
+        .run(&RunOptions::new().t(4.0).resume(true).record(false), 0)
+        .unwrap();
+    let mut whole = fresh();
+    whole
+        .run(&RunOptions::new().t(4.0).record(false), 1)
+        .unwrap();
+    assert_eq!(bits(&resumed.final_states()), bits(&whole.final_states()));
+    assert_eq!(resumed.step_counts(), whole.step_counts());
+}
