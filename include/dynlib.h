@@ -9,7 +9,7 @@
  *   except dynlib_version, dynlib_status_name, dynlib_last_error and the *_free functions.
  * - Errors: dynlib_last_error() is this thread's message for its last failed call; it names
  *   what was wrong (with line and column for model text). dynlib_status_name(code) names a code.
- * - Handles: DynlibModel and DynlibSim are opaque values, not addresses: each is a number
+ * - Handles: DynlibModel, DynlibSim and DynlibEnsemble are opaque values, not addresses: each is a number
  *   from a process-wide counter, never reused, that keys a registry of live objects. Every
  *   call looks the handle up there and never dereferences it, so any value is safe to pass:
  *   NULL gives DYNLIB_ERR_NULL_POINTER; a freed handle, a handle of the other type or garbage
@@ -40,6 +40,9 @@
  *   used from any number of threads at once; callbacks of a callback model are then called
  *   concurrently. A callback must return to the library (report failure by a non-zero
  *   return): leaving it by longjmp or a foreign exception leaves its sim busy for good.
+ *   A DynlibEnsemble follows the same rules as a sim (one call at a time, DYNLIB_ERR_BUSY);
+ *   dynlib_ensemble_run spreads its members over its own thread pool, so a callback model's
+ *   callbacks are then called from several threads at once.
  * - Global state: the thread-local error message; the handle registry (thread-safe, one
  *   entry per live handle, removed on free); and the process-wide native-code cache, which
  *   keeps the compiled code of every distinct model-language model (by spec hash) loaded in
