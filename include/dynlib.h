@@ -9,8 +9,8 @@
  *   except dynlib_version, dynlib_status_name, dynlib_last_error and the *_free functions.
  * - Errors: dynlib_last_error() is this thread's message for its last failed call; it names
  *   what was wrong (with line and column for model text). dynlib_status_name(code) names a code.
- * - Handles: DynlibModel, DynlibSim and DynlibEnsemble are opaque values, not addresses: each is a number
- *   from a process-wide counter, never reused, that keys a registry of live objects. Every
+ * - Handles: DynlibModel, DynlibSim and DynlibEnsemble are opaque values, not addresses:
+ *   each is a number from a process-wide counter, never reused, that keys a registry of live objects. Every
  *   call looks the handle up there and never dereferences it, so any value is safe to pass:
  *   NULL gives DYNLIB_ERR_NULL_POINTER; a freed handle, a handle of the other type or garbage
  *   gives DYNLIB_ERR_BAD_HANDLE (the message says which) and never reaches another object,
