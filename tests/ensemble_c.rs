@@ -47,9 +47,11 @@ fn ensemble_surface_conformance_file_compiles() {
         .arg(build_dir().join("ensemble_surface.o")));
 }
 
-fn build_suite() -> PathBuf {
+/// Each test builds its own executable: tests run in parallel, and one must not overwrite the
+/// program another is running.
+fn build_suite(name: &str) -> PathBuf {
     let lib = common::c_library_dir();
-    let out = build_dir().join("test_ensemble");
+    let out = build_dir().join(name);
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     run(Command::new(cc)
         .args(C_FLAGS)
@@ -74,7 +76,7 @@ fn work_dir(name: &str) -> PathBuf {
 
 #[test]
 fn c_ensemble_suite_passes() {
-    let exe = build_suite();
+    let exe = build_suite("test_ensemble");
     let out = run(Command::new(&exe).arg(work_dir("ensemble-c-work")));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(text.contains(", 0 failures"), "{text}");
@@ -87,7 +89,7 @@ fn c_ensemble_suite_is_clean_under_valgrind() {
         eprintln!("SKIPPED: DYNLIB_SKIP_VALGRIND=1");
         return;
     }
-    let exe = build_suite();
+    let exe = build_suite("test_ensemble_vg");
     let out = Command::new("valgrind")
         .args([
             "--tool=memcheck",
