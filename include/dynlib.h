@@ -9,8 +9,8 @@
  *   except dynlib_version, dynlib_status_name, dynlib_last_error and the *_free functions.
  * - Errors: dynlib_last_error() is this thread's message for its last failed call; it names
  *   what was wrong (with line and column for model text). dynlib_status_name(code) names a code.
- * - Handles: DynlibModel and DynlibSim are opaque values, not addresses: each is a number
- *   from a process-wide counter, never reused, that keys a registry of live objects. Every
+ * - Handles: DynlibModel, DynlibSim and DynlibEnsemble are opaque values, not addresses:
+ *   each is a number from a process-wide counter, never reused, that keys a registry of live objects. Every
  *   call looks the handle up there and never dereferences it, so any value is safe to pass:
  *   NULL gives DYNLIB_ERR_NULL_POINTER; a freed handle, a handle of the other type or garbage
  *   gives DYNLIB_ERR_BAD_HANDLE (the message says which) and never reaches another object,
@@ -40,6 +40,9 @@
  *   used from any number of threads at once; callbacks of a callback model are then called
  *   concurrently. A callback must return to the library (report failure by a non-zero
  *   return): leaving it by longjmp or a foreign exception leaves its sim busy for good.
+ *   A DynlibEnsemble follows the same rules as a sim (one call at a time, DYNLIB_ERR_BUSY);
+ *   dynlib_ensemble_run spreads its members over its own thread pool, so a callback model's
+ *   callbacks are then called from several threads at once.
  * - Global state: the thread-local error message; the handle registry (thread-safe, one
  *   entry per live handle, removed on free); and the process-wide native-code cache, which
  *   keeps the compiled code of every distinct model-language model (by spec hash) loaded in
@@ -99,6 +102,11 @@
 
 // Longest expression, in characters.
 #define MAX_EXPR_CHARS 1000000
+
+// An ensemble of sims of one model (opaque). Free with `dynlib_ensemble_free`. Like a sim, it
+// takes one call at a time (`DYNLIB_ERR_BUSY` otherwise); different ensembles may be used on
+// different threads concurrently. A run spreads the members over its own thread pool.
+typedef struct DynlibEnsemble DynlibEnsemble;
 
 // A loaded model (opaque). Free with `dynlib_model_free`. Sims keep their own reference, so
 // a model may be freed while sims created from it live on. Model handles may be used from
@@ -180,24 +188,6 @@ typedef struct DynlibCallbackModel {
   void *user_data;
 } DynlibCallbackModel;
 
-// One recorded segment (a run's contribution to the recording).
-typedef struct DynlibSegmentInfo {
-  // First and last sample time (recording frame).
-  double t_start;
-  double t_end;
-  // First and last step label.
-  uint64_t step_start;
-  uint64_t step_end;
-  // Sample range: `sample_start .. sample_start + sample_len`.
-  uint64_t sample_start;
-  uint64_t sample_len;
-  // Event range in the event log.
-  uint64_t event_start;
-  uint64_t event_len;
-  // Whether the segment came from a resumed run.
-  bool resume;
-} DynlibSegmentInfo;
-
 // Options of one `dynlib_sim_run` call. Initialise with `dynlib_run_options_init`, which
 // sets `struct_size` and marks every field "unset" (use the default): NaN for doubles, 0 for
 // counts and NULL for pointers, -1 for `record`. Later library versions only append fields.
@@ -248,6 +238,24 @@ typedef struct DynlibRunOptions {
   // Checkpoints to keep (the newest); 0 = 3.
   uint64_t checkpoint_keep;
 } DynlibRunOptions;
+
+// One recorded segment (a run's contribution to the recording).
+typedef struct DynlibSegmentInfo {
+  // First and last sample time (recording frame).
+  double t_start;
+  double t_end;
+  // First and last step label.
+  uint64_t step_start;
+  uint64_t step_end;
+  // Sample range: `sample_start .. sample_start + sample_len`.
+  uint64_t sample_start;
+  uint64_t sample_len;
+  // Event range in the event log.
+  uint64_t event_start;
+  uint64_t event_len;
+  // Whether the segment came from a resumed run.
+  bool resume;
+} DynlibSegmentInfo;
 
 // Success.
 #define DYNLIB_OK 0
@@ -440,6 +448,189 @@ DynlibStatus dynlib_sim_stepper_config_json(struct DynlibSim *sim,
                                             char *buf,
                                             size_t cap,
                                             size_t *needed);
+
+// Creates an ensemble of `n_members` sessions of `model` (the stepper chosen at load), each
+// starting from the model's defaults. `n_members = 0` is `DYNLIB_ERR_INVALID_ARGUMENT`. On
+// success `*ens_out` owns a new handle (free with `dynlib_ensemble_free`).
+//
+// # Safety
+// `model` a model handle; `ens_out` writable.
+DynlibStatus dynlib_ensemble_new(const struct DynlibModel *model,
+                                 size_t n_members,
+                                 struct DynlibEnsemble **ens_out);
+
+// Creates an ensemble of `n_members` copies of `sim`'s session: its state (time, values,
+// stepper history), snapshots and recording selection, not its recorded samples.
+//
+// # Safety
+// `sim` a sim handle; `ens_out` writable.
+DynlibStatus dynlib_ensemble_from_sim(struct DynlibSim *sim,
+                                      size_t n_members,
+                                      struct DynlibEnsemble **ens_out);
+
+// Frees an ensemble and all its members. NULL and handles that are not live ensembles are
+// ignored; a busy ensemble is not freed (the handle stays valid, `dynlib_last_error` says why).
+//
+// # Safety
+// None beyond the handle rules.
+void dynlib_ensemble_free(struct DynlibEnsemble *ens);
+
+// Number of members.
+//
+// # Safety
+// `ens` an ensemble handle; `n` writable.
+DynlibStatus dynlib_ensemble_n_members(struct DynlibEnsemble *ens, size_t *n);
+
+// Number of members whose last run failed.
+//
+// # Safety
+// As `dynlib_ensemble_n_members`.
+DynlibStatus dynlib_ensemble_n_failed(struct DynlibEnsemble *ens, size_t *n);
+
+// Sets every member's parameters from a row-major matrix: `rows` = members, `cols` = the
+// model's parameters in order. Shapes and values (finite) are checked first; on error
+// nothing changes. Like `dynlib_sim_assign`, this restarts multistep history.
+//
+// # Safety
+// `ens` an ensemble handle; `data` `rows * cols` readable doubles.
+DynlibStatus dynlib_ensemble_set_params(struct DynlibEnsemble *ens,
+                                        const double *data,
+                                        size_t rows,
+                                        size_t cols);
+
+// Sets every member's state (the initial condition of the next fresh run) from a row-major
+// matrix: `rows` = members, `cols` = the model's states in order. Checked as
+// `dynlib_ensemble_set_params`.
+//
+// # Safety
+// As `dynlib_ensemble_set_params`.
+DynlibStatus dynlib_ensemble_set_ic(struct DynlibEnsemble *ens,
+                                    const double *data,
+                                    size_t rows,
+                                    size_t cols);
+
+// Sets parameter `name` of member i to `values[i]` (`n` must equal the member count).
+//
+// # Safety
+// `name` NUL-terminated; `values` `n` readable doubles.
+DynlibStatus dynlib_ensemble_set_param_column(struct DynlibEnsemble *ens,
+                                              const char *name,
+                                              const double *values,
+                                              size_t n);
+
+// Sets state or parameter `name` of member i to `values[i]` (`n` = the member count).
+//
+// # Safety
+// As `dynlib_ensemble_set_param_column`.
+DynlibStatus dynlib_ensemble_set_column(struct DynlibEnsemble *ens,
+                                        const char *name,
+                                        const double *values,
+                                        size_t n);
+
+// Runs every member with the same options (`opts` NULL = defaults; `resume = true` continues
+// every member exactly) on `n_threads` threads (0 = one per available core). Member i ends
+// bit-identical to a single sim run with its inputs, whatever the thread count. Options no
+// member accepts (and checkpoint fields: use `dynlib_ensemble_export_checkpoint`) are refused
+// before any member runs, changing nothing. Returns `DYNLIB_OK` when every member succeeded;
+// otherwise the first failed member's status with a message saying how many failed — the
+// others' results are kept, and `dynlib_ensemble_member_status`/`_error` give each member's.
+// With a callback model and `n_threads != 1`, the callbacks are called from several threads
+// at once (one member per thread at a time): their `user_data` must allow that.
+//
+// # Safety
+// `ens` an ensemble handle; `opts` NULL or an initialised `DynlibRunOptions`.
+DynlibStatus dynlib_ensemble_run(struct DynlibEnsemble *ens,
+                                 const struct DynlibRunOptions *opts,
+                                 size_t n_threads);
+
+// The status of member `i`'s last run (`DYNLIB_OK` if it succeeded or has not run).
+//
+// # Safety
+// `ens` an ensemble handle; `status` writable.
+DynlibStatus dynlib_ensemble_member_status(struct DynlibEnsemble *ens,
+                                           size_t i,
+                                           DynlibStatus *status);
+
+// The message of member `i`'s last run failure ("" if it succeeded), output buffer protocol.
+//
+// # Safety
+// `buf` NULL or writable for `cap` bytes; `needed` NULL or writable.
+DynlibStatus dynlib_ensemble_member_error(struct DynlibEnsemble *ens,
+                                          size_t i,
+                                          char *buf,
+                                          size_t cap,
+                                          size_t *needed);
+
+// Every member's current state, row-major `n_members x n_states` doubles (buffer protocol).
+//
+// # Safety
+// `buf` NULL or writable for `cap` doubles; `needed` NULL or writable.
+DynlibStatus dynlib_ensemble_final_states(struct DynlibEnsemble *ens,
+                                          double *buf,
+                                          size_t cap,
+                                          size_t *needed);
+
+// Every member's parameters, row-major `n_members x n_params` doubles (buffer protocol).
+//
+// # Safety
+// As `dynlib_ensemble_final_states`.
+DynlibStatus dynlib_ensemble_params(struct DynlibEnsemble *ens,
+                                    double *buf,
+                                    size_t cap,
+                                    size_t *needed);
+
+// Every member's current absolute time, `n_members` doubles (buffer protocol).
+//
+// # Safety
+// As `dynlib_ensemble_final_states`.
+DynlibStatus dynlib_ensemble_times(struct DynlibEnsemble *ens,
+                                   double *buf,
+                                   size_t cap,
+                                   size_t *needed);
+
+// Events each member fired since its last fresh run, `n_members` uint64 values (buffer
+// protocol). Counted also when `record = 0`, where no event log is kept.
+//
+// # Safety
+// `buf` NULL or writable for `cap` values; `needed` NULL or writable.
+DynlibStatus dynlib_ensemble_event_counts(struct DynlibEnsemble *ens,
+                                          uint64_t *buf,
+                                          size_t cap,
+                                          size_t *needed);
+
+// Committed steps of each member since its last fresh run, `n_members` uint64 values.
+//
+// # Safety
+// As `dynlib_ensemble_event_counts`.
+DynlibStatus dynlib_ensemble_step_counts(struct DynlibEnsemble *ens,
+                                         uint64_t *buf,
+                                         size_t cap,
+                                         size_t *needed);
+
+// Member `i` as an ordinary sim: a new handle holding its own copy (session, snapshots,
+// recorded results), independent of the ensemble. Free it with `dynlib_sim_free`.
+//
+// # Safety
+// `ens` an ensemble handle; `sim_out` writable.
+DynlibStatus dynlib_ensemble_member_sim(struct DynlibEnsemble *ens,
+                                        size_t i,
+                                        struct DynlibSim **sim_out);
+
+// Writes every member's session state to one `.npz` file (`dynlib-ensemble-v1`: the
+// snapshot arrays stacked along a leading member axis, event counts and `meta.json`),
+// atomically; missing parent directories are created.
+//
+// # Safety
+// `path` NUL-terminated.
+DynlibStatus dynlib_ensemble_export_checkpoint(struct DynlibEnsemble *ens, const char *path);
+
+// Replaces every member's session state by a checkpoint's, after checking all of it (member
+// count, pins, names, layouts, values); results are cleared, snapshots kept. On error
+// nothing changes. Resuming then continues the checkpointed run bit for bit.
+//
+// # Safety
+// `path` NUL-terminated.
+DynlibStatus dynlib_ensemble_import_checkpoint(struct DynlibEnsemble *ens, const char *path);
 
 // Loads a model. `source` is `builtin://ode/<name>` or `builtin://map/<name>`, a path to a
 // TOML file, or `inline:` followed by TOML text. `stepper` names the stepper sims of this

@@ -17,7 +17,7 @@ pub mod stepper;
 
 pub use error::{Error, ErrorKind, Result};
 pub use model::{Backend, Model};
-pub use session::{RunOptions, SegmentRef, Sim};
+pub use session::{Ensemble, RunOptions, SegmentRef, Sim};
 
 /// Library version (also pinned in every snapshot).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

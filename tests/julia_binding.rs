@@ -29,7 +29,7 @@ impl std::fmt::Display for Ty {
 }
 
 /// Opaque handle types: only `Ptr{Cvoid}` stands for pointers to them.
-const OPAQUE: [&str; 2] = ["DynlibModel", "DynlibSim"];
+const OPAQUE: [&str; 3] = ["DynlibModel", "DynlibSim", "DynlibEnsemble"];
 
 /// `const struct DynlibModel *const *` → (DynlibModel, 2); typedefs of integers normalised.
 fn c_type(text: &str) -> Ty {

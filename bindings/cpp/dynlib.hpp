@@ -204,6 +204,8 @@ class Sim {
   ~Sim() { dynlib_sim_free(h_); }
 
   DynlibSim *get() const noexcept { return h_; }
+  /// Takes ownership of a sim handle returned by the C API (e.g. dynlib_ensemble_member_sim).
+  static Sim adopt(DynlibSim *h) noexcept { return Sim(h); }
 
   void run(RunOptions opts = RunOptions()) { check(dynlib_sim_run(h_, opts.c())); }
   void create_snapshot(const std::string &name, const std::string &description = "") {
@@ -368,7 +370,101 @@ class Sim {
   std::vector<double> doubles(DynlibStatus (*f)(DynlibSim *, double *, size_t, size_t *)) const {
     return detail::fetch<double>([&](double *b, size_t c, size_t *n) { return f(h_, b, c, n); });
   }
+  explicit Sim(DynlibSim *h) noexcept : h_(h) {}
   DynlibSim *h_ = nullptr;
+};
+
+/// N sims of one model with per-member inputs, run together on a thread pool (move-only).
+/// Matrices are row-major, one row per member. Member i ends bit-identical to a single Sim
+/// with the same inputs, whatever the thread count.
+class Ensemble {
+ public:
+  Ensemble(const Model &model, size_t n_members) {
+    check(dynlib_ensemble_new(model.get(), n_members, &h_));
+  }
+  /// `n_members` copies of `sim`'s session state (not its recorded samples).
+  Ensemble(const Sim &sim, size_t n_members) {
+    check(dynlib_ensemble_from_sim(sim.get(), n_members, &h_));
+  }
+  Ensemble(Ensemble &&o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
+  Ensemble &operator=(Ensemble &&o) noexcept {
+    if (this != &o) {
+      dynlib_ensemble_free(h_);
+      h_ = std::exchange(o.h_, nullptr);
+    }
+    return *this;
+  }
+  Ensemble(const Ensemble &) = delete;
+  Ensemble &operator=(const Ensemble &) = delete;
+  ~Ensemble() { dynlib_ensemble_free(h_); }
+
+  DynlibEnsemble *get() const noexcept { return h_; }
+
+  size_t n_members() const {
+    size_t n = 0;
+    check(dynlib_ensemble_n_members(h_, &n));
+    return n;
+  }
+  size_t n_failed() const {
+    size_t n = 0;
+    check(dynlib_ensemble_n_failed(h_, &n));
+    return n;
+  }
+  void set_params(const std::vector<double> &row_major, size_t rows, size_t cols) {
+    check(dynlib_ensemble_set_params(h_, row_major.data(), rows, cols));
+  }
+  void set_ic(const std::vector<double> &row_major, size_t rows, size_t cols) {
+    check(dynlib_ensemble_set_ic(h_, row_major.data(), rows, cols));
+  }
+  void set_param_column(const std::string &name, const std::vector<double> &values) {
+    check(dynlib_ensemble_set_param_column(h_, name.c_str(), values.data(), values.size()));
+  }
+  void set_column(const std::string &name, const std::vector<double> &values) {
+    check(dynlib_ensemble_set_column(h_, name.c_str(), values.data(), values.size()));
+  }
+  /// `n_threads` 0 = one per core. Throws when any member failed (the others' results stay).
+  void run(RunOptions opts = RunOptions(), size_t n_threads = 0) {
+    check(dynlib_ensemble_run(h_, opts.c(), n_threads));
+  }
+  /// DYNLIB_OK, or the status of member i's last (failed) run.
+  DynlibStatus member_status(size_t i) const {
+    DynlibStatus s = DYNLIB_OK;
+    check(dynlib_ensemble_member_status(h_, i, &s));
+    return s;
+  }
+  std::string member_error(size_t i) const {
+    return detail::fetch_text(
+        [&](char *b, size_t c, size_t *n) { return dynlib_ensemble_member_error(h_, i, b, c, n); });
+  }
+  /// Row-major n_members x n_states.
+  std::vector<double> final_states() const { return doubles(dynlib_ensemble_final_states); }
+  /// Row-major n_members x n_params.
+  std::vector<double> params() const { return doubles(dynlib_ensemble_params); }
+  std::vector<double> times() const { return doubles(dynlib_ensemble_times); }
+  std::vector<uint64_t> event_counts() const { return counts(dynlib_ensemble_event_counts); }
+  std::vector<uint64_t> step_counts() const { return counts(dynlib_ensemble_step_counts); }
+  /// Member i as an ordinary, independent Sim (a copy).
+  Sim member(size_t i) const {
+    DynlibSim *s = nullptr;
+    check(dynlib_ensemble_member_sim(h_, i, &s));
+    return Sim::adopt(s);
+  }
+  void export_checkpoint(const std::string &path) const {
+    check(dynlib_ensemble_export_checkpoint(h_, path.c_str()));
+  }
+  void import_checkpoint(const std::string &path) {
+    check(dynlib_ensemble_import_checkpoint(h_, path.c_str()));
+  }
+
+ private:
+  std::vector<double> doubles(DynlibStatus (*f)(DynlibEnsemble *, double *, size_t, size_t *)) const {
+    return detail::fetch<double>([&](double *b, size_t c, size_t *n) { return f(h_, b, c, n); });
+  }
+  std::vector<uint64_t> counts(
+      DynlibStatus (*f)(DynlibEnsemble *, uint64_t *, size_t, size_t *)) const {
+    return detail::fetch<uint64_t>([&](uint64_t *b, size_t c, size_t *n) { return f(h_, b, c, n); });
+  }
+  DynlibEnsemble *h_ = nullptr;
 };
 
 /// The meta.json of a snapshot file.

@@ -28,7 +28,10 @@ export Model, validate_model, Sim, DynlibError, run!, snapshot!, reset!, assign!
        deserialize_snapshot!, latest_checkpoint, state, params, sim_time, step_count, value,
        state_names, param_names, aux_names, model_info, n_samples, list_presets, presets,
        add_preset!, remove_preset!, load_presets!, save_presets, config!, config,
-       stepper_config!, stepper_config, list_stepper_config
+       stepper_config!, stepper_config, list_stepper_config,
+       Ensemble, n_members, n_failed, set_params!, set_ic!, set_param_column!, set_column!,
+       member_status, member_error, final_states, ensemble_params, member_times, event_counts,
+       step_counts, member, export_checkpoint, import_checkpoint!
 
 const _default_lib = normpath(joinpath(@__DIR__, "..", "..", "target", "release",
     (Sys.iswindows() ? "dynlib." : "libdynlib.") * Libdl.dlext))
@@ -817,6 +820,215 @@ function latest_checkpoint(dir::AbstractString)
     p = _query_string((b, c, nd) -> ccall((:dynlib_latest_checkpoint, libdynlib), Cint,
         (Cstring, Ptr{UInt8}, Csize_t, Ref{Csize_t}), dir, b, c, nd))
     isempty(p) ? nothing : p
+end
+
+# ------------------------------------------------------------------------------------------
+# Ensembles: N sims of one model with per-member inputs, run together on a thread pool.
+# Member indices are 1-based here; matrices are n_members x k (Julia is column-major, the
+# library row-major: transposed here).
+# ------------------------------------------------------------------------------------------
+
+"""
+    Ensemble(model::Model, n) / Ensemble(sim::Sim, n)
+
+`n` sims of `model` (or copies of `sim`'s session state). Member i ends bit-identical to a
+single `Sim` with the same inputs, whatever the thread count. Freed by a finalizer or `close`.
+"""
+mutable struct Ensemble
+    handle::Ptr{Cvoid}
+    model::Model
+    function Ensemble(model::Model, n::Integer)
+        out = Ref{Ptr{Cvoid}}(C_NULL)
+        _check(ccall((:dynlib_ensemble_new, libdynlib), Cint,
+                     (Ptr{Cvoid}, Csize_t, Ref{Ptr{Cvoid}}), _mptr(model), n, out))
+        e = new(out[], model)
+        finalizer(close, e)
+        e
+    end
+    function Ensemble(sim::Sim, n::Integer)
+        out = Ref{Ptr{Cvoid}}(C_NULL)
+        _check(ccall((:dynlib_ensemble_from_sim, libdynlib), Cint,
+                     (Ptr{Cvoid}, Csize_t, Ref{Ptr{Cvoid}}), _sptr(sim), n, out))
+        e = new(out[], sim.model)
+        finalizer(close, e)
+        e
+    end
+end
+
+function Base.close(e::Ensemble)
+    if e.handle != C_NULL
+        h, e.handle = e.handle, C_NULL
+        ccall((:dynlib_ensemble_free, libdynlib), Cvoid, (Ptr{Cvoid},), h)
+    end
+    nothing
+end
+
+function _eptr(e::Ensemble)
+    e.handle == C_NULL && throw(DynlibError(DYNLIB_ERR_BAD_HANDLE, "DYNLIB_ERR_BAD_HANDLE",
+                                            "the ensemble is closed"))
+    e.handle
+end
+
+function n_members(e::Ensemble)
+    n = Ref{Csize_t}(0)
+    _check(ccall((:dynlib_ensemble_n_members, libdynlib), Cint, (Ptr{Cvoid}, Ref{Csize_t}),
+                 _eptr(e), n))
+    Int(n[])
+end
+
+function n_failed(e::Ensemble)
+    n = Ref{Csize_t}(0)
+    _check(ccall((:dynlib_ensemble_n_failed, libdynlib), Cint, (Ptr{Cvoid}, Ref{Csize_t}),
+                 _eptr(e), n))
+    Int(n[])
+end
+
+"Every member's parameters from an n_members x n_params matrix."
+function set_params!(e::Ensemble, P::AbstractMatrix)
+    rm = Vector{Float64}(vec(permutedims(Float64.(P))))
+    _check(ccall((:dynlib_ensemble_set_params, libdynlib), Cint,
+                 (Ptr{Cvoid}, Ptr{Cdouble}, Csize_t, Csize_t), _eptr(e), rm, size(P, 1), size(P, 2)))
+    e
+end
+
+"Every member's state (the next fresh run's initial condition) from an n_members x n_states matrix."
+function set_ic!(e::Ensemble, Y::AbstractMatrix)
+    rm = Vector{Float64}(vec(permutedims(Float64.(Y))))
+    _check(ccall((:dynlib_ensemble_set_ic, libdynlib), Cint,
+                 (Ptr{Cvoid}, Ptr{Cdouble}, Csize_t, Csize_t), _eptr(e), rm, size(Y, 1), size(Y, 2)))
+    e
+end
+
+"Parameter `name` of member i = `values[i]`."
+function set_param_column!(e::Ensemble, name::AbstractString, values::AbstractVector)
+    v = Vector{Float64}(values)
+    _check(ccall((:dynlib_ensemble_set_param_column, libdynlib), Cint,
+                 (Ptr{Cvoid}, Cstring, Ptr{Cdouble}, Csize_t), _eptr(e), name, v, length(v)))
+    e
+end
+
+"State or parameter `name` of member i = `values[i]`."
+function set_column!(e::Ensemble, name::AbstractString, values::AbstractVector)
+    v = Vector{Float64}(values)
+    _check(ccall((:dynlib_ensemble_set_column, libdynlib), Cint,
+                 (Ptr{Cvoid}, Cstring, Ptr{Cdouble}, Csize_t), _eptr(e), name, v, length(v)))
+    e
+end
+
+"""
+    run!(ens::Ensemble; T, N, dt, t0, record, record_interval, transient, resume, tag,
+         max_steps, config = (;), threads = 0) -> ens
+
+Runs every member with the same options on `threads` threads (0 = every core). Throws when any
+member failed (the others' results are kept; `member_status`/`member_error` say which).
+"""
+function run!(e::Ensemble; T = nothing, N = nothing, dt = nothing, t0 = nothing,
+              record::Union{Nothing,Bool} = nothing, record_interval = nothing,
+              transient = nothing, resume::Bool = false, tag = nothing, max_steps = nothing,
+              config = (;), threads::Integer = 0)
+    h = _eptr(e)
+    ref = Ref{DynlibRunOptions}()
+    _check(ccall((:dynlib_run_options_init, libdynlib), Cint, (Ref{DynlibRunOptions},), ref))
+    cn = [String(k) for k in keys(config)]
+    cnp = [pointer(x) for x in cn]
+    cv = Float64[Float64(v) for v in values(config)]
+    tagb = tag === nothing ? nothing : String(tag)
+    vecptr(v) = isempty(v) ? C_NULL : pointer(v)
+    st = GC.@preserve cn cnp cv tagb begin
+        o = _with(ref[];
+            T = _f64(T), N = _u64(N), dt = _f64(dt), t0 = _f64(t0),
+            record = record === nothing ? Int32(-1) : Int32(record),
+            record_interval = _u64(record_interval), transient = _f64(transient),
+            resume = resume, tag = tagb === nothing ? Ptr{UInt8}(C_NULL) : pointer(tagb),
+            max_steps = _u64(max_steps),
+            config_names = Ptr{Ptr{UInt8}}(vecptr(cnp)), config_values = Ptr{Cdouble}(vecptr(cv)),
+            n_config = length(cv))
+        ccall((:dynlib_ensemble_run, libdynlib), Cint, (Ptr{Cvoid}, Ref{DynlibRunOptions}, Csize_t),
+              h, o, threads)
+    end
+    _check(st)
+    e
+end
+
+"Status code of member `i`'s last run (`DYNLIB_OK` = 0 if it succeeded)."
+function member_status(e::Ensemble, i::Integer)
+    s = Ref{Cint}(0)
+    _check(ccall((:dynlib_ensemble_member_status, libdynlib), Cint,
+                 (Ptr{Cvoid}, Csize_t, Ref{Cint}), _eptr(e), i - 1, s))
+    s[]
+end
+
+"Message of member `i`'s last run failure, or `nothing`."
+function member_error(e::Ensemble, i::Integer)
+    h = _eptr(e)
+    m = _query_string((b, c, nd) -> ccall((:dynlib_ensemble_member_error, libdynlib), Cint,
+        (Ptr{Cvoid}, Csize_t, Ptr{UInt8}, Csize_t, Ref{Csize_t}), h, i - 1, b, c, nd))
+    isempty(m) ? nothing : m
+end
+
+function _rows(e::Ensemble, flat::Vector{Float64})
+    n = n_members(e)
+    permutedims(reshape(flat, length(flat) ÷ n, n))
+end
+
+"Every member's current state: an n_members x n_states matrix."
+function final_states(e::Ensemble)
+    h = _eptr(e)
+    _rows(e, _query((b, c, nd) -> ccall((:dynlib_ensemble_final_states, libdynlib), Cint,
+        (Ptr{Cvoid}, Ptr{Cdouble}, Csize_t, Ref{Csize_t}), h, b, c, nd), Float64))
+end
+
+"Every member's parameters: an n_members x n_params matrix."
+function ensemble_params(e::Ensemble)
+    h = _eptr(e)
+    _rows(e, _query((b, c, nd) -> ccall((:dynlib_ensemble_params, libdynlib), Cint,
+        (Ptr{Cvoid}, Ptr{Cdouble}, Csize_t, Ref{Csize_t}), h, b, c, nd), Float64))
+end
+
+"Every member's current time."
+function member_times(e::Ensemble)
+    h = _eptr(e)
+    _query((b, c, nd) -> ccall((:dynlib_ensemble_times, libdynlib), Cint,
+        (Ptr{Cvoid}, Ptr{Cdouble}, Csize_t, Ref{Csize_t}), h, b, c, nd), Float64)
+end
+
+"Events each member fired since its last fresh run."
+function event_counts(e::Ensemble)
+    h = _eptr(e)
+    _query((b, c, nd) -> ccall((:dynlib_ensemble_event_counts, libdynlib), Cint,
+        (Ptr{Cvoid}, Ptr{UInt64}, Csize_t, Ref{Csize_t}), h, b, c, nd), UInt64)
+end
+
+"Committed steps of each member since its last fresh run."
+function step_counts(e::Ensemble)
+    h = _eptr(e)
+    _query((b, c, nd) -> ccall((:dynlib_ensemble_step_counts, libdynlib), Cint,
+        (Ptr{Cvoid}, Ptr{UInt64}, Csize_t, Ref{Csize_t}), h, b, c, nd), UInt64)
+end
+
+"Member `i` as an ordinary, independent `Sim` (a copy)."
+function member(e::Ensemble, i::Integer)
+    out = Ref{Ptr{Cvoid}}(C_NULL)
+    _check(ccall((:dynlib_ensemble_member_sim, libdynlib), Cint,
+                 (Ptr{Cvoid}, Csize_t, Ref{Ptr{Cvoid}}), _eptr(e), i - 1, out))
+    s = Sim(e.model)   # a placeholder session, replaced by the member's handle
+    ccall((:dynlib_sim_free, libdynlib), Cvoid, (Ptr{Cvoid},), s.handle)
+    s.handle = out[]
+    s
+end
+
+"Writes every member's session state to one `.npz` file, atomically."
+function export_checkpoint(e::Ensemble, path::AbstractString)
+    _check(ccall((:dynlib_ensemble_export_checkpoint, libdynlib), Cint, (Ptr{Cvoid}, Cstring),
+                 _eptr(e), path))
+    path
+end
+
+"Replaces every member's state by a checkpoint's (all checked first)."
+function import_checkpoint!(e::Ensemble, path::AbstractString)
+    _check(ccall((:dynlib_ensemble_import_checkpoint, libdynlib), Cint, (Ptr{Cvoid}, Cstring),
+                 _eptr(e), path))
+    e
 end
 
 end # module

@@ -167,7 +167,7 @@ static void check(DynlibStatus status)
 /* ------------------------------------------------------------------------------------------ */
 /* Live handles created by this gateway.                                                      */
 
-enum { KIND_MODEL = 1, KIND_SIM = 2 };
+enum { KIND_MODEL = 1, KIND_SIM = 2, KIND_ENSEMBLE = 3 };
 
 typedef struct {
     uint64_t id; /* what MATLAB holds */
@@ -203,6 +203,8 @@ static void free_handle(void *ptr, int kind)
 {
     if (kind == KIND_MODEL) {
         dynlib_model_free((DynlibModel *)ptr);
+    } else if (kind == KIND_ENSEMBLE) {
+        dynlib_ensemble_free((DynlibEnsemble *)ptr);
     } else {
         dynlib_sim_free((DynlibSim *)ptr);
     }
@@ -286,7 +288,9 @@ static uint64_t handle_value(const mxArray *a, const char *what)
 
 static void *live_handle(const mxArray *a, int kind)
 {
-    const char *what = kind == KIND_MODEL ? "dynlib.Model" : "dynlib.Sim";
+    const char *what = kind == KIND_MODEL      ? "dynlib.Model"
+                       : kind == KIND_ENSEMBLE ? "dynlib.Ensemble"
+                                               : "dynlib.Sim";
     long i = find_handle(handle_value(a, what), kind);
     if (i < 0) {
         failf("dynlib:badHandle",
@@ -475,7 +479,9 @@ static void cmd_model_load(int nlhs, mxArray *plhs[], int nrhs, const mxArray *p
 
 static void free_command(const mxArray *a, int kind)
 {
-    long i = find_handle(handle_value(a, kind == KIND_MODEL ? "dynlib.Model" : "dynlib.Sim"),
+    long i = find_handle(handle_value(a, kind == KIND_MODEL      ? "dynlib.Model"
+                                         : kind == KIND_ENSEMBLE ? "dynlib.Ensemble"
+                                                                 : "dynlib.Sim"),
                          kind);
     if (i >= 0) { /* unknown handles are ignored, like *_free(NULL) */
         void *ptr = g_live[i].ptr;
@@ -1293,6 +1299,293 @@ static void cmd_stepper_config(int nlhs, mxArray *plhs[], int nrhs, const mxArra
 /* ------------------------------------------------------------------------------------------ */
 /* Dispatch.                                                                                  */
 
+
+/* ------------------------------------------------------------------------------------------ */
+/* Ensembles. Member indices are 0-based here (+dynlib/Ensemble.m converts); matrices are
+ * n_members x k in MATLAB (column-major) and row-major in the library: transposed here.      */
+
+static DynlibEnsemble *ensemble_arg(const mxArray *a)
+{
+    return (DynlibEnsemble *)live_handle(a, KIND_ENSEMBLE);
+}
+
+static void cmd_ensemble_new(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
+{
+    DynlibModel *model;
+    DynlibEnsemble *ens = NULL;
+    uint64_t n;
+    mxArray *out;
+    (void)nlhs;
+    need_args(nrhs, 2, "e = dynlib_mex('ensemble_new', model_handle, n_members)");
+    model = model_arg(prhs[0]);
+    n = count_arg(prhs[1], "n_members");
+    out = handle_out();
+    reserve_handle_slot();
+    check(dynlib_ensemble_new(model, (size_t)n, &ens));
+    U64_PTR(out)[0] = register_handle(ens, KIND_ENSEMBLE);
+    adopt_temp(out);
+    plhs[0] = out;
+}
+
+static void cmd_ensemble_from_sim(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
+{
+    DynlibSim *sim;
+    DynlibEnsemble *ens = NULL;
+    uint64_t n;
+    mxArray *out;
+    (void)nlhs;
+    need_args(nrhs, 2, "e = dynlib_mex('ensemble_from_sim', s, n_members)");
+    sim = sim_arg(prhs[0]);
+    n = count_arg(prhs[1], "n_members");
+    out = handle_out();
+    reserve_handle_slot();
+    check(dynlib_ensemble_from_sim(sim, (size_t)n, &ens));
+    U64_PTR(out)[0] = register_handle(ens, KIND_ENSEMBLE);
+    adopt_temp(out);
+    plhs[0] = out;
+}
+
+static void cmd_ensemble_free(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
+{
+    (void)nlhs;
+    (void)plhs;
+    need_args(nrhs, 1, "dynlib_mex('ensemble_free', e)");
+    free_command(prhs[0], KIND_ENSEMBLE);
+}
+
+static void cmd_ensemble_count(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
+{
+    size_t n = 0, failed = 0;
+    DynlibEnsemble *ens;
+    (void)nlhs;
+    need_args(nrhs, 1, "[n, n_failed] = dynlib_mex('ensemble_count', e)");
+    ens = ensemble_arg(prhs[0]);
+    check(dynlib_ensemble_n_members(ens, &n));
+    check(dynlib_ensemble_n_failed(ens, &failed));
+    plhs[0] = scalar_out((double)n);
+    if (nlhs > 1) {
+        plhs[1] = scalar_out((double)failed);
+    }
+}
+
+typedef DynlibStatus (*MatrixSetter)(DynlibEnsemble *, const double *, size_t, size_t);
+
+static void ensemble_set_matrix(int nrhs, const mxArray *prhs[], MatrixSetter set)
+{
+    DynlibEnsemble *ens;
+    size_t rows, cols, i, j, n;
+    const double *m;
+    double *row_major;
+    need_args(nrhs, 2, "dynlib_mex('ensemble_set_params' | 'ensemble_set_ic', e, matrix)");
+    ens = ensemble_arg(prhs[0]);
+    m = doubles_arg(prhs[1], &n, "matrix (n_members x n)");
+    if (mxGetNumberOfDimensions(prhs[1]) != 2) {
+        fail("dynlib:invalidArgument", "the matrix must be 2-D: one row per member");
+    }
+    rows = mxGetM(prhs[1]);
+    cols = mxGetN(prhs[1]);
+    row_major = (double *)temp_alloc(n > 0 ? n * sizeof(double) : 1);
+    for (i = 0; i < rows; i++) {
+        for (j = 0; j < cols; j++) {
+            row_major[i * cols + j] = m[j * rows + i];
+        }
+    }
+    check(set(ens, row_major, rows, cols));
+}
+
+static void cmd_ensemble_set_params(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
+{
+    (void)nlhs;
+    (void)plhs;
+    ensemble_set_matrix(nrhs, prhs, dynlib_ensemble_set_params);
+}
+
+static void cmd_ensemble_set_ic(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
+{
+    (void)nlhs;
+    (void)plhs;
+    ensemble_set_matrix(nrhs, prhs, dynlib_ensemble_set_ic);
+}
+
+static void cmd_ensemble_set_column(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
+{
+    DynlibEnsemble *ens;
+    const char *name;
+    const double *v;
+    size_t n = 0;
+    (void)nlhs;
+    (void)plhs;
+    need_args(nrhs, 3, "dynlib_mex('ensemble_set_column', e, name, values)");
+    ens = ensemble_arg(prhs[0]);
+    name = string_arg(prhs[1], "name");
+    v = doubles_arg(prhs[2], &n, "values");
+    check(dynlib_ensemble_set_column(ens, name, v, n));
+}
+
+static void cmd_ensemble_run(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
+{
+    DynlibEnsemble *ens;
+    DynlibRunOptions o;
+    uint64_t threads;
+    (void)nlhs;
+    (void)plhs;
+    need_args(nrhs, 3, "dynlib_mex('ensemble_run', e, options_struct, n_threads)");
+    ens = ensemble_arg(prhs[0]);
+    check(dynlib_run_options_init(&o));
+    run_options_from_struct(prhs[1], &o);
+    threads = count_arg(prhs[2], "n_threads");
+    check(dynlib_ensemble_run(ens, &o, (size_t)threads));
+}
+
+static void cmd_ensemble_member_status(int nlhs, mxArray *plhs[], int nrhs,
+                                       const mxArray *prhs[])
+{
+    DynlibEnsemble *ens;
+    DynlibStatus st = DYNLIB_OK;
+    uint64_t i;
+    char *msg;
+    size_t needed = 0;
+    (void)nlhs;
+    need_args(nrhs, 2, "[status_name, message] = dynlib_mex('ensemble_member_status', e, i0)");
+    ens = ensemble_arg(prhs[0]);
+    i = count_arg(prhs[1], "member index");
+    check(dynlib_ensemble_member_status(ens, (size_t)i, &st));
+    check(dynlib_ensemble_member_error(ens, (size_t)i, NULL, 0, &needed));
+    msg = (char *)temp_alloc(needed + 1);
+    check(dynlib_ensemble_member_error(ens, (size_t)i, msg, needed + 1, &needed));
+    plhs[0] = mxCreateString(st == DYNLIB_OK ? "" : error_id(st));
+    if (nlhs > 1) {
+        plhs[1] = mxCreateString(msg);
+    }
+}
+
+typedef DynlibStatus (*EnsDoubles)(DynlibEnsemble *, double *, size_t, size_t *);
+
+/* n_members x (len / n_members) matrix from a row-major library array. */
+static void cmd_ensemble_matrix_out(int nrhs, const mxArray *prhs[], mxArray *plhs[],
+                                    EnsDoubles get, int as_matrix)
+{
+    DynlibEnsemble *ens;
+    size_t n = 0, members = 0, cols, i, j;
+    double *flat;
+    mxArray *out;
+    need_args(nrhs, 1, "x = dynlib_mex('ensemble_final_states' | ..., e)");
+    ens = ensemble_arg(prhs[0]);
+    check(dynlib_ensemble_n_members(ens, &members));
+    check(get(ens, NULL, 0, &n));
+    flat = (double *)temp_alloc(n > 0 ? n * sizeof(double) : 1);
+    if (n > 0) {
+        check(get(ens, flat, n, &n));
+    }
+    cols = as_matrix && members > 0 ? n / members : 1;
+    out = mxCreateDoubleMatrix(as_matrix ? members : n, cols, mxREAL);
+    for (i = 0; i < (as_matrix ? members : n); i++) {
+        for (j = 0; j < cols; j++) {
+            DBL_PTR(out)[j * (as_matrix ? members : n) + i] = flat[i * cols + j];
+        }
+    }
+    plhs[0] = out;
+}
+
+static void cmd_ensemble_final_states(int nlhs, mxArray *plhs[], int nrhs,
+                                      const mxArray *prhs[])
+{
+    (void)nlhs;
+    cmd_ensemble_matrix_out(nrhs, prhs, plhs, dynlib_ensemble_final_states, 1);
+}
+
+static void cmd_ensemble_params(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
+{
+    (void)nlhs;
+    cmd_ensemble_matrix_out(nrhs, prhs, plhs, dynlib_ensemble_params, 1);
+}
+
+static void cmd_ensemble_times(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
+{
+    (void)nlhs;
+    cmd_ensemble_matrix_out(nrhs, prhs, plhs, dynlib_ensemble_times, 0);
+}
+
+typedef DynlibStatus (*EnsCounts)(DynlibEnsemble *, uint64_t *, size_t, size_t *);
+
+static void ensemble_counts(int nrhs, const mxArray *prhs[], mxArray *plhs[], EnsCounts get)
+{
+    DynlibEnsemble *ens;
+    size_t n = 0, i;
+    uint64_t *v;
+    mxArray *out;
+    need_args(nrhs, 1, "c = dynlib_mex('ensemble_event_counts' | 'ensemble_step_counts', e)");
+    ens = ensemble_arg(prhs[0]);
+    check(get(ens, NULL, 0, &n));
+    v = (uint64_t *)temp_alloc(n > 0 ? n * sizeof(uint64_t) : 1);
+    if (n > 0) {
+        check(get(ens, v, n, &n));
+    }
+    out = mxCreateDoubleMatrix(n, 1, mxREAL);
+    for (i = 0; i < n; i++) {
+        DBL_PTR(out)[i] = (double)v[i];
+    }
+    plhs[0] = out;
+}
+
+static void cmd_ensemble_event_counts(int nlhs, mxArray *plhs[], int nrhs,
+                                      const mxArray *prhs[])
+{
+    (void)nlhs;
+    ensemble_counts(nrhs, prhs, plhs, dynlib_ensemble_event_counts);
+}
+
+static void cmd_ensemble_step_counts(int nlhs, mxArray *plhs[], int nrhs,
+                                     const mxArray *prhs[])
+{
+    (void)nlhs;
+    ensemble_counts(nrhs, prhs, plhs, dynlib_ensemble_step_counts);
+}
+
+static void cmd_ensemble_member_sim(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
+{
+    DynlibEnsemble *ens;
+    DynlibSim *sim = NULL;
+    uint64_t i;
+    mxArray *out;
+    (void)nlhs;
+    need_args(nrhs, 2, "s = dynlib_mex('ensemble_member_sim', e, i0)");
+    ens = ensemble_arg(prhs[0]);
+    i = count_arg(prhs[1], "member index");
+    out = handle_out();
+    reserve_handle_slot();
+    check(dynlib_ensemble_member_sim(ens, (size_t)i, &sim));
+    U64_PTR(out)[0] = register_handle(sim, KIND_SIM);
+    adopt_temp(out);
+    plhs[0] = out;
+}
+
+static void cmd_ensemble_export_checkpoint(int nlhs, mxArray *plhs[], int nrhs,
+                                           const mxArray *prhs[])
+{
+    DynlibEnsemble *ens;
+    const char *path;
+    (void)nlhs;
+    (void)plhs;
+    need_args(nrhs, 2, "dynlib_mex('ensemble_export_checkpoint', e, path)");
+    ens = ensemble_arg(prhs[0]);
+    path = string_arg(prhs[1], "path");
+    check(dynlib_ensemble_export_checkpoint(ens, path));
+}
+
+static void cmd_ensemble_import_checkpoint(int nlhs, mxArray *plhs[], int nrhs,
+                                           const mxArray *prhs[])
+{
+    DynlibEnsemble *ens;
+    const char *path;
+    (void)nlhs;
+    (void)plhs;
+    need_args(nrhs, 2, "dynlib_mex('ensemble_import_checkpoint', e, path)");
+    ens = ensemble_arg(prhs[0]);
+    path = string_arg(prhs[1], "path");
+    check(dynlib_ensemble_import_checkpoint(ens, path));
+}
+
 static const struct {
     const char *name;
     Command fn;
@@ -1343,6 +1636,23 @@ static const struct {
     {"stepper_config_set", cmd_stepper_config_set},
     {"stepper_config", cmd_stepper_config},
     {"stepper_config_json", cmd_stepper_config_json},
+    {"ensemble_new", cmd_ensemble_new},
+    {"ensemble_from_sim", cmd_ensemble_from_sim},
+    {"ensemble_free", cmd_ensemble_free},
+    {"ensemble_count", cmd_ensemble_count},
+    {"ensemble_set_params", cmd_ensemble_set_params},
+    {"ensemble_set_ic", cmd_ensemble_set_ic},
+    {"ensemble_set_column", cmd_ensemble_set_column},
+    {"ensemble_run", cmd_ensemble_run},
+    {"ensemble_member_status", cmd_ensemble_member_status},
+    {"ensemble_final_states", cmd_ensemble_final_states},
+    {"ensemble_params", cmd_ensemble_params},
+    {"ensemble_times", cmd_ensemble_times},
+    {"ensemble_event_counts", cmd_ensemble_event_counts},
+    {"ensemble_step_counts", cmd_ensemble_step_counts},
+    {"ensemble_member_sim", cmd_ensemble_member_sim},
+    {"ensemble_export_checkpoint", cmd_ensemble_export_checkpoint},
+    {"ensemble_import_checkpoint", cmd_ensemble_import_checkpoint},
 };
 
 void mexFunction(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])

@@ -1782,3 +1782,301 @@ def latest_checkpoint(directory):
     """Path of the newest checkpoint file in ``directory``, or None."""
     return _read_str(_lib.dynlib_latest_checkpoint, _enc(directory)) or None
 
+
+
+# --------------------------------------------------------------------------------------------
+# Ensembles (N sims of one model run together; see README "Ensembles")
+# --------------------------------------------------------------------------------------------
+
+
+class _DynlibEnsemble(Structure):
+    """Opaque ``DynlibEnsemble``."""
+
+
+EnsemblePtr = POINTER(_DynlibEnsemble)
+
+_ENSEMBLE_SIGNATURES = {
+    "dynlib_ensemble_new": (DynlibStatus, [ModelPtr, c_size_t, _P(EnsemblePtr)]),
+    "dynlib_ensemble_from_sim": (DynlibStatus, [SimPtr, c_size_t, _P(EnsemblePtr)]),
+    "dynlib_ensemble_free": (None, [EnsemblePtr]),
+    "dynlib_ensemble_n_members": (DynlibStatus, [EnsemblePtr, _P(c_size_t)]),
+    "dynlib_ensemble_n_failed": (DynlibStatus, [EnsemblePtr, _P(c_size_t)]),
+    "dynlib_ensemble_set_params": (DynlibStatus, [EnsemblePtr, _P(c_double), c_size_t, c_size_t]),
+    "dynlib_ensemble_set_ic": (DynlibStatus, [EnsemblePtr, _P(c_double), c_size_t, c_size_t]),
+    "dynlib_ensemble_set_param_column": (
+        DynlibStatus,
+        [EnsemblePtr, c_char_p, _P(c_double), c_size_t],
+    ),
+    "dynlib_ensemble_set_column": (DynlibStatus, [EnsemblePtr, c_char_p, _P(c_double), c_size_t]),
+    "dynlib_ensemble_run": (DynlibStatus, [EnsemblePtr, _P(DynlibRunOptions), c_size_t]),
+    "dynlib_ensemble_member_status": (DynlibStatus, [EnsemblePtr, c_size_t, _P(DynlibStatus)]),
+    "dynlib_ensemble_member_error": (
+        DynlibStatus,
+        [EnsemblePtr, c_size_t, _P(c_char), c_size_t, _P(c_size_t)],
+    ),
+    "dynlib_ensemble_final_states": (
+        DynlibStatus,
+        [EnsemblePtr, _P(c_double), c_size_t, _P(c_size_t)],
+    ),
+    "dynlib_ensemble_params": (DynlibStatus, [EnsemblePtr, _P(c_double), c_size_t, _P(c_size_t)]),
+    "dynlib_ensemble_times": (DynlibStatus, [EnsemblePtr, _P(c_double), c_size_t, _P(c_size_t)]),
+    "dynlib_ensemble_event_counts": (
+        DynlibStatus,
+        [EnsemblePtr, _P(c_uint64), c_size_t, _P(c_size_t)],
+    ),
+    "dynlib_ensemble_step_counts": (
+        DynlibStatus,
+        [EnsemblePtr, _P(c_uint64), c_size_t, _P(c_size_t)],
+    ),
+    "dynlib_ensemble_member_sim": (DynlibStatus, [EnsemblePtr, c_size_t, _P(SimPtr)]),
+    "dynlib_ensemble_export_checkpoint": (DynlibStatus, [EnsemblePtr, c_char_p]),
+    "dynlib_ensemble_import_checkpoint": (DynlibStatus, [EnsemblePtr, c_char_p]),
+}
+for _name, (_restype, _argtypes) in _ENSEMBLE_SIGNATURES.items():
+    _fn = getattr(_lib, _name)
+    _fn.restype = _restype
+    _fn.argtypes = _argtypes
+_SIGNATURES.update(_ENSEMBLE_SIGNATURES)
+_live.setdefault("ensemble", 0)
+__all__.append("Ensemble")
+
+
+def _matrix(values, rows, cols, what):
+    """A C-contiguous float64 (rows x cols) array; a 1-D input of rows*cols values is taken as
+    row-major."""
+    arr = np.ascontiguousarray(np.asarray(values, dtype=np.float64))
+    if arr.ndim == 1 and cols == 1:
+        arr = arr.reshape(-1, 1)
+    if arr.ndim != 2:
+        raise InvalidArgumentError(
+            f"{what} must be a 2-D matrix (one row per member), got {arr.ndim} dimension(s)",
+            DYNLIB_ERR_INVALID_ARGUMENT,
+        )
+    return arr, arr.ctypes.data_as(POINTER(c_double))
+
+
+class Ensemble:
+    """``n`` sims of one model with per-member parameters and initial conditions, run with one
+    set of options on a thread pool. Member ``i`` ends bit-identical to a single :class:`Sim`
+    given the same inputs, whatever ``n_threads``.
+
+        ens = dynlib.Ensemble(dynlib.Model.load("builtin://ode/izhikevich"), 1000)
+        ens.set_param_column("I", np.linspace(0, 20, 1000))
+        ens.run(T=1000.0, record=False)            # n_threads=0: every core
+        y = ens.final_states()                     # (1000, 2) NumPy array
+
+    A member that fails keeps its previous state; ``run`` then raises (how many failed, the
+    first one's message) and ``member_status(i)`` / ``member_error(i)`` tell each member."""
+
+    def __init__(self, model, n_members=None, *, _handle=None):
+        self._handle = None
+        if isinstance(model, Sim):
+            out = EnsemblePtr()
+            _check(_lib.dynlib_ensemble_from_sim(model._ptr(), _size(n_members), byref(out)))
+            model = model.model
+        else:
+            if not isinstance(model, Model):
+                model = Model.load(model)
+            out = EnsemblePtr()
+            _check(_lib.dynlib_ensemble_new(model._ptr(), _size(n_members), byref(out)))
+        self.model = model
+        self._handle = out
+        _count("ensemble", 1)
+
+    @classmethod
+    def from_sim(cls, sim, n_members):
+        """``n_members`` copies of ``sim``'s session state (not its recorded samples)."""
+        return cls(sim, n_members)
+
+    def _ptr(self):
+        if not self._handle:
+            raise BadHandleError("the ensemble is closed", DYNLIB_ERR_BAD_HANDLE)
+        return self._handle
+
+    @property
+    def closed(self):
+        return not self._handle
+
+    def close(self):
+        """Frees the ensemble and its members. Idempotent."""
+        h, self._handle = self._handle, None
+        if h:
+            _lib.dynlib_ensemble_free(h)
+            _count("ensemble", -1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+    def __len__(self):
+        return self.n_members
+
+    @property
+    def n_members(self):
+        n = c_size_t(0)
+        _check(_lib.dynlib_ensemble_n_members(self._ptr(), byref(n)))
+        return n.value
+
+    @property
+    def n_failed(self):
+        n = c_size_t(0)
+        _check(_lib.dynlib_ensemble_n_failed(self._ptr(), byref(n)))
+        return n.value
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def set_params(self, matrix):
+        """Every member's parameters from an (n_members x n_params) matrix."""
+        arr, ptr = _matrix(matrix, None, None, "params")
+        _check(_lib.dynlib_ensemble_set_params(self._ptr(), ptr, arr.shape[0], arr.shape[1]))
+
+    def set_ic(self, matrix):
+        """Every member's state (initial condition of the next fresh run) from an
+        (n_members x n_states) matrix."""
+        arr, ptr = _matrix(matrix, None, None, "ic")
+        _check(_lib.dynlib_ensemble_set_ic(self._ptr(), ptr, arr.shape[0], arr.shape[1]))
+
+    def set_param_column(self, name, values):
+        """Parameter ``name`` of member i = ``values[i]``."""
+        arr, ptr = _f64_array(values)
+        _check(_lib.dynlib_ensemble_set_param_column(self._ptr(), _enc(name), ptr, arr.size))
+
+    def set_column(self, name, values):
+        """State or parameter ``name`` of member i = ``values[i]``."""
+        arr, ptr = _f64_array(values)
+        _check(_lib.dynlib_ensemble_set_column(self._ptr(), _enc(name), ptr, arr.size))
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(
+        self,
+        T=None,
+        N=None,
+        dt=None,
+        t0=None,
+        record=None,
+        record_interval=None,
+        transient=None,
+        resume=False,
+        tag=None,
+        max_steps=None,
+        n_threads=0,
+        **stepper_config,
+    ):
+        """Runs every member with the same options (as :meth:`Sim.run`; per-member values come
+        from ``set_params``/``set_ic``/``set_column``) on ``n_threads`` threads (0 = every
+        core). ``record=False`` keeps only the reductions (O(states) memory per member).
+        Returns ``self``; raises when any member failed (the others' results are kept)."""
+        o = DynlibRunOptions()
+        _check(_lib.dynlib_run_options_init(byref(o)))
+        keep = []
+        if T is not None:
+            o.T = float(T)
+        if N is not None:
+            o.N = _positive_int(N, "N")
+        if dt is not None:
+            o.dt = float(dt)
+        if t0 is not None:
+            o.t0 = float(t0)
+        if record is not None:
+            o.record = 1 if record else 0
+        if record_interval is not None:
+            o.record_interval = _positive_int(record_interval, "record_interval")
+        if transient is not None:
+            o.transient = float(transient)
+        o.resume = bool(resume)
+        if tag is not None:
+            o.tag = _enc(tag)
+        if max_steps is not None:
+            o.max_steps = _positive_int(max_steps, "max_steps")
+        if stepper_config:
+            names = _str_array(stepper_config)
+            values, vptr = _f64_array([float(v) for v in stepper_config.values()])
+            keep += [names, values]
+            o.config_names = ctypes.cast(names, _CStrArray)
+            o.config_values = vptr
+            o.n_config = len(names)
+        _check(_lib.dynlib_ensemble_run(self._ptr(), byref(o), _size(n_threads)))
+        return self
+
+    # -- outcome and reductions -------------------------------------------------------------
+
+    def member_status(self, i):
+        """Status code of member ``i``'s last run (``DYNLIB_OK`` = 0 if it succeeded)."""
+        s = DynlibStatus(0)
+        _check(_lib.dynlib_ensemble_member_status(self._ptr(), _size(i), byref(s)))
+        return s.value
+
+    def member_error(self, i):
+        """Message of member ``i``'s last run failure, or None."""
+        text = _read_str(_lib.dynlib_ensemble_member_error, self._ptr(), _size(i))
+        return text or None
+
+    def _rows(self, fn, dtype=np.float64):
+        flat = _read_array(fn, dtype, self._ptr())
+        n = self.n_members
+        return flat.reshape(n, -1) if n else flat
+
+    def final_states(self):
+        """Every member's current state, an (n_members x n_states) float64 array."""
+        return self._rows(_lib.dynlib_ensemble_final_states)
+
+    def params(self):
+        """Every member's parameters, an (n_members x n_params) float64 array."""
+        return self._rows(_lib.dynlib_ensemble_params)
+
+    def times(self):
+        """Every member's current time (float64, n_members)."""
+        return _read_array(_lib.dynlib_ensemble_times, np.float64, self._ptr())
+
+    def event_counts(self):
+        """Events each member fired since its last fresh run (uint64, n_members)."""
+        return _read_array(_lib.dynlib_ensemble_event_counts, np.uint64, self._ptr())
+
+    def step_counts(self):
+        """Committed steps of each member since its last fresh run (uint64, n_members)."""
+        return _read_array(_lib.dynlib_ensemble_step_counts, np.uint64, self._ptr())
+
+    def member(self, i):
+        """Member ``i`` as an ordinary, independent :class:`Sim` (a copy)."""
+        out = SimPtr()
+        _check(_lib.dynlib_ensemble_member_sim(self._ptr(), _size(i), byref(out)))
+        sim = Sim.__new__(Sim)
+        sim._handle = out
+        sim.model = self.model
+        _count("sim", 1)
+        return sim
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def export_checkpoint(self, path):
+        """Writes every member's session state to one .npz file, atomically."""
+        _check(_lib.dynlib_ensemble_export_checkpoint(self._ptr(), _enc(path)))
+
+    def import_checkpoint(self, path):
+        """Replaces every member's state by a checkpoint's (all checked first)."""
+        _check(_lib.dynlib_ensemble_import_checkpoint(self._ptr(), _enc(path)))
+
+    def __repr__(self):
+        if self.closed:
+            return "<dynlib.Ensemble (closed)>"
+        return f"<dynlib.Ensemble {self.n_members} members of {self.model!r}>"
+
+
+def _size(x):
+    """A non-negative integer for a size_t argument."""
+    if x is None:
+        raise InvalidArgumentError("a member count is required", DYNLIB_ERR_INVALID_ARGUMENT)
+    if isinstance(x, bool) or int(x) != x or x < 0:
+        raise InvalidArgumentError(
+            f"expected a non-negative integer, got {x!r}", DYNLIB_ERR_INVALID_ARGUMENT
+        )
+    return int(x)

@@ -20,7 +20,7 @@ use std::sync::{Arc, LazyLock, RwLock};
 use super::boundary::{panic_failure, panic_message, Failure, FfiResult};
 use super::status::*;
 use crate::model::Model;
-use crate::session::Sim;
+use crate::session::{Ensemble, Sim};
 
 /// A loaded model (opaque). Free with `dynlib_model_free`. Sims keep their own reference, so
 /// a model may be freed while sims created from it live on. Model handles may be used from
@@ -37,14 +37,21 @@ pub struct DynlibSim {
     _private: [u8; 0],
 }
 
+/// An ensemble of sims of one model (opaque). Free with `dynlib_ensemble_free`. Like a sim, it
+/// takes one call at a time (`DYNLIB_ERR_BUSY` otherwise); different ensembles may be used on
+/// different threads concurrently. A run spreads the members over its own thread pool.
+pub struct DynlibEnsemble {
+    _private: [u8; 0],
+}
+
 pub(crate) struct ModelBox {
     pub model: Model,
     /// The stepper chosen at load (`None` = the model's default).
     pub stepper: Option<String>,
 }
 
-struct SimBox {
-    sim: Sim,
+struct SimBox<T = Sim> {
+    sim: T,
     /// Set when a call on this sim panicked: its state can no longer be trusted.
     poisoned: Option<String>,
 }
@@ -54,25 +61,28 @@ const IDLE: u8 = 0;
 const BUSY: u8 = 1;
 const FREED: u8 = 2;
 
-struct SimEntry {
+struct SimEntry<T = Sim> {
     /// IDLE, BUSY (a call holds `inner`) or FREED (removed from the registry; no call may
     /// start any more).
     state: AtomicU8,
     /// While BUSY: a token of the thread holding it (see [`thread_token`]); 0 otherwise. Only
     /// used to word the busy message (re-entrant call or another thread).
     owner: AtomicUsize,
-    inner: UnsafeCell<SimBox>,
+    inner: UnsafeCell<SimBox<T>>,
+    /// "sim" or "ensemble", for messages.
+    kind: &'static str,
 }
 
 // SAFETY: `inner` is only accessed by the one call that moved `state` from IDLE to BUSY (see
 // `SimEntry::acquire`), or by the drop of the last `Arc` after the entry was FREED; so the
 // sim is never shared between threads, only handed from one to another, which needs `Send`.
-unsafe impl Sync for SimEntry {}
+unsafe impl<T: Send> Sync for SimEntry<T> {}
 
 const _: () = {
     const fn send<T: Send>() {}
     const fn send_sync<T: Send + Sync>() {}
     send::<Sim>();
+    send::<Ensemble>();
     send_sync::<ModelBox>();
 };
 
@@ -80,6 +90,7 @@ const _: () = {
 enum Entry {
     Model(Arc<ModelBox>),
     Sim(Arc<SimEntry>),
+    Ensemble(Arc<SimEntry<Ensemble>>),
 }
 
 /// Handle values are `FIRST + k * STRIDE` for k = 0, 1, 2, … in creation order: never NULL,
@@ -175,16 +186,26 @@ pub(crate) fn new_model_handle(
     Ok(handle as *mut DynlibModel)
 }
 
-pub(crate) fn new_sim_handle(sim: Sim) -> FfiResult<*mut DynlibSim> {
-    let handle = register(Entry::Sim(Arc::new(SimEntry {
+fn new_entry<T>(value: T, kind: &'static str) -> Arc<SimEntry<T>> {
+    Arc::new(SimEntry {
         state: AtomicU8::new(IDLE),
         owner: AtomicUsize::new(0),
         inner: UnsafeCell::new(SimBox {
-            sim,
+            sim: value,
             poisoned: None,
         }),
-    })))?;
+        kind,
+    })
+}
+
+pub(crate) fn new_sim_handle(sim: Sim) -> FfiResult<*mut DynlibSim> {
+    let handle = register(Entry::Sim(new_entry(sim, "sim")))?;
     Ok(handle as *mut DynlibSim)
+}
+
+pub(crate) fn new_ensemble_handle(ens: Ensemble) -> FfiResult<*mut DynlibEnsemble> {
+    let handle = register(Entry::Ensemble(new_entry(ens, "ensemble")))?;
+    Ok(handle as *mut DynlibEnsemble)
 }
 
 /// The model behind a handle. Reads no memory at `ptr`: any value is safe to pass.
@@ -192,6 +213,11 @@ pub(crate) fn model_ref(ptr: *const DynlibModel, what: &str) -> FfiResult<Arc<Mo
     match lookup(ptr as usize, what, "DynlibModel")? {
         Entry::Model(m) => Ok(m),
         Entry::Sim(_) => Err(bad_handle(what, "DynlibModel", "it is a DynlibSim handle")),
+        Entry::Ensemble(_) => Err(bad_handle(
+            what,
+            "DynlibModel",
+            "it is a DynlibEnsemble handle",
+        )),
     }
 }
 
@@ -199,6 +225,27 @@ fn sim_entry(ptr: *mut DynlibSim, what: &str) -> FfiResult<Arc<SimEntry>> {
     match lookup(ptr as usize, what, "DynlibSim")? {
         Entry::Sim(s) => Ok(s),
         Entry::Model(_) => Err(bad_handle(what, "DynlibSim", "it is a DynlibModel handle")),
+        Entry::Ensemble(_) => Err(bad_handle(
+            what,
+            "DynlibSim",
+            "it is a DynlibEnsemble handle",
+        )),
+    }
+}
+
+fn ensemble_entry(ptr: *mut DynlibEnsemble, what: &str) -> FfiResult<Arc<SimEntry<Ensemble>>> {
+    match lookup(ptr as usize, what, "DynlibEnsemble")? {
+        Entry::Ensemble(e) => Ok(e),
+        Entry::Model(_) => Err(bad_handle(
+            what,
+            "DynlibEnsemble",
+            "it is a DynlibModel handle",
+        )),
+        Entry::Sim(_) => Err(bad_handle(
+            what,
+            "DynlibEnsemble",
+            "it is a DynlibSim handle",
+        )),
     }
 }
 
@@ -210,34 +257,35 @@ fn thread_token() -> usize {
     TOKEN.with(|t| t as *const u8 as usize)
 }
 
-fn busy_failure(entry: &SimEntry, call: &str) -> Failure {
+fn busy_failure<T>(entry: &SimEntry<T>, call: &str) -> Failure {
+    let kind = entry.kind;
     let reentrant = entry.owner.load(Ordering::Relaxed) == thread_token();
     let who = if reentrant {
-        "from inside one of this sim's own callbacks (re-entrant call)"
+        format!("from inside one of this {kind}'s own callbacks (re-entrant call)")
     } else {
-        "from another thread (a sim takes one call at a time)"
+        format!("from another thread (a {kind} takes one call at a time)")
     };
     Failure::new(
         DYNLIB_ERR_BUSY,
         format!(
-            "{call} refused: the sim is busy, another call on it is in progress {who}; nothing \
-             was changed and the handle stays valid"
+            "{call} refused: the {kind} is busy, another call on it is in progress {who}; \
+             nothing was changed and the handle stays valid"
         ),
     )
 }
 
 /// Holds a sim's busy flag; releases it on drop (also when unwinding).
-struct Busy<'a>(&'a SimEntry);
+struct Busy<'a, T>(&'a SimEntry<T>);
 
-impl Drop for Busy<'_> {
+impl<T> Drop for Busy<'_, T> {
     fn drop(&mut self) {
         self.0.owner.store(0, Ordering::Relaxed);
         self.0.state.store(IDLE, Ordering::Release);
     }
 }
 
-impl SimEntry {
-    fn acquire(&self) -> FfiResult<Busy<'_>> {
+impl<T> SimEntry<T> {
+    fn acquire(&self) -> FfiResult<Busy<'_, T>> {
         match self
             .state
             .compare_exchange(IDLE, BUSY, Ordering::Acquire, Ordering::Relaxed)
@@ -247,7 +295,15 @@ impl SimEntry {
                 Ok(Busy(self))
             }
             Err(BUSY) => Err(busy_failure(self, "the call")),
-            Err(_) => Err(bad_handle("sim", "DynlibSim", "it was already freed")),
+            Err(_) => Err(bad_handle(
+                self.kind,
+                if self.kind == "sim" {
+                    "DynlibSim"
+                } else {
+                    "DynlibEnsemble"
+                },
+                "it was already freed",
+            )),
         }
     }
 }
@@ -259,7 +315,19 @@ pub(crate) fn with_sim<R>(
     ptr: *mut DynlibSim,
     f: impl FnOnce(&mut Sim) -> FfiResult<R>,
 ) -> FfiResult<R> {
-    let entry = sim_entry(ptr, "sim")?;
+    with_entry(&*sim_entry(ptr, "sim")?, f)
+}
+
+/// Runs `f` on the ensemble behind `ptr`, holding its busy flag; as [`with_sim`].
+pub(crate) fn with_ensemble<R>(
+    ptr: *mut DynlibEnsemble,
+    f: impl FnOnce(&mut Ensemble) -> FfiResult<R>,
+) -> FfiResult<R> {
+    with_entry(&*ensemble_entry(ptr, "ensemble")?, f)
+}
+
+fn with_entry<T, R>(entry: &SimEntry<T>, f: impl FnOnce(&mut T) -> FfiResult<R>) -> FfiResult<R> {
+    let kind = entry.kind;
     let _busy = entry.acquire()?;
     // SAFETY: the busy flag gives this call exclusive access to `inner` until `_busy` drops.
     let b = unsafe { &mut *entry.inner.get() };
@@ -267,8 +335,8 @@ pub(crate) fn with_sim<R>(
         return Err(Failure::new(
             DYNLIB_ERR_BAD_HANDLE,
             format!(
-                "this sim refuses further use: an earlier call panicked ({why}); free it and \
-                 create a new one"
+                "this {kind} refuses further use: an earlier call panicked ({why}); free it \
+                 and create a new one"
             ),
         ));
     }
@@ -303,15 +371,27 @@ pub(crate) fn free_sim(ptr: *mut DynlibSim) -> FfiResult {
     let Ok(entry) = sim_entry(ptr, "sim") else {
         return Ok(());
     };
+    free_entry(&entry, ptr as usize, "dynlib_sim_free")
+}
+
+/// Frees an ensemble handle, as [`free_sim`].
+pub(crate) fn free_ensemble(ptr: *mut DynlibEnsemble) -> FfiResult {
+    let Ok(entry) = ensemble_entry(ptr, "ensemble") else {
+        return Ok(());
+    };
+    free_entry(&entry, ptr as usize, "dynlib_ensemble_free")
+}
+
+fn free_entry<T>(entry: &SimEntry<T>, handle: usize, call: &str) -> FfiResult {
     match entry
         .state
         .compare_exchange(IDLE, FREED, Ordering::Acquire, Ordering::Relaxed)
     {
         Ok(_) => {
-            unregister(ptr as usize);
+            unregister(handle);
             Ok(())
         }
-        Err(BUSY) => Err(busy_failure(&entry, "dynlib_sim_free")),
+        Err(BUSY) => Err(busy_failure(entry, call)),
         Err(_) => Ok(()), // freed by another thread just now
     }
 }

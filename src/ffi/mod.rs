@@ -13,6 +13,7 @@ pub mod boundary;
 pub mod buffers;
 pub mod callbacks;
 pub mod config;
+pub mod ensemble;
 pub mod handles;
 pub mod model;
 pub mod results;

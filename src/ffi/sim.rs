@@ -239,6 +239,25 @@ unsafe fn run_options(o: &DynlibRunOptions) -> FfiResult<RunOptions> {
     })
 }
 
+/// Reads and converts a caller's `DynlibRunOptions` (NULL = all defaults).
+///
+/// # Safety
+/// `opts` NULL or an initialised `DynlibRunOptions` with valid pointers.
+pub(crate) unsafe fn read_run_options(opts: *const DynlibRunOptions) -> FfiResult<RunOptions> {
+    let o = if opts.is_null() {
+        run_option_defaults()
+    } else {
+        read_versioned(
+            opts,
+            run_option_defaults(),
+            run_options_sizes(),
+            "opts",
+            "DynlibRunOptions",
+        )?
+    };
+    run_options(&o)
+}
+
 /// Sets every field of `opts` to "unset" and `struct_size` to `sizeof(DynlibRunOptions)`.
 ///
 /// # Safety
@@ -259,18 +278,7 @@ pub unsafe extern "C" fn dynlib_sim_run(
     opts: *const DynlibRunOptions,
 ) -> DynlibStatus {
     boundary(|| {
-        let o = if opts.is_null() {
-            run_option_defaults()
-        } else {
-            read_versioned(
-                opts,
-                run_option_defaults(),
-                run_options_sizes(),
-                "opts",
-                "DynlibRunOptions",
-            )?
-        };
-        let options = run_options(&o)?;
+        let options = read_run_options(opts)?;
         with_sim(sim, |s| Ok(s.run(&options)?))
     })
 }

@@ -1,5 +1,6 @@
 //! Sessions: the live state, snapshots, runs, resume, segments and results.
 
+pub mod ensemble;
 pub mod presets;
 pub mod progress;
 pub mod results;
@@ -8,6 +9,7 @@ pub mod sim;
 pub mod snapshot_io;
 pub mod state;
 
+pub use ensemble::Ensemble;
 pub use presets::{OnConflict, Preset, SaveMode, PRESETS_SCHEMA};
 pub use progress::{Control, Every, Hook, RunProgress};
 pub use results::{EventRecord, RecVar, Recording, Segment};

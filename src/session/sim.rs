@@ -628,7 +628,7 @@ impl Sim {
         )
     }
 
-    fn validate_run(&self, o: &RunOptions) -> Result<()> {
+    pub(crate) fn validate_run(&self, o: &RunOptions) -> Result<()> {
         let kind = self.model.kind;
         if let Some(tag) = &o.tag {
             if tag.is_empty() {
@@ -832,6 +832,16 @@ impl Sim {
                 description: s.description.clone(),
             })
             .collect()
+    }
+
+    /// Drops the recorded samples, events and segments together with their buffers (the
+    /// recording selection is kept), as `assign(&[], true)` would but returning the memory:
+    /// reduction-only ensemble members keep O(states) between runs.
+    pub(crate) fn release_results(&mut self) {
+        if let Some(r) = &mut self.rec {
+            *r = Recording::new(r.vars.clone(), r.names.clone());
+        }
+        self.spare_rec = None;
     }
 
     /// Replaces the session state wholesale (import): results and segments are cleared,

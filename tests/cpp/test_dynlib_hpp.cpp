@@ -142,6 +142,62 @@ int main(int argc, char **argv) {
   dynlib::Model m2 = std::move(model);
   CHECK(m2.n_params() == 6);
 
+  // Ensembles: RAII, row-major matrices, members equal single sims, failures per member.
+  static_assert(!std::is_copy_constructible_v<dynlib::Ensemble>, "Ensemble is move-only");
+  static_assert(std::is_nothrow_move_constructible_v<dynlib::Ensemble>, "Ensemble moves");
+  {
+    dynlib::Ensemble ens(m2, 5);
+    CHECK(ens.n_members() == 5);
+    std::vector<double> I = {1.0, 4.0, 8.0, 12.0, 16.0};
+    ens.set_param_column("I", I);
+    ens.run(dynlib::RunOptions().T(30.0).record(false), 2);
+    std::vector<double> y = ens.final_states();
+    CHECK(y.size() == 10);
+    for (size_t i = 0; i < 5; i++) {
+      dynlib::Sim s(m2);
+      s.assign({{"I", I[i]}});
+      s.run(dynlib::RunOptions().T(30.0).record(false));
+      std::vector<double> ref = s.state();
+      CHECK(std::memcmp(ref.data(), &y[2 * i], 2 * sizeof(double)) == 0);
+    }
+    CHECK(ens.times()[4] == 30.0 && ens.step_counts()[0] == 3000);
+    CHECK(ens.event_counts().size() == 5);
+    dynlib::Sim member = ens.member(3);
+    CHECK(member.time() == 30.0);
+    expect_error([&] { ens.set_params(std::vector<double>(6, 0.0), 1, 6); },
+                 DYNLIB_ERR_INVALID_ARGUMENT, "1 rows; the ensemble has 5 members");
+    std::vector<double> nan_ic(10, -65.0);
+    nan_ic[3] = NAN;
+    expect_error([&] { ens.set_ic(nan_ic, 5, 2); }, DYNLIB_ERR_INVALID_ARGUMENT, "NaN");
+    expect_error([&] { dynlib::Ensemble bad(m2, 0); }, DYNLIB_ERR_INVALID_ARGUMENT,
+                 "n_members is 0");
+    ens.export_checkpoint(dir + "/ens.npz");
+    dynlib::Ensemble other(m2, 5);
+    other.import_checkpoint(dir + "/ens.npz");
+    other.run(dynlib::RunOptions().T(60.0).resume(true).record(false), 0);
+    ens.run(dynlib::RunOptions().T(60.0).resume(true).record(false), 1);
+    std::vector<double> a = ens.final_states(), b = other.final_states();
+    CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0);
+    dynlib::Ensemble moved(std::move(other));
+    CHECK(other.get() == nullptr && moved.n_members() == 5);
+
+    dynlib::Model blow = dynlib::Model::load(
+        "inline:[model]\ntype = \"ode\"\n[states]\nx = 1.0\n[params]\na = 1.0\n"
+        "[equations.rhs]\nx = \"a*x*x\"\n[sim]\ndt = 0.01\n");
+    dynlib::Ensemble be(blow, 3);
+    be.set_param_column("a", {0.5, 5.0, -1.0});
+    checks++;
+    try {
+      be.run(dynlib::RunOptions().T(0.5));
+      failures++;
+    } catch (const dynlib::Error &e) {
+      CHECK(std::strstr(e.what(), "1 of 3 members failed") != nullptr);
+    }
+    CHECK(be.n_failed() == 1 && be.member_status(1) != DYNLIB_OK);
+    CHECK(be.member_status(0) == DYNLIB_OK && be.member_error(0).empty());
+    CHECK(!be.member_error(1).empty());
+  }
+
   std::printf("C++ wrapper suite: %d checks, %d failures\n", checks, failures);
   return failures == 0 ? 0 : 1;
 }

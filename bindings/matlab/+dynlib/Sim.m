@@ -38,7 +38,13 @@ classdef Sim < handle
     end
 
     methods
-        function obj = Sim(model, stepper)
+        function obj = Sim(model, stepper, handle)
+            if nargin == 3 && isa(model, 'dynlib.Model') && strcmp(stepper, '-handle')
+                % Internal: adopt a sim handle the MEX created (e.g. dynlib.Ensemble.member).
+                obj.Model = model;
+                obj.Ptr = handle;
+                return
+            end
             if nargin < 1
                 error('dynlib:invalidArgument', ...
                     'dynlib.Sim(model) or dynlib.Sim(source [, stepper]) needs a model');

@@ -19,7 +19,7 @@ tests = {@test_typical_pattern, @test_example1_branch_with_new_parameter, ...
     @test_export_import_resume_is_exact, @test_serialize_deserialize, ...
     @test_error_identifiers, @test_failed_calls_change_nothing, @test_run_options, ...
     @test_adaptive_stepper_and_config, @test_maps, @test_handles_are_freed, ...
-    @test_presets_bank_and_files, @test_config_and_stepper_config, @test_record_vars_empty};
+    @test_presets_bank_and_files, @test_config_and_stepper_config, @test_record_vars_empty, @test_ensemble};
 failures = {};
 started = tic;
 for k = 1:numel(tests)
@@ -513,6 +513,67 @@ end
 
 % ---------------------------------------------------------------------------------------------
 % Helpers
+
+function test_ensemble()
+n0 = dynlib_mex('live_handles');
+model = dynlib.Model('builtin://ode/izhikevich');
+I = linspace(2, 18, 6);
+ens = dynlib.Ensemble(model, 6);
+check(ens.nMembers() == 6, 'member count');
+ens.setParamColumn('I', I);
+ens.run('T', 40, 'record', false, 'threads', 2);
+ens.run('T', 90, 'resume', true, 'record', false, 'threads', 0);
+Y = ens.finalStates();
+check(isequal(size(Y), [6, 2]), 'final states are n_members x n_states');
+for i = 1:6
+    s = dynlib.Sim(model);
+    s.assign('I', I(i));
+    s.run('T', 40, 'record', false);
+    s.run('T', 90, 'resume', true, 'record', false);
+    check(isequal(Y(i, :), s.state()'), sprintf('member %d equals a single sim', i));
+end
+check(all(ens.times() == 90) && all(ens.stepCounts() == 9000), 'times and steps');
+c = ens.eventCounts();
+check(c(6) > 0, 'spikes counted');
+P = ens.params();
+check(isequal(P(:, strcmp(model.paramNames(), 'I'))', I), 'params matrix');
+% a member is an ordinary sim
+m = ens.member(2);
+check(isequal(m.state(), Y(2, :)'), 'member sim state');
+m.run('T', 100, 'resume', true);
+t = ens.times();
+check(t(2) == 90, 'the member copy is independent');
+% bad input changes nothing
+bad = P; bad(3, 1) = NaN;
+expect_error(@() ens.setParams(bad), 'dynlib:invalidArgument');
+expect_error(@() ens.setParams(P(1:5, :)), 'dynlib:invalidArgument');
+expect_error(@() ens.setIc(zeros(6, 3)), 'dynlib:invalidArgument');
+expect_error(@() dynlib.Ensemble(model, 0), 'dynlib:invalidArgument');
+check(isequal(ens.params(), P), 'nothing changed');
+% checkpoint round trip
+path = [tempname() '.npz'];
+ens.exportCheckpoint(path);
+other = dynlib.Ensemble(model, 6);
+other.importCheckpoint(path);
+check(isequal(other.finalStates(), Y), 'checkpoint restores the states');
+other.run('T', 120, 'resume', true, 'record', false);
+ens.run('T', 120, 'resume', true, 'record', false);
+check(isequal(other.finalStates(), ens.finalStates()), 'resume after import is exact');
+delete(path);
+% a failing member
+bm = dynlib.Model(['inline:' sprintf('[model]\ntype = "ode"\n[states]\nx = 1.0\n[params]\na = 1.0\n[equations.rhs]\nx = "a*x*x"\n[sim]\ndt = 0.01\n')]);
+be = dynlib.Ensemble(bm, 3);
+be.setParamColumn('a', [0.5, 5, -1]);
+err = expect_error(@() be.run('T', 0.5), '');
+check(~isempty(strfind(err.message, '1 of 3 members failed')), 'failure summary');
+check(be.nFailed() == 1, 'one failed');
+[id, msg] = be.memberStatus(2);
+check(~isempty(id) && ~isempty(msg), 'failed member status');
+[id, msg] = be.memberStatus(1);
+check(isempty(id) && isempty(msg), 'healthy member status');
+clear ens other m s be bm model
+check(dynlib_mex('live_handles') == n0, 'ensemble handles are freed');
+end
 
 function check(condition, what)
 if ~condition

@@ -1,0 +1,377 @@
+//! Ensembles: member i is bit-identical to a single `Sim` given the same inputs, whatever the
+//! thread count, member count, seams and parameters; inputs are checked transactionally; a
+//! failing member does not poison the others; one checkpoint file resumes the whole ensemble
+//! bit for bit.
+
+use dynlib::session::{Ensemble, Recording};
+use dynlib::{ErrorKind, Model, RunOptions, Sim};
+use proptest::prelude::*;
+
+/// Everything recorded, as bits.
+type RecBits = (
+    Vec<u64>,
+    Vec<u64>,
+    Vec<Vec<u64>>,
+    Vec<(usize, u64, u64, Vec<u64>)>,
+);
+
+fn rec_bits(r: &Recording) -> RecBits {
+    (
+        r.t.iter().map(|v| v.to_bits()).collect(),
+        r.step.clone(),
+        r.columns
+            .iter()
+            .map(|c| c.iter().map(|v| v.to_bits()).collect())
+            .collect(),
+        r.events
+            .iter()
+            .map(|e| {
+                (
+                    e.event,
+                    e.t.to_bits(),
+                    e.step,
+                    e.values.iter().map(|v| v.to_bits()).collect(),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn bits(v: &[f64]) -> Vec<u64> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// (source, stepper, param to vary, its range, horizon pieces)
+const CASES: &[(&str, &str, &str, f64, f64)] = &[
+    ("builtin://ode/izhikevich", "rk4", "I", 0.0, 20.0),
+    ("builtin://ode/izhikevich", "rk45", "I", 0.0, 20.0),
+    ("builtin://ode/lorenz", "rk4", "rho", 10.0, 40.0),
+    ("builtin://ode/lorenz", "ab3", "rho", 10.0, 40.0),
+    ("builtin://map/logistic", "map", "r", 2.5, 4.0),
+];
+
+fn horizon(src: &str, piece: u32) -> RunOptions {
+    if src.contains("map/") {
+        RunOptions::new().n(u64::from(piece) * 37)
+    } else if src.contains("lorenz") {
+        RunOptions::new().t(f64::from(piece) * 0.25)
+    } else {
+        RunOptions::new().t(f64::from(piece) * 20.0)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn member_i_is_bit_identical_to_a_single_sim(
+        case in 0..CASES.len(),
+        n in 1usize..9,
+        threads in 0usize..5,
+        seams in proptest::collection::vec(1u32..4, 1..4),
+        fractions in proptest::collection::vec(0.0f64..1.0, 8),
+        record in any::<bool>(),
+        via_checkpoint in any::<bool>(),
+    ) {
+        let (src, stepper, pname, lo, hi) = CASES[case];
+        let model = Model::load(src).unwrap();
+        let values: Vec<f64> = (0..n).map(|i| lo + (hi - lo) * fractions[i % fractions.len()]).collect();
+        let mut ens = Ensemble::with_stepper(&model, Some(stepper), n).unwrap();
+        ens.set_param_column(pname, &values).unwrap();
+
+        let mut singles: Vec<Sim> = values.iter().map(|v| {
+            let mut s = Sim::with_stepper(&model, Some(stepper)).unwrap();
+            s.assign(&[(pname, *v)], false).unwrap();
+            s
+        }).collect();
+        let mut single_events = vec![0u64; n];
+        let mut end = 0u32;
+        for (k, piece) in seams.iter().enumerate() {
+            end += piece;
+            let opts = horizon(src, end).resume(k > 0).record(record);
+            if via_checkpoint && k > 0 {
+                // Interrupt: a fresh ensemble (other inputs) imports the checkpoint and resumes.
+                let bytes = ens.serialize_checkpoint().unwrap();
+                let mut other = Ensemble::with_stepper(&model, Some(stepper), n).unwrap();
+                other.deserialize_checkpoint(&bytes).unwrap();
+                ens = other;
+                for s in &mut singles {
+                    let b = s.serialize_snapshot(None).unwrap();
+                    let mut t = Sim::with_stepper(&model, Some(stepper)).unwrap();
+                    t.deserialize_snapshot(&b).unwrap();
+                    *s = t;
+                }
+            }
+            ens.run(&opts, threads).unwrap();
+            for (s, count) in singles.iter_mut().zip(&mut single_events) {
+                let before = if k > 0 { s.results().map_or(0, |r| r.events.len()) } else { 0 };
+                s.run(&opts).unwrap();
+                *count = if k > 0 { *count } else { 0 } + (s.results().unwrap().events.len() - before) as u64;
+            }
+        }
+        let finals = ens.final_states();
+        let ns = model.n_states();
+        for (i, s) in singles.iter().enumerate() {
+            prop_assert_eq!(bits(&finals[i * ns..(i + 1) * ns]), bits(s.state()), "member {}", i);
+            let m = ens.member(i).unwrap();
+            prop_assert!(m.session_state().bits_eq(s.session_state()), "member {} session", i);
+            prop_assert_eq!(ens.times()[i].to_bits(), s.time().to_bits());
+            if record {
+                prop_assert_eq!(rec_bits(m.results().unwrap()), rec_bits(s.results().unwrap()));
+            } else {
+                // Reduction only: no samples, no event log kept; the count matches the single sim.
+                let r = m.results().unwrap();
+                prop_assert_eq!(r.len(), 0);
+                prop_assert!(r.events.is_empty());
+            }
+            prop_assert_eq!(ens.event_counts()[i], single_events[i], "member {} events", i);
+        }
+    }
+}
+
+#[test]
+fn thread_count_never_changes_a_bit() {
+    let model = Model::load("builtin://ode/izhikevich").unwrap();
+    let n = 64;
+    let current: Vec<f64> = (0..n).map(|i| 2.0 + 0.25 * i as f64).collect();
+    let mut reference = None;
+    for threads in [1, 2, 3, 0, 7] {
+        let mut ens = Ensemble::new(&model, n).unwrap();
+        ens.set_param_column("I", &current).unwrap();
+        ens.run(&RunOptions::new().t(100.0).record(false), threads)
+            .unwrap();
+        ens.run(
+            &RunOptions::new().t(150.0).resume(true).record(false),
+            threads,
+        )
+        .unwrap();
+        // Reduction only: no sample or event buffers are kept between runs.
+        for i in [0, n - 1] {
+            let r = ens.member(i).unwrap().results().unwrap();
+            assert_eq!((r.t.capacity(), r.events.capacity()), (0, 0), "member {i}");
+        }
+        let got = (bits(&ens.final_states()), ens.event_counts());
+        assert!(got.1.iter().any(|c| *c > 0), "some members spike");
+        match &reference {
+            None => reference = Some(got),
+            Some(r) => assert_eq!(r, &got, "threads = {threads}"),
+        }
+    }
+}
+
+#[test]
+fn inputs_are_checked_before_anything_changes() {
+    let model = Model::load("builtin://ode/izhikevich").unwrap();
+    let e = Ensemble::new(&model, 0).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.message().contains("n_members is 0"), "{}", e.message());
+
+    let mut ens = Ensemble::new(&model, 3).unwrap();
+    let np = model.n_params();
+    let before = ens.params();
+    let e = ens.set_params(&vec![1.0; 2 * np], 2, np).unwrap_err();
+    assert!(
+        e.message().contains("2 rows") && e.message().contains("3 members"),
+        "{}",
+        e.message()
+    );
+    let e = ens
+        .set_params(&vec![1.0; 3 * (np + 1)], 3, np + 1)
+        .unwrap_err();
+    assert!(e.message().contains("columns"), "{}", e.message());
+    let mut m = vec![1.0; 3 * np];
+    m[2 * np + 1] = f64::NAN;
+    let e = ens.set_params(&m, 3, np).unwrap_err();
+    assert!(
+        e.message().contains("row 2, column 1") && e.message().contains("NaN"),
+        "{}",
+        e.message()
+    );
+    let e = ens.set_ic(&[0.0; 5], 3, 2).unwrap_err();
+    assert!(e.message().contains("needs 6 values"), "{}", e.message());
+    let e = ens.set_param_column("II", &[1.0, 2.0, 3.0]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::UnknownName);
+    assert!(e.message().contains("did you mean"), "{}", e.message());
+    let e = ens
+        .set_param_column("I", &[1.0, f64::INFINITY, 3.0])
+        .unwrap_err();
+    assert!(e.message().contains("[row 1]"), "{}", e.message());
+    assert_eq!(bits(&ens.params()), bits(&before), "nothing changed");
+    // Options no member accepts: refused before any member runs.
+    let e = ens
+        .run(&RunOptions::new().t(10.0).resume(true).ic(&[0.0, 0.0]), 1)
+        .unwrap_err();
+    assert!(
+        e.message().contains("does not accept 'ic'"),
+        "{}",
+        e.message()
+    );
+    assert!(ens.member(0).unwrap().results().is_err(), "no member ran");
+    assert!(ens.member(3).is_err());
+
+    let ic = [-70.0, -14.0, -65.0, -13.0, -60.0, -12.0];
+    ens.set_ic(&ic, 3, 2).unwrap();
+    assert_eq!(bits(&ens.final_states()), bits(&ic));
+}
+
+const BLOWUP: &str = r#"inline:
+[model]
+type = "ode"
+[states]
+x = 1.0
+[params]
+a = 1.0
+[equations.rhs]
+x = "a*x*x"
+[sim]
+dt = 0.01
+t_end = 1.0
+"#;
+
+#[test]
+fn a_failing_member_does_not_poison_the_others() {
+    let model = Model::load(BLOWUP).unwrap();
+    let mut ens = Ensemble::new(&model, 4).unwrap();
+    // dx/dt = a x^2 blows up at t = 1/a: member 2 (a = 5) fails before T = 0.5.
+    ens.set_param_column("a", &[-1.0, 0.5, 5.0, 1.0]).unwrap();
+    let e = ens.run(&RunOptions::new().t(0.5), 2).unwrap_err();
+    assert!(
+        e.message().starts_with("1 of 4 members failed") && e.message().contains("member 2"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(ens.n_failed(), 1);
+    assert!(ens.member_error(2).unwrap().is_some());
+    for i in [0, 1, 3] {
+        assert!(ens.member_error(i).unwrap().is_none());
+        let mut s = Sim::new(&model).unwrap();
+        s.assign(&[("a", [-1.0, 0.5, 5.0, 1.0][i])], false).unwrap();
+        s.run(&RunOptions::new().t(0.5)).unwrap();
+        assert_eq!(bits(ens.member(i).unwrap().state()), bits(s.state()));
+    }
+    // The failed member kept its previous state (a failed run changes nothing).
+    assert_eq!(ens.times()[2], 0.0);
+    assert_eq!(ens.final_states()[2], 1.0);
+    // A later run with a fixed input clears its status.
+    ens.set_param_column("a", &[-1.0, 0.5, 0.1, 1.0]).unwrap();
+    ens.run(&RunOptions::new().t(0.5), 1).unwrap();
+    assert_eq!(ens.n_failed(), 0);
+}
+
+#[test]
+fn one_checkpoint_file_resumes_the_ensemble_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/ens.npz");
+    let model = Model::load("builtin://ode/izhikevich").unwrap();
+    let n = 16;
+    let current: Vec<f64> = (0..n).map(|i| 5.0 + i as f64).collect();
+    let fresh = || {
+        let mut e = Ensemble::new(&model, n).unwrap();
+        e.set_param_column("I", &current).unwrap();
+        e
+    };
+    let mut whole = fresh();
+    whole
+        .run(&RunOptions::new().t(300.0).record(false), 0)
+        .unwrap();
+
+    let mut a = fresh();
+    a.run(&RunOptions::new().t(120.0).record(false), 2).unwrap();
+    a.export_checkpoint(&path).unwrap();
+    let mut b = Ensemble::new(&model, n).unwrap(); // default params: the file brings them
+    b.import_checkpoint(&path).unwrap();
+    assert_eq!(bits(&b.params()), bits(&a.params()));
+    b.run(&RunOptions::new().t(300.0).resume(true).record(false), 1)
+        .unwrap();
+    assert_eq!(bits(&b.final_states()), bits(&whole.final_states()));
+    assert_eq!(b.event_counts(), whole.event_counts());
+    assert_eq!(b.step_counts(), whole.step_counts());
+
+    // Refusals change nothing.
+    let mut c = Ensemble::new(&model, n + 1).unwrap();
+    let e = c.import_checkpoint(&path).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Incompatible);
+    assert!(e.message().contains("holds 16 members"), "{}", e.message());
+    let mut lorenz = Ensemble::new(&Model::load("builtin://ode/lorenz").unwrap(), n).unwrap();
+    let e = lorenz.import_checkpoint(&path).unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::Incompatible), "{e:?}");
+    let mut sim = Sim::new(&model).unwrap();
+    let e = sim.import_snapshot(&path).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::CorruptSnapshot, "{e:?}");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let k = bytes.len() / 2;
+    bytes[k] ^= 0x55;
+    let before = bits(&b.final_states());
+    assert!(b.deserialize_checkpoint(&bytes).is_err());
+    assert!(b.deserialize_checkpoint(&bytes[..100]).is_err());
+    assert_eq!(bits(&b.final_states()), before);
+}
+
+#[test]
+fn from_sim_copies_the_session_state() {
+    let model = Model::load("builtin://ode/lorenz").unwrap();
+    let mut sim = Sim::new(&model).unwrap();
+    sim.run(&RunOptions::new().t(1.0)).unwrap();
+    let mut ens = Ensemble::from_sim(&sim, 3).unwrap();
+    assert_eq!(bits(&ens.final_states()[..3]), bits(sim.state()));
+    ens.run(&RunOptions::new().t(2.0).resume(true), 0).unwrap();
+    sim.run(&RunOptions::new().t(2.0).resume(true)).unwrap();
+    for i in 0..3 {
+        let m = ens.member_sim(i).unwrap();
+        assert!(m.session_state().bits_eq(sim.session_state()));
+        // A member's recording holds only what it ran as a member: the sim's last samples.
+        let (mr, sr) = (m.results().unwrap(), sim.results().unwrap());
+        assert!(
+            mr.len() >= 100 && mr.len() < sr.len(),
+            "{} {}",
+            mr.len(),
+            sr.len()
+        );
+        let off = sr.len() - mr.len();
+        assert_eq!(rec_bits(mr).0, rec_bits(sr).0[off..].to_vec());
+        assert_eq!(rec_bits(mr).2[0], rec_bits(sr).2[0][off..].to_vec());
+    }
+}
+
+/// A child process runs the first piece, exports the checkpoint and dies (abort, no cleanup);
+/// this process imports the file and resumes: the same bits as one uninterrupted run.
+#[test]
+fn a_killed_process_checkpoint_resumes_bit_for_bit() {
+    let model = Model::load("builtin://ode/lorenz").unwrap();
+    let n = 24;
+    let rho: Vec<f64> = (0..n).map(|i| 10.0 + i as f64).collect();
+    let fresh = || {
+        let mut e = Ensemble::new(&model, n).unwrap();
+        e.set_param_column("rho", &rho).unwrap();
+        e
+    };
+    if let Ok(path) = std::env::var("DYNLIB_ENSEMBLE_CHILD_CHECKPOINT") {
+        let mut e = fresh();
+        e.run(&RunOptions::new().t(1.5).record(false), 2).unwrap();
+        e.export_checkpoint(&path).unwrap();
+        std::process::abort();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("child.npz");
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_killed_process_checkpoint_resumes_bit_for_bit",
+            "--exact",
+            "--nocapture",
+        ])
+        .env("DYNLIB_ENSEMBLE_CHILD_CHECKPOINT", &path)
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child must die");
+    let mut resumed = Ensemble::new(&model, n).unwrap();
+    resumed.import_checkpoint(&path).unwrap();
+    resumed
+        .run(&RunOptions::new().t(4.0).resume(true).record(false), 0)
+        .unwrap();
+    let mut whole = fresh();
+    whole
+        .run(&RunOptions::new().t(4.0).record(false), 1)
+        .unwrap();
+    assert_eq!(bits(&resumed.final_states()), bits(&whole.final_states()));
+    assert_eq!(resumed.step_counts(), whole.step_counts());
+}
