@@ -994,6 +994,7 @@ impl Gen<'_, '_, '_> {
         t: Value,
         h: Value,
         y: &[Value],
+        k0: Option<&[Value]>,
     ) -> Result<(Vec<Vec<Value>>, Vec<Value>)> {
         let zero = self.b.ins().f64const(0.0);
         let y0: Vec<Value> = y.iter().map(|&v| self.b.ins().fadd(v, zero)).collect();
@@ -1001,7 +1002,10 @@ impl Gen<'_, '_, '_> {
         let mut last = y.to_vec();
         for (i, row) in tab.a.iter().enumerate() {
             let k = if i == 0 {
-                self.rhs(frame, t, y.to_vec())?
+                match k0 {
+                    Some(k0) => k0.to_vec(),
+                    None => self.rhs(frame, t, y.to_vec())?,
+                }
             } else {
                 let terms: Vec<(f64, &Vec<Value>)> = row.iter().copied().zip(&ks).collect();
                 last = self.combine(&y0, h, &terms, true);
@@ -1103,6 +1107,17 @@ impl Gen<'_, '_, '_> {
         let h_init = self.load(f64t, ctx, field!(h));
         let hv = self.b.declare_var(f64t);
         self.b.def_var(hv, h_init);
+        let zero_f = self.b.ins().f64const(0.0);
+        let fsal: Vec<Variable> = (0..self.n)
+            .map(|_| {
+                let v = self.b.declare_var(f64t);
+                self.b.def_var(v, zero_f);
+                v
+            })
+            .collect();
+        let fsal_ok = self.b.declare_var(i64t);
+        let no = self.b.ins().iconst(i64t, 0);
+        self.b.def_var(fsal_ok, no);
         let t_end = self.load(f64t, ctx, field!(t_end));
         let ctl = self.load(i64t, ctx, field!(ctl));
         let atol = self.load(f64t, ctl, std::mem::offset_of!(Controller, atol) as i32);
@@ -1141,6 +1156,10 @@ impl Gen<'_, '_, '_> {
         let mut frame = Frame::new(t, Src::Vals(y.clone()), Src::Vals(c.p.clone()), ctx);
         frame.lag_fields = Some((c.ring, c.heads, c.shift0));
         self.events(&mut frame, t, &y, true, exit)?;
+        // The first stage f(t, y) is the same for every attempt of the step; for a model
+        // without lags it is also the last stage of the previous step (first same as last:
+        // f(t + 1·h, y5) with y5 the new state), which the loop carries.
+        let k0 = self.first_stage(&mut frame, t, &y, &fsal, fsal_ok)?;
         let h_in = self.b.use_var(hv);
         let call = self.b.ins().call(first_step, &[ctl, h_in]);
         let h0 = self.b.inst_results(call)[0];
@@ -1154,7 +1173,7 @@ impl Gen<'_, '_, '_> {
         let ok = self.b.ins().band(some_left, positive);
         let next = self.b.create_block();
         self.exit_unless(ok, exit, 1, next);
-        let (ks, y5) = self.stages(&mut frame, &pair.tab, t, a_h, &y)?;
+        let (ks, y5) = self.stages(&mut frame, &pair.tab, t, a_h, &y, Some(&k0))?;
         let mut all: Vec<Value> = y5.clone();
         all.extend(ks.iter().flatten().copied());
         let finite = self.all_finite(&all);
@@ -1205,6 +1224,14 @@ impl Gen<'_, '_, '_> {
         self.b.def_var(v.k, k1);
         self.b.def_var(v.t, t_new);
         self.b.def_var(hv, h_next);
+        if self.lw.bounds.lag_total == 0 {
+            let last = ks.last().expect("an embedded pair has stages");
+            for (var, val) in fsal.iter().zip(last) {
+                self.b.def_var(*var, *val);
+            }
+            let one = self.b.ins().iconst(i64t, 1);
+            self.b.def_var(fsal_ok, one);
+        }
         self.store_dense(pair, &ks, &y, &y5, t, a_h, carry)?;
         if let Some(slots) = self.spec.record {
             self.record(&mut frame, &c, &v, slots, k1, t_new, &y5)?;
@@ -1219,6 +1246,42 @@ impl Gen<'_, '_, '_> {
         self.b.ins().store(mem(), h, ctx, field!(h));
         self.b.ins().return_(&[code]);
         Ok(())
+    }
+
+    /// `f(t, y)`, or the carried last stage of the previous step when it is valid (only
+    /// models without lags carry it: their right-hand side reads nothing that a commit
+    /// changes besides the state).
+    fn first_stage(
+        &mut self,
+        frame: &mut Frame,
+        t: Value,
+        y: &[Value],
+        fsal: &[Variable],
+        fsal_ok: Variable,
+    ) -> Result<Vec<Value>> {
+        if self.lw.bounds.lag_total > 0 {
+            return self.rhs(frame, t, y.to_vec());
+        }
+        let ok = self.b.use_var(fsal_ok);
+        let reuse = self.b.create_block();
+        let compute = self.b.create_block();
+        let merge = self.b.create_block();
+        let params: Vec<Value> = (0..self.n)
+            .map(|_| self.b.append_block_param(merge, types::F64))
+            .collect();
+        self.b.ins().brif(ok, reuse, &[], compute, &[]);
+        self.b.switch_to_block(reuse);
+        let carried: Vec<_> = fsal.iter().map(|&v| self.b.use_var(v).into()).collect();
+        self.b.ins().jump(merge, &carried);
+        self.b.switch_to_block(compute);
+        let k0: Vec<_> = self
+            .rhs(frame, t, y.to_vec())?
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        self.b.ins().jump(merge, &k0);
+        self.b.switch_to_block(merge);
+        Ok(params)
     }
 
     fn zero(&mut self) -> Value {
