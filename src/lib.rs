@@ -7,9 +7,9 @@
 
 pub mod error;
 pub mod ffi;
-pub mod method;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod method;
 pub mod model;
 pub mod persist;
 pub mod session;
