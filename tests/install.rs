@@ -48,7 +48,11 @@ fn cargo_c_missing() -> Option<String> {
         Ok(o) => Some(format!(
             "cargo-c is not installed (`cargo cinstall --version`: {}); install it with \
              `cargo install cargo-c --version 0.10.24 --locked`",
-            String::from_utf8_lossy(&o.stderr).trim()
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
         )),
         Err(e) => Some(format!("cannot run cargo: {e}")),
     }
@@ -216,7 +220,7 @@ fn cinstall_installs_a_versioned_library_header_pkg_config_and_cmake_files() {
     } else {
         format!("libdynlib.so.{major}")
     };
-    assert_eq!(soname, [expected.clone()]);
+    assert_eq!(soname, std::slice::from_ref(&expected));
     assert!(lib.join(&expected).exists(), "{expected} is not installed");
     assert_eq!(
         std::fs::read(p.join("include/dynlib.h")).unwrap(),
