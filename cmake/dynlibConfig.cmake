@@ -1,7 +1,7 @@
 # CMake package of the dynlib C library: find_package(dynlib CONFIG) gives the imported targets
 #   dynlib::dynlib         the shared library (libdynlib.so) with include/dynlib.h
 #   dynlib::dynlib_static  the static library (libdynlib.a) with what it needs to link
-# Installed by `cargo cinstall` to <prefix>/share/dynlib/cmake/ (cargo-c's data directory),
+# Installed by `cargo cinstall` to <prefix>/share/cmake/dynlib/ (cargo-c's data directory),
 # where find_package looks with CMAKE_PREFIX_PATH=<prefix>. Relocatable: paths are computed
 # from this file's location.
 

@@ -240,7 +240,7 @@ fn cinstall_installs_a_versioned_library_header_pkg_config_and_cmake_files() {
         "{pc}"
     );
     for f in ["dynlibConfig.cmake", "dynlibConfigVersion.cmake"] {
-        let installed = p.join("share/dynlib/cmake").join(f);
+        let installed = p.join("share/cmake/dynlib").join(f);
         assert_eq!(
             std::fs::read(&installed).unwrap_or_default(),
             std::fs::read(repo().join("cmake").join(f)).unwrap(),
