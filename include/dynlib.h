@@ -7,6 +7,8 @@
  * -----------
  * - Status: every function returns a DynlibStatus (DYNLIB_OK = 0, or a DYNLIB_ERR_* code),
  *   except dynlib_version, dynlib_status_name, dynlib_last_error and the *_free functions.
+ *   One status is not an error: DYNLIB_INTERRUPTED (16), returned by dynlib_sim_run when a
+ *   progress or observer callback asked to stop (see below).
  * - Errors: dynlib_last_error() is this thread's message for its last failed call; it names
  *   what was wrong (with line and column for model text). dynlib_status_name(code) names a code.
  * - Handles: DynlibModel, DynlibSim and DynlibEnsemble are opaque values, not addresses:
@@ -43,6 +45,13 @@
  *   A DynlibEnsemble follows the same rules as a sim (one call at a time, DYNLIB_ERR_BUSY);
  *   dynlib_ensemble_run spreads its members over its own thread pool, so a callback model's
  *   callbacks are then called from several threads at once.
+ * - Progress and cancel: DynlibRunOptions.progress is called at a bounded rate (every K
+ *   steps, or at most every S seconds of wall time with the clock read every 4096 steps; never
+ *   per step on the fast path), .observer every K steps with the committed state. A non-zero
+ *   return stops the run after the step the callback saw: dynlib_sim_run returns
+ *   DYNLIB_INTERRUPTED, dynlib_last_error() is unchanged, the session keeps the run up to that
+ *   step (summary status "USER_BREAK", results and segments included), and a run with
+ *   resume = true continues it bit-identically to a run never stopped.
  * - Global state: the thread-local error message; the handle registry (thread-safe, one
  *   entry per live handle, removed on free); and the process-wide native-code cache, which
  *   keeps the compiled code of every distinct model-language model (by spec hash) loaded in
@@ -188,6 +197,18 @@ typedef struct DynlibCallbackModel {
   void *user_data;
 } DynlibCallbackModel;
 
+// A progress or observer callback: `t` and `step` of the committed state (recording
+// frame), `fraction` of the run's horizon done (0..1), the state `y` (`n_states` values, valid
+// during the call only) and the caller's `user_data`. Return 0 to continue, non-zero to stop
+// the run after this step. It runs on the thread of `dynlib_sim_run`, while the sim is busy
+// (calls on the same sim from inside it get `DYNLIB_ERR_BUSY`).
+typedef int (*DynlibProgressFn)(double t,
+                                uint64_t step,
+                                double fraction,
+                                const double *y,
+                                size_t n_states,
+                                void *user_data);
+
 // Options of one `dynlib_sim_run` call. Initialise with `dynlib_run_options_init`, which
 // sets `struct_size` and marks every field "unset" (use the default): NaN for doubles, 0 for
 // counts and NULL for pointers, -1 for `record`. Later library versions only append fields.
@@ -237,6 +258,24 @@ typedef struct DynlibRunOptions {
   double checkpoint_every_time;
   // Checkpoints to keep (the newest); 0 = 3.
   uint64_t checkpoint_keep;
+  // Progress callback (NULL = none), called at a bounded rate during the run with the
+  // committed time, step label, fraction of the horizon done and state; non-zero stops the
+  // run (`dynlib_sim_run` then returns `DYNLIB_INTERRUPTED`).
+  DynlibProgressFn progress;
+  // Passed to `progress` unchanged.
+  void *progress_user_data;
+  // Call `progress` after every step whose index is a multiple of this (0 = unset) ...
+  uint64_t progress_every_steps;
+  // ... or at most this often in wall-clock seconds (the clock is read every 4096 steps;
+  // NaN = unset). Neither set: every 0.1 s. Not both.
+  double progress_every_seconds;
+  // Observer callback (NULL = none), called every `observer_every_steps` steps with the
+  // committed state; non-zero stops the run like `progress`.
+  DynlibProgressFn observer;
+  // Passed to `observer` unchanged.
+  void *observer_user_data;
+  // Steps between observer calls; required (at least 1) with `observer`.
+  uint64_t observer_every_steps;
 } DynlibRunOptions;
 
 // One recorded segment (a run's contribution to the recording).
@@ -307,6 +346,12 @@ typedef struct DynlibSegmentInfo {
 // The sim is busy: another call on it is in progress, from inside one of its own callbacks
 // (a re-entrant call) or from another thread. Nothing was changed; the handle stays valid.
 #define DYNLIB_ERR_BUSY 15
+
+// Not an error: a progress or observer callback returned non-zero and the run stopped after
+// the step it saw. The session holds the partial run (status USER_BREAK, results and
+// segments up to that step) and `resume` continues it exactly; `dynlib_last_error()` is not
+// changed.
+#define DYNLIB_INTERRUPTED 16
 
 #ifdef __cplusplus
 extern "C" {
@@ -860,7 +905,9 @@ void dynlib_sim_free(struct DynlibSim *sim);
 DynlibStatus dynlib_run_options_init(struct DynlibRunOptions *opts);
 
 // Runs the simulation (`opts` NULL = all defaults). On failure nothing changes: the session,
-// its snapshots and earlier results stay exactly as they were.
+// its snapshots and earlier results stay exactly as they were. When a progress or observer
+// callback stopped the run, returns `DYNLIB_INTERRUPTED` (not a failure: the session holds
+// the run up to that step with status USER_BREAK, and a resumed run continues it exactly).
 //
 // # Safety
 // `sim` must be a sim handle; `opts` NULL or an initialised `DynlibRunOptions`.

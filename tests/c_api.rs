@@ -130,7 +130,7 @@ fn c_suite_passes() {
 #[test]
 fn c_suite_is_clean_under_valgrind() {
     if std::env::var("DYNLIB_SKIP_VALGRIND").is_ok_and(|v| v == "1") {
-        eprintln!("skipped: DYNLIB_SKIP_VALGRIND=1");
+        common::skip("c_suite_is_clean_under_valgrind", "DYNLIB_SKIP_VALGRIND=1");
         return;
     }
     let exe = build_c("test_c_api_vg", &[repo().join("tests/c/test_c_api.c")]);
@@ -224,7 +224,10 @@ fn run_sanitized(cmd: &mut Command, limit: Duration) -> (Option<i32>, String, St
 #[test]
 fn c_suite_is_clean_under_asan_and_ubsan() {
     if std::env::var("DYNLIB_SKIP_SANITIZERS").is_ok_and(|v| v == "1") {
-        eprintln!("skipped: DYNLIB_SKIP_SANITIZERS=1");
+        common::skip(
+            "c_suite_is_clean_under_asan_and_ubsan",
+            "DYNLIB_SKIP_SANITIZERS=1",
+        );
         return;
     }
     // The build really detects errors: each canary must fail and name its error.

@@ -1,4 +1,4 @@
-//! Static check of the Julia binding (`bindings/julia/Dynlib.jl`) against the C header, for
+//! Static check of the Julia binding (`bindings/julia/src/Dynlib.jl`) against the C header, for
 //! machines without a Julia runtime: every `ccall((:name, libdynlib), Ret, (Args...), ...)`
 //! must name a function of `include/dynlib.h`, with a return type and argument types that
 //! correspond to the C declaration (Cdouble ↔ double, Csize_t ↔ size_t, Cint/Int32 ↔
@@ -79,7 +79,19 @@ fn julia_type(text: &str) -> Result<Ty, String> {
 }
 
 /// Whether a Julia type may stand for a C type in a call or a struct field.
+/// Function-pointer typedefs of the header (callback types).
+const FN_POINTERS: &[&str] = &[
+    "DynlibProgressFn",
+    "DynlibRhsFn",
+    "DynlibEventCondFn",
+    "DynlibEventActionFn",
+];
+
 fn corresponds(j: &Ty, c: &Ty) -> bool {
+    // A C function-pointer typedef is a `Ptr{Cvoid}` (a `@cfunction` pointer) in Julia.
+    if FN_POINTERS.contains(&c.base.as_str()) && c.ptr == 0 {
+        return j.base == "void" && j.ptr == 1;
+    }
     if j.ptr != c.ptr {
         return false;
     }
@@ -469,7 +481,7 @@ fn header_parser_reads_the_api() {
     );
     assert!(h.functions["dynlib_version"].args.is_empty());
     assert_eq!(h.functions["dynlib_sim_free"].ret.to_string(), "void");
-    assert_eq!(h.structs["DynlibRunOptions"].len(), 24);
+    assert_eq!(h.structs["DynlibRunOptions"].len(), 31);
     assert_eq!(h.structs["DynlibSegmentInfo"].len(), 9);
     assert!(h.functions.len() >= 50, "{} functions", h.functions.len());
     // Every declared function has a `DYNLIB_... dynlib_` prefix and nothing else slipped in.
@@ -479,7 +491,7 @@ fn header_parser_reads_the_api() {
 #[test]
 fn julia_module_matches_the_header() {
     let h = header();
-    let jl = read("bindings/julia/Dynlib.jl");
+    let jl = read("bindings/julia/src/Dynlib.jl");
     let (errors, checked) = check(&jl, &h);
     assert!(
         errors.is_empty(),
@@ -503,8 +515,8 @@ fn julia_module_matches_the_header() {
 #[test]
 fn julia_example_uses_the_module() {
     let ex = read("bindings/julia/example.jl");
-    assert!(ex.contains("include(joinpath(@__DIR__, \"Dynlib.jl\"))"));
-    let jl = read("bindings/julia/Dynlib.jl");
+    assert!(ex.contains("include(joinpath(@__DIR__, \"src\", \"Dynlib.jl\"))"));
+    let jl = read("bindings/julia/src/Dynlib.jl");
     // Every function the example calls with `!` or from the export list is exported.
     for name in [
         "run!",
@@ -549,7 +561,7 @@ fn julia_example_uses_the_module() {
 
 /// Applies `from → to` once to the module and expects the checker to report `expect`.
 fn broken(from: &str, to: &str, expect: &str) {
-    let jl = read("bindings/julia/Dynlib.jl");
+    let jl = read("bindings/julia/src/Dynlib.jl");
     assert!(jl.contains(from), "mutation source '{from}' not found");
     let mutated = jl.replacen(from, to, 1);
     let (errors, _) = check(&mutated, &header());
@@ -630,7 +642,7 @@ fn checker_catches_struct_mismatches() {
     broken(
         "    checkpoint_keep::UInt64\n",
         "",
-        "struct DynlibRunOptions: 23 fields in Julia, 24 in C",
+        "struct DynlibRunOptions: 30 fields in Julia, 31 in C",
     );
     // bool as a 4-byte integer would shift every later field.
     broken(
@@ -638,4 +650,31 @@ fn checker_catches_struct_mismatches() {
         "    resume::Cint\n    tag::",
         "field resume: Cint",
     );
+}
+
+/// `] dev bindings/julia` needs a package layout: Project.toml with the package's name, a UUID
+/// and its one dependency (the Libdl standard library), and `src/<Name>.jl` defining the module.
+#[test]
+fn julia_package_layout() {
+    let project = read("bindings/julia/Project.toml");
+    let table: toml::Table = project.parse().expect("Project.toml is TOML");
+    assert_eq!(table["name"].as_str(), Some("Dynlib"));
+    let uuid = table["uuid"].as_str().expect("a uuid");
+    let groups: Vec<usize> = uuid.split('-').map(str::len).collect();
+    assert_eq!(groups, [8, 4, 4, 4, 12], "{uuid}");
+    assert!(
+        uuid.chars().all(|c| c == '-' || c.is_ascii_hexdigit()),
+        "{uuid}"
+    );
+    assert_eq!(
+        table["deps"]["Libdl"].as_str(),
+        Some("8f399da3-3557-5675-b5ff-fb832c97cbdb")
+    );
+    assert_eq!(table["version"].as_str(), Some(env!("CARGO_PKG_VERSION")));
+    let jl = read("bindings/julia/src/Dynlib.jl");
+    assert!(jl.contains("\nmodule Dynlib\n"));
+    assert!(jl.contains("using Libdl"));
+    assert!(!Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("bindings/julia/Dynlib.jl")
+        .exists());
 }

@@ -14,9 +14,9 @@ use std::process::{Command, Output};
 const INSTALL_HINT: &str = "GNU Octave is needed for the MATLAB binding tests: \
      apt-get install -y octave liboctave-dev (or set DYNLIB_SKIP_OCTAVE=1 to skip them)";
 
-fn skipped() -> bool {
+fn skipped(test: &str) -> bool {
     if std::env::var("DYNLIB_SKIP_OCTAVE").is_ok_and(|v| v == "1") {
-        eprintln!("skipped: DYNLIB_SKIP_OCTAVE=1");
+        common::skip(test, "DYNLIB_SKIP_OCTAVE=1");
         return true;
     }
     false
@@ -64,7 +64,7 @@ fn octave(cwd: &Path, code: &str) -> Output {
 
 #[test]
 fn octave_runs_the_binding_tests() {
-    if skipped() {
+    if skipped("octave_runs_the_binding_tests") {
         return;
     }
     let lib = lib_dir();
@@ -103,7 +103,7 @@ fn octave_runs_the_binding_tests() {
 
 #[test]
 fn build_mex_script_builds_a_working_mex() {
-    if skipped() {
+    if skipped("build_mex_script_builds_a_working_mex") {
         return;
     }
     let lib = lib_dir();

@@ -140,6 +140,24 @@ class RunOptions {
   RunOptions &resume(bool on = true) { o_.resume = on; return *this; }
   RunOptions &tag(std::string v) { tag_ = std::move(v); has_tag_ = true; return *this; }
   RunOptions &max_steps(uint64_t v) { o_.max_steps = v; return *this; }
+  /// A progress callback (see DynlibProgressFn) every `every_steps` steps, or every
+  /// `every_seconds` of wall time when every_steps is 0; a non-zero return stops the run
+  /// (Sim::run then returns true).
+  RunOptions &progress(DynlibProgressFn fn, void *user_data, uint64_t every_steps,
+                       double every_seconds = 0.1) {
+    o_.progress = fn;
+    o_.progress_user_data = user_data;
+    if (every_steps > 0) o_.progress_every_steps = every_steps;
+    else o_.progress_every_seconds = every_seconds;
+    return *this;
+  }
+  /// An observer callback every `every_steps` steps (it may stop the run like progress).
+  RunOptions &observer(DynlibProgressFn fn, void *user_data, uint64_t every_steps) {
+    o_.observer = fn;
+    o_.observer_user_data = user_data;
+    o_.observer_every_steps = every_steps;
+    return *this;
+  }
   RunOptions &config(std::string knob, double value) {
     knobs_.push_back(std::move(knob));
     values_.push_back(value);
@@ -207,7 +225,14 @@ class Sim {
   /// Takes ownership of a sim handle returned by the C API (e.g. dynlib_ensemble_member_sim).
   static Sim adopt(DynlibSim *h) noexcept { return Sim(h); }
 
-  void run(RunOptions opts = RunOptions()) { check(dynlib_sim_run(h_, opts.c())); }
+  /// Runs; true when a progress or observer callback stopped the run (DYNLIB_INTERRUPTED:
+  /// the session keeps the run so far, and a resumed run continues it exactly).
+  bool run(RunOptions opts = RunOptions()) {
+    DynlibStatus st = dynlib_sim_run(h_, opts.c());
+    if (st == DYNLIB_INTERRUPTED) return true;
+    check(st);
+    return false;
+  }
   void create_snapshot(const std::string &name, const std::string &description = "") {
     check(dynlib_sim_create_snapshot(h_, name.c_str(), description.c_str()));
   }

@@ -4,7 +4,7 @@
 #   cargo build --release
 #   julia bindings/julia/example.jl            # or DYNLIB_LIBRARY=/path/to/libdynlib.so julia ...
 
-include(joinpath(@__DIR__, "Dynlib.jl"))
+include(joinpath(@__DIR__, "src", "Dynlib.jl"))
 using .Dynlib
 
 model = Model("builtin://ode/izhikevich")

@@ -591,8 +591,51 @@ static void cmd_sim_free(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prh
     free_command(prhs[0], KIND_SIM);
 }
 
+/* The `progress` run option: a function handle called every `progress_every` steps with a
+ * struct (t, step, fraction, y); a true return stops the run. Errors inside it are trapped
+ * (mexCallMATLABWithTrap: no longjmp through the library, which would leave the sim busy),
+ * stop the run, and are rethrown once dynlib_sim_run returned. */
+typedef struct {
+    const mxArray *fn;
+    mxArray *error;
+} ProgressCtx;
+
+static int mex_progress(double t, uint64_t step, double fraction, const double *y, size_t n,
+                        void *user_data)
+{
+    static const char *fields[] = {"t", "step", "fraction", "y"};
+    ProgressCtx *c = (ProgressCtx *)user_data;
+    mxArray *args[2], *out = NULL, *err, *ya;
+    int stop = 0;
+    args[0] = (mxArray *)c->fn;
+    args[1] = mxCreateStructMatrix(1, 1, 4, fields);
+    mxSetField(args[1], 0, "t", mxCreateDoubleScalar(t));
+    mxSetField(args[1], 0, "step", mxCreateDoubleScalar((double)step));
+    mxSetField(args[1], 0, "fraction", mxCreateDoubleScalar(fraction));
+    ya = mxCreateDoubleMatrix((mwSize)n, 1, mxREAL);
+    if (n > 0) {
+        memcpy(DBL_PTR(ya), y, n * sizeof(double));
+    }
+    mxSetField(args[1], 0, "y", ya);
+    err = mexCallMATLABWithTrap(1, &out, 2, args, "feval");
+    mxDestroyArray(args[1]);
+    if (err != NULL) {
+        c->error = err;
+        return 1;
+    }
+    if (out != NULL) {
+        if (mxIsLogical(out) || mxIsNumeric(out)) {
+            stop = !mxIsEmpty(out) && mxGetScalar(out) != 0.0;
+        } else {
+            stop = 0;
+        }
+        mxDestroyArray(out);
+    }
+    return stop;
+}
+
 /* Fills DynlibRunOptions from a scalar struct whose fields are named like its members. */
-static void run_options_from_struct(const mxArray *s, DynlibRunOptions *o)
+static void run_options_from_struct(const mxArray *s, DynlibRunOptions *o, ProgressCtx *pc)
 {
     int f, nf;
     if (!mxIsStruct(s) || mxGetNumberOfElements(s) != 1) {
@@ -670,12 +713,20 @@ static void run_options_from_struct(const mxArray *s, DynlibRunOptions *o)
             o->checkpoint_every_time = scalar_arg(v, "option 'checkpoint_every_time'");
         } else if (strcmp(name, "checkpoint_keep") == 0) {
             o->checkpoint_keep = count_arg(v, "option 'checkpoint_keep'");
+        } else if (strcmp(name, "progress") == 0) {
+            if (!mxIsClass(v, "function_handle")) {
+                fail("dynlib:invalidArgument",
+                     "option 'progress' must be a function handle, e.g. @(p) p.step >= 1000");
+            }
+            pc->fn = v;
+        } else if (strcmp(name, "progress_every") == 0) {
+            o->progress_every_steps = count_arg(v, "option 'progress_every'");
         } else {
             failf("dynlib:invalidArgument",
                   "unknown run option '%s' (known: T, N, dt, t0, ic, params, record, "
                   "record_interval, record_vars, transient, resume, tag, max_steps, config, "
                   "checkpoint_dir, checkpoint_every_steps, checkpoint_every_time, "
-                  "checkpoint_keep)",
+                  "checkpoint_keep, progress, progress_every)",
                   name);
         }
     }
@@ -685,17 +736,37 @@ static void cmd_run(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
 {
     DynlibSim *sim;
     DynlibRunOptions o;
-    (void)nlhs;
-    (void)plhs;
+    DynlibStatus st;
+    ProgressCtx pc = {NULL, NULL};
     if (nrhs != 1 && nrhs != 2) {
         need_args(nrhs, 2, "dynlib_mex('run', s, options_struct)");
     }
     sim = sim_arg(prhs[0]);
     check(dynlib_run_options_init(&o));
     if (nrhs == 2) {
-        run_options_from_struct(prhs[1], &o);
+        run_options_from_struct(prhs[1], &o, &pc);
     }
-    check(dynlib_sim_run(sim, &o));
+    if (pc.fn != NULL) {
+        o.progress = mex_progress;
+        o.progress_user_data = &pc;
+        if (o.progress_every_steps == 0) {
+            o.progress_every_steps = 1000;
+        }
+    } else if (o.progress_every_steps != 0) {
+        fail("dynlib:invalidArgument", "option 'progress_every' needs option 'progress'");
+    }
+    st = dynlib_sim_run(sim, &o);
+    if (pc.error != NULL) {
+        /* The run stopped after the step the callback saw; raise its error now. */
+        release_temps();
+        mexCallMATLAB(0, NULL, 1, &pc.error, "rethrow");
+    }
+    if (st != DYNLIB_INTERRUPTED) {
+        check(st);
+    }
+    if (nlhs > 0) {
+        plhs[0] = mxCreateLogicalScalar(st == DYNLIB_INTERRUPTED);
+    }
 }
 
 static void cmd_create_snapshot(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])

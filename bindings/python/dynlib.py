@@ -68,6 +68,7 @@ __all__ = [
     "latest_checkpoint",
     "version",
     "library_path",
+    "library_origin",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -90,6 +91,8 @@ DYNLIB_ERR_NON_FINITE = 12
 DYNLIB_ERR_BAD_HANDLE = 13
 DYNLIB_ERR_INTERNAL = 14
 DYNLIB_ERR_BUSY = 15
+#: Not an error: a progress callback (or Ctrl-C) stopped the run; the session holds it.
+DYNLIB_INTERRUPTED = 16
 
 DYNLIB_MODEL_ODE = 0
 DYNLIB_MODEL_MAP = 1
@@ -296,6 +299,11 @@ class DynlibSegmentInfo(Structure):
     ]
 
 
+DynlibProgressFn = CFUNCTYPE(
+    c_int, c_double, c_uint64, c_double, POINTER(c_double), c_size_t, c_void_p
+)
+
+
 class DynlibRunOptions(Structure):
     _fields_ = [
         ("struct_size", c_size_t),
@@ -322,6 +330,13 @@ class DynlibRunOptions(Structure):
         ("checkpoint_every_steps", c_uint64),
         ("checkpoint_every_time", c_double),
         ("checkpoint_keep", c_uint64),
+        ("progress", DynlibProgressFn),
+        ("progress_user_data", c_void_p),
+        ("progress_every_steps", c_uint64),
+        ("progress_every_seconds", c_double),
+        ("observer", DynlibProgressFn),
+        ("observer_user_data", c_void_p),
+        ("observer_every_steps", c_uint64),
     ]
 
 
@@ -453,42 +468,92 @@ _SIGNATURES = {
 }
 
 
-def _default_library_path():
-    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+def _library_file_name():
     if sys.platform == "darwin":
-        name = "libdynlib.dylib"
-    elif sys.platform.startswith("win"):
-        name = "dynlib.dll"
-    else:
-        name = "libdynlib.so"
+        return "libdynlib.dylib"
+    if sys.platform.startswith("win"):
+        return "dynlib.dll"
+    return "libdynlib.so"
+
+
+def _library_candidates():
+    """Where the shared library is looked for, in order, as (path, origin) pairs:
+    $DYNLIB_LIBRARY; the build of the repository this file lives in (a source checkout);
+    the install prefix pkg-config reports for `dynlib` (PKG_CONFIG_PATH=<prefix>/lib/pkgconfig
+    after `cargo cinstall --prefix <prefix>`); the lib directories of sys.prefix, /usr/local
+    and /usr; and the system's search (ctypes.util.find_library)."""
+    explicit = os.environ.get("DYNLIB_LIBRARY")
+    if explicit:
+        yield explicit, "DYNLIB_LIBRARY"
+        return
+    name = _library_file_name()
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
     release = os.path.join(root, "target", "release")
     # `cargo build --release` puts it in target/release; `cargo test --release` alone may
     # leave it only in target/release/deps.
-    candidates = [os.path.join(release, name), os.path.join(release, "deps", name)]
-    return next((c for c in candidates if os.path.isfile(c)), candidates[0])
+    if os.path.isfile(os.path.join(root, "include", "dynlib.h")):
+        for c in (os.path.join(release, name), os.path.join(release, "deps", name)):
+            yield c, "repository build"
+    try:
+        import subprocess
+
+        libdir = subprocess.run(
+            ["pkg-config", "--variable=libdir", "dynlib"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        if libdir:
+            yield os.path.join(libdir, name), "install prefix (pkg-config)"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    for prefix in dict.fromkeys([sys.prefix, "/usr/local", "/usr"]):
+        for lib in ("lib", "lib64", os.path.join("lib", "x86_64-linux-gnu")):
+            yield os.path.join(prefix, lib, name), f"install prefix {prefix}"
+    import ctypes.util
+
+    found = ctypes.util.find_library("dynlib")
+    if found:
+        yield found, "system library search path"
 
 
 def _load_library():
-    path = os.environ.get("DYNLIB_LIBRARY") or _default_library_path()
-    try:
-        lib = ctypes.CDLL(path)
-    except OSError as e:
-        raise ImportError(
-            f"dynlib: cannot load the shared library '{path}' ({e}); build it with "
-            "`cargo build --release` or set DYNLIB_LIBRARY to its path"
-        ) from e
-    for name, (restype, argtypes) in _SIGNATURES.items():
-        fn = getattr(lib, name)
-        fn.restype = restype
-        fn.argtypes = argtypes
-    return lib, path
+    tried = []
+    for path, origin in _library_candidates():
+        if origin != "DYNLIB_LIBRARY" and os.path.sep in path and not os.path.isfile(path):
+            tried.append(path)
+            continue
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError as e:
+            if origin == "DYNLIB_LIBRARY":
+                raise ImportError(
+                    f"dynlib: cannot load the shared library '{path}' named by DYNLIB_LIBRARY "
+                    f"({e})"
+                ) from e
+            tried.append(f"{path} ({e})")
+            continue
+        for name, (restype, argtypes) in _SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.restype = restype
+            fn.argtypes = argtypes
+        return lib, os.path.abspath(path) if os.path.sep in path else path, origin
+    raise ImportError(
+        "dynlib: cannot find the shared library libdynlib. Build it (`cargo build --release` "
+        "in the repository), install it (`cargo cinstall --release --prefix <prefix>`, then "
+        "PKG_CONFIG_PATH=<prefix>/lib/pkgconfig), or set DYNLIB_LIBRARY to its path. Tried: "
+        + "; ".join(tried)
+    )
 
 
-_lib, _library_path = _load_library()
+_lib, _library_path, library_origin = _load_library()
+"""How the shared library was found: "DYNLIB_LIBRARY", "repository build", "install prefix
+(pkg-config)", "install prefix <dir>" or "system library search path"."""
 
 
 def library_path():
-    """Path of the loaded shared library."""
+    """Path of the loaded shared library (``library_origin`` says how it was found;
+    ``python -m dynlib`` prints both)."""
     return _library_path
 
 
@@ -1189,6 +1254,8 @@ class Sim:
         checkpoint_keep=None,
         cap_rec=None,
         cap_evt=None,
+        progress=None,
+        progress_every=None,
         **stepper_config,
     ):
         """Runs the simulation. ``T`` is the end time (for resumed runs the absolute recorded
@@ -1200,7 +1267,11 @@ class Sim:
         ``rtol=...``; they persist, see :meth:`stepper_config`); anything else is an
         :class:`UnknownNameError` ("unknown run option 't' (did you mean 'T'?)"), for every
         stepper. ``cap_rec``/``cap_evt`` (the seed's buffer sizes) are accepted and ignored:
-        buffers grow as needed. Returns ``self``."""
+        buffers grow as needed. ``progress(t, step, fraction)`` is called every ``progress_every``
+        seconds (a float, default 0.1) or steps (an int); a true return stops the run. Ctrl-C
+        stops it the same way and raises KeyboardInterrupt once the run returned; the session
+        keeps the partial run (status USER_BREAK) and ``run(T=..., resume=True)`` continues it
+        exactly. Returns ``self``."""
         if stepper_config:
             knobs = [k["name"] for k in self.list_stepper_config()]
             unknown = [k for k in stepper_config if k not in knobs]
@@ -1281,7 +1352,18 @@ class Sim:
         errors = self.model._callback_errors
         if errors is not None:
             errors.exc = None
-        status = _lib.dynlib_sim_run(self._ptr(), byref(o))
+        guard = _SigintGuard()
+        hook = _ProgressHook(guard, progress, o, progress_every)
+        try:
+            status = _lib.dynlib_sim_run(self._ptr(), byref(o))
+        finally:
+            guard.restore()
+        if hook.exc is not None:
+            raise hook.exc
+        if guard.hit:
+            raise KeyboardInterrupt
+        if status == DYNLIB_INTERRUPTED:
+            return self
         if status != DYNLIB_OK:
             err = _error(status)
             if errors is not None and errors.exc is not None:
@@ -2080,3 +2162,83 @@ def _size(x):
             f"expected a non-negative integer, got {x!r}", DYNLIB_ERR_INVALID_ARGUMENT
         )
     return int(x)
+
+# --------------------------------------------------------------------------------------------
+# Progress and Ctrl-C during a run
+# --------------------------------------------------------------------------------------------
+
+
+class _SigintGuard:
+    """While a run is in progress on the main thread, SIGINT sets a flag instead of raising
+    inside a ctypes callback (where the exception would be lost); the progress hook sees the
+    flag and stops the run, and ``run`` raises KeyboardInterrupt once the library returned."""
+
+    def __init__(self):
+        import signal
+
+        self.hit = False
+        self._old = None
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                signal.signal(signal.SIGINT, self._handler)
+                self._old = signal.default_int_handler
+        except (ValueError, TypeError, OSError):
+            self._old = None
+
+    @property
+    def active(self):
+        return self._old is not None
+
+    def _handler(self, signum, frame):
+        self.hit = True
+
+    def restore(self):
+        if self._old is not None:
+            import signal
+
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
+
+
+class _ProgressHook:
+    """Fills the progress fields of ``o`` (when Ctrl-C is being watched or the caller gave a
+    ``progress`` function) and keeps the ctypes callback alive for the call."""
+
+    def __init__(self, guard, user, o, every):
+        self.exc = None
+        self._guard = guard
+        self._user = user
+        self._fn = None
+        if user is None and not guard.active:
+            return
+        if every is None:
+            o.progress_every_seconds = 0.1
+        elif isinstance(every, bool) or not isinstance(every, (int, float)):
+            raise InvalidArgumentError(
+                f"progress_every must be seconds (float) or steps (int), got {every!r}",
+                DYNLIB_ERR_INVALID_ARGUMENT,
+            )
+        elif isinstance(every, int):
+            o.progress_every_steps = _positive_int(every, "progress_every")
+        else:
+            o.progress_every_seconds = float(every)
+        self._fn = DynlibProgressFn(self._call)
+        o.progress = self._fn
+
+    def _call(self, t, step, fraction, y, n, user_data):
+        try:
+            if self._guard.hit:
+                return 1
+            if self._user is not None and self._user(t, step, fraction):
+                return 1
+            return 0
+        except BaseException as e:  # noqa: BLE001 — re-raised by run()
+            self.exc = e
+            return 1
+
+
+if __name__ == "__main__":
+    print(f"dynlib {version()} (Python binding, distribution dynlib-rs)")
+    print(f"library: {library_path()} (found via {library_origin})")

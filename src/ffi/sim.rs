@@ -1,6 +1,6 @@
 //! Sessions: create, run, snapshots, assign and the live state.
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_int, c_void};
 
 use super::boundary::{boundary, Failure, FfiResult};
 use super::buffers::{
@@ -9,7 +9,7 @@ use super::buffers::{
 };
 use super::handles::{free_sim, model_ref, new_sim_handle, with_sim, DynlibModel, DynlibSim};
 use super::status::*;
-use crate::session::{CheckpointPolicy, RunOptions, Sim};
+use crate::session::{CheckpointPolicy, Control, Every, Hook, RunOptions, Sim, Status};
 
 /// Creates a session over `model` with the stepper chosen at load. On success `*sim_out` owns
 /// a new handle (free with `dynlib_sim_free`); on failure it is not written.
@@ -95,6 +95,75 @@ pub struct DynlibRunOptions {
     pub checkpoint_every_time: f64,
     /// Checkpoints to keep (the newest); 0 = 3.
     pub checkpoint_keep: u64,
+    /// Progress callback (NULL = none), called at a bounded rate during the run with the
+    /// committed time, step label, fraction of the horizon done and state; non-zero stops the
+    /// run (`dynlib_sim_run` then returns `DYNLIB_INTERRUPTED`).
+    pub progress: DynlibProgressFn,
+    /// Passed to `progress` unchanged.
+    pub progress_user_data: *mut c_void,
+    /// Call `progress` after every step whose index is a multiple of this (0 = unset) ...
+    pub progress_every_steps: u64,
+    /// ... or at most this often in wall-clock seconds (the clock is read every 4096 steps;
+    /// NaN = unset). Neither set: every 0.1 s. Not both.
+    pub progress_every_seconds: f64,
+    /// Observer callback (NULL = none), called every `observer_every_steps` steps with the
+    /// committed state; non-zero stops the run like `progress`.
+    pub observer: DynlibProgressFn,
+    /// Passed to `observer` unchanged.
+    pub observer_user_data: *mut c_void,
+    /// Steps between observer calls; required (at least 1) with `observer`.
+    pub observer_every_steps: u64,
+}
+
+/// A progress or observer callback: `t` and `step` of the committed state (recording
+/// frame), `fraction` of the run's horizon done (0..1), the state `y` (`n_states` values, valid
+/// during the call only) and the caller's `user_data`. Return 0 to continue, non-zero to stop
+/// the run after this step. It runs on the thread of `dynlib_sim_run`, while the sim is busy
+/// (calls on the same sim from inside it get `DYNLIB_ERR_BUSY`).
+pub type DynlibProgressFn = Option<
+    unsafe extern "C" fn(
+        t: f64,
+        step: u64,
+        fraction: f64,
+        y: *const f64,
+        n_states: usize,
+        user_data: *mut c_void,
+    ) -> c_int,
+>;
+
+/// A C callback and its user data, as a core hook.
+struct CHook {
+    f: unsafe extern "C" fn(f64, u64, f64, *const f64, usize, *mut c_void) -> c_int,
+    user_data: *mut c_void,
+}
+
+// SAFETY: the hook is called only on the thread running `dynlib_sim_run`, during that call;
+// the caller owns `user_data` and promises it is valid there.
+unsafe impl Send for CHook {}
+
+impl CHook {
+    fn call(&self, p: &crate::session::RunProgress<'_>) -> Control {
+        // SAFETY: the caller of `dynlib_sim_run` promises `f` and `user_data` are valid.
+        let stop = unsafe {
+            (self.f)(
+                p.t,
+                p.step,
+                p.fraction,
+                p.state.as_ptr(),
+                p.state.len(),
+                self.user_data,
+            )
+        };
+        if stop == 0 {
+            Control::Continue
+        } else {
+            Control::Stop
+        }
+    }
+
+    fn into_hook(self, every: Every) -> Hook {
+        Hook::new(every, move |p| self.call(p))
+    }
 }
 
 fn run_option_defaults() -> DynlibRunOptions {
@@ -123,6 +192,13 @@ fn run_option_defaults() -> DynlibRunOptions {
         checkpoint_every_steps: 0,
         checkpoint_every_time: f64::NAN,
         checkpoint_keep: 0,
+        progress: None,
+        progress_user_data: std::ptr::null_mut(),
+        progress_every_steps: 0,
+        progress_every_seconds: f64::NAN,
+        observer: None,
+        observer_user_data: std::ptr::null_mut(),
+        observer_every_steps: 0,
     }
 }
 
@@ -154,6 +230,13 @@ fn run_options_sizes() -> &'static [usize] {
             checkpoint_every_steps,
             checkpoint_every_time,
             checkpoint_keep,
+            progress,
+            progress_user_data,
+            progress_every_steps,
+            progress_every_seconds,
+            observer,
+            observer_user_data,
+            observer_every_steps,
         })
     });
     &SIZES
@@ -234,8 +317,8 @@ unsafe fn run_options(o: &DynlibRunOptions) -> FfiResult<RunOptions> {
             .collect(),
         checkpoint,
         general_engine: false,
-        progress: None,
-        observer: None,
+        progress: progress_hook(o)?,
+        observer: observer_hook(o)?,
     })
 }
 
@@ -258,6 +341,53 @@ pub(crate) unsafe fn read_run_options(opts: *const DynlibRunOptions) -> FfiResul
     run_options(&o)
 }
 
+fn progress_hook(o: &DynlibRunOptions) -> FfiResult<Option<Hook>> {
+    let every = match (o.progress_every_steps, set(o.progress_every_seconds)) {
+        (0, None) => Every::Seconds(0.1),
+        (k, None) => Every::Steps(k),
+        (0, Some(s)) => Every::Seconds(s),
+        _ => {
+            return Err(Failure::invalid(
+                "set progress_every_steps or progress_every_seconds, not both",
+            ))
+        }
+    };
+    let Some(f) = o.progress else {
+        if o.progress_every_steps > 0 || set(o.progress_every_seconds).is_some() {
+            return Err(Failure::invalid(
+                "opts->progress_every_* is set but opts->progress is NULL",
+            ));
+        }
+        return Ok(None);
+    };
+    let hook = CHook {
+        f,
+        user_data: o.progress_user_data,
+    }
+    .into_hook(every);
+    hook.validate("opts->progress")?;
+    Ok(Some(hook))
+}
+
+fn observer_hook(o: &DynlibRunOptions) -> FfiResult<Option<Hook>> {
+    match (o.observer, o.observer_every_steps) {
+        (None, 0) => Ok(None),
+        (None, _) => Err(Failure::invalid(
+            "opts->observer_every_steps is set but opts->observer is NULL",
+        )),
+        (Some(_), 0) => Err(Failure::invalid(
+            "opts->observer is set but opts->observer_every_steps is 0 (it must be at least 1)",
+        )),
+        (Some(f), k) => Ok(Some(
+            CHook {
+                f,
+                user_data: o.observer_user_data,
+            }
+            .into_hook(Every::Steps(k)),
+        )),
+    }
+}
+
 /// Sets every field of `opts` to "unset" and `struct_size` to `sizeof(DynlibRunOptions)`.
 ///
 /// # Safety
@@ -268,7 +398,9 @@ pub unsafe extern "C" fn dynlib_run_options_init(opts: *mut DynlibRunOptions) ->
 }
 
 /// Runs the simulation (`opts` NULL = all defaults). On failure nothing changes: the session,
-/// its snapshots and earlier results stay exactly as they were.
+/// its snapshots and earlier results stay exactly as they were. When a progress or observer
+/// callback stopped the run, returns `DYNLIB_INTERRUPTED` (not a failure: the session holds
+/// the run up to that step with status USER_BREAK, and a resumed run continues it exactly).
 ///
 /// # Safety
 /// `sim` must be a sim handle; `opts` NULL or an initialised `DynlibRunOptions`.
@@ -277,10 +409,20 @@ pub unsafe extern "C" fn dynlib_sim_run(
     sim: *mut DynlibSim,
     opts: *const DynlibRunOptions,
 ) -> DynlibStatus {
-    boundary(|| {
+    let mut interrupted = false;
+    let status = boundary(|| {
         let options = read_run_options(opts)?;
-        with_sim(sim, |s| Ok(s.run(&options)?))
-    })
+        with_sim(sim, |s| {
+            s.run(&options)?;
+            interrupted = s.status() == Status::UserBreak;
+            Ok(())
+        })
+    });
+    if status == DYNLIB_OK && interrupted {
+        DYNLIB_INTERRUPTED
+    } else {
+        status
+    }
 }
 
 /// Saves the current state as snapshot `name` (`description` NULL = "").

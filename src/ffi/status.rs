@@ -41,9 +41,14 @@ pub const DYNLIB_ERR_INTERNAL: DynlibStatus = 14;
 /// The sim is busy: another call on it is in progress, from inside one of its own callbacks
 /// (a re-entrant call) or from another thread. Nothing was changed; the handle stays valid.
 pub const DYNLIB_ERR_BUSY: DynlibStatus = 15;
+/// Not an error: a progress or observer callback returned non-zero and the run stopped after
+/// the step it saw. The session holds the partial run (status USER_BREAK, results and
+/// segments up to that step) and `resume` continues it exactly; `dynlib_last_error()` is not
+/// changed.
+pub const DYNLIB_INTERRUPTED: DynlibStatus = 16;
 
 /// Every status with its name, in numeric order.
-pub(crate) const STATUS_NAMES: [(DynlibStatus, &str); 16] = [
+pub(crate) const STATUS_NAMES: [(DynlibStatus, &str); 17] = [
     (DYNLIB_OK, "DYNLIB_OK\0"),
     (DYNLIB_ERR_NULL_POINTER, "DYNLIB_ERR_NULL_POINTER\0"),
     (DYNLIB_ERR_INVALID_ARGUMENT, "DYNLIB_ERR_INVALID_ARGUMENT\0"),
@@ -60,6 +65,7 @@ pub(crate) const STATUS_NAMES: [(DynlibStatus, &str); 16] = [
     (DYNLIB_ERR_BAD_HANDLE, "DYNLIB_ERR_BAD_HANDLE\0"),
     (DYNLIB_ERR_INTERNAL, "DYNLIB_ERR_INTERNAL\0"),
     (DYNLIB_ERR_BUSY, "DYNLIB_ERR_BUSY\0"),
+    (DYNLIB_INTERRUPTED, "DYNLIB_INTERRUPTED\0"),
 ];
 
 /// The status code of an error kind.

@@ -158,6 +158,7 @@ static void test_version_and_status_names(void) {
       {DYNLIB_ERR_BAD_HANDLE, "DYNLIB_ERR_BAD_HANDLE"},
       {DYNLIB_ERR_INTERNAL, "DYNLIB_ERR_INTERNAL"},
       {DYNLIB_ERR_BUSY, "DYNLIB_ERR_BUSY"},
+      {DYNLIB_INTERRUPTED, "DYNLIB_INTERRUPTED"},
   };
   for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
     CHECK(strcmp(dynlib_status_name(codes[i].code), codes[i].name) == 0);
@@ -1649,6 +1650,159 @@ static void test_one_sim_two_threads(void) {
   dynlib_model_free(iz);
 }
 
+
+/* ------------------------------------------------------------------ progress and cancel */
+
+typedef struct {
+  int calls;
+  int stop_at; /* stop on this call (1-based); 0 = never */
+  uint64_t steps[64];
+  double fractions[64];
+  double ts[64];
+  size_t n_states;
+  double y_at[64][3];
+  DynlibSim *sim; /* for a re-entrant call */
+  DynlibStatus reentrant;
+} ProgressLog;
+
+static int progress_cb(double t, uint64_t step, double fraction, const double *y, size_t n,
+                       void *user_data) {
+  ProgressLog *log = user_data;
+  int i = log->calls++;
+  if (i < 64) {
+    log->steps[i] = step;
+    log->fractions[i] = fraction;
+    log->ts[i] = t;
+    log->n_states = n;
+    for (size_t k = 0; k < n && k < 3; k++) log->y_at[i][k] = y[k];
+  }
+  if (log->sim) {
+    double tt;
+    log->reentrant = dynlib_sim_time(log->sim, &tt);
+  }
+  return log->stop_at != 0 && log->calls >= log->stop_at;
+}
+
+static void test_progress_and_cancel(void) {
+  DynlibModel *m = load("builtin://ode/lorenz", "rk4");
+  DynlibSim *whole = new_sim(m), *split = new_sim(m);
+  DynlibRunOptions o = opts_T(10.0);
+  o.dt = 0.001;
+  ProgressLog all = {0};
+  all.sim = whole;
+  o.progress = progress_cb;
+  o.progress_user_data = &all;
+  o.progress_every_steps = 1000;
+  OK(dynlib_sim_run(whole, &o));
+  CHECK(all.calls == 10);
+  for (int i = 0; i < all.calls && i < 64; i++) {
+    CHECK(all.steps[i] == (uint64_t)(i + 1) * 1000);
+    CHECK(all.n_states == 3);
+    if (i > 0) CHECK(all.fractions[i] > all.fractions[i - 1]);
+  }
+  CHECK(all.fractions[9] == 1.0);
+  CHECK(all.reentrant == DYNLIB_ERR_BUSY); /* the sim is busy during its callback */
+
+  /* Stop on the third call: DYNLIB_INTERRUPTED, the last error untouched, USER_BREAK. */
+  EXPECT(dynlib_sim_value(split, "no-such-name", &o.T), DYNLIB_ERR_UNKNOWN_NAME, "no-such-name");
+  o = opts_T(10.0);
+  o.dt = 0.001;
+  ProgressLog stop = {0};
+  stop.stop_at = 3;
+  o.progress = progress_cb;
+  o.progress_user_data = &stop;
+  o.progress_every_steps = 1000;
+  CHECK(dynlib_sim_run(split, &o) == DYNLIB_INTERRUPTED);
+  CHECK(message_has("no-such-name"));
+  CHECK(stop.calls == 3);
+  uint64_t steps = 0;
+  OK(dynlib_sim_step_count(split, &steps));
+  CHECK(steps == 3000);
+  char *summary = sim_text(dynlib_sim_summary_json, split);
+  CHECK(summary && strstr(summary, "USER_BREAK"));
+  free(summary);
+  size_t n_partial = 0;
+  double *partial = series(split, "x", &n_partial);
+  CHECK(n_partial == 3001);
+  free(partial);
+
+  /* Resume (with an observer this time): bit-identical to the uninterrupted run. */
+  o = opts_T(10.0);
+  o.resume = true;
+  ProgressLog seen = {0};
+  o.observer = progress_cb;
+  o.observer_user_data = &seen;
+  o.observer_every_steps = 2000;
+  OK(dynlib_sim_run(split, &o));
+  CHECK(seen.calls == 4); /* steps 4000, 6000, 8000, 10000 */
+  size_t na = 0, nb = 0;
+  double *xa = series(whole, "x", &na), *xb = series(split, "x", &nb);
+  CHECK(xa && xb && na == nb && na == 10001 && same_bits(xa, xb, na));
+  for (int i = 0; i < seen.calls && i < 64; i++) {
+    CHECK(seen.steps[i] == (uint64_t)(i + 2) * 2000);
+    CHECK(xa && seen.steps[i] < na && seen.y_at[i][0] == xa[seen.steps[i]]);
+  }
+  free(xa);
+  free(xb);
+  size_t ns = 0;
+  double *ya = sim_doubles(dynlib_sim_state, whole, &ns);
+  double *yb = sim_doubles(dynlib_sim_state, split, &ns);
+  CHECK(ya && yb && same_bits(ya, yb, ns));
+  free(ya);
+  free(yb);
+
+  /* An observer stops the run just as a progress callback does. */
+  o = opts_T(12.0);
+  o.resume = true;
+  ProgressLog obs_stop = {0};
+  obs_stop.stop_at = 1;
+  o.observer = progress_cb;
+  o.observer_user_data = &obs_stop;
+  o.observer_every_steps = 500;
+  CHECK(dynlib_sim_run(split, &o) == DYNLIB_INTERRUPTED);
+  OK(dynlib_sim_step_count(split, &steps));
+  CHECK(steps == 10500);
+
+  /* Bad schedules are refused and change nothing. */
+  double t_before = 0, t_after = 0;
+  OK(dynlib_sim_time(split, &t_before));
+  o = opts_T(11.0);
+  o.resume = true;
+  o.observer = progress_cb;
+  o.observer_user_data = &seen;
+  EXPECT(dynlib_sim_run(split, &o), DYNLIB_ERR_INVALID_ARGUMENT, "observer_every_steps");
+  o = opts_T(11.0);
+  o.resume = true;
+  o.progress = progress_cb;
+  o.progress_user_data = &seen;
+  o.progress_every_steps = 10;
+  o.progress_every_seconds = 0.5;
+  EXPECT(dynlib_sim_run(split, &o), DYNLIB_ERR_INVALID_ARGUMENT, "not both");
+  o.progress_every_steps = 0;
+  o.progress_every_seconds = -1.0;
+  EXPECT(dynlib_sim_run(split, &o), DYNLIB_ERR_INVALID_ARGUMENT, "seconds");
+  o = opts_T(11.0);
+  o.resume = true;
+  o.progress_every_steps = 10; /* without a callback */
+  EXPECT(dynlib_sim_run(split, &o), DYNLIB_ERR_INVALID_ARGUMENT, "progress is NULL");
+  OK(dynlib_sim_time(split, &t_after));
+  CHECK(t_after == t_before);
+
+  /* A caller built against the layout before the progress fields: they are not read. */
+  o = opts_T(11.0);
+  o.resume = true;
+  ProgressLog never = {0};
+  o.progress = progress_cb;
+  o.progress_user_data = &never;
+  o.progress_every_steps = 1;
+  o.struct_size = offsetof(DynlibRunOptions, progress);
+  OK(dynlib_sim_run(split, &o));
+  CHECK(never.calls == 0);
+  dynlib_sim_free(whole);
+  dynlib_sim_free(split);
+  dynlib_model_free(m);
+}
+
 int main(int argc, char **argv) {
   if (argc > 1) work_dir = argv[1];
   test_version_and_status_names();
@@ -1670,6 +1824,7 @@ int main(int argc, char **argv) {
   test_stale_handles_never_alias();
   test_struct_size_boundaries();
   test_one_sim_two_threads();
+  test_progress_and_cancel();
   printf("C API suite: %d checks, %d failures\n", checks, failures);
   return failures == 0 ? 0 : 1;
 }

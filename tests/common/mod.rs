@@ -259,3 +259,17 @@ fn find_or_build_c_libraries() -> PathBuf {
     );
     dir
 }
+
+/// Reports a skipped test part where `cargo test` shows it: straight to the process's stderr,
+/// which the test harness does not capture (eprintln! output of a passing test is hidden).
+/// A skipped part is never a silent pass.
+pub fn skip(what: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {what}: {why}");
+}
+
+/// A line for the `cargo test` output (not captured), e.g. what an external suite ran.
+pub fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}

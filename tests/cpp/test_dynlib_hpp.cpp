@@ -64,6 +64,20 @@ int main(int argc, char **argv) {
   sim.run(dynlib::RunOptions().T(3.0).record(true).tag("phase-1-replay"));
   CHECK(sim.segments().at(0).name == "phase-1-replay");
 
+  // Progress: a callback that stops the run; run() says so; a resume continues exactly.
+  {
+    dynlib::Sim whole_p(model), split_p(model);
+    CHECK(!whole_p.run(dynlib::RunOptions().T(5.0)));
+    uint64_t stop_at = 200;
+    auto stop = [](double, uint64_t step, double, const double *, size_t n, void *ud) -> int {
+      return n == 2 && step >= *static_cast<uint64_t *>(ud);
+    };
+    CHECK(split_p.run(dynlib::RunOptions().T(5.0).progress(stop, &stop_at, 100)));
+    CHECK(split_p.step_count() == 200);
+    CHECK(!split_p.run(dynlib::RunOptions().T(5.0).resume()));
+    CHECK(split_p.var("v") == whole_p.var("v"));
+  }
+
   // Exactness: a split run equals the whole one, also through bytes and files.
   dynlib::Sim whole(model), split(model);
   whole.run(dynlib::RunOptions().T(8.0));

@@ -15,7 +15,8 @@ classdef Sim < handle
     % Run options (name/value pairs, or a struct; names are matched ignoring case and '_'):
     %   T, N, dt, t0, ic, params, record, record_interval, record_vars (cellstr), transient,
     %   resume, tag, max_steps, config (struct of stepper knobs, e.g. struct('atol', 1e-9)),
-    %   checkpoint_dir, checkpoint_every_steps, checkpoint_every_time, checkpoint_keep.
+    %   checkpoint_dir, checkpoint_every_steps, checkpoint_every_time, checkpoint_keep,
+    %   progress (a function handle f(p) -> true to stop), progress_every (steps).
     %
     % Errors are raised with identifiers such as dynlib:incompatible, dynlib:unknownName,
     % dynlib:noResults, dynlib:invalidArgument, dynlib:io, dynlib:corruptSnapshot,
@@ -34,7 +35,7 @@ classdef Sim < handle
         RunOptionNames = {'T', 'N', 'dt', 't0', 'ic', 'params', 'record', ...
             'record_interval', 'record_vars', 'transient', 'resume', 'tag', 'max_steps', ...
             'config', 'checkpoint_dir', 'checkpoint_every_steps', ...
-            'checkpoint_every_time', 'checkpoint_keep'}
+            'checkpoint_every_time', 'checkpoint_keep', 'progress', 'progress_every'}
     end
 
     methods
@@ -73,9 +74,13 @@ classdef Sim < handle
             end
         end
 
-        function run(obj, varargin)
+        function stopped = run(obj, varargin)
             % run(name, value, ...)  Runs the simulation; see the class help for options.
-            dynlib_mex('run', obj.Ptr, dynlib.Sim.runOptions(varargin));
+            % 'progress', f calls f(p) every 'progress_every' steps (default 1000) with
+            % p.t, p.step, p.fraction, p.y; f returns true to stop the run. stopped is true
+            % when f stopped it: the session keeps the run so far (status USER_BREAK) and
+            % run(..., 'resume', true) continues it exactly.
+            stopped = dynlib_mex('run', obj.Ptr, dynlib.Sim.runOptions(varargin));
         end
 
         function createSnapshot(obj, name, description)

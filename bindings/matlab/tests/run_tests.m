@@ -19,7 +19,8 @@ tests = {@test_typical_pattern, @test_example1_branch_with_new_parameter, ...
     @test_export_import_resume_is_exact, @test_serialize_deserialize, ...
     @test_error_identifiers, @test_failed_calls_change_nothing, @test_run_options, ...
     @test_adaptive_stepper_and_config, @test_maps, @test_handles_are_freed, ...
-    @test_presets_bank_and_files, @test_config_and_stepper_config, @test_record_vars_empty, @test_ensemble};
+    @test_presets_bank_and_files, @test_config_and_stepper_config, @test_record_vars_empty, @test_ensemble, ...
+    @test_progress_stops_and_resume_is_exact};
 failures = {};
 started = tic;
 for k = 1:numel(tests)
@@ -612,4 +613,56 @@ if exist('OCTAVE_VERSION', 'builtin')
 else
     rmdir(d, 's');
 end
+end
+
+% ---------------------------------------------------------------------------------------------
+% Progress: a function handle every K steps that may stop the run
+
+function test_progress_stops_and_resume_is_exact()
+m = dynlib.Model('builtin://ode/lorenz', 'rk4');
+whole = dynlib.Sim(m);
+rec = containers.Map();
+rec('steps') = [];
+stopped = whole.run('T', 10, 'dt', 0.001, 'progress', @(p) record_progress(rec, p), ...
+    'progress_every', 1000);
+check(~stopped, 'a progress function returning false does not stop the run');
+check(isequal(rec('steps'), 1000:1000:10000), 'called every 1000 steps');
+check(rec('fraction') == 1, 'fraction reaches 1');
+y = whole.state();
+check(numel(rec('y')) == 3 && isequal(rec('y'), y(:)), 'the state is passed');
+
+split = dynlib.Sim(m);
+stopped = split.run('T', 10, 'dt', 0.001, 'progress', @(p) p.step >= 3000, ...
+    'progress_every', 1000);
+check(stopped, 'a true return stops the run');
+check(split.stepCount() == 3000, 'stopped after the step the function saw');
+s = split.summary();
+check(strcmp(s.status, 'USER_BREAK'), 'status USER_BREAK');
+split.run('T', 10, 'resume', true);
+a = whole.results();
+b = split.results();
+check(isequal(typecast(a.x, 'uint64'), typecast(b.x, 'uint64')), 'resume is bit-identical');
+
+% An error inside the function stops the run and is raised after it returned.
+third = dynlib.Sim(m);
+err = expect_error(@() third.run('T', 10, 'dt', 0.001, 'progress', @(p) error('my:id', 'boom'), ...
+    'progress_every', 500), '');
+% MATLAB rethrows the callback's own error (my:id, 'boom'); Octave's mexCallMATLABWithTrap
+% reports it as Octave:MEX ("function call <feval> failed") after printing the original.
+check(strcmp(err.identifier, 'my:id') || strcmp(err.identifier, 'Octave:MEX'), ...
+    'the callback''s error is raised');
+check(third.stepCount() == 500, 'the failed callback stopped the run at its step');
+third.run('T', 10, 'resume', true);   % the sim is not left busy
+check(third.stepCount() == 10000, 'the sim works after a failing callback');
+expect_error(@() third.run('T', 11, 'resume', true, 'progress', 3), 'dynlib:invalidArgument');
+expect_error(@() third.run('T', 11, 'resume', true, 'progress_every', 3), 'dynlib:invalidArgument');
+check(third.stepCount() == 10000, 'refused options change nothing');
+end
+
+function stop = record_progress(rec, p)
+% Records a progress call in rec (a containers.Map, a handle) and continues.
+rec('steps') = [rec('steps'), p.step];
+rec('fraction') = p.fraction;
+rec('y') = p.y;
+stop = false;
 end

@@ -5,10 +5,12 @@ Julia binding of dynlib, the dynamical-systems simulation engine with exact resu
 layer of `ccall`s over the C ABI (`include/dynlib.h`). Written for Julia 1.9 and later; it uses
 only `ccall`, `finalizer` and the `Libdl` standard library.
 
-The shared library is `ENV["DYNLIB_LIBRARY"]` when set (read when this file is included),
-else `target/release/libdynlib.<dlext>` of the repository this file lives in.
+The shared library is `ENV["DYNLIB_LIBRARY"]` when set (read when the package is
+precompiled or this file included), else `target/release/libdynlib.<dlext>` of the repository
+this file lives in, else `libdynlib` from the system's library search path.
 
-    include("bindings/julia/Dynlib.jl"); using .Dynlib
+    ] dev bindings/julia            # once; then
+    using Dynlib                    # (or: include("bindings/julia/src/Dynlib.jl"); using .Dynlib)
     sim = Sim(Model("builtin://ode/izhikevich"))
     run!(sim; T = 200.0, tag = "phase-1")
     snapshot!(sim, "phase-1"; description = "after 200 ms")
@@ -33,11 +35,16 @@ export Model, validate_model, Sim, DynlibError, run!, snapshot!, reset!, assign!
        member_status, member_error, final_states, ensemble_params, member_times, event_counts,
        step_counts, member, export_checkpoint, import_checkpoint!
 
-const _default_lib = normpath(joinpath(@__DIR__, "..", "..", "target", "release",
+# bindings/julia/src/Dynlib.jl -> the repository root is three levels up.
+const _default_lib = normpath(joinpath(@__DIR__, "..", "..", "..", "target", "release",
     (Sys.iswindows() ? "dynlib." : "libdynlib.") * Libdl.dlext))
 
-"Path of the shared library this module calls."
-const libdynlib = get(ENV, "DYNLIB_LIBRARY", _default_lib)
+"""Path (or name) of the shared library this module calls: `ENV["DYNLIB_LIBRARY"]`, else the
+repository build, else `libdynlib` from the system's search path (an install prefix in
+`LD_LIBRARY_PATH` or the ldconfig cache). Fixed when the package is precompiled: after changing
+`DYNLIB_LIBRARY`, run `Base.compilecache(Base.identify_package("Dynlib"))` or restart with
+`--compiled-modules=no`."""
+const libdynlib = get(ENV, "DYNLIB_LIBRARY", isfile(_default_lib) ? _default_lib : "libdynlib")
 
 # ------------------------------------------------------------------------------------------
 # Status codes and errors
@@ -118,6 +125,13 @@ struct DynlibRunOptions
     checkpoint_every_steps::UInt64
     checkpoint_every_time::Cdouble
     checkpoint_keep::UInt64
+    progress::Ptr{Cvoid}
+    progress_user_data::Ptr{Cvoid}
+    progress_every_steps::UInt64
+    progress_every_seconds::Cdouble
+    observer::Ptr{Cvoid}
+    observer_user_data::Ptr{Cvoid}
+    observer_every_steps::UInt64
 end
 
 "Mirror of `DynlibSegmentInfo`."
