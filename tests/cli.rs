@@ -294,3 +294,39 @@ fn demo_runs_the_readme_workflow() {
     );
     assert!(so.contains("branch I=15"), "{so}");
 }
+
+#[test]
+fn mods_apply_to_validate_and_run() {
+    let dir = work("mods");
+    let out = dir.join("mod.csv");
+    let with_mod = |m: &str| {
+        let (stdout, _) = expect(
+            &[
+                "run",
+                "builtin://ode/lorenz",
+                "--t-end",
+                "0.1",
+                "--mod",
+                m,
+                "--out",
+                out.to_str().unwrap(),
+                "--quiet",
+            ],
+            0,
+        );
+        (stdout, std::fs::read_to_string(&out).unwrap())
+    };
+    let (_, base) = with_mod("inline:[mod]\nname = \"noop\"\n");
+    let (_, changed) = with_mod("inline:[mod]\nname = \"rho\"\nset.params = { rho = 10.0 }\n");
+    assert_ne!(base, changed, "the mod changed nothing");
+    let (_, err) = expect(
+        &[
+            "validate",
+            "builtin://ode/lorenz",
+            "--mod",
+            "inline:[mod]\nset.params = { rhoo = 1.0 }\n",
+        ],
+        2,
+    );
+    assert!(err.contains("rhoo"), "{err}");
+}

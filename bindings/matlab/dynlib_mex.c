@@ -718,6 +718,11 @@ static void run_options_from_struct(const mxArray *s, DynlibRunOptions *o, Progr
                 fail("dynlib:invalidArgument",
                      "option 'progress' must be a function handle, e.g. @(p) p.step >= 1000");
             }
+            if (!pc) {
+                /* Ensemble members run on several threads; MATLAB code may not be called
+                   from them. */
+                fail("dynlib:invalidArgument", "option 'progress' is not available for ensembles");
+            }
             pc->fn = v;
         } else if (strcmp(name, "progress_every") == 0) {
             o->progress_every_steps = count_arg(v, "option 'progress_every'");
@@ -1503,7 +1508,7 @@ static void cmd_ensemble_run(int nlhs, mxArray *plhs[], int nrhs, const mxArray 
     need_args(nrhs, 3, "dynlib_mex('ensemble_run', e, options_struct, n_threads)");
     ens = ensemble_arg(prhs[0]);
     check(dynlib_run_options_init(&o));
-    run_options_from_struct(prhs[1], &o);
+    run_options_from_struct(prhs[1], &o, NULL);
     threads = count_arg(prhs[2], "n_threads");
     check(dynlib_ensemble_run(ens, &o, (size_t)threads));
 }

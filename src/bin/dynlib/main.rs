@@ -32,6 +32,10 @@ enum Command {
     Validate {
         /// A model file, `builtin://ode/NAME` or `inline:` + TOML.
         model: String,
+        /// Apply this mod (a name in the model's [mods], a mod file, or `inline:` TOML);
+        /// repeatable, applied in order.
+        #[arg(long = "mod", value_name = "MOD")]
+        mods: Vec<String>,
     },
     /// List the built-in models.
     Models,
@@ -95,6 +99,10 @@ struct RunArgs {
     /// Import this snapshot and resume from it (the run continues it exactly).
     #[arg(long = "resume-from", value_name = "SNAPSHOT.npz")]
     resume_from: Option<PathBuf>,
+    /// Apply this mod (a name in the model's [mods], a mod file, or `inline:` TOML);
+    /// repeatable, applied in order.
+    #[arg(long = "mod", value_name = "MOD")]
+    mods: Vec<String>,
     /// No progress bar, even on a terminal.
     #[arg(long)]
     quiet: bool,
@@ -152,7 +160,7 @@ fn run_error(e: dynlib::Error) -> Fail {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Validate { model } => validate(&model),
+        Command::Validate { model, mods } => validate(&model, &mods),
         Command::Models => models(),
         Command::Steppers => steppers(),
         Command::Run(args) => run(&args),
@@ -177,8 +185,14 @@ fn out_error(e: std::io::Error) -> Fail {
     Fail::run(format!("cannot write to stdout: {e}"))
 }
 
-fn validate(source: &str) -> Result<u8, Fail> {
-    let m = Model::load(source).map_err(usage)?;
+/// A model with its mods applied.
+fn load(source: &str, mods: &[String]) -> Result<Model, Fail> {
+    let mods: Vec<&str> = mods.iter().map(String::as_str).collect();
+    Model::load_with_mods(source, &mods, dynlib::Backend::Auto).map_err(usage)
+}
+
+fn validate(source: &str, mods: &[String]) -> Result<u8, Fail> {
+    let m = load(source, mods)?;
     println!(
         "ok: {} — {} model '{}': {} states ({}), {} params, {} aux, {} events",
         source,
@@ -260,7 +274,7 @@ fn demo() -> Result<u8, Fail> {
 }
 
 fn run(a: &RunArgs) -> Result<u8, Fail> {
-    let model = Model::load(&a.model).map_err(usage)?;
+    let model = load(&a.model, &a.mods)?;
     let mut sim = Sim::with_stepper(&model, a.stepper.as_deref()).map_err(usage)?;
     if let Some(p) = &a.resume_from {
         sim.import_snapshot(p).map_err(usage)?;
