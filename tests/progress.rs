@@ -154,9 +154,11 @@ proptest! {
         every in prop::sample::select(vec![1u64, 7, 100, 333]),
         general in any::<bool>(),
     ) {
-        // KNOWN FAILURE left out: with START_EVENTS_ODE (start events + a stop condition) a
-        // stop-and-resume can differ from the whole run; see the stop note (issue 16).
-        let sources = ["builtin://ode/izhikevich", common::LAGGED_ODE];
+        let sources = [
+            "builtin://ode/izhikevich",
+            common::LAGGED_ODE,
+            common::START_EVENTS_ODE,
+        ];
         let ode: Vec<&str> = stepper::all()
             .iter()
             .filter(|i| i.kind == dynlib::model::ModelKind::Ode)
@@ -165,5 +167,31 @@ proptest! {
         let source = sources[pick % sources.len()];
         let stepper = ode[(pick / sources.len()) % ode.len()];
         stop_and_resume(source, stepper, stop_at, every, general);
+    }
+}
+
+/// A hook that asks to stop at the very step where the stop condition ends the run: the run
+/// has ended (EarlyExit), so a later resume must not go on past it.
+#[test]
+fn the_stop_condition_wins_over_a_hook_stop_at_the_same_step() {
+    let model = Model::load(common::START_EVENTS_ODE).unwrap();
+    for general in [false, true] {
+        let opts = RunOptions::new().t(30.0).general_engine(general);
+        let mut whole = Sim::with_stepper(&model, Some("rk4")).unwrap();
+        whole.run(&opts).unwrap();
+        assert_eq!(whole.status(), Status::EarlyExit);
+        let last = whole.step_count();
+        stop_and_resume(common::START_EVENTS_ODE, "rk4", last, 1, general);
+        let mut split = Sim::with_stepper(&model, Some("rk4")).unwrap();
+        let hook = Hook::new(Every::Steps(1), move |p| {
+            if p.step >= last {
+                Control::Stop
+            } else {
+                Control::Continue
+            }
+        });
+        split.run(&opts.clone().progress(hook)).unwrap();
+        assert_eq!(split.status(), Status::EarlyExit, "general {general}");
+        assert_eq!(split.step_count(), last);
     }
 }

@@ -396,6 +396,7 @@ impl<'m> Runner<'m> {
                 cp.write(&image)?;
             }
         }
+        let mut hook_stop = false;
         if !self.hooks.is_empty() {
             let (step0, t0, horizon) = self.span;
             let progress = || {
@@ -411,16 +412,19 @@ impl<'m> Runner<'m> {
                     fraction.clamp(0.0, 1.0),
                 )
             };
-            if self.hooks.after_step(st.step, progress, &st.y) {
-                st.status = Status::UserBreak;
-                return Ok(true);
-            }
+            hook_stop = self.hooks.after_step(st.step, progress, &st.y);
         }
+        // The stop condition decides first: a run it ends has ended, and reporting a user
+        // break there instead would let a resume go on past the step where an uninterrupted
+        // run stops.
         if self.stop_condition(st) {
             st.status = Status::EarlyExit;
             return Ok(true);
         }
-        Ok(false)
+        if hook_stop {
+            st.status = Status::UserBreak;
+        }
+        Ok(hook_stop)
     }
 
     fn check_budget(&mut self, plan: &RunPlan) -> Result<()> {
