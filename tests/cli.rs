@@ -143,7 +143,7 @@ fn run_writes_csv_that_matches_the_library_bit_for_bit() {
     assert_eq!(rows.len(), rec.len());
     for (i, r) in rows.iter().enumerate() {
         assert_eq!(r[0].to_bits(), rec.t[i].to_bits(), "t[{i}]");
-        assert_eq!(r[1] as u64, rec.step[i]);
+        assert_eq!(r[1] as u64, rec.step.get(i));
         assert_eq!(r[2].to_bits(), rec.columns[0][i].to_bits(), "x[{i}]");
         assert_eq!(r[3].to_bits(), rec.columns[1][i].to_bits(), "z[{i}]");
     }

@@ -18,7 +18,7 @@ type RecBits = (
 fn rec_bits(r: &Recording) -> RecBits {
     (
         r.t.iter().map(|v| v.to_bits()).collect(),
-        r.step.clone(),
+        r.step.to_vec(),
         r.columns
             .iter()
             .map(|c| c.iter().map(|v| v.to_bits()).collect())

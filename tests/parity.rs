@@ -202,7 +202,7 @@ fn config_defaults_apply_to_later_runs_and_read_back() {
     .unwrap();
     s.run(&RunOptions::new()).unwrap();
     assert_eq!(s.step_count(), 7);
-    assert_eq!(s.results().unwrap().step, vec![0, 2, 4, 6]);
+    assert_eq!(s.results().unwrap().step.to_vec(), vec![0, 2, 4, 6]);
     let j = s.config_json();
     assert_eq!(j["max_steps"]["value"], 7);
     assert_eq!(j["max_steps"]["set"], true);

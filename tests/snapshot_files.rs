@@ -112,7 +112,7 @@ fn check_continuation(whole: &Sim, continued: &Sim) -> Result<(), String> {
         r.len().checked_sub(1).map(|i| {
             (
                 r.t[i].to_bits(),
-                r.interpolated[i],
+                r.interpolated.get(i),
                 r.columns.iter().map(|c| c[i].to_bits()).collect::<Vec<_>>(),
             )
         })

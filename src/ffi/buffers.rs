@@ -124,6 +124,26 @@ pub(crate) unsafe fn write_slice<T: Copy>(
     Ok(())
 }
 
+/// Writes `len` values produced by `values` into a caller buffer following the output
+/// protocol (for arrays stored compactly; nothing is produced for a size query).
+///
+/// # Safety
+/// As [`write_slice`].
+pub(crate) unsafe fn write_iter<T, I: Iterator<Item = T>>(
+    len: usize,
+    values: I,
+    buf: *mut T,
+    cap: usize,
+    needed: *mut usize,
+) -> FfiResult {
+    if check_capacity(buf, cap, len, needed)? {
+        for (i, v) in values.take(len).enumerate() {
+            buf.add(i).write(v);
+        }
+    }
+    Ok(())
+}
+
 /// Copies `s` and a terminating NUL into a caller buffer following the output protocol.
 ///
 /// # Safety

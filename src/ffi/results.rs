@@ -3,7 +3,7 @@
 use std::ffi::c_char;
 
 use super::boundary::{boundary, Failure, FfiResult};
-use super::buffers::{cstr, write_out, write_slice, write_str};
+use super::buffers::{cstr, write_iter, write_out, write_slice, write_str};
 use super::handles::{with_sim, DynlibSim};
 use super::status::*;
 use crate::session::{Recording, SegmentRef, Sim};
@@ -47,7 +47,12 @@ pub unsafe extern "C" fn dynlib_sim_results_step(
     cap: usize,
     needed: *mut usize,
 ) -> DynlibStatus {
-    boundary(|| with_sim(sim, |s| write_slice(&recording(s)?.step, buf, cap, needed)))
+    boundary(|| {
+        with_sim(sim, |s| {
+            let labels = &recording(s)?.step;
+            write_iter(labels.len(), labels.iter(), buf, cap, needed)
+        })
+    })
 }
 
 /// 1 for a sample produced by dense interpolation at a resume seam (adaptive steppers), else
@@ -64,12 +69,9 @@ pub unsafe extern "C" fn dynlib_sim_results_interpolated(
 ) -> DynlibStatus {
     boundary(|| {
         with_sim(sim, |s| {
-            let flags: Vec<u8> = recording(s)?
-                .interpolated
-                .iter()
-                .map(|b| u8::from(*b))
-                .collect();
-            write_slice(&flags, buf, cap, needed)
+            let rec = recording(s)?;
+            let flags = (0..rec.len()).map(|i| u8::from(rec.interpolated.get(i)));
+            write_iter(rec.len(), flags, buf, cap, needed)
         })
     })
 }

@@ -5,6 +5,7 @@ pub mod presets;
 pub mod progress;
 pub mod results;
 pub mod runner;
+pub mod sample_labels;
 pub mod sim;
 pub mod snapshot_io;
 pub mod state;

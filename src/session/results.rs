@@ -1,6 +1,7 @@
 //! Recorded results: samples, the event log and segments, stitched across resumed runs.
 
 use crate::error::{suggestion_suffix, Error, Result};
+pub use crate::session::sample_labels::{Interpolated, StepLabels};
 
 /// One recorded variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,9 +49,9 @@ pub struct Recording {
     pub vars: Vec<RecVar>,
     pub names: Vec<String>,
     pub t: Vec<f64>,
-    pub step: Vec<u64>,
-    /// True for a sample produced by dense output at a run's horizon rather than by a step.
-    pub interpolated: Vec<bool>,
+    pub step: StepLabels,
+    /// The samples produced by dense output at a run's horizon rather than by a step.
+    pub interpolated: Interpolated,
     /// One column per recorded variable, in `names` order.
     pub columns: Vec<Vec<f64>>,
     pub events: Vec<EventRecord>,
@@ -127,8 +128,8 @@ impl Recording {
     /// Bytes of sample memory allocated (capacity, not length).
     pub fn capacity_bytes(&self) -> usize {
         self.t.capacity() * 8
-            + self.step.capacity() * 8
-            + self.interpolated.capacity()
+            + self.step.capacity_bytes()
+            + self.interpolated.capacity_bytes()
             + self.columns.iter().map(|c| c.capacity() * 8).sum::<usize>()
     }
 
@@ -143,7 +144,7 @@ impl Recording {
 
     /// Whether the last sample is the committed state at step label `step`.
     pub fn last_is_step(&self, step: u64) -> bool {
-        self.step.last() == Some(&step) && self.interpolated.last() == Some(&false)
+        self.step.last() == Some(step) && !self.interpolated.get(self.len() - 1)
     }
 
     /// Column of a recorded variable: `aux.NAME`, a state name, or an aux name.

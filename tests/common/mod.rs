@@ -168,8 +168,8 @@ pub fn all_samples(rec: &Recording) -> Vec<Sample> {
         .map(|i| {
             (
                 rec.t[i].to_bits(),
-                rec.step[i],
-                rec.interpolated[i],
+                rec.step.get(i),
+                rec.interpolated.get(i),
                 rec.columns.iter().map(|c| c[i].to_bits()).collect(),
             )
         })

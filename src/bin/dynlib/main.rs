@@ -399,7 +399,7 @@ fn write_results(path: &Path, rec: &dynlib::session::Recording) -> Result<(), Fa
             }
             s.push('\n');
             for i in 0..rec.len() {
-                s.push_str(&format!("{:?},{}", rec.t[i], rec.step[i]));
+                s.push_str(&format!("{:?},{}", rec.t[i], rec.step.get(i)));
                 for c in &rec.columns {
                     s.push_str(&format!(",{:?}", c[i]));
                 }
@@ -414,7 +414,7 @@ fn write_results(path: &Path, rec: &dynlib::session::Recording) -> Result<(), Fa
                 ("t".to_string(), NpyArray::f64(vec![n], rec.t.clone())),
                 (
                     "step".to_string(),
-                    NpyArray::i64(vec![n], rec.step.iter().map(|s| *s as i64).collect()),
+                    NpyArray::i64(vec![n], rec.step.iter().map(|s| s as i64).collect()),
                 ),
             ];
             for (name, c) in rec.names.iter().zip(&rec.columns) {

@@ -66,7 +66,6 @@ struct KernelCtx {
     heads: *mut i64,
     carry: *mut f64,
     rec_t: *mut f64,
-    rec_step: *mut u64,
     /// One pointer per recorded column.
     rec_cols: *const *mut f64,
     t: f64,
@@ -76,7 +75,6 @@ struct KernelCtx {
     k: u64,
     k0: u64,
     k_end: u64,
-    step_shift: u64,
     hook_k: u64,
     rec_every: u64,
     next_label: u64,
@@ -134,8 +132,9 @@ pub struct KernelIo<'a> {
 
 /// Recording buffers: samples are written into spare capacity and the lengths raised.
 pub struct RecIo<'a> {
+    /// Labels are not written: a call's samples are labelled `next_label`, then every
+    /// `every` steps (the host stores them as a progression).
     pub t: &'a mut Vec<f64>,
-    pub step: &'a mut Vec<u64>,
     /// One column per `RecSlot` of the kernel, in order.
     pub cols: Vec<&'a mut Vec<f64>>,
     pub every: u64,
@@ -200,7 +199,6 @@ impl FusedKernel {
             heads: io.heads.as_mut_ptr(),
             carry: io.carry.as_mut_ptr(),
             rec_t: std::ptr::null_mut(),
-            rec_step: std::ptr::null_mut(),
             rec_cols: std::ptr::null(),
             t: io.t,
             grid_t0: io.grid_t0,
@@ -210,7 +208,6 @@ impl FusedKernel {
             k0: io.k0,
             // Leaving at `hook_k` is reaching a nearer end: the host tells them apart.
             k_end: io.k_end.min(io.hook_k),
-            step_shift: io.step_shift,
             hook_k: io.hook_k,
             rec_every: 0,
             next_label: u64::MAX,
@@ -238,8 +235,7 @@ impl FusedKernel {
                 "fused kernel called with another recording selection"
             );
             let spare = |free: usize| free as u64;
-            let mut cap = spare(rec.t.capacity() - rec.t.len())
-                .min(spare(rec.step.capacity() - rec.step.len()));
+            let mut cap = spare(rec.t.capacity() - rec.t.len());
             for c in rec.cols.iter_mut() {
                 cap = cap.min(spare(c.capacity() - c.len()));
                 // SAFETY: `len` is within the allocation; writes go to spare capacity.
@@ -247,12 +243,20 @@ impl FusedKernel {
             }
             // SAFETY: as above.
             ctx.rec_t = unsafe { rec.t.as_mut_ptr().add(rec.t.len()) };
-            ctx.rec_step = unsafe { rec.step.as_mut_ptr().add(rec.step.len()) };
             ctx.rec_cols = col_ptrs.as_ptr();
             ctx.rec_every = rec.every;
             // The kernel compares step indices: the label plus the shift.
             ctx.next_label = rec.next_label.saturating_add(io.step_shift);
             ctx.rec_cap = cap;
+            // Samples fall on steps next_label, next_label + every, ...: ending the loop at
+            // the step of the last one that fits keeps every write inside the buffer.
+            let last_fitting = match cap {
+                0 => ctx.next_label.saturating_sub(1),
+                _ => ctx
+                    .next_label
+                    .saturating_add((cap - 1).saturating_mul(rec.every)),
+            };
+            ctx.k_end = ctx.k_end.min(last_fitting);
         }
         // SAFETY: every pointer in `ctx` comes from a live buffer whose length was checked
         // above against what the generated code touches (module docs); the recording
@@ -270,7 +274,6 @@ impl FusedKernel {
             // SAFETY: the kernel initialised `n` slots past each length (n <= capacity).
             unsafe {
                 rec.t.set_len(rec.t.len() + n);
-                rec.step.set_len(rec.step.len() + n);
                 for c in rec.cols.iter_mut() {
                     c.set_len(c.len() + n);
                 }
@@ -496,8 +499,10 @@ struct Consts {
     dt: Value,
     k0: Value,
     k_end: Value,
+    /// The clock at entry.
+    t_in: Value,
+    k_in: Value,
     rec_every: Value,
-    rec_cap: Value,
     shift0: Value,
     shift1: Value,
 }
@@ -545,7 +550,7 @@ impl Gen<'_, '_, '_> {
         self.exit_if(done, exit, 0, body);
 
         // body: one step.
-        let t = self.b.use_var(v.t);
+        let t = self.fixed_time(&c, k);
         let y: Vec<Value> = v.y.iter().map(|&x| self.b.use_var(x)).collect();
         let mut frame = Frame::new(t, Src::Vals(y.clone()), Src::Vals(c.p.clone()), ctx);
         frame.lag_fields = Some((c.ring, c.heads, c.shift0));
@@ -564,9 +569,6 @@ impl Gen<'_, '_, '_> {
         frame.lag_fields = Some((c.ring, c.heads, c.shift1));
         self.events(&mut frame, t_new, &y_new, false, exit)?;
         frame.lag_fields = Some((c.ring, c.heads, c.shift0));
-        if self.spec.record.is_some() {
-            self.exit_if_buffer_full(&c, &v, k1, exit);
-        }
 
         // Commit: lag rings, clock, state, history.
         self.commit_lags(&c, &y_new)?;
@@ -574,7 +576,6 @@ impl Gen<'_, '_, '_> {
             self.b.def_var(*var, *val);
         }
         self.b.def_var(v.k, k1);
-        self.b.def_var(v.t, t_new);
         if let StepForm::Adams(_) = self.spec.form {
             let f_new = self.rhs(&mut frame, t_new, y_new.clone())?;
             let mut rows = vec![f_new];
@@ -594,6 +595,9 @@ impl Gen<'_, '_, '_> {
         // exit: write the carried values back.
         self.b.switch_to_block(exit);
         let code = self.b.block_params(exit)[0];
+        let k = self.b.use_var(v.k);
+        let t_out = self.fixed_time(&c, k);
+        self.b.def_var(v.t, t_out);
         self.epilogue(&c, &v)?;
         self.b.ins().return_(&[code]);
         Ok(())
@@ -614,7 +618,11 @@ impl Gen<'_, '_, '_> {
             .collect::<Result<Vec<_>>>()?;
         let shift0 = self.b.ins().iconst(i64t, 0);
         let shift1 = self.b.ins().iconst(i64t, 1);
+        let t = self.load(f64t, ctx, field!(t));
+        let k = self.load(i64t, ctx, field!(k));
         let c = Consts {
+            t_in: t,
+            k_in: k,
             ctx,
             p,
             ring: self.load(i64t, ctx, field!(ring)),
@@ -624,7 +632,6 @@ impl Gen<'_, '_, '_> {
             k0: self.load(i64t, ctx, field!(k0)),
             k_end: self.load(i64t, ctx, field!(k_end)),
             rec_every: self.load(i64t, ctx, field!(rec_every)),
-            rec_cap: self.load(i64t, ctx, field!(rec_cap)),
             shift0,
             shift1,
         };
@@ -652,8 +659,6 @@ impl Gen<'_, '_, '_> {
             }
             hist.push(row);
         }
-        let t = self.load(f64t, ctx, field!(t));
-        let k = self.load(i64t, ctx, field!(k));
         let next_label = self.load(i64t, ctx, field!(next_label));
         let rec_n = self.load(i64t, ctx, field!(rec_n));
         let v = Vars {
@@ -728,6 +733,15 @@ impl Gen<'_, '_, '_> {
         let d = self.b.ins().fcvt_from_sint(types::F64, d);
         let m = self.b.ins().fmul(d, c.dt);
         self.b.ins().fadd(c.grid_t0, m)
+    }
+
+    /// The time of step `k` of a fixed-step loop: the entry time before the first step, the
+    /// grid's after it (what the general engine's commit sets). Not carried through the
+    /// loop, so a model that does not read `t` pays nothing for it.
+    fn fixed_time(&mut self, c: &Consts, k: Value) -> Value {
+        let on_grid = self.grid_time(c, k);
+        let at_entry = self.b.ins().icmp(IntCC::Equal, k, c.k_in);
+        self.b.ins().select(at_entry, c.t_in, on_grid)
     }
 
     /// Leaves the loop (for the general engine) when an event of this phase would fire on
@@ -1214,9 +1228,6 @@ impl Gen<'_, '_, '_> {
         let next = self.b.create_block();
         self.exit_unless(h_ok, exit, 1, next);
         let k1 = self.b.ins().iadd_imm_u(k, 1);
-        if self.spec.record.is_some() {
-            self.exit_if_buffer_full(&c, &v, k1, exit);
-        }
         self.commit_lags(&c, &y5)?;
         for (var, val) in v.y.iter().zip(&y5) {
             self.b.def_var(*var, *val);
@@ -1349,21 +1360,6 @@ impl Gen<'_, '_, '_> {
         self.b.ins().icmp(IntCC::Equal, k1, next)
     }
 
-    /// Leaves before committing step `k1` when its sample is due and the buffer is full.
-    /// The host reserves every sample a call can produce, so this never happens; the check
-    /// keeps the writes inside the buffer whatever the host did.
-    fn exit_if_buffer_full(&mut self, c: &Consts, v: &Vars, k1: Value, exit: Block) {
-        let due = self.sample_due(v, k1);
-        let rec_n = self.b.use_var(v.rec_n);
-        let full = self
-            .b
-            .ins()
-            .icmp(IntCC::UnsignedGreaterThanOrEqual, rec_n, c.rec_cap);
-        let stuck = self.b.ins().band(due, full);
-        let next = self.b.create_block();
-        self.exit_if(stuck, exit, 1, next);
-    }
-
     /// Records the committed state when its label is the next one due.
     #[allow(clippy::too_many_arguments)]
     fn record(
@@ -1391,17 +1387,12 @@ impl Gen<'_, '_, '_> {
         };
         let at = self.b.ins().imul_imm_u(rec_n, 8);
         // Loaded here, where they are used, rather than kept live through the loop.
-        let step_shift = self.load(i64t, c.ctx, field!(step_shift));
         let time_shift = self.load(types::F64, c.ctx, field!(time_shift));
-        let label = self.b.ins().isub(k1, step_shift);
         let rec_t = self.load(i64t, c.ctx, field!(rec_t));
-        let rec_step = self.load(i64t, c.ctx, field!(rec_step));
         let cols = self.load(i64t, c.ctx, field!(rec_cols));
         let t_rec = self.b.ins().fsub(t_new, time_shift);
         let addr = self.b.ins().iadd(rec_t, at);
         self.b.ins().store(mem(), t_rec, addr, 0);
-        let addr = self.b.ins().iadd(rec_step, at);
-        self.b.ins().store(mem(), label, addr, 0);
         for (j, slot) in slots.iter().enumerate() {
             let val = match *slot {
                 RecSlot::State(i) => y_new[i],

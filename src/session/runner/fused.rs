@@ -163,15 +163,16 @@ impl Runner<'_> {
             Controller::from_config(&[0.0; 8])
         };
         let carry = self.stepper.fused_carry()?;
-        let recording = plan.record_interval.map(|every| {
+        let samples_before = rec.t.len();
+        let first_label = plan.record_interval.map(|every| {
             let label = st.step - st.step_shift;
-            RecIo {
-                t: &mut rec.t,
-                step: &mut rec.step,
-                cols: rec.columns.iter_mut().collect(),
-                every,
-                next_label: (label / every + 1) * every,
-            }
+            ((label / every + 1) * every, every)
+        });
+        let recording = first_label.map(|(next_label, every)| RecIo {
+            t: &mut rec.t,
+            cols: rec.columns.iter_mut().collect(),
+            every,
+            next_label,
         });
         let mut io = KernelIo {
             y: &mut st.y,
@@ -201,8 +202,10 @@ impl Runner<'_> {
         if self.info.adaptive {
             st.dt = h;
         }
-        let n = rec.t.len();
-        rec.interpolated.resize(n, false);
+        if let Some((first, every)) = first_label {
+            let n = rec.t.len() - samples_before;
+            rec.step.extend_progression(first, every, n);
+        }
         Some(exit)
     }
 }

@@ -637,9 +637,11 @@ impl<'m> Runner<'m> {
             };
             self.eval.aux(&env, &mut self.aux_buf)?;
         }
+        if interpolated {
+            rec.interpolated.mark(rec.t.len());
+        }
         rec.t.push(st.t - st.time_shift);
         rec.step.push(st.step - st.step_shift);
-        rec.interpolated.push(interpolated);
         for (col, var) in rec.columns.iter_mut().zip(&rec.vars) {
             col.push(match *var {
                 RecVar::State(i) => st.y[i],
@@ -661,7 +663,8 @@ fn samples_between(st: &SessionState, end_step: u64, every: u64) -> u64 {
 /// Room for `n` more samples, or an error saying how much memory the recording would need
 /// (allocation failure must not abort the host).
 fn reserve_samples(rec: &mut Recording, n: u64) -> Result<()> {
-    let per_sample = 8 + 8 + 1 + 8 * rec.columns.len() as u64;
+    // The time and the values; step labels and interpolated flags are stored compactly.
+    let per_sample = 8 + 8 * rec.columns.len() as u64;
     let fail = || {
         Error::invalid(format!(
             "the recording would need {} more bytes ({n} samples of {per_sample} bytes), more \
@@ -672,8 +675,6 @@ fn reserve_samples(rec: &mut Recording, n: u64) -> Result<()> {
     };
     let n = usize::try_from(n).map_err(|_| fail())?;
     rec.t.try_reserve(n).map_err(|_| fail())?;
-    rec.step.try_reserve(n).map_err(|_| fail())?;
-    rec.interpolated.try_reserve(n).map_err(|_| fail())?;
     for c in &mut rec.columns {
         c.try_reserve(n).map_err(|_| fail())?;
     }
