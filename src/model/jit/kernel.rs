@@ -1322,14 +1322,19 @@ impl Gen<'_, '_, '_> {
         Ok(())
     }
 
-    /// True when every value is finite: `Σ v·0` is NaN exactly when some `v` is inf or NaN.
+    /// True when every value is finite.
     fn all_finite(&mut self, vals: &[Value]) -> Value {
-        let zero = self.b.ins().f64const(0.0);
-        let mut acc = zero;
+        // `v - v` is +0 for a finite v and NaN otherwise, and a sum of them is NaN iff one
+        // is: one subtraction per value, where `v * 0` needed a constant too.
+        let mut acc: Option<Value> = None;
         for &v in vals {
-            let z = self.b.ins().fmul(v, zero);
-            acc = self.b.ins().fadd(acc, z);
+            let z = self.b.ins().fsub(v, v);
+            acc = Some(match acc {
+                Some(a) => self.b.ins().fadd(a, z),
+                None => z,
+            });
         }
+        let acc = acc.unwrap_or_else(|| self.b.ins().f64const(0.0));
         self.b.ins().fcmp(FloatCC::Equal, acc, acc)
     }
 
