@@ -444,6 +444,7 @@ pub fn build(
             spec,
             n,
             exit: None,
+            lp: None,
             host: None,
         };
         g.body()?;
@@ -476,6 +477,14 @@ pub fn build(
         cb_len: if host { n.max(model.n_aux()).max(1) } else { 0 },
         module: Mutex::new(Some(lw.module)),
     })
+}
+
+/// The blocks of a generated loop.
+#[derive(Clone, Copy)]
+struct Loop {
+    head: Block,
+    body: Block,
+    exit: Block,
 }
 
 /// Loop-carried values of the generated loop.
@@ -515,6 +524,8 @@ struct Gen<'g, 'a, 'f> {
     n: usize,
     /// The exit block, once created (host calls that fail leave through it).
     exit: Option<Block>,
+    /// The loop's blocks, once opened.
+    lp: Option<Loop>,
     /// Host models: (context, parameter pointer, argument buffer, result buffer).
     host: Option<(Value, Value, Value, Value)>,
 }
@@ -528,26 +539,9 @@ impl Gen<'_, '_, '_> {
         if let StepForm::Embedded(pair) = self.spec.form {
             return self.body_adaptive(pair);
         }
-        let entry = self.b.create_block();
-        self.b.append_block_params_for_function_params(entry);
-        self.b.switch_to_block(entry);
-        let ctx = self.b.block_params(entry)[0];
-        let (c, v) = self.prologue(ctx)?;
-        let head = self.b.create_block();
-        let body = self.b.create_block();
-        let exit = self.b.create_block();
-        self.b.append_block_param(exit, types::I64);
-        self.exit = Some(exit);
-        self.b.ins().jump(head, &[]);
-
-        // head: stop at k_end.
-        self.b.switch_to_block(head);
-        let k = self.b.use_var(v.k);
-        let done = self
-            .b
-            .ins()
-            .icmp(IntCC::UnsignedGreaterThanOrEqual, k, c.k_end);
-        self.exit_if(done, exit, 0, body);
+        let (c, v, Loop { head, exit, .. }) = self.open_loop()?;
+        let ctx = c.ctx;
+        let k = self.enter_loop(&c, &v)?;
 
         // body: one step.
         let t = self.fixed_time(&c, k);
@@ -593,14 +587,58 @@ impl Gen<'_, '_, '_> {
         self.b.ins().jump(head, &[]);
 
         // exit: write the carried values back.
-        self.b.switch_to_block(exit);
-        let code = self.b.block_params(exit)[0];
+        let code = self.close_loop()?;
         let k = self.b.use_var(v.k);
         let t_out = self.fixed_time(&c, k);
         self.b.def_var(v.t, t_out);
         self.epilogue(&c, &v)?;
         self.b.ins().return_(&[code]);
         Ok(())
+    }
+
+    /// The entry block (constants and carried variables, `prologue`) and the loop's
+    /// blocks. The caller adds its own entry code, then calls `enter_loop`.
+    fn open_loop(&mut self) -> Result<(Consts, Vars, Loop)> {
+        let entry = self.b.create_block();
+        self.b.append_block_params_for_function_params(entry);
+        self.b.switch_to_block(entry);
+        let ctx = self.b.block_params(entry)[0];
+        let (c, v) = self.prologue(ctx)?;
+        let l = Loop {
+            head: self.b.create_block(),
+            body: self.b.create_block(),
+            exit: self.b.create_block(),
+        };
+        self.b.append_block_param(l.exit, types::I64);
+        self.exit = Some(l.exit);
+        self.lp = Some(l);
+        Ok((c, v, l))
+    }
+
+    /// Jumps from the entry to the loop head, which leaves at `k_end`, and continues in
+    /// the body; returns the step index `k` there.
+    fn enter_loop(&mut self, c: &Consts, v: &Vars) -> Result<Value> {
+        let l = self
+            .lp
+            .ok_or_else(|| Error::internal("kernel loop not opened"))?;
+        self.b.ins().jump(l.head, &[]);
+        self.b.switch_to_block(l.head);
+        let k = self.b.use_var(v.k);
+        let done = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedGreaterThanOrEqual, k, c.k_end);
+        self.exit_if(done, l.exit, 0, l.body);
+        Ok(k)
+    }
+
+    /// Continues in the exit block; returns the exit code.
+    fn close_loop(&mut self) -> Result<Value> {
+        let l = self
+            .lp
+            .ok_or_else(|| Error::internal("kernel loop not opened"))?;
+        self.b.switch_to_block(l.exit);
+        Ok(self.b.block_params(l.exit)[0])
     }
 
     /// Loads the constants and declares the loop-carried variables.
@@ -1113,11 +1151,8 @@ impl Gen<'_, '_, '_> {
     /// The adaptive loop: accepted steps strictly inside the horizon.
     fn body_adaptive(&mut self, pair: &'static EmbeddedPair) -> Result<()> {
         let (i64t, f64t) = (types::I64, types::F64);
-        let entry = self.b.create_block();
-        self.b.append_block_params_for_function_params(entry);
-        self.b.switch_to_block(entry);
-        let ctx = self.b.block_params(entry)[0];
-        let (c, v) = self.prologue(ctx)?;
+        let (c, v, Loop { head, exit, .. }) = self.open_loop()?;
+        let ctx = c.ctx;
         let h_init = self.load(f64t, ctx, field!(h));
         let hv = self.b.declare_var(f64t);
         self.b.def_var(hv, h_init);
@@ -1145,23 +1180,10 @@ impl Gen<'_, '_, '_> {
         let judge =
             self.lw
                 .import_symbol(&mut self.b, JUDGE, &[i64t, f64t, f64t, i64t], &[i64t])?;
-        let head = self.b.create_block();
-        let body = self.b.create_block();
         let attempt = self.b.create_block();
         let a_h = self.b.append_block_param(attempt, f64t);
         let a_left = self.b.append_block_param(attempt, i64t);
-        let exit = self.b.create_block();
-        self.b.append_block_param(exit, i64t);
-        self.exit = Some(exit);
-        self.b.ins().jump(head, &[]);
-
-        self.b.switch_to_block(head);
-        let k = self.b.use_var(v.k);
-        let done = self
-            .b
-            .ins()
-            .icmp(IntCC::UnsignedGreaterThanOrEqual, k, c.k_end);
-        self.exit_if(done, exit, 0, body);
+        let k = self.enter_loop(&c, &v)?;
         let t = self.b.use_var(v.t);
         let inside = self.b.ins().fcmp(FloatCC::LessThan, t, t_end);
         let go = self.b.create_block();
@@ -1250,8 +1272,7 @@ impl Gen<'_, '_, '_> {
         self.stop_condition(&mut frame, t_new, &y5, exit)?;
         self.b.ins().jump(head, &[]);
 
-        self.b.switch_to_block(exit);
-        let code = self.b.block_params(exit)[0];
+        let code = self.close_loop()?;
         self.epilogue(&c, &v)?;
         let h = self.b.use_var(hv);
         self.b.ins().store(mem(), h, ctx, field!(h));
