@@ -31,11 +31,21 @@ impl Stages {
         y: &[f64],
         h: f64,
     ) -> Result<()> {
-        for (i, row) in tab.a.iter().enumerate() {
-            if i == 0 {
-                f.eval(t, y, &mut self.k[0])?;
-                continue;
-            }
+        f.eval(t, y, &mut self.k[0])?;
+        self.compute_after_first(tab, f, t, y, h)
+    }
+
+    /// Computes stages `1..tab.a.len()`, with `k[0] = f(t, y)` already in place.
+    #[inline]
+    pub fn compute_after_first(
+        &mut self,
+        tab: &Tableau,
+        f: &mut dyn Rhs,
+        t: f64,
+        y: &[f64],
+        h: f64,
+    ) -> Result<()> {
+        for (i, row) in tab.a.iter().enumerate().skip(1) {
             let (done, rest) = self.k.split_at_mut(i);
             for (m, ys) in self.y_stage.iter_mut().enumerate() {
                 let mut acc = 0.0;

@@ -33,6 +33,11 @@ pub trait Rhs {
     fn jacobian(&mut self, _t: f64, _y: &[f64], _out: &mut [f64]) -> Option<Result<()>> {
         None
     }
+    /// True when `eval` depends on (t, y) and the parameters only (no lag history), so a
+    /// value computed at (t, y) may be reused at the same (t, y) within a run.
+    fn lag_free(&self) -> bool {
+        false
+    }
 }
 
 /// One runtime-configurable knob of a stepper and its default.

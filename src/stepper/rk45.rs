@@ -212,6 +212,9 @@ pub struct Rk45 {
     /// Interpolation coefficients of the last accepted step (5 vectors of n), then its
     /// (t, h): one array, which the fused loop updates in place.
     dense: Vec<f64>,
+    /// Bits of the time at which the last stage `k[6] = f(t, y5)` may serve as the next
+    /// step's first stage (first same as last), for a lag-free model; `None` when not.
+    fsal_t: Option<u64>,
 }
 
 impl Rk45 {
@@ -221,7 +224,22 @@ impl Rk45 {
             stages: Stages::new(7, n),
             y5: vec![0.0; n],
             dense: vec![0.0; 5 * n + 2],
+            fsal_t: None,
         }
+    }
+
+    /// `k[0] = f(t, y)`: the previous step's last stage when it was evaluated at these very
+    /// bits of (t, y), else a new evaluation. Either way the same value, one call fewer.
+    fn first_stage(&mut self, f: &mut dyn Rhs, t: f64, y: &[f64]) -> Result<()> {
+        let same_point = self.fsal_t == Some(t.to_bits())
+            && y.iter()
+                .zip(&self.y5)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+        if same_point {
+            self.stages.k.swap(0, 6);
+            return Ok(());
+        }
+        f.eval(t, y, &mut self.stages.k[0])
     }
 
     fn error_norm(&self, y: &[f64], h: f64, atol: f64, rtol: f64) -> f64 {
@@ -278,11 +296,14 @@ impl Stepper for Rk45 {
     fn load(&mut self, ws: &[WsArray]) -> Result<()> {
         check_layout(ws, &self.save(), "stepper")?;
         let n = self.n;
+        self.fsal_t = None;
         load_f64(ws, "dense", &mut self.dense[..5 * n])?;
         load_f64(ws, "dense_span", &mut self.dense[5 * n..])
     }
 
-    fn restart(&mut self) {}
+    fn restart(&mut self) {
+        self.fsal_t = None;
+    }
 
     fn step(
         &mut self,
@@ -295,13 +316,16 @@ impl Stepper for Rk45 {
     ) -> Result<StepOutcome> {
         let ctl = Controller::from_config(cfg);
         let mut h = ctl.first_step(h_in);
+        // The first stage is the same for every attempt.
+        self.first_stage(f, t, y)?;
+        self.fsal_t = None;
+        if self.stages.k[0].iter().any(|v| !v.is_finite()) {
+            return Err(step_failed(format!(
+                "rk45: the right-hand side is not finite at t = {t}"
+            )));
+        }
         for _ in 0..ctl.tries {
-            self.stages.compute(&TABLEAU, f, t, y, h)?;
-            if self.stages.k[0].iter().any(|v| !v.is_finite()) {
-                return Err(step_failed(format!(
-                    "rk45: the right-hand side is not finite at t = {t}"
-                )));
-            }
+            self.stages.compute_after_first(&TABLEAU, f, t, y, h)?;
             self.y5.copy_from_slice(&self.stages.y_stage);
             let finite = self.y5.iter().all(|v| v.is_finite())
                 && self
@@ -324,6 +348,10 @@ impl Stepper for Rk45 {
                 Verdict::Accept { h_next } => {
                     y_new.copy_from_slice(&self.y5);
                     self.build_dense(t, y, h);
+                    // The runner's next time is t + h_used; k[6] was evaluated at t + 1·h.
+                    if f.lag_free() {
+                        self.fsal_t = Some((t + h).to_bits());
+                    }
                     return Ok(StepOutcome { h_used: h, h_next });
                 }
                 Verdict::Retry { h: next } => h = next,

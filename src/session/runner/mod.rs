@@ -59,6 +59,9 @@ impl Rhs for BoundRhs<'_, '_> {
             out,
         )
     }
+    fn lag_free(&self) -> bool {
+        self.lag.ring.is_empty()
+    }
     fn jacobian(&mut self, t: f64, y: &[f64], out: &mut [f64]) -> Option<Result<()>> {
         self.eval.jacobian(
             &Env {
