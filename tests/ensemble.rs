@@ -565,3 +565,41 @@ fn the_lockstep_kernel_takes_the_steps_of_plain_runs() {
         .set_lockstep_lanes(1000)
         .is_err());
 }
+
+/// In one lock-step run, members fire events, stop early and fail on a non-finite state —
+/// each as its single Sim does — while the others stay in the kernel.
+#[test]
+fn lockstep_members_fire_stop_and_fail_like_single_sims() {
+    let model = Model::load(LOCKSTEP_MODEL).unwrap();
+    let n = 21;
+    let mut ens = Ensemble::with_stepper(&model, Some("rk4"), n).unwrap();
+    let x_stop: Vec<f64> = (0..n).map(|i| if i % 3 == 0 { 0.9 } else { 100.0 }).collect();
+    let g: Vec<f64> = (0..n).map(|i| if i % 5 == 1 { 60.0 } else { 0.0 }).collect();
+    ens.set_param_column("x_stop", &x_stop).unwrap();
+    ens.set_param_column("g", &g).unwrap();
+    let opts = RunOptions::new().t(20.0).record(false);
+    assert!(ens.run(&opts, 2).is_err(), "the blown-up members fail");
+    assert!(ens.last_run_lockstep_steps() > 0);
+    let (mut stopped, mut failed, mut fired) = (0, 0, 0);
+    for i in 0..n {
+        let mut s = Sim::with_stepper(&model, Some("rk4")).unwrap();
+        s.assign(&[("x_stop", x_stop[i]), ("g", g[i])], false).unwrap();
+        let single = s.run(&opts);
+        let m = ens.member(i).unwrap();
+        match (&single, ens.member_error(i).unwrap()) {
+            (Err(a), Some(b)) => {
+                assert_eq!(a.message(), b.message());
+                failed += 1;
+            }
+            (Ok(()), None) => {
+                stopped += usize::from(s.status() == dynlib::session::Status::EarlyExit);
+                fired += usize::from(s.results().unwrap().events.len() > 0);
+                assert_eq!(ens.event_counts()[i], s.results().unwrap().events.len() as u64);
+            }
+            other => panic!("member {i}: {other:?}"),
+        }
+        assert!(m.session_state().bits_eq(s.session_state()), "member {i}");
+        assert_eq!(m.status(), s.status(), "member {i}");
+    }
+    assert!(stopped > 0 && failed > 0 && fired > 0, "{stopped} stopped, {failed} failed, {fired} fired");
+}

@@ -11,7 +11,8 @@
 //! interpreter's shims once per lane, as the single loop does.
 //!
 //! Host work stays on the host, per lane: the kernel takes a step for every lane and commits
-//! it only for the lanes that need none (no event fires, the state stays finite, the stop
+//! it (after a check of all lanes, so the common step commits without masking) only for the
+//! lanes that need none (no event fires, the state stays finite, the stop
 //! condition does not hold). When some lane needs host work at step `k`, the others commit
 //! step `k`, the kernel returns with `k` and flags those lanes, and the host takes their
 //! step `k` through the ordinary single-sim path before calling the kernel again from
@@ -62,6 +63,8 @@ struct BatchCtx {
     ring: *mut f64,
     heads: *mut i64,
     flags: *mut i64,
+    /// `n * lanes` values the kernel writes each stage to (see `Gen::pin`).
+    scratch: *mut f64,
     t: f64,
     /// On a flagged exit: the time of step `k + 1`.
     t_next: f64,
@@ -161,7 +164,9 @@ impl BatchKernel {
                 && io.flags.len() == k,
             "lock-step kernel called with buffers that do not match its model and lanes"
         );
+        let mut scratch = vec![0.0; b.n_states * k];
         let mut ctx = BatchCtx {
+            scratch: scratch.as_mut_ptr(),
             y: io.y.as_mut_ptr(),
             p: io.p.as_ptr(),
             ring: io.ring.as_mut_ptr(),
@@ -254,9 +259,17 @@ pub fn build(
         g.b.finalize(frontend);
     }
     lw.fctx = fctx;
+    let dump = std::env::var_os("DYNLIB_DUMP_KERNEL").is_some();
+    ctx.set_disasm(dump);
     lw.module
         .define_function(id, &mut ctx)
         .map_err(|e| cl_error("define", format!("{e:?}")))?;
+    if dump {
+        // The generated machine code, for looking at what the loop costs.
+        if let Some(code) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
+            eprintln!("{code}");
+        }
+    }
     lw.module
         .finalize_definitions()
         .map_err(|e| Error::internal(format!("native code linking failed: {e}")))?;
@@ -274,6 +287,7 @@ pub fn build(
 /// Pointers loaded once in the entry block.
 #[derive(Clone, Copy)]
 struct Base {
+    scratch: Value,
     y: Value,
     p: Value,
     ring: Value,
@@ -352,6 +366,7 @@ impl Gen<'_, '_, '_> {
         self.b.switch_to_block(entry);
         let ctx = self.b.block_params(entry)[0];
         let base = Base {
+            scratch: self.load(i64t, ctx, field!(scratch)),
             y: self.load(i64t, ctx, field!(y)),
             p: self.load(i64t, ctx, field!(p)),
             ring: self.load(i64t, ctx, field!(ring)),
@@ -421,6 +436,7 @@ impl Gen<'_, '_, '_> {
         let t_new = self.b.ins().fadd(grid_t0, m);
         let t_new_v = self.b.ins().splat(V, t_new);
         let mut any: Option<Value> = None;
+        let mut masks = Vec::with_capacity(pairs);
         for g in 0..pairs {
             let bad = self.non_finite(&y_new[g]);
             let inp = Inputs {
@@ -434,7 +450,6 @@ impl Gen<'_, '_, '_> {
             let mask = self.b.ins().bor(held[g], bad);
             let mask = self.b.ins().bor(mask, fires);
             let mask = self.b.ins().bor(mask, stops);
-            self.commit(g, mask, &y[g], &y_new[g])?;
             self.b
                 .ins()
                 .store(mem(), mask, flags, offset(g * VECTOR_LANES)?);
@@ -442,18 +457,26 @@ impl Gen<'_, '_, '_> {
                 None => mask,
                 Some(a) => self.b.ins().bor(a, mask),
             });
+            masks.push(mask);
         }
         let any = any.ok_or_else(|| Error::internal("lock-step kernel without lanes"))?;
         let flagged = self.b.ins().vany_true(any);
         let go_on = self.b.create_block();
         let leave = self.b.create_block();
         self.b.ins().brif(flagged, leave, &[], go_on, &[]);
+        // go_on: every lane commits.
         self.b.switch_to_block(go_on);
+        for g in 0..pairs {
+            self.commit(g, None, &y[g], &y_new[g])?;
+        }
         self.b.def_var(kv, k1);
         self.b.def_var(tv, t_new);
         self.b.ins().jump(head, &[]);
-        // leave: `k` and `t` stay at the flagged step.
+        // leave: the unflagged lanes commit; `k` and `t` stay at the flagged step.
         self.b.switch_to_block(leave);
+        for g in 0..pairs {
+            self.commit(g, Some(masks[g]), &y[g], &y_new[g])?;
+        }
         self.b.ins().store(mem(), t_new, ctx, field!(t_next));
         let one = self.b.ins().iconst(i64t, 1);
         self.b.ins().jump(exit, &[one.into()]);
@@ -519,6 +542,7 @@ impl Gen<'_, '_, '_> {
                             lag_shift: 0,
                         };
                         let k = self.program(&rhs, &inp)?;
+                        self.pin(g, &k)?;
                         ks[g].push(k);
                     }
                 }
@@ -534,6 +558,21 @@ impl Gen<'_, '_, '_> {
                 "lock-step kernel: only fixed-step explicit methods",
             )),
         }
+    }
+
+    /// Stores pair `g`'s stage values to the scratch area. Nothing reads them: the stores
+    /// fix where the optimiser places the stage's arithmetic. Cranelift emits pure
+    /// instructions right before their first use by a side effect; without these, that is
+    /// the commit, and each pair's whole step would be emitted before the next pair's,
+    /// leaving the CPU too few independent instructions in its window. With them every
+    /// stage is emitted for all pairs before the next stage, as the chains overlap best.
+    fn pin(&mut self, g: usize, vals: &[Value]) -> Result<()> {
+        let base = self.base()?;
+        for (s, &v) in vals.iter().enumerate() {
+            let off = offset(s * self.lanes + g * VECTOR_LANES)?;
+            self.b.ins().store(mem(), v, base.scratch, off);
+        }
+        Ok(())
     }
 
     /// Lanes where some event of this phase fires on the inputs.
@@ -582,12 +621,22 @@ impl Gen<'_, '_, '_> {
         self.b.ins().fcmp(FloatCC::Unordered, acc, acc)
     }
 
-    /// Stores the new state of pair `g`'s unflagged lanes (flagged lanes keep theirs) and
-    /// pushes it into their lag rings, as `kernel.rs`'s commit does.
-    fn commit(&mut self, g: usize, flagged: Value, y: &[Value], y_new: &[Value]) -> Result<()> {
+    /// Stores the new state of pair `g`'s lanes — with `flagged`, of the unflagged ones
+    /// only (the others keep theirs) — and pushes it into their lag rings, as `kernel.rs`'s
+    /// commit does.
+    fn commit(
+        &mut self,
+        g: usize,
+        flagged: Option<Value>,
+        y: &[Value],
+        y_new: &[Value],
+    ) -> Result<()> {
         let base = self.base()?;
         for s in 0..self.n {
-            let keep = self.choose(flagged, y[s], y_new[s]);
+            let keep = match flagged {
+                Some(mask) => self.choose(mask, y[s], y_new[s]),
+                None => y_new[s],
+            };
             let off = offset(s * self.lanes + g * VECTOR_LANES)?;
             self.b.ins().store(mem(), keep, base.y, off);
         }
@@ -599,8 +648,10 @@ impl Gen<'_, '_, '_> {
         for i in 0..VECTOR_LANES {
             let lane = g * VECTOR_LANES + i;
             let (ring, heads) = self.lane_lag(lane)?;
-            let f = self.b.ins().extractlane(flagged, i as u8);
-            let held = self.b.ins().icmp_imm_u(IntCC::NotEqual, f, 0);
+            let held = flagged.map(|mask| {
+                let f = self.b.ins().extractlane(mask, i as u8);
+                self.b.ins().icmp_imm_u(IntCC::NotEqual, f, 0)
+            });
             for (s, slot) in layout.iter().enumerate() {
                 if slot.len == 0 {
                     continue;
@@ -609,14 +660,22 @@ impl Gen<'_, '_, '_> {
                 let next = self.b.ins().iadd_imm_u(head, 1);
                 let len = self.b.ins().iconst(i64t, slot.len as i64);
                 let next = self.b.ins().urem(next, len);
-                let head = self.b.ins().select(held, head, next);
+                let head = match held {
+                    Some(h) => self.b.ins().select(h, head, next),
+                    None => next,
+                };
                 self.b.ins().store(mem(), head, heads, offset(s)?);
                 let idx = self.b.ins().iadd_imm_u(head, slot.offset as i64);
                 let bytes = self.b.ins().imul_imm_u(idx, 8);
                 let addr = self.b.ins().iadd(ring, bytes);
-                let old = self.b.ins().load(types::F64, mem(), addr, 0);
                 let new = self.b.ins().extractlane(y_new[s], i as u8);
-                let v = self.b.ins().select(held, old, new);
+                let v = match held {
+                    Some(h) => {
+                        let old = self.b.ins().load(types::F64, mem(), addr, 0);
+                        self.b.ins().select(h, old, new)
+                    }
+                    None => new,
+                };
                 self.b.ins().store(mem(), v, addr, 0);
             }
         }
