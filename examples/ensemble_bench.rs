@@ -84,7 +84,10 @@ fn main() {
         "ensemble benchmark: {members} members, record = false, {cores} core(s), lanes = {lanes}, \
          best of {reps} (interleaved){}; load average before: {}",
         if quick { ", --quick" } else { "" },
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     for case in &cases {
         let model = Model::load(case.source).expect("built-in model");
@@ -125,13 +128,17 @@ fn main() {
                 threads: 0,
             },
         ];
-        let before = rss_kib();
-        let mut ensembles: Vec<Ensemble> = configs.iter().map(|c| make(c.lanes)).collect();
-        let built = rss_kib();
         let mut best = vec![f64::INFINITY; configs.len()];
         let mut reference: Option<Vec<u64>> = None;
         let mut kernel_share = 0.0;
-        for _ in 0..reps {
+        let (mut before, mut built, mut after) = (0, 0, 0);
+        for rep in 0..reps {
+            // Fresh members every repetition (a fresh run starts from the current state).
+            let b = rss_kib();
+            let mut ensembles: Vec<Ensemble> = configs.iter().map(|c| make(c.lanes)).collect();
+            if rep == 0 {
+                (before, built) = (b, rss_kib());
+            }
             for (i, (c, ens)) in configs.iter().zip(&mut ensembles).enumerate() {
                 let start = Instant::now();
                 ens.run(&opts, c.threads).unwrap();
@@ -145,8 +152,10 @@ fn main() {
                     Some(r) => assert!(r == &bits, "{} changed the results", c.label),
                 }
             }
+            if rep == 0 {
+                after = rss_kib().max(built);
+            }
         }
-        let after = rss_kib();
         let rates: Vec<f64> = best.iter().map(|s| work / s).collect();
         for (c, (secs, rate)) in configs.iter().zip(best.iter().zip(&rates)) {
             println!(
@@ -163,7 +172,7 @@ fn main() {
         println!(
             "  {:<15} lock-step per core vs one-by-one: {:.2}x; scaling on {cores} cores: {:.2}x \
              = {:.2} per core; {:.1}% of member-steps in the kernel; memory/member {:.2} KiB \
-             built, +{:.3} KiB after {} runs (final states identical in every configuration)",
+             built, +{:.3} KiB after a run (final states identical in every configuration)",
             case.name,
             rates[1] / rates[0],
             speedup,
@@ -171,7 +180,6 @@ fn main() {
             100.0 * kernel_share,
             built.saturating_sub(before) as f64 / (members * configs.len()) as f64,
             after.saturating_sub(built) as f64 / (members * configs.len()) as f64,
-            reps * configs.len(),
         );
     }
 }
@@ -185,9 +193,9 @@ fn sweep_lanes(
     reps: usize,
 ) {
     let choices = [0usize, 2, 4, 8, 16, 32];
-    let mut ensembles: Vec<Ensemble> = choices.iter().map(|&l| make(l)).collect();
     let mut best = vec![f64::INFINITY; choices.len()];
     for _ in 0..reps {
+        let mut ensembles: Vec<Ensemble> = choices.iter().map(|&l| make(l)).collect();
         for (i, ens) in ensembles.iter_mut().enumerate() {
             let start = Instant::now();
             ens.run(opts, 1).unwrap();

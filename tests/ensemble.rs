@@ -573,8 +573,12 @@ fn lockstep_members_fire_stop_and_fail_like_single_sims() {
     let model = Model::load(LOCKSTEP_MODEL).unwrap();
     let n = 21;
     let mut ens = Ensemble::with_stepper(&model, Some("rk4"), n).unwrap();
-    let x_stop: Vec<f64> = (0..n).map(|i| if i % 3 == 0 { 0.9 } else { 100.0 }).collect();
-    let g: Vec<f64> = (0..n).map(|i| if i % 5 == 1 { 60.0 } else { 0.0 }).collect();
+    let x_stop: Vec<f64> = (0..n)
+        .map(|i| if i % 3 == 0 { 0.9 } else { 100.0 })
+        .collect();
+    let g: Vec<f64> = (0..n)
+        .map(|i| if i % 5 == 1 { 60.0 } else { 0.0 })
+        .collect();
     ens.set_param_column("x_stop", &x_stop).unwrap();
     ens.set_param_column("g", &g).unwrap();
     let opts = RunOptions::new().t(20.0).record(false);
@@ -583,7 +587,8 @@ fn lockstep_members_fire_stop_and_fail_like_single_sims() {
     let (mut stopped, mut failed, mut fired) = (0, 0, 0);
     for i in 0..n {
         let mut s = Sim::with_stepper(&model, Some("rk4")).unwrap();
-        s.assign(&[("x_stop", x_stop[i]), ("g", g[i])], false).unwrap();
+        s.assign(&[("x_stop", x_stop[i]), ("g", g[i])], false)
+            .unwrap();
         let single = s.run(&opts);
         let m = ens.member(i).unwrap();
         match (&single, ens.member_error(i).unwrap()) {
@@ -593,13 +598,19 @@ fn lockstep_members_fire_stop_and_fail_like_single_sims() {
             }
             (Ok(()), None) => {
                 stopped += usize::from(s.status() == dynlib::session::Status::EarlyExit);
-                fired += usize::from(s.results().unwrap().events.len() > 0);
-                assert_eq!(ens.event_counts()[i], s.results().unwrap().events.len() as u64);
+                fired += usize::from(!s.results().unwrap().events.is_empty());
+                assert_eq!(
+                    ens.event_counts()[i],
+                    s.results().unwrap().events.len() as u64
+                );
             }
             other => panic!("member {i}: {other:?}"),
         }
         assert!(m.session_state().bits_eq(s.session_state()), "member {i}");
         assert_eq!(m.status(), s.status(), "member {i}");
     }
-    assert!(stopped > 0 && failed > 0 && fired > 0, "{stopped} stopped, {failed} failed, {fired} fired");
+    assert!(
+        stopped > 0 && failed > 0 && fired > 0,
+        "{stopped} stopped, {failed} failed, {fired} fired"
+    );
 }

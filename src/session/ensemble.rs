@@ -3,6 +3,10 @@
 //! Each member is an ordinary [`Sim`]; a run calls [`Sim::run`] on every member, so member i's
 //! final state, events and recorded samples are bit-identical to a single `Sim` given the same
 //! inputs — whatever the thread count or schedule, since members share nothing mutable.
+//! Members whose runs are plain fixed-grid runs (fixed-step explicit method, no recording)
+//! are advanced in batches by the lock-step kernel (`model::jit::batch`, driven by
+//! `session::lockstep`) between the two halves of `Sim::run` (`start_run` / `finish_run`);
+//! per lane its arithmetic is the single fused loop's, so the bits are the same.
 //! A member that fails keeps its previous state (a failed `Sim::run` changes nothing) and
 //! records its error; the others complete.
 //!

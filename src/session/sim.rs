@@ -433,7 +433,7 @@ impl Sim {
         let mut runner;
         let mut fresh_seed = None;
         if opts.resume {
-            runner = Runner::new(&model, info, &st)?;
+            runner = Runner::new(model, info, &st)?;
         } else {
             st.t = opts.t0.unwrap_or(model.sim.t0);
             if let Some(ic) = &opts.ic {
@@ -453,10 +453,10 @@ impl Sim {
             st.step_shift = 0;
             st.pending = None;
             st.status = Status::Ready;
-            st.init_lag(&model);
+            st.init_lag(model);
             st.stepper_ws = stepper::create(info, model.n_states()).save();
             fresh_seed = Some(st.clone());
-            runner = Runner::new(&model, info, &st)?;
+            runner = Runner::new(model, info, &st)?;
             runner.restart();
         }
         let t0 = st.t;
@@ -555,7 +555,7 @@ impl Sim {
         };
 
         if let Some(policy) = &opts.checkpoint {
-            let cp = Checkpointer::new(policy, &model, info, &self.pins, &st)?;
+            let cp = Checkpointer::new(policy, model, info, &self.pins, &st)?;
             runner.set_checkpoint(Some(cp));
         }
         runner.set_hooks(Hooks::new(
