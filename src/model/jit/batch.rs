@@ -467,7 +467,7 @@ impl Gen<'_, '_, '_> {
         // go_on: every lane commits.
         self.b.switch_to_block(go_on);
         for g in 0..pairs {
-            self.commit(g, None, &y[g], &y_new[g])?;
+            self.commit(g, None, &y_new[g])?;
         }
         self.b.def_var(kv, k1);
         self.b.def_var(tv, t_new);
@@ -475,7 +475,7 @@ impl Gen<'_, '_, '_> {
         // leave: the unflagged lanes commit; `k` and `t` stay at the flagged step.
         self.b.switch_to_block(leave);
         for g in 0..pairs {
-            self.commit(g, Some(masks[g]), &y[g], &y_new[g])?;
+            self.commit(g, Some(masks[g]), &y_new[g])?;
         }
         self.b.ins().store(mem(), t_new, ctx, field!(t_next));
         let one = self.b.ins().iconst(i64t, 1);
@@ -624,20 +624,19 @@ impl Gen<'_, '_, '_> {
     /// Stores the new state of pair `g`'s lanes — with `flagged`, of the unflagged ones
     /// only (the others keep theirs) — and pushes it into their lag rings, as `kernel.rs`'s
     /// commit does.
-    fn commit(
-        &mut self,
-        g: usize,
-        flagged: Option<Value>,
-        y: &[Value],
-        y_new: &[Value],
-    ) -> Result<()> {
+    fn commit(&mut self, g: usize, flagged: Option<Value>, y_new: &[Value]) -> Result<()> {
         let base = self.base()?;
-        for s in 0..self.n {
-            let keep = match flagged {
-                Some(mask) => self.choose(mask, y[s], y_new[s]),
-                None => y_new[s],
-            };
+        for (s, &new) in y_new.iter().enumerate() {
             let off = offset(s * self.lanes + g * VECTOR_LANES)?;
+            let keep = match flagged {
+                // The step's old state is still in memory: reloading it here keeps it out
+                // of the registers during the step.
+                Some(mask) => {
+                    let old = self.load(V, base.y, off);
+                    self.choose(mask, old, new)
+                }
+                None => new,
+            };
             self.b.ins().store(mem(), keep, base.y, off);
         }
         let layout = self.lw.layout;
