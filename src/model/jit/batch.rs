@@ -466,16 +466,16 @@ impl Gen<'_, '_, '_> {
         self.b.ins().brif(flagged, leave, &[], go_on, &[]);
         // go_on: every lane commits.
         self.b.switch_to_block(go_on);
-        for g in 0..pairs {
-            self.commit(g, None, &y_new[g])?;
+        for (g, yg) in y_new.iter().enumerate() {
+            self.commit(g, None, yg)?;
         }
         self.b.def_var(kv, k1);
         self.b.def_var(tv, t_new);
         self.b.ins().jump(head, &[]);
         // leave: the unflagged lanes commit; `k` and `t` stay at the flagged step.
         self.b.switch_to_block(leave);
-        for g in 0..pairs {
-            self.commit(g, Some(masks[g]), &y_new[g])?;
+        for (g, (yg, &mask)) in y_new.iter().zip(&masks).enumerate() {
+            self.commit(g, Some(mask), yg)?;
         }
         self.b.ins().store(mem(), t_new, ctx, field!(t_next));
         let one = self.b.ins().iconst(i64t, 1);
