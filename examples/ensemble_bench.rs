@@ -1,13 +1,22 @@
-//! Ensemble throughput: member-steps per second on 1 thread and on every core, and the scaling
-//! efficiency per core, for Izhikevich rk4 (10^4 members x 1,000 ms, dt 0.01: 10^9 member-
-//! steps) and Lorenz rk4 (10^4 members x 10 time units, dt 0.001). Reduction-only runs
-//! (record = false): also the resident memory per member before and after the run.
+//! Ensemble throughput: member-steps per second for Izhikevich rk4 (10^4 members x 1,000 ms,
+//! dt 0.01: 10^9 member-steps) and Lorenz rk4 (10^4 members x 10 time units, dt 0.001),
+//! reduction-only (record = false), measured side by side in one run (interleaved, best of
+//! N) for:
+//!   - one-by-one: every member through its own single-sim fused loop (lock-step off), 1 thread;
+//!   - lock-step:  the lock-step kernel, 1 thread, and on every core.
 //!
-//! cargo run --release --example ensemble_bench            (the full sizes above)
-//! cargo run --release --example ensemble_bench -- --quick (10x fewer steps)
+//! It prints the lock-step throughput per core relative to one-by-one, the scaling efficiency
+//! per core (lock-step on every core vs 1 thread), the resident memory per member, and checks
+//! that every configuration gives the same final states, bit for bit.
+//!
+//! cargo run --release --example ensemble_bench                 (the full sizes above, best of 3)
+//! cargo run --release --example ensemble_bench -- --quick      (10x fewer steps)
+//! cargo run --release --example ensemble_bench -- --reps 5 --lanes 16
+//! cargo run --release --example ensemble_bench -- --quick --sweep-lanes   (choose the lane count)
 
 use std::time::Instant;
 
+use dynlib::session::ensemble::DEFAULT_LOCKSTEP_LANES;
 use dynlib::session::Ensemble;
 use dynlib::{Model, RunOptions};
 
@@ -31,8 +40,25 @@ struct Case {
     dt: f64,
 }
 
+/// One measured configuration: lanes (0 = one by one) and threads (0 = every core).
+#[derive(Clone, Copy)]
+struct Config {
+    label: &'static str,
+    lanes: usize,
+    threads: usize,
+}
+
+fn arg_value(name: &str) -> Option<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1)?.parse().ok()
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let sweep = std::env::args().any(|a| a == "--sweep-lanes");
+    let reps = arg_value("--reps").unwrap_or(3).max(1);
+    let lanes = arg_value("--lanes").unwrap_or(DEFAULT_LOCKSTEP_LANES);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let members = 10_000usize;
     let cases = [
@@ -53,9 +79,15 @@ fn main() {
             dt: 0.001,
         },
     ];
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "ensemble benchmark: {members} members, record = false, {cores} core(s) available{}",
-        if quick { " (--quick)" } else { "" }
+        "ensemble benchmark: {members} members, record = false, {cores} core(s), lanes = {lanes}, \
+         best of {reps} (interleaved){}; load average before: {}",
+        if quick { ", --quick" } else { "" },
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     for case in &cases {
         let model = Model::load(case.source).expect("built-in model");
@@ -64,49 +96,120 @@ fn main() {
             .collect();
         let steps = (case.t_end / case.dt).round() as u64;
         let work = members as f64 * steps as f64;
-        let mut rates = Vec::new();
-        let mut reference: Option<Vec<u64>> = None;
-        for threads in [1usize, 0] {
-            let before = rss_kib();
+        let opts = RunOptions::new()
+            .t(case.t_end)
+            .dt(case.dt)
+            .record(false)
+            .max_steps(steps + 10);
+        let make = |lanes: usize| {
             let mut ens = Ensemble::with_stepper(&model, Some("rk4"), members).unwrap();
             ens.set_param_column(case.param, &values).unwrap();
-            let built = rss_kib();
-            let opts = RunOptions::new()
-                .t(case.t_end)
-                .dt(case.dt)
-                .record(false)
-                .max_steps(steps + 10);
-            let start = Instant::now();
-            ens.run(&opts, threads).unwrap();
-            let secs = start.elapsed().as_secs_f64();
-            let after = rss_kib();
-            let bits: Vec<u64> = ens.final_states().iter().map(|v| v.to_bits()).collect();
-            match &reference {
-                None => reference = Some(bits),
-                Some(r) => assert!(r == &bits, "thread count changed the results"),
+            ens.set_lockstep_lanes(lanes).unwrap();
+            ens
+        };
+        if sweep {
+            sweep_lanes(case, &make, &opts, work, reps);
+            continue;
+        }
+        let configs = [
+            Config {
+                label: "one-by-one",
+                lanes: 0,
+                threads: 1,
+            },
+            Config {
+                label: "lock-step",
+                lanes,
+                threads: 1,
+            },
+            Config {
+                label: "lock-step",
+                lanes,
+                threads: 0,
+            },
+        ];
+        let mut best = vec![f64::INFINITY; configs.len()];
+        let mut reference: Option<Vec<u64>> = None;
+        let mut kernel_share = 0.0;
+        let (mut before, mut built, mut after) = (0, 0, 0);
+        for rep in 0..reps {
+            // Fresh members every repetition (a fresh run starts from the current state).
+            let b = rss_kib();
+            let mut ensembles: Vec<Ensemble> = configs.iter().map(|c| make(c.lanes)).collect();
+            if rep == 0 {
+                (before, built) = (b, rss_kib());
             }
-            let rate = work / secs;
-            rates.push(rate);
+            for (i, (c, ens)) in configs.iter().zip(&mut ensembles).enumerate() {
+                let start = Instant::now();
+                ens.run(&opts, c.threads).unwrap();
+                best[i] = best[i].min(start.elapsed().as_secs_f64());
+                if c.lanes > 0 {
+                    kernel_share = ens.last_run_lockstep_steps() as f64 / work;
+                }
+                let bits: Vec<u64> = ens.final_states().iter().map(|v| v.to_bits()).collect();
+                match &reference {
+                    None => reference = Some(bits),
+                    Some(r) => assert!(r == &bits, "{} changed the results", c.label),
+                }
+            }
+            if rep == 0 {
+                after = rss_kib().max(built);
+            }
+        }
+        let rates: Vec<f64> = best.iter().map(|s| work / s).collect();
+        for (c, (secs, rate)) in configs.iter().zip(best.iter().zip(&rates)) {
             println!(
-                "  {:<15} threads = {:<3} {:>8.3} s  {:>7.1} M member-steps/s  {:>5.1} ns/member-step  \
-                 memory/member: {:.2} KiB built, +{:.3} KiB after the run",
+                "  {:<15} {:<10} threads = {:<2} {:>8.3} s  {:>7.1} M member-steps/s  {:>6.2} ns/member-step",
                 case.name,
-                if threads == 0 { cores } else { threads },
+                c.label,
+                if c.threads == 0 { cores } else { c.threads },
                 secs,
                 rate / 1e6,
                 1e9 / rate,
-                (built.saturating_sub(before)) as f64 / members as f64,
-                (after.saturating_sub(built)) as f64 / members as f64,
             );
-            drop(ens);
         }
-        let speedup = rates[1] / rates[0];
+        let speedup = rates[2] / rates[1];
         println!(
-            "  {:<15} speed-up {:.2}x on {cores} cores, scaling efficiency {:.2} per core \
-             (final states identical for 1 and {cores} threads)",
+            "  {:<15} lock-step per core vs one-by-one: {:.2}x; scaling on {cores} cores: {:.2}x \
+             = {:.2} per core; {:.1}% of member-steps in the kernel; memory/member {:.2} KiB \
+             built, +{:.3} KiB after a run (final states identical in every configuration)",
             case.name,
+            rates[1] / rates[0],
             speedup,
-            speedup / cores as f64
+            speedup / cores as f64,
+            100.0 * kernel_share,
+            built.saturating_sub(before) as f64 / (members * configs.len()) as f64,
+            after.saturating_sub(built) as f64 / (members * configs.len()) as f64,
+        );
+    }
+}
+
+/// Lock-step throughput on 1 thread for several lane counts, interleaved, best of `reps`.
+fn sweep_lanes(
+    case: &Case,
+    make: &dyn Fn(usize) -> Ensemble,
+    opts: &RunOptions,
+    work: f64,
+    reps: usize,
+) {
+    let choices = [0usize, 2, 4, 8, 16, 32];
+    let mut best = vec![f64::INFINITY; choices.len()];
+    for _ in 0..reps {
+        let mut ensembles: Vec<Ensemble> = choices.iter().map(|&l| make(l)).collect();
+        for (i, ens) in ensembles.iter_mut().enumerate() {
+            let start = Instant::now();
+            ens.run(opts, 1).unwrap();
+            best[i] = best[i].min(start.elapsed().as_secs_f64());
+        }
+    }
+    for (lanes, secs) in choices.iter().zip(&best) {
+        println!(
+            "  {:<15} lanes = {:<2} 1 thread  {:>7.3} s  {:>6.2} ns/member-step  {:.2}x one-by-one",
+            case.name,
+            lanes,
+            secs,
+            1e9 * secs / work,
+            best[0] / secs
         );
     }
 }

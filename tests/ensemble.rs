@@ -375,3 +375,242 @@ fn a_killed_process_checkpoint_resumes_bit_for_bit() {
     assert_eq!(bits(&resumed.final_states()), bits(&whole.final_states()));
     assert_eq!(resumed.step_counts(), whole.step_counts());
 }
+
+// ------------------------------------------------------------ lock-step kernel
+
+/// A lagged oscillator whose crossing event kicks the state and counts in a parameter,
+/// whose stop condition ends some members early (`x_stop`), and whose cubic term blows
+/// some members up to a non-finite state (`g`).
+const LOCKSTEP_MODEL: &str = r#"inline:
+[model]
+type = "ode"
+[states]
+x = 1.0
+y = 0.0
+[params]
+k = 4.0
+c = 0.0
+g = 0.0
+x_stop = 100.0
+[equations.rhs]
+x = "y"
+y = "-k*x - 0.1*y + 0.3*lag_x(2) + g*y*y*y + 0.01*sin(t)"
+[events.kick]
+cond = "cross_up(x, 0.2)"
+action = """
+y = y + 0.05
+c = c + 1
+"""
+[sim]
+stop = "x > x_stop"
+"#;
+
+/// (source, stepper, varied parameters (name, low, high), horizon of piece 1)
+type LockstepCase = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, f64, f64)],
+    f64,
+);
+
+const LOCKSTEP_CASES: &[LockstepCase] = &[
+    ("builtin://ode/izhikevich", "rk4", &[("I", 0.0, 20.0)], 20.0),
+    ("builtin://ode/lorenz", "rk4", &[("rho", 10.0, 40.0)], 0.25),
+    (
+        "builtin://ode/lorenz",
+        "euler",
+        &[("rho", 10.0, 40.0)],
+        0.25,
+    ),
+    ("builtin://ode/lorenz", "rk2", &[("rho", 10.0, 40.0)], 0.25),
+    ("builtin://map/logistic", "map", &[("r", 2.5, 4.0)], 37.0),
+    (
+        LOCKSTEP_MODEL,
+        "rk4",
+        &[("k", 1.0, 8.0), ("x_stop", 0.5, 3.0), ("g", 0.0, 40.0)],
+        3.0,
+    ),
+    (
+        LOCKSTEP_MODEL,
+        "euler",
+        &[("k", 1.0, 8.0), ("x_stop", 0.5, 3.0), ("g", 0.0, 40.0)],
+        3.0,
+    ),
+];
+
+fn piece_opts(src: &str, horizon: f64, end: u32) -> RunOptions {
+    if src.contains("map/") {
+        RunOptions::new().n(horizon as u64 * u64::from(end))
+    } else {
+        RunOptions::new().t(horizon * f64::from(end))
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    /// Member i of a lock-step ensemble — any lane count, member count (not a multiple of
+    /// it), thread count, seams — is bit-identical to a single Sim, including members whose
+    /// events fire, that stop mid-run or whose state becomes non-finite (they fail, with the
+    /// single Sim's error).
+    #[test]
+    fn lockstep_members_are_bit_identical_to_single_sims(
+        case in 0..LOCKSTEP_CASES.len(),
+        n in 1usize..40,
+        lanes in prop::sample::select(vec![0usize, 2, 3, 4, 8, 16]),
+        threads in 0usize..4,
+        seams in proptest::collection::vec(1u32..3, 1..4),
+        fractions in proptest::collection::vec(0.0f64..1.0, 24),
+        record in prop::bool::weighted(0.2),
+    ) {
+        let (src, stepper, varied, horizon) = LOCKSTEP_CASES[case];
+        let model = Model::load(src).unwrap();
+        let mut ens = Ensemble::with_stepper(&model, Some(stepper), n).unwrap();
+        ens.set_lockstep_lanes(lanes).unwrap();
+        let mut singles: Vec<Sim> = (0..n).map(|_| Sim::with_stepper(&model, Some(stepper)).unwrap()).collect();
+        for (j, &(name, lo, hi)) in varied.iter().enumerate() {
+            let values: Vec<f64> = (0..n)
+                .map(|i| lo + (hi - lo) * fractions[(i * 7 + j * 5) % fractions.len()])
+                .collect();
+            ens.set_param_column(name, &values).unwrap();
+            for (s, v) in singles.iter_mut().zip(&values) {
+                s.assign(&[(name, *v)], false).unwrap();
+            }
+        }
+        let mut single_events = vec![0u64; n];
+        let mut end = 0u32;
+        for (k, piece) in seams.iter().enumerate() {
+            end += piece;
+            let opts = piece_opts(src, horizon, end).resume(k > 0).record(record);
+            let _ = ens.run(&opts, threads);
+            for (i, (s, count)) in singles.iter_mut().zip(&mut single_events).enumerate() {
+                let before = if k > 0 { s.results().map_or(0, |r| r.events.len()) } else { 0 };
+                let single = s.run(&opts);
+                let member = ens.member_error(i).unwrap();
+                match (&single, member) {
+                    (Ok(()), None) => {}
+                    (Err(a), Some(b)) => prop_assert_eq!(a.message(), b.message(), "member {}", i),
+                    _ => prop_assert!(false, "member {} single {:?} vs ensemble {:?}", i, single, member),
+                }
+                if single.is_ok() {
+                    let fired = s.results().unwrap().events.len() - before;
+                    *count = if k > 0 { *count } else { 0 } + fired as u64;
+                    prop_assert_eq!(
+                        ens.member(i).unwrap().last_run_stats().steps,
+                        s.last_run_stats().steps,
+                        "member {} steps", i
+                    );
+                }
+            }
+        }
+        let ns = model.n_states();
+        let finals = ens.final_states();
+        for (i, s) in singles.iter().enumerate() {
+            prop_assert_eq!(bits(&finals[i * ns..(i + 1) * ns]), bits(s.state()), "member {}", i);
+            let m = ens.member(i).unwrap();
+            prop_assert!(m.session_state().bits_eq(s.session_state()), "member {} session", i);
+            prop_assert_eq!(m.status(), s.status(), "member {} status", i);
+            prop_assert_eq!(ens.event_counts()[i], single_events[i], "member {} events", i);
+            if record {
+                prop_assert_eq!(m.results().ok().map(rec_bits), s.results().ok().map(rec_bits));
+            }
+        }
+    }
+}
+
+/// The lock-step path really runs (and only when it may): nearly every member-step of a
+/// reduction-only Izhikevich rk4 ensemble goes through the kernel, with spikes (events)
+/// taken by the members' own runners; recording, lanes = 0 or an adaptive stepper use none.
+#[test]
+fn the_lockstep_kernel_takes_the_steps_of_plain_runs() {
+    let model = Model::load("builtin://ode/izhikevich").unwrap();
+    let n = 37;
+    let current: Vec<f64> = (0..n).map(|i| 2.0 + 0.4 * i as f64).collect();
+    let opts = RunOptions::new().t(200.0).dt(0.01).record(false);
+    let steps_per_member = 20_000u64;
+    let mut reference: Option<(Vec<u64>, Vec<u64>)> = None;
+    for lanes in [8, 0, 2, 16] {
+        let mut ens = Ensemble::with_stepper(&model, Some("rk4"), n).unwrap();
+        ens.set_param_column("I", &current).unwrap();
+        ens.set_lockstep_lanes(lanes).unwrap();
+        ens.run(&opts, 2).unwrap();
+        let taken = ens.last_run_lockstep_steps();
+        if lanes == 0 {
+            assert_eq!(taken, 0);
+        } else {
+            // Spiking members leave the kernel for one step per spike only.
+            let total = n as u64 * steps_per_member;
+            let spikes: u64 = ens.event_counts().iter().sum();
+            assert!(spikes > 100, "the members spike ({spikes} events)");
+            assert_eq!(taken + spikes, total, "lanes = {lanes}");
+        }
+        let got = (bits(&ens.final_states()), ens.event_counts());
+        match &reference {
+            None => reference = Some(got),
+            Some(r) => assert_eq!(r, &got, "lanes = {lanes}"),
+        }
+    }
+    for (stepper, record) in [("rk4", true), ("rk45", false)] {
+        let mut ens = Ensemble::with_stepper(&model, Some(stepper), 4).unwrap();
+        ens.run(&RunOptions::new().t(5.0).record(record), 1)
+            .unwrap();
+        assert_eq!(
+            ens.last_run_lockstep_steps(),
+            0,
+            "{stepper} record={record}"
+        );
+    }
+    assert!(Ensemble::new(&model, 1)
+        .unwrap()
+        .set_lockstep_lanes(1000)
+        .is_err());
+}
+
+/// In one lock-step run, members fire events, stop early and fail on a non-finite state —
+/// each as its single Sim does — while the others stay in the kernel.
+#[test]
+fn lockstep_members_fire_stop_and_fail_like_single_sims() {
+    let model = Model::load(LOCKSTEP_MODEL).unwrap();
+    let n = 21;
+    let mut ens = Ensemble::with_stepper(&model, Some("rk4"), n).unwrap();
+    let x_stop: Vec<f64> = (0..n)
+        .map(|i| if i % 3 == 0 { 0.9 } else { 100.0 })
+        .collect();
+    let g: Vec<f64> = (0..n)
+        .map(|i| if i % 5 == 1 { 60.0 } else { 0.0 })
+        .collect();
+    ens.set_param_column("x_stop", &x_stop).unwrap();
+    ens.set_param_column("g", &g).unwrap();
+    let opts = RunOptions::new().t(20.0).record(false);
+    assert!(ens.run(&opts, 2).is_err(), "the blown-up members fail");
+    assert!(ens.last_run_lockstep_steps() > 0);
+    let (mut stopped, mut failed, mut fired) = (0, 0, 0);
+    for i in 0..n {
+        let mut s = Sim::with_stepper(&model, Some("rk4")).unwrap();
+        s.assign(&[("x_stop", x_stop[i]), ("g", g[i])], false)
+            .unwrap();
+        let single = s.run(&opts);
+        let m = ens.member(i).unwrap();
+        match (&single, ens.member_error(i).unwrap()) {
+            (Err(a), Some(b)) => {
+                assert_eq!(a.message(), b.message());
+                failed += 1;
+            }
+            (Ok(()), None) => {
+                stopped += usize::from(s.status() == dynlib::session::Status::EarlyExit);
+                fired += usize::from(!s.results().unwrap().events.is_empty());
+                assert_eq!(
+                    ens.event_counts()[i],
+                    s.results().unwrap().events.len() as u64
+                );
+            }
+            other => panic!("member {i}: {other:?}"),
+        }
+        assert!(m.session_state().bits_eq(s.session_state()), "member {i}");
+        assert_eq!(m.status(), s.status(), "member {i}");
+    }
+    assert!(
+        stopped > 0 && failed > 0 && fired > 0,
+        "{stopped} stopped, {failed} failed, {fired} fired"
+    );
+}

@@ -3,6 +3,10 @@
 //! Each member is an ordinary [`Sim`]; a run calls [`Sim::run`] on every member, so member i's
 //! final state, events and recorded samples are bit-identical to a single `Sim` given the same
 //! inputs — whatever the thread count or schedule, since members share nothing mutable.
+//! Members whose runs are plain fixed-grid runs (fixed-step explicit method, no recording)
+//! are advanced in batches by the lock-step kernel (`model::jit::batch`, driven by
+//! `session::lockstep`) between the two halves of `Sim::run` (`start_run` / `finish_run`);
+//! per lane its arithmetic is the single fused loop's, so the bits are the same.
 //! A member that fails keeps its previous state (a failed `Sim::run` changes nothing) and
 //! records its error; the others complete.
 //!
@@ -59,17 +63,30 @@ impl Member {
         if self.poisoned {
             return; // keeps its error
         }
-        let before = if opts.resume {
+        let before = self.events_logged(opts);
+        match catch_unwind(AssertUnwindSafe(|| self.sim.run(opts))) {
+            Ok(outcome) => self.conclude(outcome, before, opts, keep_results),
+            Err(payload) => self.poison(payload.as_ref()),
+        }
+    }
+
+    /// Events in the member's log that this run's count starts from.
+    fn events_logged(&self, opts: &RunOptions) -> usize {
+        if opts.resume {
             self.sim.results().map_or(0, |r| r.events.len())
         } else {
             0
-        };
-        match catch_unwind(AssertUnwindSafe(|| self.sim.run(opts))) {
-            Ok(Ok(())) => {
+        }
+    }
+
+    /// The reductions after a run that returned `outcome`.
+    fn conclude(&mut self, outcome: Result<()>, before: usize, opts: &RunOptions, keep: bool) {
+        match outcome {
+            Ok(()) => {
                 let after = self.sim.results().map_or(0, |r| r.events.len());
                 let fired = after.saturating_sub(before) as u64;
                 self.events = if opts.resume { self.events } else { 0 } + fired;
-                if !keep_results {
+                if !keep {
                     // Reduction-only: drop the event log and its buffer (samples were not
                     // recorded), so between runs the member holds O(states) however long the
                     // ensemble runs; during a run its event log grows with the events fired.
@@ -77,18 +94,30 @@ impl Member {
                 }
                 self.error = None;
             }
-            Ok(Err(e)) => self.error = Some(e),
-            Err(payload) => {
-                self.poisoned = true;
-                self.error = Some(Error::internal(format!(
-                    "internal error: this member's run panicked ({}); the member refuses \
-                     further runs, please report this",
-                    crate::ffi::boundary::panic_message(payload.as_ref())
-                )));
-            }
+            Err(e) => self.error = Some(e),
         }
     }
+
+    fn poison(&mut self, payload: &(dyn std::any::Any + Send)) {
+        self.poisoned = true;
+        self.error = Some(Error::internal(format!(
+            "internal error: this member's run panicked ({}); the member refuses further \
+             runs, please report this",
+            crate::ffi::boundary::panic_message(payload)
+        )));
+    }
 }
+
+/// Members per lock-step batch by default (see `Ensemble::set_lockstep_lanes`), chosen by
+/// `examples/ensemble_bench.rs`.
+pub const DEFAULT_LOCKSTEP_LANES: usize = 8;
+
+/// The lock-step kernel of the last run, by (stepper, lanes); `None` = none can be built.
+#[cfg(feature = "jit")]
+type BatchCache = Option<(
+    (&'static str, usize),
+    Option<Arc<crate::model::jit::batch::BatchKernel>>,
+)>;
 
 /// N members of one model, run together.
 #[derive(Debug)]
@@ -96,6 +125,12 @@ pub struct Ensemble {
     members: Vec<Member>,
     /// The thread pool of the last run, reused while the thread count stays the same.
     pool: Option<(usize, Arc<rayon::ThreadPool>)>,
+    /// Members per lock-step batch; 0 runs every member on its own.
+    lockstep_lanes: usize,
+    /// Member-steps the lock-step kernel took in the last run.
+    lockstep_steps: u64,
+    #[cfg(feature = "jit")]
+    batch: BatchCache,
 }
 
 impl Clone for Ensemble {
@@ -103,6 +138,10 @@ impl Clone for Ensemble {
         Ensemble {
             members: self.members.clone(),
             pool: self.pool.clone(),
+            lockstep_lanes: self.lockstep_lanes,
+            lockstep_steps: self.lockstep_steps,
+            #[cfg(feature = "jit")]
+            batch: self.batch.clone(),
         }
     }
 }
@@ -137,6 +176,10 @@ impl Ensemble {
         Ok(Ensemble {
             members: vec![Member::new(template); n],
             pool: None,
+            lockstep_lanes: DEFAULT_LOCKSTEP_LANES,
+            lockstep_steps: 0,
+            #[cfg(feature = "jit")]
+            batch: None,
         })
     }
 
@@ -358,14 +401,94 @@ impl Ensemble {
     /// The per-member step of a run: `Sim::run` on each member, spread over the pool. A batched
     /// kernel can replace this for members sharing a step grid, as long as every member ends
     /// in the state its own `Sim::run` would give.
+    ///
+    /// Members whose runs are plain fixed-grid runs go through the lock-step kernel in
+    /// batches of `lockstep_lanes` (see `session::lockstep`); each ends exactly where its
+    /// own `Sim::run` would.
     fn run_members(&mut self, opts: &RunOptions, pool: &rayon::ThreadPool) {
         let keep = opts.record.unwrap_or(self.model().sim.record);
+        self.lockstep_steps = 0;
+        #[cfg(feature = "jit")]
+        if let Some(kernel) = self.batch_kernel() {
+            let steps = std::sync::atomic::AtomicU64::new(0);
+            pool.install(|| {
+                self.members
+                    .par_chunks_mut(kernel.lanes())
+                    .for_each(|chunk| {
+                        let n = run_batch(chunk, opts, keep, &kernel);
+                        steps.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    })
+            });
+            self.lockstep_steps = steps.into_inner();
+            return;
+        }
         pool.install(|| {
             self.members
                 .par_iter_mut()
                 .with_min_len(1)
                 .for_each(|m| m.run(opts, keep))
         });
+    }
+
+    /// Members per lock-step batch (rounded up to a whole number of vectors; at most
+    /// `batch::MAX_LANES`); 0 turns the lock-step kernel off. The results are the same bits
+    /// whatever the value: it only changes how fast they come.
+    pub fn set_lockstep_lanes(&mut self, lanes: usize) -> Result<()> {
+        #[cfg(feature = "jit")]
+        {
+            use crate::model::jit::batch::{MAX_LANES, VECTOR_LANES};
+            if lanes > MAX_LANES {
+                return Err(Error::invalid(format!(
+                    "lock-step lanes = {lanes}: at most {MAX_LANES} (0 turns lock-step off)"
+                )));
+            }
+            self.lockstep_lanes = lanes.div_ceil(VECTOR_LANES) * VECTOR_LANES;
+        }
+        #[cfg(not(feature = "jit"))]
+        {
+            self.lockstep_lanes = lanes;
+        }
+        Ok(())
+    }
+
+    pub fn lockstep_lanes(&self) -> usize {
+        self.lockstep_lanes
+    }
+
+    /// Member-steps the lock-step kernel took in the last run (the rest went through each
+    /// member's own runner): a diagnostic, the results do not depend on it.
+    pub fn last_run_lockstep_steps(&self) -> u64 {
+        self.lockstep_steps
+    }
+
+    /// The lock-step kernel for the members' model and stepper, when one can be built and
+    /// lock-step is on (compiled once per stepper and lane count, then reused).
+    #[cfg(feature = "jit")]
+    fn batch_kernel(&mut self) -> Option<Arc<crate::model::jit::batch::BatchKernel>> {
+        let lanes = self.lockstep_lanes;
+        let sim = &self.members[0].sim;
+        let (model, info) = (sim.model().clone(), sim.stepper());
+        if lanes == 0 || model.native.is_none() {
+            return None;
+        }
+        let key = (info.name, lanes);
+        if let Some((k, kernel)) = &self.batch {
+            if *k == key {
+                return kernel.clone();
+            }
+        }
+        let form = crate::stepper::create(info, model.n_states()).step_form();
+        let kernel = form
+            .filter(|&f| match &model.code {
+                crate::model::ModelCode::Compiled(c) => {
+                    crate::model::jit::batch::eligible(c, model.n_states(), f)
+                }
+                crate::model::ModelCode::Host(_) => false,
+            })
+            .and_then(|f| crate::model::jit::compile_batch(&model, f, lanes).ok())
+            .map(Arc::new);
+        self.batch = Some((key, kernel.clone()));
+        kernel
     }
 
     fn summarise(&self) -> Result<()> {
@@ -833,4 +956,68 @@ impl Ensemble {
         }
         Ok((states, events, member_errors))
     }
+}
+
+/// One chunk of members through the lock-step kernel: each member's run is started, the
+/// plain ones advanced together, then every run finished by its own runner. Returns the
+/// member-steps the kernel took. A panic poisons the chunk's members whose runs were open.
+#[cfg(feature = "jit")]
+fn run_batch(
+    chunk: &mut [Member],
+    opts: &RunOptions,
+    keep: bool,
+    kernel: &crate::model::jit::batch::BatchKernel,
+) -> u64 {
+    use super::lockstep::{advance, LaneEnd};
+    let model = chunk[0].sim.model().clone();
+    let mut open = vec![false; chunk.len()];
+    let mut steps = 0;
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // (member, events logged before, run)
+        let mut started = Vec::with_capacity(chunk.len());
+        for (i, m) in chunk.iter_mut().enumerate() {
+            if m.poisoned || !Arc::ptr_eq(&m.sim.model().0, &model.0) {
+                continue;
+            }
+            let before = m.events_logged(opts);
+            match m.sim.start_run(opts, &model) {
+                Ok(run) => {
+                    open[i] = true;
+                    started.push((i, before, run));
+                }
+                Err(e) => m.conclude(Err(e), before, opts, keep),
+            }
+        }
+        let mut runs: Vec<_> = Vec::with_capacity(started.len());
+        let mut who = Vec::with_capacity(started.len());
+        for (i, before, run) in started {
+            who.push((i, before));
+            runs.push(run);
+        }
+        let (ends, taken) = advance(kernel, &mut runs);
+        steps = taken;
+        for (((i, before), mut run), end) in who.into_iter().zip(runs).zip(ends) {
+            let outcome = match end {
+                LaneEnd::Continue => run.runner.run(&mut run.st, &run.plan, &mut run.rec),
+                LaneEnd::Finished => Ok(()),
+                LaneEnd::Failed(e) => Err(e),
+            };
+            let m = &mut chunk[i];
+            let outcome = m.sim.finish_run(run, outcome);
+            m.conclude(outcome, before, opts, keep);
+            open[i] = false;
+        }
+        // Members skipped above (another model) run on their own.
+        for m in chunk.iter_mut() {
+            if !Arc::ptr_eq(&m.sim.model().0, &model.0) {
+                m.run(opts, keep);
+            }
+        }
+    }));
+    if let Err(payload) = outcome {
+        for (m, _) in chunk.iter_mut().zip(&open).filter(|(_, o)| **o) {
+            m.poison(payload.as_ref());
+        }
+    }
+    steps
 }

@@ -1,6 +1,8 @@
 //! Sessions: the live state, snapshots, runs, resume, segments and results.
 
 pub mod ensemble;
+#[cfg(feature = "jit")]
+mod lockstep;
 pub mod presets;
 pub mod progress;
 pub mod results;

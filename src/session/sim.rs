@@ -204,6 +204,51 @@ pub struct Sim {
     defaults: RunDefaults,
 }
 
+/// A run between [`Sim::start_run`] and [`Sim::finish_run`].
+pub(crate) struct StartedRun<'m> {
+    pub(crate) runner: Runner<'m>,
+    /// The session state being advanced.
+    pub(crate) st: SessionState,
+    pub(crate) plan: RunPlan,
+    pub(crate) rec: Recording,
+    /// The run's options, defaults resolved.
+    pub(crate) opts: RunOptions,
+    mark: crate::session::results::Mark,
+    /// Samples and events recorded before this run.
+    start_lens: (usize, usize),
+    fresh_seed: Option<SessionState>,
+    selection: (Vec<RecVar>, Vec<String>),
+    had_rec: bool,
+    /// Steps taken outside `runner` (by a lock-step kernel, with the fused loops' bits),
+    /// counted into the run's statistics.
+    pub(crate) outside_steps: u64,
+}
+
+impl StartedRun<'_> {
+    /// When this run is a plain fixed-grid run that a lock-step kernel may advance: the
+    /// step before which it must hand back to `runner` (an off-grid last step is left to
+    /// it). Plain means no recording, no checkpoints or hooks, fused loops allowed, a
+    /// positive finite step, and a step budget the whole run fits in (so no step of it
+    /// can fail on the budget).
+    pub(crate) fn lockstep_end(&self) -> Option<u64> {
+        let o = &self.opts;
+        let (Horizon::Steps { end_step, clip_to }, true) =
+            (self.plan.horizon, self.plan.record_interval.is_none())
+        else {
+            return None;
+        };
+        let dt = self.st.nominal_dt;
+        let plain = self.plan.fused
+            && o.checkpoint.is_none()
+            && o.progress.is_none()
+            && o.observer.is_none()
+            && dt > 0.0
+            && dt.is_finite()
+            && end_step.saturating_sub(self.st.step) <= self.plan.max_steps;
+        plain.then(|| end_step - u64::from(clip_to.is_some()))
+    }
+}
+
 /// Persistent defaults for later runs, set by [`Sim::config`]. A run's own option wins, then
 /// these, then the model's `[sim]` table.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -325,6 +370,23 @@ impl Sim {
     /// Runs the simulation. On error nothing changes: session, snapshots and results stay as
     /// they were before the call.
     pub fn run(&mut self, opts: &RunOptions) -> Result<()> {
+        let model = self.model.clone();
+        let mut run = self.start_run(opts, &model)?;
+        let outcome = run.runner.run(&mut run.st, &run.plan, &mut run.rec);
+        self.finish_run(run, outcome)
+    }
+
+    /// The first half of [`run`](Self::run): options checked and resolved, the starting
+    /// state set up (warm-up included), the plan and the recording ready. Stepping
+    /// `run.st` with `run.runner` and then [`finish_run`](Self::finish_run) is `run`; an
+    /// ensemble's lock-step kernel advances several members' `st` together in between.
+    /// The session is unchanged until `finish_run` (except that a resumed recording is
+    /// held by `run`).
+    pub(crate) fn start_run<'m>(
+        &mut self,
+        opts: &RunOptions,
+        model: &'m Model,
+    ) -> Result<StartedRun<'m>> {
         if self.model.n_states() == 0 {
             return Err(Error::invalid(format!(
                 "{} has no states, so there is nothing to run; a parameters-only model serves \
@@ -355,7 +417,6 @@ impl Sim {
             record_interval: opts.record_interval.or(d.record_interval),
             ..opts.clone()
         };
-        let model = self.model.clone();
         let info = self.info;
         let mut st = self.state.clone();
         for (k, v) in &opts.config {
@@ -372,7 +433,7 @@ impl Sim {
         let mut runner;
         let mut fresh_seed = None;
         if opts.resume {
-            runner = Runner::new(&model, info, &st)?;
+            runner = Runner::new(model, info, &st)?;
         } else {
             st.t = opts.t0.unwrap_or(model.sim.t0);
             if let Some(ic) = &opts.ic {
@@ -392,10 +453,10 @@ impl Sim {
             st.step_shift = 0;
             st.pending = None;
             st.status = Status::Ready;
-            st.init_lag(&model);
+            st.init_lag(model);
             st.stepper_ws = stepper::create(info, model.n_states()).save();
             fresh_seed = Some(st.clone());
-            runner = Runner::new(&model, info, &st)?;
+            runner = Runner::new(model, info, &st)?;
             runner.restart();
         }
         let t0 = st.t;
@@ -494,7 +555,7 @@ impl Sim {
         };
 
         if let Some(policy) = &opts.checkpoint {
-            let cp = Checkpointer::new(policy, &model, info, &self.pins, &st)?;
+            let cp = Checkpointer::new(policy, model, info, &self.pins, &st)?;
             runner.set_checkpoint(Some(cp));
         }
         runner.set_hooks(Hooks::new(
@@ -519,7 +580,7 @@ impl Sim {
             self.resolve_record_vars(opts.record_vars.as_deref())?
         };
         let had_rec = self.rec.is_some();
-        let mut rec = if opts.resume {
+        let rec = if opts.resume {
             self.rec
                 .take()
                 .unwrap_or_else(|| Recording::new(selection.0.clone(), selection.1.clone()))
@@ -530,9 +591,39 @@ impl Sim {
                 selection.1.clone(),
             )
         };
-        let mark = rec.mark();
-        let (ms, me) = (rec.len(), rec.events.len());
-        if let Err(e) = runner.run(&mut st, &plan, &mut rec) {
+        Ok(StartedRun {
+            runner,
+            st,
+            plan,
+            mark: rec.mark(),
+            start_lens: (rec.len(), rec.events.len()),
+            rec,
+            opts: opts.clone(),
+            fresh_seed,
+            selection,
+            had_rec,
+            outside_steps: 0,
+        })
+    }
+
+    /// The second half of [`run`](Self::run): commits `run` when `outcome` (its stepping)
+    /// succeeded, otherwise leaves the session as it was and returns the error.
+    pub(crate) fn finish_run(&mut self, run: StartedRun<'_>, outcome: Result<()>) -> Result<()> {
+        let StartedRun {
+            runner,
+            mut st,
+            mark,
+            mut rec,
+            opts,
+            fresh_seed,
+            selection,
+            had_rec,
+            outside_steps,
+            start_lens: (ms, me),
+            ..
+        } = run;
+        let opts = &opts;
+        if let Err(e) = outcome {
             rec.rollback(mark);
             if opts.resume && had_rec {
                 self.rec = Some(rec);
@@ -540,6 +631,8 @@ impl Sim {
             return Err(e);
         }
         self.last_run = runner.stats();
+        self.last_run.steps += outside_steps;
+        self.last_run.fused_steps += outside_steps;
         runner.finish(&mut st);
 
         if rec.len() > ms {

@@ -971,30 +971,9 @@ impl Gen<'_, '_, '_> {
         terms: &[(f64, &Vec<Value>)],
         skip_zero: bool,
     ) -> Vec<Value> {
-        (0..y0.len())
-            .map(|m| {
-                let mut acc: Option<Value> = None;
-                for (w, v) in terms {
-                    if skip_zero && *w == 0.0 {
-                        continue;
-                    }
-                    let prod = if *w == 1.0 {
-                        v[m]
-                    } else {
-                        let w = self.b.ins().f64const(*w);
-                        self.b.ins().fmul(w, v[m])
-                    };
-                    acc = Some(match acc {
-                        None => prod,
-                        Some(a) => self.b.ins().fadd(a, prod),
-                    });
-                }
-                // No terms: `y + h·0`, i.e. `y0 + h·(+0)`.
-                let acc = acc.unwrap_or_else(|| self.b.ins().f64const(0.0));
-                let inc = self.b.ins().fmul(h, acc);
-                self.b.ins().fadd(y0[m], inc)
-            })
-            .collect()
+        combine(&mut self.b, y0, h, terms, skip_zero, |b, c| {
+            b.ins().f64const(c)
+        })
     }
 
     /// The proposed state after one step from `(t, y)`.
@@ -1436,4 +1415,41 @@ impl Gen<'_, '_, '_> {
         self.b.switch_to_block(after);
         Ok(())
     }
+}
+
+/// `Gen::combine`'s arithmetic (see there for why its bits are the general engine's) for
+/// values of any float type: `konst` makes a constant of that type (a scalar, or a splat
+/// for the lock-step kernels' vectors, whose lanes then get exactly the scalar operations).
+pub(super) fn combine(
+    b: &mut FunctionBuilder,
+    y0: &[Value],
+    h: Value,
+    terms: &[(f64, &Vec<Value>)],
+    skip_zero: bool,
+    konst: impl Fn(&mut FunctionBuilder, f64) -> Value,
+) -> Vec<Value> {
+    (0..y0.len())
+        .map(|m| {
+            let mut acc: Option<Value> = None;
+            for (w, v) in terms {
+                if skip_zero && *w == 0.0 {
+                    continue;
+                }
+                let prod = if *w == 1.0 {
+                    v[m]
+                } else {
+                    let w = konst(b, *w);
+                    b.ins().fmul(w, v[m])
+                };
+                acc = Some(match acc {
+                    None => prod,
+                    Some(a) => b.ins().fadd(a, prod),
+                });
+            }
+            // No terms: `y + h·0`, i.e. `y0 + h·(+0)`.
+            let acc = acc.unwrap_or_else(|| konst(b, 0.0));
+            let inc = b.ins().fmul(h, acc);
+            b.ins().fadd(y0[m], inc)
+        })
+        .collect()
 }

@@ -8,6 +8,7 @@
 //! Compiled code is shared process-wide by spec hash while a model uses it, so loading the same
 //! model again (in any session or thread) reuses it; it is freed with the last model using it.
 
+pub mod batch;
 pub mod kernel;
 mod lower;
 mod native;
@@ -56,6 +57,26 @@ pub(crate) fn compile_kernel(
         lag_total,
     };
     kernel::build(model, layout, bounds, spec)
+}
+
+/// Compiles a lock-step loop of `lanes` lanes for a model-language model (see `batch`).
+pub(crate) fn compile_batch(
+    model: &Model,
+    form: crate::method::StepForm,
+    lanes: usize,
+) -> Result<batch::BatchKernel> {
+    let ModelCode::Compiled(compiled) = &model.code else {
+        return Err(Error::invalid(
+            "lock-step kernels are built for model-language models only",
+        ));
+    };
+    let bounds = lower::Bounds {
+        n_states: model.n_states(),
+        n_params: model.n_params(),
+        lag_total: model.lag_total,
+    };
+    let phases: Vec<crate::model::EventPhase> = model.events.iter().map(|e| e.phase).collect();
+    batch::build(compiled, &model.lag_layout, bounds, form, &phases, lanes)
 }
 
 /// Native code by spec hash, shared by every loaded model with that hash. The cache holds

@@ -1,0 +1,865 @@
+//! Lock-step native loops for ensembles: `K` members (lanes) of one model advanced together
+//! over one fixed step grid (same `t`, `dt` and step counter), each with its own state,
+//! parameters and lag rings.
+//!
+//! A single trajectory is bound by its floating-point dependency chain; independent lanes
+//! are not. Lanes go in pairs through two-wide vectors (`F64X2`: every lane of an `addpd`
+//! is the IEEE operation `addsd` performs), and the `K / 2` pairs are emitted stage by stage,
+//! so their chains overlap in the CPU. Per lane, every operation is the one the single fused
+//! loop (`kernel.rs`) performs, in the same order, so each member gets the same bits as a
+//! single `Sim` run. Functions that are not exactly rounded IEEE operations call the
+//! interpreter's shims once per lane, as the single loop does.
+//!
+//! Host work stays on the host, per lane: the kernel takes a step for every lane and commits
+//! it (after a check of all lanes, so the common step commits without masking) only for the
+//! lanes that need none (no event fires, the state stays finite, the stop
+//! condition does not hold). When some lane needs host work at step `k`, the others commit
+//! step `k`, the kernel returns with `k` and flags those lanes, and the host takes their
+//! step `k` through the ordinary single-sim path before calling the kernel again from
+//! `k + 1`. Any NaN makes its lane's state non-finite, so NaN payloads (the one thing
+//! vectors may order differently) never reach a committed state.
+//!
+//! Memory layout: states structure-of-arrays, `y[s * K + lane]`, parameters likewise
+//! `p[j * K + lane]`, so a pair of lanes is one vector load; lag rings and heads lane-major
+//! (`ring[lane * lag_total ..]`, `heads[lane * n ..]`), read and written per lane.
+//!
+//! The generated function is `fn(ctx: *mut BatchCtx) -> i64`; every access it makes is to
+//! `ctx`'s fields and the arrays they point at, within the lengths `BatchKernel::run` checks.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{
+    types, AbiParam, FuncRef, Function, InstBuilder, MemFlagsData, UserFuncName, Value,
+};
+use cranelift_codegen::Context;
+use cranelift_frontend::FunctionBuilder;
+use cranelift_jit::JITModule;
+use cranelift_module::{Linkage, Module};
+
+use super::kernel::combine;
+use super::lower::{cl_error, mem, offset, Bounds, Lowerer};
+use super::shims;
+use crate::error::{Error, Result};
+use crate::method::StepForm;
+use crate::model::compile::CompiledModel;
+use crate::model::program::{Fn1, Fn2, LagSlot, Op, Program};
+use crate::model::EventPhase;
+
+/// Lanes per vector.
+pub const VECTOR_LANES: usize = 2;
+/// Largest lane count a kernel is built for (the register file is long exhausted by then).
+pub const MAX_LANES: usize = 64;
+
+const V: types::Type = types::F64X2;
+const MASK: types::Type = types::I64X2;
+
+/// The kernel's view of a batch, passed by pointer (all fields 8 bytes, `#[repr(C)]`).
+#[repr(C)]
+struct BatchCtx {
+    y: *mut f64,
+    p: *const f64,
+    ring: *mut f64,
+    heads: *mut i64,
+    flags: *mut i64,
+    /// `n * lanes` values the kernel writes each stage to (see `Gen::pin`).
+    scratch: *mut f64,
+    t: f64,
+    /// On a flagged exit: the time of step `k + 1`.
+    t_next: f64,
+    grid_t0: f64,
+    dt: f64,
+    k: u64,
+    k0: u64,
+    k_end: u64,
+}
+
+macro_rules! field {
+    ($f:ident) => {
+        std::mem::offset_of!(BatchCtx, $f) as i32
+    };
+}
+
+/// A batch's arrays and clock as one kernel call reads and updates them.
+pub struct BatchIo<'a> {
+    /// States, `y[s * lanes + lane]`.
+    pub y: &'a mut [f64],
+    /// Parameters, `p[j * lanes + lane]`.
+    pub p: &'a [f64],
+    /// Lag rings, `lag_total` per lane, lane after lane.
+    pub ring: &'a mut [f64],
+    /// Lag heads, `n` per lane, lane after lane.
+    pub heads: &'a mut [i64],
+    /// Out: non-zero for the lanes that did not take step `k` (after `Flagged`).
+    pub flags: &'a mut [i64],
+    /// Time of step `k` (updated).
+    pub t: f64,
+    pub grid_t0: f64,
+    pub dt: f64,
+    /// Current step (updated); the kernel stops at `k_end`.
+    pub k: u64,
+    pub k0: u64,
+    pub k_end: u64,
+}
+
+/// How a kernel call ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BatchExit {
+    /// Every lane reached `k_end`.
+    Done,
+    /// The flagged lanes need host work for step `k` and are still at it (time `t`); the
+    /// others took step `k`, which ends at `t_next`.
+    Flagged { t_next: f64 },
+}
+
+type BatchFn = unsafe extern "C" fn(*mut BatchCtx) -> i64;
+
+/// A compiled lock-step loop for one model, method and lane count.
+pub struct BatchKernel {
+    f: BatchFn,
+    bounds: Bounds,
+    lanes: usize,
+    /// Owns the code memory (see `NativeModel`).
+    module: Mutex<Option<JITModule>>,
+}
+
+impl std::fmt::Debug for BatchKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchKernel")
+            .field("bounds", &self.bounds)
+            .field("lanes", &self.lanes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for BatchKernel {
+    fn drop(&mut self) {
+        let module = self
+            .module
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(module) = module {
+            // SAFETY: `f` points into this memory and is a private field of `self`, which is
+            // being dropped, so no call is running or can happen later.
+            unsafe { module.free_memory() };
+        }
+    }
+}
+
+impl BatchKernel {
+    pub fn lanes(&self) -> usize {
+        self.lanes
+    }
+
+    /// Runs steps until `k_end` or a flagged lane; updates `io` to where it stopped.
+    pub fn run(&self, io: &mut BatchIo<'_>) -> BatchExit {
+        let (b, k) = (&self.bounds, self.lanes);
+        assert!(
+            io.y.len() == b.n_states * k
+                && io.p.len() == b.n_params * k
+                && io.ring.len() == b.lag_total * k
+                && io.heads.len() == b.n_states * k
+                && io.flags.len() == k,
+            "lock-step kernel called with buffers that do not match its model and lanes"
+        );
+        let mut scratch = vec![0.0; b.n_states * k];
+        let mut ctx = BatchCtx {
+            scratch: scratch.as_mut_ptr(),
+            y: io.y.as_mut_ptr(),
+            p: io.p.as_ptr(),
+            ring: io.ring.as_mut_ptr(),
+            heads: io.heads.as_mut_ptr(),
+            flags: io.flags.as_mut_ptr(),
+            t: io.t,
+            t_next: io.t,
+            grid_t0: io.grid_t0,
+            dt: io.dt,
+            k: io.k,
+            k0: io.k0,
+            k_end: io.k_end,
+        };
+        // SAFETY: every pointer in `ctx` comes from a live buffer whose length was checked
+        // above against what the generated code touches (module docs).
+        let code = unsafe { (self.f)(&mut ctx) };
+        io.t = ctx.t;
+        io.k = ctx.k;
+        if code == 0 {
+            BatchExit::Done
+        } else {
+            BatchExit::Flagged { t_next: ctx.t_next }
+        }
+    }
+}
+
+/// Whether a lock-step kernel can be built for this model and method.
+pub fn eligible(model: &CompiledModel, n_states: usize, form: StepForm) -> bool {
+    matches!(form, StepForm::Map | StepForm::Erk(_))
+        && n_states <= 64
+        && model.rhs.ops.len() <= 4096
+}
+
+/// Compiles a lock-step loop of `lanes` lanes (a multiple of [`VECTOR_LANES`]).
+pub fn build(
+    model: &CompiledModel,
+    layout: &[LagSlot],
+    bounds: Bounds,
+    form: StepForm,
+    phases: &[EventPhase],
+    lanes: usize,
+) -> Result<BatchKernel> {
+    if layout.len() != bounds.n_states || phases.len() != model.events.len() {
+        return Err(Error::internal(
+            "lock-step kernel: layout does not match the model",
+        ));
+    }
+    if lanes == 0 || lanes % VECTOR_LANES != 0 || lanes > MAX_LANES {
+        return Err(Error::invalid(format!(
+            "lock-step lanes = {lanes}: must be a positive multiple of {VECTOR_LANES}, at most \
+             {MAX_LANES}"
+        )));
+    }
+    if !eligible(model, bounds.n_states, form) {
+        return Err(Error::internal(
+            "lock-step kernel: only fixed-step explicit methods",
+        ));
+    }
+    let mut lw = Lowerer::new(layout, bounds.clone())?;
+    let ptr = lw.module.target_config().pointer_type();
+    let mut sig = lw.module.make_signature();
+    sig.params.push(AbiParam::new(ptr));
+    sig.returns.push(AbiParam::new(types::I64));
+    let name = lw.next_name();
+    let id = lw
+        .module
+        .declare_function(&name, Linkage::Local, &sig)
+        .map_err(|e| cl_error("declare", e))?;
+    let mut ctx = Context::for_function(Function::with_name_signature(
+        UserFuncName::user(0, id.as_u32()),
+        sig,
+    ));
+    let mut fctx = std::mem::take(&mut lw.fctx);
+    let frontend = lw.module.target_config();
+    {
+        let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let mut g = Gen {
+            lw: &mut lw,
+            b,
+            model,
+            form,
+            phases,
+            lanes,
+            n: bounds.n_states,
+            shims: HashMap::new(),
+            base: None,
+        };
+        g.body()?;
+        g.b.seal_all_blocks();
+        g.b.finalize(frontend);
+    }
+    lw.fctx = fctx;
+    let dump = std::env::var_os("DYNLIB_DUMP_KERNEL").is_some();
+    ctx.set_disasm(dump);
+    lw.module
+        .define_function(id, &mut ctx)
+        .map_err(|e| cl_error("define", format!("{e:?}")))?;
+    if dump {
+        // The generated machine code, for looking at what the loop costs.
+        if let Some(code) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
+            eprintln!("{code}");
+        }
+    }
+    lw.module
+        .finalize_definitions()
+        .map_err(|e| Error::internal(format!("native code linking failed: {e}")))?;
+    let code = lw.module.get_finalized_function(id);
+    Ok(BatchKernel {
+        // SAFETY: `code` is the finalized function just defined with the signature
+        // `fn(*mut BatchCtx) -> i64`.
+        f: unsafe { std::mem::transmute::<*const u8, BatchFn>(code) },
+        bounds,
+        lanes,
+        module: Mutex::new(Some(lw.module)),
+    })
+}
+
+/// Pointers loaded once in the entry block.
+#[derive(Clone, Copy)]
+struct Base {
+    scratch: Value,
+    y: Value,
+    p: Value,
+    ring: Value,
+    heads: Value,
+}
+
+/// What one program evaluation of one lane pair reads.
+struct Inputs<'v> {
+    /// The lane pair.
+    pair: usize,
+    t: Value,
+    y: &'v [Value],
+    /// Lag reads see the ring as after a commit (1) or as it is (0); see `kernel.rs`.
+    lag_shift: i64,
+}
+
+struct Gen<'g, 'a, 'f> {
+    lw: &'g mut Lowerer<'a>,
+    b: FunctionBuilder<'f>,
+    model: &'g CompiledModel,
+    form: StepForm,
+    phases: &'g [EventPhase],
+    lanes: usize,
+    n: usize,
+    /// Shims declared in this function so far.
+    shims: HashMap<&'static str, FuncRef>,
+    base: Option<Base>,
+}
+
+impl Gen<'_, '_, '_> {
+    fn load(&mut self, ty: types::Type, base: Value, off: i32) -> Value {
+        self.b.ins().load(ty, mem(), base, off)
+    }
+
+    fn pairs(&self) -> usize {
+        self.lanes / VECTOR_LANES
+    }
+
+    fn base(&self) -> Result<Base> {
+        self.base
+            .ok_or_else(|| Error::internal("lock-step kernel: entry block not emitted"))
+    }
+
+    fn splat(&mut self, x: f64) -> Value {
+        let s = self.b.ins().f64const(x);
+        self.b.ins().splat(V, s)
+    }
+
+    /// A lane mask as floats, for `bitselect` against float vectors.
+    fn as_float(&mut self, mask: Value) -> Value {
+        self.b.ins().bitcast(V, MemFlagsData::new(), mask)
+    }
+
+    /// Lane-wise `if mask { x } else { y }`.
+    fn choose(&mut self, mask: Value, x: Value, y: Value) -> Value {
+        let m = self.as_float(mask);
+        self.b.ins().bitselect(m, x, y)
+    }
+
+    /// Lane-wise `x != 0.0` (NaN is true), as `lower::truth`.
+    fn truth(&mut self, x: Value) -> Value {
+        let zero = self.splat(0.0);
+        self.b.ins().fcmp(FloatCC::NotEqual, x, zero)
+    }
+
+    /// Lane-wise 1.0 or 0.0 from a mask, as `lower::flag`.
+    fn flag(&mut self, mask: Value) -> Value {
+        let (one, zero) = (self.splat(1.0), self.splat(0.0));
+        self.choose(mask, one, zero)
+    }
+
+    fn body(&mut self) -> Result<()> {
+        let (i64t, f64t) = (types::I64, types::F64);
+        let entry = self.b.create_block();
+        self.b.append_block_params_for_function_params(entry);
+        self.b.switch_to_block(entry);
+        let ctx = self.b.block_params(entry)[0];
+        let base = Base {
+            scratch: self.load(i64t, ctx, field!(scratch)),
+            y: self.load(i64t, ctx, field!(y)),
+            p: self.load(i64t, ctx, field!(p)),
+            ring: self.load(i64t, ctx, field!(ring)),
+            heads: self.load(i64t, ctx, field!(heads)),
+        };
+        self.base = Some(base);
+        let flags = self.load(i64t, ctx, field!(flags));
+        let grid_t0 = self.load(f64t, ctx, field!(grid_t0));
+        let dt = self.load(f64t, ctx, field!(dt));
+        let k0 = self.load(i64t, ctx, field!(k0));
+        let k_end = self.load(i64t, ctx, field!(k_end));
+        let t_init = self.load(f64t, ctx, field!(t));
+        let k_init = self.load(i64t, ctx, field!(k));
+        let tv = self.b.declare_var(f64t);
+        self.b.def_var(tv, t_init);
+        let kv = self.b.declare_var(i64t);
+        self.b.def_var(kv, k_init);
+        let head = self.b.create_block();
+        let body = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.append_block_param(exit, i64t);
+        self.b.ins().jump(head, &[]);
+
+        // head: stop at k_end.
+        self.b.switch_to_block(head);
+        let k = self.b.use_var(kv);
+        let done = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedGreaterThanOrEqual, k, k_end);
+        let zero_code = self.b.ins().iconst(i64t, 0);
+        self.b
+            .ins()
+            .brif(done, exit, &[zero_code.into()], body, &[]);
+
+        // body: one step of every lane.
+        self.b.switch_to_block(body);
+        let t = self.b.use_var(tv);
+        let pairs = self.pairs();
+        let mut y = Vec::with_capacity(pairs);
+        for g in 0..pairs {
+            let row = (0..self.n)
+                .map(|s| {
+                    let off = offset(s * self.lanes + g * VECTOR_LANES)?;
+                    Ok(self.load(V, base.y, off))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            y.push(row);
+        }
+        let t_v = self.b.ins().splat(V, t);
+        let mut held: Vec<Value> = Vec::with_capacity(pairs);
+        for (g, yg) in y.iter().enumerate() {
+            let inp = Inputs {
+                pair: g,
+                t: t_v,
+                y: yg,
+                lag_shift: 0,
+            };
+            held.push(self.events_fire(&inp, true)?);
+        }
+        let y_new = self.step(t, dt, &y)?;
+        let k1 = self.b.ins().iadd_imm_u(k, 1);
+        // `grid_t0 + (k - k0) as f64 * dt`, as `kernel.rs` and `SessionState::grid_time`.
+        let d = self.b.ins().isub(k1, k0);
+        let d = self.b.ins().fcvt_from_sint(f64t, d);
+        let m = self.b.ins().fmul(d, dt);
+        let t_new = self.b.ins().fadd(grid_t0, m);
+        let t_new_v = self.b.ins().splat(V, t_new);
+        let mut any: Option<Value> = None;
+        let mut masks = Vec::with_capacity(pairs);
+        for g in 0..pairs {
+            let bad = self.non_finite(&y_new[g]);
+            let inp = Inputs {
+                pair: g,
+                t: t_new_v,
+                y: &y_new[g],
+                lag_shift: 1,
+            };
+            let fires = self.events_fire(&inp, false)?;
+            let stops = self.stop_holds(&inp)?;
+            let mask = self.b.ins().bor(held[g], bad);
+            let mask = self.b.ins().bor(mask, fires);
+            let mask = self.b.ins().bor(mask, stops);
+            self.b
+                .ins()
+                .store(mem(), mask, flags, offset(g * VECTOR_LANES)?);
+            any = Some(match any {
+                None => mask,
+                Some(a) => self.b.ins().bor(a, mask),
+            });
+            masks.push(mask);
+        }
+        let any = any.ok_or_else(|| Error::internal("lock-step kernel without lanes"))?;
+        let flagged = self.b.ins().vany_true(any);
+        let go_on = self.b.create_block();
+        let leave = self.b.create_block();
+        self.b.ins().brif(flagged, leave, &[], go_on, &[]);
+        // go_on: every lane commits.
+        self.b.switch_to_block(go_on);
+        for (g, yg) in y_new.iter().enumerate() {
+            self.commit(g, None, yg)?;
+        }
+        self.b.def_var(kv, k1);
+        self.b.def_var(tv, t_new);
+        self.b.ins().jump(head, &[]);
+        // leave: the unflagged lanes commit; `k` and `t` stay at the flagged step.
+        self.b.switch_to_block(leave);
+        for (g, (yg, &mask)) in y_new.iter().zip(&masks).enumerate() {
+            self.commit(g, Some(mask), yg)?;
+        }
+        self.b.ins().store(mem(), t_new, ctx, field!(t_next));
+        let one = self.b.ins().iconst(i64t, 1);
+        self.b.ins().jump(exit, &[one.into()]);
+
+        self.b.switch_to_block(exit);
+        let code = self.b.block_params(exit)[0];
+        let t = self.b.use_var(tv);
+        let k = self.b.use_var(kv);
+        self.b.ins().store(mem(), t, ctx, field!(t));
+        self.b.ins().store(mem(), k, ctx, field!(k));
+        self.b.ins().return_(&[code]);
+        Ok(())
+    }
+
+    /// Every lane pair's proposed state after one step from `(t, y)`, stage by stage
+    /// across the pairs (the interleaving), with `kernel.rs`'s arithmetic per lane.
+    fn step(&mut self, t: Value, h: Value, y: &[Vec<Value>]) -> Result<Vec<Vec<Value>>> {
+        let pairs = y.len();
+        let t_v = self.b.ins().splat(V, t);
+        let h_v = self.b.ins().splat(V, h);
+        let rhs = self.model.rhs.clone();
+        match self.form {
+            StepForm::Map => (0..pairs)
+                .map(|g| {
+                    let inp = Inputs {
+                        pair: g,
+                        t: t_v,
+                        y: &y[g],
+                        lag_shift: 0,
+                    };
+                    self.program(&rhs, &inp)
+                })
+                .collect(),
+            StepForm::Erk(tab) => {
+                // `y + 0` (see `kernel::combine`), once per step for every stage.
+                let zero = self.splat(0.0);
+                let y0: Vec<Vec<Value>> = y
+                    .iter()
+                    .map(|yg| yg.iter().map(|&v| self.b.ins().fadd(v, zero)).collect())
+                    .collect();
+                let mut ks: Vec<Vec<Vec<Value>>> = vec![Vec::new(); pairs];
+                for (i, row) in tab.a.iter().enumerate() {
+                    let ti = if i == 0 {
+                        t_v
+                    } else {
+                        let c = self.b.ins().f64const(tab.c[i]);
+                        let ch = self.b.ins().fmul(c, h);
+                        let ti = self.b.ins().fadd(t, ch);
+                        self.b.ins().splat(V, ti)
+                    };
+                    for g in 0..pairs {
+                        let ys = if i == 0 {
+                            y[g].clone()
+                        } else {
+                            let terms: Vec<(f64, &Vec<Value>)> =
+                                row.iter().copied().zip(&ks[g]).collect();
+                            combine(&mut self.b, &y0[g], h_v, &terms, true, splat)
+                        };
+                        let inp = Inputs {
+                            pair: g,
+                            t: ti,
+                            y: &ys,
+                            lag_shift: 0,
+                        };
+                        let k = self.program(&rhs, &inp)?;
+                        self.pin(g, &k)?;
+                        ks[g].push(k);
+                    }
+                }
+                Ok((0..pairs)
+                    .map(|g| {
+                        let terms: Vec<(f64, &Vec<Value>)> =
+                            tab.b.iter().copied().zip(&ks[g]).collect();
+                        combine(&mut self.b, &y0[g], h_v, &terms, true, splat)
+                    })
+                    .collect())
+            }
+            StepForm::Adams(_) | StepForm::Embedded(_) => Err(Error::internal(
+                "lock-step kernel: only fixed-step explicit methods",
+            )),
+        }
+    }
+
+    /// Stores pair `g`'s stage values to the scratch area. Nothing reads them: the stores
+    /// fix where the optimiser places the stage's arithmetic. Cranelift emits pure
+    /// instructions right before their first use by a side effect; without these, that is
+    /// the commit, and each pair's whole step would be emitted before the next pair's,
+    /// leaving the CPU too few independent instructions in its window. With them every
+    /// stage is emitted for all pairs before the next stage, as the chains overlap best.
+    fn pin(&mut self, g: usize, vals: &[Value]) -> Result<()> {
+        let base = self.base()?;
+        for (s, &v) in vals.iter().enumerate() {
+            let off = offset(s * self.lanes + g * VECTOR_LANES)?;
+            self.b.ins().store(mem(), v, base.scratch, off);
+        }
+        Ok(())
+    }
+
+    /// Lanes where some event of this phase fires on the inputs.
+    fn events_fire(&mut self, inp: &Inputs<'_>, start: bool) -> Result<Value> {
+        let mut mask = self.b.ins().iconst(types::I64, 0);
+        mask = self.b.ins().splat(MASK, mask);
+        for (i, phase) in self.phases.iter().enumerate() {
+            let applies = if start {
+                phase.in_start()
+            } else {
+                phase.in_end()
+            };
+            if !applies {
+                continue;
+            }
+            let cond = self.model.events[i].cond.clone();
+            let c = self.program(&cond, inp)?[0];
+            let fires = self.truth(c);
+            mask = self.b.ins().bor(mask, fires);
+        }
+        Ok(mask)
+    }
+
+    /// Lanes where the stop condition holds on the inputs.
+    fn stop_holds(&mut self, inp: &Inputs<'_>) -> Result<Value> {
+        match self.model.stop.clone() {
+            Some(stop) => {
+                let s = self.program(&stop, inp)?[0];
+                Ok(self.truth(s))
+            }
+            None => {
+                let zero = self.b.ins().iconst(types::I64, 0);
+                Ok(self.b.ins().splat(MASK, zero))
+            }
+        }
+    }
+
+    /// Lanes where some value is inf or NaN (`Σ v·0` is NaN exactly then).
+    fn non_finite(&mut self, vals: &[Value]) -> Value {
+        let zero = self.splat(0.0);
+        let mut acc = zero;
+        for &v in vals {
+            let z = self.b.ins().fmul(v, zero);
+            acc = self.b.ins().fadd(acc, z);
+        }
+        self.b.ins().fcmp(FloatCC::Unordered, acc, acc)
+    }
+
+    /// Stores the new state of pair `g`'s lanes — with `flagged`, of the unflagged ones
+    /// only (the others keep theirs) — and pushes it into their lag rings, as `kernel.rs`'s
+    /// commit does.
+    fn commit(&mut self, g: usize, flagged: Option<Value>, y_new: &[Value]) -> Result<()> {
+        let base = self.base()?;
+        for (s, &new) in y_new.iter().enumerate() {
+            let off = offset(s * self.lanes + g * VECTOR_LANES)?;
+            let keep = match flagged {
+                // The step's old state is still in memory: reloading it here keeps it out
+                // of the registers during the step.
+                Some(mask) => {
+                    let old = self.load(V, base.y, off);
+                    self.choose(mask, old, new)
+                }
+                None => new,
+            };
+            self.b.ins().store(mem(), keep, base.y, off);
+        }
+        let layout = self.lw.layout;
+        if layout.iter().all(|slot| slot.len == 0) {
+            return Ok(());
+        }
+        let i64t = types::I64;
+        for i in 0..VECTOR_LANES {
+            let lane = g * VECTOR_LANES + i;
+            let (ring, heads) = self.lane_lag(lane)?;
+            let held = flagged.map(|mask| {
+                let f = self.b.ins().extractlane(mask, i as u8);
+                self.b.ins().icmp_imm_u(IntCC::NotEqual, f, 0)
+            });
+            for (s, slot) in layout.iter().enumerate() {
+                if slot.len == 0 {
+                    continue;
+                }
+                let head = self.load(i64t, heads, offset(s)?);
+                let next = self.b.ins().iadd_imm_u(head, 1);
+                let len = self.b.ins().iconst(i64t, slot.len as i64);
+                let next = self.b.ins().urem(next, len);
+                let head = match held {
+                    Some(h) => self.b.ins().select(h, head, next),
+                    None => next,
+                };
+                self.b.ins().store(mem(), head, heads, offset(s)?);
+                let idx = self.b.ins().iadd_imm_u(head, slot.offset as i64);
+                let bytes = self.b.ins().imul_imm_u(idx, 8);
+                let addr = self.b.ins().iadd(ring, bytes);
+                let new = self.b.ins().extractlane(y_new[s], i as u8);
+                let v = match held {
+                    Some(h) => {
+                        let old = self.b.ins().load(types::F64, mem(), addr, 0);
+                        self.b.ins().select(h, old, new)
+                    }
+                    None => new,
+                };
+                self.b.ins().store(mem(), v, addr, 0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Lane `lane`'s lag ring and heads pointers.
+    fn lane_lag(&mut self, lane: usize) -> Result<(Value, Value)> {
+        let base = self.base()?;
+        let b = &self.lw.bounds;
+        let ring_bytes = i64::try_from(lane * b.lag_total * 8)
+            .map_err(|_| Error::internal("lag ring too large"))?;
+        let heads_bytes = i64::try_from(lane * b.n_states * 8)
+            .map_err(|_| Error::internal("state vector too large"))?;
+        let ring = self.b.ins().iadd_imm_u(base.ring, ring_bytes);
+        let heads = self.b.ins().iadd_imm_u(base.heads, heads_bytes);
+        Ok((ring, heads))
+    }
+
+    /// Emits `prog` for one lane pair; returns its outputs (vectors).
+    fn program(&mut self, prog: &Program, inp: &Inputs<'_>) -> Result<Vec<Value>> {
+        let base = self.base()?;
+        let mut regs: Vec<Value> = Vec::with_capacity(prog.ops.len());
+        let reg = |regs: &[Value], r: u32| {
+            regs.get(r as usize)
+                .copied()
+                .ok_or_else(|| Error::internal("register read before it is written"))
+        };
+        let b = self.lw.bounds.clone();
+        for op in &prog.ops {
+            let v = match *op {
+                Op::Const(c) => self.splat(c),
+                Op::Time => inp.t,
+                Op::State(s) if (s as usize) < b.n_states => inp.y[s as usize],
+                Op::Param(j) if (j as usize) < b.n_params => {
+                    let off = offset(j as usize * self.lanes + inp.pair * VECTOR_LANES)?;
+                    self.load(V, base.p, off)
+                }
+                Op::State(_) | Op::Param(_) => {
+                    return Err(Error::internal("state or parameter index out of range"))
+                }
+                Op::Lag { state, k } => self.lag(inp, state as usize, k)?,
+                Op::Unary(f, a) => {
+                    let a = reg(&regs, a)?;
+                    self.unary(f, a)?
+                }
+                Op::Binary(f, x, y) => {
+                    let (x, y) = (reg(&regs, x)?, reg(&regs, y)?);
+                    self.binary(f, x, y)?
+                }
+                Op::Select(c, x, y) => {
+                    let c = self.truth(reg(&regs, c)?);
+                    let (x, y) = (reg(&regs, x)?, reg(&regs, y)?);
+                    self.choose(c, x, y)
+                }
+            };
+            regs.push(v);
+        }
+        prog.outputs.iter().map(|&r| reg(&regs, r)).collect()
+    }
+
+    /// `lag_x(k)` of each lane of the pair, as `Lowerer::lag` computes it.
+    fn lag(&mut self, inp: &Inputs<'_>, state: usize, k: u32) -> Result<Value> {
+        let slot = self
+            .lw
+            .layout
+            .get(state)
+            .copied()
+            .filter(|s| s.len > 0)
+            .ok_or_else(|| Error::internal("lag of a state without a lag ring"))?;
+        let i64t = types::I64;
+        let mut lanes = Vec::with_capacity(VECTOR_LANES);
+        for i in 0..VECTOR_LANES {
+            let (ring, heads) = self.lane_lag(inp.pair * VECTOR_LANES + i)?;
+            let head = self.load(i64t, heads, offset(state)?);
+            let k = self.b.ins().iconst(i64t, i64::from(k));
+            let shift = self.b.ins().iconst(i64t, inp.lag_shift);
+            let back = self.b.ins().isub(k, shift);
+            let len = self.b.ins().iconst(i64t, slot.len as i64);
+            let sum = self.b.ins().iadd(head, len);
+            let pos = self.b.ins().isub(sum, back);
+            let idx = self.b.ins().urem(pos, len);
+            let idx = self.b.ins().iadd_imm_u(idx, slot.offset as i64);
+            let bytes = self.b.ins().imul_imm_u(idx, 8);
+            let addr = self.b.ins().iadd(ring, bytes);
+            lanes.push(self.b.ins().load(types::F64, mem(), addr, 0));
+        }
+        Ok(self.gather(&lanes))
+    }
+
+    /// A vector from one scalar per lane.
+    fn gather(&mut self, lanes: &[Value]) -> Value {
+        let mut v = self.b.ins().scalar_to_vector(V, lanes[0]);
+        for (i, &x) in lanes.iter().enumerate().skip(1) {
+            v = self.b.ins().insertlane(v, x, i as u8);
+        }
+        v
+    }
+
+    /// The shim `name` called on each lane.
+    fn per_lane(&mut self, name: &'static str, args: &[Value]) -> Result<Value> {
+        let f64t = types::F64;
+        let callee = match self.shims.get(name) {
+            Some(r) => *r,
+            None => {
+                let params = vec![f64t; args.len()];
+                let r = self.lw.import_symbol(&mut self.b, name, &params, &[f64t])?;
+                self.shims.insert(name, r);
+                r
+            }
+        };
+        let mut out = Vec::with_capacity(VECTOR_LANES);
+        for i in 0..VECTOR_LANES {
+            let scalars: Vec<Value> = args
+                .iter()
+                .map(|&a| self.b.ins().extractlane(a, i as u8))
+                .collect();
+            let call = self.b.ins().call(callee, &scalars);
+            out.push(self.b.inst_results(call)[0]);
+        }
+        Ok(self.gather(&out))
+    }
+
+    fn unary(&mut self, f: Fn1, a: Value) -> Result<Value> {
+        Ok(match f {
+            Fn1::Neg => self.b.ins().fneg(a),
+            Fn1::Abs => self.b.ins().fabs(a),
+            Fn1::Sqrt => self.b.ins().sqrt(a),
+            Fn1::Not => {
+                let zero = self.splat(0.0);
+                let c = self.b.ins().fcmp(FloatCC::Equal, a, zero);
+                self.flag(c)
+            }
+            _ => {
+                let (name, _) = shims::unary(f)
+                    .ok_or_else(|| Error::internal("no shim for a native operation"))?;
+                self.per_lane(name, &[a])?
+            }
+        })
+    }
+
+    /// `Lowerer::binary`, lane-wise.
+    fn binary(&mut self, f: Fn2, x: Value, y: Value) -> Result<Value> {
+        let cmp = |g: &mut Self, cc: FloatCC| {
+            let c = g.b.ins().fcmp(cc, x, y);
+            g.flag(c)
+        };
+        Ok(match f {
+            Fn2::Add => self.b.ins().fadd(x, y),
+            Fn2::Sub => self.b.ins().fsub(x, y),
+            Fn2::Mul => self.b.ins().fmul(x, y),
+            Fn2::Div => self.b.ins().fdiv(x, y),
+            Fn2::Min => {
+                let c = self.b.ins().fcmp(FloatCC::LessThan, y, x);
+                self.choose(c, y, x)
+            }
+            Fn2::Max => {
+                let c = self.b.ins().fcmp(FloatCC::GreaterThan, y, x);
+                self.choose(c, y, x)
+            }
+            Fn2::Lt => cmp(self, FloatCC::LessThan),
+            Fn2::Le => cmp(self, FloatCC::LessThanOrEqual),
+            Fn2::Gt => cmp(self, FloatCC::GreaterThan),
+            Fn2::Ge => cmp(self, FloatCC::GreaterThanOrEqual),
+            Fn2::Eq => cmp(self, FloatCC::Equal),
+            Fn2::Ne => cmp(self, FloatCC::NotEqual),
+            Fn2::And => {
+                let tx = self.truth(x);
+                self.choose(tx, y, x)
+            }
+            Fn2::Or => {
+                let tx = self.truth(x);
+                self.choose(tx, x, y)
+            }
+            _ => {
+                let (name, _) = shims::binary(f)
+                    .ok_or_else(|| Error::internal("no shim for a native operation"))?;
+                self.per_lane(name, &[x, y])?
+            }
+        })
+    }
+}
+
+/// A vector constant, for `kernel::combine`.
+fn splat(b: &mut FunctionBuilder, x: f64) -> Value {
+    let s = b.ins().f64const(x);
+    b.ins().splat(V, s)
+}
