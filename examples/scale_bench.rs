@@ -17,6 +17,35 @@ fn chain_toml(n: usize) -> String {
     s
 }
 
+fn nested_toml(depth: usize) -> String {
+    let mut s = String::from("[model]\ntype = \"ode\"\n\n[states]\nx = 1.0\n\n[functions]\n");
+    s.push_str("f0 = { args = [\"z\"], expr = \"0.5*z\" }\n");
+    for i in 1..=depth {
+        s.push_str(&format!(
+            "f{i} = {{ args = [\"z\"], expr = \"f{p}(z) + f{p}(z)\" }}\n",
+            p = i - 1
+        ));
+    }
+    s.push_str(&format!("\n[equations.rhs]\nx = \"-f{depth}(x)\"\n"));
+    s
+}
+
+fn chained_toml(n: usize) -> String {
+    let mut s = String::from("[model]\ntype = \"ode\"\n\n[states]\n");
+    for i in 0..n {
+        s.push_str(&format!("x{i} = 1.0\n"));
+    }
+    s.push_str("\n[params]\nk = 0.5\n\n[functions]\n");
+    for i in 0..n {
+        s.push_str(&format!("g{i} = {{ args = [\"a\", \"b\"], expr = \"k*(a - b) + {i}\" }}\n"));
+    }
+    s.push_str("\n[equations.rhs]\nx0 = \"-k*x0\"\n");
+    for i in 1..n {
+        s.push_str(&format!("x{i} = \"g{i}(x{}, x{i})\"\n", i - 1));
+    }
+    s
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.get(1).map(|a| a.parse().unwrap()).unwrap_or(1000);
@@ -24,8 +53,26 @@ fn main() {
         Some("interp") => Backend::Interpreter,
         _ => Backend::Auto,
     };
-    let text = chain_toml(n);
-    if args.get(3).is_some() {
+    let text = match args.get(3).map(String::as_str) {
+        Some("nested") => nested_toml(n),
+        Some("chained") => chained_toml(n),
+        _ => chain_toml(n),
+    };
+    if args.get(3).map(String::as_str) == Some("toml") {
+        for _ in 0..3 {
+            let t = Instant::now();
+            let d = dynlib::model::spec::parse_toml(&text).unwrap();
+            let a = t.elapsed().as_secs_f64();
+            drop(d);
+            let t = Instant::now();
+            let ix = dynlib::model::pos::DocIndex::new(&text);
+            let b = t.elapsed().as_secs_f64();
+            drop(ix);
+            println!("toml {a:.3} index {b:.3}");
+        }
+        return;
+    }
+    if args.get(3).map(String::as_str) == Some("phases") {
         std::thread::Builder::new()
             .stack_size(64 << 20)
             .spawn({

@@ -12,7 +12,8 @@ use super::expr::ast::{BinaryOp, Expr, UnaryOp};
 use super::expr::parser;
 use super::pos::{DocIndex, Origin};
 use crate::error::{did_you_mean, shorten, suggestion_suffix, Diagnostic, Error, Result};
-use std::collections::{HashMap, HashSet};
+// Seeded fast hashing: every declared name is hashed once or twice per load.
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::sync::Arc;
 
 /// Continuous-time (ODE) or discrete-time (map) model.
@@ -287,10 +288,7 @@ pub struct Parsed {
 pub fn parse_lenient(text: &str, doc: Option<(Table, DocIndex)>) -> Result<Parsed> {
     let (doc, ix) = match doc {
         Some(d) => d,
-        None => {
-            let doc = parse_toml(text)?;
-            (doc, DocIndex::new(text))
-        }
+        None => parse_toml_indexed(text)?,
     };
     let cx = Cx { ix: Arc::new(ix) };
     let mut b = ModelBuilder {
@@ -341,6 +339,20 @@ pub fn checked(parsed: Parsed) -> Result<ModelSpec> {
         }
     });
     Err(Error::from_diagnostics(all))
+}
+
+/// TOML text → table and its position index, parsing the text once.
+pub fn parse_toml_indexed(text: &str) -> Result<(Table, DocIndex)> {
+    use serde::Deserialize;
+    let Ok(parsed) = toml::de::DeTable::parse(text) else {
+        // The error as `parse_toml` words it.
+        return parse_toml(text).map(|t| (t, DocIndex::new(text)));
+    };
+    let ix = DocIndex::of_parsed(text, Some(parsed.get_ref()));
+    match Table::deserialize(toml::de::Deserializer::from(parsed)) {
+        Ok(table) => Ok((table, ix)),
+        Err(_) => parse_toml(text).map(|t| (t, ix)),
+    }
 }
 
 /// TOML text → table, with the syntax error's line and column.
@@ -1541,7 +1553,7 @@ fn parse_preset(cx: &Cx, name: &str, v: &Value) -> Result<PresetSpec> {
 fn check_names(cx: &Cx, spec: &ModelSpec) -> Vec<Error> {
     let mut errs = Vec::new();
     let builtins: HashSet<&str> = super::compile::builtin_names().into_iter().collect();
-    let mut seen: std::collections::HashMap<&str, &str> = Default::default();
+    let mut seen: HashMap<&str, &str> = Default::default();
     let groups: [(&str, Vec<&str>); 5] = [
         (
             "constants",
