@@ -37,7 +37,9 @@ fn chained_toml(n: usize) -> String {
     }
     s.push_str("\n[params]\nk = 0.5\n\n[functions]\n");
     for i in 0..n {
-        s.push_str(&format!("g{i} = {{ args = [\"a\", \"b\"], expr = \"k*(a - b) + {i}\" }}\n"));
+        s.push_str(&format!(
+            "g{i} = {{ args = [\"a\", \"b\"], expr = \"k*(a - b) + {i}\" }}\n"
+        ));
     }
     s.push_str("\n[equations.rhs]\nx0 = \"-k*x0\"\n");
     for i in 1..n {
@@ -53,6 +55,27 @@ fn main() {
         Some("interp") => Backend::Interpreter,
         _ => Backend::Auto,
     };
+    if args.get(3).map(String::as_str) == Some("seg") {
+        for tag in [None, Some("seg")] {
+            let (s, w) = segment_times(10_000, n as u64, tag);
+            println!(
+                "segments {tag:?} {s:.3} s, unsplit {w:.3} s, ratio {:.3}",
+                s / w
+            );
+        }
+        let (c, m) = create_snapshot_times(10_000);
+        println!(
+            "create_snapshot {:.3} us, malloc+memcpy {:.3} us, ratio {:.1}",
+            c * 1e6,
+            m * 1e6,
+            c / m
+        );
+        return;
+    }
+    if args.get(3).map(String::as_str) == Some("snap") {
+        snap_times(n);
+        return;
+    }
     let text = match args.get(3).map(String::as_str) {
         Some("nested") => nested_toml(n),
         Some("chained") => chained_toml(n),
@@ -109,4 +132,154 @@ pub fn phases(text: &str) {
     let j = serde_json::to_vec(&s).unwrap();
     let f = t.elapsed().as_secs_f64();
     println!("toml {a:.3} docindex {:.3} build {:.3} checked {:.3} compile {:.3} json {:.3} ({} ops, {} bytes)", b-a, c-b, d-c, e-d, f-e, comp.rhs.ops.len(), j.len());
+}
+
+/// dx_0 = -k x_0, dx_i = k (x_{i-1} - x_i) as a host model: loads at once at any size, so
+/// snapshot figures are not waiting for a model-language load.
+struct HostChain;
+impl dynlib::model::host::HostModel for HostChain {
+    fn rhs(&self, _t: f64, y: &[f64], p: &[f64], out: &mut [f64]) -> Result<(), i32> {
+        out[0] = -p[0] * y[0];
+        for i in 1..y.len() {
+            out[i] = p[0] * (y[i - 1] - y[i]);
+        }
+        Ok(())
+    }
+}
+
+pub fn host_chain(n: usize) -> Model {
+    let names: Vec<String> = (0..n).map(|i| format!("x{i}")).collect();
+    let t = Instant::now();
+    let def = dynlib::model::host::HostModelDef {
+        id: format!("scale/chain{n}"),
+        version: "1".into(),
+        kind: dynlib::model::ModelKind::Ode,
+        state_names: names,
+        state_init: (0..n).map(|i| if i == 0 { 1.0 } else { 0.0 }).collect(),
+        param_names: vec!["k".into()],
+        param_init: vec![0.5],
+        aux_names: Vec::new(),
+        event_names: Vec::new(),
+        dt: 0.01,
+        stepper: "rk4".into(),
+    };
+    let m = Model::from_host(def, Box::new(HostChain)).unwrap();
+    println!(
+        "host model of {n} states built in {:.3} s",
+        t.elapsed().as_secs_f64()
+    );
+    m
+}
+
+pub fn snap_times(n: usize) {
+    use std::io::Write;
+    let dir = tempdir();
+    let m = host_chain(n);
+    let mut sim = dynlib::Sim::new(&m).unwrap();
+    sim.run(&dynlib::RunOptions::new().t(0.03).record(false))
+        .unwrap();
+    let path = dir.join("s.npz");
+    let raw = dir.join("raw.bin");
+    let bytes: Vec<u8> = sim.state().iter().flat_map(|v| v.to_le_bytes()).collect();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut f = std::fs::File::create(&raw).unwrap();
+        f.write_all(&bytes).unwrap();
+        f.sync_all().unwrap();
+        let w = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let back = std::fs::read(&raw).unwrap();
+        let r = t.elapsed().as_secs_f64();
+        assert_eq!(back.len(), bytes.len());
+        let t = Instant::now();
+        let ser = sim.serialize_snapshot(None).unwrap();
+        let s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        sim.export_snapshot(&path, None).unwrap();
+        let e = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        sim.import_snapshot(&path).unwrap();
+        let i = t.elapsed().as_secs_f64();
+        println!(
+            "raw write+fsync {w:.4} read {r:.4} | serialize {s:.4} export {e:.4} ({:.1}x) import {i:.4} ({:.1}x) file {} bytes",
+            e / w,
+            i / r,
+            ser.len()
+        );
+    }
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("dynlib-scale-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// 10^4 tagged resumed segments against one unsplit run of the same steps (best of 3 each,
+/// interleaved); returns (split, unsplit) seconds.
+pub fn segment_times(segments: u64, steps_each: u64, tag: Option<&str>) -> (f64, f64) {
+    let m = Model::load("builtin://ode/lorenz").unwrap();
+    let (mut split, mut whole) = (f64::MAX, f64::MAX);
+    for _ in 0..3 {
+        let mut sim = dynlib::Sim::with_stepper(&m, Some("rk4")).unwrap();
+        let t = Instant::now();
+        let dt = 1.0 / 1024.0;
+        let horizon = |k: u64| (k * steps_each) as f64 * dt;
+        sim.run(
+            &dynlib::RunOptions::new()
+                .t(horizon(segments))
+                .dt(dt)
+                .max_steps(u64::MAX),
+        )
+        .unwrap();
+        whole = whole.min(t.elapsed().as_secs_f64());
+        let unsplit = sim.state().to_vec();
+        let mut sim = dynlib::Sim::with_stepper(&m, Some("rk4")).unwrap();
+        let t = Instant::now();
+        for i in 0..segments {
+            let mut opts = dynlib::RunOptions::new().t(horizon(i + 1));
+            if let Some(tag) = tag {
+                opts = opts.tag(tag);
+            }
+            let opts = if i == 0 {
+                opts.dt(dt)
+            } else {
+                opts.resume(true)
+            };
+            sim.run(&opts).unwrap();
+        }
+        split = split.min(t.elapsed().as_secs_f64());
+        assert_eq!(sim.segments().len() as u64, segments);
+        assert!(unsplit
+            .iter()
+            .zip(sim.state())
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+    (split, whole)
+}
+
+/// Mean time of create_snapshot on a 3-state model and of a malloc + memcpy of its state
+/// (a `Vec` clone), best of 5 batches of `count`.
+pub fn create_snapshot_times(count: usize) -> (f64, f64) {
+    let m = Model::load("builtin://ode/lorenz").unwrap();
+    let names: Vec<String> = (0..count).map(|i| format!("s{i}")).collect();
+    let (mut snap, mut copy) = (f64::MAX, f64::MAX);
+    for _ in 0..5 {
+        let mut sim = dynlib::Sim::new(&m).unwrap();
+        sim.run(&dynlib::RunOptions::new().t(0.1)).unwrap();
+        let t = Instant::now();
+        for n in &names {
+            sim.create_snapshot(n, "").unwrap();
+        }
+        snap = snap.min(t.elapsed().as_secs_f64() / count as f64);
+        let y = sim.state().to_vec();
+        let mut keep = Vec::with_capacity(count);
+        let t = Instant::now();
+        for _ in 0..count {
+            keep.push(std::hint::black_box(&y).clone());
+        }
+        copy = copy.min(t.elapsed().as_secs_f64() / count as f64);
+        drop(keep);
+    }
+    (snap, copy)
 }

@@ -119,17 +119,16 @@ impl HostModelDef {
             .iter()
             .chain(&self.param_names)
             .chain(&self.aux_names);
-        let mut seen: Vec<&str> = Vec::new();
+        let mut seen: foldhash::HashSet<&str> = Default::default();
         for n in all {
             if n.is_empty() {
                 return Err(Error::invalid("a host model has an empty variable name"));
             }
-            if seen.contains(&n.as_str()) {
+            if !seen.insert(n.as_str()) {
                 return Err(Error::invalid(format!(
                     "duplicate name '{n}' in the host model definition"
                 )));
             }
-            seen.push(n);
         }
         if !(self.dt > 0.0 && self.dt.is_finite()) {
             return Err(Error::invalid(format!(

@@ -7,6 +7,7 @@ pub mod results;
 pub mod runner;
 pub mod sim;
 pub mod snapshot_io;
+mod snapshot_store;
 pub mod state;
 
 pub use ensemble::Ensemble;
