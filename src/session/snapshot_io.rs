@@ -38,8 +38,9 @@ pub(crate) fn state_to_file(
                 dtype_token: pins.dtype.clone(),
                 dynlib_version: pins.dynlib_version.clone(),
             },
-            state_names: model.state_names.clone(),
-            param_names: model.param_names.clone(),
+            // Compact (v2) files do not list the names: no copy of them is made.
+            state_names: listed_names(model, &model.state_names),
+            param_names: listed_names(model, &model.param_names),
             t_curr: state.t,
             dt_curr: state.dt,
             step_count: state.step,
@@ -53,6 +54,15 @@ pub(crate) fn state_to_file(
         config: state.config.clone(),
         stepper_ws: state.stepper_ws.clone(),
         runtime_ws: state.runtime_ws(),
+    }
+}
+
+/// The names a snapshot file of `model` lists: all of them, or none for compact files.
+fn listed_names(model: &Model, names: &[String]) -> Vec<String> {
+    if snapshot::compact_sizes(model.n_states(), model.n_params()) {
+        Vec::new()
+    } else {
+        names.to_vec()
     }
 }
 
@@ -83,11 +93,15 @@ pub(crate) fn state_from_file(
             model.n_params()
         )));
     }
+    // A compact file lists no names: the spec_hash pin (checked below) covers them.
+    let listed = !(snapshot::compact_sizes(file.y.len(), file.params.len())
+        && m.state_names.is_empty()
+        && m.param_names.is_empty());
     for (what, theirs, ours) in [
         ("state", &m.state_names, &model.state_names),
         ("parameter", &m.param_names, &model.param_names),
     ] {
-        if theirs != ours {
+        if listed && theirs != ours {
             return Err(incompatible(format!(
                 "{what} names differ: the file has [{}], the model has [{}]",
                 theirs.join(", "),
