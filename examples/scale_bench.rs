@@ -1,4 +1,11 @@
-//! Scaling benchmark (issue 13). Quick load timing for now.
+//! Scaling benchmark (issue 13): for chain models of N = 10^3 .. 10^6 states in the model
+//! language, the load time (parse, compile, native code), the first run (a few rk4 steps) and
+//! snapshot export / import against a raw write+fsync / read of the state's bytes (measured
+//! side by side, best of 3); 10^4 tagged resumed segments against one unsplit run;
+//! create_snapshot against a malloc + memcpy of the state; nested and chained functions.
+//!
+//! cargo run --release --example scale_bench            # the whole table
+//! cargo run --release --example scale_bench -- 100000  # one size (load, run, snapshots)
 use std::time::Instant;
 
 use dynlib::{Backend, Model};
@@ -50,6 +57,14 @@ fn chained_toml(n: usize) -> String {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.len() == 1 {
+        table(&[1_000, 10_000, 100_000, 1_000_000]);
+        return;
+    }
+    if args.len() == 2 {
+        table(&[args[1].parse().unwrap()]);
+        return;
+    }
     let n: usize = args.get(1).map(|a| a.parse().unwrap()).unwrap_or(1000);
     let backend = match args.get(2).map(String::as_str) {
         Some("interp") => Backend::Interpreter,
@@ -282,4 +297,105 @@ pub fn create_snapshot_times(count: usize) -> (f64, f64) {
         drop(keep);
     }
     (snap, copy)
+}
+
+/// Best of `k` timings of `f` (seconds).
+fn best(k: usize, mut f: impl FnMut()) -> f64 {
+    (0..k)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::MAX, f64::min)
+}
+
+/// Export, import, raw write+fsync and raw read of the state bytes, interleaved, best of 3.
+fn snapshot_row(sim: &mut dynlib::Sim) -> (f64, f64, f64, f64, usize) {
+    use std::io::Write;
+    let dir = tempdir();
+    let (path, raw) = (dir.join("s.npz"), dir.join("raw.bin"));
+    let bytes: Vec<u8> = sim.state().iter().flat_map(|v| v.to_le_bytes()).collect();
+    let (mut e, mut i, mut w, mut r) = (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
+    for _ in 0..3 {
+        w = w.min(best(1, || {
+            let mut f = std::fs::File::create(&raw).unwrap();
+            f.write_all(&bytes).unwrap();
+            f.sync_all().unwrap();
+        }));
+        e = e.min(best(1, || sim.export_snapshot(&path, None).unwrap()));
+        r = r.min(best(1, || {
+            assert_eq!(std::fs::read(&raw).unwrap().len(), bytes.len())
+        }));
+        i = i.min(best(1, || sim.import_snapshot(&path).unwrap()));
+    }
+    let size = std::fs::metadata(&path).unwrap().len() as usize;
+    let _ = std::fs::remove_dir_all(&dir);
+    (e, i, w, r, size)
+}
+
+fn table(sizes: &[usize]) {
+    println!(
+        "{:>9} {:>8} {:>9} {:>9} {:>8} {:>9} {:>7} {:>9} {:>8} {:>7} {:>11}",
+        "N",
+        "load s",
+        "per 10x",
+        "1st run s",
+        "export s",
+        "write s",
+        "ratio",
+        "import s",
+        "read s",
+        "ratio",
+        "file bytes"
+    );
+    let mut prev: Option<f64> = None;
+    for &n in sizes {
+        let text = chain_toml(n);
+        let t = Instant::now();
+        let m = Model::load(&format!("inline:{text}")).unwrap();
+        let load = t.elapsed().as_secs_f64();
+        let growth = prev.map_or("-".to_string(), |p| format!("{:.1}x", load / p));
+        prev = Some(load);
+        let mut sim = dynlib::Sim::with_stepper(&m, Some("rk4")).unwrap();
+        let t = Instant::now();
+        sim.run(&dynlib::RunOptions::new().t(0.05).dt(0.01).record(false))
+            .unwrap();
+        let first = t.elapsed().as_secs_f64();
+        let (e, i, w, r, size) = snapshot_row(&mut sim);
+        println!(
+            "{n:>9} {load:>8.3} {growth:>9} {first:>9.3} {e:>8.4} {w:>9.4} {:>6.1}x {i:>9.4} {r:>8.4} {:>6.1}x {size:>11} ({:?})",
+            e / w,
+            i / r,
+            m.backend()
+        );
+    }
+    let (s, w) = segment_times(10_000, 1000, Some("seg"));
+    let (su, wu) = segment_times(10_000, 1000, None);
+    println!(
+        "10^4 resumed segments of 1000 rk4 steps: tagged {s:.3} s vs unsplit {w:.3} s = {:.3}x; untagged {su:.3} s vs {wu:.3} s = {:.3}x",
+        s / w,
+        su / wu
+    );
+    let (c, mc) = create_snapshot_times(10_000);
+    println!(
+        "create_snapshot (3 states): {:.3} us; malloc+memcpy of the state {:.3} us; {:.1}x",
+        c * 1e6,
+        mc * 1e6,
+        c / mc
+    );
+    for depth in [25] {
+        let text = nested_toml(depth);
+        let t = best(3, || drop(Model::from_toml(&text).unwrap()));
+        println!(
+            "functions nested {depth} deep (f_i(z) = f_i-1(z) + f_i-1(z)): load {:.1} ms",
+            t * 1e3
+        );
+    }
+    for n in [2000, 4000] {
+        let text = chained_toml(n);
+        let t = best(3, || drop(Model::from_toml(&text).unwrap()));
+        println!("{n} states each calling its own function: load {:.3} s", t);
+    }
+    drop(host_chain(1_000_000));
 }

@@ -189,6 +189,8 @@ pub struct Sim {
     pins: SessionPins,
     pub(crate) state: SessionState,
     snapshots: super::snapshot_store::SnapshotStore,
+    /// Bytes of the last too-large serialization (see `Sim::with_serialized`).
+    pub(crate) sized_bytes: Option<super::snapshot_io::SizedBytes>,
     initial_created: bool,
     rec: Option<Recording>,
     /// The recording selection fixed by the first recorded run after a reset.
@@ -259,6 +261,7 @@ impl Sim {
             pins: SessionPins::new(model, info),
             state: SessionState::bootstrap(model, info),
             snapshots: Default::default(),
+            sized_bytes: None,
             initial_created: false,
             rec: None,
             selection: None,

@@ -256,7 +256,52 @@ pub fn inspect_snapshot_bytes(bytes: &[u8]) -> Result<serde_json::Value> {
     snapshot::decode_meta(bytes)
 }
 
+/// The bytes of a serialization whose caller's buffer was too small (the C ABI's size
+/// query), kept for the call that follows with a large enough buffer, so the pair
+/// serializes once. Valid while the source is unchanged: a stored snapshot never changes, the
+/// current state is compared bit for bit.
+#[derive(Debug, Clone)]
+pub(crate) struct SizedBytes {
+    source: Option<String>,
+    /// The session state they were made from (`source = None`).
+    state: Option<SessionState>,
+    pins: SessionPins,
+    bytes: Vec<u8>,
+}
+
 impl Sim {
+    /// Calls `f` with the serialized bytes of `source` (as
+    /// [`serialize_snapshot`](Self::serialize_snapshot)); when they are longer than `cap`,
+    /// they are kept so that the next call for the same, unchanged source reuses them.
+    pub(crate) fn with_serialized<R>(
+        &mut self,
+        source: Option<&str>,
+        cap: usize,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        let kept = self.sized_bytes.take().filter(|k| {
+            k.source.as_deref() == source
+                && k.pins == *self.pins()
+                && k.state
+                    .as_ref()
+                    .is_none_or(|st| st.bits_eq(self.session_state()))
+        });
+        let bytes = match kept {
+            Some(k) => k.bytes,
+            None => self.serialize_snapshot(source)?,
+        };
+        let r = f(&bytes);
+        if bytes.len() > cap {
+            self.sized_bytes = Some(SizedBytes {
+                source: source.map(str::to_string),
+                state: source.is_none().then(|| self.session_state().clone()),
+                pins: self.pins().clone(),
+                bytes,
+            });
+        }
+        Ok(r)
+    }
+
     fn file_image(&mut self, source: Option<&str>) -> Result<SnapshotFile> {
         let (model, info) = (self.model().clone(), self.stepper());
         match source {
