@@ -384,7 +384,7 @@ fn table(sizes: &[usize]) {
         mc * 1e6,
         c / mc
     );
-    for depth in [25] {
+    for depth in [20, 25] {
         let text = nested_toml(depth);
         let t = best(3, || drop(Model::from_toml(&text).unwrap()));
         println!(

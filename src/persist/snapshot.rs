@@ -839,10 +839,14 @@ fn restore_zero_members(
     Ok(())
 }
 
+/// A session's size and names of one vector (states or parameters); compact images of large
+/// models carry no names.
+type VectorOf<'a> = (usize, &'a [String]);
+
 fn decode_members(
     members: Vec<(String, NpyArray)>,
     max_values: usize,
-    model: Option<((usize, &[String]), (usize, &[String]))>,
+    model: Option<(VectorOf<'_>, VectorOf<'_>)>,
     layout: Option<&MemberLayout>,
 ) -> Result<SnapshotFile> {
     let mut meta = None;

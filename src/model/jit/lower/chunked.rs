@@ -156,7 +156,7 @@ impl Lowerer<'_> {
             let op = plan.prog.ops[i];
             for r in operands(op) {
                 if (r as usize) < start && !earlier.contains_key(&r) {
-                    let v = self.from_earlier_chunk(b, &mut frame, plan, r, spill)?;
+                    let v = self.value_of_earlier_chunk(b, &mut frame, plan, r, spill)?;
                     earlier.insert(r, v);
                 }
             }
@@ -184,7 +184,7 @@ impl Lowerer<'_> {
 
     /// Register `r` of an earlier chunk: recomputed when it is a leaf, loaded from its spill
     /// slot otherwise.
-    fn from_earlier_chunk(
+    fn value_of_earlier_chunk(
         &mut self,
         b: &mut FunctionBuilder,
         frame: &mut Frame,
