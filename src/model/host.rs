@@ -119,7 +119,9 @@ impl HostModelDef {
             .iter()
             .chain(&self.param_names)
             .chain(&self.aux_names);
-        let mut seen: foldhash::HashSet<&str> = Default::default();
+        let total = self.state_names.len() + self.param_names.len() + self.aux_names.len();
+        let mut seen: foldhash::HashSet<&str> =
+            foldhash::HashSet::with_capacity_and_hasher(total, Default::default());
         for n in all {
             if n.is_empty() {
                 return Err(Error::invalid("a host model has an empty variable name"));
