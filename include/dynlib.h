@@ -112,6 +112,10 @@
 // Longest expression, in characters.
 #define MAX_EXPR_CHARS 1000000
 
+// Models with more states and parameters than this get v2 files: their names and unused
+// arrays would otherwise take more room and time than the state itself.
+#define COMPACT_ABOVE_NAMES 4096
+
 // An ensemble of sims of one model (opaque). Free with `dynlib_ensemble_free`. Like a sim, it
 // takes one call at a time (`DYNLIB_ERR_BUSY` otherwise); different ensembles may be used on
 // different threads concurrently. A run spreads the members over its own thread pool.
@@ -1048,7 +1052,9 @@ DynlibStatus dynlib_inspect_snapshot_bytes(const uint8_t *bytes,
 
 // The current state (`snapshot_name` NULL) or a stored snapshot as `.npz` bytes, for hosts
 // that keep checkpoints in their own storage (output buffer protocol, in bytes; the size for
-// an unchanged session is the same from one call to the next).
+// an unchanged session is the same from one call to the next). A size query followed by the
+// call with a large enough buffer serializes once: the bytes are kept in between while the
+// session state is unchanged.
 //
 // # Safety
 // `buf` NULL or writable for `cap` bytes; `needed` NULL or writable.

@@ -90,7 +90,9 @@ pub unsafe extern "C" fn dynlib_inspect_snapshot_bytes(
 
 /// The current state (`snapshot_name` NULL) or a stored snapshot as `.npz` bytes, for hosts
 /// that keep checkpoints in their own storage (output buffer protocol, in bytes; the size for
-/// an unchanged session is the same from one call to the next).
+/// an unchanged session is the same from one call to the next). A size query followed by the
+/// call with a large enough buffer serializes once: the bytes are kept in between while the
+/// session state is unchanged.
 ///
 /// # Safety
 /// `buf` NULL or writable for `cap` bytes; `needed` NULL or writable.
@@ -105,7 +107,7 @@ pub unsafe extern "C" fn dynlib_sim_serialize_snapshot(
     boundary(|| {
         let name = opt_cstr(snapshot_name, "snapshot_name")?;
         with_sim(sim, |s| {
-            write_slice(&s.serialize_snapshot(name)?, buf, cap, needed)
+            s.with_serialized(name, cap, |bytes| write_slice(bytes, buf, cap, needed))?
         })
     })
 }

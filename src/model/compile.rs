@@ -4,7 +4,10 @@
 //! sub-expressions are shared (hash-consing), so an aux used three times is computed once, and
 //! constant sub-expressions are folded with the same functions the evaluator uses.
 
-use std::collections::HashMap;
+use std::rc::Rc;
+
+// Seeded fast hashing: names and instructions are hashed once or twice each per load.
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 use super::expr::ast::{BinaryOp, CompareOp, Expr, Span, UnaryOp};
 use super::expr::parser;
@@ -123,9 +126,10 @@ fn compile_collect(spec: &ModelSpec, poisoned: &[String], errors: &mut Errors) -
     let mut cx = Compiler::new(spec);
     cx.poisoned = poisoned;
     // Check every function body once, even if it is never called, so a typo in an unused
-    // function is still reported.
+    // function is still reported. One scratch builder serves every check, so a function
+    // another one calls with the same arguments is lowered once.
+    let mut b = ProgramBuilder::default();
     for f in &spec.functions {
-        let mut b = ProgramBuilder::default();
         let scope: Vec<(String, Reg)> = f
             .args
             .iter()
@@ -254,6 +258,10 @@ struct ProgramBuilder {
     index: HashMap<OpKey, Reg>,
     /// Aux already computed in this program (aux are pure, so one evaluation serves all uses).
     aux_regs: HashMap<usize, Reg>,
+    /// Function calls already lowered, by (function, argument registers): a body depends on
+    /// nothing but its arguments and the model's globals, so the same call is the same value.
+    /// Each distinct call is lowered once (nested calls cost linear, not exponential, time).
+    calls: HashMap<(usize, Vec<Reg>), Reg>,
 }
 
 impl ProgramBuilder {
@@ -356,7 +364,8 @@ impl ProgramBuilder {
 
 struct Compiler<'s> {
     spec: &'s ModelSpec,
-    parsed: HashMap<String, Expr>,
+    /// Parsed expressions by text: aux and function bodies are lowered once per use.
+    parsed: HashMap<String, Rc<Expr>>,
     lag_depth: Vec<usize>,
     /// Aux and functions being expanded, for cycle detection.
     stack: Vec<String>,
@@ -527,9 +536,9 @@ impl<'s> Compiler<'s> {
         }
     }
 
-    fn parse(&mut self, src: &Source) -> Result<Expr> {
+    fn parse(&mut self, src: &Source) -> Result<Rc<Expr>> {
         if let Some(e) = self.parsed.get(&src.text) {
-            return Ok(e.clone());
+            return Ok(Rc::clone(e));
         }
         let e = parser::parse(&src.text).map_err(|e| {
             let (line, column) = src.origin.position(e.span.col);
@@ -540,7 +549,8 @@ impl<'s> Compiler<'s> {
                 column,
             })
         })?;
-        self.parsed.insert(src.text.clone(), e.clone());
+        let e = Rc::new(e);
+        self.parsed.insert(src.text.clone(), Rc::clone(&e));
         Ok(e)
     }
 
@@ -581,7 +591,7 @@ impl<'s> Compiler<'s> {
     fn aux_refs(&mut self, j: usize) -> Result<Vec<usize>> {
         let e = self.parse(&self.spec.aux[j].1)?;
         let mut out = Vec::new();
-        let mut todo: Vec<&Expr> = vec![&e];
+        let mut todo: Vec<&Expr> = vec![&*e];
         while let Some(x) = todo.pop() {
             match x {
                 Expr::Name { name, .. } => {
@@ -620,7 +630,7 @@ impl<'s> Compiler<'s> {
     /// iterative depth-first search); a cycle is an error naming it.
     fn aux_order(&mut self, i: usize, b: &ProgramBuilder) -> Result<Vec<usize>> {
         let mut order = Vec::new();
-        let mut done: std::collections::HashSet<usize> = Default::default();
+        let mut done: HashSet<usize> = Default::default();
         // (aux, its references, next reference to visit)
         let mut path: Vec<(usize, Vec<usize>, usize)> = vec![(i, self.aux_refs(i)?, 0)];
         while let Some((node, refs, next)) = path.last_mut() {
@@ -1016,16 +1026,24 @@ impl<'s> Compiler<'s> {
             return Ok(b.binary(f, a, c));
         }
         let spec = self.spec;
-        if let Some(f) = self.functions.get(name).map(|&i| &spec.functions[i]) {
+        if let Some(&fi) = self.functions.get(name) {
+            let f = &spec.functions[fi];
             arity(f.args.len())?;
             let regs = args
                 .iter()
                 .map(|a| self.lower(a, b, scope, ctx))
                 .collect::<Result<Vec<_>>>()?;
-            let inner: Vec<(String, Reg)> = f.args.iter().cloned().zip(regs).collect();
+            let key = (fi, regs);
+            if let Some(&r) = b.calls.get(&key) {
+                return Ok(r);
+            }
+            let inner: Vec<(String, Reg)> = f.args.iter().cloned().zip(key.1.clone()).collect();
             self.enter(&f.name)?;
             let r = self.lower_source(&f.expr, b, &inner);
             self.stack.pop();
+            if let Ok(r) = r {
+                b.calls.insert(key, r);
+            }
             return r;
         }
         if self.poisoned.iter().any(|p| p == name) {

@@ -29,6 +29,14 @@ pub fn key(path: &[&str]) -> String {
 impl DocIndex {
     /// Indexes `text`; an unparsable document gives an index without spans.
     pub fn new(text: &str) -> DocIndex {
+        match DeTable::parse(text) {
+            Ok(doc) => DocIndex::of_parsed(text, Some(doc.get_ref())),
+            Err(_) => DocIndex::of_parsed(text, None),
+        }
+    }
+
+    /// Indexes `text`, already parsed as `doc` (so a load parses its TOML once).
+    pub fn of_parsed(text: &str, doc: Option<&DeTable<'_>>) -> DocIndex {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
         let mut ix = DocIndex {
@@ -38,8 +46,8 @@ impl DocIndex {
             aliases: HashMap::new(),
             foreign: Default::default(),
         };
-        if let Ok(doc) = DeTable::parse(text) {
-            let mut stack: Vec<(String, &DeTable<'_>)> = vec![(String::new(), doc.get_ref())];
+        if let Some(doc) = doc {
+            let mut stack: Vec<(String, &DeTable<'_>)> = vec![(String::new(), doc)];
             let mut arrays: Vec<(String, &[toml::Spanned<DeValue<'_>>])> = Vec::new();
             // Iterative walk: nesting depth of the document cannot exhaust the stack.
             while !stack.is_empty() || !arrays.is_empty() {

@@ -12,6 +12,8 @@ use super::expr::ast::{BinaryOp, Expr, UnaryOp};
 use super::expr::parser;
 use super::pos::{DocIndex, Origin};
 use crate::error::{did_you_mean, shorten, suggestion_suffix, Diagnostic, Error, Result};
+// Seeded fast hashing: every declared name is hashed once or twice per load.
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::sync::Arc;
 
 /// Continuous-time (ODE) or discrete-time (map) model.
@@ -286,14 +288,12 @@ pub struct Parsed {
 pub fn parse_lenient(text: &str, doc: Option<(Table, DocIndex)>) -> Result<Parsed> {
     let (doc, ix) = match doc {
         Some(d) => d,
-        None => {
-            let doc = parse_toml(text)?;
-            (doc, DocIndex::new(text))
-        }
+        None => parse_toml_indexed(text)?,
     };
     let cx = Cx { ix: Arc::new(ix) };
     let mut b = ModelBuilder {
         constants: Vec::new(),
+        constant_index: HashMap::new(),
         errors: Vec::new(),
         poisoned: Vec::new(),
         cx,
@@ -339,6 +339,20 @@ pub fn checked(parsed: Parsed) -> Result<ModelSpec> {
         }
     });
     Err(Error::from_diagnostics(all))
+}
+
+/// TOML text → table and its position index, parsing the text once.
+pub fn parse_toml_indexed(text: &str) -> Result<(Table, DocIndex)> {
+    use serde::Deserialize;
+    let Ok(parsed) = toml::de::DeTable::parse(text) else {
+        // The error as `parse_toml` words it.
+        return parse_toml(text).map(|t| (t, DocIndex::new(text)));
+    };
+    let ix = DocIndex::of_parsed(text, Some(parsed.get_ref()));
+    match Table::deserialize(toml::de::Deserializer::from(parsed)) {
+        Ok(table) => Ok((table, ix)),
+        Err(_) => parse_toml(text).map(|t| (t, ix)),
+    }
 }
 
 /// TOML text → table, with the syntax error's line and column.
@@ -426,6 +440,9 @@ impl Cx {
 
 struct ModelBuilder {
     constants: Vec<(String, f64)>,
+    /// Constant name → its index in `constants` (first declaration wins): one lookup per
+    /// use, whatever the number of constants.
+    constant_index: HashMap<String, usize>,
     errors: Vec<Error>,
     poisoned: Vec<String>,
     cx: Cx,
@@ -657,6 +674,8 @@ impl ModelBuilder {
                 if value.is_none() {
                     self.poisoned.push(k.clone());
                 }
+                let index = self.constants.len();
+                self.constant_index.entry(k.clone()).or_insert(index);
                 self.constants.push((k.clone(), value.unwrap_or(0.0)));
             }
         }
@@ -764,7 +783,10 @@ impl ModelBuilder {
             kind,
             name,
             dtype,
-            constants: std::mem::take(&mut self.constants),
+            constants: {
+                self.constant_index.clear();
+                std::mem::take(&mut self.constants)
+            },
             states,
             params,
             equations,
@@ -833,8 +855,8 @@ impl ModelBuilder {
             Expr::Name { name, span } => match name.as_str() {
                 "pi" => std::f64::consts::PI,
                 "e" => std::f64::consts::E,
-                _ => match self.constants.iter().find(|(n, _)| n == name) {
-                    Some((_, v)) => *v,
+                _ => match self.constant_index.get(name.as_str()) {
+                    Some(&i) => self.constants[i].1,
                     None => {
                         let known: Vec<&str> = ["pi", "e"]
                             .into_iter()
@@ -993,9 +1015,10 @@ fn equation_target(
     target: &str,
     kind: ModelKind,
     states: &[&str],
+    state_index: &HashMap<&str, usize>,
     location: &str,
 ) -> Result<usize> {
-    let find = |n: &str| states.iter().position(|s| *s == n);
+    let find = |n: &str| state_index.get(n).copied();
     if let Some(i) = find(target) {
         return Ok(i);
     }
@@ -1054,6 +1077,7 @@ fn parse_equations(
         &["rhs", "expr", "jacobian"],
         &["equations"],
     ));
+    let state_index = first_index(states.iter().copied());
     let mut equations: Vec<Equation> = Vec::new();
     let mut defined_at: Vec<Option<String>> = vec![None; states.len()];
     let mut define = |state: usize, src: Source, path: &[&str]| -> Result<()> {
@@ -1080,7 +1104,7 @@ fn parse_equations(
                 for (k, v) in rhs {
                     let loc = format!("[equations.rhs].{k}");
                     let path = ["equations", "rhs", k.as_str()];
-                    let Some(i) = states.iter().position(|s| s == k) else {
+                    let Some(&i) = state_index.get(k.as_str()) else {
                         errs.push(cx.err(
                             &path,
                             format!(
@@ -1128,7 +1152,7 @@ fn parse_equations(
                             e
                         }
                     };
-                    let r = equation_target(&target, kind, states, &loc)
+                    let r = equation_target(&target, kind, states, &state_index, &loc)
                         .and_then(|i| define(i, src, &path));
                     if let Err(e) = r {
                         errs.push(here(e));
@@ -1528,8 +1552,8 @@ fn parse_preset(cx: &Cx, name: &str, v: &Value) -> Result<PresetSpec> {
 /// Reserved, duplicate and preset names; every problem is reported.
 fn check_names(cx: &Cx, spec: &ModelSpec) -> Vec<Error> {
     let mut errs = Vec::new();
-    let builtins = super::compile::builtin_names();
-    let mut seen: std::collections::HashMap<&str, &str> = Default::default();
+    let builtins: HashSet<&str> = super::compile::builtin_names().into_iter().collect();
+    let mut seen: HashMap<&str, &str> = Default::default();
     let groups: [(&str, Vec<&str>); 5] = [
         (
             "constants",
@@ -1586,9 +1610,11 @@ fn check_names(cx: &Cx, spec: &ModelSpec) -> Vec<Error> {
             seen.entry(name).or_insert(group);
         }
     }
+    let params = first_index(spec.params.iter().map(|(n, _)| n.as_str()));
+    let states = first_index(spec.states.iter().map(|(n, _)| n.as_str()));
     for p in &spec.presets {
         for (k, _) in &p.params {
-            if !spec.params.iter().any(|(n, _)| n == k) {
+            if !params.contains_key(k.as_str()) {
                 errs.push(cx.err(
                     &["presets", &p.name, "params", k],
                     format!(
@@ -1600,7 +1626,7 @@ fn check_names(cx: &Cx, spec: &ModelSpec) -> Vec<Error> {
             }
         }
         for (k, _) in &p.states {
-            if !spec.states.iter().any(|(n, _)| n == k) {
+            if !states.contains_key(k.as_str()) {
                 errs.push(cx.err(
                     &["presets", &p.name, "states", k],
                     format!(
@@ -1613,4 +1639,13 @@ fn check_names(cx: &Cx, spec: &ModelSpec) -> Vec<Error> {
         }
     }
     errs
+}
+
+/// Name → position of its first occurrence, so each lookup costs O(1) however many names.
+pub(crate) fn first_index<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usize> {
+    let mut m = HashMap::new();
+    for (i, n) in names.enumerate() {
+        m.entry(n).or_insert(i);
+    }
+    m
 }

@@ -29,6 +29,21 @@ use crate::stepper::{Workspace, WsArray, WsData};
 /// The `schema` value of files this module writes and reads.
 pub const SCHEMA: &str = "dynlib-snapshot-v1";
 
+/// The `schema` of the compact files written for large models (more than
+/// [`COMPACT_ABOVE_NAMES`] states and parameters): as v1, except that
+/// - `meta.json` is compact JSON without `state_names` and `param_names` (the `spec_hash` pin
+///   identifies the model, names included; a reader takes the names from the model),
+/// - workspace arrays whose values are all zero bits are not stored: `meta.json`'s
+///   `zero_members` maps each such member to its `dtype` and `shape`.
+///
+/// Readers read both versions; small models keep writing v1, so their files are read by
+/// every earlier reader.
+pub const SCHEMA_V2: &str = "dynlib-snapshot-v2";
+
+/// Models with more states and parameters than this get v2 files: their names and unused
+/// arrays would otherwise take more room and time than the state itself.
+pub const COMPACT_ABOVE_NAMES: usize = 4096;
+
 /// Largest snapshot file [`read_file`] accepts (decompressed members are bounded separately).
 pub const MAX_FILE_BYTES: u64 = 4 << 30;
 
@@ -136,10 +151,10 @@ fn json_number(v: f64) -> Value {
     }
 }
 
-fn meta_json(file: &SnapshotFile) -> Value {
+fn meta_json(file: &SnapshotFile, compact: Option<&Map<String, Value>>) -> Value {
     let m = &file.meta;
-    json!({
-        "schema": SCHEMA,
+    let mut v = json!({
+        "schema": if compact.is_some() { SCHEMA_V2 } else { SCHEMA },
         "created_at": m.created_at,
         "name": m.name,
         "description": m.description,
@@ -152,8 +167,8 @@ fn meta_json(file: &SnapshotFile) -> Value {
         },
         "n_state": file.y.len(),
         "n_params": file.params.len(),
-        "state_names": m.state_names,
-        "param_names": m.param_names,
+        "state_names": [],
+        "param_names": [],
         "t_curr": json_number(m.t_curr),
         "dt_curr": json_number(m.dt_curr),
         "step_count": m.step_count,
@@ -162,7 +177,59 @@ fn meta_json(file: &SnapshotFile) -> Value {
         "nominal_dt": json_number(m.nominal_dt),
         "stepper_config_names": m.stepper_config_names,
         "stepper_config_values": file.config.iter().map(|v| json_number(*v)).collect::<Vec<_>>(),
-    })
+    });
+    let obj = v.as_object_mut().expect("a JSON object");
+    match compact {
+        None => {
+            obj["state_names"] = json!(m.state_names);
+            obj["param_names"] = json!(m.param_names);
+        }
+        Some(zero) => {
+            obj.shift_remove("state_names");
+            obj.shift_remove("param_names");
+            obj.insert("zero_members".into(), Value::Object(zero.clone()));
+        }
+    }
+    v
+}
+
+/// Whether a snapshot of a model with these sizes is written as [`SCHEMA_V2`] (then its
+/// image need not carry the names).
+pub fn compact_sizes(n_states: usize, n_params: usize) -> bool {
+    n_states + n_params > COMPACT_ABOVE_NAMES
+}
+
+fn compact_file(file: &SnapshotFile) -> bool {
+    compact_sizes(file.y.len(), file.params.len())
+}
+
+/// Whether every value of `a` is zero bits (+0.0 or 0), so a v2 file need not store it.
+fn all_zero(a: &WsArray) -> bool {
+    match &a.data {
+        WsData::F64(v) => !v.is_empty() && v.iter().all(|x| x.to_bits() == 0),
+        WsData::I64(v) => !v.is_empty() && v.iter().all(|x| *x == 0),
+    }
+}
+
+/// `zero_members` of a v2 file: member key → dtype and shape.
+fn zero_members(file: &SnapshotFile) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (prefix, ws) in [
+        (STEPPER_PREFIX, &file.stepper_ws),
+        (RUNTIME_PREFIX, &file.runtime_ws),
+    ] {
+        for a in ws.iter().filter(|a| all_zero(a)) {
+            let dtype = match a.data {
+                WsData::F64(_) => "float64",
+                WsData::I64(_) => "int64",
+            };
+            out.insert(
+                format!("{prefix}{}", a.name),
+                json!({ "dtype": dtype, "shape": a.shape }),
+            );
+        }
+    }
+    out
 }
 
 fn ws_member(prefix: &str, a: &WsArray) -> Result<(String, NpyArray)> {
@@ -193,8 +260,19 @@ pub fn encode_with(file: &SnapshotFile, limits: &FileLimits) -> Result<Vec<u8>> 
             file.meta.description.len()
         )));
     }
-    let text = serde_json::to_string_pretty(&meta_json(file))
-        .map_err(|e| Error::internal(format!("cannot serialise meta.json: {e}")))?;
+    let compact = compact_file(file);
+    let zero = if compact {
+        zero_members(file)
+    } else {
+        Map::new()
+    };
+    let meta = meta_json(file, compact.then_some(&zero));
+    let text = if compact {
+        serde_json::to_string(&meta)
+    } else {
+        serde_json::to_string_pretty(&meta)
+    }
+    .map_err(|e| Error::internal(format!("cannot serialise meta.json: {e}")))?;
     let meta_array = NpyArray::u8(vec![text.len()], text.into_bytes())?;
     let meta_npy = super::npy::encoded_len(&meta_array) as u64;
     let allowed = meta_allowance(file, limits);
@@ -220,11 +298,15 @@ pub fn encode_with(file: &SnapshotFile, limits: &FileLimits) -> Result<Vec<u8>> 
         ("params".to_string(), vector(&file.params)?),
         ("stepper_config".to_string(), vector(&file.config)?),
     ];
-    for a in &file.stepper_ws {
-        members.push(ws_member(STEPPER_PREFIX, a)?);
-    }
-    for a in &file.runtime_ws {
-        members.push(ws_member(RUNTIME_PREFIX, a)?);
+    for (prefix, ws) in [
+        (STEPPER_PREFIX, &file.stepper_ws),
+        (RUNTIME_PREFIX, &file.runtime_ws),
+    ] {
+        for a in ws {
+            if !zero.contains_key(&format!("{prefix}{}", a.name)) {
+                members.push(ws_member(prefix, a)?);
+            }
+        }
     }
     // Every member is stored uncompressed. Deflate costs more than everything else in a
     // snapshot (setting up a compressor per member dominates small files), and float state
@@ -453,9 +535,9 @@ fn parse_meta_json(meta: &NpyArray, max_values: usize) -> Result<Value> {
         return Err(Error::corrupt("meta.json must hold a JSON object"));
     };
     match obj.get("schema") {
-        Some(Value::String(s)) if s == SCHEMA => Ok(value),
+        Some(Value::String(s)) if s == SCHEMA || s == SCHEMA_V2 => Ok(value),
         Some(Value::String(s)) => Err(Error::corrupt(format!(
-            "unsupported schema '{}' (this version reads '{SCHEMA}')",
+            "unsupported schema '{}' (this version reads '{SCHEMA}' and '{SCHEMA_V2}')",
             s.escape_debug()
         ))),
         Some(other) => Err(Error::corrupt(format!(
@@ -590,7 +672,7 @@ fn ws_array(key: &str, name: &str, a: NpyArray) -> Result<WsArray> {
 /// what was wrong.
 pub fn decode(bytes: &[u8]) -> Result<SnapshotFile> {
     let members = read_npz(bytes, &snapshot_limits())?;
-    decode_members(members, usize::MAX, None)
+    decode_members(members, usize::MAX, None, None)
 }
 
 /// [`decode`] for a session whose own state is `template` (any state of it: only the shapes
@@ -641,16 +723,131 @@ pub fn decode_for_with(
     // error naming the vector); a missing `stepper_config` is accepted when meta.json lists
     // no knobs.
     let names = (
-        template.meta.state_names.as_slice(),
-        template.meta.param_names.as_slice(),
+        (template.y.len(), template.meta.state_names.as_slice()),
+        (template.params.len(), template.meta.param_names.as_slice()),
     );
-    decode_members(members, meta_value_budget(template), Some(names))
+    let layout = member_layout(template);
+    decode_members(
+        members,
+        meta_value_budget(template),
+        Some(names),
+        Some(&layout),
+    )
 }
+
+/// dtype and shape of every workspace member of a session like `template`, by key.
+type MemberLayout = HashMap<String, (&'static str, Vec<usize>)>;
+
+fn member_layout(template: &SnapshotFile) -> MemberLayout {
+    let mut out = HashMap::new();
+    for (prefix, ws) in [
+        (STEPPER_PREFIX, &template.stepper_ws),
+        (RUNTIME_PREFIX, &template.runtime_ws),
+    ] {
+        for a in ws {
+            let dtype = match a.data {
+                WsData::F64(_) => "float64",
+                WsData::I64(_) => "int64",
+            };
+            out.insert(format!("{prefix}{}", a.name), (dtype, a.shape.clone()));
+        }
+    }
+    out
+}
+
+/// Adds the all-zero workspace arrays a v2 file lists in `zero_members` instead of storing
+/// them. With a session `layout`, each must be one of its arrays with its dtype and shape;
+/// without, together they may not exceed what a file of [`MAX_FILE_BYTES`] could hold.
+fn restore_zero_members(
+    r: &MetaReader<'_>,
+    stepper_ws: &mut Workspace,
+    runtime_ws: &mut Workspace,
+    layout: Option<&MemberLayout>,
+) -> Result<()> {
+    let Some(listed) = r.0.get("zero_members") else {
+        return Ok(());
+    };
+    let listed = listed
+        .as_object()
+        .ok_or_else(|| MetaReader::bad("zero_members", "an object", listed))?;
+    let mut budget = MAX_FILE_BYTES / 8;
+    for (key, spec) in listed {
+        let shown = key.escape_debug();
+        let bad = || {
+            Error::corrupt(format!(
+                "meta.json: zero member '{shown}' must be {{\"dtype\": \"float64\" or \"int64\", \
+                 \"shape\": [sizes]}}"
+            ))
+        };
+        let dtype = spec.get("dtype").and_then(Value::as_str).ok_or_else(bad)?;
+        let shape: Vec<usize> = spec
+            .get("shape")
+            .and_then(Value::as_array)
+            .filter(|dims| dims.len() <= 8)
+            .ok_or_else(bad)?
+            .iter()
+            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+            .collect::<Option<_>>()
+            .ok_or_else(bad)?;
+        let n = shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+            .filter(|&n| n <= budget)
+            .ok_or_else(|| {
+                Error::corrupt(format!(
+                    "meta.json: zero member '{shown}' of shape {shape:?} is larger than a \
+                     snapshot can be"
+                ))
+            })?;
+        budget -= n;
+        if let Some(layout) = layout {
+            if layout.get(key.as_str()) != Some(&(dtype, shape.clone())) {
+                return Err(Error::corrupt(format!(
+                    "meta.json: zero member '{shown}' ({dtype} {shape:?}) is not an array of \
+                     this session's workspace"
+                )));
+            }
+        }
+        let (list, name) = if let Some(name) = key.strip_prefix(STEPPER_PREFIX) {
+            (&mut *stepper_ws, name)
+        } else if let Some(name) = key.strip_prefix(RUNTIME_PREFIX) {
+            (&mut *runtime_ws, name)
+        } else {
+            return Err(Error::corrupt(format!(
+                "meta.json: zero member '{shown}' is not a workspace array"
+            )));
+        };
+        if name.is_empty() || name.contains('/') {
+            return Err(bad());
+        }
+        if list.iter().any(|a| a.name == name) {
+            return Err(Error::corrupt(format!(
+                "member '{shown}' is stored and also listed in zero_members"
+            )));
+        }
+        let data = match dtype {
+            "float64" => WsData::F64(vec![0.0; n as usize]),
+            "int64" => WsData::I64(vec![0; n as usize]),
+            _ => return Err(bad()),
+        };
+        list.push(WsArray {
+            name: name.to_string(),
+            shape,
+            data,
+        });
+    }
+    Ok(())
+}
+
+/// A session's size and names of one vector (states or parameters); compact images of large
+/// models carry no names.
+type VectorOf<'a> = (usize, &'a [String]);
 
 fn decode_members(
     members: Vec<(String, NpyArray)>,
     max_values: usize,
-    model: Option<(&[String], &[String])>,
+    model: Option<(VectorOf<'_>, VectorOf<'_>)>,
+    layout: Option<&MemberLayout>,
 ) -> Result<SnapshotFile> {
     let mut meta = None;
     let (mut y, mut params, mut config) = (None, None, None);
@@ -683,26 +880,33 @@ fn decode_members(
             ("y", "state", &y, states),
             ("params", "parameter", &params, params_names),
         ] {
-            if v.len() != names.len() {
+            let (n, names) = names;
+            if v.len() != n {
+                // Compact images of large models carry no names to list.
+                let listed = if names.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({what}s: {})", names.join(", "))
+                };
                 return Err(Error::new(
                     crate::error::ErrorKind::Incompatible,
                     format!(
-                        "member '{key}': {what} vector has {} entries, the model has {} \
-                         ({what}s: {})",
+                        "member '{key}': {what} vector has {} entries, the model has {n}{listed}",
                         v.len(),
-                        names.len(),
-                        names.join(", ")
                     ),
                 ));
             }
         }
     }
+    let obj = meta.as_object().expect("checked by parse_meta_json");
+    let r = MetaReader(obj);
+    let v2 = obj.get("schema").and_then(Value::as_str) == Some(SCHEMA_V2);
+    if v2 {
+        restore_zero_members(&r, &mut stepper_ws, &mut runtime_ws, layout)?;
+    }
     if runtime_ws.is_empty() {
         return Err(missing("workspace/runtime/clock"));
     }
-
-    let obj = meta.as_object().expect("checked by parse_meta_json");
-    let r = MetaReader(obj);
     let pins_value = r.get("pins")?;
     let pins_obj = pins_value
         .as_object()
@@ -718,13 +922,22 @@ fn decode_members(
     };
     let n_state = r.count("n_state")?;
     let n_params = r.count("n_params")?;
+    // v2 files leave the names out (empty here): they are the model's, which the spec_hash
+    // pin identifies.
+    let names = |key: &str| -> Result<Vec<String>> {
+        if v2 && !obj.contains_key(key) {
+            Ok(Vec::new())
+        } else {
+            r.strings(key)
+        }
+    };
     let file_meta = SnapshotMeta {
         created_at: r.string("created_at")?,
         name: r.string("name")?,
         description: r.string("description")?,
         pins,
-        state_names: r.strings("state_names")?,
-        param_names: r.strings("param_names")?,
+        state_names: names("state_names")?,
+        param_names: names("param_names")?,
         t_curr: r.number("t_curr")?,
         dt_curr: r.number("dt_curr")?,
         step_count: r.count("step_count")?,
@@ -755,7 +968,8 @@ fn decode_members(
         ("state_names", &file_meta.state_names, n_state),
         ("param_names", &file_meta.param_names, n_params),
     ] {
-        if names.len() as u64 != n {
+        let left_out = v2 && !obj.contains_key(key);
+        if names.len() as u64 != n && !left_out {
             return Err(Error::corrupt(format!(
                 "meta.json: '{key}' lists {} names for {n} values",
                 names.len()

@@ -10,6 +10,7 @@ pub mod runner;
 pub mod sample_labels;
 pub mod sim;
 pub mod snapshot_io;
+mod snapshot_store;
 pub mod state;
 
 pub use ensemble::Ensemble;

@@ -55,7 +55,57 @@ pub struct Recording {
     /// One column per recorded variable, in `names` order.
     pub columns: Vec<Vec<f64>>,
     pub events: Vec<EventRecord>,
+    /// Read freely; changed only through [`Recording::push_segment`],
+    /// [`Recording::rename_segment`] and the truncating methods, which keep `names` current.
     pub segments: Vec<Segment>,
+    /// Explicit segment names → the segments carrying them, so name checks cost O(1)
+    /// however many segments a session has.
+    names_index: SegmentNames,
+}
+
+/// Index of explicit segment names.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct SegmentNames {
+    /// Name → indices of the segments with that explicit name, ascending.
+    by_name: foldhash::HashMap<String, Vec<usize>>,
+    /// Wanted name → the first `-k` suffix not yet tried. Valid while segments are only
+    /// added (added names only take more candidates); cleared on any rename or truncation.
+    next_suffix: foldhash::HashMap<String, u64>,
+}
+
+impl SegmentNames {
+    fn add(&mut self, name: &str, i: usize) {
+        let list = self.by_name.entry(name.to_string()).or_default();
+        let at = list.partition_point(|&j| j < i);
+        list.insert(at, i);
+    }
+
+    fn remove(&mut self, name: &str, i: usize) {
+        if let Some(list) = self.by_name.get_mut(name) {
+            list.retain(|&j| j != i);
+            if list.is_empty() {
+                self.by_name.remove(name);
+            }
+        }
+        self.next_suffix.clear();
+    }
+
+    /// Whether a segment other than `except` has the explicit name `name`.
+    fn taken(&self, name: &str, except: Option<usize>) -> bool {
+        self.by_name
+            .get(name)
+            .is_some_and(|l| l.iter().any(|&j| Some(j) != except))
+    }
+
+    fn first(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).and_then(|l| l.first().copied())
+    }
+}
+
+/// `k` when `name` is exactly `run#k` (the automatic name of segment `k`).
+fn run_alias(name: &str) -> Option<usize> {
+    let k: usize = name.strip_prefix("run#")?.parse().ok()?;
+    (format!("run#{k}") == name).then_some(k)
 }
 
 /// Lengths of a recording, to roll a failed run back.
@@ -109,7 +159,37 @@ impl Recording {
             c.truncate(m.samples);
         }
         self.events.truncate(m.events);
-        self.segments.truncate(m.segments);
+        self.truncate_segments(m.segments);
+    }
+
+    fn truncate_segments(&mut self, len: usize) {
+        if len < self.segments.len() {
+            self.names_index.next_suffix.clear();
+        }
+        for i in len..self.segments.len() {
+            if let Some(name) = self.segments[i].name.take() {
+                self.names_index.remove(&name, i);
+            }
+        }
+        self.segments.truncate(len);
+    }
+
+    /// Appends a segment (its explicit name, if any, already made unique).
+    pub fn push_segment(&mut self, seg: Segment) {
+        if let Some(name) = &seg.name {
+            self.names_index.add(name, self.segments.len());
+        }
+        self.segments.push(seg);
+    }
+
+    /// Gives segment `i` the explicit name `name` (already made unique).
+    pub fn rename_segment(&mut self, i: usize, name: String) {
+        if let Some(old) = self.segments[i].name.take() {
+            self.names_index.remove(&old, i);
+        }
+        self.names_index.add(&name, i);
+        self.names_index.next_suffix.clear();
+        self.segments[i].name = Some(name);
     }
 
     /// A new, empty recording of `vars` that reuses `spare`'s buffers (their capacity), so a
@@ -179,7 +259,12 @@ impl Recording {
 
     /// Finds a segment by effective name or automatic alias `run#k`.
     pub fn segment_index(&self, name: &str) -> Result<usize> {
-        if let Some(i) = (0..self.segments.len()).find(|&i| self.segment_name(i) == name) {
+        // The first segment whose effective name is `name`: an explicit name, or the
+        // automatic name of an unnamed segment.
+        let explicit = self.names_index.first(name);
+        let automatic =
+            run_alias(name).filter(|&k| k < self.segments.len() && self.segments[k].name.is_none());
+        if let Some(i) = explicit.into_iter().chain(automatic).min() {
             return Ok(i);
         }
         if let Some(k) = name
@@ -205,18 +290,34 @@ impl Recording {
     }
 
     /// A name not used by any segment other than `except` (adds `-2`, `-3`, … if needed).
-    pub fn unique_segment_name(&self, wanted: &str, except: Option<usize>) -> String {
-        let taken = |cand: &str| {
-            (0..self.segments.len()).any(|i| {
-                Some(i) != except && (self.segment_name(i) == cand || format!("run#{i}") == cand)
-            })
+    /// A name is used when it is a segment's explicit name or the `run#k` name of segment k.
+    pub fn unique_segment_name(&mut self, wanted: &str, except: Option<usize>) -> String {
+        let n = self.segments.len();
+        let taken = |names: &SegmentNames, cand: &str| {
+            names.taken(cand, except) || run_alias(cand).is_some_and(|k| k < n && Some(k) != except)
         };
-        if !taken(wanted) {
+        if !taken(&self.names_index, wanted) {
             return wanted.to_string();
         }
-        (2..)
-            .map(|k| format!("{wanted}-{k}"))
-            .find(|c| !taken(c))
-            .unwrap_or_else(|| wanted.to_string())
+        // Suffixes below the remembered one were taken and still are (only additions since).
+        let hint = match except {
+            None => self
+                .names_index
+                .next_suffix
+                .get(wanted)
+                .copied()
+                .unwrap_or(2),
+            Some(_) => 2,
+        };
+        let (k, name) = (hint.max(2)..)
+            .map(|k| (k, format!("{wanted}-{k}")))
+            .find(|(_, c)| !taken(&self.names_index, c))
+            .unwrap_or((hint, wanted.to_string()));
+        if except.is_none() {
+            self.names_index
+                .next_suffix
+                .insert(wanted.to_string(), k + 1);
+        }
+        name
     }
 }

@@ -188,7 +188,9 @@ pub struct Sim {
     info: &'static StepperInfo,
     pins: SessionPins,
     pub(crate) state: SessionState,
-    snapshots: Vec<Snapshot>,
+    snapshots: super::snapshot_store::SnapshotStore,
+    /// Bytes of the last too-large serialization (see `Sim::with_serialized`).
+    pub(crate) sized_bytes: Option<super::snapshot_io::SizedBytes>,
     initial_created: bool,
     rec: Option<Recording>,
     /// The recording selection fixed by the first recorded run after a reset.
@@ -303,7 +305,8 @@ impl Sim {
             info,
             pins: SessionPins::new(model, info),
             state: SessionState::bootstrap(model, info),
-            snapshots: Vec::new(),
+            snapshots: Default::default(),
+            sized_bytes: None,
             initial_created: false,
             rec: None,
             selection: None,
@@ -641,7 +644,7 @@ impl Sim {
                 .tag
                 .as_deref()
                 .map(|t| rec.unique_segment_name(t, None));
-            rec.segments.push(Segment {
+            rec.push_segment(Segment {
                 name,
                 t_start: rec.t[ms],
                 t_end: rec.t[last],
@@ -866,19 +869,16 @@ impl Sim {
 
     fn push_initial(&mut self, state: SessionState) {
         self.initial_created = true;
-        if self.snapshots.iter().any(|s| s.name == "initial") {
+        if self.snapshots.contains("initial") {
             return;
         }
-        self.snapshots.insert(
-            0,
-            Snapshot {
-                name: "initial".into(),
-                description: "auto-created before the first run".into(),
-                created_at: now_iso8601(),
-                state,
-                pins: self.pins.clone(),
-            },
-        );
+        self.snapshots.insert_first(Snapshot {
+            name: "initial".into(),
+            description: "auto-created before the first run".into(),
+            created_at: now_iso8601(),
+            state,
+            pins: self.pins.clone(),
+        });
     }
 
     fn ensure_initial(&mut self) {
@@ -892,13 +892,13 @@ impl Sim {
         if name.is_empty() {
             return Err(Error::invalid("snapshot name cannot be empty"));
         }
-        if self.snapshots.iter().any(|s| s.name == name) {
+        if self.snapshots.contains(name) {
             return Err(Error::duplicate(format!(
                 "snapshot '{name}' already exists; pick another name"
             )));
         }
         self.ensure_initial();
-        if self.snapshots.iter().any(|s| s.name == name) {
+        if self.snapshots.contains(name) {
             return Err(Error::duplicate(format!(
                 "snapshot '{name}' already exists; pick another name"
             )));
@@ -993,8 +993,8 @@ impl Sim {
 
     pub(crate) fn snapshot(&mut self, name: &str) -> Result<&Snapshot> {
         self.ensure_initial();
-        match self.snapshots.iter().position(|s| s.name == name) {
-            Some(i) => Ok(&self.snapshots[i]),
+        match self.snapshots.get(name) {
+            Some(s) => Ok(s),
             None => Err(Error::unknown(format!(
                 "unknown snapshot '{name}'{}; snapshots: {}",
                 suggestion_suffix(name, self.snapshots.iter().map(|s| s.name.as_str())),
@@ -1704,7 +1704,7 @@ impl Sim {
             .as_mut()
             .ok_or_else(|| Error::internal("segments without a recording"))?;
         let unique = rec.unique_segment_name(new_name, Some(i));
-        rec.segments[i].name = Some(unique.clone());
+        rec.rename_segment(i, unique.clone());
         Ok(unique)
     }
 

@@ -38,8 +38,9 @@ pub(crate) fn state_to_file(
                 dtype_token: pins.dtype.clone(),
                 dynlib_version: pins.dynlib_version.clone(),
             },
-            state_names: model.state_names.clone(),
-            param_names: model.param_names.clone(),
+            // Compact (v2) files do not list the names: no copy of them is made.
+            state_names: listed_names(model, &model.state_names),
+            param_names: listed_names(model, &model.param_names),
             t_curr: state.t,
             dt_curr: state.dt,
             step_count: state.step,
@@ -53,6 +54,15 @@ pub(crate) fn state_to_file(
         config: state.config.clone(),
         stepper_ws: state.stepper_ws.clone(),
         runtime_ws: state.runtime_ws(),
+    }
+}
+
+/// The names a snapshot file of `model` lists: all of them, or none for compact files.
+fn listed_names(model: &Model, names: &[String]) -> Vec<String> {
+    if snapshot::compact_sizes(model.n_states(), model.n_params()) {
+        Vec::new()
+    } else {
+        names.to_vec()
     }
 }
 
@@ -83,11 +93,15 @@ pub(crate) fn state_from_file(
             model.n_params()
         )));
     }
+    // A compact file lists no names: the spec_hash pin (checked below) covers them.
+    let listed = !(snapshot::compact_sizes(file.y.len(), file.params.len())
+        && m.state_names.is_empty()
+        && m.param_names.is_empty());
     for (what, theirs, ours) in [
         ("state", &m.state_names, &model.state_names),
         ("parameter", &m.param_names, &model.param_names),
     ] {
-        if theirs != ours {
+        if listed && theirs != ours {
             return Err(incompatible(format!(
                 "{what} names differ: the file has [{}], the model has [{}]",
                 theirs.join(", "),
@@ -242,7 +256,52 @@ pub fn inspect_snapshot_bytes(bytes: &[u8]) -> Result<serde_json::Value> {
     snapshot::decode_meta(bytes)
 }
 
+/// The bytes of a serialization whose caller's buffer was too small (the C ABI's size
+/// query), kept for the call that follows with a large enough buffer, so the pair
+/// serializes once. Valid while the source is unchanged: a stored snapshot never changes, the
+/// current state is compared bit for bit.
+#[derive(Debug, Clone)]
+pub(crate) struct SizedBytes {
+    source: Option<String>,
+    /// The session state they were made from (`source = None`).
+    state: Option<SessionState>,
+    pins: SessionPins,
+    bytes: Vec<u8>,
+}
+
 impl Sim {
+    /// Calls `f` with the serialized bytes of `source` (as
+    /// [`serialize_snapshot`](Self::serialize_snapshot)); when they are longer than `cap`,
+    /// they are kept so that the next call for the same, unchanged source reuses them.
+    pub(crate) fn with_serialized<R>(
+        &mut self,
+        source: Option<&str>,
+        cap: usize,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        let kept = self.sized_bytes.take().filter(|k| {
+            k.source.as_deref() == source
+                && k.pins == *self.pins()
+                && k.state
+                    .as_ref()
+                    .is_none_or(|st| st.bits_eq(self.session_state()))
+        });
+        let bytes = match kept {
+            Some(k) => k.bytes,
+            None => self.serialize_snapshot(source)?,
+        };
+        let r = f(&bytes);
+        if bytes.len() > cap {
+            self.sized_bytes = Some(SizedBytes {
+                source: source.map(str::to_string),
+                state: source.is_none().then(|| self.session_state().clone()),
+                pins: self.pins().clone(),
+                bytes,
+            });
+        }
+        Ok(r)
+    }
+
     fn file_image(&mut self, source: Option<&str>) -> Result<SnapshotFile> {
         let (model, info) = (self.model().clone(), self.stepper());
         match source {

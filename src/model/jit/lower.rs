@@ -25,10 +25,13 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
 
+mod chunked;
+
 use super::shims;
 use crate::error::{Error, Result};
 use crate::model::compile::{CompiledModel, Target};
 use crate::model::program::{Fn1, Fn2, LagSlot, Op, Program};
+use chunked::CHUNK_OPS;
 
 /// What generated code may touch: `y[..n_states]`, `p[..n_params]`, `out[..n_out]` of each
 /// function, `heads[..n_states]` and `ring[..lag_total]` of the lag context.
@@ -93,6 +96,14 @@ pub(super) fn new_module() -> Result<JITModule> {
         .map_err(|e| cl_error("flags", e))?;
     flags
         .set("opt_level", "speed")
+        .map_err(|e| cl_error("flags", e))?;
+    // Frames of large functions (spill areas, register spills) may exceed a guard page:
+    // probe them, so running out of stack faults on the guard page instead of skipping it.
+    flags
+        .set("enable_probestack", "true")
+        .map_err(|e| cl_error("flags", e))?;
+    flags
+        .set("probestack_strategy", "inline")
         .map_err(|e| cl_error("flags", e))?;
     let isa = cranelift_native::builder()
         .map_err(|e| cl_error("host machine", e))?
@@ -247,6 +258,11 @@ impl<'a> Lowerer<'a> {
     }
 
     fn function(&mut self, body: Body<'_>) -> Result<FnDecl> {
+        if let Body::Outputs(prog) = body {
+            if prog.ops.len() > CHUNK_OPS {
+                return self.chunked_function(prog);
+            }
+        }
         let sig = self.signature();
         let name = self.next_name();
         let id = self
@@ -292,13 +308,7 @@ impl<'a> Lowerer<'a> {
                 // Each output is stored as soon as its value exists, so a large model does
                 // not keep every output live to the end (register allocation would then
                 // grow quadratically with the model).
-                let mut stores: Vec<Vec<usize>> = vec![Vec::new(); prog.ops.len()];
-                for (i, &r) in prog.outputs.iter().enumerate() {
-                    stores
-                        .get_mut(r as usize)
-                        .ok_or_else(|| Error::internal("output register out of range"))?
-                        .push(i);
-                }
+                let stores = output_stores(prog)?;
                 self.emit_with(&mut b, &mut frame, prog, |b, r, v| {
                     for &i in &stores[r] {
                         b.ins().store(mem(), v, out, offset(i)?);
@@ -415,38 +425,45 @@ impl<'a> Lowerer<'a> {
     ) -> Result<Vec<Value>> {
         let mut regs: Vec<Value> = Vec::with_capacity(prog.ops.len());
         for op in &prog.ops {
-            let v = match *op {
-                Op::Const(c) => b.ins().f64const(c),
-                Op::Time => frame.t,
-                Op::State(s) if (s as usize) < self.bounds.n_states => {
-                    read(b, &frame.y, s as usize)?
-                }
-                Op::Param(k) if (k as usize) < self.bounds.n_params => {
-                    read(b, &frame.p, k as usize)?
-                }
-                Op::State(_) | Op::Param(_) => {
-                    return Err(Error::internal("state or parameter index out of range"))
-                }
-                Op::Lag { state, k } => self.lag(b, frame, state as usize, k)?,
-                Op::Unary(f, a) => {
-                    let a = reg(&regs, a)?;
-                    self.unary(b, frame, f, a)?
-                }
-                Op::Binary(f, x, y) => {
-                    let x = reg(&regs, x)?;
-                    let y = reg(&regs, y)?;
-                    self.binary(b, frame, f, x, y)?
-                }
-                Op::Select(c, x, y) => {
-                    let c = truth(b, reg(&regs, c)?);
-                    let (x, y) = (reg(&regs, x)?, reg(&regs, y)?);
-                    b.ins().select(c, x, y)
-                }
-            };
+            let v = self.emit_op(b, frame, *op, |r| reg(&regs, r))?;
             on_value(b, regs.len(), v)?;
             regs.push(v);
         }
         Ok(regs)
+    }
+
+    /// Emits one instruction, reading its operands through `operand`.
+    fn emit_op(
+        &mut self,
+        b: &mut FunctionBuilder,
+        frame: &mut Frame,
+        op: Op,
+        operand: impl Fn(u32) -> Result<Value>,
+    ) -> Result<Value> {
+        Ok(match op {
+            Op::Const(c) => b.ins().f64const(c),
+            Op::Time => frame.t,
+            Op::State(s) if (s as usize) < self.bounds.n_states => read(b, &frame.y, s as usize)?,
+            Op::Param(k) if (k as usize) < self.bounds.n_params => read(b, &frame.p, k as usize)?,
+            Op::State(_) | Op::Param(_) => {
+                return Err(Error::internal("state or parameter index out of range"))
+            }
+            Op::Lag { state, k } => self.lag(b, frame, state as usize, k)?,
+            Op::Unary(f, a) => {
+                let a = operand(a)?;
+                self.unary(b, frame, f, a)?
+            }
+            Op::Binary(f, x, y) => {
+                let x = operand(x)?;
+                let y = operand(y)?;
+                self.binary(b, frame, f, x, y)?
+            }
+            Op::Select(c, x, y) => {
+                let c = truth(b, operand(c)?);
+                let (x, y) = (operand(x)?, operand(y)?);
+                b.ins().select(c, x, y)
+            }
+        })
     }
 
     /// `lag_x(k)`: `ring[offset + (head + len - (k - shift)) % len]`, in the wrapping `usize`
@@ -566,6 +583,18 @@ impl<'a> Lowerer<'a> {
             }
         })
     }
+}
+
+/// The output indices stored from each register of `prog`.
+fn output_stores(prog: &Program) -> Result<Vec<Vec<usize>>> {
+    let mut stores: Vec<Vec<usize>> = vec![Vec::new(); prog.ops.len()];
+    for (i, &r) in prog.outputs.iter().enumerate() {
+        stores
+            .get_mut(r as usize)
+            .ok_or_else(|| Error::internal("output register out of range"))?
+            .push(i);
+    }
+    Ok(stores)
 }
 
 /// Element `i` of a vector source.

@@ -1,0 +1,401 @@
+//! Scaling benchmark (issue 13): for chain models of N = 10^3 .. 10^6 states in the model
+//! language, the load time (parse, compile, native code), the first run (a few rk4 steps) and
+//! snapshot export / import against a raw write+fsync / read of the state's bytes (measured
+//! side by side, best of 3); 10^4 tagged resumed segments against one unsplit run;
+//! create_snapshot against a malloc + memcpy of the state; nested and chained functions.
+//!
+//! cargo run --release --example scale_bench            # the whole table
+//! cargo run --release --example scale_bench -- 100000  # one size (load, run, snapshots)
+use std::time::Instant;
+
+use dynlib::{Backend, Model};
+
+fn chain_toml(n: usize) -> String {
+    let mut s = String::with_capacity(n * 40);
+    s.push_str("[model]\ntype = \"ode\"\nname = \"chain\"\n\n[states]\n");
+    for i in 0..n {
+        s.push_str(&format!("x{i} = {}\n", if i == 0 { 1.0 } else { 0.0 }));
+    }
+    s.push_str("\n[params]\nk = 0.5\n\n[equations.rhs]\n");
+    s.push_str("x0 = \"-k*x0\"\n");
+    for i in 1..n {
+        s.push_str(&format!("x{i} = \"k*(x{} - x{i})\"\n", i - 1));
+    }
+    s
+}
+
+fn nested_toml(depth: usize) -> String {
+    let mut s = String::from("[model]\ntype = \"ode\"\n\n[states]\nx = 1.0\n\n[functions]\n");
+    s.push_str("f0 = { args = [\"z\"], expr = \"0.5*z\" }\n");
+    for i in 1..=depth {
+        s.push_str(&format!(
+            "f{i} = {{ args = [\"z\"], expr = \"f{p}(z) + f{p}(z)\" }}\n",
+            p = i - 1
+        ));
+    }
+    s.push_str(&format!("\n[equations.rhs]\nx = \"-f{depth}(x)\"\n"));
+    s
+}
+
+fn chained_toml(n: usize) -> String {
+    let mut s = String::from("[model]\ntype = \"ode\"\n\n[states]\n");
+    for i in 0..n {
+        s.push_str(&format!("x{i} = 1.0\n"));
+    }
+    s.push_str("\n[params]\nk = 0.5\n\n[functions]\n");
+    for i in 0..n {
+        s.push_str(&format!(
+            "g{i} = {{ args = [\"a\", \"b\"], expr = \"k*(a - b) + {i}\" }}\n"
+        ));
+    }
+    s.push_str("\n[equations.rhs]\nx0 = \"-k*x0\"\n");
+    for i in 1..n {
+        s.push_str(&format!("x{i} = \"g{i}(x{}, x{i})\"\n", i - 1));
+    }
+    s
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() == 1 {
+        table(&[1_000, 10_000, 100_000, 1_000_000]);
+        return;
+    }
+    if args.len() == 2 {
+        table(&[args[1].parse().unwrap()]);
+        return;
+    }
+    let n: usize = args.get(1).map(|a| a.parse().unwrap()).unwrap_or(1000);
+    let backend = match args.get(2).map(String::as_str) {
+        Some("interp") => Backend::Interpreter,
+        _ => Backend::Auto,
+    };
+    if args.get(3).map(String::as_str) == Some("seg") {
+        for tag in [None, Some("seg")] {
+            let (s, w) = segment_times(10_000, n as u64, tag);
+            println!(
+                "segments {tag:?} {s:.3} s, unsplit {w:.3} s, ratio {:.3}",
+                s / w
+            );
+        }
+        let (c, m) = create_snapshot_times(10_000);
+        println!(
+            "create_snapshot {:.3} us, malloc+memcpy {:.3} us, ratio {:.1}",
+            c * 1e6,
+            m * 1e6,
+            c / m
+        );
+        return;
+    }
+    if args.get(3).map(String::as_str) == Some("snap") {
+        snap_times(n);
+        return;
+    }
+    let text = match args.get(3).map(String::as_str) {
+        Some("nested") => nested_toml(n),
+        Some("chained") => chained_toml(n),
+        _ => chain_toml(n),
+    };
+    if args.get(3).map(String::as_str) == Some("toml") {
+        for _ in 0..3 {
+            let t = Instant::now();
+            let d = dynlib::model::spec::parse_toml(&text).unwrap();
+            let a = t.elapsed().as_secs_f64();
+            drop(d);
+            let t = Instant::now();
+            let ix = dynlib::model::pos::DocIndex::new(&text);
+            let b = t.elapsed().as_secs_f64();
+            drop(ix);
+            println!("toml {a:.3} index {b:.3}");
+        }
+        return;
+    }
+    if args.get(3).map(String::as_str) == Some("phases") {
+        std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn({
+                let t = text.clone();
+                move || phases(&t)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+    let t = Instant::now();
+    let m = Model::from_toml_with(&text, backend).unwrap();
+    println!(
+        "n={n} load {:.3} s backend {:?}",
+        t.elapsed().as_secs_f64(),
+        m.backend()
+    );
+}
+
+#[allow(dead_code)]
+pub fn phases(text: &str) {
+    use dynlib::model::{compile, pos, spec};
+    let t = Instant::now();
+    let doc = spec::parse_toml(text).unwrap();
+    let a = t.elapsed().as_secs_f64();
+    let ix = pos::DocIndex::new(text);
+    let b = t.elapsed().as_secs_f64();
+    let parsed = spec::parse_lenient(text, Some((doc, ix))).unwrap();
+    let c = t.elapsed().as_secs_f64();
+    let s = spec::checked(parsed).unwrap();
+    let d = t.elapsed().as_secs_f64();
+    let comp = compile::compile(&s).unwrap();
+    let e = t.elapsed().as_secs_f64();
+    let j = serde_json::to_vec(&s).unwrap();
+    let f = t.elapsed().as_secs_f64();
+    println!("toml {a:.3} docindex {:.3} build {:.3} checked {:.3} compile {:.3} json {:.3} ({} ops, {} bytes)", b-a, c-b, d-c, e-d, f-e, comp.rhs.ops.len(), j.len());
+}
+
+/// dx_0 = -k x_0, dx_i = k (x_{i-1} - x_i) as a host model: loads at once at any size, so
+/// snapshot figures are not waiting for a model-language load.
+struct HostChain;
+impl dynlib::model::host::HostModel for HostChain {
+    fn rhs(&self, _t: f64, y: &[f64], p: &[f64], out: &mut [f64]) -> Result<(), i32> {
+        out[0] = -p[0] * y[0];
+        for i in 1..y.len() {
+            out[i] = p[0] * (y[i - 1] - y[i]);
+        }
+        Ok(())
+    }
+}
+
+pub fn host_chain(n: usize) -> Model {
+    let names: Vec<String> = (0..n).map(|i| format!("x{i}")).collect();
+    let t = Instant::now();
+    let def = dynlib::model::host::HostModelDef {
+        id: format!("scale/chain{n}"),
+        version: "1".into(),
+        kind: dynlib::model::ModelKind::Ode,
+        state_names: names,
+        state_init: (0..n).map(|i| if i == 0 { 1.0 } else { 0.0 }).collect(),
+        param_names: vec!["k".into()],
+        param_init: vec![0.5],
+        aux_names: Vec::new(),
+        event_names: Vec::new(),
+        dt: 0.01,
+        stepper: "rk4".into(),
+    };
+    let m = Model::from_host(def, Box::new(HostChain)).unwrap();
+    println!(
+        "host model of {n} states built in {:.3} s",
+        t.elapsed().as_secs_f64()
+    );
+    m
+}
+
+pub fn snap_times(n: usize) {
+    use std::io::Write;
+    let dir = tempdir();
+    let m = host_chain(n);
+    let mut sim = dynlib::Sim::new(&m).unwrap();
+    sim.run(&dynlib::RunOptions::new().t(0.03).record(false))
+        .unwrap();
+    let path = dir.join("s.npz");
+    let raw = dir.join("raw.bin");
+    let bytes: Vec<u8> = sim.state().iter().flat_map(|v| v.to_le_bytes()).collect();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut f = std::fs::File::create(&raw).unwrap();
+        f.write_all(&bytes).unwrap();
+        f.sync_all().unwrap();
+        let w = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let back = std::fs::read(&raw).unwrap();
+        let r = t.elapsed().as_secs_f64();
+        assert_eq!(back.len(), bytes.len());
+        let t = Instant::now();
+        let ser = sim.serialize_snapshot(None).unwrap();
+        let s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        sim.export_snapshot(&path, None).unwrap();
+        let e = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        sim.import_snapshot(&path).unwrap();
+        let i = t.elapsed().as_secs_f64();
+        println!(
+            "raw write+fsync {w:.4} read {r:.4} | serialize {s:.4} export {e:.4} ({:.1}x) import {i:.4} ({:.1}x) file {} bytes",
+            e / w,
+            i / r,
+            ser.len()
+        );
+    }
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("dynlib-scale-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// 10^4 tagged resumed segments against one unsplit run of the same steps (best of 3 each,
+/// interleaved); returns (split, unsplit) seconds.
+pub fn segment_times(segments: u64, steps_each: u64, tag: Option<&str>) -> (f64, f64) {
+    let m = Model::load("builtin://ode/lorenz").unwrap();
+    let (mut split, mut whole) = (f64::MAX, f64::MAX);
+    for _ in 0..3 {
+        let mut sim = dynlib::Sim::with_stepper(&m, Some("rk4")).unwrap();
+        let t = Instant::now();
+        let dt = 1.0 / 1024.0;
+        let horizon = |k: u64| (k * steps_each) as f64 * dt;
+        sim.run(
+            &dynlib::RunOptions::new()
+                .t(horizon(segments))
+                .dt(dt)
+                .max_steps(u64::MAX),
+        )
+        .unwrap();
+        whole = whole.min(t.elapsed().as_secs_f64());
+        let unsplit = sim.state().to_vec();
+        let mut sim = dynlib::Sim::with_stepper(&m, Some("rk4")).unwrap();
+        let t = Instant::now();
+        for i in 0..segments {
+            let mut opts = dynlib::RunOptions::new().t(horizon(i + 1));
+            if let Some(tag) = tag {
+                opts = opts.tag(tag);
+            }
+            let opts = if i == 0 {
+                opts.dt(dt)
+            } else {
+                opts.resume(true)
+            };
+            sim.run(&opts).unwrap();
+        }
+        split = split.min(t.elapsed().as_secs_f64());
+        assert_eq!(sim.segments().len() as u64, segments);
+        assert!(unsplit
+            .iter()
+            .zip(sim.state())
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+    (split, whole)
+}
+
+/// Mean time of create_snapshot on a 3-state model and of a malloc + memcpy of its state
+/// (a `Vec` clone), best of 5 batches of `count`.
+pub fn create_snapshot_times(count: usize) -> (f64, f64) {
+    let m = Model::load("builtin://ode/lorenz").unwrap();
+    let names: Vec<String> = (0..count).map(|i| format!("s{i}")).collect();
+    let (mut snap, mut copy) = (f64::MAX, f64::MAX);
+    for _ in 0..5 {
+        let mut sim = dynlib::Sim::new(&m).unwrap();
+        sim.run(&dynlib::RunOptions::new().t(0.1)).unwrap();
+        let t = Instant::now();
+        for n in &names {
+            sim.create_snapshot(n, "").unwrap();
+        }
+        snap = snap.min(t.elapsed().as_secs_f64() / count as f64);
+        let y = sim.state().to_vec();
+        let mut keep = Vec::with_capacity(count);
+        let t = Instant::now();
+        for _ in 0..count {
+            keep.push(std::hint::black_box(&y).clone());
+        }
+        copy = copy.min(t.elapsed().as_secs_f64() / count as f64);
+        drop(keep);
+    }
+    (snap, copy)
+}
+
+/// Best of `k` timings of `f` (seconds).
+fn best(k: usize, mut f: impl FnMut()) -> f64 {
+    (0..k)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::MAX, f64::min)
+}
+
+/// Export, import, raw write+fsync and raw read of the state bytes, interleaved, best of 3.
+fn snapshot_row(sim: &mut dynlib::Sim) -> (f64, f64, f64, f64, usize) {
+    use std::io::Write;
+    let dir = tempdir();
+    let (path, raw) = (dir.join("s.npz"), dir.join("raw.bin"));
+    let bytes: Vec<u8> = sim.state().iter().flat_map(|v| v.to_le_bytes()).collect();
+    let (mut e, mut i, mut w, mut r) = (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
+    for _ in 0..3 {
+        w = w.min(best(1, || {
+            let mut f = std::fs::File::create(&raw).unwrap();
+            f.write_all(&bytes).unwrap();
+            f.sync_all().unwrap();
+        }));
+        e = e.min(best(1, || sim.export_snapshot(&path, None).unwrap()));
+        r = r.min(best(1, || {
+            assert_eq!(std::fs::read(&raw).unwrap().len(), bytes.len())
+        }));
+        i = i.min(best(1, || sim.import_snapshot(&path).unwrap()));
+    }
+    let size = std::fs::metadata(&path).unwrap().len() as usize;
+    let _ = std::fs::remove_dir_all(&dir);
+    (e, i, w, r, size)
+}
+
+fn table(sizes: &[usize]) {
+    println!(
+        "{:>9} {:>8} {:>9} {:>9} {:>8} {:>9} {:>7} {:>9} {:>8} {:>7} {:>11}",
+        "N",
+        "load s",
+        "per 10x",
+        "1st run s",
+        "export s",
+        "write s",
+        "ratio",
+        "import s",
+        "read s",
+        "ratio",
+        "file bytes"
+    );
+    let mut prev: Option<f64> = None;
+    for &n in sizes {
+        let text = chain_toml(n);
+        let t = Instant::now();
+        let m = Model::load(&format!("inline:{text}")).unwrap();
+        let load = t.elapsed().as_secs_f64();
+        let growth = prev.map_or("-".to_string(), |p| format!("{:.1}x", load / p));
+        prev = Some(load);
+        let mut sim = dynlib::Sim::with_stepper(&m, Some("rk4")).unwrap();
+        let t = Instant::now();
+        sim.run(&dynlib::RunOptions::new().t(0.05).dt(0.01).record(false))
+            .unwrap();
+        let first = t.elapsed().as_secs_f64();
+        let (e, i, w, r, size) = snapshot_row(&mut sim);
+        println!(
+            "{n:>9} {load:>8.3} {growth:>9} {first:>9.3} {e:>8.4} {w:>9.4} {:>6.1}x {i:>9.4} {r:>8.4} {:>6.1}x {size:>11} ({:?})",
+            e / w,
+            i / r,
+            m.backend()
+        );
+    }
+    let (s, w) = segment_times(10_000, 1000, Some("seg"));
+    let (su, wu) = segment_times(10_000, 1000, None);
+    println!(
+        "10^4 resumed segments of 1000 rk4 steps: tagged {s:.3} s vs unsplit {w:.3} s = {:.3}x; untagged {su:.3} s vs {wu:.3} s = {:.3}x",
+        s / w,
+        su / wu
+    );
+    let (c, mc) = create_snapshot_times(10_000);
+    println!(
+        "create_snapshot (3 states): {:.3} us; malloc+memcpy of the state {:.3} us; {:.1}x",
+        c * 1e6,
+        mc * 1e6,
+        c / mc
+    );
+    for depth in [20, 25] {
+        let text = nested_toml(depth);
+        let t = best(3, || drop(Model::from_toml(&text).unwrap()));
+        println!(
+            "functions nested {depth} deep (f_i(z) = f_i-1(z) + f_i-1(z)): load {:.1} ms",
+            t * 1e3
+        );
+    }
+    for n in [2000, 4000] {
+        let text = chained_toml(n);
+        let t = best(3, || drop(Model::from_toml(&text).unwrap()));
+        println!("{n} states each calling its own function: load {:.3} s", t);
+    }
+    drop(host_chain(1_000_000));
+}

@@ -1,0 +1,437 @@
+//! Scale (issue 13): large models load and run with both backends giving the same bits,
+//! nested functions are lowered once per distinct call, compact (v2) snapshot files of large
+//! models round-trip exactly and are checked like v1 files, and segment and snapshot names
+//! keep their semantics with O(1) checks.
+
+use std::time::Instant;
+
+use dynlib::persist::npy::{NpyArray, NpyData};
+use dynlib::persist::npz::{read_npz, write_npz, Limits};
+use dynlib::{Backend, ErrorKind, Model, RunOptions, SegmentRef, Sim};
+
+/// A chain of `n` states sharing one aux value (which crosses native-code chunks, so it goes
+/// through the spill area), with a lag on the first state.
+fn chain_with_aux(n: usize) -> String {
+    let mut s = String::from("[model]\ntype = \"ode\"\n\n[states]\n");
+    for i in 0..n {
+        s.push_str(&format!("x{i} = {}\n", 0.001 * i as f64));
+    }
+    s.push_str("\n[params]\nk = 0.5\n\n[aux]\na = \"sin(x0) + 0.1*lag_x0(2)\"\n");
+    s.push_str("\n[equations.rhs]\nx0 = \"1 - k*x0\"\n");
+    for i in 1..n {
+        s.push_str(&format!(
+            "x{i} = \"a*(x{p} - x{i}) + 0.01*sin(x{i})\"\n",
+            p = i - 1
+        ));
+    }
+    s
+}
+
+fn bits(v: &[f64]) -> Vec<u64> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn a_model_compiled_in_chunks_matches_the_interpreter_bit_for_bit() {
+    // ~7 instructions per state: 10^3 states is several chunks of native code.
+    let text = chain_with_aux(1000);
+    let native = Model::from_toml_with(&text, Backend::Native).unwrap();
+    let interp = Model::from_toml_with(&text, Backend::Interpreter).unwrap();
+    assert_eq!(native.backend(), Backend::Native);
+    let mut states = Vec::new();
+    for m in [&native, &interp] {
+        let mut sim = Sim::with_stepper(m, Some("rk4")).unwrap();
+        sim.run(&RunOptions::new().t(0.5).dt(0.01).record(false))
+            .unwrap();
+        states.push(bits(sim.state()));
+    }
+    assert_eq!(states[0], states[1]);
+    assert!(states[0].iter().any(|&b| b != 0));
+}
+
+fn nested(depth: usize) -> String {
+    let mut s = String::from("[model]\ntype = \"ode\"\n\n[states]\nx = 1.0\n\n[functions]\n");
+    s.push_str("f0 = { args = [\"z\"], expr = \"0.5*z + 1\" }\n");
+    for i in 1..=depth {
+        s.push_str(&format!(
+            "f{i} = {{ args = [\"z\"], expr = \"f{p}(z) + f{p}(z)\" }}\n",
+            p = i - 1
+        ));
+    }
+    s.push_str(&format!("\n[equations.rhs]\nx = \"-f{depth}(x)\"\n"));
+    s
+}
+
+#[test]
+fn functions_nested_25_deep_load_fast_and_compute_the_same_value() {
+    let text = nested(25);
+    for backend in [Backend::Native, Backend::Interpreter] {
+        let t = Instant::now();
+        let m = Model::from_toml_with(&text, backend).unwrap();
+        let took = t.elapsed().as_secs_f64();
+        // Re-inlining every call took > 60 s; once per distinct call it is milliseconds
+        // (the bound leaves room for a loaded machine).
+        assert!(took < 2.0, "{backend:?} load took {took} s");
+        let mut sim = Sim::with_stepper(&m, Some("euler")).unwrap();
+        sim.run(&RunOptions::new().t(1e-9).dt(1e-9)).unwrap();
+        // f25(1) = 2^25 * (0.5 + 1); one Euler step of -f25.
+        let want = 1.0 - 1e-9 * (2f64.powi(25) * 1.5);
+        assert_eq!(sim.state()[0].to_bits(), want.to_bits(), "{backend:?}");
+    }
+}
+
+/// dx_i = -x_i as a host model of `n` states (loads instantly at any size).
+struct Decay;
+impl dynlib::model::host::HostModel for Decay {
+    fn rhs(&self, _t: f64, y: &[f64], p: &[f64], out: &mut [f64]) -> Result<(), i32> {
+        for (o, v) in out.iter_mut().zip(y) {
+            *o = -p[0] * v;
+        }
+        Ok(())
+    }
+}
+
+fn host(n: usize) -> Model {
+    let def = dynlib::model::host::HostModelDef {
+        id: format!("scale-test/decay{n}"),
+        version: "1".into(),
+        kind: dynlib::model::ModelKind::Ode,
+        state_names: (0..n).map(|i| format!("y{i}")).collect(),
+        state_init: (0..n).map(|i| 1.0 + i as f64).collect(),
+        param_names: vec!["k".into()],
+        param_init: vec![0.25],
+        aux_names: Vec::new(),
+        event_names: Vec::new(),
+        dt: 0.01,
+        stepper: "rk45".into(),
+    };
+    Model::from_host(def, Box::new(Decay)).unwrap()
+}
+
+fn meta_of(bytes: &[u8]) -> serde_json::Value {
+    dynlib::session::inspect_snapshot_bytes(bytes).unwrap()
+}
+
+#[test]
+fn host_models_with_many_names_build_and_duplicates_are_still_refused() {
+    let n = 200_000;
+    let t = Instant::now();
+    let m = host(n);
+    assert_eq!(m.n_states(), n);
+    let took = t.elapsed().as_secs_f64();
+    assert!(took < 5.0, "building took {took} s");
+    let mut def = dynlib::model::host::HostModelDef {
+        id: "dup".into(),
+        version: "1".into(),
+        kind: dynlib::model::ModelKind::Ode,
+        state_names: (0..1000).map(|i| format!("y{i}")).collect(),
+        state_init: vec![0.0; 1000],
+        param_names: vec!["y500".into()],
+        param_init: vec![1.0],
+        aux_names: Vec::new(),
+        event_names: Vec::new(),
+        dt: 0.01,
+        stepper: "rk4".into(),
+    };
+    let err = Model::from_host(def.clone(), Box::new(Decay)).unwrap_err();
+    assert!(err.message().contains("duplicate name 'y500'"), "{err}");
+    def.param_names = vec!["k".into()];
+    Model::from_host(def, Box::new(Decay)).unwrap();
+}
+
+#[test]
+fn large_models_get_compact_files_that_resume_exactly() {
+    let m = host(5000);
+    let mut sim = Sim::new(&m).unwrap();
+    sim.run(&RunOptions::new().t(0.3)).unwrap();
+    let bytes = sim.serialize_snapshot(None).unwrap();
+    let meta = meta_of(&bytes);
+    assert_eq!(meta["schema"], "dynlib-snapshot-v2");
+    assert!(meta.get("state_names").is_none());
+    assert_eq!(meta["n_state"], 5000);
+    // No lags: the lag heads are all zero and listed, not stored.
+    let zero = meta["zero_members"].as_object().unwrap();
+    assert_eq!(
+        zero["workspace/runtime/lag_head"],
+        serde_json::json!({"dtype": "int64", "shape": [5000]})
+    );
+    let members = read_npz(&bytes, &Limits::default()).unwrap();
+    assert!(members.iter().all(|(k, _)| !zero.contains_key(k)));
+    // 5000 states: the file is the state and the stepper's arrays, not names.
+    let y_bytes = 5000 * 8;
+    assert!(bytes.len() < 12 * y_bytes, "{} bytes", bytes.len());
+
+    // Import into a fresh session and continue: the same bits as the uninterrupted run.
+    let mut resumed = Sim::new(&m).unwrap();
+    resumed.deserialize_snapshot(&bytes).unwrap();
+    assert!(resumed.session_state().bits_eq(sim.session_state()));
+    sim.run(&RunOptions::new().t(0.6).resume(true)).unwrap();
+    resumed.run(&RunOptions::new().t(0.6).resume(true)).unwrap();
+    assert_eq!(bits(sim.state()), bits(resumed.state()));
+
+    // A small model still writes v1, with its names.
+    let small = host(10);
+    let mut s = Sim::new(&small).unwrap();
+    s.run(&RunOptions::new().t(0.1)).unwrap();
+    let meta = meta_of(&s.serialize_snapshot(None).unwrap());
+    assert_eq!(meta["schema"], "dynlib-snapshot-v1");
+    assert_eq!(meta["state_names"].as_array().unwrap().len(), 10);
+}
+
+/// `bytes` with its meta.json edited by `edit`.
+fn edit_meta(bytes: &[u8], edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
+    let mut members = read_npz(bytes, &Limits::default()).unwrap();
+    let (_, a) = members.iter_mut().find(|(k, _)| k == "meta.json").unwrap();
+    let NpyData::U8(raw) = &a.data else {
+        panic!("meta.json is uint8")
+    };
+    let mut v: serde_json::Value = serde_json::from_slice(raw).unwrap();
+    edit(&mut v);
+    let text = serde_json::to_vec(&v).unwrap();
+    *a = NpyArray::u8(vec![text.len()], text).unwrap();
+    write_npz(&members).unwrap()
+}
+
+#[test]
+fn crafted_compact_files_are_refused_and_change_nothing() {
+    let m = host(5000);
+    let mut other = Sim::new(&m).unwrap();
+    other.run(&RunOptions::new().t(0.2)).unwrap();
+    let valid = other.serialize_snapshot(None).unwrap();
+    let mut sim = Sim::new(&m).unwrap();
+    sim.run(&RunOptions::new().t(0.1)).unwrap();
+    let before = sim.session_state().clone();
+    let key = "workspace/runtime/lag_head";
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            edit_meta(&valid, |v| {
+                v["zero_members"][key]["shape"] = serde_json::json!([4999]);
+            }),
+            "is not an array of this session's workspace",
+        ),
+        (
+            edit_meta(&valid, |v| {
+                v["zero_members"][key]["shape"] = serde_json::json!([1u64 << 40, 1u64 << 40]);
+            }),
+            "is larger than a snapshot can be",
+        ),
+        (
+            edit_meta(&valid, |v| {
+                v["zero_members"]["workspace/runtime/y"] =
+                    serde_json::json!({"dtype": "float64", "shape": [5000]});
+            }),
+            "is not an array of this session's workspace",
+        ),
+        (
+            edit_meta(&valid, |v| {
+                v["zero_members"][key]["dtype"] = serde_json::json!("uint8");
+            }),
+            "is not an array of this session's workspace",
+        ),
+        (
+            edit_meta(&valid, |v| {
+                v["zero_members"] = serde_json::json!([1, 2]);
+            }),
+            "'zero_members' must be an object",
+        ),
+        (
+            edit_meta(&valid, |v| {
+                v.as_object_mut().unwrap().remove("zero_members");
+            }),
+            "is missing",
+        ),
+    ];
+    for (bytes, want) in cases {
+        let err = sim.deserialize_snapshot(&bytes).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::CorruptSnapshot, "{err}");
+        assert!(err.message().contains(want), "want '{want}' in: {err}");
+        assert!(sim.session_state().bits_eq(&before));
+    }
+    // A file of another model of the same size is refused by its pins, names or not.
+    let other_model = {
+        let def = dynlib::model::host::HostModelDef {
+            id: "scale-test/other".into(),
+            ..host_def(5000)
+        };
+        Model::from_host(def, Box::new(Decay)).unwrap()
+    };
+    let mut foreign = Sim::new(&other_model).unwrap();
+    let err = foreign.deserialize_snapshot(&valid).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Incompatible, "{err}");
+    assert!(err.message().contains("spec_hash"), "{err}");
+    sim.deserialize_snapshot(&valid).unwrap();
+}
+
+fn host_def(n: usize) -> dynlib::model::host::HostModelDef {
+    dynlib::model::host::HostModelDef {
+        id: format!("scale-test/decay{n}"),
+        version: "1".into(),
+        kind: dynlib::model::ModelKind::Ode,
+        state_names: (0..n).map(|i| format!("y{i}")).collect(),
+        state_init: (0..n).map(|i| 1.0 + i as f64).collect(),
+        param_names: vec!["k".into()],
+        param_init: vec![0.25],
+        aux_names: Vec::new(),
+        event_names: Vec::new(),
+        dt: 0.01,
+        stepper: "rk45".into(),
+    }
+}
+
+#[test]
+fn segment_names_stay_unique_through_renames_and_failed_runs() {
+    let m = Model::load("builtin://ode/lorenz").unwrap();
+    let mut sim = Sim::with_stepper(&m, Some("rk4")).unwrap();
+    let dt = 1.0 / 64.0;
+    let mut horizon = 0.0;
+    let mut run = |sim: &mut Sim, tag: Option<&str>, first: bool| {
+        horizon += 4.0 * dt;
+        let mut o = RunOptions::new().t(horizon);
+        o = if first { o.dt(dt) } else { o.resume(true) };
+        if let Some(t) = tag {
+            o = o.tag(t);
+        }
+        sim.run(&o).unwrap();
+    };
+    run(&mut sim, Some("seg"), true);
+    for _ in 0..300 {
+        run(&mut sim, Some("seg"), false);
+    }
+    run(&mut sim, None, false);
+    let names: Vec<String> = (0..302)
+        .map(|i| sim.segment_name(SegmentRef::Index(i)).unwrap())
+        .collect();
+    assert_eq!(names[0], "seg");
+    assert_eq!(names[1], "seg-2");
+    assert_eq!(names[300], "seg-301");
+    assert_eq!(names[301], "run#301");
+    let unique: std::collections::HashSet<&String> = names.iter().collect();
+    assert_eq!(unique.len(), 302);
+    assert_eq!(
+        sim.segment_samples(SegmentRef::Name("seg-150")).unwrap(),
+        sim.segment_samples(SegmentRef::Index(149)).unwrap()
+    );
+    assert_eq!(
+        sim.segment_samples(SegmentRef::Name("run#7")).unwrap(),
+        sim.segment_samples(SegmentRef::Index(7)).unwrap()
+    );
+    // Renaming frees "seg-2": the next run tagged "seg" takes it (the smallest free suffix).
+    assert_eq!(
+        sim.name_segment(SegmentRef::Index(1), "warmup").unwrap(),
+        "warmup"
+    );
+    run(&mut sim, Some("seg"), false);
+    assert_eq!(sim.segment_name(SegmentRef::Index(302)).unwrap(), "seg-2");
+    // A name taken by the automatic name of another segment gets a suffix.
+    assert_eq!(
+        sim.name_segment(SegmentRef::Index(0), "run#5").unwrap(),
+        "run#5-2"
+    );
+    assert!(sim.segment_samples(SegmentRef::Name("seg-999")).is_err());
+}
+
+#[test]
+fn many_snapshots_keep_unique_names_and_are_found_by_name() {
+    let m = Model::load("builtin://ode/lorenz").unwrap();
+    let mut sim = Sim::new(&m).unwrap();
+    sim.run(&RunOptions::new().t(0.1)).unwrap();
+    for i in 0..2000 {
+        sim.create_snapshot(&format!("s{i}"), "").unwrap();
+    }
+    let err = sim.create_snapshot("s1234", "").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DuplicateName);
+    let err = sim.create_snapshot("initial", "").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DuplicateName);
+    let list = sim.list_snapshots();
+    assert_eq!(list.len(), 2001);
+    assert_eq!(list[0].name, "initial");
+    assert_eq!(list[2000].name, "s1999");
+    let t_snap = sim.time();
+    sim.run(&RunOptions::new().t(0.2).resume(true)).unwrap();
+    sim.reset("s1500").unwrap();
+    assert_eq!(sim.time().to_bits(), t_snap.to_bits());
+    assert_eq!(
+        sim.reset("s2000").unwrap_err().kind(),
+        ErrorKind::UnknownName
+    );
+}
+
+/// The C ABI's size query and the call that follows serialize once: the copy a second later
+/// is the size query's bytes (its `created_at` is from before the pause) while the state is
+/// unchanged, and fresh bytes once the state has changed.
+#[test]
+fn the_c_abi_size_query_and_the_copy_serialize_once() {
+    use dynlib::ffi::model::{dynlib_model_free, dynlib_model_load};
+    use dynlib::ffi::sim::{
+        dynlib_run_options_init, dynlib_sim_free, dynlib_sim_new, dynlib_sim_run, DynlibRunOptions,
+    };
+    use dynlib::ffi::snapshot::dynlib_sim_serialize_snapshot;
+    use std::time::{Duration, SystemTime};
+    let pause = Duration::from_millis(1100);
+    // Size query, pause, copy; returns the bytes and an upper bound (exclusive) for the time
+    // stamp of bytes made at the size query.
+    let fetch = |sim| -> (Vec<u8>, String) {
+        let before = SystemTime::now();
+        let mut needed = 0usize;
+        // SAFETY: a live handle; `needed` is writable; a NULL buffer with capacity 0.
+        let st = unsafe {
+            dynlib_sim_serialize_snapshot(
+                sim,
+                std::ptr::null(),
+                std::ptr::null_mut(),
+                0,
+                &mut needed,
+            )
+        };
+        assert_eq!(st, 0);
+        let mut buf = vec![0u8; needed];
+        std::thread::sleep(pause);
+        // SAFETY: `buf` holds `needed` writable bytes.
+        let st = unsafe {
+            dynlib_sim_serialize_snapshot(
+                sim,
+                std::ptr::null(),
+                buf.as_mut_ptr(),
+                needed,
+                &mut needed,
+            )
+        };
+        assert_eq!(st, 0);
+        assert_eq!(needed, buf.len());
+        let bound = humantime::format_rfc3339_seconds(before + pause).to_string();
+        (buf, bound)
+    };
+    let created = |bytes: &[u8]| meta_of(bytes)["created_at"].as_str().unwrap().to_string();
+    let source = c"builtin://ode/lorenz";
+    let mut model = std::ptr::null_mut();
+    let mut sim = std::ptr::null_mut();
+    // SAFETY: valid C strings and out-pointers.
+    unsafe {
+        assert_eq!(
+            dynlib_model_load(source.as_ptr(), std::ptr::null(), &mut model),
+            0
+        );
+        assert_eq!(dynlib_sim_new(model, &mut sim), 0);
+    }
+    let (first, bound) = fetch(sim);
+    assert!(created(&first) < bound, "{} vs {bound}", created(&first));
+    let mut opts = std::mem::MaybeUninit::<DynlibRunOptions>::uninit();
+    // SAFETY: `opts` is written by init before use; the handles are live.
+    unsafe {
+        assert_eq!(dynlib_run_options_init(opts.as_mut_ptr()), 0);
+        let mut opts = opts.assume_init();
+        opts.T = 0.5;
+        assert_eq!(dynlib_sim_run(sim, &opts), 0);
+    }
+    // The state changed between two size queries: the bytes are new.
+    let (after, bound) = fetch(sim);
+    let t_after = meta_of(&after)["t_curr"].as_f64().unwrap();
+    assert!((t_after - 0.5).abs() < 1e-9, "{t_after}");
+    assert_eq!(meta_of(&first)["t_curr"], serde_json::json!(0.0));
+    assert!(created(&after) < bound);
+    // SAFETY: live handles, freed once.
+    unsafe {
+        dynlib_sim_free(sim);
+        dynlib_model_free(model);
+    }
+}
