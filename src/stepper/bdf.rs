@@ -337,7 +337,11 @@ impl Bdf {
     }
 
     fn wrms(&self, v: &[f64]) -> f64 {
-        let s: f64 = v.iter().zip(&self.ewt).map(|(x, w)| (x * w) * (x * w)).sum();
+        let s: f64 = v
+            .iter()
+            .zip(&self.ewt)
+            .map(|(x, w)| (x * w) * (x * w))
+            .sum();
         (s / self.n as f64).sqrt()
     }
 
@@ -354,7 +358,9 @@ impl Bdf {
         !self.fresh
             && self.nst > 0
             && t.to_bits() == self.tn.to_bits()
-            && y.iter().zip(self.row(0)).all(|(a, b)| a.to_bits() == b.to_bits())
+            && y.iter()
+                .zip(self.row(0))
+                .all(|(a, b)| a.to_bits() == b.to_bits())
     }
 
     /// A fresh start at order 1: zn = [y, h·f(t, y)].
@@ -640,7 +646,11 @@ impl Bdf {
             }
             self.complete_step(s.qmax);
             self.prepare_next_step(dsm, s);
-            self.etamax = if self.nst <= SMALL_NST { ETAMX2 } else { ETAMX3 };
+            self.etamax = if self.nst <= SMALL_NST {
+                ETAMX2
+            } else {
+                ETAMX3
+            };
             return Ok(());
         }
     }
@@ -1109,7 +1119,9 @@ impl Loaded {
             ));
         }
         if !(0..=LONG_WAIT as i64).contains(&qwait) {
-            return bad(format!("'order' holds the wait {qwait}, outside 0..={LONG_WAIT}"));
+            return bad(format!(
+                "'order' holds the wait {qwait}, outside 0..={LONG_WAIT}"
+            ));
         }
         if let Some(f) = self.flags.iter().find(|f| !(0..=1).contains(*f)) {
             return bad(format!("'flags' holds {f}; flags are 0 or 1"));
@@ -1123,7 +1135,9 @@ impl Loaded {
         }
         let h = self.tn_h[1];
         if self.flags[0] == 0 && nst > 0 && !(h.is_normal() && h > 0.0) {
-            return bad(format!("the step size {h:?} must be a positive normal number"));
+            return bad(format!(
+                "the step size {h:?} must be a positive normal number"
+            ));
         }
         for (k, &p) in self.piv.iter().enumerate() {
             if !(k as i64..n as i64).contains(&p) {

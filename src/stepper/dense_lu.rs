@@ -70,7 +70,11 @@ impl DenseLu {
         }
         for i in (0..n).rev() {
             let row = &self.a[i * n..(i + 1) * n];
-            let s: f64 = row[i + 1..].iter().zip(&b[i + 1..]).map(|(u, x)| u * x).sum();
+            let s: f64 = row[i + 1..]
+                .iter()
+                .zip(&b[i + 1..])
+                .map(|(u, x)| u * x)
+                .sum();
             b[i] = (b[i] - s) / row[i];
         }
     }
