@@ -463,8 +463,8 @@ impl Bdf {
         for i in 0..n {
             let v = a1 * self.zn[ACOR_ROW * n + i];
             self.zn[big_l * n + i] = v;
-            for j in 2..=q {
-                self.zn[j * n + i] += l[j] * v;
+            for (j, lj) in l.iter().enumerate().take(q + 1).skip(2) {
+                self.zn[j * n + i] += lj * v;
             }
         }
     }
@@ -486,9 +486,9 @@ impl Bdf {
                 l[i] = l[i] * xi + l[i - 1];
             }
         }
-        for j in 2..q {
+        for (j, lj) in l.iter().enumerate().take(q).skip(2) {
             for i in 0..n {
-                self.zn[j * n + i] -= l[j] * self.zn[q * n + i];
+                self.zn[j * n + i] -= lj * self.zn[q * n + i];
             }
         }
     }
