@@ -40,7 +40,9 @@ typedef struct Counts {
 
 typedef struct Result {
   int ran;
-  double err, secs;
+  /* secs: the whole solve (CVODE: create, init, setup and CVode; dynlib: dynlib_sim_run);
+   * setup: CVODE's part before CVode. */
+  double err, secs, setup;
   long steps, rhs, jac, lu;
 } Result;
 
@@ -92,7 +94,7 @@ static int cv_jac(sunrealtype t, N_Vector y, N_Vector fy, SUNMatrix J, void *ud,
 
 static Result run_cvode(SUNContext ctx, const Problem *p, double rtol, double *y_out) {
   Counts c = {p, 0, 0};
-  Result r = {1, 0, 0, 0, 0, 0, 0};
+  Result r = {1, 0, 0, 0, 0, 0, 0, 0};
   N_Vector y = N_VNew_Serial((sunindextype)p->n, ctx);
   SUNMatrix A = SUNDenseMatrix((sunindextype)p->n, (sunindextype)p->n, ctx);
   SUNLinearSolver ls = SUNLinSol_Dense(y, A, ctx);
@@ -104,6 +106,7 @@ static Result run_cvode(SUNContext ctx, const Problem *p, double rtol, double *y
       CVodeSetJacFn(mem, cv_jac) || CVodeSetMaxNumSteps(mem, 100000000) ||
       CVodeSetMaxErrTestFails(mem, 20))
     die("CVODE setup failed");
+  r.setup = now() - t0;
   sunrealtype t = 0.0;
   if (CVode(mem, p->t_end, y, &t, CV_NORMAL) < 0) r.ran = 0;
   r.secs = now() - t0;
@@ -177,7 +180,7 @@ static long bdf_lu_count(DynlibSim *sim) {
 
 static Result run_dynlib(DlSolver *s, const char *stepper, double rtol, double *y_out) {
   const Problem *p = s->counts.p;
-  Result r = {1, 0, 0, 0, 0, 0, -1};
+  Result r = {1, 0, 0, 0, 0, 0, 0, -1};
   const char *names[3] = {"rtol", "atol", "jacobian_mode"};
   double values[3] = {rtol, p->atol_scale * rtol, 1.0};
   DynlibRunOptions o;
@@ -257,21 +260,23 @@ int main(int argc, char **argv) {
           if (r.ran && (!res[s][it].ran || r.secs < res[s][it].secs)) res[s][it] = r;
         }
     }
-    printf("%-6s %-9s %9s %8s %8s %6s %6s %10s %11s %11s\n", "rtol", "solver", "error", "steps",
-           "rhs", "jac", "lu", "time_us", "time/cvode", "rhs/cvode");
+    printf("%-6s %-9s %9s %8s %8s %6s %6s %10s %11s %11s %9s\n", "rtol", "solver", "error",
+           "steps", "rhs", "jac", "lu", "time_us", "time/cvode", "rhs/cvode", "setup_us");
     for (int it = 0; it < N_TOL; it++)
       for (int s = 0; s < N_SOLVERS; s++) {
         const Result *r = &res[s][it];
         if (!r->ran) continue;
-        char lu[16], tr[16] = "", rr[16] = "";
+        char lu[16], tr[16] = "", rr[16] = "", su[16] = "";
         snprintf(lu, sizeof lu, r->lu < 0 ? "-" : "%ld", r->lu);
         if (s > 0) {
           double ct = cvode_at(res[0], r->err, 0), cr = cvode_at(res[0], r->err, 1);
           snprintf(tr, sizeof tr, isnan(ct) ? "-" : "%.2f", r->secs / ct);
           snprintf(rr, sizeof rr, isnan(cr) ? "-" : "%.2f", r->rhs / cr);
+        } else {
+          snprintf(su, sizeof su, "%.1f", 1e6 * r->setup);
         }
-        printf("%-6.0e %-9s %9.2e %8ld %8ld %6ld %6s %10.1f %11s %11s\n", TOLS[it], SOLVERS[s],
-               r->err, r->steps, r->rhs, r->jac, lu, 1e6 * r->secs, tr, rr);
+        printf("%-6.0e %-9s %9.2e %8ld %8ld %6ld %6s %10.1f %11s %11s %9s\n", TOLS[it],
+               SOLVERS[s], r->err, r->steps, r->rhs, r->jac, lu, 1e6 * r->secs, tr, rr, su);
       }
     for (int s = 1; s < N_SOLVERS; s++) {
       dynlib_sim_free(dl[s].sim);
