@@ -635,7 +635,7 @@ impl Bdf {
             }
             let dsm = self.acnrm * self.tq[2];
             // A NaN estimate fails the test too.
-            if !(dsm <= 1.0) {
+            if dsm > 1.0 || dsm.is_nan() {
                 self.restore();
                 nef += 1;
                 self.stats.error_test_failures += 1;
