@@ -241,6 +241,16 @@ impl Newton {
         Solve::Converged
     }
 
+    /// `v ← (I − c·J)⁻¹·v` with the current factorisation; false (and `v` unchanged) when
+    /// there is none for this `c`.
+    pub fn apply_inverse(&self, c: f64, v: &mut [f64]) -> bool {
+        if !(self.lu_valid && self.lu_coeff.to_bits() == c.to_bits()) {
+            return false;
+        }
+        self.lu.solve(v);
+        true
+    }
+
     /// Solves `y − c·f(t_s, y) − r = 0` by simplified Newton, starting from and writing to
     /// `y`. The step's Jacobian is evaluated here at `(t_s, y)` if it has none yet.
     pub fn solve(
