@@ -107,8 +107,8 @@ impl Controller {
     /// Weighted RMS norm of the error vector `e` with scale atol + rtol·max(|y0|, |y1|).
     pub fn norm_of(&self, y0: &[f64], y1: &[f64], e: &[f64]) -> f64 {
         let mut sum = 0.0;
-        for i in 0..y0.len() {
-            let r = e[i] / (self.atol + self.rtol * y0[i].abs().max(y1[i].abs()));
+        for ((a, b), e) in y0.iter().zip(y1).zip(e) {
+            let r = e / (self.atol + self.rtol * a.abs().max(b.abs()));
             sum += r * r;
         }
         (sum / y0.len() as f64).sqrt()

@@ -112,8 +112,8 @@ impl TrBdf2a {
     /// y_{n+1} − c·f_{n+1} = r, with r still the BDF2 stage's right-hand side.
     fn error_estimate(&mut self, y: &[f64], h: f64, ctrl: &Controller) -> f64 {
         let c = D * h;
-        for i in 0..y.len() {
-            let f_gamma = (self.y_gamma[i] - y[i] - c * self.f_n[i]) / c;
+        for (i, y0) in y.iter().enumerate() {
+            let f_gamma = (self.y_gamma[i] - y0 - c * self.f_n[i]) / c;
             let f_new = (self.y_trbdf2[i] - self.r[i]) / c;
             let divided =
                 self.f_n[i] / GAMMA - f_gamma / (GAMMA * (1.0 - GAMMA)) + f_new / (1.0 - GAMMA);
