@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::model::ModelKind;
 
 /// Highest order of the method.
-pub const MAX_ORDER: usize = 5;
+const MAX_ORDER: usize = 5;
 /// Rows of the Nordsieck array; the last also keeps the correction for an order increase
 /// while the order is below the maximum (CVODE's `zn[qmax]`).
 const ROWS: usize = MAX_ORDER + 1;
@@ -60,11 +60,11 @@ const CRDOWN: f64 = 0.3;
 const RDIV: f64 = 2.0;
 const MAXCOR: usize = 3;
 /// Steps between refactorisations of M.
-pub const MSBP: u64 = 20;
+const MSBP: u64 = 20;
 /// Steps between Jacobian evaluations.
-pub const MSBJ: u64 = 51;
+const MSBJ: u64 = 51;
 /// Relative change of γ that forces a refactorisation.
-pub const DGMAX_LSETUP: f64 = 0.3;
+const DGMAX_LSETUP: f64 = 0.3;
 /// After a convergence failure with a stale Jacobian, it is re-evaluated only if γ changed
 /// by less than this (otherwise the stale γ is the likelier culprit).
 const DGMAX_JBAD: f64 = 0.2;
