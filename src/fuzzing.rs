@@ -48,7 +48,7 @@ x = "r*x*(1 - x) + 0.001*lag_x(2)"
 "#;
 
 /// The steppers whose files the snapshot target imports: one of each workspace kind.
-pub const SNAPSHOT_STEPPERS: [&str; 6] = ["map", "rk4", "rk45", "ab3", "bdf2", "tr-bdf2a"];
+pub const SNAPSHOT_STEPPERS: [&str; 7] = ["map", "rk4", "rk45", "ab3", "bdf2", "tr-bdf2a", "bdf"];
 
 static MODELS: LazyLock<(Model, Model)> = LazyLock::new(|| {
     (

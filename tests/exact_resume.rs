@@ -192,8 +192,9 @@ fn check_split(stepper: &str, seams: &[u64], total: u64, interval: u64) -> Resul
 }
 
 /// Every registered stepper.
-const STEPPERS: [&str; 11] = [
+const STEPPERS: [&str; 12] = [
     "euler", "rk2", "rk4", "rk45", "ab2", "ab3", "map", "bdf2", "sdirk2", "bdf2a", "tr-bdf2a",
+    "bdf",
 ];
 
 fn stepper_strategy() -> impl Strategy<Value = &'static str> {

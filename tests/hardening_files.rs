@@ -220,7 +220,7 @@ fn non_finite_history_lags_and_pending_steps_are_refused() {
     });
     refused(&mut sim, &with_pending, corrupt, "is not adaptive");
     // The untouched files still import and resume.
-    for stepper in ["rk45", "ab3", "bdf2", "bdf2a", "tr-bdf2a"] {
+    for stepper in ["rk45", "ab3", "bdf2", "bdf2a", "tr-bdf2a", "bdf"] {
         let (mut sim, valid) = fixture(stepper, 1.0);
         sim.deserialize_snapshot(&valid).unwrap();
         sim.run(&RunOptions::new().t(2.0).resume(true)).unwrap();
@@ -951,7 +951,8 @@ fn random_model(rng: &mut Rng) -> String {
     if rng.below(2) == 0 {
         t.push_str("[sim]\n");
         let steppers = [
-            "rk4", "rk45", "euler", "ab3", "bdf2", "bdf2a", "tr-bdf2a", "sdirk2", "map", "nope",
+            "rk4", "rk45", "euler", "ab3", "bdf2", "bdf2a", "tr-bdf2a", "sdirk2", "bdf", "map",
+            "nope",
         ];
         t.push_str(&format!("stepper = \"{}\"\n", rng.pick(&steppers)));
         for key in [

@@ -103,7 +103,10 @@ fn registry_lists_the_implicit_methods_with_aliases() {
                     "jacobian_mode"
                 ]
             );
-            assert_eq!(info.embedded_order, Some(1));
+            // bdf2a's backward-Euler difference is of order 1, tr-bdf2a's local truncation
+            // error estimate of order 2.
+            let estimate_order = if name == "tr-bdf2a" { 2 } else { 1 };
+            assert_eq!(info.embedded_order, Some(estimate_order), "{name}");
         }
     }
 }
@@ -182,8 +185,15 @@ fn adaptive_implicit_methods_meet_their_tolerance_and_interpolate() {
                 sim.step_count()
             );
             // Global error within 10x the tolerance scale (|x| ~ 0.9 on [0, 2]), and
-            // shrinking with the tolerance.
-            assert!(err < 10.0 * rtol, "{stepper}, rtol {rtol}: error {err:.3e}");
+            // shrinking with the tolerance. tr-bdf2a controls an asymptotically correct
+            // local error of order 2, so its global error follows rtol^(2/3), the law of
+            // per-step control (measured 4.2e-4, 2.0e-5, 9.4e-7: 0.2-0.2x of the bound).
+            let bound = if stepper == "tr-bdf2a" {
+                rtol.powf(2.0 / 3.0)
+            } else {
+                10.0 * rtol
+            };
+            assert!(err < bound, "{stepper}, rtol {rtol}: error {err:.3e}");
             assert!(err < last_err);
             last_err = err;
         }
@@ -200,7 +210,10 @@ fn adaptive_implicit_methods_meet_their_tolerance_and_interpolate() {
             .unwrap();
             assert_eq!(sim.time(), *t);
             let e = (sim.state()[0] - forced_exact(*t)).abs();
-            assert!(e < 1e-6, "{stepper}, t {t}: interpolation error {e:.3e}");
+            // The global error of the run plus the quadratic's: 1e-6 for bdf2a, and the
+            // rtol^(2/3) = 2.2e-5 law for tr-bdf2a (measured 1.7e-6 at t = 0.3).
+            let bound = if stepper == "tr-bdf2a" { 2.2e-5 } else { 1e-6 };
+            assert!(e < bound, "{stepper}, t {t}: interpolation error {e:.3e}");
         }
         let rec = sim.results().unwrap();
         assert!(
@@ -273,9 +286,12 @@ fn robertson_kinetics_match_the_reference_at_1e5() {
             );
             // Mass is conserved by every linear multistep/RK method up to the Newton error.
             assert!((y.iter().sum::<f64>() - 1.0).abs() < 1e-8);
-            // At rtol 1e-6 every component is within 3e-5 relative of the reference
-            // (measured: bdf2a 2.6e-6, tr-bdf2a 3.2e-7 for y1 and y2; 5e-8 for y3).
-            assert!(rel.iter().all(|r| *r < 3e-5), "{stepper}: {rel:?}");
+            // At rtol 1e-6 every component is within 3e-5 relative of the reference for
+            // bdf2a (measured 2.6e-6 for y1 and y2; 5e-8 for y3), and within 3·rtol^(2/3)
+            // = 3e-4 for tr-bdf2a, whose error estimate is of order 2 (see the forced
+            // problem above; measured 6.5e-5, 6.6e-5, 1.2e-6).
+            let bound = if stepper == "tr-bdf2a" { 3e-4 } else { 3e-5 };
+            assert!(rel.iter().all(|r| *r < bound), "{stepper}: {rel:?}");
         }
     }
 }
@@ -339,9 +355,15 @@ fn lorenz_at_t1_is_within_the_error_of_each_methods_order() {
                 "lorenz {stepper} rtol {rtol:.0e}: {} steps, error {e:.3e}",
                 sim.step_count()
             );
-            // |y| ≤ 30 on [0, 1]: a global error within 10·rtol·30 (measured: 1.4·rtol·30
-            // for bdf2a, 0.2·rtol·30 for tr-bdf2a).
-            assert!(e < 10.0 * rtol * 30.0, "{stepper}, rtol {rtol}: {e:.3e}");
+            // |y| ≤ 30 on [0, 1]: a global error within 10·rtol·30 for bdf2a (measured
+            // 1.4·rtol·30), and within 30·rtol^(2/3) for tr-bdf2a (its order-2 error
+            // estimate; measured 3.5e-3 at rtol 1e-5).
+            let bound = if stepper == "tr-bdf2a" {
+                30.0 * rtol.powf(2.0 / 3.0)
+            } else {
+                10.0 * rtol * 30.0
+            };
+            assert!(e < bound, "{stepper}, rtol {rtol}: {e:.3e}");
         }
     }
 }
@@ -359,7 +381,10 @@ fn lorenz_values_of_the_original_system_are_reproduced() {
     let d = max_abs_diff(sim.state(), &want);
     eprintln!("sdirk2 lorenz vs the original: {d:.3e}");
     assert!(d < 1e-6, "{:?} vs {want:?}", sim.state());
-    // tr-bdf2a: same controller and error estimate, so the same 2835 steps.
+    // tr-bdf2a no longer has the original's backward-Euler error estimate (issue 19: its
+    // local truncation error estimate takes far fewer steps than the original's 2835), so it
+    // is held to the accuracy of its default tolerances (rtol 1e-3, atol 1e-6, |y| <= 30)
+    // against the original's values instead of to their bits.
     let sim = run(
         "builtin://ode/lorenz",
         "tr-bdf2a",
@@ -371,8 +396,8 @@ fn lorenz_values_of_the_original_system_are_reproduced() {
         "tr-bdf2a lorenz vs the original: {d:.3e}, {} steps",
         sim.step_count()
     );
-    assert!(d < 1e-6, "{:?} vs {want:?}", sim.state());
-    assert!(sim.step_count().abs_diff(2835) <= 2, "{}", sim.step_count());
+    assert!(d < 10.0 * 1e-3 * 30.0, "{:?} vs {want:?}", sim.state());
+    assert!(sim.step_count() < 2835, "{}", sim.step_count());
 }
 
 #[test]

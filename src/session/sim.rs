@@ -1063,6 +1063,10 @@ impl Sim {
             "can_resume": ok,
             "reason": reason,
             "pending_step": self.state.pending.is_some(),
+            // The work counters of steppers that keep them (bdf), for benchmarks.
+            "stepper_stats": crate::stepper::bdf::Stats::from_workspace(&self.state.stepper_ws)
+                .ok()
+                .filter(|_| self.info.name == crate::stepper::bdf::INFO.name),
             "stepper_config": {
                 "size": cfg.len(),
                 "hash": config_hash(cfg),

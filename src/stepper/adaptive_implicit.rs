@@ -58,10 +58,13 @@ pub fn backward_euler_estimate(
     })
 }
 
-/// The step controller: accept when err ≤ 1, next step h·clamp(safety·err^(−1/2)); the
-/// exponent is 1/2 because both methods estimate their error with an order-1 formula.
+/// The step controller: accept when err ≤ 1, next step h·clamp(safety·err^(−1/(p+1))) for
+/// an error estimate of order p (the stepper's `embedded_order`): bdf2a's backward-Euler
+/// difference is of order 1, tr-bdf2a's local truncation error estimate of order 2.
 #[derive(Debug, Clone, Copy)]
 pub struct Controller {
+    /// −1/(p+1).
+    exponent: f64,
     pub atol: f64,
     pub rtol: f64,
     safety: f64,
@@ -76,6 +79,7 @@ impl Controller {
     pub fn from_cfg(info: &StepperInfo, cfg: &[f64]) -> Result<Self> {
         let get = |name| knob(info, cfg, name);
         let c = Controller {
+            exponent: -1.0 / f64::from(info.embedded_order.unwrap_or(1) + 1),
             atol: get("atol"),
             rtol: get("rtol"),
             safety: get("safety"),
@@ -96,6 +100,16 @@ impl Controller {
             let scale = self.atol + self.rtol * y0[i].abs().max(b[i].abs());
             let e = (a[i] - b[i]) / scale;
             sum += e * e;
+        }
+        (sum / y0.len() as f64).sqrt()
+    }
+
+    /// Weighted RMS norm of the error vector `e` with scale atol + rtol·max(|y0|, |y1|).
+    pub fn norm_of(&self, y0: &[f64], y1: &[f64], e: &[f64]) -> f64 {
+        let mut sum = 0.0;
+        for ((a, b), e) in y0.iter().zip(y1).zip(e) {
+            let r = e / (self.atol + self.rtol * a.abs().max(b.abs()));
+            sum += r * r;
         }
         (sum / y0.len() as f64).sqrt()
     }
@@ -126,7 +140,8 @@ impl Controller {
                 Attempt::Solved { err } => {
                     if err <= 1.0 || h <= self.min_step {
                         let factor = if err > 0.0 {
-                            (self.safety * err.powf(-0.5)).clamp(self.min_factor, self.max_factor)
+                            (self.safety * err.powf(self.exponent))
+                                .clamp(self.min_factor, self.max_factor)
                         } else {
                             self.max_factor
                         };
@@ -136,7 +151,7 @@ impl Controller {
                         });
                     }
                     // A NaN error estimate shrinks by min_factor (max ignores NaN).
-                    h *= self.min_factor.max(self.safety * err.powf(-0.5));
+                    h *= self.min_factor.max(self.safety * err.powf(self.exponent));
                     last = format!("error estimate {err:.3e} > 1");
                     if h < self.min_step {
                         return Err(step_failed(format!(

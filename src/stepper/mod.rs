@@ -8,8 +8,10 @@ pub mod ab2;
 pub mod ab3;
 pub mod adams;
 pub mod adaptive_implicit;
+pub mod bdf;
 pub mod bdf2;
 pub mod bdf2a;
+pub mod dense_lu;
 pub mod erk;
 pub mod euler;
 pub mod initial_step;
@@ -116,7 +118,7 @@ pub trait Stepper: Send {
 
 /// Every stepper, in listing order.
 pub fn all() -> &'static [&'static StepperInfo] {
-    static ALL: [&StepperInfo; 11] = [
+    static ALL: [&StepperInfo; 12] = [
         &map::INFO,
         &euler::INFO,
         &rk2::INFO,
@@ -128,6 +130,7 @@ pub fn all() -> &'static [&'static StepperInfo] {
         &bdf2a::INFO,
         &sdirk2::INFO,
         &tr_bdf2a::INFO,
+        &bdf::INFO,
     ];
     &ALL
 }
@@ -166,6 +169,7 @@ pub fn create(info: &'static StepperInfo, n: usize) -> Box<dyn Stepper> {
         "bdf2a" => Box::new(bdf2a::Bdf2a::new(n)),
         "sdirk2" => Box::new(sdirk2::Sdirk2::new(n)),
         "tr-bdf2a" => Box::new(tr_bdf2a::TrBdf2a::new(n)),
+        "bdf" => Box::new(bdf::Bdf::new(n)),
         other => unreachable!("stepper '{other}' is listed but not constructible"),
     }
 }
@@ -209,6 +213,9 @@ pub fn validate_config(info: &StepperInfo, cfg: &[f64]) -> Result<()> {
     }
     if has(&newton::NEWTON_KNOBS) {
         newton::NewtonConfig::from_cfg(info, cfg)?;
+    }
+    if info.name == bdf::INFO.name {
+        bdf::Settings::from_cfg(info, cfg)?;
     }
     Ok(())
 }

@@ -17,7 +17,8 @@
 //!
 //! Nothing here survives a step: [`Newton::begin_step`] discards the Jacobian and its
 //! factorisation, so a stepper's saved workspace never has to carry them and resume stays
-//! bit-exact.
+//! bit-exact. The factorisation is done in place in preallocated storage ([`DenseLu`]), so a
+//! step allocates nothing.
 //!
 //! `jacobian_mode` is a config knob and knob values are `f64`, so the two modes are encoded
 //! as numbers: `0` = internal (finite differences), `1` = external (the model's analytic
@@ -25,8 +26,7 @@
 //! back to finite differences). In a model's `[sim]` table the strings `"internal"` and
 //! `"external"` map to these numbers.
 
-use nalgebra::{DMatrix, DVector, LU};
-
+use super::dense_lu::DenseLu;
 use super::{knob, step_failed, Knob, Rhs, StepperInfo};
 use crate::error::{Error, Result};
 
@@ -129,14 +129,15 @@ pub struct Newton {
     /// ∂f/∂y, row-major, and whether it is valid for the current step.
     jac: Vec<f64>,
     jac_valid: bool,
-    /// Factorisation of `I − c·J` and the `c` it belongs to.
-    lu: Option<LU<f64, nalgebra::Dyn, nalgebra::Dyn>>,
+    /// Factorisation of `I − c·J`, whether it is valid, and the `c` it belongs to.
+    lu: DenseLu,
+    lu_valid: bool,
     lu_coeff: f64,
     f_val: Vec<f64>,
     f_pert: Vec<f64>,
     y_pert: Vec<f64>,
     y_start: Vec<f64>,
-    rhs: DVector<f64>,
+    rhs: Vec<f64>,
 }
 
 impl Newton {
@@ -145,20 +146,21 @@ impl Newton {
             n,
             jac: vec![0.0; n * n],
             jac_valid: false,
-            lu: None,
+            lu: DenseLu::new(n),
+            lu_valid: false,
             lu_coeff: 0.0,
             f_val: vec![0.0; n],
             f_pert: vec![0.0; n],
             y_pert: vec![0.0; n],
             y_start: vec![0.0; n],
-            rhs: DVector::zeros(n),
+            rhs: vec![0.0; n],
         }
     }
 
     /// Forgets the Jacobian and factorisation of the previous step.
     pub fn begin_step(&mut self) {
         self.jac_valid = false;
-        self.lu = None;
+        self.lu_valid = false;
     }
 
     /// Evaluates `J = ∂f/∂y` at `(t, y)`: analytic when configured and available, otherwise
@@ -172,7 +174,7 @@ impl Newton {
         cfg: &NewtonConfig,
     ) -> Result<Solve> {
         let n = self.n;
-        self.lu = None;
+        self.lu_valid = false;
         self.jac_valid = false;
         let analytic = if cfg.analytic {
             f.jacobian(t, y, &mut self.jac)
@@ -216,31 +218,37 @@ impl Newton {
 
     /// Factorises `M = I − c·J` unless the current factorisation already is for `c`.
     fn factor(&mut self, c: f64) -> Solve {
-        if self.lu.is_some() && self.lu_coeff.to_bits() == c.to_bits() {
+        if self.lu_valid && self.lu_coeff.to_bits() == c.to_bits() {
             return Solve::Converged;
         }
         let n = self.n;
-        let jac = &self.jac;
-        let m = DMatrix::from_fn(n, n, |i, j| {
-            let id = if i == j { 1.0 } else { 0.0 };
-            id - c * jac[i * n + j]
-        });
-        // Relative to the size of the terms before cancellation: 1 and |c|·max|J|.
-        let scale = (c.abs() * jac.iter().fold(0.0f64, |a, v| a.max(v.abs()))).max(1.0);
-        let lu = LU::new(m);
-        let u = lu.lu_internal();
-        for i in 0..n {
-            let pivot = u[(i, i)];
-            if pivot.is_nan() || pivot.abs() <= PIVOT_TOL * scale {
-                self.lu = None;
-                return Solve::Failed(format!(
-                    "the Newton matrix I - {c:.6e}*J is singular (pivot {pivot:.3e} in column {i})"
-                ));
-            }
+        let mut jmax = 0.0f64;
+        for (k, (m, j)) in self.lu.a.iter_mut().zip(&self.jac).enumerate() {
+            jmax = jmax.max(j.abs());
+            let id = if k / n == k % n { 1.0 } else { 0.0 };
+            *m = id - c * j;
         }
-        self.lu = Some(lu);
+        // Relative to the size of the terms before cancellation: 1 and |c|·max|J|.
+        let scale = (c.abs() * jmax).max(1.0);
+        if let Err((i, pivot)) = self.lu.factor(PIVOT_TOL * scale) {
+            self.lu_valid = false;
+            return Solve::Failed(format!(
+                "the Newton matrix I - {c:.6e}*J is singular (pivot {pivot:.3e} in column {i})"
+            ));
+        }
+        self.lu_valid = true;
         self.lu_coeff = c;
         Solve::Converged
+    }
+
+    /// `v ← (I − c·J)⁻¹·v` with the current factorisation; false (and `v` unchanged) when
+    /// there is none for this `c`.
+    pub fn apply_inverse(&self, c: f64, v: &mut [f64]) -> bool {
+        if !(self.lu_valid && self.lu_coeff.to_bits() == c.to_bits()) {
+            return false;
+        }
+        self.lu.solve(v);
+        true
     }
 
     /// Solves `y − c·f(t_s, y) − r = 0` by simplified Newton, starting from and writing to
@@ -293,7 +301,7 @@ impl Newton {
         y: &mut [f64],
         cfg: &NewtonConfig,
     ) -> Result<Solve> {
-        let lu = self.lu.as_ref().expect("factorised before iterating");
+        debug_assert!(self.lu_valid, "factorised before iterating");
         let r_max = r.iter().fold(0.0f64, |a, v| a.max(v.abs()));
         let mut prev_update = f64::INFINITY;
         let mut last = (f64::NAN, f64::NAN);
@@ -313,7 +321,7 @@ impl Newton {
                     k + 1
                 )));
             }
-            lu.solve_mut(&mut self.rhs);
+            self.lu.solve(&mut self.rhs);
             let mut update = 0.0f64;
             for (i, yi) in y.iter_mut().enumerate() {
                 update = update.max(self.rhs[i].abs() / yi.abs().max(1.0));

@@ -1,0 +1,288 @@
+/* Work-precision of dynlib's implicit steppers against SUNDIALS CVODE (BDF, dense LU) on four
+ * stiff problems. Both integrate the same C right-hand side and analytic Jacobian
+ * (problems.c); dynlib calls them through its C ABI callback model. Wall times are the best
+ * of `reps` runs, the solvers interleaved within each repetition. Errors are the largest
+ * relative error over the components at t_end against a CVODE run at rtol 1e-13, which is
+ * itself checked against the published reference values. The ratio columns compare with
+ * CVODE at the same error (log-log interpolation of CVODE's curve; "-" outside its range).
+ *
+ * CVODE runs with its defaults except max_steps and the error-test failure limit, which is
+ * set to dynlib bdf's 20 (CVODE's default 7 fails on the Oregonator at some tolerances).
+ *
+ * usage: bench [reps]   (benches/vs_sundials/run.sh builds and runs it) */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cvode/cvode.h>
+#include <nvector/nvector_serial.h>
+#include <sunlinsol/sunlinsol_dense.h>
+#include <sunmatrix/sunmatrix_dense.h>
+
+#include "dynlib.h"
+#include "problems.h"
+
+#define N_TOL 6
+static const double TOLS[N_TOL] = {1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8};
+/* The second-order steppers need very many steps at tight tolerances; their targets are at
+ * 1e-3..1e-4, so they run down to this rtol only. */
+#define LOW_ORDER_MIN_RTOL 1e-6
+
+#define N_SOLVERS 4
+static const char *SOLVERS[N_SOLVERS] = {"cvode", "bdf", "bdf2a", "tr-bdf2a"};
+
+typedef struct Counts {
+  const Problem *p;
+  long rhs, jac;
+} Counts;
+
+typedef struct Result {
+  int ran;
+  /* secs: the whole solve (CVODE: create, init, setup and CVode; dynlib: dynlib_sim_run);
+   * setup: CVODE's part before CVode. */
+  double err, secs, setup;
+  long steps, rhs, jac, lu;
+} Result;
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static void die(const char *what) {
+  fprintf(stderr, "vs_sundials: %s\n", what);
+  exit(1);
+}
+
+static void check_dl(DynlibStatus s, const char *what) {
+  if (s != DYNLIB_OK) {
+    fprintf(stderr, "%s: %s: %s\n", what, dynlib_status_name(s), dynlib_last_error());
+    exit(1);
+  }
+}
+
+static double max_rel_err(const Problem *p, const double *y, const double *ref) {
+  double e = 0.0;
+  for (size_t i = 0; i < p->n; i++) e = fmax(e, fabs(y[i] - ref[i]) / fabs(ref[i]));
+  return e;
+}
+
+/* ------------------------------------------------------------------ CVODE */
+
+static int cv_rhs(sunrealtype t, N_Vector y, N_Vector ydot, void *ud) {
+  Counts *c = ud;
+  c->rhs++;
+  c->p->rhs(t, N_VGetArrayPointer(y), N_VGetArrayPointer(ydot));
+  return 0;
+}
+
+static int cv_jac(sunrealtype t, N_Vector y, N_Vector fy, SUNMatrix J, void *ud, N_Vector t1,
+                  N_Vector t2, N_Vector t3) {
+  (void)fy, (void)t1, (void)t2, (void)t3;
+  Counts *c = ud;
+  double buf[MAX_N * MAX_N];
+  size_t n = c->p->n;
+  c->jac++;
+  c->p->jac(t, N_VGetArrayPointer(y), buf);
+  for (size_t i = 0; i < n; i++)
+    for (size_t j = 0; j < n; j++) SM_ELEMENT_D(J, i, j) = buf[i * n + j];
+  return 0;
+}
+
+static Result run_cvode(SUNContext ctx, const Problem *p, double rtol, double *y_out) {
+  Counts c = {p, 0, 0};
+  Result r = {1, 0, 0, 0, 0, 0, 0, 0};
+  N_Vector y = N_VNew_Serial((sunindextype)p->n, ctx);
+  SUNMatrix A = SUNDenseMatrix((sunindextype)p->n, (sunindextype)p->n, ctx);
+  SUNLinearSolver ls = SUNLinSol_Dense(y, A, ctx);
+  for (size_t i = 0; i < p->n; i++) NV_Ith_S(y, i) = p->y0[i];
+  double t0 = now();
+  void *mem = CVodeCreate(CV_BDF, ctx);
+  if (!mem || CVodeInit(mem, cv_rhs, 0.0, y) || CVodeSetUserData(mem, &c) ||
+      CVodeSStolerances(mem, rtol, p->atol_scale * rtol) || CVodeSetLinearSolver(mem, ls, A) ||
+      CVodeSetJacFn(mem, cv_jac) || CVodeSetMaxNumSteps(mem, 100000000) ||
+      CVodeSetMaxErrTestFails(mem, 20))
+    die("CVODE setup failed");
+  r.setup = now() - t0;
+  sunrealtype t = 0.0;
+  if (CVode(mem, p->t_end, y, &t, CV_NORMAL) < 0) r.ran = 0;
+  r.secs = now() - t0;
+  long nst, nfe, nje, nsetups;
+  CVodeGetNumSteps(mem, &nst);
+  CVodeGetNumRhsEvals(mem, &nfe);
+  CVodeGetNumJacEvals(mem, &nje);
+  CVodeGetNumLinSolvSetups(mem, &nsetups);
+  if (nfe != c.rhs || nje != c.jac) die("CVODE's counters disagree with the callbacks'");
+  r.steps = nst, r.rhs = nfe, r.jac = nje, r.lu = nsetups;
+  for (size_t i = 0; i < p->n; i++) y_out[i] = NV_Ith_S(y, i);
+  CVodeFree(&mem);
+  SUNLinSolFree(ls);
+  SUNMatDestroy(A);
+  N_VDestroy(y);
+  return r;
+}
+
+/* ------------------------------------------------------------------ dynlib */
+
+static int dl_rhs(double t, const double *y, const double *p, double *out, void *ud) {
+  (void)p;
+  Counts *c = ud;
+  c->rhs++;
+  c->p->rhs(t, y, out);
+  return 0;
+}
+
+static int dl_jac(double t, const double *y, const double *p, double *out, void *ud) {
+  (void)p;
+  Counts *c = ud;
+  c->jac++;
+  c->p->jac(t, y, out);
+  return 0;
+}
+
+typedef struct DlSolver {
+  Counts counts;
+  DynlibModel *model;
+  DynlibSim *sim;
+} DlSolver;
+
+static const char *STATE_NAMES[MAX_N] = {"y1", "y2", "y3", "y4", "y5", "y6", "y7", "y8"};
+
+static void dl_open(DlSolver *s, const Problem *p, const char *stepper) {
+  DynlibCallbackModel cb;
+  char id[64];
+  snprintf(id, sizeof id, "vs_sundials/%s", p->name);
+  s->counts = (Counts){p, 0, 0};
+  check_dl(dynlib_callback_model_init(&cb), "init");
+  cb.id = id;
+  cb.kind = DYNLIB_MODEL_ODE;
+  cb.n_states = p->n;
+  cb.state_names = STATE_NAMES;
+  cb.state_init = p->y0;
+  cb.stepper = stepper;
+  cb.rhs = dl_rhs;
+  cb.jacobian = dl_jac;
+  cb.user_data = &s->counts;
+  check_dl(dynlib_model_from_callbacks(&cb, &s->model), "callback model");
+  check_dl(dynlib_sim_new(s->model, &s->sim), "sim");
+}
+
+static long bdf_lu_count(DynlibSim *sim) {
+  char buf[4096];
+  size_t need;
+  check_dl(dynlib_sim_summary_json(sim, buf, sizeof buf, &need), "summary");
+  const char *k = strstr(buf, "\"lu_factorisations\":");
+  return k ? strtol(k + strlen("\"lu_factorisations\":"), NULL, 10) : -1;
+}
+
+static Result run_dynlib(DlSolver *s, const char *stepper, double rtol, double *y_out) {
+  const Problem *p = s->counts.p;
+  Result r = {1, 0, 0, 0, 0, 0, 0, -1};
+  const char *names[3] = {"rtol", "atol", "jacobian_mode"};
+  double values[3] = {rtol, p->atol_scale * rtol, 1.0};
+  DynlibRunOptions o;
+  dynlib_run_options_init(&o);
+  o.T = p->t_end;
+  o.t0 = 0.0;
+  o.ic = p->y0;
+  o.n_ic = p->n;
+  o.record = 0;
+  o.max_steps = 100000000;
+  o.config_names = names;
+  o.config_values = values;
+  o.n_config = 3;
+  s->counts.rhs = s->counts.jac = 0;
+  double t0 = now();
+  DynlibStatus st = dynlib_sim_run(s->sim, &o);
+  r.secs = now() - t0;
+  if (st != DYNLIB_OK) {
+    fprintf(stderr, "%s at rtol %g: %s: %s\n", stepper, rtol, dynlib_status_name(st),
+            dynlib_last_error());
+    r.ran = 0;
+    return r;
+  }
+  size_t need;
+  uint64_t steps;
+  check_dl(dynlib_sim_state(s->sim, y_out, p->n, &need), "state");
+  check_dl(dynlib_sim_step_count(s->sim, &steps), "steps");
+  r.steps = (long)steps, r.rhs = s->counts.rhs, r.jac = s->counts.jac;
+  if (strcmp(stepper, "bdf") == 0) r.lu = bdf_lu_count(s->sim);
+  return r;
+}
+
+/* ------------------------------------------------------------------ table */
+
+/* log-log interpolation of CVODE's `what` (0 = time, 1 = RHS evals) at error `err`. */
+static double cvode_at(const Result *cv, double err, int what) {
+  double best = NAN;
+  for (int a = 0; a < N_TOL; a++)
+    for (int b = 0; b < N_TOL; b++) {
+      double ea = cv[a].err, eb = cv[b].err;
+      if (!(ea >= err && err >= eb) || ea == eb) continue;
+      if (b != a + 1 && !(a == b - 1)) continue;
+      double va = what ? cv[a].rhs : cv[a].secs, vb = what ? cv[b].rhs : cv[b].secs;
+      double s = (log(err) - log(ea)) / (log(eb) - log(ea));
+      best = exp(log(va) + s * (log(vb) - log(va)));
+    }
+  for (int a = 0; a < N_TOL; a++)
+    if (cv[a].err == err) best = what ? cv[a].rhs : cv[a].secs;
+  return best;
+}
+
+int main(int argc, char **argv) {
+  int reps = argc > 1 ? atoi(argv[1]) : 5;
+  if (reps < 1) die("reps must be at least 1");
+  SUNContext ctx;
+  if (SUNContext_Create(NULL, &ctx)) die("SUNContext_Create failed");
+  printf("dynlib %s vs CVODE (SUNDIALS %s), dense LU, analytic Jacobian, best of %d\n",
+         dynlib_version(), SUNDIALS_VERSION, reps);
+  for (int ip = 0; ip < 4; ip++) {
+    const Problem *p = &PROBLEMS[ip];
+    double ref[MAX_N], y[MAX_N];
+    run_cvode(ctx, p, 1e-13, ref);
+    printf("\n%s (n = %zu, t_end = %g, atol = %g*rtol): reference = CVODE at rtol 1e-13, "
+           "max relative difference to the published values (%s): %.2e\n",
+           p->name, p->n, p->t_end, p->atol_scale, p->source, max_rel_err(p, ref, p->published));
+    DlSolver dl[N_SOLVERS];
+    for (int s = 1; s < N_SOLVERS; s++) dl_open(&dl[s], p, SOLVERS[s]);
+    Result res[N_SOLVERS][N_TOL];
+    memset(res, 0, sizeof res);
+    for (int it = 0; it < N_TOL; it++) {
+      double rtol = TOLS[it];
+      for (int rep = 0; rep < reps; rep++)
+        for (int s = 0; s < N_SOLVERS; s++) {
+          if (s >= 2 && rtol < LOW_ORDER_MIN_RTOL) continue;
+          Result r = s == 0 ? run_cvode(ctx, p, rtol, y) : run_dynlib(&dl[s], SOLVERS[s], rtol, y);
+          r.err = r.ran ? max_rel_err(p, y, ref) : NAN;
+          if (r.ran && (!res[s][it].ran || r.secs < res[s][it].secs)) res[s][it] = r;
+        }
+    }
+    printf("%-6s %-9s %9s %8s %8s %6s %6s %10s %11s %11s %9s\n", "rtol", "solver", "error",
+           "steps", "rhs", "jac", "lu", "time_us", "time/cvode", "rhs/cvode", "setup_us");
+    for (int it = 0; it < N_TOL; it++)
+      for (int s = 0; s < N_SOLVERS; s++) {
+        const Result *r = &res[s][it];
+        if (!r->ran) continue;
+        char lu[16], tr[16] = "", rr[16] = "", su[16] = "";
+        snprintf(lu, sizeof lu, r->lu < 0 ? "-" : "%ld", r->lu);
+        if (s > 0) {
+          double ct = cvode_at(res[0], r->err, 0), cr = cvode_at(res[0], r->err, 1);
+          snprintf(tr, sizeof tr, isnan(ct) ? "-" : "%.2f", r->secs / ct);
+          snprintf(rr, sizeof rr, isnan(cr) ? "-" : "%.2f", r->rhs / cr);
+        } else {
+          snprintf(su, sizeof su, "%.1f", 1e6 * r->setup);
+        }
+        printf("%-6.0e %-9s %9.2e %8ld %8ld %6ld %6s %10.1f %11s %11s %9s\n", TOLS[it],
+               SOLVERS[s], r->err, r->steps, r->rhs, r->jac, lu, 1e6 * r->secs, tr, rr, su);
+      }
+    for (int s = 1; s < N_SOLVERS; s++) {
+      dynlib_sim_free(dl[s].sim);
+      dynlib_model_free(dl[s].model);
+    }
+  }
+  SUNContext_Free(&ctx);
+  return 0;
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Work-precision of dynlib's implicit steppers against SUNDIALS CVODE on four stiff problems.
+#   benches/vs_sundials/run.sh [reps]
+# Needs CVODE's headers and libraries; on Debian/Ubuntu:
+#   sudo apt-get install -y libsundials-dev
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+out=$root/target/bench-vs-sundials
+mkdir -p "$out"
+if [ ! -f /usr/include/cvode/cvode.h ] && [ ! -f /usr/local/include/cvode/cvode.h ]; then
+  echo "CVODE headers not found: install libsundials-dev (apt-get install -y libsundials-dev)" >&2
+  exit 1
+fi
+(cd "$root" && cargo build --release --lib --quiet -j1)
+cc -std=c99 -O2 -D_POSIX_C_SOURCE=199309L -I "$root/include" "$here/main.c" "$here/problems.c" \
+   -L "$root/target/release" -ldynlib -Wl,-rpath,"$root/target/release" \
+   -lsundials_cvode -lsundials_nvecserial -lsundials_sunmatrixdense -lsundials_sunlinsoldense \
+   -lm -o "$out/bench"
+"$out/bench" "${1:-5}"
