@@ -508,9 +508,6 @@ struct Consts {
     dt: Value,
     k0: Value,
     k_end: Value,
-    /// The clock at entry.
-    t_in: Value,
-    k_in: Value,
     rec_every: Value,
     shift0: Value,
     shift1: Value,
@@ -659,8 +656,6 @@ impl Gen<'_, '_, '_> {
         let t = self.load(f64t, ctx, field!(t));
         let k = self.load(i64t, ctx, field!(k));
         let c = Consts {
-            t_in: t,
-            k_in: k,
             ctx,
             p,
             ring: self.load(i64t, ctx, field!(ring)),
@@ -778,8 +773,12 @@ impl Gen<'_, '_, '_> {
     /// loop, so a model that does not read `t` pays nothing for it.
     fn fixed_time(&mut self, c: &Consts, k: Value) -> Value {
         let on_grid = self.grid_time(c, k);
-        let at_entry = self.b.ins().icmp(IntCC::Equal, k, c.k_in);
-        self.b.ins().select(at_entry, c.t_in, on_grid)
+        // Read where used (the loop never writes them) rather than kept in a register
+        // through the loop, where they would push the state out of registers.
+        let t_in = self.load(types::F64, c.ctx, field!(t));
+        let k_in = self.load(types::I64, c.ctx, field!(k));
+        let at_entry = self.b.ins().icmp(IntCC::Equal, k, k_in);
+        self.b.ins().select(at_entry, t_in, on_grid)
     }
 
     /// Leaves the loop (for the general engine) when an event of this phase would fire on
