@@ -139,9 +139,14 @@ fn strip_c_comments(text: &str) -> String {
             rest = &rest[c.len_utf8()..];
         }
     }
-    // Preprocessor lines carry no declarations we check.
+    // Preprocessor lines (and their `\` continuations) carry no declarations we check.
+    let mut in_directive = false;
     out.lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter(|l| {
+            let directive = in_directive || l.trim_start().starts_with('#');
+            in_directive = directive && l.trim_end().ends_with('\\');
+            !directive
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
