@@ -58,10 +58,9 @@
  *   the process until it exits, so loading the same model again is cheap and loading many
  *   distinct models grows memory by a few pages each. Nothing else is shared between sims.
  */
-
-
 #ifndef DYNLIB_H
 #define DYNLIB_H
+
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -373,12 +372,15 @@ const char *dynlib_status_name(DynlibStatus status);
 // valid until this thread's next failed call; copy the text to keep it.
 const char *dynlib_last_error(void);
 
-// Fills `cb` with defaults: `struct_size` set, everything else NULL or zero, `kind` ODE,
-// `dt` 0.01.
+// Fills the first `struct_size` bytes of `cb` with defaults (everything NULL or zero, `kind`
+// ODE, `dt` 0.01) and sets `cb->struct_size` to `struct_size`; nothing past them is written.
+// Pass `sizeof(DynlibCallbackModel)` as the caller's header declares it — the
+// `dynlib_callback_model_init(cb)` macro does. A size not on a field boundary of any layout
+// gives `DYNLIB_ERR_INVALID_ARGUMENT` and writes nothing.
 //
 // # Safety
-// `cb` must be NULL or valid for writing a `DynlibCallbackModel`.
-DynlibStatus dynlib_callback_model_init(struct DynlibCallbackModel *cb);
+// `cb` must be NULL or writable for `struct_size` bytes.
+DynlibStatus dynlib_callback_model_init_sized(struct DynlibCallbackModel *cb, size_t struct_size);
 
 // Creates a model from callbacks. On success `*model_out` owns a new handle (free it with
 // `dynlib_model_free`); on failure it is not written.
@@ -902,11 +904,15 @@ DynlibStatus dynlib_sim_new(const struct DynlibModel *model, struct DynlibSim **
 // None beyond the handle rules: any pointer value may be passed.
 void dynlib_sim_free(struct DynlibSim *sim);
 
-// Sets every field of `opts` to "unset" and `struct_size` to `sizeof(DynlibRunOptions)`.
+// Sets the first `struct_size` bytes of `opts` to "unset" (every field the caller's layout
+// has) and `opts->struct_size` to `struct_size`; nothing past them is written. Pass
+// `sizeof(DynlibRunOptions)` as the caller's header declares it — the
+// `dynlib_run_options_init(opts)` macro does. A size not on a field boundary of any layout
+// (see the conventions) gives `DYNLIB_ERR_INVALID_ARGUMENT` and writes nothing.
 //
 // # Safety
-// `opts` must be NULL or writable.
-DynlibStatus dynlib_run_options_init(struct DynlibRunOptions *opts);
+// `opts` must be NULL or writable for `struct_size` bytes.
+DynlibStatus dynlib_run_options_init_sized(struct DynlibRunOptions *opts, size_t struct_size);
 
 // Runs the simulation (`opts` NULL = all defaults). On failure nothing changes: the session,
 // its snapshots and earlier results stay exactly as they were. When a progress or observer
@@ -1084,4 +1090,25 @@ DynlibStatus dynlib_latest_checkpoint(const char *dir, char *buf, size_t cap, si
 }  // extern "C"
 #endif  // __cplusplus
 
-#endif  /* DYNLIB_H */
+/*
+ * Initialising versioned structs
+ * ------------------------------
+ * dynlib_run_options_init(opts) and dynlib_callback_model_init(cb) are macros: they pass
+ * sizeof the struct AS THIS HEADER DECLARES IT to the *_init_sized function, which writes
+ * exactly that many bytes. A program compiled against this header keeps working, unchanged
+ * and safe, with a later library whose struct has grown: the library writes only the fields
+ * the program knows, and reads only those back (the rest keep their defaults). Why a macro
+ * and not a function taking no size: an init that writes the library's own sizeof would
+ * overrun the shorter struct of every program built against an older header.
+ * The library also exports one-argument functions of these two names, for programs built
+ * against headers from before *_init_sized (they declared them as functions). Those can
+ * only know the first layout for sure, so they write only that: DynlibRunOptions up to and
+ * including checkpoint_keep, DynlibCallbackModel up to and including user_data; in such
+ * programs fields after those are ignored until they are recompiled against this header.
+ */
+#define dynlib_run_options_init(opts) \
+  dynlib_run_options_init_sized((opts), sizeof(DynlibRunOptions))
+#define dynlib_callback_model_init(cb) \
+  dynlib_callback_model_init_sized((cb), sizeof(DynlibCallbackModel))
+
+#endif /* DYNLIB_H */

@@ -50,7 +50,10 @@ fn load(source: &std::ffi::CStr) -> *mut DynlibModel {
 fn callback_model() -> *mut DynlibModel {
     unsafe {
         let mut cb = std::mem::MaybeUninit::<DynlibCallbackModel>::uninit();
-        dynlib_callback_model_init(cb.as_mut_ptr());
+        dynlib_callback_model_init_sized(
+            cb.as_mut_ptr(),
+            std::mem::size_of::<DynlibCallbackModel>(),
+        );
         let mut cb = cb.assume_init();
         let names = [c"x".as_ptr()];
         let pnames = [c"k".as_ptr()];
@@ -72,7 +75,7 @@ fn callback_model() -> *mut DynlibModel {
 fn run_briefly(sim: *mut DynlibSim) {
     unsafe {
         let mut o = std::mem::MaybeUninit::<DynlibRunOptions>::uninit();
-        dynlib_run_options_init(o.as_mut_ptr());
+        dynlib_run_options_init_sized(o.as_mut_ptr(), std::mem::size_of::<DynlibRunOptions>());
         let mut o = o.assume_init();
         o.T = 0.1;
         assert_eq!(dynlib_sim_run(sim, &o), DYNLIB_OK);

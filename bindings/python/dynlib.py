@@ -40,6 +40,7 @@ from ctypes import (
     c_uint8,
     c_uint64,
     c_void_p,
+    sizeof,
 )
 
 import numpy as np
@@ -346,7 +347,7 @@ _SIGNATURES = {
     "dynlib_version": (c_char_p, []),
     "dynlib_status_name": (c_char_p, [DynlibStatus]),
     "dynlib_last_error": (c_char_p, []),
-    "dynlib_callback_model_init": (DynlibStatus, [_P(DynlibCallbackModel)]),
+    "dynlib_callback_model_init_sized": (DynlibStatus, [_P(DynlibCallbackModel), c_size_t]),
     "dynlib_model_from_callbacks": (DynlibStatus, [_P(DynlibCallbackModel), _P(ModelPtr)]),
     "dynlib_model_load": (DynlibStatus, [c_char_p, c_char_p, _P(ModelPtr)]),
     "dynlib_model_load_mods": (
@@ -397,7 +398,7 @@ _SIGNATURES = {
     "dynlib_sim_name_last_segment": (DynlibStatus, [SimPtr, c_char_p]),
     "dynlib_sim_new": (DynlibStatus, [ModelPtr, _P(SimPtr)]),
     "dynlib_sim_free": (None, [SimPtr]),
-    "dynlib_run_options_init": (DynlibStatus, [_P(DynlibRunOptions)]),
+    "dynlib_run_options_init_sized": (DynlibStatus, [_P(DynlibRunOptions), c_size_t]),
     "dynlib_sim_run": (DynlibStatus, [SimPtr, _P(DynlibRunOptions)]),
     "dynlib_sim_create_snapshot": (DynlibStatus, [SimPtr, c_char_p, c_char_p]),
     "dynlib_sim_reset": (DynlibStatus, [SimPtr, c_char_p]),
@@ -843,7 +844,7 @@ class Model:
 
         kind_code = {"ode": DYNLIB_MODEL_ODE, "map": DYNLIB_MODEL_MAP}.get(kind, kind)
         cb = DynlibCallbackModel()
-        _check(_lib.dynlib_callback_model_init(byref(cb)))
+        _check(_lib.dynlib_callback_model_init_sized(byref(cb), sizeof(cb)))
         state_names = _str_array(states)
         state_init, _ = _f64_array(list(states.values()))
         param_names = _str_array(params)
@@ -1288,7 +1289,7 @@ class Sim:
             if v is not None and int(v) < 1:
                 raise InvalidArgumentError(f"{k} must be positive", DYNLIB_ERR_INVALID_ARGUMENT)
         o = DynlibRunOptions()
-        _check(_lib.dynlib_run_options_init(byref(o)))
+        _check(_lib.dynlib_run_options_init_sized(byref(o), sizeof(o)))
         keep = []  # arrays that must outlive the call
         if T is not None:
             o.T = float(T)
@@ -2058,7 +2059,7 @@ class Ensemble:
         core). ``record=False`` keeps only the reductions (O(states) memory per member).
         Returns ``self``; raises when any member failed (the others' results are kept)."""
         o = DynlibRunOptions()
-        _check(_lib.dynlib_run_options_init(byref(o)))
+        _check(_lib.dynlib_run_options_init_sized(byref(o), sizeof(o)))
         keep = []
         if T is not None:
             o.T = float(T)

@@ -198,6 +198,32 @@ macro_rules! versioned_sizes {
 }
 pub(crate) use versioned_sizes;
 
+/// Refuses a `size` of a versioned struct `T` that is not one of `accepted`, naming the list;
+/// `field` says where the size came from (e.g. "opts->struct_size").
+fn check_struct_size<T>(
+    size: usize,
+    accepted: &[usize],
+    field: &str,
+    type_name: &str,
+) -> FfiResult {
+    if accepted.contains(&size) {
+        return Ok(());
+    }
+    let list: Vec<String> = accepted.iter().map(usize::to_string).collect();
+    let hint = if size > std::mem::size_of::<T>() {
+        " (larger than this library's struct: a header newer than the library?)"
+    } else {
+        ""
+    };
+    Err(Failure::invalid(format!(
+        "{field} is {size}{hint}, which is not the size of any known layout of {type_name}; \
+         accepted sizes are {} (sizeof({type_name}) = {} in this library; the _init function \
+         sets it)",
+        list.join(", "),
+        std::mem::size_of::<T>()
+    )))
+}
+
 /// Reads a versioned struct whose first field is `struct_size`: the caller's first
 /// `struct_size` bytes over `defaults`, so callers built against an older, shorter layout
 /// keep working and fields they do not know keep their defaults. `struct_size` must be one
@@ -216,24 +242,37 @@ pub(crate) unsafe fn read_versioned<T>(
         return Err(Failure::null(what));
     }
     let size = std::ptr::read_unaligned(p.cast::<usize>());
-    if !accepted.contains(&size) {
-        let list: Vec<String> = accepted.iter().map(usize::to_string).collect();
-        let hint = if size > std::mem::size_of::<T>() {
-            " (larger than this library's struct: a header newer than the library?)"
-        } else {
-            ""
-        };
-        return Err(Failure::invalid(format!(
-            "{what}->struct_size is {size}{hint}, which is not the size of any known layout of \
-             {type_name}; accepted sizes are {} (sizeof({type_name}) = {} in this library; \
-             the _init function sets it)",
-            list.join(", "),
-            std::mem::size_of::<T>()
-        )));
-    }
+    check_struct_size::<T>(size, accepted, &format!("{what}->struct_size"), type_name)?;
     let mut value = defaults;
     std::ptr::copy_nonoverlapping(p.cast::<u8>(), (&mut value as *mut T).cast::<u8>(), size);
     Ok(value)
+}
+
+/// Initialises a caller's versioned struct of `size` bytes (the `sizeof` of the layout the
+/// caller was compiled with): writes the first `size` bytes of `defaults` with `struct_size`
+/// set to `size`, and not one byte beyond, so a caller built against an older, shorter
+/// header keeps whatever follows its struct. A `size` not in `accepted` is refused and
+/// nothing is written.
+///
+/// # Safety
+/// `p` must be NULL or point to `size` writable bytes; `T` must begin with a `usize`.
+pub(crate) unsafe fn init_versioned<T>(
+    p: *mut T,
+    defaults: T,
+    size: usize,
+    accepted: &[usize],
+    what: &str,
+    type_name: &str,
+) -> FfiResult {
+    if p.is_null() {
+        return Err(Failure::null(what));
+    }
+    check_struct_size::<T>(size, accepted, "struct_size", type_name)?;
+    let mut value = std::mem::ManuallyDrop::new(defaults);
+    let bytes = (&mut *value as *mut T).cast::<u8>();
+    std::ptr::write_unaligned(bytes.cast::<usize>(), size);
+    std::ptr::copy_nonoverlapping(bytes, p.cast::<u8>(), size);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -275,5 +314,45 @@ mod tests {
         assert_eq!(e.status, DYNLIB_ERR_INVALID_ARGUMENT);
         assert!(e.message.contains("struct_size is 20"), "{}", e.message);
         assert!(e.message.contains("12, 16, 24, 25, 32"), "{}", e.message);
+    }
+
+    #[test]
+    fn init_writes_only_the_callers_layout() {
+        let sizes = versioned_sizes!(V {
+            struct_size,
+            a,
+            b,
+            c
+        });
+        let defaults = || V {
+            struct_size: 32,
+            a: 7,
+            b: std::ptr::null(),
+            c: true,
+        };
+        // An old caller's 16-byte struct (struct_size and a) followed by a canary.
+        let mut buf = [0xA5u8; 32];
+        let p = buf.as_mut_ptr().cast::<V>();
+        unsafe { init_versioned(p, defaults(), 16, &sizes, "v", "V") }.unwrap();
+        assert_eq!(usize::from_ne_bytes(buf[..8].try_into().unwrap()), 16);
+        assert_eq!(i32::from_ne_bytes(buf[8..12].try_into().unwrap()), 7);
+        assert!(buf[16..].iter().all(|b| *b == 0xA5), "{buf:?}");
+        // A size inside the pointer is refused and writes nothing.
+        let mut buf = [0xA5u8; 32];
+        let e = unsafe {
+            init_versioned(
+                buf.as_mut_ptr().cast::<V>(),
+                defaults(),
+                20,
+                &sizes,
+                "v",
+                "V",
+            )
+        }
+        .err()
+        .unwrap();
+        assert_eq!(e.status, DYNLIB_ERR_INVALID_ARGUMENT);
+        assert!(e.message.contains("struct_size is 20"), "{}", e.message);
+        assert!(buf.iter().all(|b| *b == 0xA5));
     }
 }

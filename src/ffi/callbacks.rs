@@ -4,7 +4,9 @@
 use std::ffi::{c_char, c_int, c_void};
 
 use super::boundary::{boundary, Failure, FfiResult};
-use super::buffers::{cstr, opt_cstr, read_versioned, slice, str_list, versioned_sizes, write_out};
+use super::buffers::{
+    cstr, init_versioned, opt_cstr, read_versioned, slice, str_list, versioned_sizes, write_out,
+};
 use super::handles::{new_model_handle, DynlibModel};
 use super::status::*;
 use crate::model::host::HostModelDef;
@@ -288,14 +290,45 @@ unsafe fn model_from_callbacks(cb: &DynlibCallbackModel) -> FfiResult<Model> {
     Ok(model)
 }
 
-/// Fills `cb` with defaults: `struct_size` set, everything else NULL or zero, `kind` ODE,
-/// `dt` 0.01.
+/// Fills the first `struct_size` bytes of `cb` with defaults (everything NULL or zero, `kind`
+/// ODE, `dt` 0.01) and sets `cb->struct_size` to `struct_size`; nothing past them is written.
+/// Pass `sizeof(DynlibCallbackModel)` as the caller's header declares it — the
+/// `dynlib_callback_model_init(cb)` macro does. A size not on a field boundary of any layout
+/// gives `DYNLIB_ERR_INVALID_ARGUMENT` and writes nothing.
 ///
 /// # Safety
-/// `cb` must be NULL or valid for writing a `DynlibCallbackModel`.
+/// `cb` must be NULL or writable for `struct_size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_callback_model_init_sized(
+    cb: *mut DynlibCallbackModel,
+    struct_size: usize,
+) -> DynlibStatus {
+    boundary(|| {
+        init_versioned(
+            cb,
+            callback_defaults(),
+            struct_size,
+            callback_model_sizes(),
+            "cb",
+            "DynlibCallbackModel",
+        )
+    })
+}
+
+/// The layout every header had while `dynlib_callback_model_init` was a one-argument function
+/// (through `user_data`).
+const CALLBACK_MODEL_FIRST_LAYOUT: usize =
+    std::mem::offset_of!(DynlibCallbackModel, user_data) + std::mem::size_of::<*mut c_void>();
+
+/// The one-argument symbol of headers before `dynlib_callback_model_init_sized`, kept for the
+/// programs built against them (the header now maps the name to a macro passing `sizeof`);
+/// it initialises only the first layout, which those programs' structs have room for.
+///
+/// # Safety
+/// `cb` must be NULL or writable for the first layout.
 #[no_mangle]
 pub unsafe extern "C" fn dynlib_callback_model_init(cb: *mut DynlibCallbackModel) -> DynlibStatus {
-    boundary(|| write_out(cb, callback_defaults(), "cb"))
+    dynlib_callback_model_init_sized(cb, CALLBACK_MODEL_FIRST_LAYOUT)
 }
 
 /// Creates a model from callbacks. On success `*model_out` owns a new handle (free it with

@@ -54,7 +54,9 @@ pub extern "C" fn dynlib_last_error() -> *const c_char {
 #[cfg(test)]
 mod tests {
     use super::handles::new_model_handle;
-    use super::sim::{dynlib_run_options_init, dynlib_sim_new, dynlib_sim_run, DynlibRunOptions};
+    use super::sim::{
+        dynlib_run_options_init_sized, dynlib_sim_new, dynlib_sim_run, DynlibRunOptions,
+    };
     use super::status::*;
     use super::*;
     use crate::model::host::HostModelDef;
@@ -99,7 +101,13 @@ mod tests {
             assert_eq!(dynlib_sim_new(model, &mut sim), DYNLIB_OK);
             assert_eq!(dynlib_sim_new(model, &mut healthy), DYNLIB_OK);
             let mut opts = std::mem::MaybeUninit::<DynlibRunOptions>::uninit();
-            assert_eq!(dynlib_run_options_init(opts.as_mut_ptr()), DYNLIB_OK);
+            assert_eq!(
+                dynlib_run_options_init_sized(
+                    opts.as_mut_ptr(),
+                    std::mem::size_of::<DynlibRunOptions>()
+                ),
+                DYNLIB_OK
+            );
             let mut opts = opts.assume_init();
             opts.T = 2.0;
             assert_eq!(dynlib_sim_run(sim, &opts), DYNLIB_ERR_INTERNAL);

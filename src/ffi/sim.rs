@@ -4,8 +4,8 @@ use std::ffi::{c_char, c_int, c_void};
 
 use super::boundary::{boundary, Failure, FfiResult};
 use super::buffers::{
-    cstr, opt_cstr, read_versioned, slice, str_list, versioned_sizes, write_out, write_slice,
-    write_str,
+    cstr, init_versioned, opt_cstr, read_versioned, slice, str_list, versioned_sizes, write_out,
+    write_slice, write_str,
 };
 use super::handles::{free_sim, model_ref, new_sim_handle, with_sim, DynlibModel, DynlibSim};
 use super::status::*;
@@ -388,13 +388,46 @@ fn observer_hook(o: &DynlibRunOptions) -> FfiResult<Option<Hook>> {
     }
 }
 
-/// Sets every field of `opts` to "unset" and `struct_size` to `sizeof(DynlibRunOptions)`.
+/// Sets the first `struct_size` bytes of `opts` to "unset" (every field the caller's layout
+/// has) and `opts->struct_size` to `struct_size`; nothing past them is written. Pass
+/// `sizeof(DynlibRunOptions)` as the caller's header declares it — the
+/// `dynlib_run_options_init(opts)` macro does. A size not on a field boundary of any layout
+/// (see the conventions) gives `DYNLIB_ERR_INVALID_ARGUMENT` and writes nothing.
 ///
 /// # Safety
-/// `opts` must be NULL or writable.
+/// `opts` must be NULL or writable for `struct_size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_run_options_init_sized(
+    opts: *mut DynlibRunOptions,
+    struct_size: usize,
+) -> DynlibStatus {
+    boundary(|| {
+        init_versioned(
+            opts,
+            run_option_defaults(),
+            struct_size,
+            run_options_sizes(),
+            "opts",
+            "DynlibRunOptions",
+        )
+    })
+}
+
+/// The layout every header had while `dynlib_run_options_init` was a one-argument function
+/// (through `checkpoint_keep`): the most a caller of that symbol can have room for.
+const RUN_OPTIONS_FIRST_LAYOUT: usize =
+    std::mem::offset_of!(DynlibRunOptions, checkpoint_keep) + std::mem::size_of::<u64>();
+
+/// The one-argument symbol of headers before `dynlib_run_options_init_sized`, kept for the
+/// programs built against them (the header now maps the name to a macro passing `sizeof`, and
+/// does not declare this function). Those programs' structs can be as short as the first
+/// layout, so it initialises only that much; fields added since keep their defaults.
+///
+/// # Safety
+/// `opts` must be NULL or writable for the first layout.
 #[no_mangle]
 pub unsafe extern "C" fn dynlib_run_options_init(opts: *mut DynlibRunOptions) -> DynlibStatus {
-    boundary(|| write_out(opts, run_option_defaults(), "opts"))
+    dynlib_run_options_init_sized(opts, RUN_OPTIONS_FIRST_LAYOUT)
 }
 
 /// Runs the simulation (`opts` NULL = all defaults). On failure nothing changes: the session,

@@ -1516,6 +1516,102 @@ static void test_struct_size_boundaries(void) {
   dynlib_model_free(m);
 }
 
+/* The one-argument symbols that programs built against headers from before *_init_sized
+ * call (this header maps the names to macros; the parentheses stop that expansion). */
+DynlibStatus(dynlib_run_options_init)(DynlibRunOptions *opts);
+DynlibStatus(dynlib_callback_model_init)(DynlibCallbackModel *cb);
+
+#define CANARY 0xA5
+/* Room for this header's struct and then some, aligned for it; an old caller's struct is the
+ * first `size` bytes and everything after them is the canary that must survive. */
+typedef union {
+  DynlibRunOptions o;
+  DynlibCallbackModel cb;
+  unsigned char bytes[sizeof(DynlibRunOptions) + sizeof(DynlibCallbackModel) + 64];
+} OldCaller;
+
+static void fill_canary(OldCaller *c) { memset(c->bytes, CANARY, sizeof c->bytes); }
+
+/* No byte from `from` on was written. */
+static int canary_intact(const OldCaller *c, size_t from) {
+  for (size_t i = from; i < sizeof c->bytes; i++)
+    if (c->bytes[i] != CANARY) return 0;
+  return 1;
+}
+
+/* A program compiled against an older header has a shorter struct with its own data right
+ * after it: init with its (shorter) sizeof writes exactly that many bytes, and a run with
+ * that struct works, reading none of the bytes after it (garbage here). Sizes that are not a
+ * layout are refused and write nothing. */
+static void test_sized_init_keeps_old_callers_struct(void) {
+  DynlibModel *m = load("builtin://ode/expdecay", NULL);
+  DynlibSim *sim = new_sim(m);
+  OldCaller c;
+  const size_t old_sizes[] = {offsetof(DynlibRunOptions, progress), /* before progress */
+                              offsetof(DynlibRunOptions, tag),
+                              offsetof(DynlibRunOptions, record) + sizeof(int32_t),
+                              offsetof(DynlibRunOptions, dt)};
+  for (size_t i = 0; i < sizeof old_sizes / sizeof old_sizes[0]; i++) {
+    fill_canary(&c);
+    OK(dynlib_run_options_init_sized(&c.o, old_sizes[i]));
+    CHECK(c.o.struct_size == old_sizes[i] && isnan(c.o.T) && c.o.N == 0);
+    CHECK(canary_intact(&c, old_sizes[i]));
+    c.o.T = 0.5;
+    OK(dynlib_sim_run(sim, &c.o));
+    double t = 0;
+    OK(dynlib_sim_time(sim, &t));
+    CHECK(t == 0.5);
+    CHECK(canary_intact(&c, old_sizes[i]));
+  }
+  const size_t bad[] = {0, sizeof(size_t), offsetof(DynlibRunOptions, ic) + 4,
+                        offsetof(DynlibRunOptions, progress) + 2, sizeof(DynlibRunOptions) + 8,
+                        (size_t)-1};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    fill_canary(&c);
+    char needle[64];
+    snprintf(needle, sizeof needle, "struct_size is %zu", bad[i]);
+    EXPECT(dynlib_run_options_init_sized(&c.o, bad[i]), DYNLIB_ERR_INVALID_ARGUMENT, needle);
+    CHECK(message_has("DynlibRunOptions") && message_has("accepted sizes are"));
+    CHECK(canary_intact(&c, 0));
+  }
+  EXPECT(dynlib_run_options_init_sized(NULL, sizeof(DynlibRunOptions)),
+         DYNLIB_ERR_NULL_POINTER, "opts");
+  /* The old one-argument symbol writes only the first layout (through checkpoint_keep). */
+  const size_t first = offsetof(DynlibRunOptions, checkpoint_keep) + sizeof(uint64_t);
+  fill_canary(&c);
+  OK((dynlib_run_options_init)(&c.o));
+  CHECK(c.o.struct_size == first && isnan(c.o.checkpoint_every_time) && c.o.record == -1);
+  CHECK(canary_intact(&c, first));
+  /* The macro passes this header's sizeof. */
+  fill_canary(&c);
+  OK(dynlib_run_options_init(&c.o));
+  CHECK(c.o.struct_size == sizeof(DynlibRunOptions) && c.o.progress == NULL);
+  CHECK(canary_intact(&c, sizeof(DynlibRunOptions)));
+
+  /* The callback-model struct likewise. */
+  const size_t cb_old = offsetof(DynlibCallbackModel, jacobian);
+  fill_canary(&c);
+  OK(dynlib_callback_model_init_sized(&c.cb, cb_old));
+  CHECK(c.cb.struct_size == cb_old && c.cb.kind == DYNLIB_MODEL_ODE && c.cb.dt == 0.01 &&
+        c.cb.rhs == NULL);
+  CHECK(canary_intact(&c, cb_old));
+  fill_canary(&c);
+  EXPECT(dynlib_callback_model_init_sized(&c.cb, offsetof(DynlibCallbackModel, rhs) + 4),
+         DYNLIB_ERR_INVALID_ARGUMENT, "DynlibCallbackModel");
+  CHECK(canary_intact(&c, 0));
+  const size_t cb_first = offsetof(DynlibCallbackModel, user_data) + sizeof(void *);
+  fill_canary(&c);
+  OK((dynlib_callback_model_init)(&c.cb));
+  CHECK(c.cb.struct_size == cb_first && c.cb.user_data == NULL);
+  CHECK(canary_intact(&c, cb_first));
+  fill_canary(&c);
+  OK(dynlib_callback_model_init(&c.cb));
+  CHECK(c.cb.struct_size == sizeof(DynlibCallbackModel));
+  CHECK(canary_intact(&c, sizeof(DynlibCallbackModel)));
+  dynlib_sim_free(sim);
+  dynlib_model_free(m);
+}
+
 /* Item 5: two threads on one sim. Deterministic: the worker's rhs holds the sim busy until
  * the main thread has made its calls, which all get DYNLIB_ERR_BUSY; then a free-for-all
  * race where every status is OK or BUSY and nothing crashes. */
@@ -1823,6 +1919,7 @@ int main(int argc, char **argv) {
   test_reentrant_calls_from_callbacks();
   test_stale_handles_never_alias();
   test_struct_size_boundaries();
+  test_sized_init_keeps_old_callers_struct();
   test_one_sim_two_threads();
   test_progress_and_cancel();
   printf("C API suite: %d checks, %d failures\n", checks, failures);

@@ -381,7 +381,12 @@ impl World {
             }
             2 | 20 => {
                 let mut cb = std::mem::MaybeUninit::<DynlibCallbackModel>::uninit();
-                unsafe { dynlib_callback_model_init(cb.as_mut_ptr()) };
+                unsafe {
+                    dynlib_callback_model_init_sized(
+                        cb.as_mut_ptr(),
+                        std::mem::size_of::<DynlibCallbackModel>(),
+                    )
+                };
                 let mut cb = unsafe { cb.assume_init() };
                 static STATES: [&CStr; 1] = [c"x"];
                 static PARAMS: [&CStr; 1] = [c"k"];
@@ -426,7 +431,12 @@ impl World {
                 let ic = [0.5, 0.25, 2.0, 1.0];
                 let names = [c"x".as_ptr(), c"atol".as_ptr()];
                 let mut o = std::mem::MaybeUninit::<DynlibRunOptions>::uninit();
-                unsafe { dynlib_run_options_init(o.as_mut_ptr()) };
+                unsafe {
+                    dynlib_run_options_init_sized(
+                        o.as_mut_ptr(),
+                        std::mem::size_of::<DynlibRunOptions>(),
+                    )
+                };
                 let mut o = unsafe { o.assume_init() };
                 self.run_options(input, &mut o, &ic, &names);
                 // NULL options = the model's defaults, up to 10^6 steps for some built-ins: too slow for

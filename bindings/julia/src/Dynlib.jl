@@ -99,7 +99,7 @@ end
 # C structs (field names, order and types as in include/dynlib.h)
 # ------------------------------------------------------------------------------------------
 
-"Mirror of `DynlibRunOptions`; filled by `dynlib_run_options_init` (\"unset\" everywhere)."
+"Mirror of `DynlibRunOptions`; filled by `dynlib_run_options_init_sized` (\"unset\" everywhere)."
 struct DynlibRunOptions
     struct_size::Csize_t
     T::Cdouble
@@ -436,7 +436,8 @@ function run!(s::Sim; T = nothing, N = nothing, dt = nothing, t0 = nothing, ic =
               checkpoint_keep = nothing)
     h = _sptr(s)
     ref = Ref{DynlibRunOptions}()
-    _check(ccall((:dynlib_run_options_init, libdynlib), Cint, (Ref{DynlibRunOptions},), ref))
+    _check(ccall((:dynlib_run_options_init_sized, libdynlib), Cint,
+                 (Ref{DynlibRunOptions}, Csize_t), ref, sizeof(DynlibRunOptions)))
     icv = ic === nothing ? Float64[] : _vector(ic, s.model.state_names, state(s))
     pv = params === nothing ? Float64[] : _vector(params, s.model.param_names, Dynlib.params(s))
     vecptr(v) = isempty(v) ? C_NULL : pointer(v)
@@ -942,7 +943,8 @@ function run!(e::Ensemble; T = nothing, N = nothing, dt = nothing, t0 = nothing,
               config = (;), threads::Integer = 0)
     h = _eptr(e)
     ref = Ref{DynlibRunOptions}()
-    _check(ccall((:dynlib_run_options_init, libdynlib), Cint, (Ref{DynlibRunOptions},), ref))
+    _check(ccall((:dynlib_run_options_init_sized, libdynlib), Cint,
+                 (Ref{DynlibRunOptions}, Csize_t), ref, sizeof(DynlibRunOptions)))
     cn = [String(k) for k in keys(config)]
     cnp = [pointer(x) for x in cn]
     cv = Float64[Float64(v) for v in values(config)]
