@@ -25,6 +25,7 @@ import json
 import os
 import sys
 import threading
+import weakref
 from ctypes import (
     CFUNCTYPE,
     POINTER,
@@ -948,14 +949,35 @@ class Results:
     ``res.segment("phase-2")``, ``len(res.segment)``, iteration, ``res.segment.names()``."""
 
     def __init__(self, t, step, interpolated, columns, events, segments, aux_names=()):
+        """``step`` and ``interpolated`` are arrays, or functions that read them: the sim
+        that made this object calls :meth:`_settle` before anything can change its
+        recording, so either way they are the recording as it was at ``results()``."""
         self.t = t
-        self.step = step
-        self.interpolated = interpolated
+        self._step = step
+        self._interpolated = interpolated
         self.columns = columns
         self.events = events
         self.segments = segments
         self._aux = set(aux_names)
         self.segment = _SegmentsView(self)
+
+    @property
+    def step(self):
+        if callable(self._step):
+            self._step = self._step()
+        return self._step
+
+    @property
+    def interpolated(self):
+        if callable(self._interpolated):
+            self._interpolated = self._interpolated()
+        return self._interpolated
+
+    def _settle(self):
+        """Reads what is still read lazily (step labels and flags: most callers never use
+        them, so they are not copied unless asked for)."""
+        self.step
+        self.interpolated
 
     @property
     def names(self):
@@ -1190,6 +1212,9 @@ class Sim:
         """``model`` is a :class:`Model` or a source accepted by :meth:`Model.load` (then
         ``stepper`` may name the stepper)."""
         self._handle = None
+        # Results objects that still read their step labels lazily (settled before any
+        # call that could change the recording).
+        self._unsettled = None
         if not isinstance(model, Model):
             model = Model.load(model, stepper)
         elif stepper is not None:
@@ -1206,7 +1231,14 @@ class Sim:
     def _ptr(self):
         if not self._handle:
             raise BadHandleError("the sim is closed", DYNLIB_ERR_BAD_HANDLE)
+        if self._unsettled is not None:
+            self._settle_results()
         return self._handle
+
+    def _settle_results(self):
+        unsettled, self._unsettled = self._unsettled, None
+        for r in list(unsettled):
+            r._settle()
 
     @property
     def closed(self):
@@ -1214,6 +1246,8 @@ class Sim:
 
     def close(self):
         """Frees the session with its snapshots and results. Idempotent."""
+        if getattr(self, "_unsettled", None) is not None and self._handle:
+            self._settle_results()
         h, self._handle = self._handle, None
         if h:
             _lib.dynlib_sim_free(h)
@@ -1679,17 +1713,27 @@ class Sim:
         :class:`NoResultsError` before the first run and after reset/import."""
         h = self._ptr()
         t = _read_array(_lib.dynlib_sim_results_t, np.float64, h)
-        step = _read_array(_lib.dynlib_sim_results_step, np.uint64, h)
-        interp = _read_array(_lib.dynlib_sim_results_interpolated, np.uint8, h).astype(bool)
+
+        def step():
+            return _read_array(_lib.dynlib_sim_results_step, np.uint64, h)
+
+        def interp():
+            flags = _read_array(_lib.dynlib_sim_results_interpolated, np.uint8, h)
+            return flags.view(np.bool_)
+
         nv = c_size_t(0)
         _check(_lib.dynlib_sim_results_n_vars(h, byref(nv)))
         columns = {}
         for i in range(nv.value):
             name = _read_str(_lib.dynlib_sim_results_var_name, h, i)
             columns[name] = _read_array(_lib.dynlib_sim_results_var, np.float64, h, _enc(name))
-        return Results(
+        res = Results(
             t, step, interp, columns, self.events(), self.segments(), self.model.aux_names
         )
+        if self._unsettled is None:
+            self._unsettled = weakref.WeakSet()
+        self._unsettled.add(res)
+        return res
 
     raw_results = results
 
@@ -2134,6 +2178,7 @@ class Ensemble:
         _check(_lib.dynlib_ensemble_member_sim(self._ptr(), _size(i), byref(out)))
         sim = Sim.__new__(Sim)
         sim._handle = out
+        sim._unsettled = None
         sim.model = self.model
         _count("sim", 1)
         return sim
