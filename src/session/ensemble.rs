@@ -23,7 +23,7 @@ use rayon::prelude::*;
 use serde_json::{json, Value};
 
 use super::sim::{now_iso8601, RunOptions, Sim};
-use super::snapshot_io::{state_from_file, state_to_file};
+use super::snapshot_file::{state_from_file, state_to_file};
 use super::state::{SessionPins, SessionState};
 use crate::error::{suggestion_suffix, Error, ErrorKind, Result};
 use crate::model::Model;

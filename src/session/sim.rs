@@ -1,10 +1,11 @@
 //! `Sim`: a live simulation session — run, resume, snapshots, reset, assign, segments.
 
+use super::checkpoint::{CheckpointPolicy, Checkpointer};
 use super::presets::{self, OnConflict, Preset, SaveMode};
 use super::progress::{Hook, Hooks};
 use super::results::{RecVar, Recording, Segment};
 use super::runner::{fixed_horizon, Horizon, RunPlan, RunStats, Runner};
-use super::snapshot_io::{CheckpointPolicy, Checkpointer};
+pub use super::snapshot_store::Snapshot;
 use super::state::{config_hash, SessionPins, SessionState, Status};
 use crate::error::{suggestion_suffix, Error, ErrorKind, Result};
 use crate::model::{Model, ModelKind};
@@ -137,17 +138,6 @@ impl RunOptions {
     }
 }
 
-/// A named copy of the session state.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Snapshot {
-    pub name: String,
-    pub description: String,
-    /// UTC ISO-8601.
-    pub created_at: String,
-    pub state: SessionState,
-    pub pins: SessionPins,
-}
-
 /// One row of `list_snapshots`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotInfo {
@@ -190,7 +180,7 @@ pub struct Sim {
     pub(crate) state: SessionState,
     snapshots: super::snapshot_store::SnapshotStore,
     /// Bytes of the last too-large serialization (see `Sim::with_serialized`).
-    pub(crate) sized_bytes: Option<super::snapshot_io::SizedBytes>,
+    pub(crate) sized_bytes: Option<super::snapshot_file::SizedBytes>,
     initial_created: bool,
     rec: Option<Recording>,
     /// The recording selection fixed by the first recorded run after a reset.

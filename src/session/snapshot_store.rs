@@ -1,7 +1,18 @@
 //! The named in-memory snapshots of a session, in creation order ("initial" first), with a
 //! name index so that creating or finding one costs O(1) however many a session holds.
 
-use super::sim::Snapshot;
+use super::state::{SessionPins, SessionState};
+
+/// A named copy of the session state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub name: String,
+    pub description: String,
+    /// UTC ISO-8601.
+    pub created_at: String,
+    pub state: SessionState,
+    pub pins: SessionPins,
+}
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SnapshotStore {

@@ -8,9 +8,9 @@
 #[cfg(feature = "jit")]
 mod fused;
 
+use super::checkpoint::Checkpointer;
 use super::progress::Hooks;
 use super::results::{EventRecord, RecVar, Recording};
-use super::snapshot_io::Checkpointer;
 use super::state::{PendingStep, SessionState, Status};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Env, LagView, Model, ModelData, ModelEval};
