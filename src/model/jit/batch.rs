@@ -26,8 +26,8 @@
 //! The generated function is `fn(ctx: *mut BatchCtx) -> i64`; every access it makes is to
 //! `ctx`'s fields and the arrays they point at, within the lengths `BatchKernel::run` checks.
 
+use super::code_memory::CodeMemory;
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
@@ -35,7 +35,6 @@ use cranelift_codegen::ir::{
 };
 use cranelift_codegen::Context;
 use cranelift_frontend::FunctionBuilder;
-use cranelift_jit::JITModule;
 use cranelift_module::{Linkage, Module};
 
 use super::kernel::combine;
@@ -120,8 +119,8 @@ pub struct BatchKernel {
     f: BatchFn,
     bounds: Bounds,
     lanes: usize,
-    /// Owns the code memory (see `NativeModel`).
-    module: Mutex<Option<JITModule>>,
+    /// The code memory `f` points into, freed with the kernel.
+    _code: CodeMemory,
 }
 
 impl std::fmt::Debug for BatchKernel {
@@ -130,21 +129,6 @@ impl std::fmt::Debug for BatchKernel {
             .field("bounds", &self.bounds)
             .field("lanes", &self.lanes)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for BatchKernel {
-    fn drop(&mut self) {
-        let module = self
-            .module
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(module) = module {
-            // SAFETY: `f` points into this memory and is a private field of `self`, which is
-            // being dropped, so no call is running or can happen later.
-            unsafe { module.free_memory() };
-        }
     }
 }
 
@@ -280,7 +264,7 @@ pub fn build(
         f: unsafe { std::mem::transmute::<*const u8, BatchFn>(code) },
         bounds,
         lanes,
-        module: Mutex::new(Some(lw.module)),
+        _code: CodeMemory::new(lw.module),
     })
 }
 

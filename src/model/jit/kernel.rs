@@ -13,13 +13,12 @@
 //! `ctx`'s fields and the arrays they point at, within the lengths `FusedKernel::run`
 //! checks; that is the contract the unsafe call relies on.
 
-use std::sync::Mutex;
+use super::code_memory::CodeMemory;
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, AbiParam, Block, Function, InstBuilder, UserFuncName, Value};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, Variable};
-use cranelift_jit::JITModule;
 use cranelift_module::{Linkage, Module};
 
 use super::lower::{cl_error, mem, offset, truth, Bounds, Frame, Lowerer, Src};
@@ -152,8 +151,8 @@ pub struct FusedKernel {
     n_rec: usize,
     /// Length of each host-call buffer (0 for model-language kernels).
     cb_len: usize,
-    /// Owns the code memory (see `NativeModel`).
-    module: Mutex<Option<JITModule>>,
+    /// The code memory `f` points into, freed with the kernel.
+    _code: CodeMemory,
 }
 
 impl std::fmt::Debug for FusedKernel {
@@ -161,21 +160,6 @@ impl std::fmt::Debug for FusedKernel {
         f.debug_struct("FusedKernel")
             .field("bounds", &self.bounds)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for FusedKernel {
-    fn drop(&mut self) {
-        let module = self
-            .module
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(module) = module {
-            // SAFETY: `f` points into this memory and is a private field of `self`, which is
-            // being dropped, so no call is running or can happen later.
-            unsafe { module.free_memory() };
-        }
     }
 }
 
@@ -475,7 +459,7 @@ pub fn build(
         carry_len,
         n_rec: spec.record.map_or(0, <[RecSlot]>::len),
         cb_len: if host { n.max(model.n_aux()).max(1) } else { 0 },
-        module: Mutex::new(Some(lw.module)),
+        _code: CodeMemory::new(lw.module),
     })
 }
 

@@ -9,6 +9,7 @@
 //! model again (in any session or thread) reuses it; it is freed with the last model using it.
 
 pub mod batch;
+mod code_memory;
 pub mod kernel;
 mod lower;
 mod native;

@@ -6,9 +6,7 @@
 //! `LagCtx`, `heads[..n_states]` and `ring[..lag_total]`; it writes `out[..n_out]` (actions:
 //! `y[..n_states]` and `p[..n_params]` instead). Every call below checks those lengths first.
 
-use std::sync::Mutex;
-
-use cranelift_jit::JITModule;
+use super::code_memory::CodeMemory;
 
 use super::lower::{self, Bounds, FnDecl, Lowered};
 use crate::error::{Error, Result};
@@ -59,9 +57,8 @@ pub struct NativeModel {
     events: Vec<EventEntry>,
     stop: Option<EvalEntry>,
     jacobian: Option<EvalEntry>,
-    /// Owns the code memory. Only touched again on drop; the mutex makes the model `Sync`
-    /// (a `JITModule` is `Send` but not `Sync`).
-    module: Mutex<Option<JITModule>>,
+    /// The code memory the entries point into, freed with the model.
+    _code: CodeMemory,
 }
 
 impl std::fmt::Debug for NativeModel {
@@ -70,21 +67,6 @@ impl std::fmt::Debug for NativeModel {
             .field("bounds", &self.bounds)
             .field("events", &self.events.len())
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for NativeModel {
-    fn drop(&mut self) {
-        let module = self
-            .module
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(module) = module {
-            // SAFETY: the function pointers into this memory are private fields of `self`,
-            // which is being dropped, so no call can be running or happen later.
-            unsafe { module.free_memory() };
-        }
     }
 }
 
@@ -179,9 +161,8 @@ impl NativeModel {
             stop: stop.map(eval),
             jacobian: jacobian.map(eval),
             bounds,
-            module: Mutex::new(None),
+            _code: CodeMemory::new(module),
         };
-        *native.module.lock().unwrap_or_else(|e| e.into_inner()) = Some(module);
         Ok(native)
     }
 
