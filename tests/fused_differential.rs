@@ -445,3 +445,69 @@ fn general_rk45_evaluates_the_first_stage_once_per_step() {
         "{n} evaluations for {steps} accepted steps"
     );
 }
+
+/// rk45's controller runs as instructions inside the fused loop: the same verdicts as the
+/// general engine's `Controller::judge` for every knob corner — a zero absolute tolerance
+/// (an error norm of 0/0 = NaN where a state is exactly zero), accepting at `min_step`,
+/// steps falling below it, a single try, a capped step, factors at their bounds — compared
+/// bit for bit in samples and final state, including how a run fails.
+#[test]
+fn rk45_controller_knobs_give_the_general_engines_bits() {
+    let knob_sets: &[&[(&str, f64)]] = &[
+        &[],
+        &[("atol", 0.0), ("rtol", 1e-6)],
+        &[("atol", 1e-12), ("rtol", 1e-12), ("min_step", 1e-3)],
+        &[("rtol", 1e-9), ("min_step", 1e-4)],
+        &[("max_tries", 1.0), ("rtol", 1e-10)],
+        &[("dt_max", 3e-3)],
+        &[("safety", 0.5), ("min_factor", 0.5), ("max_factor", 1.5)],
+        &[("safety", 1.0), ("min_factor", 1.0), ("max_factor", 1.0)],
+        &[("atol", 1e-3), ("rtol", 0.0), ("max_factor", 20.0)],
+    ];
+    let (mut compared, mut fused) = (0, 0);
+    for source in [
+        "builtin://ode/lorenz",
+        "builtin://ode/izhikevich",
+        "builtin://ode/vanderpol",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(sources().into_iter().take(3))
+    {
+        let Ok(model) = Model::load_with(&source, Backend::Native) else {
+            continue;
+        };
+        if model.kind != dynlib::model::ModelKind::Ode {
+            continue;
+        }
+        for knobs in knob_sets {
+            let run = |general: bool| {
+                let mut sim = Sim::with_stepper(&model, Some("rk45")).unwrap();
+                let mut o = RunOptions::new()
+                    .t(model.sim.t0 + 2.0)
+                    .max_steps(200_000)
+                    .general_engine(general);
+                for (k, v) in *knobs {
+                    o = o.config(k, *v);
+                }
+                let outcome = sim.run(&o).map_err(|e| e.to_string());
+                (sim, outcome)
+            };
+            let ((a, ra), (b, rb)) = (run(false), run(true));
+            let what = format!("{source} {knobs:?}");
+            assert_eq!(ra, rb, "{what}: outcomes differ");
+            assert!(
+                a.session_state().bits_eq(b.session_state()),
+                "{what}: final state differs"
+            );
+            if let (Ok(x), Ok(y)) = (a.results(), b.results()) {
+                let (sa, sb) = (all_samples(x), all_samples(y));
+                assert!(sa == sb, "{what}: {}", first_difference(&sa, &sb));
+            }
+            fused += a.last_run_stats().fused_steps;
+            compared += 1;
+        }
+    }
+    assert!(compared >= 3 * knob_sets.len(), "{compared} runs compared");
+    assert!(fused > 10_000, "only {fused} steps were fused");
+}

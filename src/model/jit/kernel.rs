@@ -23,7 +23,7 @@ use cranelift_module::{Linkage, Module};
 
 use super::lower::{cl_error, mem, offset, truth, Bounds, Frame, Lowerer, Src};
 use crate::error::{Error, Result};
-use crate::method::{Controller, EmbeddedPair, StepForm, Verdict};
+use crate::method::{Controller, EmbeddedPair, StepForm};
 use crate::model::compile::CompiledModel;
 use crate::model::host::CFunctions;
 use crate::model::program::LagSlot;
@@ -80,11 +80,10 @@ struct KernelCtx {
     rec_n: u64,
     rec_cap: u64,
     /// Adaptive forms: the horizon (steps end strictly before it), the proposed step
-    /// (updated), the controller, and a slot the controller shim writes to.
+    /// (updated) and the controller.
     t_end: f64,
     h: f64,
     ctl: *const Controller,
-    scratch: f64,
     /// Host models: the argument and result buffers of the C functions, and the event
     /// condition's out-flag.
     cb_y: *mut f64,
@@ -200,7 +199,6 @@ impl FusedKernel {
             t_end: io.t_end,
             h: io.h,
             ctl: &io.ctl,
-            scratch: 0.0,
             cb_y: std::ptr::null_mut(),
             cb_out: std::ptr::null_mut(),
             cb_fires: 0,
@@ -276,39 +274,6 @@ impl FusedKernel {
             _ => Exit::General,
         }
     }
-}
-
-const FIRST_STEP: &str = "dynlib_kernel_first_step";
-const JUDGE: &str = "dynlib_kernel_judge";
-
-/// The controller as native code calls it: the one Rust implementation of the rule, so a
-/// fused step is accepted or retried exactly as the general engine decides.
-extern "C" fn first_step(ctl: *const Controller, h: f64) -> f64 {
-    // SAFETY: kernels pass the pointer to the `Controller` in their `KernelIo`.
-    unsafe { &*ctl }.first_step(h)
-}
-
-/// 0: accept, next step in `*out`; 1: retry with `*out`; 2: too small (the general engine
-/// reports it).
-extern "C" fn judge(ctl: *const Controller, err: f64, h: f64, out: *mut f64) -> i64 {
-    // SAFETY: as above; `out` is the kernel context's scratch slot.
-    let (code, v) = match unsafe { &*ctl }.judge(err, h) {
-        Verdict::Accept { h_next } => (0, h_next),
-        Verdict::Retry { h } => (1, h),
-        Verdict::TooSmall { h } => (2, h),
-    };
-    unsafe { *out = v };
-    code
-}
-
-/// Symbols the generated kernels import.
-pub(super) fn symbols() -> [(&'static str, *const u8); 2] {
-    type First = extern "C" fn(*const Controller, f64) -> f64;
-    type Judge = extern "C" fn(*const Controller, f64, f64, *mut f64) -> i64;
-    [
-        (FIRST_STEP, first_step as First as *const u8),
-        (JUDGE, judge as Judge as *const u8),
-    ]
 }
 
 /// The model code a kernel runs.
@@ -461,6 +426,24 @@ pub fn build(
         cb_len: if host { n.max(model.n_aux()).max(1) } else { 0 },
         _code: CodeMemory::new(lw.module),
     })
+}
+
+/// The step-size controller's constants inside an adaptive loop.
+struct ControlLaw {
+    safety: Value,
+    min_factor: Value,
+    max_factor: Value,
+    min_step: Value,
+    dt_max: Value,
+    pow: cranelift_codegen::ir::FuncRef,
+}
+
+/// Where a verdict goes: the next attempt, the accepted step, or out of the loop.
+#[derive(Clone, Copy)]
+struct Targets {
+    attempt: Block,
+    accept: Block,
+    exit: Block,
 }
 
 /// The blocks of a generated loop.
@@ -1135,16 +1118,12 @@ impl Gen<'_, '_, '_> {
         let rtol = self.load(f64t, ctl, std::mem::offset_of!(Controller, rtol) as i32);
         let tries = self.load(i64t, ctl, std::mem::offset_of!(Controller, tries) as i32);
         let carry = self.load(i64t, ctx, field!(carry));
-        let scratch = self.b.ins().iadd_imm_u(ctx, i64::from(field!(scratch)));
-        let first_step = self
-            .lw
-            .import_symbol(&mut self.b, FIRST_STEP, &[i64t, f64t], &[f64t])?;
-        let judge =
-            self.lw
-                .import_symbol(&mut self.b, JUDGE, &[i64t, f64t, f64t, i64t], &[i64t])?;
+        let law = self.control_law(ctl)?;
         let attempt = self.b.create_block();
         let a_h = self.b.append_block_param(attempt, f64t);
         let a_left = self.b.append_block_param(attempt, i64t);
+        let accept = self.b.create_block();
+        let h_next = self.b.append_block_param(accept, f64t);
         let k = self.enter_loop(&c, &v)?;
         let t = self.b.use_var(v.t);
         let inside = self.b.ins().fcmp(FloatCC::LessThan, t, t_end);
@@ -1159,8 +1138,8 @@ impl Gen<'_, '_, '_> {
         // f(t + 1·h, y5) with y5 the new state), which the loop carries.
         let k0 = self.first_stage(&mut frame, t, &y, &fsal, fsal_ok)?;
         let h_in = self.b.use_var(hv);
-        let call = self.b.ins().call(first_step, &[ctl, h_in]);
-        let h0 = self.b.inst_results(call)[0];
+        // `Controller::first_step`.
+        let h0 = self.rust_min(h_in, law.dt_max);
         self.b.ins().jump(attempt, &[h0.into(), tries.into()]);
 
         // attempt(h, tries left): the stages, the error norm and the controller's verdict.
@@ -1178,29 +1157,21 @@ impl Gen<'_, '_, '_> {
         let next = self.b.create_block();
         self.exit_unless(finite, exit, 1, next);
         let err = self.error_norm(pair, &ks, &y, &y5, a_h, atol, rtol);
-        let call = self.b.ins().call(judge, &[ctl, err, a_h, scratch]);
-        let verdict = self.b.inst_results(call)[0];
-        let proposed = self.load(f64t, ctx, field!(scratch));
-        let accept = self.b.create_block();
-        let not_accepted = self.b.create_block();
-        let is_accept = self.b.ins().icmp_imm_u(IntCC::Equal, verdict, 0);
-        self.b.ins().brif(is_accept, accept, &[], not_accepted, &[]);
-        self.b.switch_to_block(not_accepted);
-        let is_retry = self.b.ins().icmp_imm_u(IntCC::Equal, verdict, 1);
-        let left = self.b.ins().iadd_imm_s(a_left, -1);
-        let code = self.b.ins().iconst(i64t, 1);
-        self.b.ins().brif(
-            is_retry,
-            attempt,
-            &[proposed.into(), left.into()],
-            exit,
-            &[code.into()],
+        self.judge(
+            &law,
+            err,
+            a_h,
+            a_left,
+            Targets {
+                attempt,
+                accept,
+                exit,
+            },
         );
 
         // accept: the step ends inside the horizon and fires no event, or the general
         // engine takes it.
         self.b.switch_to_block(accept);
-        let h_next = proposed;
         let t_new = self.b.ins().fadd(t, a_h);
         let past = self.b.ins().fcmp(FloatCC::GreaterThan, t_new, t_end);
         let next = self.b.create_block();
@@ -1240,6 +1211,104 @@ impl Gen<'_, '_, '_> {
         self.b.ins().store(mem(), h, ctx, field!(h));
         self.b.ins().return_(&[code]);
         Ok(())
+    }
+
+    /// The controller's constants, loaded once per call.
+    fn control_law(&mut self, ctl: Value) -> Result<ControlLaw> {
+        let f64t = types::F64;
+        let field = |o: usize| o as i32;
+        let pow = super::shims::binary(crate::model::program::Fn2::Pow)
+            .ok_or_else(|| Error::internal("pow has no shim"))?
+            .0;
+        Ok(ControlLaw {
+            safety: self.load(f64t, ctl, field(std::mem::offset_of!(Controller, safety))),
+            min_factor: self.load(
+                f64t,
+                ctl,
+                field(std::mem::offset_of!(Controller, min_factor)),
+            ),
+            max_factor: self.load(
+                f64t,
+                ctl,
+                field(std::mem::offset_of!(Controller, max_factor)),
+            ),
+            min_step: self.load(f64t, ctl, field(std::mem::offset_of!(Controller, min_step))),
+            dt_max: self.load(f64t, ctl, field(std::mem::offset_of!(Controller, dt_max))),
+            pow: self
+                .lw
+                .import_symbol(&mut self.b, pow, &[f64t, f64t], &[f64t])?,
+        })
+    }
+
+    /// `Controller::judge` as instructions — the same IEEE operations, the same `powf` (the
+    /// interpreter's, through its shim) and `f64::min`/`max`/`clamp`'s NaN rules — so a
+    /// fused step is accepted or retried exactly as the general engine decides, without a
+    /// call that would force every live value out of registers. Jumps to `accept(h_next)`,
+    /// back to `attempt(h, tries - 1)`, or leaves with code 1 when the step would fall below
+    /// `min_step` (the general engine reports it).
+    fn judge(&mut self, law: &ControlLaw, err: Value, h: Value, left: Value, to: Targets) {
+        let f64t = types::F64;
+        let one = self.b.ins().f64const(1.0);
+        let small = self.b.ins().fcmp(FloatCC::LessThanOrEqual, err, one);
+        let floor = self.b.ins().fcmp(FloatCC::LessThanOrEqual, h, law.min_step);
+        let accepted = self.b.ins().bor(small, floor);
+        let (grow, shrink) = (self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(accepted, grow, &[], shrink, &[]);
+
+        self.b.switch_to_block(grow);
+        let zero = self.zero();
+        let positive = self.b.ins().fcmp(FloatCC::GreaterThan, err, zero);
+        let (scaled, factor) = (self.b.create_block(), self.b.create_block());
+        let f = self.b.append_block_param(factor, f64t);
+        self.b
+            .ins()
+            .brif(positive, scaled, &[], factor, &[law.max_factor.into()]);
+        self.b.switch_to_block(scaled);
+        let e = self.b.ins().f64const(-0.2);
+        let call = self.b.ins().call(law.pow, &[err, e]);
+        let p = self.b.inst_results(call)[0];
+        let raw = self.b.ins().fmul(law.safety, p);
+        // f64::clamp: below min -> min, then above max -> max (NaN stays).
+        let below = self.b.ins().fcmp(FloatCC::LessThan, raw, law.min_factor);
+        let lo = self.b.ins().select(below, law.min_factor, raw);
+        let above = self.b.ins().fcmp(FloatCC::GreaterThan, lo, law.max_factor);
+        let clamped = self.b.ins().select(above, law.max_factor, lo);
+        self.b.ins().jump(factor, &[clamped.into()]);
+        self.b.switch_to_block(factor);
+        let grown = self.b.ins().fmul(h, f);
+        let h_next = self.rust_min(grown, law.dt_max);
+        self.b.ins().jump(to.accept, &[h_next.into()]);
+
+        self.b.switch_to_block(shrink);
+        let e = self.b.ins().f64const(-0.25);
+        let call = self.b.ins().call(law.pow, &[err, e]);
+        let p = self.b.inst_results(call)[0];
+        let raw = self.b.ins().fmul(law.safety, p);
+        let f = self.rust_max(law.min_factor, raw);
+        let h_retry = self.b.ins().fmul(h, f);
+        let too_small = self.b.ins().fcmp(FloatCC::LessThan, h_retry, law.min_step);
+        let retry = self.b.create_block();
+        self.exit_if(too_small, to.exit, 1, retry);
+        let left = self.b.ins().iadd_imm_s(left, -1);
+        self.b
+            .ins()
+            .jump(to.attempt, &[h_retry.into(), left.into()]);
+    }
+
+    /// `f64::min(a, b)`: the smaller, or the other one when one is NaN.
+    fn rust_min(&mut self, a: Value, b: Value) -> Value {
+        let less = self.b.ins().fcmp(FloatCC::LessThan, b, a);
+        let a_nan = self.b.ins().fcmp(FloatCC::Unordered, a, a);
+        let take_b = self.b.ins().bor(less, a_nan);
+        self.b.ins().select(take_b, b, a)
+    }
+
+    /// `f64::max(a, b)`: the larger, or the other one when one is NaN.
+    fn rust_max(&mut self, a: Value, b: Value) -> Value {
+        let greater = self.b.ins().fcmp(FloatCC::GreaterThan, b, a);
+        let a_nan = self.b.ins().fcmp(FloatCC::Unordered, a, a);
+        let take_b = self.b.ins().bor(greater, a_nan);
+        self.b.ins().select(take_b, b, a)
     }
 
     /// `f(t, y)`, or the carried last stage of the previous step when it is valid (only

@@ -115,9 +115,6 @@ pub(super) fn new_module() -> Result<JITModule> {
     for (name, f) in shims::all_binary() {
         builder.symbol(name, f as *const u8);
     }
-    for (name, f) in super::kernel::symbols() {
-        builder.symbol(name, f);
-    }
     Ok(JITModule::new(builder))
 }
 
