@@ -511,3 +511,77 @@ fn rk45_controller_knobs_give_the_general_engines_bits() {
     assert!(compared >= 3 * knob_sets.len(), "{compared} runs compared");
     assert!(fused > 10_000, "only {fused} steps were fused");
 }
+
+/// rk45 runs that end inside the fused loop — at a stop condition, at the step budget, at a
+/// progress hook that stops the run — leave the stepper's workspace (the last step's dense
+/// output, which the loop defers for lag-free models) with the general engine's bits, and
+/// resuming from there continues with them.
+#[test]
+fn rk45_runs_ending_inside_the_fused_loop_keep_the_general_engines_workspace() {
+    use dynlib::session::progress::{Control, Every, Hook};
+    const STOPPING_LORENZ: &str = r#"inline:
+[model]
+type = "ode"
+[states]
+x = 1.0
+y = 1.0
+z = 1.0
+[params]
+sigma = 10.0
+rho = 28.0
+beta = 2.6666666666666665
+[equations.rhs]
+x = "sigma*(y - x)"
+y = "x*(rho - z) - y"
+z = "x*y - beta*z"
+[sim]
+stop = "t > 17.3 and x > 5"
+"#;
+    let model = Model::load_with(STOPPING_LORENZ, Backend::Native).unwrap();
+    let cases: Vec<(&str, RunOptions)> = vec![
+        ("stop condition", RunOptions::new().t(50.0)),
+        ("step budget", RunOptions::new().t(50.0).max_steps(777)),
+        (
+            "hook stop",
+            RunOptions::new()
+                .t(50.0)
+                .progress(Hook::new(Every::Steps(300), |p| {
+                    if p.step >= 600 {
+                        Control::Stop
+                    } else {
+                        Control::Continue
+                    }
+                })),
+        ),
+    ];
+    for (what, o) in cases {
+        let run = |general: bool| {
+            let mut sim = Sim::with_stepper(&model, Some("rk45")).unwrap();
+            let _ = sim.run(&o.clone().general_engine(general));
+            let stats = sim.last_run_stats().clone();
+            let first = sim.session_state().clone();
+            let _ = sim.run(
+                &RunOptions::new()
+                    .t(60.0)
+                    .resume(true)
+                    .general_engine(general),
+            );
+            (sim, stats, first)
+        };
+        let ((a, sa, fa), (b, _, fb)) = (run(false), run(true));
+        assert!(sa.fused_steps > 100, "{what}: {sa:?}");
+        assert!(
+            fa.bits_eq(&fb),
+            "{what}: the state where the run ended differs"
+        );
+        assert!(
+            a.session_state().bits_eq(b.session_state()),
+            "{what}: final state differs"
+        );
+        let (ra, rb) = (
+            all_samples(a.results().unwrap()),
+            all_samples(b.results().unwrap()),
+        );
+        assert!(ra == rb, "{what}: {}", first_difference(&ra, &rb));
+    }
+}

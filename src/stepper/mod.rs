@@ -110,6 +110,13 @@ pub trait Stepper: Send {
     fn fused_carry(&mut self) -> Option<&mut [f64]> {
         Some(&mut [])
     }
+    /// After a fused loop that took steps with a deferred carry
+    /// ([`crate::model::jit::kernel::FusedKernel::defers_dense`]): it wrote the last
+    /// accepted step's start (its state, time and size) but not what follows from them;
+    /// the method computes the rest exactly as its own step would have.
+    fn finish_fused(&mut self, _f: &mut dyn Rhs) -> Result<()> {
+        Ok(())
+    }
     /// Dense output inside the last step: the state at `t`, if the method supports it.
     fn interpolate(&self, _t: f64, _out: &mut [f64]) -> bool {
         false

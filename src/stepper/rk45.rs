@@ -377,6 +377,21 @@ impl Stepper for Rk45 {
         Some(&mut self.dense)
     }
 
+    /// The fused loop left the last step's start in the dense rows (`y`, then `t`, `h`):
+    /// its stages again — the same operations on the same inputs, so the same bits — give
+    /// the coefficients. Only lag-free models defer (a lag ring has moved on since).
+    fn finish_fused(&mut self, f: &mut dyn Rhs) -> Result<()> {
+        let n = self.n;
+        let (t, h) = (self.dense[5 * n], self.dense[5 * n + 1]);
+        let y = self.dense[..n].to_vec();
+        f.eval(t, &y, &mut self.stages.k[0])?;
+        self.stages.compute_after_first(&TABLEAU, f, t, &y, h)?;
+        self.y5.copy_from_slice(&self.stages.y_stage);
+        self.build_dense(t, &y, h);
+        self.fsal_t = f.lag_free().then(|| (t + h).to_bits());
+        Ok(())
+    }
+
     fn interpolate(&self, t: f64, out: &mut [f64]) -> bool {
         let (t0, h) = (self.dense[5 * self.n], self.dense[5 * self.n + 1]);
         if h == 0.0 {

@@ -150,6 +150,8 @@ pub struct FusedKernel {
     n_rec: usize,
     /// Length of each host-call buffer (0 for model-language kernels).
     cb_len: usize,
+    /// See [`FusedKernel::defers_dense`].
+    defers_dense: bool,
     /// The code memory `f` points into, freed with the kernel.
     _code: CodeMemory,
 }
@@ -162,7 +164,25 @@ impl std::fmt::Debug for FusedKernel {
     }
 }
 
+/// An adaptive loop over a model-language model without lags writes only the start of
+/// each accepted step (state, time, size) into the dense-output carry, and the stepper
+/// recomputes the coefficients of the last one after the call
+/// ([`crate::stepper::Stepper::finish_fused`]): the stage values are then dead once the
+/// error is known, instead of being kept through the controller and stored every step.
+/// (Host models keep the full store: recomputing would call the host's functions again.)
+fn defers_dense(model: &KernelModel<'_>, spec: &KernelSpec<'_>, bounds: &Bounds) -> bool {
+    matches!(spec.form, StepForm::Embedded(_))
+        && matches!(model, KernelModel::Programs(_))
+        && bounds.lag_total == 0
+}
+
 impl FusedKernel {
+    /// True when the stepper must finish the carry after a call that took steps
+    /// ([`crate::stepper::Stepper::finish_fused`]).
+    pub fn defers_dense(&self) -> bool {
+        self.defers_dense
+    }
+
     /// Runs steps until `k_end` or an exit; updates `io` to where it stopped.
     pub fn run(&self, io: &mut KernelIo<'_>) -> Exit {
         let b = &self.bounds;
@@ -416,6 +436,7 @@ pub fn build(
         .finalize_definitions()
         .map_err(|e| Error::internal(format!("native code linking failed: {e}")))?;
     let code = lw.module.get_finalized_function(id);
+    let deferred = defers_dense(&model, spec, &bounds);
     Ok(FusedKernel {
         // SAFETY: `code` is the finalized function just defined with the signature
         // `fn(*mut KernelCtx) -> i64`.
@@ -424,6 +445,7 @@ pub fn build(
         carry_len,
         n_rec: spec.record.map_or(0, <[RecSlot]>::len),
         cb_len: if host { n.max(model.n_aux()).max(1) } else { 0 },
+        defers_dense: deferred,
         _code: CodeMemory::new(lw.module),
     })
 }
@@ -1093,6 +1115,18 @@ impl Gen<'_, '_, '_> {
         Ok(())
     }
 
+    /// Stores where an accepted step started (see `defers_dense`): the first dense row is
+    /// the start state, the span its time and size.
+    fn store_step_start(&mut self, y: &[Value], t: Value, h: Value, carry: Value) -> Result<()> {
+        let n = y.len();
+        for (m, v) in y.iter().enumerate() {
+            self.b.ins().store(mem(), *v, carry, offset(m)?);
+        }
+        self.b.ins().store(mem(), t, carry, offset(5 * n)?);
+        self.b.ins().store(mem(), h, carry, offset(5 * n + 1)?);
+        Ok(())
+    }
+
     /// The adaptive loop: accepted steps strictly inside the horizon.
     fn body_adaptive(&mut self, pair: &'static EmbeddedPair) -> Result<()> {
         let (i64t, f64t) = (types::I64, types::F64);
@@ -1198,7 +1232,11 @@ impl Gen<'_, '_, '_> {
             let one = self.b.ins().iconst(i64t, 1);
             self.b.def_var(fsal_ok, one);
         }
-        self.store_dense(pair, &ks, &y, &y5, t, a_h, carry)?;
+        if defers_dense(&self.model, self.spec, &self.lw.bounds) {
+            self.store_step_start(&y, t, a_h, carry)?;
+        } else {
+            self.store_dense(pair, &ks, &y, &y5, t, a_h, carry)?;
+        }
         if let Some(slots) = self.spec.record {
             self.record(&mut frame, &c, &v, slots, k1, t_new, &y5)?;
         }

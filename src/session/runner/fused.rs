@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{reserve_samples, RunPlan, Runner};
+use super::{lag_view, reserve_samples, BoundRhs, RunPlan, Runner};
 use crate::error::Result;
 use crate::method::Controller;
 use crate::model::jit::kernel::{Exit, FusedKernel, KernelIo, RecIo, RecSlot};
@@ -107,6 +107,9 @@ impl Runner<'_> {
             let Some(exit) = self.call_kernel(&kernel, st, plan, rec, bounds) else {
                 return Ok(false);
             };
+            if kernel.defers_dense() && st.step > before {
+                self.finish_fused(st)?;
+            }
             let taken = st.step - before;
             self.steps_taken += taken;
             self.stats.steps += taken;
@@ -145,6 +148,16 @@ impl Runner<'_> {
                 }
             }
         }
+    }
+
+    /// Completes the stepper's carry after a kernel that defers it.
+    fn finish_fused(&mut self, st: &SessionState) -> Result<()> {
+        let mut rhs = BoundRhs {
+            eval: &mut self.eval,
+            p: &st.params,
+            lag: lag_view(&self.model.0, &st.lag_ring, &st.lag_head, 0),
+        };
+        self.stepper.finish_fused(&mut rhs)
     }
 
     /// One kernel call from the session's state; `None` when the method is not in a state
