@@ -558,7 +558,7 @@ stop = "t > 17.3 and x > 5"
         let run = |general: bool| {
             let mut sim = Sim::with_stepper(&model, Some("rk45")).unwrap();
             let _ = sim.run(&o.clone().general_engine(general));
-            let stats = sim.last_run_stats().clone();
+            let stats = sim.last_run_stats();
             let first = sim.session_state().clone();
             let _ = sim.run(
                 &RunOptions::new()
