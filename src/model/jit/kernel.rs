@@ -1185,12 +1185,10 @@ impl Gen<'_, '_, '_> {
         let next = self.b.create_block();
         self.exit_unless(ok, exit, 1, next);
         let (ks, y5) = self.stages(&mut frame, &pair.tab, t, a_h, &y, Some(&k0))?;
-        let mut all: Vec<Value> = y5.clone();
-        all.extend(ks.iter().flatten().copied());
-        let finite = self.all_finite(&all);
+        let err = self.error_norm(pair, &ks, &y, &y5, a_h, atol, rtol);
+        let finite = self.attempt_finite(pair, &ks, &y5, err);
         let next = self.b.create_block();
         self.exit_unless(finite, exit, 1, next);
-        let err = self.error_norm(pair, &ks, &y, &y5, a_h, atol, rtol);
         self.judge(
             &law,
             err,
@@ -1410,6 +1408,28 @@ impl Gen<'_, '_, '_> {
             self.exit_if(fires, exit, 2, next);
         }
         Ok(())
+    }
+
+    /// The general engine retries an attempt whose new state or any stage is not finite;
+    /// the loop leaves it to the general engine then, testing fewer values: the new state,
+    /// the stages the error estimate does not weigh, and the error norm. With the new state
+    /// finite, the norm is finite only if every weighed stage is (a finite sum has finite
+    /// terms, and each weight is finite and non-zero); a finite attempt whose norm
+    /// overflows leaves too, and the general engine takes it as it would have.
+    fn attempt_finite(
+        &mut self,
+        pair: &EmbeddedPair,
+        ks: &[Vec<Value>],
+        y5: &[Value],
+        err: Value,
+    ) -> Value {
+        let unweighed = ks
+            .iter()
+            .zip(pair.err)
+            .filter(|(_, w)| **w == 0.0)
+            .flat_map(|(k, _)| k.iter().copied());
+        let watched: Vec<Value> = y5.iter().copied().chain(unweighed).chain([err]).collect();
+        self.all_finite(&watched)
     }
 
     /// True when every value is finite.
