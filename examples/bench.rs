@@ -84,6 +84,9 @@ fn steps_per_second(models: &[&Model], stepper: &str, t_end: f64, dt: f64) -> Ve
 }
 
 fn main() {
+    // Time what a user's program gets: no IR verifier (.cargo/config.toml turns it on for
+    // everything cargo runs).
+    std::env::remove_var("DYNLIB_JIT_VERIFY");
     println!("native compile time per built-in model (uncached):");
     for (id, _) in BUILTINS {
         let model = Model::load_with(&format!("builtin://{id}"), Backend::Interpreter).unwrap();

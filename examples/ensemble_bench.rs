@@ -55,6 +55,9 @@ fn arg_value(name: &str) -> Option<usize> {
 }
 
 fn main() {
+    // Time what a user's program gets: no IR verifier (.cargo/config.toml turns it on for
+    // everything cargo runs).
+    std::env::remove_var("DYNLIB_JIT_VERIFY");
     let quick = std::env::args().any(|a| a == "--quick");
     let sweep = std::env::args().any(|a| a == "--sweep-lanes");
     let reps = arg_value("--reps").unwrap_or(3).max(1);

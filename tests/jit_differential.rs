@@ -224,3 +224,13 @@ fn loading_a_model_twice_reuses_its_native_code() {
         Backend::Native
     );
 }
+
+/// The suite compiles native code with Cranelift's IR verifier on (.cargo/config.toml), so
+/// malformed generated IR fails here instead of reaching users as a miscompile.
+#[test]
+fn the_suite_runs_with_the_ir_verifier_on() {
+    assert!(
+        std::env::var_os("DYNLIB_JIT_VERIFY").is_some(),
+        "DYNLIB_JIT_VERIFY is not set: is .cargo/config.toml in place?"
+    );
+}

@@ -86,6 +86,13 @@ pub(super) fn new_module() -> Result<JITModule> {
         ));
     }
     let mut flags = settings::builder();
+    // Cranelift's IR verifier costs about a tenth of compile time. Generated code is
+    // checked bit for bit against the interpreter by the test suite, which runs with the
+    // verifier on (.cargo/config.toml sets DYNLIB_JIT_VERIFY) so malformed IR fails there.
+    let verify = cfg!(debug_assertions) || std::env::var_os("DYNLIB_JIT_VERIFY").is_some();
+    flags
+        .set("enable_verifier", if verify { "true" } else { "false" })
+        .map_err(|e| cl_error("flags", e))?;
     // Long-range calls and absolute addresses: what cranelift-jit requires.
     flags
         .set("use_colocated_libcalls", "false")
