@@ -194,6 +194,9 @@ pub struct Sim {
     presets: Vec<Preset>,
     /// Persistent run defaults set by [`Sim::config`].
     defaults: RunDefaults,
+    /// The workspace of a fresh stepper: the layout imported workspaces must have (made once,
+    /// so an import of a fixed-step state creates no stepper).
+    pub(crate) stepper_template: crate::stepper::Workspace,
 }
 
 /// A run between [`Sim::start_run`] and [`Sim::finish_run`].
@@ -290,10 +293,11 @@ impl Sim {
         let info = resolve_stepper(model, stepper_name)?;
         stepper::validate_config(info, &stepper::default_config(info, &model.sim))
             .map_err(|e| e.context("the model's [sim] defaults"))?;
+        let stepper_template = stepper::create(info, model.n_states()).save();
         Ok(Sim {
             model: model.clone(),
             info,
-            pins: SessionPins::new(model, info),
+            pins: SessionPins::with_template(model, info, &stepper_template),
             state: SessionState::bootstrap(model, info),
             snapshots: Default::default(),
             sized_bytes: None,
@@ -312,6 +316,7 @@ impl Sim {
                 })
                 .collect(),
             defaults: RunDefaults::default(),
+            stepper_template,
         })
     }
 
