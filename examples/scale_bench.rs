@@ -91,6 +91,35 @@ fn main() {
         snap_times(n);
         return;
     }
+    if args.get(3).map(String::as_str) == Some("snapprof") {
+        // For callgrind: `n` snapshots of a 3-state session.
+        let m = Model::load("builtin://ode/lorenz").unwrap();
+        let mut sim = dynlib::Sim::new(&m).unwrap();
+        sim.run(&dynlib::RunOptions::new().t(0.1)).unwrap();
+        let names: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+        for name in &names {
+            sim.create_snapshot(name, "").unwrap();
+        }
+        return;
+    }
+    if args.get(3).map(String::as_str) == Some("segprof") {
+        // For callgrind: one pass of 2000 tagged resumed segments of `n` steps.
+        let m = Model::load("builtin://ode/lorenz").unwrap();
+        let mut sim = dynlib::Sim::with_stepper(&m, Some("rk4")).unwrap();
+        let dt = 1.0 / 1024.0;
+        for i in 0..2000u64 {
+            let opts = dynlib::RunOptions::new()
+                .t(((i + 1) * n as u64) as f64 * dt)
+                .tag("seg");
+            let opts = if i == 0 {
+                opts.dt(dt)
+            } else {
+                opts.resume(true)
+            };
+            sim.run(&opts).unwrap();
+        }
+        return;
+    }
     if args.get(3).map(String::as_str) == Some("firstrun") {
         first_run_parts(n, args.get(2).map(String::as_str) == Some("host"));
         return;
@@ -251,14 +280,13 @@ pub fn first_run_parts(n: usize, host: bool) {
     println!("Sim::with_stepper {:.4} s", t.elapsed().as_secs_f64());
     for k in 1..=3 {
         let t = Instant::now();
-        sim.run(
-            &dynlib::RunOptions::new()
-                .t(0.05 * k as f64)
-                .dt(0.01)
-                .record(false)
-                .resume(k > 1),
-        )
-        .unwrap();
+        let opts = dynlib::RunOptions::new().t(0.05 * k as f64).record(false);
+        let opts = if k == 1 {
+            opts.dt(0.01)
+        } else {
+            opts.resume(true)
+        };
+        sim.run(&opts).unwrap();
         println!("run {k}: {:.4} s", t.elapsed().as_secs_f64());
     }
 }
