@@ -193,9 +193,7 @@ pub(crate) fn state_from_owned_file(
         }
         // A resume either commits the pending step or interpolates inside it again: the
         // stepper's dense output must cover it.
-        let s = s
-            .as_deref_mut()
-            .ok_or_else(|| Error::internal("a pending step needs a stepper to check it"))?;
+        let s = s.ok_or_else(|| Error::internal("a pending step needs a stepper to check it"))?;
         let mut probe = vec![0.0; model.n_states()];
         for t in [st.t, p.t_new] {
             if !s.interpolate(t, &mut probe) || probe.iter().any(|v| !v.is_finite()) {
