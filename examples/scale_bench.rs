@@ -94,6 +94,43 @@ fn main() {
         snap_times(n);
         return;
     }
+    if args.get(3).map(String::as_str) == Some("snapprof") {
+        // For callgrind: `n` snapshots of a 3-state session.
+        let m = Model::load("builtin://ode/lorenz").unwrap();
+        let mut sim = dynlib::Sim::new(&m).unwrap();
+        sim.run(&dynlib::RunOptions::new().t(0.1)).unwrap();
+        let names: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+        for name in &names {
+            sim.create_snapshot(name, "").unwrap();
+        }
+        return;
+    }
+    if args.get(3).map(String::as_str) == Some("segprof") {
+        // For callgrind: one pass of 2000 tagged resumed segments of `n` steps.
+        let m = Model::load("builtin://ode/lorenz").unwrap();
+        let mut sim = dynlib::Sim::with_stepper(&m, Some("rk4")).unwrap();
+        let dt = 1.0 / 1024.0;
+        for i in 0..2000u64 {
+            let opts = dynlib::RunOptions::new()
+                .t(((i + 1) * n as u64) as f64 * dt)
+                .tag("seg");
+            let opts = if i == 0 {
+                opts.dt(dt)
+            } else {
+                opts.resume(true)
+            };
+            sim.run(&opts).unwrap();
+        }
+        return;
+    }
+    if args.get(3).map(String::as_str) == Some("firstrun") {
+        first_run_parts(n, args.get(2).map(String::as_str) == Some("host"));
+        return;
+    }
+    if args.get(3).map(String::as_str) == Some("import") {
+        import_loop(n, 20);
+        return;
+    }
     let text = match args.get(3).map(String::as_str) {
         Some("nested") => nested_toml(n),
         Some("chained") => chained_toml(n),
@@ -225,6 +262,56 @@ pub fn snap_times(n: usize) {
             ser.len()
         );
     }
+}
+
+/// The parts of a first run of the chain model (model language, or a host model): session
+/// creation, then the same 5 rk4 steps three times.
+pub fn first_run_parts(n: usize, host: bool) {
+    let t = Instant::now();
+    let m = if host {
+        host_chain(n)
+    } else {
+        Model::load(&format!("inline:{}", chain_toml(n))).unwrap()
+    };
+    println!(
+        "load {:.3} s ({:?})",
+        t.elapsed().as_secs_f64(),
+        m.backend()
+    );
+    let t = Instant::now();
+    let mut sim = dynlib::Sim::with_stepper(&m, Some("rk4")).unwrap();
+    println!("Sim::with_stepper {:.4} s", t.elapsed().as_secs_f64());
+    for k in 1..=3 {
+        let t = Instant::now();
+        let opts = dynlib::RunOptions::new().t(0.05 * k as f64).record(false);
+        let opts = if k == 1 {
+            opts.dt(0.01)
+        } else {
+            opts.resume(true)
+        };
+        sim.run(&opts).unwrap();
+        println!("run {k}: {:.4} s", t.elapsed().as_secs_f64());
+    }
+}
+
+/// `count` imports of one exported snapshot of the host chain, for profiling the import.
+pub fn import_loop(n: usize, count: usize) {
+    let dir = tempdir();
+    let m = host_chain(n);
+    let mut sim = dynlib::Sim::new(&m).unwrap();
+    sim.run(&dynlib::RunOptions::new().t(0.03).record(false))
+        .unwrap();
+    let path = dir.join("s.npz");
+    sim.export_snapshot(&path, None).unwrap();
+    let t = Instant::now();
+    for _ in 0..count {
+        sim.import_snapshot(&path).unwrap();
+    }
+    println!(
+        "import of {n} states: {:.4} s each",
+        t.elapsed().as_secs_f64() / count as f64
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn tempdir() -> std::path::PathBuf {

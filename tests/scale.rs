@@ -435,3 +435,87 @@ fn the_c_abi_size_query_and_the_copy_serialize_once() {
         dynlib_model_free(model);
     }
 }
+
+/// `bytes` with member `key` (a float64 vector) edited by `edit`, written again (so its CRC
+/// is right).
+fn edit_vector(bytes: &[u8], key: &str, edit: impl Fn(&mut Vec<f64>)) -> Vec<u8> {
+    let mut members = read_npz(bytes, &Limits::default()).unwrap();
+    let (_, a) = members.iter_mut().find(|(k, _)| k == key).unwrap();
+    let NpyData::F64(v) = &mut a.data else {
+        panic!("{key} is float64")
+    };
+    edit(v);
+    write_npz(&members).unwrap()
+}
+
+/// Imports read stored members in place and, for a stepper that carries nothing (rk4), make
+/// no stepper: the state still round-trips bit for bit for fixed-step and adaptive steppers,
+/// and a flipped data byte, a non-finite value (at any position, block boundaries included)
+/// or a foreign workspace member is refused without changing the session.
+#[test]
+fn compact_imports_in_place_resume_exactly_and_stay_checked() {
+    let m = host(5000);
+    for stepper in ["rk4", "rk45", "bdf"] {
+        let mut sim = Sim::with_stepper(&m, Some(stepper)).unwrap();
+        sim.run(&RunOptions::new().t(0.25)).unwrap();
+        let bytes = sim.serialize_snapshot(None).unwrap();
+        let mut resumed = Sim::with_stepper(&m, Some(stepper)).unwrap();
+        resumed.deserialize_snapshot(&bytes).unwrap();
+        assert!(
+            resumed.session_state().bits_eq(sim.session_state()),
+            "{stepper}"
+        );
+        sim.run(&RunOptions::new().t(0.5).resume(true)).unwrap();
+        resumed.run(&RunOptions::new().t(0.5).resume(true)).unwrap();
+        assert_eq!(bits(sim.state()), bits(resumed.state()), "{stepper}");
+
+        let before = resumed.session_state().clone();
+        let refuse = |sim: &mut Sim, bytes: &[u8], want: &str| {
+            let err = sim.deserialize_snapshot(bytes).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::CorruptSnapshot, "{stepper}: {err}");
+            assert!(
+                err.message().contains(want),
+                "{stepper}: want '{want}' in {err}"
+            );
+        };
+        // A flipped byte in the middle of the (stored) state vector: its CRC no longer fits.
+        let at = bytes.len() / 2;
+        let mut flipped = bytes.clone();
+        flipped[at] ^= 0x40;
+        refuse(&mut resumed, &flipped, "checksum");
+        for i in [0, 63, 64, 4321, 4999] {
+            let bad = edit_vector(&bytes, "y", |y| y[i] = f64::NAN);
+            refuse(&mut resumed, &bad, &format!("state 'y{i}' is NaN"));
+        }
+        let mut members = read_npz(&bytes, &Limits::default()).unwrap();
+        members.push((
+            "workspace/stepper/extra".into(),
+            NpyArray::f64(vec![2], vec![0.0, 1.0]).unwrap(),
+        ));
+        refuse(
+            &mut resumed,
+            &write_npz(&members).unwrap(),
+            "is not part of this stepper's workspace",
+        );
+        assert!(resumed.session_state().bits_eq(&before), "{stepper}");
+    }
+}
+
+/// The runtime layout an import checks against is the one the session writes (lags included).
+#[test]
+fn the_runtime_layout_is_the_written_one() {
+    for text in [chain_with_aux(50), nested(3)] {
+        let m = Model::from_toml(&text).unwrap();
+        let info = dynlib::stepper::lookup("rk4").unwrap();
+        let written: Vec<_> = dynlib::session::SessionState::bootstrap(&m, info)
+            .runtime_ws()
+            .into_iter()
+            .map(|a| (a.name.clone(), a.dtype(), a.shape.clone()))
+            .collect();
+        let layout: Vec<_> = dynlib::session::SessionState::runtime_layout(&m)
+            .into_iter()
+            .map(|(n, d, s)| (n.to_string(), d, s))
+            .collect();
+        assert_eq!(written, layout);
+    }
+}

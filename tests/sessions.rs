@@ -289,7 +289,7 @@ fn record_vars_in_request_order_with_aux() {
     )
     .unwrap();
     let rec = sim.results().unwrap();
-    assert_eq!(rec.names, ["m", "tau_m", "V", "n_inf"]);
+    assert_eq!(*rec.names, ["m", "tau_m", "V", "n_inf"]);
     assert_eq!(rec.column("aux.tau_m").unwrap().len(), rec.len());
     let e = sim
         .run(&RunOptions::new().t(1.0).record_vars(&["Vv"]))

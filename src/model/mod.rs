@@ -410,29 +410,31 @@ impl Model {
         if !jit::kernel::eligible(&code, self.n_states()) {
             return None;
         }
-        let key = (stepper, record.map(<[_]>::to_vec));
         let mut kernels = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
-        kernels
-            .entry(key)
-            .or_insert_with(|| {
-                let phases: Vec<EventPhase> = self.events.iter().map(|e| e.phase).collect();
-                let spec = jit::kernel::KernelSpec {
-                    form,
-                    phases: &phases,
-                    record,
-                };
-                // A kernel that cannot be built leaves the general engine in charge.
-                jit::compile_kernel(
-                    code,
-                    &self.lag_layout,
-                    self.n_params(),
-                    self.lag_total,
-                    &spec,
-                )
-                .ok()
-                .map(Arc::new)
-            })
-            .clone()
+        let found = kernels
+            .iter()
+            .find(|((s, r), _)| *s == stepper && r.as_deref() == record);
+        if let Some((_, kernel)) = found {
+            return kernel.clone();
+        }
+        let phases: Vec<EventPhase> = self.events.iter().map(|e| e.phase).collect();
+        let spec = jit::kernel::KernelSpec {
+            form,
+            phases: &phases,
+            record,
+        };
+        // A kernel that cannot be built leaves the general engine in charge.
+        let kernel = jit::compile_kernel(
+            code,
+            &self.lag_layout,
+            self.n_params(),
+            self.lag_total,
+            &spec,
+        )
+        .ok()
+        .map(Arc::new);
+        kernels.push(((stepper, record.map(<[_]>::to_vec)), kernel.clone()));
+        kernel
     }
 
     pub fn n_states(&self) -> usize {

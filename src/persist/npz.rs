@@ -6,6 +6,7 @@
 //! absurd declared shapes all give an error — never a panic, a hang or memory beyond
 //! [`Limits`].
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::io::{Cursor, Read, Write};
 
@@ -207,7 +208,7 @@ pub fn read_npz_admitting(
             Admit::Read(n) => n.min(limits.max_member_bytes),
         };
         let allowance = own_limit.min(limits.max_total_bytes.saturating_sub(total));
-        let npy = read_member(&mut archive, index, &key, allowance)?;
+        let npy = read_member(bytes, &mut archive, index, &key, allowance)?;
         let size = npy.len() as u64;
         if size > own_limit {
             return Err(Error::corrupt(format!(
@@ -230,14 +231,16 @@ pub fn read_npz_admitting(
     Ok(members)
 }
 
-/// Decompresses one member, reading at most `allowance + 1` bytes so the caller can tell an
-/// oversized member from one that fits, whatever sizes the archive declares.
-fn read_member(
+/// The `.npy` bytes of one member: a stored member is a slice of the archive (its CRC
+/// checked here), a compressed one is inflated, reading at most `allowance + 1` bytes so the
+/// caller can tell an oversized member from one that fits, whatever sizes the archive declares.
+fn read_member<'a>(
+    bytes: &'a [u8],
     archive: &mut ZipArchive<Cursor<&[u8]>>,
     index: usize,
     key: &str,
     allowance: u64,
-) -> Result<Vec<u8>> {
+) -> Result<Cow<'a, [u8]>> {
     let corrupt = |e: &dyn std::fmt::Display| Error::corrupt(format!("member '{key}': {e}"));
     // Header consistency: the local header must agree with the central directory, so a member
     // cannot present one size or name to us and another to other tools.
@@ -245,6 +248,10 @@ fn read_member(
     let mut file = archive
         .by_index_with_options(index, options)
         .map_err(|e| corrupt(&e))?;
+    if let Some(stored) = stored_member(bytes, &file, allowance) {
+        let stored = stored.map_err(|e| corrupt(&e))?;
+        return Ok(Cow::Borrowed(stored));
+    }
     let declared = file.size();
     let capacity = declared.min(allowance).min(MAX_PREALLOCATION);
     let mut npy = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
@@ -277,7 +284,47 @@ fn read_member(
             "decompresses to {size} bytes but the archive declares {declared}"
         )));
     }
-    Ok(npy)
+    Ok(Cow::Owned(npy))
+}
+
+/// The data of a stored (uncompressed) member as a slice of the archive, without copying it
+/// through the zip reader: `None` for compressed members and for stored ones larger than
+/// `allowance` (the zip reader then reads and refuses them as it does any member), else the
+/// slice once its bounds and CRC-32 are checked.
+fn stored_member<'a>(
+    bytes: &'a [u8],
+    file: &zip::read::ZipFile<'_, Cursor<&[u8]>>,
+    allowance: u64,
+) -> Option<std::result::Result<&'a [u8], String>> {
+    if file.compression() != CompressionMethod::Stored || file.size() > allowance {
+        return None;
+    }
+    let start = file.data_start()?;
+    let (size, compressed) = (file.size(), file.compressed_size());
+    if size != compressed {
+        return Some(Err(format!(
+            "stored member declares {size} bytes but takes {compressed}"
+        )));
+    }
+    let range = usize::try_from(start)
+        .ok()
+        .zip(usize::try_from(size).ok())
+        .and_then(|(s, n)| Some(s..s.checked_add(n)?))
+        .filter(|r| r.end <= bytes.len());
+    let Some(range) = range else {
+        return Some(Err(format!(
+            "data of {size} bytes at offset {start} runs past the end of the archive"
+        )));
+    };
+    let data = &bytes[range];
+    let crc = crc32fast::hash(data);
+    if crc != file.crc32() {
+        return Some(Err(format!(
+            "Invalid checksum (CRC-32 {crc:08x}, the archive declares {:08x})",
+            file.crc32()
+        )));
+    }
+    Some(Ok(data))
 }
 
 /// The key of a member named `<key>.npy`, or why the name is refused.

@@ -330,46 +330,103 @@ pub fn encode_with(file: &SnapshotFile, limits: &FileLimits) -> Result<Vec<u8>> 
 /// at its worst JSON escaping (6 bytes per byte) — capped by `limits.max_meta_bytes`. The
 /// writer refuses a larger one, so the two sides agree.
 pub fn meta_allowance(template: &SnapshotFile, limits: &FileLimits) -> u64 {
-    let m = &template.meta;
-    let names = m
-        .state_names
-        .iter()
-        .chain(&m.param_names)
-        .chain(&m.stepper_config_names)
-        .fold(0u64, |acc, n| acc.saturating_add(6 * n.len() as u64 + 16));
-    let numbers = 32 * template.config.len() as u64;
-    (64u64 << 10)
-        .saturating_add(limits.max_text_bytes.saturating_mul(6))
-        .saturating_add(names)
-        .saturating_add(numbers)
-        .min(limits.max_meta_bytes)
+    FileLayout::of(template).meta_allowance(limits)
 }
 
-/// The most bytes each member of a file for a session like `template` may take, by key:
-/// arrays their exact data size plus header room, `meta.json` the meta limit.
-fn member_allowances(template: &SnapshotFile, limits: &FileLimits) -> HashMap<String, u64> {
+/// What a session expects of a snapshot file, without its values: the sizes and names of its
+/// vectors and the dtype and shape of each workspace member. [`decode_for_layout`] bounds and
+/// checks a file by it; a session builds it without allocating state-sized arrays.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileLayout<'a> {
+    pub n_states: usize,
+    pub n_params: usize,
+    /// The names a file lists (empty for compact files of large models).
+    pub state_names: &'a [String],
+    pub param_names: &'a [String],
+    pub config_names: Vec<&'a str>,
+    /// Workspace members by key (`workspace/<bucket>/<field>`): dtype and shape.
+    pub members: Vec<(String, &'static str, Vec<usize>)>,
+}
+
+impl<'a> FileLayout<'a> {
+    /// The layout of `template`, a file image of any state of the session.
+    pub fn of(template: &'a SnapshotFile) -> Self {
+        let mut members = Vec::new();
+        for (prefix, ws) in [
+            (STEPPER_PREFIX, &template.stepper_ws),
+            (RUNTIME_PREFIX, &template.runtime_ws),
+        ] {
+            members.extend(ws.iter().map(|a| Self::member(prefix, a)));
+        }
+        FileLayout {
+            n_states: template.y.len(),
+            n_params: template.params.len(),
+            state_names: &template.meta.state_names,
+            param_names: &template.meta.param_names,
+            config_names: template
+                .meta
+                .stepper_config_names
+                .iter()
+                .map(String::as_str)
+                .collect(),
+            members,
+        }
+    }
+
+    /// The layout entry of workspace array `a` of bucket `stepper` or `runtime`.
+    pub fn workspace_member(bucket: &str, a: &WsArray) -> (String, &'static str, Vec<usize>) {
+        let prefix = if bucket == "stepper" {
+            STEPPER_PREFIX
+        } else {
+            RUNTIME_PREFIX
+        };
+        Self::member(prefix, a)
+    }
+
+    fn member(prefix: &str, a: &WsArray) -> (String, &'static str, Vec<usize>) {
+        (format!("{prefix}{}", a.name), a.dtype(), a.shape.clone())
+    }
+
+    /// See [`meta_allowance`].
+    fn meta_allowance(&self, limits: &FileLimits) -> u64 {
+        let names = self
+            .state_names
+            .iter()
+            .chain(self.param_names)
+            .map(String::as_str)
+            .chain(self.config_names.iter().copied())
+            .fold(0u64, |acc, n| acc.saturating_add(6 * n.len() as u64 + 16));
+        let numbers = 32 * self.config_names.len() as u64;
+        (64u64 << 10)
+            .saturating_add(limits.max_text_bytes.saturating_mul(6))
+            .saturating_add(names)
+            .saturating_add(numbers)
+            .min(limits.max_meta_bytes)
+    }
+}
+
+/// The most bytes each member of a file for a session of `layout` may take, by key: arrays
+/// their exact data size plus header room, `meta.json` the meta limit.
+fn member_allowances(layout: &FileLayout<'_>, limits: &FileLimits) -> HashMap<String, u64> {
     let vector = |n: usize| n as u64 * 8 + NPY_HEADER_SLACK;
     let mut out = HashMap::new();
-    out.insert("meta.json".to_string(), meta_allowance(template, limits));
-    out.insert("y".to_string(), vector(template.y.len()));
-    out.insert("params".to_string(), vector(template.params.len()));
-    out.insert("stepper_config".to_string(), vector(template.config.len()));
-    for (prefix, ws) in [
-        (STEPPER_PREFIX, &template.stepper_ws),
-        (RUNTIME_PREFIX, &template.runtime_ws),
-    ] {
-        for a in ws {
-            let n: usize = a.shape.iter().product();
-            out.insert(format!("{prefix}{}", a.name), vector(n));
-        }
+    out.insert("meta.json".to_string(), layout.meta_allowance(limits));
+    out.insert("y".to_string(), vector(layout.n_states));
+    out.insert("params".to_string(), vector(layout.n_params));
+    out.insert(
+        "stepper_config".to_string(),
+        vector(layout.config_names.len()),
+    );
+    for (key, _, shape) in &layout.members {
+        out.insert(key.clone(), vector(shape.iter().product()));
     }
     out
 }
 
 /// Most JSON values (numbers, strings, lists, objects, ...) in the meta.json of a file for a
-/// session like `template`: one per name and knob value, and room for the fixed fields.
-fn meta_value_budget(template: &SnapshotFile) -> usize {
-    template.y.len() + template.params.len() + 2 * template.config.len() + 256
+/// session of `layout`: one per name and knob value, and room for the fixed fields.
+fn meta_value_budget(layout: &FileLayout<'_>) -> usize {
+    layout.n_states + layout.n_params + 2 * layout.config_names.len() + 256
 }
 
 /// Reads a snapshot file into memory, refusing what is not a regular file or is too large.
@@ -689,6 +746,15 @@ pub fn decode_for_with(
     template: &SnapshotFile,
     limits: &FileLimits,
 ) -> Result<SnapshotFile> {
+    decode_for_layout(bytes, &FileLayout::of(template), limits)
+}
+
+/// [`decode_for_with`] for a session described by its [`FileLayout`].
+pub fn decode_for_layout(
+    bytes: &[u8],
+    layout: &FileLayout<'_>,
+    limits: &FileLimits,
+) -> Result<SnapshotFile> {
     if bytes.len() as u64 > limits.max_file_bytes {
         return Err(Error::corrupt(format!(
             "snapshot is {} bytes; files above {} bytes are refused",
@@ -696,7 +762,7 @@ pub fn decode_for_with(
             limits.max_file_bytes
         )));
     }
-    let allowances = member_allowances(template, limits);
+    let allowances = member_allowances(layout, limits);
     let read_limits = Limits {
         max_members: MAX_MEMBERS,
         max_member_bytes: limits.max_file_bytes,
@@ -723,37 +789,24 @@ pub fn decode_for_with(
     // error naming the vector); a missing `stepper_config` is accepted when meta.json lists
     // no knobs.
     let names = (
-        (template.y.len(), template.meta.state_names.as_slice()),
-        (template.params.len(), template.meta.param_names.as_slice()),
+        (layout.n_states, layout.state_names),
+        (layout.n_params, layout.param_names),
     );
-    let layout = member_layout(template);
+    let shapes: MemberLayout = layout
+        .members
+        .iter()
+        .map(|(key, dtype, shape)| (key.as_str(), (*dtype, shape.as_slice())))
+        .collect();
     decode_members(
         members,
-        meta_value_budget(template),
+        meta_value_budget(layout),
         Some(names),
-        Some(&layout),
+        Some(&shapes),
     )
 }
 
-/// dtype and shape of every workspace member of a session like `template`, by key.
-type MemberLayout = HashMap<String, (&'static str, Vec<usize>)>;
-
-fn member_layout(template: &SnapshotFile) -> MemberLayout {
-    let mut out = HashMap::new();
-    for (prefix, ws) in [
-        (STEPPER_PREFIX, &template.stepper_ws),
-        (RUNTIME_PREFIX, &template.runtime_ws),
-    ] {
-        for a in ws {
-            let dtype = match a.data {
-                WsData::F64(_) => "float64",
-                WsData::I64(_) => "int64",
-            };
-            out.insert(format!("{prefix}{}", a.name), (dtype, a.shape.clone()));
-        }
-    }
-    out
-}
+/// dtype and shape of every workspace member of a session, by key.
+type MemberLayout<'a> = HashMap<&'a str, (&'static str, &'a [usize])>;
 
 /// Adds the all-zero workspace arrays a v2 file lists in `zero_members` instead of storing
 /// them. With a session `layout`, each must be one of its arrays with its dtype and shape;
@@ -801,7 +854,7 @@ fn restore_zero_members(
             })?;
         budget -= n;
         if let Some(layout) = layout {
-            if layout.get(key.as_str()) != Some(&(dtype, shape.clone())) {
+            if layout.get(key.as_str()) != Some(&(dtype, shape.as_slice())) {
                 return Err(Error::corrupt(format!(
                     "meta.json: zero member '{shown}' ({dtype} {shape:?}) is not an array of \
                      this session's workspace"

@@ -2,6 +2,7 @@
 
 use crate::error::{suggestion_suffix, Error, Result};
 pub use crate::session::sample_labels::{Interpolated, StepLabels};
+use std::sync::Arc;
 
 /// One recorded variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +47,10 @@ pub struct Segment {
 /// Samples, events and segments of the current recording pass.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Recording {
-    pub vars: Vec<RecVar>,
-    pub names: Vec<String>,
+    /// The recorded variables and their names: shared with the session's selection (a run
+    /// of a model of 10^6 states does not copy 10^6 names).
+    pub vars: Arc<[RecVar]>,
+    pub names: Arc<[String]>,
     pub t: Vec<f64>,
     pub step: StepLabels,
     /// The samples produced by dense output at a run's horizon rather than by a step.
@@ -117,7 +120,7 @@ pub struct Mark {
 }
 
 impl Recording {
-    pub fn new(vars: Vec<RecVar>, names: Vec<String>) -> Self {
+    pub fn new(vars: Arc<[RecVar]>, names: Arc<[String]>) -> Self {
         let columns = vec![Vec::new(); vars.len()];
         Recording {
             vars,
@@ -194,7 +197,7 @@ impl Recording {
 
     /// A new, empty recording of `vars` that reuses `spare`'s buffers (their capacity), so a
     /// repeated run does not allocate and fault in its sample memory again.
-    pub fn reusing(spare: Option<Recording>, vars: Vec<RecVar>, names: Vec<String>) -> Self {
+    pub fn reusing(spare: Option<Recording>, vars: Arc<[RecVar]>, names: Arc<[String]>) -> Self {
         let Some(mut rec) = spare else {
             return Recording::new(vars, names);
         };
@@ -314,9 +317,15 @@ impl Recording {
             .find(|(_, c)| !taken(&self.names_index, c))
             .unwrap_or((hint, wanted.to_string()));
         if except.is_none() {
-            self.names_index
-                .next_suffix
-                .insert(wanted.to_string(), k + 1);
+            // The key is allocated once per wanted name, not once per call.
+            match self.names_index.next_suffix.get_mut(wanted) {
+                Some(next) => *next = k + 1,
+                None => {
+                    self.names_index
+                        .next_suffix
+                        .insert(wanted.to_string(), k + 1);
+                }
+            }
         }
         name
     }

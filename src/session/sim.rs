@@ -168,7 +168,21 @@ impl<'a> From<&'a str> for SegmentRef<'a> {
 }
 
 pub(crate) fn now_iso8601() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+    use std::time::{SystemTime, UNIX_EPOCH};
+    // The text only changes once a second: snapshots taken in a burst reuse it instead of
+    // formatting a date each (a third of a small snapshot's cost).
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(u64, String)>> = const { std::cell::RefCell::new(None) };
+    }
+    let now = SystemTime::now();
+    let format = || humantime::format_rfc3339_seconds(now).to_string();
+    let Ok(secs) = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()) else {
+        return format();
+    };
+    LAST.with_borrow_mut(|last| match last {
+        Some((s, text)) if *s == secs => text.clone(),
+        _ => last.insert((secs, format())).1.clone(),
+    })
 }
 
 /// A simulation session over one model and one stepper.
@@ -176,7 +190,8 @@ pub(crate) fn now_iso8601() -> String {
 pub struct Sim {
     model: Model,
     info: &'static StepperInfo,
-    pins: SessionPins,
+    /// Shared with every snapshot of the session (they are taken under these pins).
+    pins: std::sync::Arc<SessionPins>,
     pub(crate) state: SessionState,
     snapshots: super::snapshot_store::SnapshotStore,
     /// Bytes of the last too-large serialization (see `Sim::with_serialized`).
@@ -184,7 +199,7 @@ pub struct Sim {
     initial_created: bool,
     rec: Option<Recording>,
     /// The recording selection fixed by the first recorded run after a reset.
-    selection: Option<(Vec<RecVar>, Vec<String>)>,
+    selection: Option<Selection>,
     /// How the last successful run took its steps.
     last_run: RunStats,
     /// The buffers of the recording a fresh run replaced, kept (up to
@@ -194,7 +209,15 @@ pub struct Sim {
     presets: Vec<Preset>,
     /// Persistent run defaults set by [`Sim::config`].
     defaults: RunDefaults,
+    /// The workspace of a fresh stepper: the layout imported workspaces must have (made once,
+    /// so an import of a fixed-step state creates no stepper).
+    pub(crate) stepper_template: crate::stepper::Workspace,
+    /// The selection of every state (the default), made at the first run that needs it.
+    all_states: std::sync::OnceLock<Selection>,
 }
+
+/// Recorded variables and their names, shared by the session and its recordings.
+type Selection = (std::sync::Arc<[RecVar]>, std::sync::Arc<[String]>);
 
 /// A run between [`Sim::start_run`] and [`Sim::finish_run`].
 pub(crate) struct StartedRun<'m> {
@@ -209,7 +232,7 @@ pub(crate) struct StartedRun<'m> {
     /// Samples and events recorded before this run.
     start_lens: (usize, usize),
     fresh_seed: Option<SessionState>,
-    selection: (Vec<RecVar>, Vec<String>),
+    selection: Selection,
     had_rec: bool,
     /// Steps taken outside `runner` (by a lock-step kernel, with the fused loops' bits),
     /// counted into the run's statistics.
@@ -290,10 +313,11 @@ impl Sim {
         let info = resolve_stepper(model, stepper_name)?;
         stepper::validate_config(info, &stepper::default_config(info, &model.sim))
             .map_err(|e| e.context("the model's [sim] defaults"))?;
+        let stepper_template = stepper::create(info, model.n_states()).save();
         Ok(Sim {
             model: model.clone(),
             info,
-            pins: SessionPins::new(model, info),
+            pins: SessionPins::with_template(model, info, &stepper_template).into(),
             state: SessionState::bootstrap(model, info),
             snapshots: Default::default(),
             sized_bytes: None,
@@ -312,6 +336,8 @@ impl Sim {
                 })
                 .collect(),
             defaults: RunDefaults::default(),
+            stepper_template,
+            all_states: Default::default(),
         })
     }
 
@@ -399,7 +425,8 @@ impl Sim {
             h.validate("observer")?;
         }
         let d = &self.defaults;
-        let opts = &RunOptions {
+        // Made once and moved into the started run (options hold vectors and handlers).
+        let owned_opts = RunOptions {
             dt: if opts.resume {
                 opts.dt
             } else {
@@ -410,6 +437,7 @@ impl Sim {
             record_interval: opts.record_interval.or(d.record_interval),
             ..opts.clone()
         };
+        let opts = &owned_opts;
         let info = self.info;
         let mut st = self.state.clone();
         for (k, v) in &opts.config {
@@ -591,7 +619,7 @@ impl Sim {
             mark: rec.mark(),
             start_lens: (rec.len(), rec.events.len()),
             rec,
-            opts: opts.clone(),
+            opts: owned_opts,
             fresh_seed,
             selection,
             had_rec,
@@ -812,15 +840,18 @@ impl Sim {
         Ok(())
     }
 
-    fn resolve_record_vars(&self, vars: Option<&[String]>) -> Result<(Vec<RecVar>, Vec<String>)> {
+    fn resolve_record_vars(&self, vars: Option<&[String]>) -> Result<Selection> {
         let m = &self.model;
         let Some(vars) = vars else {
-            return Ok((
-                (0..m.n_states()).map(RecVar::State).collect(),
-                m.state_names.clone(),
-            ));
+            let all = self.all_states.get_or_init(|| {
+                (
+                    (0..m.n_states()).map(RecVar::State).collect(),
+                    m.state_names.as_slice().into(),
+                )
+            });
+            return Ok(all.clone());
         };
-        let mut out = (Vec::new(), Vec::new());
+        let mut out: (Vec<RecVar>, Vec<String>) = (Vec::new(), Vec::new());
         for v in vars {
             let var = if let Some(a) = v.strip_prefix("aux.") {
                 m.aux_index(a).map(RecVar::Aux).ok_or_else(|| {
@@ -852,7 +883,7 @@ impl Sim {
             out.0.push(var);
             out.1.push(name);
         }
-        Ok(out)
+        Ok((out.0.into(), out.1.into()))
     }
 
     // ---------------------------------------------------------------- snapshots

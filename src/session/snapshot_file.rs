@@ -7,9 +7,9 @@ use std::path::Path;
 use super::state::{SessionPins, SessionState, Status};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::Model;
-use crate::persist::snapshot::{self, FilePins, SnapshotFile, SnapshotMeta};
-use crate::stepper::workspace::check_finite;
-use crate::stepper::{self, StepperInfo, WsArray};
+use crate::persist::snapshot::{self, FileLayout, FilePins, SnapshotFile, SnapshotMeta};
+use crate::stepper::workspace::{check_finite, check_layout};
+use crate::stepper::{self, StepperInfo, Workspace, WsArray, WsData};
 
 /// Builds the file image of a session state.
 pub(crate) fn state_to_file(
@@ -65,6 +65,32 @@ fn incompatible(msg: String) -> Error {
     Error::new(ErrorKind::Incompatible, msg)
 }
 
+/// What a snapshot file for a session of `model` with stepper `info` holds, built without
+/// state-sized arrays; `stepper_template` is the workspace of a fresh stepper.
+pub(crate) fn file_layout<'a>(
+    model: &'a Model,
+    info: &'static StepperInfo,
+    stepper_template: &[WsArray],
+) -> FileLayout<'a> {
+    let compact = snapshot::compact_sizes(model.n_states(), model.n_params());
+    let listed = |names: &'a [String]| if compact { &[][..] } else { names };
+    let mut members: Vec<_> = stepper_template
+        .iter()
+        .map(|a| FileLayout::workspace_member("stepper", a))
+        .collect();
+    for (name, dtype, shape) in SessionState::runtime_layout(model) {
+        members.push((format!("workspace/runtime/{name}"), dtype, shape));
+    }
+    FileLayout {
+        n_states: model.n_states(),
+        n_params: model.n_params(),
+        state_names: listed(&model.state_names),
+        param_names: listed(&model.param_names),
+        config_names: info.config.iter().map(|k| k.name).collect(),
+        members,
+    }
+}
+
 /// Checks a decoded file against a session of `model` with stepper `info` and builds the
 /// state it describes. Nothing is changed on failure (there is nothing to change yet).
 pub(crate) fn state_from_file(
@@ -73,6 +99,156 @@ pub(crate) fn state_from_file(
     pins: &SessionPins,
     file: &SnapshotFile,
 ) -> Result<SessionState> {
+    let mut s = stepper::create(info, model.n_states());
+    let template = s.save();
+    state_from_owned_file(model, info, pins, file.clone(), &template, Some(&mut *s))
+}
+
+/// [`state_from_file`] taking the file, so its arrays move into the state. `stepper_template`
+/// is the workspace of a fresh stepper, `s` a fresh stepper, which loads the file's
+/// workspace and so checks it; it may be left out (`None`) for a stepper that is not
+/// adaptive and carries nothing (`stepper_template` empty): its workspace must be empty.
+pub(crate) fn state_from_owned_file(
+    model: &Model,
+    info: &'static StepperInfo,
+    pins: &SessionPins,
+    file: SnapshotFile,
+    stepper_template: &[WsArray],
+    mut s: Option<&mut (dyn stepper::Stepper + 'static)>,
+) -> Result<SessionState> {
+    check_vectors(model, info, pins, &file)?;
+    let SnapshotFile {
+        meta: m,
+        y,
+        params,
+        config,
+        stepper_ws,
+        runtime_ws,
+    } = file;
+    // Empty workspace arrays are optional members (writers may leave them out).
+    let mut stepper_ws = with_empty_members(stepper_ws, stepper_template);
+    match s.as_deref_mut() {
+        Some(s) => s.load(&stepper_ws),
+        None if stepper_template.is_empty() && !info.adaptive => {
+            check_layout(&stepper_ws, &[], "stepper")
+        }
+        None => Err(Error::internal(
+            "a snapshot of this stepper needs a stepper to load it",
+        )),
+    }
+    .map_err(|e| e.context("workspace/stepper"))?;
+    check_finite(&stepper_ws, "stepper")?;
+    if let Some(s) = s.as_deref() {
+        // Saving gives the canonical order.
+        stepper_ws = s.save();
+    }
+    let runtime_template: Vec<WsArray> = SessionState::runtime_layout(model)
+        .into_iter()
+        .filter(|(_, _, shape)| shape.contains(&0))
+        .map(|(name, dtype, shape)| empty_array(name, dtype, shape))
+        .collect();
+    let runtime_ws = with_empty_members(runtime_ws, &runtime_template);
+    let mut st = SessionState {
+        t: 0.0,
+        y,
+        params,
+        dt: 0.0,
+        step: 0,
+        grid_t0: 0.0,
+        grid_k0: 0,
+        nominal_dt: 0.0,
+        time_shift: 0.0,
+        step_shift: 0,
+        stepper_ws,
+        lag_ring: Vec::new(),
+        lag_head: Vec::new(),
+        pending: None,
+        config,
+        status: Status::Ready,
+    };
+    st.take_runtime_ws(runtime_ws, model)?;
+    st.validate_shape_against(model, info, stepper_template)?;
+    st.validate_clock(info)?;
+    if let Some(p) = &st.pending {
+        if !info.adaptive {
+            return Err(Error::corrupt(format!(
+                "workspace/runtime has a pending step, but stepper '{}' is not adaptive",
+                info.name
+            )));
+        }
+        if p.y_new.iter().any(|v| !v.is_finite())
+            || !p.t_new.is_finite()
+            || p.t_new.partial_cmp(&st.t) != Some(std::cmp::Ordering::Greater)
+        {
+            return Err(Error::corrupt(
+                "the pending step in workspace/runtime is not finite or not ahead of t",
+            ));
+        }
+        if !(p.h_next > 0.0 && p.h_next.is_normal()) {
+            return Err(Error::corrupt(format!(
+                "the pending step in workspace/runtime proposes the next step size {}; it must \
+                 be a positive normal number",
+                p.h_next
+            )));
+        }
+        // A resume either commits the pending step or interpolates inside it again: the
+        // stepper's dense output must cover it.
+        let s = s.ok_or_else(|| Error::internal("a pending step needs a stepper to check it"))?;
+        let mut probe = vec![0.0; model.n_states()];
+        for t in [st.t, p.t_new] {
+            if !s.interpolate(t, &mut probe) || probe.iter().any(|v| !v.is_finite()) {
+                return Err(Error::corrupt(format!(
+                    "the dense output in workspace/stepper cannot produce the pending step at \
+                     t = {t} (empty or degenerate span)"
+                )));
+            }
+        }
+    }
+
+    // meta.json is for people; the arrays are exact. They must say the same thing.
+    let same = |a: f64, b: f64| a.to_bits() == b.to_bits();
+    let checks = [
+        ("t_curr", same(m.t_curr, st.t), st.t),
+        ("dt_curr", same(m.dt_curr, st.dt), st.dt),
+        (
+            "time_shift",
+            same(m.time_shift, st.time_shift),
+            st.time_shift,
+        ),
+        (
+            "nominal_dt",
+            same(m.nominal_dt, st.nominal_dt),
+            st.nominal_dt,
+        ),
+    ];
+    if let Some((key, _, exact)) = checks.iter().find(|c| !c.1) {
+        return Err(Error::corrupt(format!(
+            "meta.json '{key}' disagrees with workspace/runtime/clock ({exact})"
+        )));
+    }
+    if m.step_count != st.step {
+        return Err(Error::corrupt(format!(
+            "meta.json 'step_count' is {} but workspace/runtime/counters says {}",
+            m.step_count, st.step
+        )));
+    }
+    if Status::from_code(m.status) != Some(st.status) {
+        return Err(Error::corrupt(format!(
+            "meta.json 'status' is {} but workspace/runtime/counters says {}",
+            m.status,
+            st.status.code()
+        )));
+    }
+    Ok(st)
+}
+
+/// The checks of a file's vectors, names, pins and stepper config against the session.
+fn check_vectors(
+    model: &Model,
+    info: &'static StepperInfo,
+    pins: &SessionPins,
+    file: &SnapshotFile,
+) -> Result<()> {
     let m = &file.meta;
     if file.y.len() != model.n_states() {
         return Err(incompatible(format!(
@@ -143,100 +319,14 @@ pub(crate) fn state_from_file(
         ("state", &file.y, &model.state_names),
         ("parameter", &file.params, &model.param_names),
     ] {
-        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        if let Some(i) = first_non_finite(values) {
             return Err(Error::corrupt(format!(
                 "{what} '{}' is {} in the file; values must be finite",
                 names[i], values[i]
             )));
         }
     }
-
-    let mut st = SessionState::bootstrap(model, info);
-    st.y = file.y.clone();
-    st.params = file.params.clone();
-    st.config = file.config.clone();
-    // Loading into a fresh stepper checks the layout; saving gives the canonical order.
-    let mut s = stepper::create(info, model.n_states());
-    // Empty workspace arrays are optional members (writers may leave them out).
-    let stepper_ws = with_empty_members(&file.stepper_ws, &s.save());
-    s.load(&stepper_ws)
-        .map_err(|e| e.context("workspace/stepper"))?;
-    check_finite(&file.stepper_ws, "stepper")?;
-    st.stepper_ws = s.save();
-    let runtime_ws = with_empty_members(&file.runtime_ws, &st.runtime_ws());
-    st.load_runtime_ws(&runtime_ws, model)?;
-    st.validate_shape(model, info)?;
-    st.validate_clock(info)?;
-    if let Some(p) = &st.pending {
-        if !info.adaptive {
-            return Err(Error::corrupt(format!(
-                "workspace/runtime has a pending step, but stepper '{}' is not adaptive",
-                info.name
-            )));
-        }
-        if p.y_new.iter().any(|v| !v.is_finite())
-            || !p.t_new.is_finite()
-            || p.t_new.partial_cmp(&st.t) != Some(std::cmp::Ordering::Greater)
-        {
-            return Err(Error::corrupt(
-                "the pending step in workspace/runtime is not finite or not ahead of t",
-            ));
-        }
-        if !(p.h_next > 0.0 && p.h_next.is_normal()) {
-            return Err(Error::corrupt(format!(
-                "the pending step in workspace/runtime proposes the next step size {}; it must \
-                 be a positive normal number",
-                p.h_next
-            )));
-        }
-        // A resume either commits the pending step or interpolates inside it again: the
-        // stepper's dense output must cover it.
-        let mut probe = vec![0.0; model.n_states()];
-        for t in [st.t, p.t_new] {
-            if !s.interpolate(t, &mut probe) || probe.iter().any(|v| !v.is_finite()) {
-                return Err(Error::corrupt(format!(
-                    "the dense output in workspace/stepper cannot produce the pending step at \
-                     t = {t} (empty or degenerate span)"
-                )));
-            }
-        }
-    }
-
-    // meta.json is for people; the arrays are exact. They must say the same thing.
-    let same = |a: f64, b: f64| a.to_bits() == b.to_bits();
-    let checks = [
-        ("t_curr", same(m.t_curr, st.t), st.t),
-        ("dt_curr", same(m.dt_curr, st.dt), st.dt),
-        (
-            "time_shift",
-            same(m.time_shift, st.time_shift),
-            st.time_shift,
-        ),
-        (
-            "nominal_dt",
-            same(m.nominal_dt, st.nominal_dt),
-            st.nominal_dt,
-        ),
-    ];
-    if let Some((key, _, exact)) = checks.iter().find(|c| !c.1) {
-        return Err(Error::corrupt(format!(
-            "meta.json '{key}' disagrees with workspace/runtime/clock ({exact})"
-        )));
-    }
-    if m.step_count != st.step {
-        return Err(Error::corrupt(format!(
-            "meta.json 'step_count' is {} but workspace/runtime/counters says {}",
-            m.step_count, st.step
-        )));
-    }
-    if Status::from_code(m.status) != Some(st.status) {
-        return Err(Error::corrupt(format!(
-            "meta.json 'status' is {} but workspace/runtime/counters says {}",
-            m.status,
-            st.status.code()
-        )));
-    }
-    Ok(st)
+    Ok(())
 }
 
 /// Reads the `meta.json` of a snapshot file without touching any session.
@@ -265,12 +355,35 @@ pub(crate) struct SizedBytes {
 }
 
 /// `ws` plus every zero-length array of `template` it lacks.
-fn with_empty_members(ws: &[WsArray], template: &[WsArray]) -> Vec<WsArray> {
-    let mut out = ws.to_vec();
+fn with_empty_members(mut ws: Workspace, template: &[WsArray]) -> Workspace {
     for t in template {
-        if t.shape.contains(&0) && !out.iter().any(|a| a.name == t.name) {
-            out.push(t.clone());
+        if t.shape.contains(&0) && !ws.iter().any(|a| a.name == t.name) {
+            ws.push(t.clone());
         }
     }
-    out
+    ws
+}
+
+/// An array of `dtype` and `shape` without values (a dimension is 0).
+fn empty_array(name: &str, dtype: &str, shape: Vec<usize>) -> WsArray {
+    let data = if dtype == "int64" {
+        WsData::I64(Vec::new())
+    } else {
+        WsData::F64(Vec::new())
+    };
+    WsArray {
+        name: name.to_string(),
+        shape,
+        data,
+    }
+}
+
+/// The index of the first value of `v` that is infinite or NaN. Blocks are scanned without
+/// an early exit (so the scan vectorizes); a state of 10^6 values takes a fraction of a copy.
+fn first_non_finite(v: &[f64]) -> Option<usize> {
+    const BLOCK: usize = 64;
+    let bad = |x: &f64| x.to_bits() & 0x7ff0_0000_0000_0000 == 0x7ff0_0000_0000_0000;
+    v.chunks(BLOCK)
+        .position(|block| block.iter().fold(false, |any, x| any | bad(x)))
+        .map(|b| b * BLOCK + v[b * BLOCK..].iter().position(bad).expect("in this block"))
 }

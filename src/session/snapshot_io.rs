@@ -7,11 +7,11 @@
 use std::path::Path;
 
 use super::sim::Sim;
-use super::snapshot_file::{state_from_file, state_to_file, SizedBytes};
-use super::state::SessionState;
+use super::snapshot_file::{file_layout, state_from_owned_file, state_to_file, SizedBytes};
 use crate::error::{Error, Result};
 use crate::persist::atomic::write_atomic;
-use crate::persist::snapshot::{self, SnapshotFile};
+use crate::persist::snapshot::{self, FileLimits, SnapshotFile};
+use crate::stepper;
 
 impl Sim {
     /// Calls `f` with the serialized bytes of `source` (as
@@ -101,18 +101,22 @@ impl Sim {
     /// check runs first, then the session state is replaced and recorded results and segments
     /// are cleared. Stored snapshots are kept.
     pub fn deserialize_snapshot(&mut self, bytes: &[u8]) -> Result<()> {
+        let (model, info) = (self.model().clone(), self.stepper());
         // What a file for this session holds: its members and their sizes bound the reader.
-        let template = state_to_file(
-            self.model(),
-            self.stepper(),
+        let layout = file_layout(&model, info, &self.stepper_template);
+        let file = snapshot::decode_for_layout(bytes, &layout, &FileLimits::default())?;
+        // A stepper that carries nothing has nothing to load or interpolate: no need to make
+        // one (and its state-sized stage vectors).
+        let mut stepper = (!self.stepper_template.is_empty() || info.adaptive)
+            .then(|| stepper::create(info, model.n_states()));
+        let st = state_from_owned_file(
+            &model,
+            info,
             self.pins(),
-            &SessionState::bootstrap(self.model(), self.stepper()),
-            "",
-            "",
-            String::new(),
-        );
-        let file = snapshot::decode_for(bytes, &template)?;
-        let st = state_from_file(self.model(), self.stepper(), self.pins(), &file)?;
+            file,
+            &self.stepper_template,
+            stepper.as_deref_mut(),
+        )?;
         self.replace_state(st);
         Ok(())
     }

@@ -11,7 +11,8 @@ pub struct Snapshot {
     /// UTC ISO-8601.
     pub created_at: String,
     pub state: SessionState,
-    pub pins: SessionPins,
+    /// The session's pins, shared (a snapshot copies no strings for them).
+    pub pins: std::sync::Arc<SessionPins>,
 }
 
 #[derive(Debug, Clone, Default)]

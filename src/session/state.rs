@@ -60,12 +60,20 @@ pub struct SessionPins {
 
 impl SessionPins {
     pub fn new(model: &Model, info: &'static StepperInfo) -> Self {
-        let stepper_ws = stepper::create(info, model.n_states()).save();
+        Self::with_template(model, info, &stepper::create(info, model.n_states()).save())
+    }
+
+    /// [`new`](Self::new) given the workspace of a fresh stepper.
+    pub fn with_template(
+        model: &Model,
+        info: &'static StepperInfo,
+        stepper_ws: &[WsArray],
+    ) -> Self {
         let runtime = SessionState::bootstrap_runtime_layout(model);
         SessionPins {
             spec_hash: model.spec_hash.clone(),
             stepper_name: info.name.to_string(),
-            workspace_sig: layout_signature(&[("stepper", &stepper_ws), ("runtime", &runtime)]),
+            workspace_sig: layout_signature(&[("stepper", stepper_ws), ("runtime", &runtime)]),
             dtype: "float64".to_string(),
             dynlib_version: crate::VERSION.to_string(),
         }
@@ -233,13 +241,34 @@ impl SessionState {
         ]
     }
 
+    /// dtype and shape of each array of [`runtime_ws`](Self::runtime_ws) for a session of
+    /// `model`, without building them (their sizes are the state's and the lag rings').
+    pub fn runtime_layout(model: &Model) -> [(&'static str, &'static str, Vec<usize>); 6] {
+        let n = model.n_states();
+        [
+            ("clock", "float64", vec![5]),
+            ("counters", "int64", vec![4]),
+            ("lag_ring", "float64", vec![model.lag_total]),
+            ("lag_head", "int64", vec![n]),
+            ("pending", "float64", vec![3]),
+            ("pending_y", "float64", vec![n]),
+        ]
+    }
+
     /// Restores the runtime bucket written by [`runtime_ws`](Self::runtime_ws).
     pub fn load_runtime_ws(&mut self, ws: &[WsArray], model: &Model) -> Result<()> {
-        check_layout(ws, &self.runtime_ws(), "runtime")?;
+        self.take_runtime_ws(ws.to_vec(), model)
+    }
+
+    /// [`load_runtime_ws`](Self::load_runtime_ws) taking the arrays, so that the state-sized
+    /// ones (lag rings and heads, the pending step's state) are moved in, not copied. Nothing
+    /// changes on failure.
+    pub fn take_runtime_ws(&mut self, ws: Workspace, model: &Model) -> Result<()> {
+        check_runtime_layout(&ws, model)?;
         let mut clock = [0.0; 5];
-        load_f64(ws, "clock", &mut clock)?;
+        load_f64(&ws, "clock", &mut clock)?;
         let mut counters = [0i64; 4];
-        load_i64(ws, "counters", &mut counters)?;
+        load_i64(&ws, "counters", &mut counters)?;
         if counters[..3].iter().any(|c| *c < 0) {
             return Err(Error::corrupt(
                 "workspace 'runtime/counters' holds a negative count",
@@ -260,23 +289,32 @@ impl SessionState {
                 clock[3]
             )));
         }
-        let mut lag_ring = vec![0.0; self.lag_ring.len()];
-        load_f64(ws, "lag_ring", &mut lag_ring)?;
-        let mut lag_head = vec![0i64; self.lag_head.len()];
-        load_i64(ws, "lag_head", &mut lag_head)?;
-        for (i, slot) in model.lag_layout.iter().enumerate() {
-            let h = lag_head[i];
-            if slot.len > 0 && (h < 0 || h as usize >= slot.len) {
-                return Err(Error::corrupt(format!(
-                    "lag head of state '{}' is {h}, outside its ring of {}",
-                    model.state_names[i], slot.len
-                )));
+        let mut ws = ws;
+        let mut take = |name: &str| {
+            let i = ws
+                .iter()
+                .position(|a| a.name == name)
+                .expect("layout checked");
+            ws.swap_remove(i).data
+        };
+        let (WsData::F64(lag_ring), WsData::I64(lag_head), WsData::F64(y_new)) =
+            (take("lag_ring"), take("lag_head"), take("pending_y"))
+        else {
+            unreachable!("dtypes checked by the layout");
+        };
+        if model.lag_total > 0 {
+            for (i, slot) in model.lag_layout.iter().enumerate() {
+                let h = lag_head[i];
+                if slot.len > 0 && (h < 0 || h as usize >= slot.len) {
+                    return Err(Error::corrupt(format!(
+                        "lag head of state '{}' is {h}, outside its ring of {}",
+                        model.state_names[i], slot.len
+                    )));
+                }
             }
         }
         let mut pending = [0.0; 3];
-        load_f64(ws, "pending", &mut pending)?;
-        let mut y_new = vec![0.0; self.y.len()];
-        load_f64(ws, "pending_y", &mut y_new)?;
+        load_f64(&ws, "pending", &mut pending)?;
         let grid_k0 = counters[1] as u64;
         let step = counters[0] as u64;
         if grid_k0 > step || (counters[2] as u64) > step {
@@ -409,6 +447,18 @@ impl SessionState {
 
     /// Checks that a state can belong to a session of `model` with stepper `info`.
     pub fn validate_shape(&self, model: &Model, info: &'static StepperInfo) -> Result<()> {
+        let template = stepper::create(info, model.n_states()).save();
+        self.validate_shape_against(model, info, &template)
+    }
+
+    /// [`validate_shape`](Self::validate_shape) with the workspace of a fresh stepper
+    /// (`stepper_template`) at hand.
+    pub fn validate_shape_against(
+        &self,
+        model: &Model,
+        info: &'static StepperInfo,
+        stepper_template: &[WsArray],
+    ) -> Result<()> {
         if self.y.len() != model.n_states() {
             return Err(Error::corrupt(format!(
                 "state vector has {} entries, the model has {}",
@@ -431,13 +481,46 @@ impl SessionState {
                 info.config.len()
             )));
         }
-        let template = stepper::create(info, model.n_states()).save();
-        check_layout(&self.stepper_ws, &template, "stepper")?;
+        check_layout(&self.stepper_ws, stepper_template, "stepper")?;
         if model.kind == ModelKind::Map && self.pending.is_some() {
             return Err(Error::corrupt("a map session cannot have a pending step"));
         }
         Ok(())
     }
+}
+
+/// Checks that `ws` has exactly the arrays of [`SessionState::runtime_layout`] (the message of
+/// [`check_layout`]'s, without building a template of state-sized arrays).
+fn check_runtime_layout(ws: &[WsArray], model: &Model) -> Result<()> {
+    let layout = SessionState::runtime_layout(model);
+    for (name, dtype, shape) in &layout {
+        let a = ws.iter().find(|a| a.name == *name).ok_or_else(|| {
+            Error::corrupt(format!("workspace array 'runtime/{name}' is missing"))
+        })?;
+        if a.dtype() != *dtype || a.shape != *shape {
+            return Err(Error::corrupt(format!(
+                "workspace array 'runtime/{name}' is {} {:?}, expected {dtype} {shape:?}",
+                a.dtype(),
+                a.shape,
+            )));
+        }
+    }
+    if let Some(extra) = ws
+        .iter()
+        .find(|a| !layout.iter().any(|(name, ..)| *name == a.name))
+    {
+        return Err(Error::corrupt(format!(
+            "workspace array 'runtime/{}' is not part of this stepper's workspace",
+            extra.name
+        )));
+    }
+    // Each name once (a duplicate would pass the checks above).
+    if ws.len() != layout.len() {
+        return Err(Error::corrupt(
+            "workspace bucket 'runtime' lists an array more than once",
+        ));
+    }
+    Ok(())
 }
 
 /// Digest of a stepper configuration: first 10 hex digits of SHA-256 over the raw

@@ -393,7 +393,7 @@ fn write_results(path: &Path, rec: &dynlib::session::Recording) -> Result<(), Fa
     let bytes = match output_format(path)? {
         Format::Csv => {
             let mut s = String::from("t,step");
-            for n in &rec.names {
+            for n in rec.names.iter() {
                 s.push(',');
                 s.push_str(n);
             }

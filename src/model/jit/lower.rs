@@ -103,6 +103,18 @@ pub(super) fn new_module() -> Result<JITModule> {
     flags
         .set("opt_level", "speed")
         .map_err(|e| cl_error("flags", e))?;
+    // The IR verifier re-checks every function we build: a tenth of the load time of large
+    // models. Debug builds keep it; release builds rely on tests/jit_differential.rs.
+    flags
+        .set(
+            "enable_verifier",
+            if cfg!(debug_assertions) {
+                "true"
+            } else {
+                "false"
+            },
+        )
+        .map_err(|e| cl_error("flags", e))?;
     // Frames of large functions (spill areas, register spills) may exceed a guard page:
     // probe them, so running out of stack faults on the guard page instead of skipping it.
     flags

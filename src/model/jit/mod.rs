@@ -40,9 +40,16 @@ pub(crate) fn compile_programs(
     NativeModel::link(lower::lower_model(compiled, layout, bounds)?)
 }
 
-/// Fused loops of one model by (stepper name, recorded columns or `None`).
-pub(crate) type KernelCache =
-    Mutex<HashMap<(&'static str, Option<Vec<kernel::RecSlot>>), Option<Arc<kernel::FusedKernel>>>>;
+/// Fused loops of one model by (stepper name, recorded columns or `None`). A list: a model
+/// has a few (one per stepper and recorded selection), and every run looks its kernel up, so
+/// the lookup compares in place rather than building and hashing a key.
+pub(crate) type KernelCache = Mutex<Vec<KernelEntry>>;
+
+/// One entry of a [`KernelCache`]: the key and the kernel (`None`: it could not be built).
+pub(crate) type KernelEntry = (
+    (&'static str, Option<Vec<kernel::RecSlot>>),
+    Option<Arc<kernel::FusedKernel>>,
+);
 
 /// Compiles a fused loop for a model-language model.
 pub(crate) fn compile_kernel(

@@ -645,7 +645,7 @@ impl<'m> Runner<'m> {
         }
         rec.t.push(st.t - st.time_shift);
         rec.step.push(st.step - st.step_shift);
-        for (col, var) in rec.columns.iter_mut().zip(&rec.vars) {
+        for (col, var) in rec.columns.iter_mut().zip(rec.vars.iter()) {
             col.push(match *var {
                 RecVar::State(i) => st.y[i],
                 RecVar::Aux(i) => self.aux_buf[i],
