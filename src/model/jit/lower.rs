@@ -86,7 +86,8 @@ pub(super) fn new_module() -> Result<JITModule> {
         ));
     }
     let mut flags = settings::builder();
-    // Cranelift's IR verifier costs about a tenth of compile time. Generated code is
+    // Cranelift's IR verifier costs a tenth (large models) to a fifth (small ones) of load
+    // and compile time. Generated code is
     // checked bit for bit against the interpreter by the test suite, which runs with the
     // verifier on (.cargo/config.toml sets DYNLIB_JIT_VERIFY) so malformed IR fails there.
     let verify = cfg!(debug_assertions) || std::env::var_os("DYNLIB_JIT_VERIFY").is_some();
@@ -102,18 +103,6 @@ pub(super) fn new_module() -> Result<JITModule> {
         .map_err(|e| cl_error("flags", e))?;
     flags
         .set("opt_level", "speed")
-        .map_err(|e| cl_error("flags", e))?;
-    // The IR verifier re-checks every function we build: a tenth of the load time of large
-    // models. Debug builds keep it; release builds rely on tests/jit_differential.rs.
-    flags
-        .set(
-            "enable_verifier",
-            if cfg!(debug_assertions) {
-                "true"
-            } else {
-                "false"
-            },
-        )
         .map_err(|e| cl_error("flags", e))?;
     // Frames of large functions (spill areas, register spills) may exceed a guard page:
     // probe them, so running out of stack faults on the guard page instead of skipping it.
