@@ -1452,13 +1452,14 @@ static void cmd_ensemble_lockstep(int nlhs, mxArray *plhs[], int nrhs, const mxA
     uint64_t steps = 0;
     DynlibEnsemble *ens;
     if (nrhs != 1 && nrhs != 2) {
-        failf("dynlib:invalidArgument", "usage: [lanes, steps] = dynlib_mex('ensemble_lockstep', e [, lanes])");
+        failf("dynlib:invalidArgument", "dynlib_mex: usage: %s",
+              "[lanes, steps] = dynlib_mex('ensemble_lockstep', e [, lanes])");
     }
     ens = ensemble_arg(prhs[0]);
     if (nrhs == 2) {
         uint64_t want = count_arg(prhs[1], "lockstep lanes");
         if (want > (uint64_t)SIZE_MAX) {
-            failf("dynlib:invalidArgument", "lockstep lanes is too large");
+            failf("dynlib:invalidArgument", "%s is too large", "lockstep lanes");
         }
         check(dynlib_ensemble_set_lockstep_lanes(ens, (size_t)want));
     }
