@@ -48,7 +48,15 @@ struct Lorenz;
 impl HostModel for Lorenz {
     fn rhs(&self, t: f64, y: &[f64], p: &[f64], out: &mut [f64]) -> Result<(), i32> {
         // SAFETY: the slices have the lengths `lorenz` reads and writes.
-        let code = unsafe { lorenz(t, y.as_ptr(), p.as_ptr(), out.as_mut_ptr(), std::ptr::null_mut()) };
+        let code = unsafe {
+            lorenz(
+                t,
+                y.as_ptr(),
+                p.as_ptr(),
+                out.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
         if code == 0 {
             Ok(())
         } else {
@@ -73,9 +81,21 @@ fn lockstep_ceiling(rho: &[f64], steps: u64, dt: f64) -> Vec<f64> {
     let p: Vec<[f64; 3]> = rho.iter().map(|&r| [10.0, r, 8.0 / 3.0]).collect();
     let mut k = vec![[[0.0; 3]; 4]; n];
     let mut ys = vec![[0.0; 3]; n];
-    let call = |f: dynlib::model::host::CEvalFn, t: f64, y: &[f64; 3], p: &[f64; 3], out: &mut [f64; 3]| {
+    let call = |f: dynlib::model::host::CEvalFn,
+                t: f64,
+                y: &[f64; 3],
+                p: &[f64; 3],
+                out: &mut [f64; 3]| {
         // SAFETY: 3 states, 3 parameters, 3 outputs.
-        unsafe { f(t, y.as_ptr(), p.as_ptr(), out.as_mut_ptr(), std::ptr::null_mut()) };
+        unsafe {
+            f(
+                t,
+                y.as_ptr(),
+                p.as_ptr(),
+                out.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
     };
     for step in 0..steps {
         let t = step as f64 * dt;
@@ -124,8 +144,14 @@ fn main() {
     };
     let model = Model::from_host(def, Box::new(Lorenz)).expect("callback model");
     let (members, steps, dt) = (64usize, 20_000u64, 0.001);
-    let rho: Vec<f64> = (0..members).map(|i| 10.0 + 10.0 * i as f64 / members as f64).collect();
-    let opts = RunOptions::new().t(steps as f64 * dt).dt(dt).record(false).max_steps(steps + 10);
+    let rho: Vec<f64> = (0..members)
+        .map(|i| 10.0 + 10.0 * i as f64 / members as f64)
+        .collect();
+    let opts = RunOptions::new()
+        .t(steps as f64 * dt)
+        .dt(dt)
+        .record(false)
+        .max_steps(steps + 10);
     let mut best = [f64::INFINITY; 3];
     for _ in 0..reps {
         let mut ens = Ensemble::with_stepper(&model, Some("rk4"), members).unwrap();
@@ -133,7 +159,11 @@ fn main() {
         let start = Instant::now();
         ens.run(&opts, 1).unwrap();
         best[0] = best[0].min(start.elapsed().as_secs_f64());
-        assert_eq!(ens.last_run_lockstep_steps(), 0, "callback models do not go lock-step");
+        assert_eq!(
+            ens.last_run_lockstep_steps(),
+            0,
+            "callback models do not go lock-step"
+        );
         for (i, chunk) in [8usize, 1].into_iter().enumerate() {
             let start = Instant::now();
             for lanes in rho.chunks(chunk) {
@@ -147,7 +177,10 @@ fn main() {
     println!(
         "Lorenz rk4 as a C callback, {members} members x {steps} steps, 1 thread, best of {reps} \
          (load average {})",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     for (label, secs) in [
         "one-by-one (library fused loop)",

@@ -7,7 +7,10 @@
 //!
 //! It prints the lock-step throughput per core relative to one-by-one, the scaling efficiency
 //! per core (lock-step on every core vs 1 thread), the resident memory per member, and checks
-//! that every configuration gives the same final states, bit for bit.
+//! that every configuration gives the same final states, bit for bit. A last line measures the
+//! machine itself: two equal jobs of independent floating-point chains (no memory traffic, no
+//! library code) on 1 thread one after the other vs on every core at once — the scaling the
+//! cores give to throughput-bound arithmetic right now, against which to read the ensemble's.
 //!
 //! cargo run --release --example ensemble_bench                 (the full sizes above, best of 3)
 //! cargo run --release --example ensemble_bench -- --quick      (10x fewer steps)
@@ -209,6 +212,52 @@ fn main() {
             after.saturating_sub(built) as f64 / (members * configs.len()) as f64,
         );
     }
+    if !sweep {
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!(
+            "  machine reference: {cores} equal floating-point jobs at once vs one after the \
+             other scale {:.2} per core (load average after: {})",
+            machine_scaling(cores, reps),
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+}
+
+/// One job of the machine reference: 16 independent multiply-add chains, `rounds` rounds.
+fn fp_chains(rounds: u64, seed: f64) -> f64 {
+    let mut x: [f64; 16] = std::array::from_fn(|i| seed + i as f64 * 1e-3);
+    let (a, b) = (std::hint::black_box(0.999_999), std::hint::black_box(1e-7));
+    for _ in 0..rounds {
+        for v in x.iter_mut() {
+            *v = *v * a + b;
+        }
+    }
+    x.iter().sum()
+}
+
+/// Scaling per core of `cores` equal floating-point jobs run at once vs one after the other
+/// (interleaved, best of `reps`).
+fn machine_scaling(cores: usize, reps: usize) -> f64 {
+    let rounds = 20_000_000;
+    let (mut serial, mut parallel) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..reps {
+        let start = Instant::now();
+        for j in 0..cores {
+            std::hint::black_box(fp_chains(rounds, j as f64));
+        }
+        serial = serial.min(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for j in 0..cores {
+                s.spawn(move || std::hint::black_box(fp_chains(rounds, j as f64)));
+            }
+        });
+        parallel = parallel.min(start.elapsed().as_secs_f64());
+    }
+    serial / parallel / cores as f64
 }
 
 /// Lock-step throughput on 1 thread for several lane counts, interleaved, best of `reps`.
