@@ -226,7 +226,9 @@ fn main() {
     }
 }
 
-/// One job of the machine reference: 16 independent multiply-add chains, `rounds` rounds.
+/// One job of the machine reference: 16 independent multiply-add chains, `rounds` rounds
+/// (not inlined, so every job is the same machine code).
+#[inline(never)]
 fn fp_chains(rounds: u64, seed: f64) -> f64 {
     let mut x: [f64; 16] = std::array::from_fn(|i| seed + i as f64 * 1e-3);
     let (a, b) = (std::hint::black_box(0.999_999), std::hint::black_box(1e-7));
@@ -241,7 +243,7 @@ fn fp_chains(rounds: u64, seed: f64) -> f64 {
 /// Scaling per core of `cores` equal floating-point jobs run at once vs one after the other
 /// (interleaved, best of `reps`).
 fn machine_scaling(cores: usize, reps: usize) -> f64 {
-    let rounds = 20_000_000;
+    let rounds = std::hint::black_box(20_000_000);
     let (mut serial, mut parallel) = (f64::INFINITY, f64::INFINITY);
     for _ in 0..reps {
         let start = Instant::now();
