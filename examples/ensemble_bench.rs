@@ -7,12 +7,16 @@
 //!
 //! It prints the lock-step throughput per core relative to one-by-one, the scaling efficiency
 //! per core (lock-step on every core vs 1 thread), the resident memory per member, and checks
-//! that every configuration gives the same final states, bit for bit.
+//! that every configuration gives the same final states, bit for bit. A last line measures the
+//! machine itself: two equal jobs of independent floating-point chains (no memory traffic, no
+//! library code) on 1 thread one after the other vs on every core at once — the scaling the
+//! cores give to throughput-bound arithmetic right now, against which to read the ensemble's.
 //!
 //! cargo run --release --example ensemble_bench                 (the full sizes above, best of 3)
 //! cargo run --release --example ensemble_bench -- --quick      (10x fewer steps)
 //! cargo run --release --example ensemble_bench -- --reps 5 --lanes 16
 //! cargo run --release --example ensemble_bench -- --quick --sweep-lanes   (choose the lane count)
+//! cargo run --release --example ensemble_bench -- --case lorenz            (one case only)
 
 use std::time::Instant;
 
@@ -29,6 +33,21 @@ fn rss_kib() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// CPU time used so far by every thread of this process, in ns (`/proc/self/task/*/schedstat`).
+/// On a machine shared with other jobs, wall time measures the share the scheduler gave us;
+/// CPU time of a one-thread run measures the code. Threads that ended are not counted, so
+/// only differences over a run whose threads all live (the pools here) mean anything.
+fn cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 struct Case {
@@ -54,10 +73,17 @@ fn arg_value(name: &str) -> Option<usize> {
     args.get(i + 1)?.parse().ok()
 }
 
+fn arg_text(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1).cloned()
+}
+
 fn main() {
     // Time what a user's program gets: no IR verifier (.cargo/config.toml turns it on for
     // everything cargo runs).
     std::env::remove_var("DYNLIB_JIT_VERIFY");
+    let only = arg_text("--case").map(|c| c.to_lowercase());
     let quick = std::env::args().any(|a| a == "--quick");
     let sweep = std::env::args().any(|a| a == "--sweep-lanes");
     let reps = arg_value("--reps").unwrap_or(3).max(1);
@@ -92,7 +118,11 @@ fn main() {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    for case in &cases {
+    let chosen = cases.iter().filter(|c| {
+        only.as_ref()
+            .is_none_or(|o| c.name.to_lowercase().contains(o.as_str()))
+    });
+    for case in chosen {
         let model = Model::load(case.source).expect("built-in model");
         let values: Vec<f64> = (0..members)
             .map(|i| case.range.0 + (case.range.1 - case.range.0) * i as f64 / members as f64)
@@ -185,6 +215,54 @@ fn main() {
             after.saturating_sub(built) as f64 / (members * configs.len()) as f64,
         );
     }
+    if !sweep {
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!(
+            "  machine reference: {cores} equal floating-point jobs at once vs one after the \
+             other scale {:.2} per core (load average after: {})",
+            machine_scaling(cores, reps),
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+}
+
+/// One job of the machine reference: 16 independent multiply-add chains, `rounds` rounds
+/// (not inlined, so every job is the same machine code).
+#[inline(never)]
+fn fp_chains(rounds: u64, seed: f64) -> f64 {
+    let mut x: [f64; 16] = std::array::from_fn(|i| seed + i as f64 * 1e-3);
+    let (a, b) = (std::hint::black_box(0.999_999), std::hint::black_box(1e-7));
+    for _ in 0..rounds {
+        for v in x.iter_mut() {
+            *v = *v * a + b;
+        }
+    }
+    x.iter().sum()
+}
+
+/// Scaling per core of `cores` equal floating-point jobs run at once vs one after the other
+/// (interleaved, best of `reps`).
+fn machine_scaling(cores: usize, reps: usize) -> f64 {
+    let rounds = std::hint::black_box(20_000_000);
+    let (mut serial, mut parallel) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..reps {
+        let start = Instant::now();
+        for j in 0..cores {
+            std::hint::black_box(fp_chains(rounds, j as f64));
+        }
+        serial = serial.min(start.elapsed().as_secs_f64());
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for j in 0..cores {
+                s.spawn(move || std::hint::black_box(fp_chains(rounds, j as f64)));
+            }
+        });
+        parallel = parallel.min(start.elapsed().as_secs_f64());
+    }
+    serial / parallel / cores as f64
 }
 
 /// Lock-step throughput on 1 thread for several lane counts, interleaved, best of `reps`.
@@ -197,22 +275,27 @@ fn sweep_lanes(
 ) {
     let choices = [0usize, 2, 4, 8, 16, 32];
     let mut best = vec![f64::INFINITY; choices.len()];
+    let mut best_cpu = vec![f64::INFINITY; choices.len()];
     for _ in 0..reps {
         let mut ensembles: Vec<Ensemble> = choices.iter().map(|&l| make(l)).collect();
         for (i, ens) in ensembles.iter_mut().enumerate() {
-            let start = Instant::now();
+            let (start, cpu) = (Instant::now(), cpu_ns());
             ens.run(opts, 1).unwrap();
             best[i] = best[i].min(start.elapsed().as_secs_f64());
+            best_cpu[i] = best_cpu[i].min((cpu_ns() - cpu) as f64 * 1e-9);
         }
     }
-    for (lanes, secs) in choices.iter().zip(&best) {
+    for ((lanes, secs), cpu) in choices.iter().zip(&best).zip(&best_cpu) {
         println!(
-            "  {:<15} lanes = {:<2} 1 thread  {:>7.3} s  {:>6.2} ns/member-step  {:.2}x one-by-one",
+            "  {:<15} lanes = {:<2} 1 thread  {:>7.3} s  {:>6.2} ns/member-step  {:.2}x one-by-one \
+             (CPU time: {:>6.2} ns/member-step, {:.2}x)",
             case.name,
             lanes,
             secs,
             1e9 * secs / work,
-            best[0] / secs
+            best[0] / secs,
+            1e9 * cpu / work,
+            best_cpu[0] / cpu
         );
     }
 }

@@ -423,10 +423,19 @@ const LOCKSTEP_CASES: &[LockstepCase] = &[
         0.25,
     ),
     ("builtin://ode/lorenz", "rk2", &[("rho", 10.0, 40.0)], 0.25),
+    ("builtin://ode/lorenz", "ab2", &[("rho", 10.0, 40.0)], 0.25),
+    ("builtin://ode/lorenz", "ab3", &[("rho", 10.0, 40.0)], 0.25),
+    ("builtin://ode/izhikevich", "ab2", &[("I", 0.0, 20.0)], 20.0),
     ("builtin://map/logistic", "map", &[("r", 2.5, 4.0)], 37.0),
     (
         LOCKSTEP_MODEL,
         "rk4",
+        &[("k", 1.0, 8.0), ("x_stop", 0.5, 3.0), ("g", 0.0, 40.0)],
+        3.0,
+    ),
+    (
+        LOCKSTEP_MODEL,
+        "ab3",
         &[("k", 1.0, 8.0), ("x_stop", 0.5, 3.0), ("g", 0.0, 40.0)],
         3.0,
     ),
@@ -564,6 +573,45 @@ fn the_lockstep_kernel_takes_the_steps_of_plain_runs() {
         .unwrap()
         .set_lockstep_lanes(1000)
         .is_err());
+}
+
+/// Adams methods go through the kernel once their history is full: every member-step but
+/// the start-up ones (ab2: 1, ab3: 2 per member) in a fresh run, every one in a resumed
+/// run, and the members end as single sims do.
+#[test]
+fn the_lockstep_kernel_continues_adams_histories() {
+    let model = Model::load("builtin://ode/lorenz").unwrap();
+    let n = 13;
+    let rho: Vec<f64> = (0..n).map(|i| 10.0 + 2.0 * i as f64).collect();
+    for (stepper, start_up) in [("ab2", 1u64), ("ab3", 2)] {
+        let mut ens = Ensemble::with_stepper(&model, Some(stepper), n).unwrap();
+        ens.set_param_column("rho", &rho).unwrap();
+        let fresh = RunOptions::new().t(1.0).dt(0.001).record(false);
+        ens.run(&fresh, 2).unwrap();
+        assert_eq!(
+            ens.last_run_lockstep_steps(),
+            n as u64 * (1000 - start_up),
+            "{stepper}"
+        );
+        let resumed = RunOptions::new().t(1.5).resume(true).record(false);
+        ens.run(&resumed, 2).unwrap();
+        assert_eq!(
+            ens.last_run_lockstep_steps(),
+            n as u64 * 500,
+            "{stepper} resumed"
+        );
+        for (i, &r) in rho.iter().enumerate() {
+            let mut s = Sim::with_stepper(&model, Some(stepper)).unwrap();
+            s.assign(&[("rho", r)], false).unwrap();
+            s.run(&fresh).unwrap();
+            s.run(&resumed).unwrap();
+            let m = ens.member(i).unwrap();
+            assert!(
+                m.session_state().bits_eq(s.session_state()),
+                "{stepper} member {i}"
+            );
+        }
+    }
 }
 
 /// In one lock-step run, members fire events, stop early and fail on a non-finite state —

@@ -435,6 +435,19 @@ class Ensemble {
     check(dynlib_ensemble_n_failed(h_, &n));
     return n;
   }
+  /// Members per lock-step batch (rounded up to even, at most 64; 0 = off): same bits.
+  void set_lockstep_lanes(size_t lanes) { check(dynlib_ensemble_set_lockstep_lanes(h_, lanes)); }
+  size_t lockstep_lanes() const {
+    size_t n = 0;
+    check(dynlib_ensemble_lockstep_lanes(h_, &n));
+    return n;
+  }
+  /// Member-steps the lock-step kernel took in the last run (a diagnostic).
+  uint64_t last_run_lockstep_steps() const {
+    uint64_t n = 0;
+    check(dynlib_ensemble_last_run_lockstep_steps(h_, &n));
+    return n;
+  }
   void set_params(const std::vector<double> &row_major, size_t rows, size_t cols) {
     check(dynlib_ensemble_set_params(h_, row_major.data(), rows, cols));
   }

@@ -1444,6 +1444,33 @@ static void cmd_ensemble_count(int nlhs, mxArray *plhs[], int nrhs, const mxArra
     }
 }
 
+/* dynlib_mex('ensemble_lockstep', e) returns [lanes, kernel member-steps of the last run];
+ * dynlib_mex('ensemble_lockstep', e, lanes) sets the lanes first. */
+static void cmd_ensemble_lockstep(int nlhs, mxArray *plhs[], int nrhs, const mxArray *prhs[])
+{
+    size_t lanes = 0;
+    uint64_t steps = 0;
+    DynlibEnsemble *ens;
+    if (nrhs != 1 && nrhs != 2) {
+        failf("dynlib:invalidArgument", "dynlib_mex: usage: %s",
+              "[lanes, steps] = dynlib_mex('ensemble_lockstep', e [, lanes])");
+    }
+    ens = ensemble_arg(prhs[0]);
+    if (nrhs == 2) {
+        uint64_t want = count_arg(prhs[1], "lockstep lanes");
+        if (want > (uint64_t)SIZE_MAX) {
+            failf("dynlib:invalidArgument", "%s is too large", "lockstep lanes");
+        }
+        check(dynlib_ensemble_set_lockstep_lanes(ens, (size_t)want));
+    }
+    check(dynlib_ensemble_lockstep_lanes(ens, &lanes));
+    check(dynlib_ensemble_last_run_lockstep_steps(ens, &steps));
+    plhs[0] = scalar_out((double)lanes);
+    if (nlhs > 1) {
+        plhs[1] = scalar_out((double)steps);
+    }
+}
+
 typedef DynlibStatus (*MatrixSetter)(DynlibEnsemble *, const double *, size_t, size_t);
 
 static void ensemble_set_matrix(int nrhs, const mxArray *prhs[], MatrixSetter set)
@@ -1716,6 +1743,7 @@ static const struct {
     {"ensemble_from_sim", cmd_ensemble_from_sim},
     {"ensemble_free", cmd_ensemble_free},
     {"ensemble_count", cmd_ensemble_count},
+    {"ensemble_lockstep", cmd_ensemble_lockstep},
     {"ensemble_set_params", cmd_ensemble_set_params},
     {"ensemble_set_ic", cmd_ensemble_set_ic},
     {"ensemble_set_column", cmd_ensemble_set_column},

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import operator
 import os
 import sys
 import threading
@@ -1928,6 +1929,9 @@ _ENSEMBLE_SIGNATURES = {
     "dynlib_ensemble_free": (None, [EnsemblePtr]),
     "dynlib_ensemble_n_members": (DynlibStatus, [EnsemblePtr, _P(c_size_t)]),
     "dynlib_ensemble_n_failed": (DynlibStatus, [EnsemblePtr, _P(c_size_t)]),
+    "dynlib_ensemble_set_lockstep_lanes": (DynlibStatus, [EnsemblePtr, c_size_t]),
+    "dynlib_ensemble_lockstep_lanes": (DynlibStatus, [EnsemblePtr, _P(c_size_t)]),
+    "dynlib_ensemble_last_run_lockstep_steps": (DynlibStatus, [EnsemblePtr, _P(c_uint64)]),
     "dynlib_ensemble_set_params": (DynlibStatus, [EnsemblePtr, _P(c_double), c_size_t, c_size_t]),
     "dynlib_ensemble_set_ic": (DynlibStatus, [EnsemblePtr, _P(c_double), c_size_t, c_size_t]),
     "dynlib_ensemble_set_param_column": (
@@ -2056,6 +2060,28 @@ class Ensemble:
     def n_failed(self):
         n = c_size_t(0)
         _check(_lib.dynlib_ensemble_n_failed(self._ptr(), byref(n)))
+        return n.value
+
+    @property
+    def lockstep_lanes(self):
+        """Members per lock-step batch (0 = off); setting it rounds up to an even number, at
+        most 64. The results are the same bits whatever the value."""
+        n = c_size_t(0)
+        _check(_lib.dynlib_ensemble_lockstep_lanes(self._ptr(), byref(n)))
+        return n.value
+
+    @lockstep_lanes.setter
+    def lockstep_lanes(self, lanes):
+        lanes = operator.index(lanes)
+        if lanes < 0:
+            raise ValueError(f"lockstep_lanes = {lanes}: must be >= 0 (0 turns lock-step off)")
+        _check(_lib.dynlib_ensemble_set_lockstep_lanes(self._ptr(), lanes))
+
+    @property
+    def last_run_lockstep_steps(self):
+        """Member-steps the lock-step kernel took in the last run (a diagnostic)."""
+        n = c_uint64(0)
+        _check(_lib.dynlib_ensemble_last_run_lockstep_steps(self._ptr(), byref(n)))
         return n.value
 
     # -- inputs -----------------------------------------------------------------------------

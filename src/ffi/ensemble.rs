@@ -203,6 +203,51 @@ pub unsafe extern "C" fn dynlib_ensemble_run(
     })
 }
 
+/// Members per lock-step batch (see the README's ensemble section): members whose runs are
+/// plain fixed-grid runs are advanced `lanes` at a time by one native loop. `lanes` is
+/// rounded up to an even number; 0 turns lock-step off; more than 64 is
+/// `DYNLIB_ERR_INVALID_ARGUMENT` (nothing changes). The results are the same bits whatever
+/// the value; only the speed changes. The default is 8.
+///
+/// # Safety
+/// `ens` an ensemble handle.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_ensemble_set_lockstep_lanes(
+    ens: *mut DynlibEnsemble,
+    lanes: usize,
+) -> DynlibStatus {
+    boundary(|| with_ensemble(ens, |e| Ok(e.set_lockstep_lanes(lanes)?)))
+}
+
+/// Members per lock-step batch, as set (rounded) by `dynlib_ensemble_set_lockstep_lanes`.
+///
+/// # Safety
+/// `ens` an ensemble handle; `lanes` writable.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_ensemble_lockstep_lanes(
+    ens: *mut DynlibEnsemble,
+    lanes: *mut usize,
+) -> DynlibStatus {
+    boundary(|| with_ensemble(ens, |e| write_out(lanes, e.lockstep_lanes(), "lanes")))
+}
+
+/// Member-steps the lock-step kernel took in the last run (the others went through each
+/// member's own single-sim loop): a diagnostic; the results do not depend on it.
+///
+/// # Safety
+/// `ens` an ensemble handle; `steps` writable.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_ensemble_last_run_lockstep_steps(
+    ens: *mut DynlibEnsemble,
+    steps: *mut u64,
+) -> DynlibStatus {
+    boundary(|| {
+        with_ensemble(ens, |e| {
+            write_out(steps, e.last_run_lockstep_steps(), "steps")
+        })
+    })
+}
+
 /// The status of member `i`'s last run (`DYNLIB_OK` if it succeeded or has not run).
 ///
 /// # Safety

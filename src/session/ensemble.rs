@@ -119,6 +119,46 @@ type BatchCache = Option<(
     Option<Arc<crate::model::jit::batch::BatchKernel>>,
 )>;
 
+/// Lock-step kernels by (model spec hash, stepper, lanes), shared by every ensemble of the
+/// process, as native model code is shared by spec hash: a kernel is compiled once — serial
+/// work inside the first run that needs it, which otherwise every fresh ensemble of the same
+/// model repeats — not once per ensemble. The newest [`KERNEL_CACHE_SIZE`] are kept; an
+/// evicted kernel lives on in the ensembles holding it.
+#[cfg(feature = "jit")]
+static BATCH_KERNELS: std::sync::Mutex<
+    Vec<(KernelKey, Arc<crate::model::jit::batch::BatchKernel>)>,
+> = std::sync::Mutex::new(Vec::new());
+#[cfg(feature = "jit")]
+const KERNEL_CACHE_SIZE: usize = 16;
+#[cfg(feature = "jit")]
+type KernelKey = (String, &'static str, usize);
+
+/// The shared kernel for `model`, `stepper` and `lanes`, compiled on first use; `None` when
+/// none can be built.
+#[cfg(feature = "jit")]
+fn shared_batch_kernel(
+    model: &Model,
+    stepper: &'static str,
+    form: crate::method::StepForm,
+    lanes: usize,
+) -> Option<Arc<crate::model::jit::batch::BatchKernel>> {
+    let key: KernelKey = (model.spec_hash.clone(), stepper, lanes);
+    let cache = || BATCH_KERNELS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, k)) = cache().iter().find(|(k, _)| *k == key) {
+        return Some(k.clone());
+    }
+    // Compiled outside the lock: two threads may both compile one kernel, never block.
+    let kernel = Arc::new(crate::model::jit::compile_batch(model, form, lanes).ok()?);
+    let mut c = cache();
+    if !c.iter().any(|(k, _)| *k == key) {
+        if c.len() >= KERNEL_CACHE_SIZE {
+            c.remove(0);
+        }
+        c.push((key, kernel.clone()));
+    }
+    Some(kernel)
+}
+
 /// N members of one model, run together.
 #[derive(Debug)]
 pub struct Ensemble {
@@ -485,8 +525,7 @@ impl Ensemble {
                 }
                 crate::model::ModelCode::Host(_) => false,
             })
-            .and_then(|f| crate::model::jit::compile_batch(&model, f, lanes).ok())
-            .map(Arc::new);
+            .and_then(|f| shared_batch_kernel(&model, info.name, f, lanes));
         self.batch = Some((key, kernel.clone()));
         kernel
     }

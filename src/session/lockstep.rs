@@ -33,7 +33,11 @@ struct Grid {
     end: u64,
 }
 
-fn grid_of(run: &StartedRun<'_>) -> Option<Grid> {
+/// The run's grid, when the kernel may take its next step: a plain fixed-grid run whose
+/// method is in the steady state the kernel continues (an Adams start-up is not).
+fn grid_of(run: &mut StartedRun<'_>) -> Option<Grid> {
+    let end = run.lockstep_end()?;
+    run.runner.fused_carry()?;
     let st = &run.st;
     Some(Grid {
         step: st.step,
@@ -41,8 +45,25 @@ fn grid_of(run: &StartedRun<'_>) -> Option<Grid> {
         grid_t0: st.grid_t0.to_bits(),
         grid_k0: st.grid_k0,
         dt: st.nominal_dt.to_bits(),
-        end: run.lockstep_end()?,
+        end,
     })
+}
+
+/// Takes a plain run's start-up steps (an Adams method before its history is full) through
+/// its runner, so that it can join a batch after them. Returns how the run stands when it
+/// finished or failed there.
+fn start_up(run: &mut StartedRun<'_>) -> Option<LaneEnd> {
+    while let Some(end) = run.lockstep_end() {
+        if run.st.step >= end || run.runner.fused_carry().is_some() {
+            return None;
+        }
+        match one_step(run) {
+            Err(e) => return Some(LaneEnd::Failed(e)),
+            Ok(()) if run.st.status != Status::Done => return Some(LaneEnd::Finished),
+            Ok(()) => {}
+        }
+    }
+    None
 }
 
 /// Advances, in batches of `kernel.lanes()`, the runs of `runs` that share the first
@@ -51,7 +72,19 @@ fn grid_of(run: &StartedRun<'_>) -> Option<Grid> {
 /// the kernel took.
 pub(crate) fn advance(kernel: &BatchKernel, runs: &mut [StartedRun<'_>]) -> (Vec<LaneEnd>, u64) {
     let mut ends: Vec<LaneEnd> = runs.iter().map(|_| LaneEnd::Continue).collect();
-    let grids: Vec<Option<Grid>> = runs.iter().map(grid_of).collect();
+    for (run, end) in runs.iter_mut().zip(&mut ends) {
+        if let Some(e) = start_up(run) {
+            *end = e;
+        }
+    }
+    let grids: Vec<Option<Grid>> = runs
+        .iter_mut()
+        .zip(&ends)
+        .map(|(run, end)| match end {
+            LaneEnd::Continue => grid_of(run),
+            _ => None,
+        })
+        .collect();
     let Some(grid) = grids.iter().flatten().next().copied() else {
         return (ends, 0);
     };
@@ -77,6 +110,8 @@ struct Batch<'k> {
     p: Vec<f64>,
     ring: Vec<f64>,
     heads: Vec<i64>,
+    /// Carried history, `carry[c * lanes + slot]` for value `c` of the run's carry.
+    carry: Vec<f64>,
     flags: Vec<i64>,
     /// Run index of each active slot.
     active: Vec<usize>,
@@ -88,7 +123,7 @@ struct Batch<'k> {
 impl<'k> Batch<'k> {
     fn new(
         kernel: &'k BatchKernel,
-        runs: &[StartedRun<'_>],
+        runs: &mut [StartedRun<'_>],
         group: &[usize],
         grid: Grid,
     ) -> Batch<'k> {
@@ -104,6 +139,7 @@ impl<'k> Batch<'k> {
             p: vec![0.0; n_params * lanes],
             ring: vec![0.0; lag_total * lanes],
             heads: vec![0; n * lanes],
+            carry: vec![0.0; kernel.carry_len() * lanes],
             flags: vec![0; lanes],
             active: group.to_vec(),
             k: grid.step,
@@ -112,14 +148,21 @@ impl<'k> Batch<'k> {
         };
         for slot in 0..lanes {
             let run = group.get(slot).copied().unwrap_or(group[0]);
-            b.pack(slot, &runs[run]);
+            b.pack(slot, &mut runs[run]);
         }
         b
     }
 
     /// Copies a run's state into a slot.
-    fn pack(&mut self, slot: usize, run: &StartedRun<'_>) {
-        let (lanes, st) = (self.kernel.lanes(), &run.st);
+    fn pack(&mut self, slot: usize, run: &mut StartedRun<'_>) {
+        let lanes = self.kernel.lanes();
+        // Runs join a batch only with their carry ready (`grid_of`).
+        if let Some(carry) = run.runner.fused_carry() {
+            for (c, v) in carry.iter().enumerate() {
+                self.carry[c * lanes + slot] = *v;
+            }
+        }
+        let st = &run.st;
         for (s, v) in st.y.iter().enumerate() {
             self.y[s * lanes + slot] = *v;
         }
@@ -132,7 +175,13 @@ impl<'k> Batch<'k> {
 
     /// Copies a slot's state back into its run, which is then at step `k`, time `t`.
     fn unpack(&self, slot: usize, run: &mut StartedRun<'_>, k: u64, t: f64) {
-        let (lanes, st) = (self.kernel.lanes(), &mut run.st);
+        let lanes = self.kernel.lanes();
+        if let Some(carry) = run.runner.fused_carry() {
+            for (c, v) in carry.iter_mut().enumerate() {
+                *v = self.carry[c * lanes + slot];
+            }
+        }
+        let st = &mut run.st;
         for (s, v) in st.y.iter_mut().enumerate() {
             *v = self.y[s * lanes + slot];
         }
@@ -160,6 +209,7 @@ impl<'k> Batch<'k> {
                 p: &self.p,
                 ring: &mut self.ring,
                 heads: &mut self.heads,
+                carry: &mut self.carry,
                 flags: &mut self.flags,
                 t: self.t,
                 grid_t0,
@@ -205,23 +255,28 @@ impl<'k> Batch<'k> {
                 Err(e) => ends[i] = LaneEnd::Failed(e),
                 Ok(()) if runs[i].st.status != Status::Done => ends[i] = LaneEnd::Finished,
                 Ok(()) => {
-                    let st = &runs[i].st;
-                    if st.step == k_f + 1 && st.t.to_bits() == t_next.to_bits() {
+                    let on_grid = {
+                        let st = &runs[i].st;
+                        st.step == k_f + 1 && st.t.to_bits() == t_next.to_bits()
+                    };
+                    // An event action restarts an Adams history: the run's runner starts
+                    // it up again and does the rest, as it does for a run off the grid.
+                    if on_grid && runs[i].runner.fused_carry().is_some() {
                         keep.push((slot, i));
                     }
-                    // Otherwise the run left the grid: its runner does the rest.
                 }
             }
         }
         self.k = k_f + 1;
         self.t = t_next;
         // Compact: the kept lanes move to the front, flagged ones repacked from their runs.
-        let old = (
-            self.y.clone(),
-            self.p.clone(),
-            self.ring.clone(),
-            self.heads.clone(),
-        );
+        let old = Arrays {
+            y: self.y.clone(),
+            p: self.p.clone(),
+            ring: self.ring.clone(),
+            heads: self.heads.clone(),
+            carry: self.carry.clone(),
+        };
         self.active = keep.iter().map(|&(_, i)| i).collect();
         let lanes = self.kernel.lanes();
         for new_slot in 0..lanes {
@@ -229,7 +284,7 @@ impl<'k> Batch<'k> {
                 Some(&(old_slot, _)) if self.flags[old_slot] == 0 => {
                     self.copy_slot(&old, old_slot, new_slot)
                 }
-                Some(&(_, i)) => self.pack(new_slot, &runs[i]),
+                Some(&(_, i)) => self.pack(new_slot, &mut runs[i]),
                 None => {}
             }
         }
@@ -237,23 +292,30 @@ impl<'k> Batch<'k> {
     }
 
     /// Copies slot `from` of the arrays `old` into slot `to`.
-    fn copy_slot(
-        &mut self,
-        old: &(Vec<f64>, Vec<f64>, Vec<f64>, Vec<i64>),
-        from: usize,
-        to: usize,
-    ) {
+    fn copy_slot(&mut self, old: &Arrays, from: usize, to: usize) {
         let lanes = self.kernel.lanes();
         for s in 0..self.n {
-            self.y[s * lanes + to] = old.0[s * lanes + from];
+            self.y[s * lanes + to] = old.y[s * lanes + from];
         }
         for j in 0..self.n_params {
-            self.p[j * lanes + to] = old.1[j * lanes + from];
+            self.p[j * lanes + to] = old.p[j * lanes + from];
+        }
+        for c in 0..self.kernel.carry_len() {
+            self.carry[c * lanes + to] = old.carry[c * lanes + from];
         }
         let (lt, n) = (self.lag_total, self.n);
-        self.ring[to * lt..(to + 1) * lt].copy_from_slice(&old.2[from * lt..(from + 1) * lt]);
-        self.heads[to * n..(to + 1) * n].copy_from_slice(&old.3[from * n..(from + 1) * n]);
+        self.ring[to * lt..(to + 1) * lt].copy_from_slice(&old.ring[from * lt..(from + 1) * lt]);
+        self.heads[to * n..(to + 1) * n].copy_from_slice(&old.heads[from * n..(from + 1) * n]);
     }
+}
+
+/// A copy of a batch's arrays, while its slots are rearranged.
+struct Arrays {
+    y: Vec<f64>,
+    p: Vec<f64>,
+    ring: Vec<f64>,
+    heads: Vec<i64>,
+    carry: Vec<f64>,
 }
 
 /// The run's next step through its own runner (the single-sim path, events and all).

@@ -168,6 +168,38 @@ int main(int argc, char **argv) {
   double ref[N * NS];
   uint64_t ref_events[N];
   for (int i = 0; i < N; i++) single(m, I[i], 60.0, 150.0, ref + i * NS, ref_events + i);
+  /* Lock-step lanes change the speed, not the bits: off, odd (rounded up), the default. */
+  {
+    size_t lanes_in[] = {0, 5, 8}, lanes_out[] = {0, 6, 8};
+    for (int k = 0; k < 3; k++) {
+      DynlibEnsemble *le = NULL;
+      OK(dynlib_ensemble_new(m, N, &le));
+      OK(dynlib_ensemble_set_param_column(le, "I", I, N));
+      OK(dynlib_ensemble_set_lockstep_lanes(le, lanes_in[k]));
+      size_t got = 99;
+      OK(dynlib_ensemble_lockstep_lanes(le, &got));
+      CHECK(got == lanes_out[k]);
+      EXPECT(dynlib_ensemble_set_lockstep_lanes(le, 65), DYNLIB_ERR_INVALID_ARGUMENT,
+             "at most 64");
+      OK(dynlib_ensemble_lockstep_lanes(le, &got));
+      CHECK(got == lanes_out[k]);
+      EXPECT(dynlib_ensemble_lockstep_lanes(le, NULL), DYNLIB_ERR_NULL_POINTER, "lanes");
+      o.T = 60.0;
+      o.resume = false;
+      OK(dynlib_ensemble_run(le, &o, 2));
+      o.T = 150.0;
+      o.resume = true;
+      OK(dynlib_ensemble_run(le, &o, 2));
+      uint64_t taken = 1;
+      OK(dynlib_ensemble_last_run_lockstep_steps(le, &taken));
+      CHECK(lanes_in[k] == 0 ? taken == 0 : taken > 0);
+      double ly[N * NS];
+      size_t lneeded = 0;
+      OK(dynlib_ensemble_final_states(le, ly, N * NS, &lneeded));
+      CHECK(same_bits(ly, ref, N * NS));
+      dynlib_ensemble_free(le);
+    }
+  }
   size_t threads[] = {1, 2, 0};
   for (int k = 0; k < 3; k++) {
     if (k > 0) { /* a fresh run starts from the current state: start over from defaults */

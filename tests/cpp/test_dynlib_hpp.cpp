@@ -175,6 +175,19 @@ int main(int argc, char **argv) {
       CHECK(std::memcmp(ref.data(), &y[2 * i], 2 * sizeof(double)) == 0);
     }
     CHECK(ens.times()[4] == 30.0 && ens.step_counts()[0] == 3000);
+    CHECK(ens.lockstep_lanes() == 8 && ens.last_run_lockstep_steps() > 0);
+    {
+      dynlib::Ensemble off(m2, 5);
+      off.set_lockstep_lanes(0);
+      CHECK(off.lockstep_lanes() == 0);
+      off.set_param_column("I", I);
+      off.run(dynlib::RunOptions().T(30.0).record(false), 2);
+      CHECK(off.last_run_lockstep_steps() == 0);
+      std::vector<double> y_off = off.final_states();
+      CHECK(std::memcmp(y_off.data(), y.data(), y.size() * sizeof(double)) == 0);
+      expect_error([&] { off.set_lockstep_lanes(65); }, DYNLIB_ERR_INVALID_ARGUMENT, "at most 64");
+      CHECK(off.lockstep_lanes() == 0);
+    }
     CHECK(ens.event_counts().size() == 5);
     dynlib::Sim member = ens.member(3);
     CHECK(member.time() == 30.0);

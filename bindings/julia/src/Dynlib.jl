@@ -31,7 +31,7 @@ export Model, validate_model, Sim, DynlibError, run!, snapshot!, reset!, assign!
        state_names, param_names, aux_names, model_info, n_samples, list_presets, presets,
        add_preset!, remove_preset!, load_presets!, save_presets, config!, config,
        stepper_config!, stepper_config, list_stepper_config,
-       Ensemble, n_members, n_failed, set_params!, set_ic!, set_param_column!, set_column!,
+       Ensemble, n_members, n_failed, lockstep_lanes, set_lockstep_lanes!, last_run_lockstep_steps, set_params!, set_ic!, set_param_column!, set_column!,
        member_status, member_error, final_states, ensemble_params, member_times, event_counts,
        step_counts, member, export_checkpoint, import_checkpoint!
 
@@ -895,6 +895,30 @@ function n_failed(e::Ensemble)
     n = Ref{Csize_t}(0)
     _check(ccall((:dynlib_ensemble_n_failed, libdynlib), Cint, (Ptr{Cvoid}, Ref{Csize_t}),
                  _eptr(e), n))
+    Int(n[])
+end
+
+"Members per lock-step batch (0 = off)."
+function lockstep_lanes(e::Ensemble)
+    n = Ref{Csize_t}(0)
+    _check(ccall((:dynlib_ensemble_lockstep_lanes, libdynlib), Cint, (Ptr{Cvoid}, Ref{Csize_t}),
+                 _eptr(e), n))
+    Int(n[])
+end
+
+"Sets the members per lock-step batch (rounded up to even, at most 64; 0 = off): same bits, other speed."
+function set_lockstep_lanes!(e::Ensemble, lanes::Integer)
+    lanes < 0 && throw(ArgumentError("lockstep lanes = $lanes: must be >= 0 (0 turns lock-step off)"))
+    _check(ccall((:dynlib_ensemble_set_lockstep_lanes, libdynlib), Cint, (Ptr{Cvoid}, Csize_t),
+                 _eptr(e), lanes))
+    e
+end
+
+"Member-steps the lock-step kernel took in the last run (a diagnostic)."
+function last_run_lockstep_steps(e::Ensemble)
+    n = Ref{UInt64}(0)
+    _check(ccall((:dynlib_ensemble_last_run_lockstep_steps, libdynlib), Cint,
+                 (Ptr{Cvoid}, Ref{UInt64}), _eptr(e), n))
     Int(n[])
 end
 

@@ -55,6 +55,21 @@ classdef Ensemble < handle
             [~, n] = dynlib_mex('ensemble_count', obj.Ptr);
         end
 
+        function setLockstepLanes(obj, lanes)
+            % setLockstepLanes(K)  members per lock-step batch (rounded up to even, at most
+            % 64; 0 = off). The results are the same bits whatever K.
+            dynlib_mex('ensemble_lockstep', obj.Ptr, lanes);
+        end
+
+        function k = lockstepLanes(obj)
+            k = dynlib_mex('ensemble_lockstep', obj.Ptr);
+        end
+
+        function n = lastRunLockstepSteps(obj)
+            % Member-steps the lock-step kernel took in the last run (a diagnostic).
+            [~, n] = dynlib_mex('ensemble_lockstep', obj.Ptr);
+        end
+
         function setParams(obj, P)
             % setParams(P)  P is n_members x n_params (the model's parameter order).
             dynlib_mex('ensemble_set_params', obj.Ptr, P);

@@ -534,6 +534,20 @@ for i = 1:6
     check(isequal(Y(i, :), s.state()'), sprintf('member %d equals a single sim', i));
 end
 check(all(ens.times() == 90) && all(ens.stepCounts() == 9000), 'times and steps');
+% lock-step lanes change the speed, not the bits
+check(ens.lockstepLanes() == 8 && ens.lastRunLockstepSteps() > 0, 'lock-step by default');
+off = dynlib.Ensemble(model, 6);
+off.setLockstepLanes(0);
+check(off.lockstepLanes() == 0, 'lock-step off');
+off.setParamColumn('I', I);
+off.run('T', 40, 'record', false, 'threads', 2);
+off.run('T', 90, 'resume', true, 'record', false, 'threads', 2);
+check(off.lastRunLockstepSteps() == 0 && isequal(off.finalStates(), Y), 'lanes 0: same bits');
+expect_error(@() off.setLockstepLanes(65), 'dynlib:invalidArgument');
+expect_error(@() off.setLockstepLanes(-1), 'dynlib:invalidArgument');
+off.setLockstepLanes(3);
+check(off.lockstepLanes() == 4, 'odd lanes round up');
+clear off
 c = ens.eventCounts();
 check(c(6) > 0, 'spikes counted');
 P = ens.params();

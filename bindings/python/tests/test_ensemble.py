@@ -60,6 +60,27 @@ def test_members_match_single_sims_bit_for_bit(model, threads):
         assert ens.params()[:, model.param_names.index("I")].tobytes() == current.tobytes()
 
 
+@pytest.mark.parametrize("lanes", [0, 3, 8])
+def test_lockstep_lanes_change_speed_not_bits(model, lanes):
+    current = np.linspace(0.0, 20.0, 11)
+    with dynlib.Ensemble(model, 11) as ens:
+        assert ens.lockstep_lanes == 8
+        ens.lockstep_lanes = lanes
+        assert ens.lockstep_lanes == lanes + lanes % 2
+        ens.set_param_column("I", current)
+        ens.run(T=50.0, record=False, n_threads=2)
+        ens.run(T=120.0, resume=True, record=False, n_threads=2)
+        ref = np.array([single(model, I, 50.0, 120.0) for I in current])
+        assert ens.final_states().tobytes() == ref.tobytes()
+        taken = ens.last_run_lockstep_steps
+        assert (taken == 0) if lanes == 0 else (taken > 0)
+        with pytest.raises(dynlib.DynlibError, match="at most 64"):
+            ens.lockstep_lanes = 65
+        with pytest.raises(ValueError):
+            ens.lockstep_lanes = -1
+        assert ens.lockstep_lanes == lanes + lanes % 2
+
+
 def test_matrices_are_checked_and_nothing_changes(model):
     with dynlib.Ensemble(model, 4) as ens:
         before = ens.params()

@@ -64,6 +64,8 @@ struct BatchCtx {
     flags: *mut i64,
     /// `n * lanes` values the kernel writes each stage to (see `Gen::pin`).
     scratch: *mut f64,
+    /// Adams history, `carry[(r * n + s) * lanes + lane]` (row `r` newest first).
+    carry: *mut f64,
     t: f64,
     /// On a flagged exit: the time of step `k + 1`.
     t_next: f64,
@@ -90,6 +92,9 @@ pub struct BatchIo<'a> {
     pub ring: &'a mut [f64],
     /// Lag heads, `n` per lane, lane after lane.
     pub heads: &'a mut [i64],
+    /// The method's carried history (Adams: `f` rows, newest first),
+    /// `carry[(r * n + s) * lanes + lane]`; empty for the other methods.
+    pub carry: &'a mut [f64],
     /// Out: non-zero for the lanes that did not take step `k` (after `Flagged`).
     pub flags: &'a mut [i64],
     /// Time of step `k` (updated).
@@ -119,6 +124,8 @@ pub struct BatchKernel {
     f: BatchFn,
     bounds: Bounds,
     lanes: usize,
+    /// Values of carried history per lane (`BatchIo::carry`).
+    carry_len: usize,
     /// The code memory `f` points into, freed with the kernel.
     _code: CodeMemory,
 }
@@ -137,6 +144,11 @@ impl BatchKernel {
         self.lanes
     }
 
+    /// Values of carried history per lane (Adams: rows x states; otherwise 0).
+    pub fn carry_len(&self) -> usize {
+        self.carry_len
+    }
+
     /// Runs steps until `k_end` or a flagged lane; updates `io` to where it stopped.
     pub fn run(&self, io: &mut BatchIo<'_>) -> BatchExit {
         let (b, k) = (&self.bounds, self.lanes);
@@ -145,6 +157,7 @@ impl BatchKernel {
                 && io.p.len() == b.n_params * k
                 && io.ring.len() == b.lag_total * k
                 && io.heads.len() == b.n_states * k
+                && io.carry.len() == self.carry_len * k
                 && io.flags.len() == k,
             "lock-step kernel called with buffers that do not match its model and lanes"
         );
@@ -155,6 +168,7 @@ impl BatchKernel {
             p: io.p.as_ptr(),
             ring: io.ring.as_mut_ptr(),
             heads: io.heads.as_mut_ptr(),
+            carry: io.carry.as_mut_ptr(),
             flags: io.flags.as_mut_ptr(),
             t: io.t,
             t_next: io.t,
@@ -179,7 +193,7 @@ impl BatchKernel {
 
 /// Whether a lock-step kernel can be built for this model and method.
 pub fn eligible(model: &CompiledModel, n_states: usize, form: StepForm) -> bool {
-    matches!(form, StepForm::Map | StepForm::Erk(_))
+    matches!(form, StepForm::Map | StepForm::Erk(_) | StepForm::Adams(_))
         && n_states <= 64
         && model.rhs.ops.len() <= 4096
 }
@@ -262,6 +276,7 @@ pub fn build(
         // SAFETY: `code` is the finalized function just defined with the signature
         // `fn(*mut BatchCtx) -> i64`.
         f: unsafe { std::mem::transmute::<*const u8, BatchFn>(code) },
+        carry_len: history_rows(form) * bounds.n_states,
         bounds,
         lanes,
         _code: CodeMemory::new(lw.module),
@@ -276,6 +291,7 @@ struct Base {
     p: Value,
     ring: Value,
     heads: Value,
+    carry: Value,
 }
 
 /// What one program evaluation of one lane pair reads.
@@ -355,6 +371,7 @@ impl Gen<'_, '_, '_> {
             p: self.load(i64t, ctx, field!(p)),
             ring: self.load(i64t, ctx, field!(ring)),
             heads: self.load(i64t, ctx, field!(heads)),
+            carry: self.load(i64t, ctx, field!(carry)),
         };
         self.base = Some(base);
         let flags = self.load(i64t, ctx, field!(flags));
@@ -411,7 +428,8 @@ impl Gen<'_, '_, '_> {
             };
             held.push(self.events_fire(&inp, true)?);
         }
-        let y_new = self.step(t, dt, &y)?;
+        let hist = self.load_history()?;
+        let y_new = self.step(t, dt, &y, &hist)?;
         let k1 = self.b.ins().iadd_imm_u(k, 1);
         // `grid_t0 + (k - k0) as f64 * dt`, as `kernel.rs` and `SessionState::grid_time`.
         let d = self.b.ins().isub(k1, k0);
@@ -453,6 +471,7 @@ impl Gen<'_, '_, '_> {
         for (g, yg) in y_new.iter().enumerate() {
             self.commit(g, None, yg)?;
         }
+        self.commit_history(t_new_v, &y_new, &hist, None)?;
         self.b.def_var(kv, k1);
         self.b.def_var(tv, t_new);
         self.b.ins().jump(head, &[]);
@@ -461,6 +480,7 @@ impl Gen<'_, '_, '_> {
         for (g, (yg, &mask)) in y_new.iter().zip(&masks).enumerate() {
             self.commit(g, Some(mask), yg)?;
         }
+        self.commit_history(t_new_v, &y_new, &hist, Some(&masks))?;
         self.b.ins().store(mem(), t_new, ctx, field!(t_next));
         let one = self.b.ins().iconst(i64t, 1);
         self.b.ins().jump(exit, &[one.into()]);
@@ -477,7 +497,13 @@ impl Gen<'_, '_, '_> {
 
     /// Every lane pair's proposed state after one step from `(t, y)`, stage by stage
     /// across the pairs (the interleaving), with `kernel.rs`'s arithmetic per lane.
-    fn step(&mut self, t: Value, h: Value, y: &[Vec<Value>]) -> Result<Vec<Vec<Value>>> {
+    fn step(
+        &mut self,
+        t: Value,
+        h: Value,
+        y: &[Vec<Value>],
+        hist: &[Vec<Vec<Value>>],
+    ) -> Result<Vec<Vec<Value>>> {
         let pairs = y.len();
         let t_v = self.b.ins().splat(V, t);
         let h_v = self.b.ins().splat(V, h);
@@ -538,10 +564,78 @@ impl Gen<'_, '_, '_> {
                     })
                     .collect())
             }
-            StepForm::Adams(_) | StepForm::Embedded(_) => Err(Error::internal(
+            StepForm::Adams(w) => Ok((0..pairs)
+                .map(|g| {
+                    // As `kernel.rs`: `y0 + h·(Σ w_i f_{n-i})`, zero weights kept.
+                    let zero = self.splat(0.0);
+                    let y0: Vec<Value> = y[g].iter().map(|&v| self.b.ins().fadd(v, zero)).collect();
+                    let terms: Vec<(f64, &Vec<Value>)> = w.iter().copied().zip(&hist[g]).collect();
+                    combine(&mut self.b, &y0, h_v, &terms, false, splat)
+                })
+                .collect()),
+            StepForm::Embedded(_) => Err(Error::internal(
                 "lock-step kernel: only fixed-step explicit methods",
             )),
         }
+    }
+
+    /// Every pair's carried history, `hist[pair][row][state]` (empty unless Adams).
+    fn load_history(&mut self) -> Result<Vec<Vec<Vec<Value>>>> {
+        let base = self.base()?;
+        let rows = history_rows(self.form);
+        (0..self.pairs())
+            .map(|g| {
+                (0..rows)
+                    .map(|r| {
+                        (0..self.n)
+                            .map(|s| {
+                                let off = offset((r * self.n + s) * self.lanes + g * VECTOR_LANES)?;
+                                Ok(self.load(V, base.carry, off))
+                            })
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// After the commit of `y_new` (and its lag rings): the Adams history moves down a row
+    /// and `f(t_new, y_new)` becomes the newest, as `kernel.rs` does after its commit —
+    /// with `held`, only in the lanes that committed (the others keep theirs).
+    fn commit_history(
+        &mut self,
+        t_new: Value,
+        y_new: &[Vec<Value>],
+        hist: &[Vec<Vec<Value>>],
+        held: Option<&[Value]>,
+    ) -> Result<()> {
+        let StepForm::Adams(_) = self.form else {
+            return Ok(());
+        };
+        let base = self.base()?;
+        let rhs = self.model.rhs.clone();
+        for (g, (yg, old)) in y_new.iter().zip(hist).enumerate() {
+            let inp = Inputs {
+                pair: g,
+                t: t_new,
+                y: yg,
+                lag_shift: 0,
+            };
+            let f_new = self.program(&rhs, &inp)?;
+            let mut rows = vec![f_new];
+            rows.extend(old.iter().take(old.len() - 1).cloned());
+            for (r, (row, old_row)) in rows.iter().zip(old).enumerate() {
+                for (s, (&new, &prev)) in row.iter().zip(old_row).enumerate() {
+                    let v = match held {
+                        Some(masks) => self.choose(masks[g], prev, new),
+                        None => new,
+                    };
+                    let off = offset((r * self.n + s) * self.lanes + g * VECTOR_LANES)?;
+                    self.b.ins().store(mem(), v, base.carry, off);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Stores pair `g`'s stage values to the scratch area. Nothing reads them: the stores
@@ -839,6 +933,14 @@ impl Gen<'_, '_, '_> {
                 self.per_lane(name, &[x, y])?
             }
         })
+    }
+}
+
+/// Rows of carried history a method's loop keeps (Adams: one per weight).
+fn history_rows(form: StepForm) -> usize {
+    match form {
+        StepForm::Adams(w) => w.len(),
+        _ => 0,
     }
 }
 

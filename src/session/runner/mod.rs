@@ -158,6 +158,12 @@ pub struct Runner<'m> {
 }
 
 impl<'m> Runner<'m> {
+    /// The stepper's carried history for a native loop (`Stepper::fused_carry`): a lock-step
+    /// kernel advancing this run outside the runner continues from it and writes it back.
+    pub(crate) fn fused_carry(&mut self) -> Option<&mut [f64]> {
+        self.stepper.fused_carry()
+    }
+
     pub fn new(model: &'m Model, info: &'static StepperInfo, st: &SessionState) -> Result<Self> {
         let mut stepper = stepper::create(info, model.n_states());
         stepper.load(&st.stepper_ws)?;
