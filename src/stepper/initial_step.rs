@@ -7,6 +7,12 @@
 //! CVODE's step and order selection; its step sequence is sensitive to the first step (a
 //! different h₀ moves the whole run by ±15% in steps), so the two only take comparable paths
 //! when they also start alike.
+//!
+//! Unlike CVODE's, the `bdf` rule does not look at the horizon of the run (CVODE bounds h₀ by
+//! a tenth of the distance to the first output and by a hundred roundings of it): a run in
+//! pieces must take the steps of one uninterrupted run, and its first piece does not know
+//! where the last one ends. A first step past a short horizon is harmless — the session
+//! interpolates inside it.
 
 use super::{Rhs, StepperInfo};
 use crate::error::Result;
@@ -78,20 +84,19 @@ fn one_step_estimate(f: &mut dyn Rhs, p: &InitialStep<'_>) -> Result<f64> {
 
 /// Trial steps of the y'' estimate (CVODE's MAX_ITERS).
 const TRIALS: usize = 4;
-/// The first step may change no component by more than this fraction (Euler step) and spans
-/// at most this fraction of the interval.
+/// The first step may change no component by more than this fraction (Euler step).
 const GROWTH_BOUND: f64 = 0.1;
-/// The lower bound, in units of the rounding of t.
+/// The lower bound, in units of the rounding of t (at t₀ or at the upper bound).
 const LOWER_ROUNDINGS: f64 = 100.0;
 /// Safety factor on the step whose estimated local error equals the tolerance.
 const BIAS: f64 = 0.5;
 
 /// The first step of a first-order BDF step: the h at which the local error ½h²‖y''‖ is the
 /// tolerance, times [`BIAS`], with y'' ≈ (f(t₀+h, y₀+h·f₀) − f₀)/h re-estimated at the
-/// proposed h until two proposals agree within a factor 2. Bounded below by a hundred
-/// roundings of t and above by [`GROWTH_BOUND`] of the interval and of every |y/y'|.
-/// `None` when the rule does not apply (no interval, zero weights, non-finite values): the
-/// general estimate is used instead.
+/// proposed h until two proposals agree within a factor 2. Bounded above by [`GROWTH_BOUND`]
+/// of every |y/y'| (and the cap), below by a hundred roundings of t.
+/// `None` when the rule does not apply (no interval, zero weights, f₀ = 0 so no bound,
+/// non-finite values): the general estimate is used instead.
 fn second_derivative_step(f: &mut dyn Rhs, p: &InitialStep<'_>) -> Result<Option<f64>> {
     let n = p.y0.len();
     let span = (p.t_end - p.t0).abs();
@@ -104,17 +109,17 @@ fn second_derivative_step(f: &mut dyn Rhs, p: &InitialStep<'_>) -> Result<Option
     if f0.iter().any(|v| !v.is_finite()) {
         return Ok(None);
     }
-    let lower = LOWER_ROUNDINGS * f64::EPSILON * p.t0.abs().max(p.t_end.abs());
-    let mut upper = GROWTH_BOUND * span;
     let rate = (0..n)
         .map(|i| f0[i].abs() / (GROWTH_BOUND * p.y0[i].abs() + tolerance[i]))
         .fold(0.0, f64::max);
-    if upper * rate > 1.0 {
-        upper = 1.0 / rate;
+    if !(rate > 0.0 && rate.is_finite()) {
+        return Ok(None);
     }
+    let mut upper = 1.0 / rate;
     if p.cap.is_finite() && p.cap > 0.0 {
         upper = upper.min(p.cap);
     }
+    let lower = LOWER_ROUNDINGS * f64::EPSILON * p.t0.abs().max(upper);
     if upper < lower {
         return Ok(Some((lower * upper).sqrt()));
     }
@@ -198,5 +203,89 @@ impl SecondDerivative<'_> {
             h = proposal;
         }
         Ok(last_good)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stepper::bdf;
+
+    /// y' = −k·y: y'' = k²·y, and the Euler difference quotient of f is exactly k²·y₀.
+    struct Decay {
+        k: f64,
+        evals: usize,
+    }
+
+    impl Rhs for Decay {
+        fn eval(&mut self, _t: f64, y: &[f64], out: &mut [f64]) -> Result<()> {
+            self.evals += 1;
+            out[0] = -self.k * y[0];
+            Ok(())
+        }
+    }
+
+    fn first_step(k: f64, t_end: f64, cap: f64) -> (f64, usize) {
+        let mut f = Decay { k, evals: 0 };
+        let h = estimate(
+            &mut f,
+            &InitialStep {
+                t0: 0.0,
+                y0: &[1.0],
+                t_end,
+                order: 1,
+                atol: 1e-6,
+                rtol: 1e-3,
+                cap,
+                stepper: &bdf::INFO,
+            },
+        )
+        .unwrap();
+        (h, f.evals)
+    }
+
+    #[test]
+    fn bdf_starts_where_half_h_squared_y_second_derivative_is_a_quarter_tolerance() {
+        for k in [0.5, 3.0, 40.0] {
+            let (h, evals) = first_step(k, 100.0, f64::INFINITY);
+            // ‖y''‖ in the weights is k²/(rtol + atol); the rule's step is ½·√(2/‖y''‖).
+            let norm = k * k / (1e-3 + 1e-6);
+            let want = 0.5 * (2.0 / norm).sqrt();
+            assert!((h / want - 1.0).abs() < 1e-12, "k = {k}: h = {h}, want {want}");
+            // f₀ and two trial quotients (the second proposal agrees with the first).
+            assert_eq!(evals, 3, "k = {k}");
+        }
+    }
+
+    #[test]
+    fn bdf_first_step_ignores_the_horizon_and_respects_the_cap() {
+        // A run in pieces starts as one uninterrupted run does.
+        let (short, _) = first_step(0.5, 1e-4, f64::INFINITY);
+        let (long, _) = first_step(0.5, 100.0, f64::INFINITY);
+        assert_eq!(short.to_bits(), long.to_bits());
+        let (h, _) = first_step(0.5, 100.0, 1e-4);
+        assert!(h <= 1e-4 && h > 0.0, "h = {h}");
+        // No component may grow by more than a tenth of itself in an Euler step: y0 = 1,
+        // |f0| = k, so h <= 0.1/k (with the tolerance added to |y|).
+        let (h, _) = first_step(1e4, 100.0, f64::INFINITY);
+        assert!(h <= (0.1 + 1e-3 + 1e-6) / 1e4, "h = {h}");
+    }
+
+    #[test]
+    fn other_steppers_keep_the_one_step_rule() {
+        let info = crate::stepper::lookup("rk45").unwrap();
+        let p = InitialStep {
+            t0: 0.0,
+            y0: &[1.0],
+            t_end: 100.0,
+            order: 4,
+            atol: 1e-6,
+            rtol: 1e-3,
+            cap: f64::INFINITY,
+            stepper: info,
+        };
+        let h = estimate(&mut Decay { k: 3.0, evals: 0 }, &p).unwrap();
+        let h_one_step = one_step_estimate(&mut Decay { k: 3.0, evals: 0 }, &p).unwrap();
+        assert_eq!(h.to_bits(), h_one_step.to_bits());
     }
 }
