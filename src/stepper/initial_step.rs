@@ -251,7 +251,10 @@ mod tests {
             // ‖y''‖ in the weights is k²/(rtol + atol); the rule's step is ½·√(2/‖y''‖).
             let norm = k * k / (1e-3 + 1e-6);
             let want = 0.5 * (2.0 / norm).sqrt();
-            assert!((h / want - 1.0).abs() < 1e-12, "k = {k}: h = {h}, want {want}");
+            assert!(
+                (h / want - 1.0).abs() < 1e-12,
+                "k = {k}: h = {h}, want {want}"
+            );
             // f₀ and two trial quotients (the second proposal agrees with the first).
             assert_eq!(evals, 3, "k = {k}");
         }
