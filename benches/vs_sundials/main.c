@@ -9,7 +9,12 @@
  * CVODE runs with its defaults except max_steps and the error-test failure limit, which is
  * set to dynlib bdf's 20 (CVODE's default 7 fails on the Oregonator at some tolerances).
  *
- * usage: bench [reps]   (benches/vs_sundials/run.sh builds and runs it) */
+ * The `rhs` column counts every evaluation of the right-hand side on both sides, those for
+ * difference Jacobians included (CVODE reports these apart, as nfeLS, outside nfe);
+ * `rhs_jac` is that part. With the analytic Jacobian (the default) it is 0 for both; with
+ * `fd` both difference their Jacobians (CVODE's dense DQ Jacobian, bdf's jacobian_mode = 0).
+ *
+ * usage: bench [reps] [fd]   (benches/vs_sundials/run.sh builds and runs it) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +38,9 @@ static const double TOLS[N_TOL] = {1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8};
 #define N_SOLVERS 4
 static const char *SOLVERS[N_SOLVERS] = {"cvode", "bdf", "bdf2a", "tr-bdf2a"};
 
+/* 1: both solvers difference their Jacobians instead of calling the analytic one. */
+static int fd_jacobian = 0;
+
 typedef struct Counts {
   const Problem *p;
   long rhs, jac;
@@ -43,7 +51,8 @@ typedef struct Result {
   /* secs: the whole solve (CVODE: create, init, setup and CVode; dynlib: dynlib_sim_run);
    * setup: CVODE's part before CVode. */
   double err, secs, setup;
-  long steps, rhs, jac, lu;
+  /* rhs: all RHS evaluations; rhs_jac: of those, for difference Jacobians (-1: unknown). */
+  long steps, rhs, rhs_jac, jac, lu;
 } Result;
 
 static double now(void) {
@@ -94,7 +103,7 @@ static int cv_jac(sunrealtype t, N_Vector y, N_Vector fy, SUNMatrix J, void *ud,
 
 static Result run_cvode(SUNContext ctx, const Problem *p, double rtol, double *y_out) {
   Counts c = {p, 0, 0};
-  Result r = {1, 0, 0, 0, 0, 0, 0, 0};
+  Result r = {1, 0, 0, 0, 0, 0, 0, 0, 0};
   N_Vector y = N_VNew_Serial((sunindextype)p->n, ctx);
   SUNMatrix A = SUNDenseMatrix((sunindextype)p->n, (sunindextype)p->n, ctx);
   SUNLinearSolver ls = SUNLinSol_Dense(y, A, ctx);
@@ -103,20 +112,22 @@ static Result run_cvode(SUNContext ctx, const Problem *p, double rtol, double *y
   void *mem = CVodeCreate(CV_BDF, ctx);
   if (!mem || CVodeInit(mem, cv_rhs, 0.0, y) || CVodeSetUserData(mem, &c) ||
       CVodeSStolerances(mem, rtol, p->atol_scale * rtol) || CVodeSetLinearSolver(mem, ls, A) ||
-      CVodeSetJacFn(mem, cv_jac) || CVodeSetMaxNumSteps(mem, 100000000) ||
+      (!fd_jacobian && CVodeSetJacFn(mem, cv_jac)) || CVodeSetMaxNumSteps(mem, 100000000) ||
       CVodeSetMaxErrTestFails(mem, 20))
     die("CVODE setup failed");
   r.setup = now() - t0;
   sunrealtype t = 0.0;
   if (CVode(mem, p->t_end, y, &t, CV_NORMAL) < 0) r.ran = 0;
   r.secs = now() - t0;
-  long nst, nfe, nje, nsetups;
+  long nst, nfe, nfe_ls, nje, nsetups;
   CVodeGetNumSteps(mem, &nst);
   CVodeGetNumRhsEvals(mem, &nfe);
+  CVodeGetNumLinRhsEvals(mem, &nfe_ls);
   CVodeGetNumJacEvals(mem, &nje);
   CVodeGetNumLinSolvSetups(mem, &nsetups);
-  if (nfe != c.rhs || nje != c.jac) die("CVODE's counters disagree with the callbacks'");
-  r.steps = nst, r.rhs = nfe, r.jac = nje, r.lu = nsetups;
+  if (nfe + nfe_ls != c.rhs || (!fd_jacobian && nje != c.jac))
+    die("CVODE's counters disagree with the callbacks'");
+  r.steps = nst, r.rhs = nfe + nfe_ls, r.rhs_jac = nfe_ls, r.jac = nje, r.lu = nsetups;
   for (size_t i = 0; i < p->n; i++) y_out[i] = NV_Ith_S(y, i);
   CVodeFree(&mem);
   SUNLinSolFree(ls);
@@ -170,19 +181,21 @@ static void dl_open(DlSolver *s, const Problem *p, const char *stepper) {
   check_dl(dynlib_sim_new(s->model, &s->sim), "sim");
 }
 
-static long bdf_lu_count(DynlibSim *sim) {
-  char buf[4096];
+/* A counter of bdf's stepper_stats in the run summary; -1 when absent. */
+static long bdf_stat(DynlibSim *sim, const char *name) {
+  char buf[4096], key[64];
   size_t need;
   check_dl(dynlib_sim_summary_json(sim, buf, sizeof buf, &need), "summary");
-  const char *k = strstr(buf, "\"lu_factorisations\":");
-  return k ? strtol(k + strlen("\"lu_factorisations\":"), NULL, 10) : -1;
+  snprintf(key, sizeof key, "\"%s\":", name);
+  const char *k = strstr(buf, key);
+  return k ? strtol(k + strlen(key), NULL, 10) : -1;
 }
 
 static Result run_dynlib(DlSolver *s, const char *stepper, double rtol, double *y_out) {
   const Problem *p = s->counts.p;
-  Result r = {1, 0, 0, 0, 0, 0, 0, -1};
+  Result r = {1, 0, 0, 0, 0, 0, -1, 0, -1};
   const char *names[3] = {"rtol", "atol", "jacobian_mode"};
-  double values[3] = {rtol, p->atol_scale * rtol, 1.0};
+  double values[3] = {rtol, p->atol_scale * rtol, fd_jacobian ? 0.0 : 1.0};
   DynlibRunOptions o;
   dynlib_run_options_init(&o);
   o.T = p->t_end;
@@ -209,7 +222,14 @@ static Result run_dynlib(DlSolver *s, const char *stepper, double rtol, double *
   check_dl(dynlib_sim_state(s->sim, y_out, p->n, &need), "state");
   check_dl(dynlib_sim_step_count(s->sim, &steps), "steps");
   r.steps = (long)steps, r.rhs = s->counts.rhs, r.jac = s->counts.jac;
-  if (strcmp(stepper, "bdf") == 0) r.lu = bdf_lu_count(s->sim);
+  if (!fd_jacobian) r.rhs_jac = 0;
+  /* The other steppers difference their Jacobians without counting them. */
+  if (fd_jacobian) r.jac = -1;
+  if (strcmp(stepper, "bdf") == 0) {
+    r.lu = bdf_stat(s->sim, "lu_factorisations");
+    r.rhs_jac = bdf_stat(s->sim, "jacobian_rhs_evals");
+    if (fd_jacobian) r.jac = bdf_stat(s->sim, "jac_evals");
+  }
   return r;
 }
 
@@ -235,10 +255,18 @@ static double cvode_at(const Result *cv, double err, int what) {
 int main(int argc, char **argv) {
   int reps = argc > 1 ? atoi(argv[1]) : 5;
   if (reps < 1) die("reps must be at least 1");
+  if (argc > 2) {
+    if (strcmp(argv[2], "fd") != 0) die("the second argument, if any, must be 'fd'");
+    fd_jacobian = 1;
+  }
   SUNContext ctx;
   if (SUNContext_Create(NULL, &ctx)) die("SUNContext_Create failed");
-  printf("dynlib %s vs CVODE (SUNDIALS %s), dense LU, analytic Jacobian, best of %d\n",
-         dynlib_version(), SUNDIALS_VERSION, reps);
+  printf("dynlib %s vs CVODE (SUNDIALS %s), dense LU, %s Jacobian, best of %d\n"
+         "rhs = every RHS evaluation (CVODE: nfe + nfeLS), rhs_jac = of those, for difference "
+         "Jacobians (nfeLS); steps: dynlib does not count the step past t_end it interpolates "
+         "in (CVODE does)\n",
+         dynlib_version(), SUNDIALS_VERSION, fd_jacobian ? "difference-quotient" : "analytic",
+         reps);
   for (int ip = 0; ip < 4; ip++) {
     const Problem *p = &PROBLEMS[ip];
     double ref[MAX_N], y[MAX_N];
@@ -260,8 +288,9 @@ int main(int argc, char **argv) {
           if (r.ran && (!res[s][it].ran || r.secs < res[s][it].secs)) res[s][it] = r;
         }
     }
-    printf("%-6s %-9s %9s %8s %8s %6s %6s %10s %11s %11s %9s\n", "rtol", "solver", "error",
-           "steps", "rhs", "jac", "lu", "time_us", "time/cvode", "rhs/cvode", "setup_us");
+    printf("%-6s %-9s %9s %8s %8s %8s %6s %6s %10s %11s %11s %9s\n", "rtol", "solver", "error",
+           "steps", "rhs", "rhs_jac", "jac", "lu", "time_us", "time/cvode", "rhs/cvode",
+           "setup_us");
     for (int it = 0; it < N_TOL; it++)
       for (int s = 0; s < N_SOLVERS; s++) {
         const Result *r = &res[s][it];
@@ -275,8 +304,11 @@ int main(int argc, char **argv) {
         } else {
           snprintf(su, sizeof su, "%.1f", 1e6 * r->setup);
         }
-        printf("%-6.0e %-9s %9.2e %8ld %8ld %6ld %6s %10.1f %11s %11s %9s\n", TOLS[it],
-               SOLVERS[s], r->err, r->steps, r->rhs, r->jac, lu, 1e6 * r->secs, tr, rr, su);
+        char rj[16], jc[16];
+        snprintf(rj, sizeof rj, r->rhs_jac < 0 ? "-" : "%ld", r->rhs_jac);
+        snprintf(jc, sizeof jc, r->jac < 0 ? "-" : "%ld", r->jac);
+        printf("%-6.0e %-9s %9.2e %8ld %8ld %8s %6s %6s %10.1f %11s %11s %9s\n", TOLS[it],
+               SOLVERS[s], r->err, r->steps, r->rhs, rj, jc, lu, 1e6 * r->secs, tr, rr, su);
       }
     for (int s = 1; s < N_SOLVERS; s++) {
       dynlib_sim_free(dl[s].sim);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Work-precision of dynlib's implicit steppers against SUNDIALS CVODE on four stiff problems.
-#   benches/vs_sundials/run.sh [reps]
+#   benches/vs_sundials/run.sh [reps] [fd]   (fd: difference-quotient Jacobians on both sides)
 # Needs CVODE's headers and libraries; on Debian/Ubuntu:
 #   sudo apt-get install -y libsundials-dev
 set -euo pipefail
@@ -17,4 +17,4 @@ cc -std=c99 -O2 -D_POSIX_C_SOURCE=199309L -I "$root/include" "$here/main.c" "$he
    -L "$root/target/release" -ldynlib -Wl,-rpath,"$root/target/release" \
    -lsundials_cvode -lsundials_nvecserial -lsundials_sunmatrixdense -lsundials_sunlinsoldense \
    -lm -o "$out/bench"
-"$out/bench" "${1:-5}"
+"$out/bench" "${1:-5}" ${2:+"$2"}

@@ -738,6 +738,7 @@ impl Sim {
                 atol: knob(info, &st.config, "atol"),
                 rtol: knob(info, &st.config, "rtol"),
                 cap,
+                stepper: info,
             },
         )
     }

@@ -210,6 +210,9 @@ pub struct Stats {
     pub error_test_failures: i64,
     pub convergence_failures: i64,
     pub newton_iterations: i64,
+    /// Of `rhs_evals`, those spent on difference Jacobians (SUNDIALS counts these apart, as
+    /// nfeLS, and leaves them out of nfe).
+    pub jacobian_rhs_evals: i64,
 }
 
 impl Stats {
@@ -221,21 +224,27 @@ impl Stats {
             self.error_test_failures,
             self.convergence_failures,
             self.newton_iterations,
+            self.jacobian_rhs_evals,
         ]
     }
 
     /// Reads the `stats` array of a saved `bdf` workspace.
     pub fn from_workspace(ws: &[WsArray]) -> Result<Stats> {
-        let mut v = [0i64; 6];
+        let mut v = [0i64; 7];
         load_i64(ws, "stats", &mut v)?;
-        Ok(Stats {
+        Ok(Stats::from_array(v))
+    }
+
+    fn from_array(v: [i64; 7]) -> Stats {
+        Stats {
             rhs_evals: v[0],
             jac_evals: v[1],
             lu_factorisations: v[2],
             error_test_failures: v[3],
             convergence_failures: v[4],
             newton_iterations: v[5],
-        })
+            jacobian_rhs_evals: v[6],
+        }
     }
 }
 
@@ -257,6 +266,9 @@ pub struct Bdf {
     /// Estimated Newton convergence rate.
     crate_: f64,
     etamax: f64,
+    /// The step ratio chosen for the next step (h_next = h·eta): zn is rescaled by exactly
+    /// this factor, not by h_next/h, which can differ in the last bit.
+    eta: f64,
     q: usize,
     qprime: usize,
     qwait: usize,
@@ -271,7 +283,6 @@ pub struct Bdf {
     lu: DenseLu,
     stats: Stats,
     // Scratch of one step.
-    zn_saved: Vec<f64>,
     saved_t: f64,
     ewt: Vec<f64>,
     acor: Vec<f64>,
@@ -301,6 +312,7 @@ impl Bdf {
             gammap: 0.0,
             crate_: 1.0,
             etamax: ETAMX1,
+            eta: 1.0,
             q: 1,
             qprime: 1,
             qwait: 2,
@@ -313,7 +325,6 @@ impl Bdf {
             jac: vec![0.0; n * n],
             lu: DenseLu::new(n),
             stats: Stats::default(),
-            zn_saved: vec![0.0; ROWS * n],
             saved_t: 0.0,
             ewt: vec![0.0; n],
             acor: vec![0.0; n],
@@ -388,6 +399,7 @@ impl Bdf {
         self.gammap = 0.0;
         self.crate_ = 1.0;
         self.etamax = ETAMX1;
+        self.eta = 1.0;
         self.q = 1;
         self.qprime = 1;
         self.qwait = 2;
@@ -421,7 +433,8 @@ impl Bdf {
             self.qwait = self.q + 1;
         }
         if h_req.to_bits() != self.h.to_bits() {
-            self.rescale(h_req / self.h);
+            let planned = (self.h * self.eta).to_bits() == h_req.to_bits();
+            self.rescale(if planned { self.eta } else { h_req / self.h });
             self.h = h_req;
         }
     }
@@ -510,11 +523,10 @@ impl Bdf {
         Ok(())
     }
 
-    /// zn ← Pascal·zn, tn ← tn + h (the previous zn is kept to undo a failed attempt).
+    /// zn ← Pascal·zn, tn ← tn + h.
     fn predict(&mut self) -> Result<()> {
         let (n, q) = (self.n, self.q);
         self.saved_t = self.tn;
-        self.zn_saved[..(q + 1) * n].copy_from_slice(&self.zn[..(q + 1) * n]);
         self.tn += self.h;
         if self.tn == self.saved_t {
             return Err(step_failed(format!(
@@ -532,10 +544,20 @@ impl Bdf {
         Ok(())
     }
 
+    /// Undoes the prediction of a failed attempt by the inverse Pascal recursion (CVODE's
+    /// cvRestore) rather than from a saved copy: the retraction rounds, and rounding the same
+    /// way keeps the runs of the two codes step-for-step comparable (it also saves a copy of
+    /// zn per step).
     fn restore(&mut self) {
-        let n = self.n;
+        let (n, q) = (self.n, self.q);
         self.tn = self.saved_t;
-        self.zn[..(self.q + 1) * n].copy_from_slice(&self.zn_saved[..(self.q + 1) * n]);
+        for k in 1..=q {
+            for j in (k..=q).rev() {
+                for i in 0..n {
+                    self.zn[(j - 1) * n + i] -= self.zn[j * n + i];
+                }
+            }
+        }
     }
 
     /// The corrector coefficients l[0..=q] and the error constants tq (CVODE's cvSetBDF and
@@ -816,13 +838,16 @@ impl Bdf {
             let yj = self.ycur[j];
             let inc = (uround.sqrt() * yj.abs()).max(min_inc / self.ewt[j]);
             self.ycur[j] = yj + inc;
-            // The representable increment, not the requested one.
-            let dy = self.ycur[j] - yj;
             self.stats.rhs_evals += 1;
+            self.stats.jacobian_rhs_evals += 1;
             f.eval(t, &self.ycur, &mut self.fpert)?;
             self.ycur[j] = yj;
+            // Divided by the requested increment, by multiplication, as CVODE's DQ Jacobian
+            // does (the same rounding keeps the runs comparable; the representable increment
+            // differs from it by ~√ε relative, far below the truncation error of the quotient).
+            let inc_inv = 1.0 / inc;
             for i in 0..n {
-                self.jac[i * n + j] = (self.fpert[i] - self.ftemp[i]) / dy;
+                self.jac[i * n + j] = inc_inv * self.fpert[i] + -inc_inv * self.ftemp[i];
             }
         }
         Ok(())
@@ -903,6 +928,7 @@ impl Bdf {
         self.qprime = self.q;
         if self.etamax == 1.0 {
             self.qwait = self.qwait.max(2);
+            self.eta = 1.0;
             self.hprime = self.h;
             return;
         }
@@ -933,12 +959,13 @@ impl Bdf {
     fn set_eta(&mut self, eta: f64, s: &Settings) {
         if eta < THRESH {
             self.qprime = self.q;
+            self.eta = 1.0;
             self.hprime = self.h;
             return;
         }
         let eta = eta.min(self.etamax);
-        let eta = eta / (self.h * eta / s.hmax).max(1.0);
-        self.hprime = self.h * eta;
+        self.eta = eta / (self.h * eta / s.hmax).max(1.0);
+        self.hprime = self.h * self.eta;
     }
 
     /// Step ratio the error estimate allows at order q−1 (0 at order 1).
@@ -958,13 +985,19 @@ impl Bdf {
         }
         let n = self.n;
         let big_l = (self.q + 1) as i32;
-        let cquot = (self.tq[5] / self.saved_tq5) * (self.h / self.tau[2]).powi(big_l);
+        let cquot = (self.tq[5] / self.saved_tq5) * repeated_product(self.h / self.tau[2], big_l);
         for i in 0..n {
             self.delta[i] = self.acor[i] - cquot * self.zn[ACOR_ROW * n + i];
         }
         let dup = self.wrms(&self.delta) * self.tq[3];
         1.0 / ((BIAS3 * dup).powf(1.0 / (big_l + 1) as f64) + ADDON)
     }
+}
+
+/// x^k by k − 1 multiplications in order (`powi` may square, which rounds differently; the
+/// order selection compares such ratios, so both must see the same bits).
+fn repeated_product(x: f64, k: i32) -> f64 {
+    (0..k).fold(1.0, |p, _| p * x)
 }
 
 fn flag(b: bool) -> i64 {
@@ -986,7 +1019,13 @@ impl Stepper for Bdf {
             WsArray::f64("tq", self.tq.to_vec()),
             WsArray::f64(
                 "newton",
-                vec![self.saved_tq5, self.gammap, self.crate_, self.etamax],
+                vec![
+                    self.saved_tq5,
+                    self.gammap,
+                    self.crate_,
+                    self.etamax,
+                    self.eta,
+                ],
             ),
             WsArray::i64(
                 "order",
@@ -1071,14 +1110,14 @@ struct Loaded {
     tn_h: [f64; 2],
     tau: [f64; ROWS + 1],
     tq: [f64; 6],
-    newton: [f64; 4],
+    newton: [f64; 5],
     order: [i64; 3],
     flags: [i64; 3],
     ages: [i64; 3],
     jac: Vec<f64>,
     lu: Vec<f64>,
     piv: Vec<i64>,
-    stats: [i64; 6],
+    stats: [i64; 7],
 }
 
 impl Loaded {
@@ -1088,14 +1127,14 @@ impl Loaded {
             tn_h: [0.0; 2],
             tau: [0.0; ROWS + 1],
             tq: [0.0; 6],
-            newton: [0.0; 4],
+            newton: [0.0; 5],
             order: [0; 3],
             flags: [0; 3],
             ages: [0; 3],
             jac: vec![0.0; n * n],
             lu: vec![0.0; n * n],
             piv: vec![0; n],
-            stats: [0; 6],
+            stats: [0; 7],
         };
         load_f64(ws, "zn", &mut l.zn)?;
         load_f64(ws, "tn_h", &mut l.tn_h)?;
@@ -1143,6 +1182,12 @@ impl Loaded {
                 "the step size {h:?} must be a positive normal number"
             ));
         }
+        let eta = self.newton[4];
+        if !(eta > 0.0 && eta.is_finite()) {
+            return bad(format!(
+                "'newton' holds the step ratio {eta:?}; it must be positive and finite"
+            ));
+        }
         for (k, &p) in self.piv.iter().enumerate() {
             if !(k as i64..n as i64).contains(&p) {
                 return bad(format!("'lu_piv' entry {k} is {p}, outside {k}..{n}"));
@@ -1159,7 +1204,7 @@ impl Loaded {
         [b.tn, b.h] = self.tn_h;
         b.tau = self.tau;
         b.tq = self.tq;
-        [b.saved_tq5, b.gammap, b.crate_, b.etamax] = self.newton;
+        [b.saved_tq5, b.gammap, b.crate_, b.etamax, b.eta] = self.newton;
         b.q = self.order[0] as usize;
         b.qprime = self.order[1] as usize;
         b.qwait = self.order[2] as usize;
@@ -1172,15 +1217,7 @@ impl Loaded {
         b.jac = self.jac;
         b.lu.a = self.lu;
         b.lu.piv = self.piv.iter().map(|&p| p as usize).collect();
-        let s = self.stats;
-        b.stats = Stats {
-            rhs_evals: s[0],
-            jac_evals: s[1],
-            lu_factorisations: s[2],
-            error_test_failures: s[3],
-            convergence_failures: s[4],
-            newton_iterations: s[5],
-        };
+        b.stats = Stats::from_array(self.stats);
         Ok(())
     }
 }

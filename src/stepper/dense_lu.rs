@@ -29,9 +29,13 @@ impl DenseLu {
     pub fn factor(&mut self, tiny: f64) -> Result<(), (usize, f64)> {
         let n = self.n;
         for k in 0..n {
-            let p = (k..n)
-                .max_by(|&i, &j| self.a[i * n + k].abs().total_cmp(&self.a[j * n + k].abs()))
-                .unwrap_or(k);
+            // The first of equal candidates, as LAPACK-style codes choose.
+            let mut p = k;
+            for i in k + 1..n {
+                if self.a[i * n + k].abs() > self.a[p * n + k].abs() {
+                    p = i;
+                }
+            }
             self.piv[k] = p;
             if p != k {
                 for j in 0..n {
@@ -42,10 +46,13 @@ impl DenseLu {
             if pivot.is_nan() || pivot.abs() <= tiny {
                 return Err((k, pivot));
             }
+            // Multipliers by the reciprocal (one division per column, as SUNDIALS' dense LU
+            // does, so the two factor bit-identically).
+            let inv = 1.0 / pivot;
             let (upper, lower) = self.a.split_at_mut((k + 1) * n);
             let row_k = &upper[k * n..];
             for row in lower.chunks_exact_mut(n) {
-                let m = row[k] / pivot;
+                let m = row[k] * inv;
                 row[k] = m;
                 if m != 0.0 {
                     for j in k + 1..n {
@@ -63,19 +70,22 @@ impl DenseLu {
         for k in 0..n {
             b.swap(k, self.piv[k]);
         }
+        // Each b_i takes its updates one at a time in elimination order (forward: k = 0, 1,
+        // ...; backward: k = n-1, n-2, ...), the rounding of a column-oriented solve.
         for i in 1..n {
+            let (solved, rest) = b.split_at_mut(i);
             let row = &self.a[i * n..i * n + i];
-            let s: f64 = row.iter().zip(&b[..i]).map(|(l, x)| l * x).sum();
-            b[i] -= s;
+            for (l, x) in row.iter().zip(solved.iter()) {
+                rest[0] -= l * x;
+            }
         }
         for i in (0..n).rev() {
+            let (head, solved) = b.split_at_mut(i + 1);
             let row = &self.a[i * n..(i + 1) * n];
-            let s: f64 = row[i + 1..]
-                .iter()
-                .zip(&b[i + 1..])
-                .map(|(u, x)| u * x)
-                .sum();
-            b[i] = (b[i] - s) / row[i];
+            for (u, x) in row[i + 1..].iter().zip(solved.iter()).rev() {
+                head[i] -= u * x;
+            }
+            head[i] /= row[i];
         }
     }
 }
