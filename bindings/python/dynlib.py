@@ -697,7 +697,36 @@ class _CallbackError:
         self.exc = None
 
 
-class Model:
+class _Handle:
+    """Owns one library handle: freed by ``close()`` (idempotent), at the end of a ``with``
+    block, or when garbage-collected."""
+
+    _handle = None
+
+    @property
+    def closed(self):
+        return not self._handle
+
+    def _release(self, free, kind):
+        h, self._handle = self._handle, None
+        if h:
+            free(h)
+            _count(kind, -1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+
+class Model(_Handle):
     """A loaded model. ``Model.load(source, stepper=None)`` with ``source`` one of
     ``builtin://ode/<name>``, ``builtin://map/<name>``, a path to a TOML model file, or
     ``"inline:" + toml_text``. ``mods`` lists model variants applied in order: names of
@@ -915,22 +944,7 @@ class Model:
 
     def close(self):
         """Frees the model handle (sims created from it stay valid)."""
-        h, self._handle = self._handle, None
-        if h:
-            _lib.dynlib_model_free(h)
-            _count("model", -1)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass
+        self._release(_lib.dynlib_model_free, "model")
 
     def __repr__(self):
         state = "closed" if not self._handle else f"states={list(self.state_names)}"
@@ -1206,7 +1220,7 @@ def _suggest(name, candidates):
 # --------------------------------------------------------------------------------------------
 
 
-class Sim:
+class Sim(_Handle):
     """A simulation session over a model: run, snapshot, reset, assign, resume, export."""
 
     def __init__(self, model, stepper=None):
@@ -1241,30 +1255,11 @@ class Sim:
         for r in list(unsettled):
             r._settle()
 
-    @property
-    def closed(self):
-        return not self._handle
-
     def close(self):
         """Frees the session with its snapshots and results. Idempotent."""
         if getattr(self, "_unsettled", None) is not None and self._handle:
             self._settle_results()
-        h, self._handle = self._handle, None
-        if h:
-            _lib.dynlib_sim_free(h)
-            _count("sim", -1)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass
+        self._release(_lib.dynlib_sim_free, "sim")
 
     # -- running ----------------------------------------------------------------------------
 
@@ -1986,7 +1981,7 @@ def _matrix(values, rows, cols, what):
     return arr, arr.ctypes.data_as(POINTER(c_double))
 
 
-class Ensemble:
+class Ensemble(_Handle):
     """``n`` sims of one model with per-member parameters and initial conditions, run with one
     set of options on a thread pool. Member ``i`` ends bit-identical to a single :class:`Sim`
     given the same inputs, whatever ``n_threads``.
@@ -2024,28 +2019,9 @@ class Ensemble:
             raise BadHandleError("the ensemble is closed", DYNLIB_ERR_BAD_HANDLE)
         return self._handle
 
-    @property
-    def closed(self):
-        return not self._handle
-
     def close(self):
         """Frees the ensemble and its members. Idempotent."""
-        h, self._handle = self._handle, None
-        if h:
-            _lib.dynlib_ensemble_free(h)
-            _count("ensemble", -1)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass
+        self._release(_lib.dynlib_ensemble_free, "ensemble")
 
     def __len__(self):
         return self.n_members
