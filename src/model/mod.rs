@@ -105,6 +105,9 @@ pub struct ModelData {
     /// Fused loops built for this model so far (see [`Model::fused_kernel`]).
     #[cfg(feature = "jit")]
     pub(crate) kernels: jit::KernelCache,
+    /// Lock-step kernels built for this model so far (see [`Model::batch_kernel`]).
+    #[cfg(feature = "jit")]
+    pub(crate) batch_kernels: jit::BatchKernelCache,
 }
 
 /// A loaded model, shared between sessions.
@@ -316,6 +319,8 @@ impl Model {
             native,
             #[cfg(feature = "jit")]
             kernels: Default::default(),
+            #[cfg(feature = "jit")]
+            batch_kernels: Default::default(),
         })))
     }
 
@@ -357,6 +362,8 @@ impl Model {
             native: None,
             #[cfg(feature = "jit")]
             kernels: Default::default(),
+            #[cfg(feature = "jit")]
+            batch_kernels: Default::default(),
         })))
     }
 
@@ -434,6 +441,32 @@ impl Model {
         .ok()
         .map(Arc::new);
         kernels.push(((stepper, record.map(<[_]>::to_vec)), kernel.clone()));
+        kernel
+    }
+
+    /// The lock-step kernel of `lanes` lanes for `stepper` (step form `form`), built on
+    /// first use and kept with the model as its fused loops are; `None` when the model or
+    /// the method has none.
+    #[cfg(feature = "jit")]
+    pub(crate) fn batch_kernel(
+        &self,
+        stepper: &'static str,
+        form: crate::method::StepForm,
+        lanes: usize,
+    ) -> Option<Arc<jit::batch::BatchKernel>> {
+        let ModelCode::Compiled(compiled) = &self.code else {
+            return None;
+        };
+        self.native.as_ref()?;
+        if !jit::batch::eligible(compiled, self.n_states(), form) {
+            return None;
+        }
+        let mut kernels = self.batch_kernels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, kernel)) = kernels.iter().find(|(key, _)| *key == (stepper, lanes)) {
+            return kernel.clone();
+        }
+        let kernel = jit::compile_batch(self, form, lanes).ok().map(Arc::new);
+        kernels.push(((stepper, lanes), kernel.clone()));
         kernel
     }
 

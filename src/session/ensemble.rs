@@ -112,53 +112,6 @@ impl Member {
 /// `examples/ensemble_bench.rs`.
 pub const DEFAULT_LOCKSTEP_LANES: usize = 8;
 
-/// The lock-step kernel of the last run, by (stepper, lanes); `None` = none can be built.
-#[cfg(feature = "jit")]
-type BatchCache = Option<(
-    (&'static str, usize),
-    Option<Arc<crate::model::jit::batch::BatchKernel>>,
-)>;
-
-/// Lock-step kernels by (model spec hash, stepper, lanes), shared by every ensemble of the
-/// process, as native model code is shared by spec hash: a kernel is compiled once — serial
-/// work inside the first run that needs it, which otherwise every fresh ensemble of the same
-/// model repeats — not once per ensemble. The newest [`KERNEL_CACHE_SIZE`] are kept; an
-/// evicted kernel lives on in the ensembles holding it.
-#[cfg(feature = "jit")]
-static BATCH_KERNELS: std::sync::Mutex<
-    Vec<(KernelKey, Arc<crate::model::jit::batch::BatchKernel>)>,
-> = std::sync::Mutex::new(Vec::new());
-#[cfg(feature = "jit")]
-const KERNEL_CACHE_SIZE: usize = 16;
-#[cfg(feature = "jit")]
-type KernelKey = (String, &'static str, usize);
-
-/// The shared kernel for `model`, `stepper` and `lanes`, compiled on first use; `None` when
-/// none can be built.
-#[cfg(feature = "jit")]
-fn shared_batch_kernel(
-    model: &Model,
-    stepper: &'static str,
-    form: crate::method::StepForm,
-    lanes: usize,
-) -> Option<Arc<crate::model::jit::batch::BatchKernel>> {
-    let key: KernelKey = (model.spec_hash.clone(), stepper, lanes);
-    let cache = || BATCH_KERNELS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, k)) = cache().iter().find(|(k, _)| *k == key) {
-        return Some(k.clone());
-    }
-    // Compiled outside the lock: two threads may both compile one kernel, never block.
-    let kernel = Arc::new(crate::model::jit::compile_batch(model, form, lanes).ok()?);
-    let mut c = cache();
-    if !c.iter().any(|(k, _)| *k == key) {
-        if c.len() >= KERNEL_CACHE_SIZE {
-            c.remove(0);
-        }
-        c.push((key, kernel.clone()));
-    }
-    Some(kernel)
-}
-
 /// N members of one model, run together.
 #[derive(Debug)]
 pub struct Ensemble {
@@ -169,8 +122,6 @@ pub struct Ensemble {
     lockstep_lanes: usize,
     /// Member-steps the lock-step kernel took in the last run.
     lockstep_steps: u64,
-    #[cfg(feature = "jit")]
-    batch: BatchCache,
 }
 
 impl Clone for Ensemble {
@@ -180,8 +131,6 @@ impl Clone for Ensemble {
             pool: self.pool.clone(),
             lockstep_lanes: self.lockstep_lanes,
             lockstep_steps: self.lockstep_steps,
-            #[cfg(feature = "jit")]
-            batch: self.batch.clone(),
         }
     }
 }
@@ -218,8 +167,6 @@ impl Ensemble {
             pool: None,
             lockstep_lanes: DEFAULT_LOCKSTEP_LANES,
             lockstep_steps: 0,
-            #[cfg(feature = "jit")]
-            batch: None,
         })
     }
 
@@ -501,33 +448,18 @@ impl Ensemble {
         self.lockstep_steps
     }
 
-    /// The lock-step kernel for the members' model and stepper, when one can be built and
-    /// lock-step is on (compiled once per stepper and lane count, then reused).
+    /// The lock-step kernel for the members' model and stepper, when lock-step is on and
+    /// one can be built (kept with the model, so a fresh ensemble of it does not compile
+    /// again inside its run).
     #[cfg(feature = "jit")]
-    fn batch_kernel(&mut self) -> Option<Arc<crate::model::jit::batch::BatchKernel>> {
-        let lanes = self.lockstep_lanes;
+    fn batch_kernel(&self) -> Option<Arc<crate::model::jit::batch::BatchKernel>> {
         let sim = &self.members[0].sim;
-        let (model, info) = (sim.model().clone(), sim.stepper());
-        if lanes == 0 || model.native.is_none() {
+        let (model, info) = (sim.model(), sim.stepper());
+        if self.lockstep_lanes == 0 || model.native.is_none() {
             return None;
         }
-        let key = (info.name, lanes);
-        if let Some((k, kernel)) = &self.batch {
-            if *k == key {
-                return kernel.clone();
-            }
-        }
-        let form = crate::stepper::create(info, model.n_states()).step_form();
-        let kernel = form
-            .filter(|&f| match &model.code {
-                crate::model::ModelCode::Compiled(c) => {
-                    crate::model::jit::batch::eligible(c, model.n_states(), f)
-                }
-                crate::model::ModelCode::Host(_) => false,
-            })
-            .and_then(|f| shared_batch_kernel(&model, info.name, f, lanes));
-        self.batch = Some((key, kernel.clone()));
-        kernel
+        let form = crate::stepper::create(info, model.n_states()).step_form()?;
+        model.batch_kernel(info.name, form, self.lockstep_lanes)
     }
 
     fn summarise(&self) -> Result<()> {

@@ -51,6 +51,11 @@ pub(crate) type KernelEntry = (
     Option<Arc<kernel::FusedKernel>>,
 );
 
+/// Lock-step kernels of one model by (stepper name, lanes), like [`KernelCache`]
+/// (`None`: it could not be built).
+pub(crate) type BatchKernelCache =
+    Mutex<Vec<((&'static str, usize), Option<Arc<batch::BatchKernel>>)>>;
+
 /// Compiles a fused loop for a model-language model.
 pub(crate) fn compile_kernel(
     model: kernel::KernelModel<'_>,
