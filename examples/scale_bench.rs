@@ -170,23 +170,71 @@ fn main() {
     );
 }
 
+/// CPU seconds (user + system) and minor page faults of this process so far.
+fn cpu_and_faults() -> (f64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // minflt is field 10, utime 14, stime 15 (1-based, counting pid and comm).
+    (((num(11) + num(12)) as f64) / 100.0, num(7))
+}
+
+/// One model-language load split into its phases: wall seconds, CPU seconds and minor page
+/// faults of each (the CPU time is what other processes on a busy machine do not inflate).
 #[allow(dead_code)]
 pub fn phases(text: &str) {
     use dynlib::model::{compile, pos, spec};
-    let t = Instant::now();
-    let doc = spec::parse_toml(text).unwrap();
-    let a = t.elapsed().as_secs_f64();
-    let ix = pos::DocIndex::new(text);
-    let b = t.elapsed().as_secs_f64();
+    let mut rows: Vec<(&str, f64, f64, u64)> = Vec::new();
+    let mut last = (Instant::now(), cpu_and_faults());
+    let mut mark = |name: &'static str| {
+        let now = (Instant::now(), cpu_and_faults());
+        rows.push((
+            name,
+            (now.0 - last.0).as_secs_f64(),
+            now.1 .0 - last.1 .0,
+            now.1 .1 - last.1 .1,
+        ));
+        last = now;
+    };
+    // The steps of `spec::parse_toml_indexed`, the text parsed once.
+    let de = toml::de::DeTable::parse(text).unwrap();
+    mark("toml parse");
+    let ix = pos::DocIndex::of_parsed(text, Some(de.get_ref()));
+    mark("position index");
+    let doc =
+        <toml::Table as serde::Deserialize>::deserialize(toml::de::Deserializer::from(de)).unwrap();
+    mark("toml table");
     let parsed = spec::parse_lenient(text, Some((doc, ix))).unwrap();
-    let c = t.elapsed().as_secs_f64();
+    mark("spec build");
     let s = spec::checked(parsed).unwrap();
-    let d = t.elapsed().as_secs_f64();
+    mark("spec check");
     let comp = compile::compile(&s).unwrap();
-    let e = t.elapsed().as_secs_f64();
+    mark("compile");
+    let ops = comp.rhs.ops.len();
+    drop(comp);
+    mark("drop compiled");
     let j = serde_json::to_vec(&s).unwrap();
-    let f = t.elapsed().as_secs_f64();
-    println!("toml {a:.3} docindex {:.3} build {:.3} checked {:.3} compile {:.3} json {:.3} ({} ops, {} bytes)", b-a, c-b, d-c, e-d, f-e, comp.rhs.ops.len(), j.len());
+    mark("spec json");
+    let bytes = j.len();
+    drop(j);
+    let m = Model::from_spec_with(s, Backend::Interpreter).unwrap();
+    mark("model (interp)");
+    let native = dynlib::model::jit::compile(&m).unwrap();
+    mark("native code");
+    drop(native);
+    mark("drop native");
+    drop(m);
+    mark("drop model");
+    println!("{ops} ops, {bytes} spec json bytes");
+    println!(
+        "{:<16} {:>8} {:>8} {:>10}",
+        "phase", "wall s", "cpu s", "minflt"
+    );
+    for (name, w, c, f) in rows {
+        println!("{name:<16} {w:>8.3} {c:>8.2} {f:>10}");
+    }
 }
 
 /// dx_0 = -k x_0, dx_i = k (x_{i-1} - x_i) as a host model: loads at once at any size, so

@@ -141,7 +141,7 @@ fn compile_collect(spec: &ModelSpec, poisoned: &[String], errors: &mut Errors) -
     let mut rhs = ProgramBuilder::default();
     let mut outputs = Vec::new();
     for eq in &spec.equations {
-        let r = cx.lower_source(&eq.expr, &mut rhs, &[]);
+        let r = cx.lower_equation(&eq.expr, &mut rhs);
         outputs.push(errors.keep(&eq.expr, r, &mut rhs));
     }
     let rhs = rhs.finish(outputs);
@@ -540,18 +540,22 @@ impl<'s> Compiler<'s> {
         if let Some(e) = self.parsed.get(&src.text) {
             return Ok(Rc::clone(e));
         }
-        let e = parser::parse(&src.text).map_err(|e| {
-            let (line, column) = src.origin.position(e.span.col);
-            Error::model_at(Diagnostic {
-                message: format!("{}: {}", src.location, parser::render_error(&src.text, &e)),
-                location: src.location.clone(),
-                line,
-                column,
-            })
-        })?;
-        let e = Rc::new(e);
+        let e = Rc::new(parse_uncached(src)?);
         self.parsed.insert(src.text.clone(), Rc::clone(&e));
         Ok(e)
+    }
+
+    /// Lowers a state's equation, parsed without keeping the tree: each equation is lowered
+    /// once, so a cache would only hold every tree of the model until the end of the load
+    /// (at 10^6 states, hundreds of MB written once and freed at the end, cache-cold).
+    fn lower_equation(&mut self, src: &Source, b: &mut ProgramBuilder) -> Result<Reg> {
+        let e = parse_uncached(src)?;
+        let ctx = Ctx {
+            location: &src.location,
+            text: &src.text,
+            origin: &src.origin,
+        };
+        self.lower(&e, b, &[], &ctx)
     }
 
     fn lower_source(
@@ -1142,6 +1146,19 @@ impl<'s> Compiler<'s> {
             }
         }
     }
+}
+
+/// The expression of `src`, or its syntax error placed in the file.
+fn parse_uncached(src: &Source) -> Result<Expr> {
+    parser::parse(&src.text).map_err(|e| {
+        let (line, column) = src.origin.position(e.span.col);
+        Error::model_at(Diagnostic {
+            message: format!("{}: {}", src.location, parser::render_error(&src.text, &e)),
+            location: src.location.clone(),
+            line,
+            column,
+        })
+    })
 }
 
 fn lag_macro(b: &mut ProgramBuilder, name: &str, cur: Reg, prev: Reg, a: &[Reg]) -> Reg {

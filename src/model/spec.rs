@@ -512,6 +512,18 @@ fn string_list(v: &Value, location: &str) -> Result<Vec<String>> {
 
 /// Every key of `t` not in `allowed` is an error at that key, with a did-you-mean.
 fn unknown_keys(cx: &Cx, t: &Table, allowed: &[&str], path: &[&str]) -> Vec<Error> {
+    unknown_keys_but(cx, t, allowed, &[], path)
+}
+
+/// [`unknown_keys`], passing over the keys in `reported` too (reported elsewhere, with
+/// their own message; not offered as allowed).
+fn unknown_keys_but(
+    cx: &Cx,
+    t: &Table,
+    allowed: &[&str],
+    reported: &[&str],
+    path: &[&str],
+) -> Vec<Error> {
     let location = if path.is_empty() {
         "the model file".to_string()
     } else {
@@ -519,7 +531,7 @@ fn unknown_keys(cx: &Cx, t: &Table, allowed: &[&str], path: &[&str]) -> Vec<Erro
     };
     let mut out = Vec::new();
     for key in t.keys() {
-        if !allowed.contains(&key.as_str()) {
+        if !allowed.contains(&key.as_str()) && !reported.contains(&key.as_str()) {
             let mut p = path.to_vec();
             p.push(key);
             let what = if path.is_empty() { "table" } else { "key" };
@@ -1069,28 +1081,30 @@ fn parse_equations(
             "unknown key 'exprs' in [equations]: the key is singular, 'expr'",
         ));
     }
-    let mut e_eq = eq.clone();
-    e_eq.remove("exprs");
-    errs.extend(unknown_keys(
+    // `exprs` has its own message above. (The table is not copied to leave it out: it holds
+    // every equation of the model.)
+    errs.extend(unknown_keys_but(
         cx,
-        &e_eq,
+        eq,
         &["rhs", "expr", "jacobian"],
+        &["exprs"],
         &["equations"],
     ));
     let state_index = first_index(states.iter().copied());
     let mut equations: Vec<Equation> = Vec::new();
-    let mut defined_at: Vec<Option<String>> = vec![None; states.len()];
+    // Index into `equations` of each state's equation (its location names the first one).
+    let mut defined_at: Vec<Option<usize>> = vec![None; states.len()];
     let mut define = |state: usize, src: Source, path: &[&str]| -> Result<()> {
-        if let Some(prev) = &defined_at[state] {
+        if let Some(prev) = defined_at[state] {
             return Err(cx.err(
                 path,
                 format!(
-                    "state '{}' has two equations: {prev} and {}",
-                    states[state], src.location
+                    "state '{}' has two equations: {} and {}",
+                    states[state], equations[prev].expr.location, src.location
                 ),
             ));
         }
-        defined_at[state] = Some(src.location.clone());
+        defined_at[state] = Some(equations.len());
         equations.push(Equation { state, expr: src });
         Ok(())
     };
