@@ -262,11 +262,27 @@ struct ProgramBuilder {
     /// nothing but its arguments and the model's globals, so the same call is the same value.
     /// Each distinct call is lowered once (nested calls cost linear, not exponential, time).
     calls: HashMap<(usize, Vec<Reg>), Reg>,
+    /// Register of each state's load so far (`NO_REG`: none yet), by state index: every
+    /// state is loaded in a large model, and a vector lookup keeps those out of `index`.
+    state_regs: Vec<Reg>,
 }
+
+const NO_REG: Reg = Reg::MAX;
 
 impl ProgramBuilder {
     fn push(&mut self, op: Op) -> Reg {
         let op = self.fold(op);
+        if let Op::State(s) = op {
+            let s = s as usize;
+            if s >= self.state_regs.len() {
+                self.state_regs.resize(s + 1, NO_REG);
+            }
+            if self.state_regs[s] == NO_REG {
+                self.state_regs[s] = self.ops.len() as Reg;
+                self.ops.push(op);
+            }
+            return self.state_regs[s];
+        }
         let key = OpKey::from(op);
         if let Some(r) = self.index.get(&key) {
             return *r;

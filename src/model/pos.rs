@@ -3,20 +3,24 @@
 //! point into the file rather than into an expression string.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 // Seeded fast hashing: a model of 10^6 states has 2*10^6 paths, each hashed once to build
 // and once to look up.
 use foldhash::{HashMap, HashMapExt, HashSet};
 use toml::de::{DeTable, DeValue};
 
-/// Span index of one TOML document.
+/// Span index of one TOML document, built when a position is first asked for: a load that
+/// succeeds asks for none, and a model of 10^6 states has 2*10^6 paths (a few hundred MB of
+/// index, and a fifth of the load time, when it was built at every load).
 #[derive(Debug, Default)]
 pub struct DocIndex {
     text: String,
-    line_starts: Vec<usize>,
+    /// Whether `text` is known not to parse (then there are no spans).
+    unparsable: bool,
+    line_starts: OnceLock<Vec<usize>>,
     /// Path (keys joined by U+001F) → (key span, value span), byte ranges into `text`.
-    spans: HashMap<String, (Range<usize>, Range<usize>)>,
+    spans: OnceLock<HashMap<String, (Range<usize>, Range<usize>)>>,
     /// Paths whose values were moved here by a mod: positions are looked up at the source.
     aliases: HashMap<String, String>,
     /// Paths whose values came from another text (a mod file): no position in this one.
@@ -31,46 +35,40 @@ pub fn key(path: &[&str]) -> String {
 impl DocIndex {
     /// Indexes `text`; an unparsable document gives an index without spans.
     pub fn new(text: &str) -> DocIndex {
-        match DeTable::parse(text) {
-            Ok(doc) => DocIndex::of_parsed(text, Some(doc.get_ref())),
-            Err(_) => DocIndex::of_parsed(text, None),
+        DocIndex {
+            text: text.to_string(),
+            ..DocIndex::default()
         }
     }
 
-    /// Indexes `text`, already parsed as `doc` (so a load parses its TOML once).
+    /// Indexes `text`, already parsed as `doc` (`None`: it does not parse). The spans are
+    /// read from the text again if they are ever needed, which is on an error only.
     pub fn of_parsed(text: &str, doc: Option<&DeTable<'_>>) -> DocIndex {
-        let mut line_starts = vec![0];
-        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        let mut ix = DocIndex {
-            text: text.to_string(),
-            line_starts,
-            spans: HashMap::new(),
-            aliases: HashMap::new(),
-            foreign: Default::default(),
-        };
-        if let Some(doc) = doc {
-            let mut stack: Vec<(String, &DeTable<'_>)> = vec![(String::new(), doc)];
-            let mut arrays: Vec<(String, &[toml::Spanned<DeValue<'_>>])> = Vec::new();
-            // Iterative walk: nesting depth of the document cannot exhaust the stack.
-            while !stack.is_empty() || !arrays.is_empty() {
-                if let Some((prefix, table)) = stack.pop() {
-                    ix.spans.reserve(table.len());
-                    for (k, v) in table.iter() {
-                        let path = join(&prefix, k.get_ref());
-                        push_value(&path, v.get_ref(), &mut stack, &mut arrays);
-                        ix.spans.insert(path, (k.span(), v.span()));
-                    }
-                } else if let Some((prefix, items)) = arrays.pop() {
-                    ix.spans.reserve(items.len());
-                    for (i, v) in items.iter().enumerate() {
-                        let path = join(&prefix, &i.to_string());
-                        push_value(&path, v.get_ref(), &mut stack, &mut arrays);
-                        ix.spans.insert(path, (v.span(), v.span()));
-                    }
-                }
-            }
+        DocIndex {
+            unparsable: doc.is_none(),
+            ..DocIndex::new(text)
         }
-        ix
+    }
+
+    fn line_starts(&self) -> &[usize] {
+        self.line_starts.get_or_init(|| {
+            let mut line_starts = vec![0];
+            line_starts.extend(self.text.match_indices('\n').map(|(i, _)| i + 1));
+            line_starts
+        })
+    }
+
+    fn spans(&self) -> &HashMap<String, (Range<usize>, Range<usize>)> {
+        self.spans.get_or_init(|| {
+            let mut spans = HashMap::new();
+            if self.unparsable {
+                return spans;
+            }
+            if let Ok(doc) = DeTable::parse(&self.text) {
+                index_spans(doc.get_ref(), &mut spans);
+            }
+            spans
+        })
     }
 
     /// Records that the value at `to` came from `from` (a mod).
@@ -89,42 +87,48 @@ impl DocIndex {
     }
 
     fn lookup(&self, path: &[&str]) -> Option<&(Range<usize>, Range<usize>)> {
-        // The key of every prefix of the path is a prefix of the path's key: one string
-        // serves every length (a load looks up a path per state).
-        let full_key = key(path);
-        // The separator is one byte.
-        let prefix = |n: usize| {
-            let end = path[..n].iter().map(|p| p.len()).sum::<usize>() + n - 1;
-            &full_key[..end]
-        };
-        if !self.foreign.is_empty() && (1..=path.len()).any(|n| self.foreign.contains(prefix(n))) {
+        self.lookup_key(&key(path))
+    }
+
+    /// [`DocIndex::lookup`] of a path given as its key.
+    fn lookup_key(&self, full_key: &str) -> Option<&(Range<usize>, Range<usize>)> {
+        // The key of every prefix of the path is a prefix of the path's key.
+        let mut ends: Vec<usize> = full_key.match_indices('\u{1f}').map(|(i, _)| i).collect();
+        ends.push(full_key.len());
+        let prefix = |n: usize| &full_key[..ends[n - 1]];
+        let parts = ends.len();
+        if !self.foreign.is_empty() && (1..=parts).any(|n| self.foreign.contains(prefix(n))) {
             return None;
         }
+        let spans = self.spans();
         // The longest prefix of the path that is known (aliases first, at every length).
-        for n in (1..=path.len()).rev() {
+        for n in (1..=parts).rev() {
             let k = prefix(n);
             if let Some(from) = self.aliases.get(k) {
-                let mut full = from.clone();
-                for extra in &path[n..] {
-                    full.push('\u{1f}');
-                    full.push_str(extra);
-                }
-                if let Some(s) = self.spans.get(&full).or_else(|| self.spans.get(from)) {
+                // The alias's source, with the rest of the path (separator included).
+                let full = format!("{from}{}", &full_key[k.len()..]);
+                if let Some(s) = spans.get(&full).or_else(|| spans.get(from)) {
                     return Some(s);
                 }
             }
-            if let Some(s) = self.spans.get(k) {
+            if let Some(s) = spans.get(k) {
                 return Some(s);
             }
         }
         None
     }
 
+    /// Byte span of the value at the path whose key is `path_key`.
+    pub fn value_span_of_key(&self, path_key: &str) -> Option<Range<usize>> {
+        self.lookup_key(path_key).map(|(_, v)| v.clone())
+    }
+
     /// (line, column) of byte offset `at`, both 1-based, the column in characters.
     pub fn line_col(&self, at: usize) -> (usize, usize) {
         let at = at.min(self.text.len());
-        let line = self.line_starts.partition_point(|&s| s <= at).max(1);
-        let start = self.line_starts[line - 1];
+        let line_starts = self.line_starts();
+        let line = line_starts.partition_point(|&s| s <= at).max(1);
+        let start = line_starts[line - 1];
         let col = self
             .text
             .get(start..at)
@@ -156,6 +160,30 @@ impl DocIndex {
         match string_offsets(raw).and_then(|o| o.get(char_index).copied()) {
             Some(off) => self.line_col(span.start + off),
             None => self.line_col(span.start),
+        }
+    }
+}
+
+/// Every key and array item of `doc` by path.
+fn index_spans(doc: &DeTable<'_>, spans: &mut HashMap<String, (Range<usize>, Range<usize>)>) {
+    let mut stack: Vec<(String, &DeTable<'_>)> = vec![(String::new(), doc)];
+    let mut arrays: Vec<(String, &[toml::Spanned<DeValue<'_>>])> = Vec::new();
+    // Iterative walk: nesting depth of the document cannot exhaust the stack.
+    while !stack.is_empty() || !arrays.is_empty() {
+        if let Some((prefix, table)) = stack.pop() {
+            spans.reserve(table.len());
+            for (k, v) in table.iter() {
+                let path = join(&prefix, k.get_ref());
+                push_value(&path, v.get_ref(), &mut stack, &mut arrays);
+                spans.insert(path, (k.span(), v.span()));
+            }
+        } else if let Some((prefix, items)) = arrays.pop() {
+            spans.reserve(items.len());
+            for (i, v) in items.iter().enumerate() {
+                let path = join(&prefix, &i.to_string());
+                push_value(&path, v.get_ref(), &mut stack, &mut arrays);
+                spans.insert(path, (v.span(), v.span()));
+            }
         }
     }
 }
@@ -253,7 +281,8 @@ pub fn string_offsets(raw: &str) -> Option<Vec<usize>> {
 #[derive(Debug, Clone, Default)]
 pub struct Origin {
     pub(crate) doc: Option<Arc<DocIndex>>,
-    pub(crate) span: Option<Range<usize>>,
+    /// Key of the value's path in `doc` (its span is looked up when a position is asked for).
+    pub(crate) path_key: Option<String>,
     pub(crate) skip_chars: usize,
 }
 
@@ -268,9 +297,13 @@ impl PartialEq for Origin {
 impl Origin {
     /// (line, column) of 1-based column `col` of the expression; (0, 0) when not known.
     pub fn position(&self, col: usize) -> (usize, usize) {
-        match (&self.doc, &self.span) {
-            (Some(doc), Some(span)) => doc.char_pos(span, self.skip_chars + col.max(1) - 1),
-            _ => (0, 0),
+        let span = match (&self.doc, &self.path_key) {
+            (Some(doc), Some(k)) => doc.value_span_of_key(k).map(|span| (doc, span)),
+            _ => None,
+        };
+        match span {
+            Some((doc, span)) => doc.char_pos(&span, self.skip_chars + col.max(1) - 1),
+            None => (0, 0),
         }
     }
 

@@ -413,7 +413,7 @@ impl Cx {
             text,
             origin: Origin {
                 doc: Some(self.ix.clone()),
-                span: self.ix.value_span(path),
+                path_key: Some(super::pos::key(path)),
                 skip_chars: 0,
             },
         }
@@ -466,6 +466,16 @@ fn string_at(v: &Value, location: &str) -> Result<String> {
             "{location} must be a string expression, found {}",
             other.type_str()
         ))),
+    }
+}
+
+/// The value when it is a plain number (what [`ModelBuilder::numeric_value`] gives it,
+/// without building the location its errors would name).
+fn plain_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Integer(i) => Some(*i as f64),
+        Value::Float(f) => Some(*f),
+        _ => None,
     }
 }
 
@@ -698,7 +708,9 @@ impl ModelBuilder {
             None => {}
             Some(t) => {
                 for (k, v) in t {
-                    let x = self.numeric_value(v, &["states", k], &format!("[states].{k}"));
+                    let x = plain_number(v).or_else(|| {
+                        self.numeric_value(v, &["states", k], &format!("[states].{k}"))
+                    });
                     states.push((k.clone(), x.unwrap_or(0.0)));
                 }
             }
@@ -706,7 +718,8 @@ impl ModelBuilder {
         let mut params = Vec::new();
         if let Some(p) = self.table(doc, "params") {
             for (k, v) in p {
-                let x = self.numeric_value(v, &["params", k], &format!("[params].{k}"));
+                let x = plain_number(v)
+                    .or_else(|| self.numeric_value(v, &["params", k], &format!("[params].{k}")));
                 params.push((k.clone(), x.unwrap_or(0.0)));
             }
         }
@@ -1133,7 +1146,7 @@ fn parse_equations(
                     };
                     let r = cx
                         .at(&path, string_at(v, &loc))
-                        .and_then(|text| define(i, cx.source(&path, loc.clone(), text), &path));
+                        .and_then(|text| define(i, cx.source(&path, loc, text), &path));
                     if let Err(e) = r {
                         errs.push(e);
                     }

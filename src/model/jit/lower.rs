@@ -79,7 +79,16 @@ pub(super) fn cl_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::internal(format!("native code generation failed ({what}): {e}"))
 }
 
-pub(super) fn new_module() -> Result<JITModule> {
+/// What Cranelift optimises a module for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tuning {
+    /// The fastest code (small models, fused loops).
+    Speed,
+    /// The shortest compile (models whose programs are split into chunks).
+    CompileTime,
+}
+
+pub(super) fn new_module(tuning: Tuning) -> Result<JITModule> {
     if cfg!(not(target_pointer_width = "64")) {
         return Err(Error::internal(
             "native code needs a 64-bit target; use the interpreter",
@@ -101,8 +110,20 @@ pub(super) fn new_module() -> Result<JITModule> {
     flags
         .set("is_pic", "false")
         .map_err(|e| cl_error("flags", e))?;
+    // Large programs are compiled for compile time: without Cranelift's egraph pass and
+    // with its single-pass register allocator, native code for a chain of 10^5 states builds
+    // in about half the time and its straight-line chunks ran no slower (scale_bench
+    // `100000 x phases` / `x firstrun`, README Scale). The arithmetic is the same IEEE
+    // operations either way (Cranelift does no value-changing float rewrites at any level).
+    let (opt_level, regalloc) = match tuning {
+        Tuning::Speed => ("speed", "backtracking"),
+        Tuning::CompileTime => ("none", "single_pass"),
+    };
     flags
-        .set("opt_level", "speed")
+        .set("opt_level", opt_level)
+        .map_err(|e| cl_error("flags", e))?;
+    flags
+        .set("regalloc_algorithm", regalloc)
         .map_err(|e| cl_error("flags", e))?;
     // Frames of large functions (spill areas, register spills) may exceed a guard page:
     // probe them, so running out of stack faults on the guard page instead of skipping it.
@@ -136,7 +157,16 @@ pub fn lower_model(model: &CompiledModel, layout: &[LagSlot], bounds: Bounds) ->
             return Err(Error::internal("lag slot outside the lag ring"));
         }
     }
-    let mut lw = Lowerer::new(layout, bounds.clone())?;
+    let large = [&model.rhs, &model.aux]
+        .into_iter()
+        .chain(&model.jacobian)
+        .any(|p| p.ops.len() > CHUNK_OPS);
+    let tuning = if large {
+        Tuning::CompileTime
+    } else {
+        Tuning::Speed
+    };
+    let mut lw = Lowerer::with_tuning(layout, bounds.clone(), tuning)?;
     let rhs = lw.function(Body::Outputs(&model.rhs))?;
     let aux = lw.function(Body::Outputs(&model.aux))?;
     let mut events = Vec::new();
@@ -234,8 +264,12 @@ impl Frame {
 
 impl<'a> Lowerer<'a> {
     pub fn new(layout: &'a [LagSlot], bounds: Bounds) -> Result<Self> {
+        Lowerer::with_tuning(layout, bounds, Tuning::Speed)
+    }
+
+    pub fn with_tuning(layout: &'a [LagSlot], bounds: Bounds, tuning: Tuning) -> Result<Self> {
         Ok(Lowerer {
-            module: new_module()?,
+            module: new_module(tuning)?,
             fctx: FunctionBuilderContext::new(),
             imports: HashMap::new(),
             layout,
