@@ -168,14 +168,20 @@ impl<'a> From<&'a str> for SegmentRef<'a> {
 }
 
 pub(crate) fn now_iso8601() -> String {
+    now_iso8601_shared().to_string()
+}
+
+/// [`now_iso8601`] as text shared by every call within the same second.
+pub(crate) fn now_iso8601_shared() -> std::sync::Arc<str> {
     use std::time::{SystemTime, UNIX_EPOCH};
-    // The text only changes once a second: snapshots taken in a burst reuse it instead of
-    // formatting a date each (a third of a small snapshot's cost).
+    // The text only changes once a second: snapshots taken in a burst share it instead of
+    // formatting a date each (a third of a small snapshot's cost) or copying it.
     thread_local! {
-        static LAST: std::cell::RefCell<Option<(u64, String)>> = const { std::cell::RefCell::new(None) };
+        static LAST: std::cell::RefCell<Option<(u64, std::sync::Arc<str>)>> =
+            const { std::cell::RefCell::new(None) };
     }
     let now = SystemTime::now();
-    let format = || humantime::format_rfc3339_seconds(now).to_string();
+    let format = || std::sync::Arc::from(humantime::format_rfc3339_seconds(now).to_string());
     let Ok(secs) = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()) else {
         return format();
     };
@@ -897,7 +903,7 @@ impl Sim {
         self.snapshots.insert_first(Snapshot {
             name: "initial".into(),
             description: "auto-created before the first run".into(),
-            created_at: now_iso8601(),
+            created_at: now_iso8601_shared(),
             state,
             pins: self.pins.clone(),
         });
@@ -928,7 +934,7 @@ impl Sim {
         self.snapshots.push(Snapshot {
             name: name.to_string(),
             description: description.to_string(),
-            created_at: now_iso8601(),
+            created_at: now_iso8601_shared(),
             state: self.state.clone(),
             pins: self.pins.clone(),
         });
@@ -943,7 +949,7 @@ impl Sim {
                 name: s.name.clone(),
                 t: s.state.t,
                 step: s.state.step,
-                created_at: s.created_at.clone(),
+                created_at: s.created_at.to_string(),
                 description: s.description.clone(),
             })
             .collect()
@@ -977,7 +983,7 @@ impl Sim {
                     "name": s.name,
                     "t": json_f64(s.t),
                     "step": s.step,
-                    "created_at": s.created_at,
+                    "created_at": &*s.created_at,
                     "description": s.description,
                 })
             })

@@ -67,7 +67,7 @@ impl Sim {
                     &snap.state,
                     &snap.name,
                     &snap.description,
-                    snap.created_at.clone(),
+                    snap.created_at.to_string(),
                 ))
             }
         }
