@@ -202,6 +202,8 @@ pub struct Sim {
     snapshots: super::snapshot_store::SnapshotStore,
     /// Bytes of the last too-large serialization (see `Sim::with_serialized`).
     pub(crate) sized_bytes: Option<super::snapshot_file::SizedBytes>,
+    /// The last run's stepper, for the next run (see `Runner::reusing`).
+    spare_stepper: super::runner::SpareStepper,
     initial_created: bool,
     rec: Option<Recording>,
     /// The recording selection fixed by the first recorded run after a reset.
@@ -327,6 +329,7 @@ impl Sim {
             state: SessionState::bootstrap(model, info),
             snapshots: Default::default(),
             sized_bytes: None,
+            spare_stepper: Default::default(),
             initial_created: false,
             rec: None,
             selection: None,
@@ -460,7 +463,7 @@ impl Sim {
         let mut runner;
         let mut fresh_seed = None;
         if opts.resume {
-            runner = Runner::new(model, info, &st)?;
+            runner = Runner::reusing(model, info, &st, self.spare_stepper.0.take())?;
         } else {
             st.t = opts.t0.unwrap_or(model.sim.t0);
             if let Some(ic) = &opts.ic {
@@ -483,7 +486,7 @@ impl Sim {
             st.init_lag(model);
             st.stepper_ws = stepper::create(info, model.n_states()).save();
             fresh_seed = Some(st.clone());
-            runner = Runner::new(model, info, &st)?;
+            runner = Runner::reusing(model, info, &st, self.spare_stepper.0.take())?;
             runner.restart();
         }
         let t0 = st.t;
@@ -660,7 +663,7 @@ impl Sim {
         self.last_run = runner.stats();
         self.last_run.steps += outside_steps;
         self.last_run.fused_steps += outside_steps;
-        runner.finish(&mut st);
+        self.spare_stepper.0 = Some(runner.finish(&mut st));
 
         if rec.len() > ms {
             let last = rec.len() - 1;

@@ -157,6 +157,23 @@ pub struct Runner<'m> {
     fused: fused::FusedState,
 }
 
+/// The stepper of a session's last successful run, kept for [`Runner::reusing`]. A copy of
+/// the session starts without one (a cache, not state: a new stepper would be the same).
+#[derive(Default)]
+pub(crate) struct SpareStepper(pub Option<Box<dyn Stepper>>);
+
+impl Clone for SpareStepper {
+    fn clone(&self) -> Self {
+        SpareStepper(None)
+    }
+}
+
+impl std::fmt::Debug for SpareStepper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SpareStepper")
+    }
+}
+
 impl<'m> Runner<'m> {
     /// The stepper's carried history for a native loop (`Stepper::fused_carry`): a lock-step
     /// kernel advancing this run outside the runner continues from it and writes it back.
@@ -165,7 +182,26 @@ impl<'m> Runner<'m> {
     }
 
     pub fn new(model: &'m Model, info: &'static StepperInfo, st: &SessionState) -> Result<Self> {
-        let mut stepper = stepper::create(info, model.n_states());
+        Runner::reusing(model, info, st, None)
+    }
+
+    /// [`Runner::new`] with the stepper of a previous run (from [`Runner::finish`]) when it
+    /// may serve again: the same method, explicit, carrying nothing between steps (an empty
+    /// workspace) — so it holds no state at all, and a new one would be the same. A tagged
+    /// segment of a long series of short runs then makes no stepper.
+    pub fn reusing(
+        model: &'m Model,
+        info: &'static StepperInfo,
+        st: &SessionState,
+        spare: Option<Box<dyn Stepper>>,
+    ) -> Result<Self> {
+        let reusable = |s: &Box<dyn Stepper>| {
+            std::ptr::eq(s.info(), info) && !info.implicit && st.stepper_ws.is_empty()
+        };
+        let mut stepper = match spare.filter(reusable) {
+            Some(s) => s,
+            None => stepper::create(info, model.n_states()),
+        };
         stepper.load(&st.stepper_ws)?;
         Ok(Runner {
             model,
@@ -205,8 +241,11 @@ impl<'m> Runner<'m> {
         self.stats
     }
 
-    pub fn finish(self, st: &mut SessionState) {
+    /// Saves the stepper's carried arrays into `st`; returns the stepper, which
+    /// [`Runner::reusing`] may use again.
+    pub fn finish(self, st: &mut SessionState) -> Box<dyn Stepper> {
         st.stepper_ws = self.stepper.save();
+        self.stepper
     }
 
     /// Runs until the horizon, the stop condition or an error.
