@@ -519,3 +519,77 @@ fn the_runtime_layout_is_the_written_one() {
         assert_eq!(written, layout);
     }
 }
+
+/// A chain of `n` states in the model language (`x_i' = k (x_{i-1} - x_i)`).
+fn chain(n: usize) -> String {
+    let mut s = String::from("[model]\ntype = \"ode\"\n\n[states]\n");
+    for i in 0..n {
+        s.push_str(&format!("x{i} = {}\n", if i == 0 { 1.0 } else { 0.0 }));
+    }
+    s.push_str("\n[params]\nk = 0.5\n\n[equations.rhs]\nx0 = \"-k*x0\"\n");
+    for i in 1..n {
+        s.push_str(&format!("x{i} = \"k*(x{} - x{i})\"\n", i - 1));
+    }
+    s
+}
+
+#[test]
+fn errors_in_a_large_model_point_at_their_line_and_column() {
+    // The position index is built only when an error needs it: these positions come from it.
+    let n = 5000;
+    let text = chain(n);
+    // Line of the equation of x_i: 4 header lines, n states, 5 more lines, then x0, x1, ...
+    let line_of = |i: usize| 4 + n + 5 + i + 1;
+    let bad = text.replace("\"k*(x4320 - x4321)\"", "\"k*(x4320 - y4321)\"");
+    let e = Model::from_toml(&bad).unwrap_err();
+    let d = &e.diagnostics()[0];
+    assert_eq!(d.location, "[equations.rhs].x4321", "{e}");
+    assert!(d.message.contains("y4321"), "{e}");
+    // `y4321` starts at character 12 of the string, which starts at column 9 (after `"`).
+    assert_eq!((d.line, d.column), (line_of(4321), 9 + 12), "{e}");
+    // A syntax error inside an expression string, and a key that is not a state.
+    let bad = text.replace("\"k*(x4320 - x4321)\"", "\"k*(x4320 - x4321\"");
+    let d = Model::from_toml(&bad).unwrap_err().diagnostics()[0].clone();
+    assert_eq!(d.line, line_of(4321));
+    let bad = text.replace("x17 = \"k*(x16 - x17)\"", "z17 = \"k*(x16 - x17)\"");
+    let d = Model::from_toml(&bad).unwrap_err().diagnostics()[0].clone();
+    assert_eq!((d.line, d.column), (line_of(17), 1), "{}", d.message);
+    // A state whose initial value is a string expression still reads as a number.
+    let text = text.replace("x3 = 0\n", "x3 = \"2*pi\"\n");
+    let m = Model::from_toml(&text).unwrap();
+    let sim = Sim::new(&m).unwrap();
+    assert_eq!(sim.state()[3], 2.0 * std::f64::consts::PI);
+}
+
+#[test]
+fn runs_reusing_the_last_stepper_stay_exact_through_failed_runs() {
+    // Resumed runs reuse the previous run's stepper when it carries nothing (rk4); the others
+    // make theirs. A failed run in between (max_steps) must not leave anything behind.
+    let m = Model::load("builtin://ode/lorenz").unwrap();
+    for method in ["rk4", "euler", "rk45", "bdf"] {
+        let dt = 1.0 / 128.0;
+        let mut whole = Sim::with_stepper(&m, Some(method)).unwrap();
+        whole
+            .run(&RunOptions::new().t(2.0).dt(dt).record(false))
+            .unwrap();
+        let mut split = Sim::with_stepper(&m, Some(method)).unwrap();
+        split
+            .run(&RunOptions::new().t(0.25).dt(dt).tag("s"))
+            .unwrap();
+        for k in 2..=8 {
+            let e = split
+                .run(&RunOptions::new().t(2.0).resume(true).max_steps(1))
+                .unwrap_err();
+            assert!(e.message().contains("max_steps"), "{method}: {e}");
+            split
+                .run(&RunOptions::new().t(0.25 * k as f64).resume(true).tag("s"))
+                .unwrap();
+        }
+        assert_eq!(bits(split.state()), bits(whole.state()), "{method}");
+        // A copy of the session (which starts without a kept stepper) continues the same.
+        let mut copy = split.clone();
+        split.run(&RunOptions::new().t(2.5).resume(true)).unwrap();
+        copy.run(&RunOptions::new().t(2.5).resume(true)).unwrap();
+        assert_eq!(bits(split.state()), bits(copy.state()), "{method}");
+    }
+}
