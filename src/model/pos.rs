@@ -10,6 +10,9 @@ use std::sync::{Arc, OnceLock};
 use foldhash::{HashMap, HashMapExt, HashSet};
 use toml::de::{DeTable, DeValue};
 
+/// Path (keys joined by U+001F) → (key span, value span).
+type Spans = HashMap<String, (Range<usize>, Range<usize>)>;
+
 /// Span index of one TOML document, built when a position is first asked for: a load that
 /// succeeds asks for none, and a model of 10^6 states has 2*10^6 paths (a few hundred MB of
 /// index, and a fifth of the load time, when it was built at every load).
@@ -20,7 +23,7 @@ pub struct DocIndex {
     unparsable: bool,
     line_starts: OnceLock<Vec<usize>>,
     /// Path (keys joined by U+001F) → (key span, value span), byte ranges into `text`.
-    spans: OnceLock<HashMap<String, (Range<usize>, Range<usize>)>>,
+    spans: OnceLock<Spans>,
     /// Paths whose values were moved here by a mod: positions are looked up at the source.
     aliases: HashMap<String, String>,
     /// Paths whose values came from another text (a mod file): no position in this one.
@@ -58,7 +61,7 @@ impl DocIndex {
         })
     }
 
-    fn spans(&self) -> &HashMap<String, (Range<usize>, Range<usize>)> {
+    fn spans(&self) -> &Spans {
         self.spans.get_or_init(|| {
             let mut spans = HashMap::new();
             if self.unparsable {
@@ -165,7 +168,7 @@ impl DocIndex {
 }
 
 /// Every key and array item of `doc` by path.
-fn index_spans(doc: &DeTable<'_>, spans: &mut HashMap<String, (Range<usize>, Range<usize>)>) {
+fn index_spans(doc: &DeTable<'_>, spans: &mut Spans) {
     let mut stack: Vec<(String, &DeTable<'_>)> = vec![(String::new(), doc)];
     let mut arrays: Vec<(String, &[toml::Spanned<DeValue<'_>>])> = Vec::new();
     // Iterative walk: nesting depth of the document cannot exhaust the stack.

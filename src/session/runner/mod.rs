@@ -195,10 +195,10 @@ impl<'m> Runner<'m> {
         st: &SessionState,
         spare: Option<Box<dyn Stepper>>,
     ) -> Result<Self> {
-        let reusable = |s: &Box<dyn Stepper>| {
+        let reusable = |s: &dyn Stepper| {
             std::ptr::eq(s.info(), info) && !info.implicit && st.stepper_ws.is_empty()
         };
-        let mut stepper = match spare.filter(reusable) {
+        let mut stepper = match spare.filter(|s| reusable(s.as_ref())) {
             Some(s) => s,
             None => stepper::create(info, model.n_states()),
         };
