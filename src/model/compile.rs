@@ -138,8 +138,11 @@ fn compile_collect(spec: &ModelSpec, poisoned: &[String], errors: &mut Errors) -
         let r = cx.lower_source(&f.expr, &mut b, &scope);
         errors.keep(&f.expr, r, &mut b);
     }
+    // About two shared instructions per equation (a large model's usual size), reserved at
+    // once rather than grown by rehashing.
     let mut rhs = ProgramBuilder::default();
-    let mut outputs = Vec::new();
+    rhs.index.reserve(2 * spec.equations.len());
+    let mut outputs = Vec::with_capacity(spec.equations.len());
     for eq in &spec.equations {
         let r = cx.lower_equation(&eq.expr, &mut rhs);
         outputs.push(errors.keep(&eq.expr, r, &mut rhs));
@@ -527,7 +530,9 @@ impl<'s> Compiler<'s> {
             depth: 0,
             poisoned: &[],
             names: {
-                let mut m: HashMap<&'s str, (u8, usize)> = HashMap::new();
+                let mut m: HashMap<&'s str, (u8, usize)> = HashMap::with_capacity(
+                    spec.states.len() + spec.params.len() + spec.aux.len() + spec.constants.len(),
+                );
                 let groups = [&spec.states, &spec.params];
                 for (g, list) in groups.iter().enumerate() {
                     for (i, (n, _)) in list.iter().enumerate() {

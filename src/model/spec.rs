@@ -1205,8 +1205,11 @@ fn parse_equations(
             ));
         }
     }
-    // Equations are evaluated in state order whatever the order they were written in.
-    equations.sort_by_key(|e| e.state);
+    // Equations are evaluated in state order whatever the order they were written in
+    // (usually that order already: then no sort, whose scratch is half the list).
+    if !equations.is_sorted_by_key(|e| e.state) {
+        equations.sort_by_key(|e| e.state);
+    }
 
     let read_jacobian = || -> Result<Jacobian> {
         Ok(match eq.get("jacobian") {
@@ -1580,7 +1583,13 @@ fn parse_preset(cx: &Cx, name: &str, v: &Value) -> Result<PresetSpec> {
 fn check_names(cx: &Cx, spec: &ModelSpec) -> Vec<Error> {
     let mut errs = Vec::new();
     let builtins: HashSet<&str> = super::compile::builtin_names().into_iter().collect();
-    let mut seen: HashMap<&str, &str> = Default::default();
+    let mut seen: HashMap<&str, &str> = HashMap::with_capacity(
+        spec.constants.len()
+            + spec.states.len()
+            + spec.params.len()
+            + spec.aux.len()
+            + spec.functions.len(),
+    );
     let groups: [(&str, Vec<&str>); 5] = [
         (
             "constants",
@@ -1670,7 +1679,8 @@ fn check_names(cx: &Cx, spec: &ModelSpec) -> Vec<Error> {
 
 /// Name → position of its first occurrence, so each lookup costs O(1) however many names.
 pub(crate) fn first_index<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usize> {
-    let mut m = HashMap::new();
+    // Sized once: growing a map of 10^6 names rehashes it about 20 times.
+    let mut m = HashMap::with_capacity(names.size_hint().0);
     for (i, n) in names.enumerate() {
         m.entry(n).or_insert(i);
     }
