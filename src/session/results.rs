@@ -313,7 +313,7 @@ impl Recording {
             Some(_) => 2,
         };
         let (k, name) = (hint.max(2)..)
-            .map(|k| (k, format!("{wanted}-{k}")))
+            .map(|k| (k, suffixed(wanted, k)))
             .find(|(_, c)| !taken(&self.names_index, c))
             .unwrap_or((hint, wanted.to_string()));
         if except.is_none() {
@@ -328,5 +328,38 @@ impl Recording {
             }
         }
         name
+    }
+}
+
+/// `{wanted}-{k}`, built directly: a tagged segment of a series of short runs names itself
+/// this way each run, and `format!` cost more than half of that naming.
+fn suffixed(wanted: &str, k: u64) -> String {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut rest = k;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let mut name = String::with_capacity(wanted.len() + 1 + digits.len() - i);
+    name.push_str(wanted);
+    name.push('-');
+    // ASCII digits.
+    name.extend(digits[i..].iter().map(|&d| d as char));
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn suffixed_names_are_the_formatted_ones() {
+        for k in [0, 2, 9, 10, 301, 1_000_000, u64::MAX] {
+            assert_eq!(super::suffixed("seg", k), format!("seg-{k}"));
+        }
+        assert_eq!(super::suffixed("", 7), "-7");
     }
 }
