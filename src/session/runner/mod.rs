@@ -235,7 +235,6 @@ impl<'m> Runner<'m> {
         self.hooks = hooks;
     }
 
-    /// Saves the stepper's carried arrays into the state.
     /// Steps taken by every `run` of this runner so far.
     pub fn stats(&self) -> RunStats {
         self.stats
