@@ -9,6 +9,7 @@ pub use super::snapshot_store::Snapshot;
 use super::state::{config_hash, SessionPins, SessionState, Status};
 use crate::error::{suggestion_suffix, Error, ErrorKind, Result};
 use crate::model::{Model, ModelKind};
+use crate::persist::timestamp::now_iso8601;
 use crate::stepper::initial_step::{estimate, InitialStep};
 use crate::stepper::{self, knob, knob_index, StepperInfo};
 use std::path::Path;
@@ -167,24 +168,6 @@ impl<'a> From<&'a str> for SegmentRef<'a> {
     }
 }
 
-pub(crate) fn now_iso8601() -> String {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    // The text only changes once a second: snapshots taken in a burst reuse it instead of
-    // formatting a date each (a third of a small snapshot's cost).
-    thread_local! {
-        static LAST: std::cell::RefCell<Option<(u64, String)>> = const { std::cell::RefCell::new(None) };
-    }
-    let now = SystemTime::now();
-    let format = || humantime::format_rfc3339_seconds(now).to_string();
-    let Ok(secs) = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()) else {
-        return format();
-    };
-    LAST.with_borrow_mut(|last| match last {
-        Some((s, text)) if *s == secs => text.clone(),
-        _ => last.insert((secs, format())).1.clone(),
-    })
-}
-
 /// A simulation session over one model and one stepper.
 #[derive(Debug, Clone)]
 pub struct Sim {
@@ -311,7 +294,7 @@ impl Sim {
     /// A session with a given stepper (name or alias); `None` = the model's default.
     pub fn with_stepper(model: &Model, stepper_name: Option<&str>) -> Result<Sim> {
         let info = resolve_stepper(model, stepper_name)?;
-        stepper::validate_config(info, &stepper::default_config(info, &model.sim))
+        stepper::validate_config(info, &model.sim.stepper_config(info))
             .map_err(|e| e.context("the model's [sim] defaults"))?;
         let stepper_template = stepper::create(info, model.n_states()).save();
         Ok(Sim {
@@ -1610,7 +1593,7 @@ impl Sim {
 
     /// The config vector with `items` applied (None = the model default), checked.
     fn checked_stepper_config(&self, items: &[(&str, Option<f64>)]) -> Result<Vec<f64>> {
-        let defaults = stepper::default_config(self.info, &self.model.sim);
+        let defaults = self.model.sim.stepper_config(self.info);
         let mut cfg = self.state.config.clone();
         for (k, v) in items {
             let i = knob_index(self.info, k)?;
@@ -1641,7 +1624,7 @@ impl Sim {
 
     /// Every knob of the stepper with its current value and the model default.
     pub fn stepper_knobs(&self) -> Vec<KnobState> {
-        let defaults = stepper::default_config(self.info, &self.model.sim);
+        let defaults = self.model.sim.stepper_config(self.info);
         self.info
             .config
             .iter()

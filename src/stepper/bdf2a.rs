@@ -19,7 +19,7 @@ use super::newton::{Newton, NewtonConfig, Solve};
 use super::workspace::check_layout;
 use super::{Rhs, StepOutcome, Stepper, StepperInfo, WsArray};
 use crate::error::Result;
-use crate::model::ModelKind;
+use crate::method::ModelKind;
 
 pub static INFO: StepperInfo = StepperInfo {
     name: "bdf2a",

@@ -17,7 +17,7 @@ use super::newton::{Newton, NewtonConfig, Solve};
 use super::workspace::check_layout;
 use super::{step_failed, Rhs, StepOutcome, Stepper, StepperInfo, WsArray};
 use crate::error::Result;
-use crate::model::ModelKind;
+use crate::method::ModelKind;
 
 /// γ = 2 − √2: the trapezoidal stage ends at t + γh.
 pub const GAMMA: f64 = 2.0 - std::f64::consts::SQRT_2;
