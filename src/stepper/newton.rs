@@ -9,13 +9,13 @@
 //! with a known vector `r` and a scalar `c` (the step size times the method's diagonal
 //! coefficient). The iteration matrix is `M = I − c·J` with `J = ∂f/∂y`.
 //!
-//! The fixed-step steppers (bdf2, sdirk2) evaluate the Jacobian once per step, at the starting
+//! bdf2, sdirk2 and tr-bdf2a evaluate the Jacobian once per step, at the starting
 //! guess of the step's first solve (simplified Newton), and factorise once per distinct `c`;
 //! solves with the same `c` share the factorisation. If a later solve fails with that
 //! Jacobian, it is evaluated afresh at that solve's starting guess and the solve is tried
 //! once more. [`Newton::begin_step`] discards both, so these steppers carry nothing.
 //!
-//! The adaptive steppers (bdf2a, tr-bdf2a) keep both across steps as CVODE does
+//! bdf2a keeps both across steps as CVODE does
 //! ([`Newton::reusing`], [`Newton::begin_step_reusing`]): the Jacobian for up to [`MSBJ`]
 //! steps, the factorisation for up to [`MSBP`] steps and while `c` stays within
 //! [`DGMAX`] of the `c` it was made for (the correction is then scaled by 2/(1 + c/c_lu),
@@ -199,7 +199,7 @@ pub enum Solve {
 }
 
 /// Newton solver state: the Jacobian and its factorisation (kept across steps by the
-/// adaptive steppers, see the module docs) and scratch.
+/// bdf2a, see the module docs) and scratch.
 pub struct Newton {
     n: usize,
     /// Keep the Jacobian and factorisation across steps.
@@ -224,7 +224,7 @@ pub struct Newton {
 }
 
 impl Newton {
-    /// A solver that forgets its Jacobian at every step (fixed-step steppers).
+    /// A solver that forgets its Jacobian at every step.
     pub fn new(n: usize) -> Self {
         Newton {
             n,
@@ -245,7 +245,7 @@ impl Newton {
         }
     }
 
-    /// A solver that keeps its Jacobian and factorisation across steps (adaptive steppers).
+    /// A solver that keeps its Jacobian and factorisation across steps (bdf2a).
     pub fn reusing(n: usize) -> Self {
         Newton {
             reuse: true,
@@ -272,13 +272,6 @@ impl Newton {
         self.jac_age = (self.jac_age + 1).min(MSBJ);
         self.lu_age = (self.lu_age + 1).min(MSBP);
         if self.jac_age >= MSBJ {
-            self.forget();
-        }
-    }
-
-    /// Drops a Jacobian kept from an earlier step (one evaluated in this step stays).
-    pub fn refresh_if_old(&mut self) {
-        if self.jac_age > 0 {
             self.forget();
         }
     }
@@ -439,8 +432,8 @@ impl Newton {
         Solve::Converged
     }
 
-    /// `v ← (I − c'·J)⁻¹·v` with the current factorisation (c' within [`DGMAX`] of the last
-    /// solve's `c`); false (and `v` unchanged) when there is none.
+    /// `v ← (I − c'·J)⁻¹·v` with the current factorisation (the last solve's c' — within
+    /// [`DGMAX`] of its `c` when reusing); false (and `v` unchanged) when there is none.
     pub fn apply_inverse(&self, v: &mut [f64]) -> bool {
         if !self.lu_valid {
             return false;
