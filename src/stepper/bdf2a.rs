@@ -108,7 +108,6 @@ impl Bdf2a {
     }
 
     /// BDF2 attempt into y_bdf from the extrapolated last step, with Milne's estimate.
-    #[allow(clippy::too_many_arguments)]
     fn bdf2(
         &mut self,
         f: &mut dyn Rhs,
@@ -125,8 +124,8 @@ impl Bdf2a {
                 "bdf2a: a BDF2 step without the last step's nodes",
             ));
         }
-        for i in 0..y.len() {
-            self.r[i] = c1 * y[i] - c2 * self.hist.y_nm1[i];
+        for ((r, y0), ym1) in self.r.iter_mut().zip(y).zip(&self.hist.y_nm1) {
+            *r = c1 * y0 - c2 * ym1;
         }
         self.y_bdf.copy_from_slice(&self.y_pred);
         let solved = self
