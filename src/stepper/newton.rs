@@ -57,15 +57,15 @@ const TIED_FRACTION: f64 = 0.01;
 const RATE_DECAY: f64 = 0.3;
 
 /// Steps a kept Jacobian may serve (CVODE's MSBJ).
-pub const MSBJ: u64 = 51;
+const MSBJ: u64 = 51;
 /// Steps a kept factorisation may serve (CVODE's MSBP).
-pub const MSBP: u64 = 20;
+const MSBP: u64 = 20;
 /// A kept factorisation of `I − c'·J` serves a solve with `c` while |c/c' − 1| ≤ this
 /// (CVODE's DGMAX).
-pub const DGMAX: f64 = 0.3;
+const DGMAX: f64 = 0.3;
 /// Iterations a solve with a kept (not freshly evaluated) Jacobian gets before the
 /// Jacobian is refreshed (CVODE's MAXCOR).
-pub const MAXCOR: u32 = 3;
+const MAXCOR: u32 = 3;
 
 /// `jacobian_mode` value for finite differences.
 pub const JACOBIAN_INTERNAL: f64 = 0.0;
