@@ -175,6 +175,17 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_string()
+    }
+}
+
 /// Longest name (in characters) a did-you-mean search looks at: longer names get no
 /// suggestion, so a huge typo costs nothing to refuse.
 pub const SUGGEST_MAX_LEN: usize = 64;

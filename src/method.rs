@@ -2,6 +2,23 @@
 //! engine (`stepper`) and the fused native loops (`model::jit::kernel`) are built from, so the
 //! two can never disagree about a coefficient.
 
+/// What a method advances: a continuous-time system (ODE) or a discrete-time map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Ode,
+    Map,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Ode => "ode",
+            ModelKind::Map => "map",
+        }
+    }
+}
+
 /// A Butcher tableau: `a` is the strictly lower triangle, row `i` holding `i` entries.
 #[derive(Debug)]
 pub struct Tableau {

@@ -1,9 +1,13 @@
 //! The implicit steppers: bdf2, sdirk2 (fixed step) and bdf2a, tr-bdf2a (adaptive).
 //! Convergence orders on analytic solutions, stiff Van der Pol against rk45, Robertson's
-//! kinetics against a reference solution, Lorenz at t = 1, Jacobian modes and failures.
+//! kinetics against a reference solution, Lorenz at t = 1, Jacobian modes and failures, and
+//! bdf2a's Jacobian and factorisation kept across steps: reused, dropped by a restart,
+//! damaged ones refused; both adaptive ones exact across resumes and snapshot files at
+//! random seams on stiff problems.
 
-use dynlib::stepper::lookup;
+use dynlib::stepper::{lookup, WsData};
 use dynlib::{ErrorKind, Model, RunOptions, Sim};
+use proptest::prelude::*;
 
 const FIXED: [&str; 2] = ["bdf2", "sdirk2"];
 const ADAPTIVE: [&str; 2] = ["bdf2a", "tr-bdf2a"];
@@ -103,10 +107,9 @@ fn registry_lists_the_implicit_methods_with_aliases() {
                     "jacobian_mode"
                 ]
             );
-            // bdf2a's backward-Euler difference is of order 1, tr-bdf2a's local truncation
-            // error estimate of order 2.
-            let estimate_order = if name == "tr-bdf2a" { 2 } else { 1 };
-            assert_eq!(info.embedded_order, Some(estimate_order), "{name}");
+            // bdf2a's predictor-corrector estimate and tr-bdf2a's local truncation error
+            // estimate are both of order 2 (local error O(h³)).
+            assert_eq!(info.embedded_order, Some(2), "{name}");
         }
     }
 }
@@ -184,15 +187,12 @@ fn adaptive_implicit_methods_meet_their_tolerance_and_interpolate() {
                 "{stepper}: rtol {rtol:.0e}: {} steps, max error {err:.3e}",
                 sim.step_count()
             );
-            // Global error within 10x the tolerance scale (|x| ~ 0.9 on [0, 2]), and
-            // shrinking with the tolerance. tr-bdf2a controls an asymptotically correct
-            // local error of order 2, so its global error follows rtol^(2/3), the law of
-            // per-step control (measured 4.2e-4, 2.0e-5, 9.4e-7: 0.2-0.2x of the bound).
-            let bound = if stepper == "tr-bdf2a" {
-                rtol.powf(2.0 / 3.0)
-            } else {
-                10.0 * rtol
-            };
+            // Shrinking with the tolerance. Both control an asymptotically correct local
+            // error of order 2 (bdf2a's Milne estimate, tr-bdf2a's truncation error), so the
+            // global error follows rtol^(2/3), the law of per-step control (|x| ~ 0.9 on
+            // [0, 2]; measured tr-bdf2a 4.3e-4, 2.0e-5, 9.4e-7 and bdf2a 8.0e-4, 4.2e-5,
+            // 2.1e-6: 0.2-0.4x of the bound).
+            let bound = rtol.powf(2.0 / 3.0);
             assert!(err < bound, "{stepper}, rtol {rtol}: error {err:.3e}");
             assert!(err < last_err);
             last_err = err;
@@ -210,9 +210,9 @@ fn adaptive_implicit_methods_meet_their_tolerance_and_interpolate() {
             .unwrap();
             assert_eq!(sim.time(), *t);
             let e = (sim.state()[0] - forced_exact(*t)).abs();
-            // The global error of the run plus the quadratic's: 1e-6 for bdf2a, and the
-            // rtol^(2/3) = 2.2e-5 law for tr-bdf2a (measured 1.7e-6 at t = 0.3).
-            let bound = if stepper == "tr-bdf2a" { 2.2e-5 } else { 1e-6 };
+            // The global error of the run plus the quadratic's: the rtol^(2/3) = 2.2e-5 law
+            // of both (tr-bdf2a measured 1.7e-6 at t = 0.3).
+            let bound = 2.2e-5;
             assert!(e < bound, "{stepper}, t {t}: interpolation error {e:.3e}");
         }
         let rec = sim.results().unwrap();
@@ -286,11 +286,10 @@ fn robertson_kinetics_match_the_reference_at_1e5() {
             );
             // Mass is conserved by every linear multistep/RK method up to the Newton error.
             assert!((y.iter().sum::<f64>() - 1.0).abs() < 1e-8);
-            // At rtol 1e-6 every component is within 3e-5 relative of the reference for
-            // bdf2a (measured 2.6e-6 for y1 and y2; 5e-8 for y3), and within 3·rtol^(2/3)
-            // = 3e-4 for tr-bdf2a, whose error estimate is of order 2 (see the forced
-            // problem above; measured 6.5e-5, 6.6e-5, 1.2e-6).
-            let bound = if stepper == "tr-bdf2a" { 3e-4 } else { 3e-5 };
+            // At rtol 1e-6 every component is within 3·rtol^(2/3) = 3e-4 relative of the
+            // reference: both error estimates are of order 2 (see the forced problem above;
+            // tr-bdf2a measured 6.5e-5, 6.6e-5, 1.2e-6; bdf2a 1.1e-4, 1.1e-4, 2e-6).
+            let bound = 3e-4;
             assert!(rel.iter().all(|r| *r < bound), "{stepper}: {rel:?}");
         }
     }
@@ -355,14 +354,9 @@ fn lorenz_at_t1_is_within_the_error_of_each_methods_order() {
                 "lorenz {stepper} rtol {rtol:.0e}: {} steps, error {e:.3e}",
                 sim.step_count()
             );
-            // |y| ≤ 30 on [0, 1]: a global error within 10·rtol·30 for bdf2a (measured
-            // 1.4·rtol·30), and within 30·rtol^(2/3) for tr-bdf2a (its order-2 error
-            // estimate; measured 3.5e-3 at rtol 1e-5).
-            let bound = if stepper == "tr-bdf2a" {
-                30.0 * rtol.powf(2.0 / 3.0)
-            } else {
-                10.0 * rtol * 30.0
-            };
+            // |y| ≤ 30 on [0, 1]: a global error within 30·rtol^(2/3) for both (order-2
+            // error estimates; at rtol 1e-5 tr-bdf2a measured 3.5e-3, bdf2a 7.9e-3).
+            let bound = 30.0 * rtol.powf(2.0 / 3.0);
             assert!(e < bound, "{stepper}, rtol {rtol}: {e:.3e}");
         }
     }
@@ -553,8 +547,16 @@ fn assign_restarts_the_bdf2_history_and_drops_a_pending_step() {
             stepper == "bdf2a",
             "{stepper}"
         );
+        let adaptive = stepper == "bdf2a";
+        if adaptive {
+            assert_eq!(newton_flags(&sim)[0], 1, "{stepper}: a kept Jacobian");
+        }
         sim.assign(&[("x", 0.25)], false).unwrap();
         assert_eq!(phase(&sim), -1, "{stepper}: restarted by assign");
+        if adaptive {
+            // The Jacobian of the old state is dropped with the history.
+            assert_eq!(newton_flags(&sim)[..2], [0, 0], "{stepper}");
+        }
         assert!(sim.session_state().pending.is_none());
         // The next step starts up from the assigned state; the run goes on accurately.
         sim.run(&RunOptions::new().t(2.0).resume(true)).unwrap();
@@ -565,5 +567,221 @@ fn assign_restarts_the_bdf2_history_and_drops_a_pending_step() {
         let exact = c * (-2.0f64).exp() + (2.0f64.sin() - 2.0f64.cos()) / 2.0;
         let err = (sim.state()[0] - exact).abs();
         assert!(err < 1e-3, "{stepper}: error {err:.3e}");
+    }
+}
+
+/// The kept Newton state's flags: [Jacobian valid, factorisation valid, Jacobian age, LU age].
+fn newton_flags(sim: &Sim) -> Vec<i64> {
+    let ws = &sim.session_state().stepper_ws;
+    match &ws.iter().find(|a| a.name == "newton_flags").unwrap().data {
+        WsData::I64(v) => v.clone(),
+        other => panic!("newton_flags is {other:?}"),
+    }
+}
+
+const VAN_DER_POL: &str = r#"inline:
+[model]
+type = "ode"
+name = "vdp"
+[states]
+x = 2.0
+v = 0.0
+[params]
+mu = 1000.0
+[equations.rhs]
+x = "v"
+v = "mu*(1 - x^2)*v - x"
+[equations.jacobian]
+expr = [["0", "1"], ["-2*mu*x*v - 1", "mu*(1 - x^2)"]]
+"#;
+
+fn stiff_opts(t: f64, resume: bool, mode: f64) -> RunOptions {
+    RunOptions::new()
+        .t(t)
+        .resume(resume)
+        .config("rtol", 1e-4)
+        .config("atol", 1e-8)
+        .config("jacobian_mode", mode)
+        .record(false)
+        .max_steps(1_000_000)
+}
+
+#[test]
+fn bdf2a_keeps_the_jacobian_across_steps() {
+    // Sampled at the ends of many pieces of a run (one sample per distinct step), the kept
+    // Jacobian is mostly one of an earlier step (age ≥ 1): it is not evaluated every step.
+    // Ages never exceed CVODE's limits. (tr-bdf2a evaluates one every step: see its docs.)
+    for (name, uri, t_end) in [("Robertson", ROBERTSON, 40.0), ("vdp", VAN_DER_POL, 2000.0)] {
+        let model = Model::load(uri).unwrap();
+        let mut sim = Sim::with_stepper(&model, Some("bdf2a")).unwrap();
+        let (mut old, mut sampled, mut last_step) = (0, 0, u64::MAX);
+        for k in 1..=400 {
+            let t = t_end * f64::from(k) / 400.0;
+            sim.run(&stiff_opts(t, k > 1, 1.0)).unwrap();
+            let flags = newton_flags(&sim);
+            assert!(flags[2] <= 51 && flags[3] <= 20, "{flags:?}");
+            if sim.step_count() == last_step {
+                continue;
+            }
+            last_step = sim.step_count();
+            sampled += 1;
+            if flags[0] == 1 && flags[2] >= 1 {
+                old += 1;
+            }
+        }
+        eprintln!(
+            "bdf2a on {name}: {old} of {sampled} sampled steps hold a Jacobian of an earlier \
+             step ({} steps)",
+            sim.step_count()
+        );
+        // Measured 52 of 53 (Robertson) and 114 of 119 (vdp).
+        assert!(4 * old >= 3 * sampled, "{name}: {old} of {sampled}");
+    }
+}
+
+/// A stiff run to `t_end` in pieces ending at `seams` (fractions of t_end), one of them
+/// through a snapshot file: the final session state (bdf2a's kept Jacobian and its ages
+/// included) must equal one uninterrupted run's, bit for bit.
+fn stiff_in_pieces(
+    stepper: &str,
+    uri: &str,
+    t_end: f64,
+    seams: &[f64],
+    via_file_at: usize,
+    mode: f64,
+) -> Result<(), String> {
+    let model = Model::load(uri).unwrap();
+    let mut whole = Sim::with_stepper(&model, Some(stepper)).unwrap();
+    whole
+        .run(&stiff_opts(t_end, false, mode))
+        .map_err(|e| e.to_string())?;
+    let mut sim = Sim::with_stepper(&model, Some(stepper)).unwrap();
+    let mut times: Vec<f64> = seams.iter().map(|s| s * t_end).collect();
+    times.push(t_end);
+    for (i, t) in times.iter().enumerate() {
+        sim.run(&stiff_opts(*t, i > 0, mode))
+            .map_err(|e| e.to_string())?;
+        if i == via_file_at {
+            let bytes = sim.serialize_snapshot(None).map_err(|e| e.to_string())?;
+            sim = Sim::with_stepper(&model, Some(stepper)).unwrap();
+            sim.deserialize_snapshot(&bytes)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    if !sim.session_state().bits_eq(whole.session_state()) {
+        return Err(format!(
+            "{stepper}, seams {times:?}: state {:?} vs {:?}, steps {} vs {}",
+            sim.state(),
+            whole.state(),
+            sim.step_count(),
+            whole.step_count()
+        ));
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn stiff_adaptive_runs_split_at_random_seams_are_bit_identical(
+        stepper in prop::sample::select(ADAPTIVE.to_vec()),
+        vdp in any::<bool>(),
+        mut seams in prop::collection::vec(1e-6f64..0.999, 1..6),
+        via_file_at in 0usize..6,
+        mode in prop::sample::select(vec![0.0, 1.0]),
+    ) {
+        seams.sort_by(f64::total_cmp);
+        seams.dedup();
+        let (uri, t_end) = if vdp { (VAN_DER_POL, 2000.0) } else { (ROBERTSON, 40.0) };
+        let r = stiff_in_pieces(stepper, uri, t_end, &seams, via_file_at, mode);
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+}
+
+#[test]
+fn a_damaged_newton_workspace_is_refused_and_the_stepper_is_unchanged() {
+    let model = Model::load(ROBERTSON).unwrap();
+    {
+        let stepper = "bdf2a";
+        let info = lookup(stepper).unwrap();
+        let mut sim = Sim::with_stepper(&model, Some(stepper)).unwrap();
+        sim.run(&stiff_opts(10.0, false, 1.0)).unwrap();
+        let valid = sim.session_state().stepper_ws.clone();
+        let mut s = dynlib::stepper::create(info, 3);
+        s.load(&valid).unwrap();
+        let edit = |name: &str, f: &dyn Fn(&mut WsData)| {
+            let mut ws = valid.clone();
+            f(&mut ws.iter_mut().find(|a| a.name == name).unwrap().data);
+            ws
+        };
+        let cases: [(Vec<_>, &str); 4] = [
+            (
+                edit("newton_flags", &|d| {
+                    if let WsData::I64(v) = d {
+                        v[0] = 2;
+                    }
+                }),
+                "must be 0 or 1",
+            ),
+            (
+                edit("newton_flags", &|d| {
+                    if let WsData::I64(v) = d {
+                        v[2] = 52;
+                    }
+                }),
+                "outside",
+            ),
+            (
+                edit("newton_flags", &|d| {
+                    if let WsData::I64(v) = d {
+                        v[0] = 0;
+                        v[1] = 1;
+                    }
+                }),
+                "without a Jacobian",
+            ),
+            (
+                edit("newton_rate", &|d| {
+                    if let WsData::F64(v) = d {
+                        v[0] = 1.5;
+                    }
+                }),
+                "newton_rate",
+            ),
+        ];
+        for (ws, needle) in &cases {
+            let err = s.load(ws).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::CorruptSnapshot, "{stepper}: {err}");
+            assert!(err.message().contains(needle), "{stepper}: {err}");
+            assert!(err.message().contains(stepper), "{stepper}: {err}");
+            // Nothing changed: the stepper still saves the valid workspace.
+            assert_eq!(s.save(), valid, "{stepper}");
+        }
+        // A Jacobian that makes the saved factorisation singular: I - c·J with J = I/c.
+        assert_eq!(
+            newton_flags(&sim)[..2],
+            [1, 1],
+            "{stepper}: a kept factorisation"
+        );
+        let coeff = match &valid
+            .iter()
+            .find(|a| a.name == "newton_lu_coeff")
+            .unwrap()
+            .data
+        {
+            WsData::F64(v) => v[0],
+            other => panic!("{other:?}"),
+        };
+        let singular = edit("newton_jac", &|d| {
+            if let WsData::F64(v) = d {
+                for (k, x) in v.iter_mut().enumerate() {
+                    *x = if k % 4 == 0 { 1.0 / coeff } else { 0.0 };
+                }
+            }
+        });
+        let err = s.load(&singular).unwrap_err();
+        assert!(err.message().contains("singular"), "{stepper}: {err}");
+        assert_eq!(s.save(), valid, "{stepper}");
     }
 }

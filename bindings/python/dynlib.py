@@ -650,6 +650,18 @@ def _read_array(fn, dtype, *args):
     return arr[:n]
 
 
+def _fill_row(fn, row, *args):
+    """Fills the float64 array `row`, whose length is the known sample count, in one call."""
+    needed = c_size_t(0)
+    _check(fn(*args, row.ctypes.data_as(POINTER(c_double)), row.size, byref(needed)))
+    if needed.value != row.size:
+        raise InternalError(
+            f"a results column has {needed.value} samples, the recording {row.size}",
+            DYNLIB_ERR_INTERNAL,
+        )
+    return row
+
+
 def _read_bytes(fn, *args):
     def fill(n):
         buf = (c_uint8 * max(n, 1))()
@@ -974,7 +986,13 @@ class Results:
         self.events = events
         self.segments = segments
         self._aux = set(aux_names)
-        self.segment = _SegmentsView(self)
+
+    @property
+    def segment(self):
+        # Made on demand: a view stored here would be a reference cycle, keeping every
+        # Results (and its arrays) alive until the garbage collector runs, so each new
+        # recording would land on fresh pages instead of reusing the freed ones.
+        return _SegmentsView(self)
 
     @property
     def step(self):
@@ -1708,7 +1726,21 @@ class Sim(_Handle):
         """The current recording as a :class:`Results` (NumPy arrays); raises
         :class:`NoResultsError` before the first run and after reset/import."""
         h = self._ptr()
-        t = _read_array(_lib.dynlib_sim_results_t, np.float64, h)
+        n = c_size_t(0)
+        _check(_lib.dynlib_sim_n_samples(h, byref(n)))
+        nv = c_size_t(0)
+        _check(_lib.dynlib_sim_results_n_vars(h, byref(nv)))
+        names = [_read_str(_lib.dynlib_sim_results_var_name, h, i) for i in range(nv.value)]
+        # t and every column are rows of one block: one allocation, which the allocator
+        # hands back for the next results() of the same size once these are freed (k + 1
+        # separate arrays of this size each get fresh pages, and faulting them in costs
+        # more than the copy itself).
+        block = np.empty((nv.value + 1, n.value), dtype=np.float64)
+        t = _fill_row(_lib.dynlib_sim_results_t, block[0], h)
+        columns = {
+            name: _fill_row(_lib.dynlib_sim_results_var, block[i + 1], h, _enc(name))
+            for i, name in enumerate(names)
+        }
 
         def step():
             return _read_array(_lib.dynlib_sim_results_step, np.uint64, h)
@@ -1717,12 +1749,6 @@ class Sim(_Handle):
             flags = _read_array(_lib.dynlib_sim_results_interpolated, np.uint8, h)
             return flags.view(np.bool_)
 
-        nv = c_size_t(0)
-        _check(_lib.dynlib_sim_results_n_vars(h, byref(nv)))
-        columns = {}
-        for i in range(nv.value):
-            name = _read_str(_lib.dynlib_sim_results_var_name, h, i)
-            columns[name] = _read_array(_lib.dynlib_sim_results_var, np.float64, h, _enc(name))
         res = Results(
             t, step, interp, columns, self.events(), self.segments(), self.model.aux_names
         )

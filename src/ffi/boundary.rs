@@ -4,6 +4,7 @@
 //! plus a message for `dynlib_last_error()`, and a panic is caught here instead of unwinding
 //! into C (which would abort the host process — MATLAB, Julia and Python sessions included).
 
+use crate::error::panic_message;
 use std::cell::RefCell;
 use std::ffi::CString;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -61,17 +62,6 @@ pub(crate) fn set_last_error(message: &str) {
 /// Pointer to this thread's last error message, valid until this thread's next failed call.
 pub(crate) fn last_error_ptr() -> *const std::ffi::c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
-}
-
-/// The text of a panic payload.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(no message)".to_string()
-    }
 }
 
 pub(crate) fn panic_failure(payload: &(dyn std::any::Any + Send)) -> Failure {

@@ -17,8 +17,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, RwLock};
 
-use super::boundary::{panic_failure, panic_message, Failure, FfiResult};
+use super::boundary::{panic_failure, Failure, FfiResult};
 use super::status::*;
+use crate::error::panic_message;
 use crate::model::Model;
 use crate::session::{Ensemble, Sim};
 

@@ -16,22 +16,7 @@ use crate::error::{did_you_mean, shorten, suggestion_suffix, Diagnostic, Error, 
 use foldhash::{HashMap, HashMapExt, HashSet};
 use std::sync::Arc;
 
-/// Continuous-time (ODE) or discrete-time (map) model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelKind {
-    Ode,
-    Map,
-}
-
-impl ModelKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ModelKind::Ode => "ode",
-            ModelKind::Map => "map",
-        }
-    }
-}
+pub use crate::method::ModelKind;
 
 /// When an event is tested within a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -131,6 +116,25 @@ pub struct SimDefaults {
     /// Any other numeric key: a stepper-config default (e.g. `max_factor = 3.0`).
     #[serde(serialize_with = "hash_floats::named")]
     pub extra: Vec<(String, f64)>,
+}
+
+impl SimDefaults {
+    /// The config vector a stepper starts with for this model: knob defaults, overridden by
+    /// `[sim]` atol/rtol and any extra `[sim]` key with a knob's name.
+    pub fn stepper_config(&self, info: &crate::stepper::StepperInfo) -> Vec<f64> {
+        info.config
+            .iter()
+            .map(|k| match k.name {
+                "atol" => self.atol,
+                "rtol" => self.rtol,
+                name => self
+                    .extra
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or(k.default, |(_, v)| *v),
+            })
+            .collect()
+    }
 }
 
 /// A fully structured model, in declaration order. Its canonical JSON form is what the spec

@@ -7,3 +7,4 @@ pub mod atomic;
 pub mod npy;
 pub mod npz;
 pub mod snapshot;
+pub mod timestamp;

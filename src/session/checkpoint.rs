@@ -146,7 +146,7 @@ impl Checkpointer {
             st,
             &format!("{CHECKPOINT_PREFIX}{:020}", u64::MAX),
             &format!("periodic checkpoint at t = {}", -f64::MAX),
-            super::sim::now_iso8601(),
+            crate::persist::timestamp::now_iso8601(),
         );
         snapshot::encode(&probe).map_err(|e| e.context("checkpoints"))?;
         std::fs::create_dir_all(&policy.dir).map_err(|e| {
@@ -214,7 +214,7 @@ impl Checkpointer {
             st,
             &name,
             &format!("periodic checkpoint at t = {}", st.t - st.time_shift),
-            super::sim::now_iso8601(),
+            crate::persist::timestamp::now_iso8601(),
         );
         let bytes = snapshot::encode(&image)?;
         let path = self.policy.dir.join(format!("{name}{CHECKPOINT_SUFFIX}"));

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
-use super::sim::{now_iso8601, RunOptions, Sim};
+use super::sim::{RunOptions, Sim};
 use super::snapshot_file::{state_from_file, state_to_file};
 use super::state::{SessionPins, SessionState};
 use crate::error::{suggestion_suffix, Error, ErrorKind, Result};
@@ -31,6 +31,7 @@ use crate::persist::atomic::write_atomic;
 use crate::persist::npy::{NpyArray, NpyData};
 use crate::persist::npz::{read_npz, write_npz_storing, Limits};
 use crate::persist::snapshot::{self, FilePins, SnapshotFile, SnapshotMeta};
+use crate::persist::timestamp::now_iso8601;
 use crate::stepper::{WsArray, WsData};
 
 /// The `schema` of ensemble checkpoint files.
@@ -103,7 +104,7 @@ impl Member {
         self.error = Some(Error::internal(format!(
             "internal error: this member's run panicked ({}); the member refuses further \
              runs, please report this",
-            crate::ffi::boundary::panic_message(payload)
+            crate::error::panic_message(payload)
         )));
     }
 }

@@ -9,6 +9,7 @@ pub use super::snapshot_store::Snapshot;
 use super::state::{config_hash, SessionPins, SessionState, Status};
 use crate::error::{suggestion_suffix, Error, ErrorKind, Result};
 use crate::model::{Model, ModelKind};
+use crate::persist::timestamp::now_iso8601_shared;
 use crate::stepper::initial_step::{estimate, InitialStep};
 use crate::stepper::{self, knob, knob_index, StepperInfo};
 use std::path::Path;
@@ -167,30 +168,6 @@ impl<'a> From<&'a str> for SegmentRef<'a> {
     }
 }
 
-pub(crate) fn now_iso8601() -> String {
-    now_iso8601_shared().to_string()
-}
-
-/// [`now_iso8601`] as text shared by every call within the same second.
-pub(crate) fn now_iso8601_shared() -> std::sync::Arc<str> {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    // The text only changes once a second: snapshots taken in a burst share it instead of
-    // formatting a date each (a third of a small snapshot's cost) or copying it.
-    thread_local! {
-        static LAST: std::cell::RefCell<Option<(u64, std::sync::Arc<str>)>> =
-            const { std::cell::RefCell::new(None) };
-    }
-    let now = SystemTime::now();
-    let format = || std::sync::Arc::from(humantime::format_rfc3339_seconds(now).to_string());
-    let Ok(secs) = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()) else {
-        return format();
-    };
-    LAST.with_borrow_mut(|last| match last {
-        Some((s, text)) if *s == secs => text.clone(),
-        _ => last.insert((secs, format())).1.clone(),
-    })
-}
-
 /// A simulation session over one model and one stepper.
 #[derive(Debug, Clone)]
 pub struct Sim {
@@ -319,7 +296,7 @@ impl Sim {
     /// A session with a given stepper (name or alias); `None` = the model's default.
     pub fn with_stepper(model: &Model, stepper_name: Option<&str>) -> Result<Sim> {
         let info = resolve_stepper(model, stepper_name)?;
-        stepper::validate_config(info, &stepper::default_config(info, &model.sim))
+        stepper::validate_config(info, &model.sim.stepper_config(info))
             .map_err(|e| e.context("the model's [sim] defaults"))?;
         let stepper_template = stepper::create(info, model.n_states()).save();
         Ok(Sim {
@@ -1619,7 +1596,7 @@ impl Sim {
 
     /// The config vector with `items` applied (None = the model default), checked.
     fn checked_stepper_config(&self, items: &[(&str, Option<f64>)]) -> Result<Vec<f64>> {
-        let defaults = stepper::default_config(self.info, &self.model.sim);
+        let defaults = self.model.sim.stepper_config(self.info);
         let mut cfg = self.state.config.clone();
         for (k, v) in items {
             let i = knob_index(self.info, k)?;
@@ -1650,7 +1627,7 @@ impl Sim {
 
     /// Every knob of the stepper with its current value and the model default.
     pub fn stepper_knobs(&self) -> Vec<KnobState> {
-        let defaults = stepper::default_config(self.info, &self.model.sim);
+        let defaults = self.model.sim.stepper_config(self.info);
         self.info
             .config
             .iter()

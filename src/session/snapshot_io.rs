@@ -56,7 +56,7 @@ impl Sim {
                 self.session_state(),
                 "current",
                 "Current session state",
-                super::sim::now_iso8601(),
+                crate::persist::timestamp::now_iso8601(),
             )),
             Some(name) => {
                 let snap = self.snapshot(name)?;

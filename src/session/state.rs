@@ -158,7 +158,7 @@ impl SessionState {
             lag_ring: vec![0.0; model.lag_total],
             lag_head: vec![0; model.n_states()],
             pending: None,
-            config: stepper::default_config(info, &model.sim),
+            config: model.sim.stepper_config(info),
             status: Status::Ready,
         };
         s.init_lag(model);

@@ -1,7 +1,7 @@
 //! Adams–Bashforth 2 with a Heun start-up step. One right-hand-side call per step.
 
 use super::StepperInfo;
-use crate::model::ModelKind;
+use crate::method::ModelKind;
 
 pub static INFO: StepperInfo = StepperInfo {
     name: "ab2",

@@ -2,7 +2,7 @@
 //! step.
 
 use super::StepperInfo;
-use crate::model::ModelKind;
+use crate::method::ModelKind;
 
 pub static INFO: StepperInfo = StepperInfo {
     name: "ab3",

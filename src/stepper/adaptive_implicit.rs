@@ -1,10 +1,10 @@
 //! Parts shared by the adaptive implicit steppers (bdf2a, tr-bdf2a): their knobs, the step
 //! controller and a quadratic dense output.
 
-use super::newton::{Newton, NewtonConfig, Solve, NEWTON_KNOBS};
+use super::newton::NEWTON_KNOBS;
 use super::rk45::CONTROLLER_KNOBS;
 use super::workspace::{load_f64, Workspace};
-use super::{knob, step_failed, Knob, Rhs, StepOutcome, StepperInfo, WsArray};
+use super::{knob, step_failed, Knob, StepOutcome, StepperInfo, WsArray};
 use crate::error::Result;
 
 /// Knobs in the reference's packed order.
@@ -35,32 +35,9 @@ pub enum Attempt {
     NewtonFailed(String),
 }
 
-/// The embedded backward-Euler step (y − h·f(t+h, y) = y_n, started from the higher-order
-/// result `y_high`) into `y_be`, and the error estimate comparing the two.
-#[allow(clippy::too_many_arguments)]
-pub fn backward_euler_estimate(
-    newton: &mut Newton,
-    f: &mut dyn Rhs,
-    t: f64,
-    h: f64,
-    y: &[f64],
-    y_high: &[f64],
-    y_be: &mut [f64],
-    cfg: &NewtonConfig,
-    ctrl: &Controller,
-) -> Result<Attempt> {
-    y_be.copy_from_slice(y_high);
-    if let Solve::Failed(m) = newton.solve(f, t + h, h, y, y_be, cfg)? {
-        return Ok(Attempt::NewtonFailed(format!("backward Euler: {m}")));
-    }
-    Ok(Attempt::Solved {
-        err: ctrl.error_norm(y, y_be, y_high),
-    })
-}
-
 /// The step controller: accept when err ≤ 1, next step h·clamp(safety·err^(−1/(p+1))) for
-/// an error estimate of order p (the stepper's `embedded_order`): bdf2a's backward-Euler
-/// difference is of order 1, tr-bdf2a's local truncation error estimate of order 2.
+/// an error estimate of order p (the stepper's `embedded_order`): 2 for both bdf2a's
+/// predictor-corrector estimate and tr-bdf2a's local truncation error estimate.
 #[derive(Debug, Clone, Copy)]
 pub struct Controller {
     /// −1/(p+1).
@@ -207,7 +184,13 @@ impl QuadraticDense {
         load_f64(ws, "dense_t", &mut self.times)
     }
 
-    /// Lagrange form of the quadratic at `t`; false if no step has set the nodes.
+    /// The times of the three nodes.
+    pub fn node_times(&self) -> [f64; 3] {
+        self.times
+    }
+
+    /// Lagrange form of the quadratic at `t` (outside the nodes: extrapolation); false if no
+    /// step has set the nodes.
     pub fn interpolate(&self, t: f64, out: &mut [f64]) -> bool {
         let [t0, t1, t2] = self.times;
         if !(t0 < t1 && t1 < t2) {

@@ -21,7 +21,7 @@ use super::newton::{JACOBIAN_EXTERNAL, JACOBIAN_INTERNAL};
 use super::workspace::{check_layout, load_f64, load_i64};
 use super::{knob, step_failed, Knob, KnobCache, Rhs, StepOutcome, Stepper, StepperInfo, WsArray};
 use crate::error::{Error, Result};
-use crate::model::ModelKind;
+use crate::method::ModelKind;
 
 /// Highest order of the method.
 const MAX_ORDER: usize = 5;

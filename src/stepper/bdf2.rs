@@ -14,7 +14,7 @@ use super::sdirk2::SdirkCore;
 use super::workspace::{check_layout, load_f64, load_i64};
 use super::{Rhs, StepOutcome, Stepper, StepperInfo, WsArray};
 use crate::error::{Error, Result};
-use crate::model::ModelKind;
+use crate::method::ModelKind;
 
 /// Largest step ratio h/h_prev for BDF2: variable-step BDF2 is zero-stable for
 /// ρ < 1 + √2 ≈ 2.414 (Grigorieff); keep a margin.

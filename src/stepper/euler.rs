@@ -2,7 +2,7 @@
 
 use super::erk::Tableau;
 use super::StepperInfo;
-use crate::model::ModelKind;
+use crate::method::ModelKind;
 
 pub static TABLEAU: Tableau = Tableau {
     c: &[0.0],

@@ -2,7 +2,7 @@
 
 use super::{Rhs, StepOutcome, Stepper, StepperInfo, WsArray};
 use crate::error::Result;
-use crate::model::ModelKind;
+use crate::method::ModelKind;
 
 pub static INFO: StepperInfo = StepperInfo {
     name: "map",

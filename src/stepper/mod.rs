@@ -25,7 +25,7 @@ pub mod tr_bdf2a;
 pub mod workspace;
 
 use crate::error::{suggestion_suffix, Error, Result};
-use crate::model::ModelKind;
+use crate::method::ModelKind;
 pub use workspace::{Workspace, WsArray, WsData};
 
 /// The right-hand side as a stepper sees it: parameters and lag history are bound.
@@ -111,7 +111,7 @@ pub trait Stepper: Send {
         Some(&mut [])
     }
     /// After a fused loop that took steps with a deferred carry
-    /// ([`crate::model::jit::kernel::FusedKernel::defers_dense`]): it wrote the last
+    /// (the fused kernel's `defers_dense`): it wrote the last
     /// accepted step's start (its state, time and size) but not what follows from them;
     /// the method computes the rest exactly as its own step would have.
     fn finish_fused(&mut self, _f: &mut dyn Rhs) -> Result<()> {
@@ -179,23 +179,6 @@ pub fn create(info: &'static StepperInfo, n: usize) -> Box<dyn Stepper> {
         "bdf" => Box::new(bdf::Bdf::new(n)),
         other => unreachable!("stepper '{other}' is listed but not constructible"),
     }
-}
-
-/// Config vector defaults of a stepper for a model: knob defaults, overridden by the model's
-/// `[sim]` atol/rtol and any extra `[sim]` key with a knob's name.
-pub fn default_config(info: &StepperInfo, sim: &crate::model::SimDefaults) -> Vec<f64> {
-    info.config
-        .iter()
-        .map(|k| match k.name {
-            "atol" => sim.atol,
-            "rtol" => sim.rtol,
-            name => sim
-                .extra
-                .iter()
-                .find(|(n, _)| n == name)
-                .map_or(k.default, |(_, v)| *v),
-        })
-        .collect()
 }
 
 /// Checks a stepper's config vector, knob by knob and for the rules between knobs, with the

@@ -8,8 +8,8 @@ use super::erk::{Stages, Tableau};
 use super::workspace::{check_layout, load_f64};
 use super::{knob, step_failed, Knob, Rhs, StepOutcome, Stepper, StepperInfo, WsArray};
 use crate::error::{Error, Result};
+use crate::method::ModelKind;
 use crate::method::{Controller, EmbeddedPair, StepForm, Verdict};
-use crate::model::ModelKind;
 
 /// Dormand–Prince 5(4) as data, shared with the fused loop.
 pub static PAIR: EmbeddedPair = EmbeddedPair {

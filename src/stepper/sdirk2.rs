@@ -7,7 +7,7 @@
 use super::newton::{self, Newton, NewtonConfig, Solve, NEWTON_KNOBS};
 use super::{Rhs, StepOutcome, Stepper, StepperInfo, WsArray};
 use crate::error::Result;
-use crate::model::ModelKind;
+use crate::method::ModelKind;
 
 /// The diagonal coefficient γ = (2 − √2)/2 ≈ 0.2929.
 pub const GAMMA: f64 = (2.0 - std::f64::consts::SQRT_2) / 2.0;

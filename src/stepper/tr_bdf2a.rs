@@ -11,13 +11,21 @@
 //! exponent 1/3 (see [`Controller`]). The method is one-step: the only carried data are the
 //! dense-output nodes (t_n, y_n), (t_n + γh, y_γ), (t_n + h, y_{n+1}) of the last step,
 //! needed to interpolate a pending step again after a resume.
+//!
+//! Unlike bdf2a it evaluates the Jacobian afresh every step. Kept across steps (CVODE's
+//! policy, as bdf2a does) it cost 10-35% more RHS evaluations at rtol 1e-3..1e-4 (Robertson
+//! 1e-3: 256 against 189; Van der Pol 1e-4: 4436 against 3474) for 2-4x fewer Jacobians: the
+//! explicit-Euler predictor of the trapezoidal stage is far off on the stiff components, and
+//! with an old Jacobian the solve rarely converges within MAXCOR iterations. Extrapolating
+//! the last step's quadratic instead converged faster but let Van der Pol at rtol 1e-3
+//! accept wrong steps (error 1.75).
 
 use super::adaptive_implicit::{Attempt, Controller, QuadraticDense, KNOBS};
 use super::newton::{Newton, NewtonConfig, Solve};
 use super::workspace::check_layout;
 use super::{step_failed, Rhs, StepOutcome, Stepper, StepperInfo, WsArray};
 use crate::error::Result;
-use crate::model::ModelKind;
+use crate::method::ModelKind;
 
 /// γ = 2 − √2: the trapezoidal stage ends at t + γh.
 pub const GAMMA: f64 = 2.0 - std::f64::consts::SQRT_2;
@@ -120,7 +128,7 @@ impl TrBdf2a {
             self.tau[i] = 2.0 * K * h * divided;
         }
         // Without the factorisation (never after converged stages) the raw estimate is used.
-        self.newton.apply_inverse(c, &mut self.tau);
+        self.newton.apply_inverse(&mut self.tau);
         ctrl.norm_of(y, &self.y_trbdf2, &self.tau)
     }
 }

@@ -1,0 +1,290 @@
+/* Work-precision of dynlib's rk45 against ARKode's ERKStep with the same Dormand-Prince 5(4)
+ * pair (ARKODE_DORMAND_PRINCE_7_4_5) on two non-stiff problems. Both integrate the same C
+ * right-hand side; dynlib calls it through its C ABI callback model. Both take their default
+ * step controllers (ARKode's is printed at the start). ARKode stops at t_end (ERKStepSetStopTime:
+ * its Hermite interpolant alone costs ~4e-8 on Arenstorf); dynlib steps past it and evaluates
+ * its 4th-order dense output, taking the step again when the next run commits it.
+ *
+ * Error: ||y(t_end) - ref||_2 / ||ref||_2, the reference an ARKode Verner 8(7) run at
+ * rtol 1e-14; its distance to a DP5 run at 1e-13 (and, for Arenstorf, to the closed orbit's
+ * initial state) is printed as a bound on the reference's own error. Wall times are the best
+ * of `reps`, the two solvers interleaved within each repetition. The ratio columns compare
+ * with ARKode at the same error (log-log interpolation of its curve; "-" outside its range).
+ *
+ * dynlib does not report rk45's attempts; with a lag-free model its RHS count is
+ * 2 (first-step estimate) + 1 (first stage) + 6 per attempt (the first stage of each step is
+ * the last of the step before, FSAL) + 7 (the step that crosses t_end is taken twice, the
+ * second time without the FSAL stage; `steps` does not count it), so attempts =
+ * (rhs - 10) / 6 and rejected = attempts - steps - 1 (rejections of the crossing step counted
+ * twice); "-" if the count does not fit that pattern.
+ *
+ * usage: bench [reps]   (benches/vs_arkode/run.sh builds and runs it) */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <arkode/arkode_erkstep.h>
+#include <nvector/nvector_serial.h>
+
+#include "dynlib.h"
+
+#define N_TOL 6
+static const double TOLS[N_TOL] = {1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8};
+#define MAX_N 4
+
+typedef struct Problem {
+  const char *name;
+  size_t n;
+  double y0[MAX_N];
+  double t_end;
+  /* atol = atol_scale * rtol for every component. */
+  double atol_scale;
+  void (*rhs)(double t, const double *y, double *out);
+  /* 1: the solution returns to y0 at t_end (a periodic orbit). */
+  int periodic;
+} Problem;
+
+static void lorenz(double t, const double *y, double *f) {
+  (void)t;
+  f[0] = 10.0 * (y[1] - y[0]);
+  f[1] = y[0] * (28.0 - y[2]) - y[1];
+  f[2] = y[0] * y[1] - 8.0 / 3.0 * y[2];
+}
+
+/* The restricted three-body orbit of Arenstorf (Hairer, Norsett & Wanner I, sec. II.0). */
+static void arenstorf(double t, const double *y, double *f) {
+  (void)t;
+  const double mu = 0.012277471, mu1 = 1.0 - mu;
+  double d1 = pow((y[0] + mu) * (y[0] + mu) + y[1] * y[1], 1.5);
+  double d2 = pow((y[0] - mu1) * (y[0] - mu1) + y[1] * y[1], 1.5);
+  f[0] = y[2];
+  f[1] = y[3];
+  f[2] = y[0] + 2.0 * y[3] - mu1 * (y[0] + mu) / d1 - mu * (y[0] - mu1) / d2;
+  f[3] = y[1] - 2.0 * y[2] - mu1 * y[1] / d1 - mu * y[1] / d2;
+}
+
+#define N_PROBLEMS 2
+static const Problem PROBLEMS[N_PROBLEMS] = {
+    {"Lorenz", 3, {1.0, 1.0, 1.0}, 10.0, 1e-3, lorenz, 0},
+    {"Arenstorf", 4, {0.994, 0.0, 0.0, -2.00158510637908252240537862224},
+     17.0652165601579625588917206249, 1e-3, arenstorf, 1},
+};
+
+typedef struct Result {
+  int ran;
+  double err, secs;
+  long steps, rejected, rhs;
+} Result;
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static void die(const char *what) {
+  fprintf(stderr, "vs_arkode: %s\n", what);
+  exit(1);
+}
+
+static void check_dl(DynlibStatus s, const char *what) {
+  if (s != DYNLIB_OK) {
+    fprintf(stderr, "%s: %s: %s\n", what, dynlib_status_name(s), dynlib_last_error());
+    exit(1);
+  }
+}
+
+static double rel_err(size_t n, const double *y, const double *ref) {
+  double d = 0.0, r = 0.0;
+  for (size_t i = 0; i < n; i++) d += (y[i] - ref[i]) * (y[i] - ref[i]), r += ref[i] * ref[i];
+  return sqrt(d / r);
+}
+
+typedef struct Counts {
+  const Problem *p;
+  long rhs;
+} Counts;
+
+/* ------------------------------------------------------------------ ARKode */
+
+static int ark_rhs(sunrealtype t, N_Vector y, N_Vector ydot, void *ud) {
+  Counts *c = ud;
+  c->rhs++;
+  c->p->rhs(t, N_VGetArrayPointer(y), N_VGetArrayPointer(ydot));
+  return 0;
+}
+
+static Result run_arkode(SUNContext ctx, const Problem *p, ARKODE_ERKTableID table, double rtol,
+                         double atol, double *y_out, FILE *params) {
+  Counts c = {p, 0};
+  Result r = {1, 0, 0, 0, 0, 0};
+  N_Vector y = N_VNew_Serial((sunindextype)p->n, ctx);
+  for (size_t i = 0; i < p->n; i++) NV_Ith_S(y, i) = p->y0[i];
+  double t0 = now();
+  void *mem = ERKStepCreate(ark_rhs, 0.0, y, ctx);
+  if (!mem || ERKStepSetTableNum(mem, table) || ERKStepSetUserData(mem, &c) ||
+      ERKStepSStolerances(mem, rtol, atol) || ERKStepSetMaxNumSteps(mem, 100000000) ||
+      ERKStepSetStopTime(mem, p->t_end))
+    die("ARKode setup failed");
+  if (params) ERKStepWriteParameters(mem, params);
+  sunrealtype t = 0.0;
+  if (ERKStepEvolve(mem, p->t_end, y, &t, ARK_NORMAL) < 0) r.ran = 0;
+  r.secs = now() - t0;
+  long nst, nfe, netf;
+  ERKStepGetNumSteps(mem, &nst);
+  ERKStepGetNumRhsEvals(mem, &nfe);
+  ERKStepGetNumErrTestFails(mem, &netf);
+  if (nfe != c.rhs) die("ARKode's RHS counter disagrees with the callback's");
+  r.steps = nst, r.rhs = nfe, r.rejected = netf;
+  for (size_t i = 0; i < p->n; i++) y_out[i] = NV_Ith_S(y, i);
+  ERKStepFree(&mem);
+  N_VDestroy(y);
+  return r;
+}
+
+/* ------------------------------------------------------------------ dynlib */
+
+static int dl_rhs(double t, const double *y, const double *p, double *out, void *ud) {
+  (void)p;
+  Counts *c = ud;
+  c->rhs++;
+  c->p->rhs(t, y, out);
+  return 0;
+}
+
+typedef struct DlSolver {
+  Counts counts;
+  DynlibModel *model;
+  DynlibSim *sim;
+} DlSolver;
+
+static const char *STATE_NAMES[MAX_N] = {"y1", "y2", "y3", "y4"};
+
+static void dl_open(DlSolver *s, const Problem *p) {
+  DynlibCallbackModel cb;
+  char id[64];
+  snprintf(id, sizeof id, "vs_arkode/%s", p->name);
+  s->counts = (Counts){p, 0};
+  check_dl(dynlib_callback_model_init(&cb), "init");
+  cb.id = id;
+  cb.kind = DYNLIB_MODEL_ODE;
+  cb.n_states = p->n;
+  cb.state_names = STATE_NAMES;
+  cb.state_init = p->y0;
+  cb.stepper = "rk45";
+  cb.rhs = dl_rhs;
+  cb.user_data = &s->counts;
+  check_dl(dynlib_model_from_callbacks(&cb, &s->model), "callback model");
+  check_dl(dynlib_sim_new(s->model, &s->sim), "sim");
+}
+
+static Result run_dynlib(DlSolver *s, double rtol, double atol, double *y_out) {
+  const Problem *p = s->counts.p;
+  Result r = {1, 0, 0, 0, -1, 0};
+  const char *names[2] = {"rtol", "atol"};
+  double values[2] = {rtol, atol};
+  DynlibRunOptions o;
+  dynlib_run_options_init(&o);
+  o.T = p->t_end;
+  o.t0 = 0.0;
+  o.ic = p->y0;
+  o.n_ic = p->n;
+  o.record = 0;
+  o.max_steps = 100000000;
+  o.config_names = names;
+  o.config_values = values;
+  o.n_config = 2;
+  s->counts.rhs = 0;
+  double t0 = now();
+  DynlibStatus st = dynlib_sim_run(s->sim, &o);
+  r.secs = now() - t0;
+  if (st != DYNLIB_OK) {
+    fprintf(stderr, "rk45 at rtol %g: %s: %s\n", rtol, dynlib_status_name(st),
+            dynlib_last_error());
+    r.ran = 0;
+    return r;
+  }
+  size_t need;
+  uint64_t steps;
+  check_dl(dynlib_sim_state(s->sim, y_out, p->n, &need), "state");
+  check_dl(dynlib_sim_step_count(s->sim, &steps), "steps");
+  r.steps = (long)steps, r.rhs = s->counts.rhs;
+  if (r.rhs >= 10 && (r.rhs - 10) % 6 == 0) r.rejected = (r.rhs - 10) / 6 - r.steps - 1;
+  return r;
+}
+
+/* ------------------------------------------------------------------ table */
+
+/* log-log interpolation of the reference solver's `what` (0 = time, 1 = RHS) at error `err`. */
+static double at_error(const Result *ref, double err, int what) {
+  double best = NAN;
+  for (int a = 0; a + 1 < N_TOL; a++) {
+    double ea = ref[a].err, eb = ref[a + 1].err;
+    if (!ref[a].ran || !ref[a + 1].ran || !(ea >= err && err >= eb) || ea == eb) continue;
+    double va = what ? ref[a].rhs : ref[a].secs, vb = what ? ref[a + 1].rhs : ref[a + 1].secs;
+    double s = (log(err) - log(ea)) / (log(eb) - log(ea));
+    best = exp(log(va) + s * (log(vb) - log(va)));
+  }
+  return best;
+}
+
+static void print_row(double rtol, const char *solver, const Result *r, const Result *ark) {
+  char rej[24], tr[16] = "", rr[16] = "";
+  snprintf(rej, sizeof rej, r->rejected < 0 ? "-" : "%ld", r->rejected);
+  if (ark) {
+    double ct = at_error(ark, r->err, 0), cr = at_error(ark, r->err, 1);
+    snprintf(tr, sizeof tr, isnan(ct) ? "-" : "%.2f", r->secs / ct);
+    snprintf(rr, sizeof rr, isnan(cr) ? "-" : "%.3f", r->rhs / cr);
+  }
+  printf("%-6.0e %-7s %9.2e %8ld %8s %8ld %10.1f %11s %10s\n", rtol, solver, r->err, r->steps,
+         rej, r->rhs, 1e6 * r->secs, tr, rr);
+}
+
+int main(int argc, char **argv) {
+  int reps = argc > 1 ? atoi(argv[1]) : 5;
+  if (reps < 1) die("reps must be at least 1");
+  SUNContext ctx;
+  if (SUNContext_Create(NULL, &ctx)) die("SUNContext_Create failed");
+  printf("dynlib %s rk45 vs ARKode ERKStep DORMAND_PRINCE_7_4_5 (SUNDIALS %s), best of %d\n",
+         dynlib_version(), SUNDIALS_VERSION, reps);
+  printf("ARKode's step controller (its defaults, from ERKStepWriteParameters):\n");
+  double scratch[MAX_N];
+  run_arkode(ctx, &PROBLEMS[0], ARKODE_DORMAND_PRINCE_7_4_5, 1e-6, 1e-9, scratch, stdout);
+  for (int ip = 0; ip < N_PROBLEMS; ip++) {
+    const Problem *p = &PROBLEMS[ip];
+    double ref[MAX_N], ref_dp[MAX_N], y[MAX_N];
+    run_arkode(ctx, p, ARKODE_VERNER_8_5_6, 1e-14, 1e-17, ref, NULL);
+    run_arkode(ctx, p, ARKODE_DORMAND_PRINCE_7_4_5, 1e-13, 1e-16, ref_dp, NULL);
+    printf("\n%s (n = %zu, t_end = %.17g, atol = %g*rtol): reference = ARKode Verner 8(7) at "
+           "rtol 1e-14; relative distance to DP5 at 1e-13: %.2e",
+           p->name, p->n, p->t_end, p->atol_scale, rel_err(p->n, ref_dp, ref));
+    if (p->periodic) printf(", to the initial state (periodic): %.2e", rel_err(p->n, p->y0, ref));
+    printf("\n");
+    DlSolver dl;
+    dl_open(&dl, p);
+    Result res[2][N_TOL];
+    memset(res, 0, sizeof res);
+    for (int it = 0; it < N_TOL; it++) {
+      double rtol = TOLS[it], atol = p->atol_scale * rtol;
+      for (int rep = 0; rep < reps; rep++)
+        for (int s = 0; s < 2; s++) {
+          Result r = s == 0 ? run_arkode(ctx, p, ARKODE_DORMAND_PRINCE_7_4_5, rtol, atol, y, NULL)
+                            : run_dynlib(&dl, rtol, atol, y);
+          r.err = r.ran ? rel_err(p->n, y, ref) : NAN;
+          if (r.ran && (!res[s][it].ran || r.secs < res[s][it].secs)) res[s][it] = r;
+        }
+    }
+    printf("%-6s %-7s %9s %8s %8s %8s %10s %11s %10s\n", "rtol", "solver", "error", "steps",
+           "rejected", "rhs", "time_us", "time/arkode", "rhs/arkode");
+    for (int it = 0; it < N_TOL; it++) {
+      print_row(TOLS[it], "arkode", &res[0][it], NULL);
+      print_row(TOLS[it], "rk45", &res[1][it], res[0]);
+    }
+    dynlib_sim_free(dl.sim);
+    dynlib_model_free(dl.model);
+  }
+  SUNContext_Free(&ctx);
+  return 0;
+}
