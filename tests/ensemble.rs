@@ -662,3 +662,57 @@ fn lockstep_members_fire_stop_and_fail_like_single_sims() {
         "{stopped} stopped, {failed} failed, {fired} fired"
     );
 }
+
+/// The kernel's finiteness check flags a lane when the sum of its new state is not finite:
+/// members whose states are finite but sum past the largest double take those steps through
+/// their own runners (no failure, single-sim bits), the others stay in the kernel.
+#[test]
+fn lockstep_lanes_whose_state_sum_overflows_take_host_steps() {
+    let model = Model::load(
+        r#"inline:
+[model]
+type = "ode"
+[states]
+a = 1.0
+b = 1.0
+[params]
+r = 0.0
+[equations.rhs]
+a = "r*a"
+b = "-r*b"
+"#,
+    )
+    .unwrap();
+    let n = 11;
+    let big: Vec<f64> = (0..n)
+        .map(|i| if i % 3 == 0 { 1.5e308 } else { 0.5 })
+        .collect();
+    let rate: Vec<f64> = (0..n).map(|i| 1e-3 * i as f64).collect();
+    let opts = RunOptions::new().t(1.0).dt(0.01).record(false);
+    for stepper in ["rk4", "rk2", "euler"] {
+        let mut ens = Ensemble::with_stepper(&model, Some(stepper), n).unwrap();
+        ens.set_column("a", &big).unwrap();
+        ens.set_column("b", &big).unwrap();
+        ens.set_param_column("r", &rate).unwrap();
+        ens.set_lockstep_lanes(4).unwrap();
+        ens.run(&opts, 1).unwrap();
+        let huge = big.iter().filter(|&&v| v > 1.0).count() as u64;
+        assert_eq!(
+            ens.last_run_lockstep_steps(),
+            (n as u64 - huge) * 100,
+            "{stepper}: every step of the ordinary members, none of the huge ones"
+        );
+        for i in 0..n {
+            let mut s = Sim::with_stepper(&model, Some(stepper)).unwrap();
+            s.assign(&[("a", big[i]), ("b", big[i]), ("r", rate[i])], false)
+                .unwrap();
+            s.run(&opts).unwrap();
+            let m = ens.member(i).unwrap();
+            assert!(
+                m.session_state().bits_eq(s.session_state()),
+                "{stepper} member {i}"
+            );
+            assert!(m.session_state().y.iter().all(|v| v.is_finite()));
+        }
+    }
+}
