@@ -273,7 +273,7 @@ fn sweep_lanes(
     work: f64,
     reps: usize,
 ) {
-    let choices = [0usize, 2, 4, 8, 16, 32];
+    let choices = [0usize, 2, 4, 6, 8, 12, 16, 32];
     let mut best = vec![f64::INFINITY; choices.len()];
     let mut best_cpu = vec![f64::INFINITY; choices.len()];
     for _ in 0..reps {

@@ -944,8 +944,10 @@ fn run_batch(
     let mut open = vec![false; chunk.len()];
     let mut steps = 0;
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        // (member, events logged before, run)
-        let mut started = Vec::with_capacity(chunk.len());
+        // Runs (moved as few times as possible: a started run is large) and, beside them,
+        // (member, events logged before).
+        let mut runs = Vec::with_capacity(chunk.len());
+        let mut who = Vec::with_capacity(chunk.len());
         for (i, m) in chunk.iter_mut().enumerate() {
             if m.poisoned || !Arc::ptr_eq(&m.sim.model().0, &model.0) {
                 continue;
@@ -954,16 +956,11 @@ fn run_batch(
             match m.sim.start_run(opts, &model) {
                 Ok(run) => {
                     open[i] = true;
-                    started.push((i, before, run));
+                    who.push((i, before));
+                    runs.push(run);
                 }
                 Err(e) => m.conclude(Err(e), before, opts, keep),
             }
-        }
-        let mut runs: Vec<_> = Vec::with_capacity(started.len());
-        let mut who = Vec::with_capacity(started.len());
-        for (i, before, run) in started {
-            who.push((i, before));
-            runs.push(run);
         }
         let (ends, taken) = advance(kernel, &mut runs);
         steps = taken;
