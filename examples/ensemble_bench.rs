@@ -20,7 +20,7 @@
 
 use std::time::Instant;
 
-use dynlib::session::ensemble::DEFAULT_LOCKSTEP_LANES;
+use dynlib::session::ensemble::default_lockstep_lanes;
 use dynlib::session::Ensemble;
 use dynlib::{Model, RunOptions};
 
@@ -87,7 +87,7 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let sweep = std::env::args().any(|a| a == "--sweep-lanes");
     let reps = arg_value("--reps").unwrap_or(3).max(1);
-    let lanes = arg_value("--lanes").unwrap_or(DEFAULT_LOCKSTEP_LANES);
+    let lanes_arg = arg_value("--lanes");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let members = 10_000usize;
     let cases = [
@@ -110,8 +110,9 @@ fn main() {
     ];
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "ensemble benchmark: {members} members, record = false, {cores} core(s), lanes = {lanes}, \
+        "ensemble benchmark: {members} members, record = false, {cores} core(s), lanes = {}, \
          best of {reps} (interleaved){}; load average before: {}",
+        lanes_arg.map_or("the model's default".to_string(), |l| l.to_string()),
         if quick { ", --quick" } else { "" },
         load.split_whitespace()
             .take(3)
@@ -124,6 +125,7 @@ fn main() {
     });
     for case in chosen {
         let model = Model::load(case.source).expect("built-in model");
+        let lanes = lanes_arg.unwrap_or_else(|| default_lockstep_lanes(&model));
         let values: Vec<f64> = (0..members)
             .map(|i| case.range.0 + (case.range.1 - case.range.0) * i as f64 / members as f64)
             .collect();
@@ -203,7 +205,7 @@ fn main() {
         }
         let speedup = rates[2] / rates[1];
         println!(
-            "  {:<15} lock-step per core vs one-by-one: {:.2}x; scaling on {cores} cores: {:.2}x \
+            "  {:<15} lock-step ({lanes} lanes) per core vs one-by-one: {:.2}x; scaling on {cores} cores: {:.2}x \
              = {:.2} per core; {:.1}% of member-steps in the kernel; memory/member {:.2} KiB \
              built, +{:.3} KiB after a run (final states identical in every configuration)",
             case.name,

@@ -716,3 +716,30 @@ b = "-r*b"
         }
     }
 }
+
+/// The default lane count follows the model (16 without events, 8 with), and a batch is
+/// never wider than the ensemble: a 3-member ensemble still takes every step in the kernel
+/// and ends as single sims do.
+#[test]
+fn default_lanes_follow_the_model_and_the_member_count() {
+    let lorenz = Model::load("builtin://ode/lorenz").unwrap();
+    let izhikevich = Model::load("builtin://ode/izhikevich").unwrap();
+    assert_eq!(Ensemble::new(&lorenz, 4).unwrap().lockstep_lanes(), 16);
+    assert_eq!(Ensemble::new(&izhikevich, 4).unwrap().lockstep_lanes(), 8);
+    let rho = [12.0, 28.0, 35.0];
+    let opts = RunOptions::new().t(2.0).dt(0.01).record(false);
+    let mut ens = Ensemble::with_stepper(&lorenz, Some("rk4"), 3).unwrap();
+    ens.set_param_column("rho", &rho).unwrap();
+    ens.run(&opts, 1).unwrap();
+    assert_eq!(ens.last_run_lockstep_steps(), 3 * 200);
+    for (i, &r) in rho.iter().enumerate() {
+        let mut s = Sim::with_stepper(&lorenz, Some("rk4")).unwrap();
+        s.assign(&[("rho", r)], false).unwrap();
+        s.run(&opts).unwrap();
+        assert!(ens
+            .member(i)
+            .unwrap()
+            .session_state()
+            .bits_eq(s.session_state()));
+    }
+}
