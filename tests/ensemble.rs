@@ -662,3 +662,84 @@ fn lockstep_members_fire_stop_and_fail_like_single_sims() {
         "{stopped} stopped, {failed} failed, {fired} fired"
     );
 }
+
+/// The kernel's finiteness check flags a lane when the sum of its new state is not finite:
+/// members whose states are finite but sum past the largest double take those steps through
+/// their own runners (no failure, single-sim bits), the others stay in the kernel.
+#[test]
+fn lockstep_lanes_whose_state_sum_overflows_take_host_steps() {
+    let model = Model::load(
+        r#"inline:
+[model]
+type = "ode"
+[states]
+a = 1.0
+b = 1.0
+[params]
+r = 0.0
+[equations.rhs]
+a = "r*a"
+b = "-r*b"
+"#,
+    )
+    .unwrap();
+    let n = 11;
+    let big: Vec<f64> = (0..n)
+        .map(|i| if i % 3 == 0 { 1.5e308 } else { 0.5 })
+        .collect();
+    let rate: Vec<f64> = (0..n).map(|i| 1e-3 * i as f64).collect();
+    let opts = RunOptions::new().t(1.0).dt(0.01).record(false);
+    for stepper in ["rk4", "rk2", "euler"] {
+        let mut ens = Ensemble::with_stepper(&model, Some(stepper), n).unwrap();
+        ens.set_column("a", &big).unwrap();
+        ens.set_column("b", &big).unwrap();
+        ens.set_param_column("r", &rate).unwrap();
+        ens.set_lockstep_lanes(4).unwrap();
+        ens.run(&opts, 1).unwrap();
+        let huge = big.iter().filter(|&&v| v > 1.0).count() as u64;
+        assert_eq!(
+            ens.last_run_lockstep_steps(),
+            (n as u64 - huge) * 100,
+            "{stepper}: every step of the ordinary members, none of the huge ones"
+        );
+        for i in 0..n {
+            let mut s = Sim::with_stepper(&model, Some(stepper)).unwrap();
+            s.assign(&[("a", big[i]), ("b", big[i]), ("r", rate[i])], false)
+                .unwrap();
+            s.run(&opts).unwrap();
+            let m = ens.member(i).unwrap();
+            assert!(
+                m.session_state().bits_eq(s.session_state()),
+                "{stepper} member {i}"
+            );
+            assert!(m.session_state().y.iter().all(|v| v.is_finite()));
+        }
+    }
+}
+
+/// The default lane count follows the model (16 without events, 8 with), and a batch is
+/// never wider than the ensemble: a 3-member ensemble still takes every step in the kernel
+/// and ends as single sims do.
+#[test]
+fn default_lanes_follow_the_model_and_the_member_count() {
+    let lorenz = Model::load("builtin://ode/lorenz").unwrap();
+    let izhikevich = Model::load("builtin://ode/izhikevich").unwrap();
+    assert_eq!(Ensemble::new(&lorenz, 4).unwrap().lockstep_lanes(), 16);
+    assert_eq!(Ensemble::new(&izhikevich, 4).unwrap().lockstep_lanes(), 8);
+    let rho = [12.0, 28.0, 35.0];
+    let opts = RunOptions::new().t(2.0).dt(0.01).record(false);
+    let mut ens = Ensemble::with_stepper(&lorenz, Some("rk4"), 3).unwrap();
+    ens.set_param_column("rho", &rho).unwrap();
+    ens.run(&opts, 1).unwrap();
+    assert_eq!(ens.last_run_lockstep_steps(), 3 * 200);
+    for (i, &r) in rho.iter().enumerate() {
+        let mut s = Sim::with_stepper(&lorenz, Some("rk4")).unwrap();
+        s.assign(&[("rho", r)], false).unwrap();
+        s.run(&opts).unwrap();
+        assert!(ens
+            .member(i)
+            .unwrap()
+            .session_state()
+            .bits_eq(s.session_state()));
+    }
+}

@@ -207,7 +207,8 @@ pub unsafe extern "C" fn dynlib_ensemble_run(
 /// plain fixed-grid runs are advanced `lanes` at a time by one native loop. `lanes` is
 /// rounded up to an even number; 0 turns lock-step off; more than 64 is
 /// `DYNLIB_ERR_INVALID_ARGUMENT` (nothing changes). The results are the same bits whatever
-/// the value; only the speed changes. The default is 8.
+/// the value; only the speed changes. The default is 16 for a model without events, 8 for one
+/// with events; a batch is never wider than the member count (rounded up to even).
 ///
 /// # Safety
 /// `ens` an ensemble handle.

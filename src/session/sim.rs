@@ -462,7 +462,10 @@ impl Sim {
             st.status = Status::Ready;
             st.init_lag(model);
             st.stepper_ws = stepper::create(info, model.n_states()).save();
-            fresh_seed = Some(st.clone());
+            // The seed of the initial snapshot, which only a Sim's first run takes.
+            if !self.initial_created {
+                fresh_seed = Some(st.clone());
+            }
             runner = Runner::reusing(model, info, &st, self.spare_stepper.0.take())?;
             runner.restart();
         }

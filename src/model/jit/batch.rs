@@ -62,7 +62,7 @@ struct BatchCtx {
     ring: *mut f64,
     heads: *mut i64,
     flags: *mut i64,
-    /// `n * lanes` values the kernel writes each stage to (see `Gen::pin`).
+    /// Values the kernel stores and reads back within a step (see `Gen::pin`).
     scratch: *mut f64,
     /// Adams history, `carry[(r * n + s) * lanes + lane]` (row `r` newest first).
     carry: *mut f64,
@@ -126,6 +126,8 @@ pub struct BatchKernel {
     lanes: usize,
     /// Values of carried history per lane (`BatchIo::carry`).
     carry_len: usize,
+    /// Scratch values per lane (see `Gen::pin`).
+    scratch_len: usize,
     /// The code memory `f` points into, freed with the kernel.
     _code: CodeMemory,
 }
@@ -161,7 +163,7 @@ impl BatchKernel {
                 && io.flags.len() == k,
             "lock-step kernel called with buffers that do not match its model and lanes"
         );
-        let mut scratch = vec![0.0; b.n_states * k];
+        let mut scratch = vec![0.0; self.scratch_len * k];
         let mut ctx = BatchCtx {
             scratch: scratch.as_mut_ptr(),
             y: io.y.as_mut_ptr(),
@@ -277,6 +279,7 @@ pub fn build(
         // `fn(*mut BatchCtx) -> i64`.
         f: unsafe { std::mem::transmute::<*const u8, BatchFn>(code) },
         carry_len: history_rows(form) * bounds.n_states,
+        scratch_len: scratch_rows(form) * bounds.n_states,
         bounds,
         lanes,
         _code: CodeMemory::new(lw.module),
@@ -430,6 +433,12 @@ impl Gen<'_, '_, '_> {
         }
         let hist = self.load_history()?;
         let y_new = self.step(t, dt, &y, &hist)?;
+        // Runge-Kutta: the new state was pinned to its scratch row (see `step`).
+        let new_row = match self.form {
+            StepForm::Erk(tab) => Some(tab.a.len()),
+            _ => None,
+        };
+        let y_new = self.reload(new_row, y_new)?;
         let k1 = self.b.ins().iadd_imm_u(k, 1);
         // `grid_t0 + (k - k0) as f64 * dt`, as `kernel.rs` and `SessionState::grid_time`.
         let d = self.b.ins().isub(k1, k0);
@@ -468,6 +477,7 @@ impl Gen<'_, '_, '_> {
         self.b.ins().brif(flagged, leave, &[], go_on, &[]);
         // go_on: every lane commits.
         self.b.switch_to_block(go_on);
+        let y_new = self.reload(new_row, y_new)?;
         for (g, yg) in y_new.iter().enumerate() {
             self.commit(g, None, yg)?;
         }
@@ -477,6 +487,7 @@ impl Gen<'_, '_, '_> {
         self.b.ins().jump(head, &[]);
         // leave: the unflagged lanes commit; `k` and `t` stay at the flagged step.
         self.b.switch_to_block(leave);
+        let y_new = self.reload(new_row, y_new)?;
         for (g, (yg, &mask)) in y_new.iter().zip(&masks).enumerate() {
             self.commit(g, Some(mask), yg)?;
         }
@@ -521,13 +532,13 @@ impl Gen<'_, '_, '_> {
                 })
                 .collect(),
             StepForm::Erk(tab) => {
+                let stages = tab.a.len();
                 // `y + 0` (see `kernel::combine`), once per step for every stage.
                 let zero = self.splat(0.0);
                 let y0: Vec<Vec<Value>> = y
                     .iter()
                     .map(|yg| yg.iter().map(|&v| self.b.ins().fadd(v, zero)).collect())
                     .collect();
-                let mut ks: Vec<Vec<Vec<Value>>> = vec![Vec::new(); pairs];
                 for (i, row) in tab.a.iter().enumerate() {
                     let ti = if i == 0 {
                         t_v
@@ -541,9 +552,8 @@ impl Gen<'_, '_, '_> {
                         let ys = if i == 0 {
                             y[g].clone()
                         } else {
-                            let terms: Vec<(f64, &Vec<Value>)> =
-                                row.iter().copied().zip(&ks[g]).collect();
-                            combine(&mut self.b, &y0[g], h_v, &terms, true, splat)
+                            // Only the stages already taken (an explicit tableau).
+                            self.stage_sum(g, &y0[g], h_v, &row[..row.len().min(i)])?
                         };
                         let inp = Inputs {
                             pair: g,
@@ -552,17 +562,16 @@ impl Gen<'_, '_, '_> {
                             lag_shift: 0,
                         };
                         let k = self.program(&rhs, &inp)?;
-                        self.pin(g, &k)?;
-                        ks[g].push(k);
+                        self.pin(i, g, &k)?;
                     }
                 }
-                Ok((0..pairs)
+                (0..pairs)
                     .map(|g| {
-                        let terms: Vec<(f64, &Vec<Value>)> =
-                            tab.b.iter().copied().zip(&ks[g]).collect();
-                        combine(&mut self.b, &y0[g], h_v, &terms, true, splat)
+                        let y_new = self.stage_sum(g, &y0[g], h_v, tab.b)?;
+                        self.pin(stages, g, &y_new)?;
+                        Ok(y_new)
                     })
-                    .collect())
+                    .collect()
             }
             StepForm::Adams(w) => Ok((0..pairs)
                 .map(|g| {
@@ -638,19 +647,56 @@ impl Gen<'_, '_, '_> {
         Ok(())
     }
 
-    /// Stores pair `g`'s stage values to the scratch area. Nothing reads them: the stores
-    /// fix where the optimiser places the stage's arithmetic. Cranelift emits pure
-    /// instructions right before their first use by a side effect; without these, that is
-    /// the commit, and each pair's whole step would be emitted before the next pair's,
-    /// leaving the CPU too few independent instructions in its window. With them every
-    /// stage is emitted for all pairs before the next stage, as the chains overlap best.
-    fn pin(&mut self, g: usize, vals: &[Value]) -> Result<()> {
+    /// Stores pair `g`'s values to scratch row `row` (Runge-Kutta: row `i` holds stage `i`'s
+    /// values, row `stages` the new state). Later uses read them back with
+    /// [`unpin`](Self::unpin) rather than holding them in registers. The stores also fix
+    /// where the optimiser places the arithmetic: Cranelift emits pure instructions right
+    /// before their first use by a side effect; without these, that is the commit, and each
+    /// pair's whole step would be emitted before the next pair's, leaving the CPU too few
+    /// independent instructions in its window. With them every stage is emitted for all
+    /// pairs before the next stage, as the chains overlap best. Reading the values back
+    /// instead of keeping them live cuts the register spills (4 pairs x (3 states + stage
+    /// values) do not fit 16 registers): a stored value costs no spill store.
+    fn pin(&mut self, row: usize, g: usize, vals: &[Value]) -> Result<()> {
         let base = self.base()?;
         for (s, &v) in vals.iter().enumerate() {
-            let off = offset(s * self.lanes + g * VECTOR_LANES)?;
+            let off = offset((row * self.n + s) * self.lanes + g * VECTOR_LANES)?;
             self.b.ins().store(mem(), v, base.scratch, off);
         }
         Ok(())
+    }
+
+    /// `y0 + h·(Σ w_j k_j)` for pair `g`, as `kernel::combine` (zero weights skipped), with
+    /// the stage values read back from their scratch rows.
+    fn stage_sum(&mut self, g: usize, y0: &[Value], h: Value, w: &[f64]) -> Result<Vec<Value>> {
+        let mut ks = Vec::with_capacity(w.len());
+        for (j, &wj) in w.iter().enumerate() {
+            // A skipped term's values are never read: no load for them.
+            ks.push(if wj == 0.0 {
+                y0.to_vec()
+            } else {
+                self.unpin(j, g)?
+            });
+        }
+        let terms: Vec<(f64, &Vec<Value>)> = w.iter().copied().zip(&ks).collect();
+        Ok(combine(&mut self.b, y0, h, &terms, true, splat))
+    }
+
+    /// With a row: every pair's values pinned there, stored (first call) or loaded again.
+    fn reload(&mut self, row: Option<usize>, vals: Vec<Vec<Value>>) -> Result<Vec<Vec<Value>>> {
+        let Some(row) = row else { return Ok(vals) };
+        (0..vals.len()).map(|g| self.unpin(row, g)).collect()
+    }
+
+    /// Pair `g`'s values of scratch row `row`, as [`pin`](Self::pin) stored them.
+    fn unpin(&mut self, row: usize, g: usize) -> Result<Vec<Value>> {
+        let base = self.base()?;
+        (0..self.n)
+            .map(|s| {
+                let off = offset((row * self.n + s) * self.lanes + g * VECTOR_LANES)?;
+                Ok(self.load(V, base.scratch, off))
+            })
+            .collect()
     }
 
     /// Lanes where some event of this phase fires on the inputs.
@@ -688,15 +734,16 @@ impl Gen<'_, '_, '_> {
         }
     }
 
-    /// Lanes where some value is inf or NaN (`Σ v·0` is NaN exactly then).
+    /// Lanes where some value is inf or NaN: then `s - s` is NaN for `s = Σ v`. A sum that
+    /// overflows flags finite values too; that lane's step is then the host's, which is
+    /// slower but the same step.
     fn non_finite(&mut self, vals: &[Value]) -> Value {
-        let zero = self.splat(0.0);
-        let mut acc = zero;
-        for &v in vals {
-            let z = self.b.ins().fmul(v, zero);
-            acc = self.b.ins().fadd(acc, z);
+        let mut sum = vals[0];
+        for &v in &vals[1..] {
+            sum = self.b.ins().fadd(sum, v);
         }
-        self.b.ins().fcmp(FloatCC::Unordered, acc, acc)
+        let d = self.b.ins().fsub(sum, sum);
+        self.b.ins().fcmp(FloatCC::Unordered, d, d)
     }
 
     /// Stores the new state of pair `g`'s lanes — with `flagged`, of the unflagged ones
@@ -933,6 +980,14 @@ impl Gen<'_, '_, '_> {
                 self.per_lane(name, &[x, y])?
             }
         })
+    }
+}
+
+/// Rows of scratch a method's loop writes (Runge-Kutta: one per stage and the new state).
+fn scratch_rows(form: StepForm) -> usize {
+    match form {
+        StepForm::Erk(tab) => tab.a.len() + 1,
+        _ => 0,
     }
 }
 
