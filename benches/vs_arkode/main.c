@@ -28,7 +28,7 @@
 #include <arkode/arkode_erkstep.h>
 #include <nvector/nvector_serial.h>
 
-#include "dynlib.h"
+#include "../common/work_precision.h"
 
 #define N_TOL 6
 static const double TOLS[N_TOL] = {1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8};
@@ -78,22 +78,9 @@ typedef struct Result {
   long steps, rejected, rhs;
 } Result;
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
 static void die(const char *what) {
   fprintf(stderr, "vs_arkode: %s\n", what);
   exit(1);
-}
-
-static void check_dl(DynlibStatus s, const char *what) {
-  if (s != DYNLIB_OK) {
-    fprintf(stderr, "%s: %s: %s\n", what, dynlib_status_name(s), dynlib_last_error());
-    exit(1);
-  }
 }
 
 static double rel_err(size_t n, const double *y, const double *ref) {
@@ -163,21 +150,11 @@ typedef struct DlSolver {
 static const char *STATE_NAMES[MAX_N] = {"y1", "y2", "y3", "y4"};
 
 static void dl_open(DlSolver *s, const Problem *p) {
-  DynlibCallbackModel cb;
   char id[64];
   snprintf(id, sizeof id, "vs_arkode/%s", p->name);
   s->counts = (Counts){p, 0};
-  check_dl(dynlib_callback_model_init(&cb), "init");
-  cb.id = id;
-  cb.kind = DYNLIB_MODEL_ODE;
-  cb.n_states = p->n;
-  cb.state_names = STATE_NAMES;
-  cb.state_init = p->y0;
-  cb.stepper = "rk45";
-  cb.rhs = dl_rhs;
-  cb.user_data = &s->counts;
-  check_dl(dynlib_model_from_callbacks(&cb, &s->model), "callback model");
-  check_dl(dynlib_sim_new(s->model, &s->sim), "sim");
+  s->sim = open_callback_sim(id, p->n, STATE_NAMES, p->y0, "rk45", dl_rhs, NULL, &s->counts,
+                             &s->model);
 }
 
 static Result run_dynlib(DlSolver *s, double rtol, double atol, double *y_out) {
@@ -185,49 +162,26 @@ static Result run_dynlib(DlSolver *s, double rtol, double atol, double *y_out) {
   Result r = {1, 0, 0, 0, -1, 0};
   const char *names[2] = {"rtol", "atol"};
   double values[2] = {rtol, atol};
-  DynlibRunOptions o;
-  dynlib_run_options_init(&o);
-  o.T = p->t_end;
-  o.t0 = 0.0;
-  o.ic = p->y0;
-  o.n_ic = p->n;
-  o.record = 0;
-  o.max_steps = 100000000;
-  o.config_names = names;
-  o.config_values = values;
-  o.n_config = 2;
   s->counts.rhs = 0;
-  double t0 = now();
-  DynlibStatus st = dynlib_sim_run(s->sim, &o);
-  r.secs = now() - t0;
-  if (st != DYNLIB_OK) {
-    fprintf(stderr, "rk45 at rtol %g: %s: %s\n", rtol, dynlib_status_name(st),
-            dynlib_last_error());
+  if (run_dynlib_to(s->sim, "rk45", p->t_end, p->y0, p->n, names, values, 2, &r.secs, y_out,
+                    &r.steps) != DYNLIB_OK) {
     r.ran = 0;
     return r;
   }
-  size_t need;
-  uint64_t steps;
-  check_dl(dynlib_sim_state(s->sim, y_out, p->n, &need), "state");
-  check_dl(dynlib_sim_step_count(s->sim, &steps), "steps");
-  r.steps = (long)steps, r.rhs = s->counts.rhs;
+  r.rhs = s->counts.rhs;
   if (r.rhs >= 10 && (r.rhs - 10) % 6 == 0) r.rejected = (r.rhs - 10) / 6 - r.steps - 1;
   return r;
 }
 
 /* ------------------------------------------------------------------ table */
 
-/* log-log interpolation of the reference solver's `what` (0 = time, 1 = RHS) at error `err`. */
+/* The reference solver's `what` (0 = time, 1 = RHS) at error `err` (see cost_at_error). */
 static double at_error(const Result *ref, double err, int what) {
-  double best = NAN;
-  for (int a = 0; a + 1 < N_TOL; a++) {
-    double ea = ref[a].err, eb = ref[a + 1].err;
-    if (!ref[a].ran || !ref[a + 1].ran || !(ea >= err && err >= eb) || ea == eb) continue;
-    double va = what ? ref[a].rhs : ref[a].secs, vb = what ? ref[a + 1].rhs : ref[a + 1].secs;
-    double s = (log(err) - log(ea)) / (log(eb) - log(ea));
-    best = exp(log(va) + s * (log(vb) - log(va)));
-  }
-  return best;
+  double e[N_TOL], v[N_TOL];
+  int ran[N_TOL];
+  for (int a = 0; a < N_TOL; a++)
+    e[a] = ref[a].err, v[a] = what ? ref[a].rhs : ref[a].secs, ran[a] = ref[a].ran;
+  return cost_at_error(e, v, ran, N_TOL, err);
 }
 
 static void print_row(double rtol, const char *solver, const Result *r, const Result *ark) {

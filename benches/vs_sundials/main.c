@@ -26,7 +26,7 @@
 #include <sunlinsol/sunlinsol_dense.h>
 #include <sunmatrix/sunmatrix_dense.h>
 
-#include "dynlib.h"
+#include "../common/work_precision.h"
 #include "problems.h"
 
 #define N_TOL 6
@@ -55,22 +55,9 @@ typedef struct Result {
   long steps, rhs, rhs_jac, jac, lu;
 } Result;
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
 static void die(const char *what) {
   fprintf(stderr, "vs_sundials: %s\n", what);
   exit(1);
-}
-
-static void check_dl(DynlibStatus s, const char *what) {
-  if (s != DYNLIB_OK) {
-    fprintf(stderr, "%s: %s: %s\n", what, dynlib_status_name(s), dynlib_last_error());
-    exit(1);
-  }
 }
 
 static double max_rel_err(const Problem *p, const double *y, const double *ref) {
@@ -163,22 +150,11 @@ typedef struct DlSolver {
 static const char *STATE_NAMES[MAX_N] = {"y1", "y2", "y3", "y4", "y5", "y6", "y7", "y8"};
 
 static void dl_open(DlSolver *s, const Problem *p, const char *stepper) {
-  DynlibCallbackModel cb;
   char id[64];
   snprintf(id, sizeof id, "vs_sundials/%s", p->name);
   s->counts = (Counts){p, 0, 0};
-  check_dl(dynlib_callback_model_init(&cb), "init");
-  cb.id = id;
-  cb.kind = DYNLIB_MODEL_ODE;
-  cb.n_states = p->n;
-  cb.state_names = STATE_NAMES;
-  cb.state_init = p->y0;
-  cb.stepper = stepper;
-  cb.rhs = dl_rhs;
-  cb.jacobian = dl_jac;
-  cb.user_data = &s->counts;
-  check_dl(dynlib_model_from_callbacks(&cb, &s->model), "callback model");
-  check_dl(dynlib_sim_new(s->model, &s->sim), "sim");
+  s->sim = open_callback_sim(id, p->n, STATE_NAMES, p->y0, stepper, dl_rhs, dl_jac, &s->counts,
+                             &s->model);
 }
 
 /* A counter of bdf's stepper_stats in the run summary; -1 when absent. */
@@ -196,32 +172,13 @@ static Result run_dynlib(DlSolver *s, const char *stepper, double rtol, double *
   Result r = {1, 0, 0, 0, 0, 0, -1, 0, -1};
   const char *names[3] = {"rtol", "atol", "jacobian_mode"};
   double values[3] = {rtol, p->atol_scale * rtol, fd_jacobian ? 0.0 : 1.0};
-  DynlibRunOptions o;
-  dynlib_run_options_init(&o);
-  o.T = p->t_end;
-  o.t0 = 0.0;
-  o.ic = p->y0;
-  o.n_ic = p->n;
-  o.record = 0;
-  o.max_steps = 100000000;
-  o.config_names = names;
-  o.config_values = values;
-  o.n_config = 3;
   s->counts.rhs = s->counts.jac = 0;
-  double t0 = now();
-  DynlibStatus st = dynlib_sim_run(s->sim, &o);
-  r.secs = now() - t0;
-  if (st != DYNLIB_OK) {
-    fprintf(stderr, "%s at rtol %g: %s: %s\n", stepper, rtol, dynlib_status_name(st),
-            dynlib_last_error());
+  if (run_dynlib_to(s->sim, stepper, p->t_end, p->y0, p->n, names, values, 3, &r.secs, y_out,
+                    &r.steps) != DYNLIB_OK) {
     r.ran = 0;
     return r;
   }
-  size_t need;
-  uint64_t steps;
-  check_dl(dynlib_sim_state(s->sim, y_out, p->n, &need), "state");
-  check_dl(dynlib_sim_step_count(s->sim, &steps), "steps");
-  r.steps = (long)steps, r.rhs = s->counts.rhs, r.jac = s->counts.jac;
+  r.rhs = s->counts.rhs, r.jac = s->counts.jac;
   if (!fd_jacobian) r.rhs_jac = 0;
   /* The other steppers difference their Jacobians without counting them. */
   if (fd_jacobian) r.jac = -1;
@@ -235,21 +192,13 @@ static Result run_dynlib(DlSolver *s, const char *stepper, double rtol, double *
 
 /* ------------------------------------------------------------------ table */
 
-/* log-log interpolation of CVODE's `what` (0 = time, 1 = RHS evals) at error `err`. */
+/* CVODE's `what` (0 = time, 1 = RHS evals) at error `err` (see cost_at_error). */
 static double cvode_at(const Result *cv, double err, int what) {
-  double best = NAN;
+  double e[N_TOL], v[N_TOL];
+  int ran[N_TOL];
   for (int a = 0; a < N_TOL; a++)
-    for (int b = 0; b < N_TOL; b++) {
-      double ea = cv[a].err, eb = cv[b].err;
-      if (!(ea >= err && err >= eb) || ea == eb) continue;
-      if (b != a + 1 && !(a == b - 1)) continue;
-      double va = what ? cv[a].rhs : cv[a].secs, vb = what ? cv[b].rhs : cv[b].secs;
-      double s = (log(err) - log(ea)) / (log(eb) - log(ea));
-      best = exp(log(va) + s * (log(vb) - log(va)));
-    }
-  for (int a = 0; a < N_TOL; a++)
-    if (cv[a].err == err) best = what ? cv[a].rhs : cv[a].secs;
-  return best;
+    e[a] = cv[a].err, v[a] = what ? cv[a].rhs : cv[a].secs, ran[a] = cv[a].ran;
+  return cost_at_error(e, v, ran, N_TOL, err);
 }
 
 int main(int argc, char **argv) {
