@@ -395,26 +395,58 @@ fn host_c_functions_run_fused_with_the_general_engines_bits() {
     assert!(fused > 0, "the host C functions never ran fused");
 }
 
-/// The general engine's rk45 reuses the last stage of an accepted step as the next step's
-/// first (FSAL) for a model without lags.
-#[test]
-fn general_rk45_evaluates_the_first_stage_once_per_step() {
-    use dynlib::model::host::{HostModel, HostModelDef};
-    use dynlib::model::ModelKind;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Arc;
+/// Lorenz as a host model that counts its right-hand side evaluations, with the same
+/// function as C code, so that it also runs in the fused loops.
+struct CountingLorenz(std::sync::Arc<std::sync::atomic::AtomicU64>);
 
-    struct CountingLorenz(Arc<AtomicU64>);
-    impl HostModel for CountingLorenz {
-        fn rhs(&self, _t: f64, y: &[f64], p: &[f64], out: &mut [f64]) -> Result<(), i32> {
-            self.0.fetch_add(1, Ordering::Relaxed);
-            out[0] = p[0] * (y[1] - y[0]);
-            out[1] = y[0] * (p[1] - y[2]) - y[1];
-            out[2] = y[0] * y[1] - p[2] * y[2];
+/// `user_data` is the counter (an `AtomicU64` the model keeps alive).
+unsafe extern "C" fn counting_lorenz_rhs(
+    _t: f64,
+    y: *const f64,
+    p: *const f64,
+    out: *mut f64,
+    ud: *mut std::ffi::c_void,
+) -> std::ffi::c_int {
+    let (y, p, out) = unsafe {
+        (
+            std::slice::from_raw_parts(y, 3),
+            std::slice::from_raw_parts(p, 3),
+            std::slice::from_raw_parts_mut(out, 3),
+        )
+    };
+    let counter = unsafe { &*(ud as *const std::sync::atomic::AtomicU64) };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    out[0] = p[0] * (y[1] - y[0]);
+    out[1] = y[0] * (p[1] - y[2]) - y[1];
+    out[2] = y[0] * y[1] - p[2] * y[2];
+    0
+}
+
+impl dynlib::model::host::HostModel for CountingLorenz {
+    fn rhs(&self, t: f64, y: &[f64], p: &[f64], out: &mut [f64]) -> Result<(), i32> {
+        let ud = std::sync::Arc::as_ptr(&self.0) as *mut std::ffi::c_void;
+        let rc = unsafe { counting_lorenz_rhs(t, y.as_ptr(), p.as_ptr(), out.as_mut_ptr(), ud) };
+        if rc == 0 {
             Ok(())
+        } else {
+            Err(rc)
         }
     }
-    let calls = Arc::new(AtomicU64::new(0));
+    fn c_functions(&self) -> Option<dynlib::model::host::CFunctions> {
+        Some(dynlib::model::host::CFunctions {
+            rhs: counting_lorenz_rhs,
+            aux: None,
+            event_cond: None,
+            user_data: std::sync::Arc::as_ptr(&self.0) as *mut std::ffi::c_void,
+        })
+    }
+}
+
+/// An rk45 counting Lorenz model and its evaluation counter.
+fn counting_lorenz() -> (Model, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use dynlib::model::host::HostModelDef;
+    use dynlib::model::ModelKind;
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let def = HostModelDef {
         id: "counting-lorenz".into(),
@@ -429,7 +461,16 @@ fn general_rk45_evaluates_the_first_stage_once_per_step() {
         dt: 0.01,
         stepper: "rk45".into(),
     };
-    let model = Model::from_host(def, Box::new(CountingLorenz(Arc::clone(&calls)))).unwrap();
+    let counter = CountingLorenz(std::sync::Arc::clone(&calls));
+    (Model::from_host(def, Box::new(counter)).unwrap(), calls)
+}
+
+/// The general engine's rk45 reuses the last stage of an accepted step as the next step's
+/// first (FSAL) for a model without lags.
+#[test]
+fn general_rk45_evaluates_the_first_stage_once_per_step() {
+    use std::sync::atomic::Ordering;
+    let (model, calls) = counting_lorenz();
     let mut sim = Sim::new(&model).unwrap();
     // Steps capped small enough that none is rejected: 6 new stages per step with FSAL,
     // 7 without (the few more are the initial step estimate's).
@@ -443,6 +484,49 @@ fn general_rk45_evaluates_the_first_stage_once_per_step() {
     assert!(
         n <= 6 * steps + 16,
         "{n} evaluations for {steps} accepted steps"
+    );
+}
+
+/// The fused rk45 loop evaluates the right-hand side no more often than the general engine:
+/// the step that ends a run past t_end is handed over before it is attempted (not attempted
+/// twice), and only the first stage after each hand-over is evaluated again (the loop's
+/// carried last stage stays in the loop). Same bits either way.
+#[test]
+fn fused_rk45_runs_cost_the_general_engines_evaluations() {
+    use std::sync::atomic::Ordering;
+    let (model, calls) = counting_lorenz();
+    let seams = [0.7, 1.3, 2.9, 3.0, 5.5];
+    let mut outcome = Vec::new();
+    for general in [true, false] {
+        let mut sim = Sim::new(&model).unwrap();
+        calls.store(0, Ordering::Relaxed);
+        for (i, t) in seams.iter().enumerate() {
+            let opts = RunOptions::new()
+                .t(*t)
+                .resume(i > 0)
+                .config("rtol", 1e-9)
+                .general_engine(general);
+            sim.run(&opts).unwrap();
+        }
+        let y: Vec<u64> = sim.state().iter().map(|v| v.to_bits()).collect();
+        if !general {
+            assert!(
+                sim.last_run_stats().fused_steps > 0,
+                "the fused loop never ran"
+            );
+        }
+        outcome.push((calls.load(Ordering::Relaxed), y, sim.step_count()));
+    }
+    let (general, fused) = (&outcome[0], &outcome[1]);
+    assert_eq!(general.1, fused.1, "final states differ");
+    assert_eq!(general.2, fused.2, "step counts differ");
+    assert!(general.2 > 500, "{} steps", general.2);
+    assert!(
+        fused.0 <= general.0 + seams.len() as u64,
+        "fused {} evaluations vs the general engine's {} over {} runs",
+        fused.0,
+        general.0,
+        seams.len()
     );
 }
 

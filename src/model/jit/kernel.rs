@@ -1174,6 +1174,13 @@ impl Gen<'_, '_, '_> {
         let h_in = self.b.use_var(hv);
         // `Controller::first_step`.
         let h0 = self.rust_min(h_in, law.dt_max);
+        // A first attempt that would end past t_end is the run's last step, which the
+        // general engine takes anyway (it ends the run there): hand it over now rather
+        // than compute the attempt here and again there.
+        let t_try = self.b.ins().fadd(t, h0);
+        let crossing = self.b.ins().fcmp(FloatCC::GreaterThan, t_try, t_end);
+        let inside = self.b.create_block();
+        self.exit_if(crossing, exit, 1, inside);
         self.b.ins().jump(attempt, &[h0.into(), tries.into()]);
 
         // attempt(h, tries left): the stages, the error norm and the controller's verdict.
