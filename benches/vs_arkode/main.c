@@ -169,7 +169,7 @@ static Result run_dynlib(DlSolver *s, double rtol, double atol, double *y_out) {
     return r;
   }
   r.rhs = s->counts.rhs;
-  if (r.rhs >= 10 && (r.rhs - 10) % 6 == 0) r.rejected = (r.rhs - 10) / 6 - r.steps - 1;
+  /* dynlib does not report rejected attempts; `rejected` stays -1 (printed as "-"). */
   return r;
 }
 
