@@ -853,6 +853,28 @@ DynlibStatus dynlib_sim_results_var(struct DynlibSim *sim,
                                     size_t cap,
                                     size_t *needed);
 
+// Zero-copy read of the sample times: `*data` points at the library's own array of `*n`
+// doubles (what `dynlib_sim_results_t` would copy), read-only. Like
+// `sqlite3_column_blob`, the pointer stays valid until the next call that replaces or
+// extends this sim's recording, or frees the sim: `dynlib_sim_run` (even one that fails),
+// `_reset`, `_assign`, `_apply_preset`, `_import_snapshot`, `_deserialize_snapshot`,
+// `_free`. Queries (state, other results, segments, exporting snapshots) keep it valid.
+// It saves copying the recording when the caller only reads it.
+//
+// # Safety
+// `sim` a sim handle; `data` and `n` writable.
+DynlibStatus dynlib_sim_results_t_view(struct DynlibSim *sim, const double **data, size_t *n);
+
+// Zero-copy read of the recorded series of variable `name` (as `dynlib_sim_results_var`),
+// with the lifetime rule of `dynlib_sim_results_t_view`.
+//
+// # Safety
+// As `dynlib_sim_results_t_view`; `name` NUL-terminated.
+DynlibStatus dynlib_sim_results_var_view(struct DynlibSim *sim,
+                                         const char *name,
+                                         const double **data,
+                                         size_t *n);
+
 // Number of recorded variables.
 //
 // # Safety

@@ -4,7 +4,7 @@
  * of N repetitions is reported. Built and run by run.sh.
  *
  *   bench [reps]                         the table
- *   bench --one CASE STEPS lib|o2|o3 [record]   one run (for valgrind --tool=callgrind)
+ *   bench --one CASE STEPS lib|o2|o3 [record|view]   one run (for valgrind --tool=callgrind)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,16 +111,21 @@ typedef struct {
     double *t;
     double *cols[3];
     long cap;
+    const double *view_t, *view_cols[3];
 } Rec;
 
 static Rec rec_alloc(long cap) {
-    Rec r = {malloc(cap * sizeof(double)), {0}, cap};
+    Rec r = {malloc(cap * sizeof(double)), {0}, cap, NULL, {0}};
     for (int m = 0; m < 3; m++) r.cols[m] = malloc(cap * sizeof(double));
     return r;
 }
 
-/* One library run; with `rec`, the results are copied into the caller's buffers. */
-static void lib_run(const Case *c, Lib *l, Rec *rec, double *y_out) {
+/* How a recording run hands its samples to the caller. */
+enum { COPY, VIEW };
+
+/* One library run; with `rec`, the results are copied into the caller's buffers (COPY) or
+ * borrowed in place through the zero-copy views (VIEW: the pointers land in `rec->view_*`). */
+static void lib_run(const Case *c, Lib *l, Rec *rec, int how, double *y_out) {
     DynlibRunOptions o;
     dynlib_run_options_init(&o);
     o.ic = c->y0;
@@ -133,7 +138,13 @@ static void lib_run(const Case *c, Lib *l, Rec *rec, double *y_out) {
     o.record = rec ? 1 : 0;
     o.max_steps = 100000000;
     check(dynlib_sim_run(l->sim, &o), c->name);
-    if (rec) {
+    if (rec && how == VIEW) {
+        size_t n;
+        check(dynlib_sim_results_t_view(l->sim, &rec->view_t, &n), "results_t_view");
+        for (int m = 0; m < c->n; m++)
+            check(dynlib_sim_results_var_view(l->sim, l->vars[m], &rec->view_cols[m], &n),
+                  "results_var_view");
+    } else if (rec) {
         size_t need;
         check(dynlib_sim_results_t(l->sim, rec->t, rec->cap, &need), "results_t");
         for (int m = 0; m < c->n; m++)
@@ -171,7 +182,7 @@ int main(int argc, char **argv) {
             Rec *rec = argc == 6 ? &r : NULL;
             if (!strcmp(argv[4], "lib")) {
                 Lib l = lib_open(&c);
-                lib_run(&c, &l, rec, y);
+                lib_run(&c, &l, rec, argc == 6 && !strcmp(argv[5], "view") ? VIEW : COPY, y);
             } else {
                 hand_run(&c, !strcmp(argv[4], "o3"), rec, y);
             }
@@ -189,7 +200,8 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < N_CASES; i++) {
         const Case *c = &CASES[i];
         Lib l = lib_open(c);
-        for (int record = 0; record <= 1; record++) {
+        /* record 0: off; 1: every step, copied out; 2: every step, read through views. */
+        for (int record = 0; record <= 2; record++) {
             long cap = (long)(c->t_end / c->dt) + 16;
             if (!strcmp(c->stepper, "rk45")) cap = 4000000;
             Rec r = rec_alloc(cap);
@@ -198,7 +210,7 @@ int main(int argc, char **argv) {
             long steps = 0;
             for (int k = 0; k < reps; k++) {
                 double t0 = now();
-                lib_run(c, &l, rec, y_lib);
+                lib_run(c, &l, rec, record == 2 ? VIEW : COPY, y_lib);
                 double t1 = now();
                 steps = hand_run(c, 0, rec, y_c);
                 double t2 = now();
@@ -209,7 +221,7 @@ int main(int argc, char **argv) {
                     if (d[j] < best[j]) best[j] = d[j];
             }
             printf("%-22s %-6s %10ld %10.2f %10.2f %10.2f %8.2fx %8.2fx\n", c->name,
-                   record ? "every" : "off", steps, 1e3 * best[0], 1e3 * best[1],
+                   (const char *[]){"off", "copy", "view"}[record], steps, 1e3 * best[0], 1e3 * best[1],
                    1e3 * best[2], best[1] / best[0], best[2] / best[0]);
             for (int m = 0; m < 3; m++) {
                 free(r.cols[m]);

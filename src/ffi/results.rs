@@ -96,6 +96,61 @@ pub unsafe extern "C" fn dynlib_sim_results_var(
     })
 }
 
+/// Borrows `values` as a read-only array for the caller: `data` and `n` are written only
+/// when both are writable, so a failed call writes nothing. An empty array is `NULL`, 0.
+unsafe fn write_view(values: &[f64], data: *mut *const f64, n: *mut usize) -> FfiResult {
+    if data.is_null() {
+        return Err(Failure::null("data"));
+    }
+    if n.is_null() {
+        return Err(Failure::null("n"));
+    }
+    data.write(if values.is_empty() {
+        std::ptr::null()
+    } else {
+        values.as_ptr()
+    });
+    n.write(values.len());
+    Ok(())
+}
+
+/// Zero-copy read of the sample times: `*data` points at the library's own array of `*n`
+/// doubles (what `dynlib_sim_results_t` would copy), read-only. Like
+/// `sqlite3_column_blob`, the pointer stays valid until the next call that replaces or
+/// extends this sim's recording, or frees the sim: `dynlib_sim_run` (even one that fails),
+/// `_reset`, `_assign`, `_apply_preset`, `_import_snapshot`, `_deserialize_snapshot`,
+/// `_free`. Queries (state, other results, segments, exporting snapshots) keep it valid.
+/// It saves copying the recording when the caller only reads it.
+///
+/// # Safety
+/// `sim` a sim handle; `data` and `n` writable.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_sim_results_t_view(
+    sim: *mut DynlibSim,
+    data: *mut *const f64,
+    n: *mut usize,
+) -> DynlibStatus {
+    boundary(|| with_sim(sim, |s| write_view(&recording(s)?.t, data, n)))
+}
+
+/// Zero-copy read of the recorded series of variable `name` (as `dynlib_sim_results_var`),
+/// with the lifetime rule of `dynlib_sim_results_t_view`.
+///
+/// # Safety
+/// As `dynlib_sim_results_t_view`; `name` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn dynlib_sim_results_var_view(
+    sim: *mut DynlibSim,
+    name: *const c_char,
+    data: *mut *const f64,
+    n: *mut usize,
+) -> DynlibStatus {
+    boundary(|| {
+        let name = cstr(name, "name")?;
+        with_sim(sim, |s| write_view(recording(s)?.column(name)?, data, n))
+    })
+}
+
 /// Number of recorded variables.
 ///
 /// # Safety

@@ -1899,6 +1899,63 @@ static void test_progress_and_cancel(void) {
   dynlib_model_free(m);
 }
 
+/* Zero-copy views: the library's own arrays, the same bits as the copies; a failed call
+   writes nothing; a run (even a failed resume) is what ends a view's life. */
+static void test_results_views(void) {
+  DynlibModel *m = load("builtin://ode/lorenz", "rk4");
+  DynlibSim *sim = NULL;
+  OK(dynlib_sim_new(m, &sim));
+  const double *view = (const double *)&checks; /* a sentinel: failed calls must keep it */
+  size_t n = 12345;
+  EXPECT(dynlib_sim_results_t_view(sim, &view, &n), DYNLIB_ERR_NO_RESULTS, "no results");
+  CHECK(view == (const double *)&checks && n == 12345);
+  DynlibRunOptions o = opts_T(2.0);
+  o.dt = 0.01;
+  OK(dynlib_sim_run(sim, &o));
+  size_t nc = 0;
+  double *t = sim_doubles(dynlib_sim_results_t, sim, &nc);
+  double *x = series(sim, "x", &nc);
+  OK(dynlib_sim_results_t_view(sim, &view, &n));
+  CHECK(n == nc && n == 201 && same_bits(view, t, n));
+  const double *xv = NULL;
+  OK(dynlib_sim_results_var_view(sim, "x", &xv, &n));
+  CHECK(n == nc && same_bits(xv, x, n));
+  /* Queries keep the view valid; it is the recording itself, not a copy. */
+  const double *again = NULL;
+  OK(dynlib_sim_results_var_view(sim, "x", &again, &n));
+  CHECK(again == xv);
+  double y[3];
+  OK(dynlib_sim_state(sim, y, 3, &n));
+  CHECK(y[0] == xv[200]);
+  /* Bad arguments write nothing. */
+  const double *keep = (const double *)&checks;
+  n = 777;
+  EXPECT(dynlib_sim_results_var_view(sim, "nope", &keep, &n), DYNLIB_ERR_UNKNOWN_NAME, "nope");
+  CHECK(keep == (const double *)&checks && n == 777);
+  EXPECT(dynlib_sim_results_var_view(sim, "x", &keep, NULL), DYNLIB_ERR_NULL_POINTER, "n");
+  CHECK(keep == (const double *)&checks);
+  EXPECT(dynlib_sim_results_t_view(sim, NULL, &n), DYNLIB_ERR_NULL_POINTER, "data");
+  CHECK(n == 777);
+  EXPECT(dynlib_sim_results_var_view(sim, NULL, &keep, &n), DYNLIB_ERR_NULL_POINTER, "name");
+  /* A run without recording has an empty recording: NULL, 0. */
+  o = opts_T(1.0);
+  o.record = 0;
+  OK(dynlib_sim_run(sim, &o));
+  OK(dynlib_sim_results_t_view(sim, &keep, &n));
+  CHECK(keep == NULL && n == 0);
+  /* assign with clear_history drops the recording. */
+  const char *names[] = {"x"};
+  double vals[] = {2.0};
+  OK(dynlib_sim_assign(sim, names, vals, 1, true));
+  keep = (const double *)&checks;
+  EXPECT(dynlib_sim_results_t_view(sim, &keep, &n), DYNLIB_ERR_NO_RESULTS, "no results");
+  CHECK(keep == (const double *)&checks);
+  free(t);
+  free(x);
+  dynlib_sim_free(sim);
+  dynlib_model_free(m);
+}
+
 int main(int argc, char **argv) {
   if (argc > 1) work_dir = argv[1];
   test_version_and_status_names();
@@ -1922,6 +1979,7 @@ int main(int argc, char **argv) {
   test_sized_init_keeps_old_callers_struct();
   test_one_sim_two_threads();
   test_progress_and_cancel();
+  test_results_views();
   printf("C API suite: %d checks, %d failures\n", checks, failures);
   return failures == 0 ? 0 : 1;
 }
