@@ -205,6 +205,21 @@ struct Segment {
   DynlibSegmentInfo info;
 };
 
+/// A read-only range over one of the library's recorded arrays (Sim::t_view, var_view).
+class View {
+ public:
+  const double *data() const { return data_; }
+  size_t size() const { return size_; }
+  const double *begin() const { return data_; }
+  const double *end() const { return data_ + size_; }
+  double operator[](size_t i) const { return data_[i]; }
+
+ private:
+  friend class Sim;
+  const double *data_ = nullptr;
+  size_t size_ = 0;
+};
+
 /// A simulation session (move-only). Use from one thread at a time.
 class Sim {
  public:
@@ -354,6 +369,19 @@ class Sim {
     return detail::fetch<double>([&](double *b, size_t c, size_t *n) {
       return dynlib_sim_results_var(h_, name.c_str(), b, c, n);
     });
+  }
+  /// Zero-copy reads of the recording: the library's own arrays, valid until the next
+  /// run, reset, assign, apply_preset, import or the Sim's destruction (see
+  /// dynlib_sim_results_t_view).
+  View t_view() const {
+    View v;
+    check(dynlib_sim_results_t_view(h_, &v.data_, &v.size_));
+    return v;
+  }
+  View var_view(const std::string &name) const {
+    View v;
+    check(dynlib_sim_results_var_view(h_, name.c_str(), &v.data_, &v.size_));
+    return v;
   }
   std::vector<Segment> segments() const {
     size_t n = 0;

@@ -1,5 +1,6 @@
 // Tests of the C++17 RAII wrapper bindings/cpp/dynlib.hpp.
 // usage: test_dynlib_hpp WORK_DIR
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -60,6 +61,14 @@ int main(int argc, char **argv) {
   std::vector<double> v_whole = sim.var("v");
   CHECK(v_whole.size() == sim.n_samples() && sim.t().size() == v_whole.size());
   CHECK(sim.steps().back() == 500);
+  {
+    // The zero-copy views read the same values in place.
+    dynlib::View tv = sim.t_view(), vv = sim.var_view("v");
+    std::vector<double> t_copy = sim.t();
+    CHECK(tv.size() == t_copy.size() && std::equal(tv.begin(), tv.end(), t_copy.begin()));
+    CHECK(vv.size() == v_whole.size() && std::equal(vv.begin(), vv.end(), v_whole.begin()));
+    expect_error([&] { sim.var_view("nope"); }, DYNLIB_ERR_UNKNOWN_NAME, "nope");
+  }
   sim.reset("phase-1");
   sim.run(dynlib::RunOptions().T(3.0).record(true).tag("phase-1-replay"));
   CHECK(sim.segments().at(0).name == "phase-1-replay");
