@@ -216,46 +216,15 @@ fn str_key(t: &Table, k: &str) -> Option<String> {
 /// Applies `mods` in order to `doc`, recording in `ix` where each moved value came from.
 /// Returns every problem found (the document is then partly modified).
 pub fn apply(doc: &mut Table, mods: &[ModDef], ix: &mut DocIndex) -> Vec<Error> {
-    let mut errs = Vec::new();
-    // Groups first: two mods of one group where one is exclusive.
-    for (i, a) in mods.iter().enumerate() {
-        for b in &mods[..i] {
-            let (ga, gb) = (str_key(&a.table, "group"), str_key(&b.table, "group"));
-            let excl = |m: &ModDef| m.table.get("exclusive").and_then(Value::as_bool) == Some(true);
-            if let (Some(ga), Some(gb)) = (ga, gb) {
-                if ga == gb && (excl(a) || excl(b)) {
-                    errs.push(Error::model(format!(
-                        "mods '{}' and '{}' are both in the exclusive group '{ga}': apply only one",
-                        b.name, a.name
-                    )));
-                }
-            }
-        }
-    }
+    let mut errs = exclusive_group_clashes(mods);
     for m in mods {
-        let prefix: Vec<String> = m.path.clone().unwrap_or_default();
-        let p = |extra: &[&str]| -> Vec<String> {
-            prefix
-                .iter()
-                .cloned()
-                .chain(extra.iter().map(|s| s.to_string()))
-                .collect()
+        let mut app = ModApplication {
+            m,
+            doc: &mut *doc,
+            ix: &mut *ix,
+            errs: &mut errs,
+            before: None,
         };
-        let cx_err = |ix: &DocIndex, path: &[String], msg: String| {
-            let refs: Vec<&str> = path.iter().map(String::as_str).collect();
-            let (line, column) = if m.path.is_some() {
-                ix.key_pos(&refs)
-            } else {
-                (0, 0)
-            };
-            Error::model_at(crate::error::Diagnostic {
-                message: msg,
-                location: super::spec::location_of(&refs),
-                line,
-                column,
-            })
-        };
-        let what = format!("mod '{}'", m.name);
         for (verb, targets) in VERBS {
             let Some(vt) = m.table.get(verb).and_then(Value::as_table) else {
                 continue;
@@ -264,108 +233,178 @@ pub fn apply(doc: &mut Table, mods: &[ModDef], ix: &mut DocIndex) -> Vec<Error> 
                 let Some(entries) = vt.get(target).and_then(Value::as_table) else {
                     continue;
                 };
-                let existing = doc.get(target).and_then(Value::as_table).cloned();
-                let exists = |name: &str| existing.as_ref().is_some_and(|t| t.contains_key(name));
-                let names_of = || -> Vec<String> {
-                    existing
-                        .as_ref()
-                        .map(|t| t.keys().cloned().collect())
-                        .unwrap_or_default()
-                };
+                app.before = app.doc.get(target).and_then(Value::as_table).cloned();
                 if verb == "remove" {
-                    let names: Vec<String> = entries
-                        .get("names")
-                        .and_then(Value::as_array)
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|v| v.as_str().map(String::from))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    for n in names {
-                        if !exists(&n) {
-                            let known = names_of();
-                            errs.push(cx_err(
-                                ix,
-                                &p(&[verb, target, "names"]),
-                                format!(
-                                    "{what}: remove.{target}: there is no {target} entry '{}' \
-                                     to remove{}",
-                                    shorten(&n),
-                                    suggestion_suffix(&n, known.iter().map(String::as_str))
-                                ),
-                            ));
-                            continue;
-                        }
-                        if let Some(Value::Table(t)) = doc.get_mut(target) {
-                            t.remove(&n);
-                        }
-                    }
-                    continue;
-                }
-                for (name, value) in entries {
-                    let here = p(&[verb, target, name]);
-                    let must_exist = match verb {
-                        "replace" => Some(true),
-                        "add" => Some(false),
-                        _ if target == "states" || target == "params" => Some(true),
-                        _ => None,
-                    };
-                    if let Some(want) = must_exist {
-                        if exists(name) != want {
-                            let known = names_of();
-                            let msg = if want {
-                                format!(
-                                    "{what}: {verb}.{target}.{}: there is no {target} entry \
-                                     '{}'{}",
-                                    shorten(name),
-                                    shorten(name),
-                                    suggestion_suffix(name, known.iter().map(String::as_str))
-                                )
-                            } else {
-                                format!(
-                                    "{what}: add.{target}.{}: '{}' already exists (use \
-                                     replace or set)",
-                                    shorten(name),
-                                    shorten(name)
-                                )
-                            };
-                            errs.push(cx_err(ix, &here, msg));
-                            continue;
-                        }
-                    }
-                    let mut value = value.clone();
-                    // A replaced event keeps its tags unless the replacement gives its own.
-                    if verb == "replace" && target == "events" {
-                        if let (Some(new), Some(old)) = (
-                            value.as_table_mut(),
-                            existing
-                                .as_ref()
-                                .and_then(|t| t.get(name))
-                                .and_then(Value::as_table),
-                        ) {
-                            if !new.contains_key("tags") {
-                                if let Some(tags) = old.get("tags") {
-                                    new.insert("tags".into(), tags.clone());
-                                }
-                            }
-                        }
-                    }
-                    let slot = doc
-                        .entry(target.to_string())
-                        .or_insert_with(|| Value::Table(Table::new()));
-                    if let Value::Table(t) = slot {
-                        t.insert(name.clone(), value);
-                    }
-                    if m.path.is_some() {
-                        let refs: Vec<&str> = here.iter().map(String::as_str).collect();
-                        ix.alias(&[target, name], &refs);
-                    } else {
-                        ix.foreign(&[target, name]);
-                    }
+                    app.remove(target, entries);
+                } else {
+                    app.put(verb, target, entries);
                 }
             }
         }
     }
     errs
+}
+
+/// Two mods of one group where either is exclusive.
+fn exclusive_group_clashes(mods: &[ModDef]) -> Vec<Error> {
+    let excl = |m: &ModDef| m.table.get("exclusive").and_then(Value::as_bool) == Some(true);
+    let mut errs = Vec::new();
+    for (i, a) in mods.iter().enumerate() {
+        for b in &mods[..i] {
+            let (Some(ga), Some(gb)) = (str_key(&a.table, "group"), str_key(&b.table, "group"))
+            else {
+                continue;
+            };
+            if ga == gb && (excl(a) || excl(b)) {
+                errs.push(Error::model(format!(
+                    "mods '{}' and '{}' are both in the exclusive group '{ga}': apply only one",
+                    b.name, a.name
+                )));
+            }
+        }
+    }
+    errs
+}
+
+/// One mod being applied to the document; errors are collected, not returned, so a model
+/// with several bad mod entries reports all of them.
+struct ModApplication<'a> {
+    m: &'a ModDef,
+    doc: &'a mut Table,
+    ix: &'a mut DocIndex,
+    errs: &'a mut Vec<Error>,
+    /// The target table as it was before this verb's entries (names are checked against
+    /// it, so one verb's entries do not see each other).
+    before: Option<Table>,
+}
+
+impl ModApplication<'_> {
+    /// The mod's table path followed by `extra` (where its entries sit in the file).
+    fn path(&self, extra: &[&str]) -> Vec<String> {
+        let prefix = self.m.path.iter().flatten().cloned();
+        prefix.chain(extra.iter().map(|s| s.to_string())).collect()
+    }
+
+    /// An error at `path`, with a line and column when the mod came from the model file.
+    fn fail(&mut self, path: &[String], message: String) {
+        let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+        let (line, column) = if self.m.path.is_some() {
+            self.ix.key_pos(&refs)
+        } else {
+            (0, 0)
+        };
+        self.errs.push(Error::model_at(crate::error::Diagnostic {
+            message,
+            location: super::spec::location_of(&refs),
+            line,
+            column,
+        }));
+    }
+
+    fn what(&self) -> String {
+        format!("mod '{}'", self.m.name)
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        self.before.as_ref().is_some_and(|t| t.contains_key(name))
+    }
+
+    /// " (did you mean ...)" against the target's entries.
+    fn suggestion(&self, name: &str) -> String {
+        let known: Vec<&str> = self
+            .before
+            .as_ref()
+            .map(|t| t.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        suggestion_suffix(name, known)
+    }
+
+    /// `remove.<target>.names = [...]`: every name must exist.
+    fn remove(&mut self, target: &str, entries: &Table) {
+        let names = entries.get("names").and_then(Value::as_array);
+        for n in names.into_iter().flatten().filter_map(Value::as_str) {
+            if !self.exists(n) {
+                let msg = format!(
+                    "{}: remove.{target}: there is no {target} entry '{}' to remove{}",
+                    self.what(),
+                    shorten(n),
+                    self.suggestion(n)
+                );
+                let at = self.path(&["remove", target, "names"]);
+                self.fail(&at, msg);
+                continue;
+            }
+            if let Some(Value::Table(t)) = self.doc.get_mut(target) {
+                t.remove(n);
+            }
+        }
+    }
+
+    /// `add`, `replace` or `set` entries of one target table.
+    fn put(&mut self, verb: &str, target: &str, entries: &Table) {
+        for (name, value) in entries {
+            let here = self.path(&[verb, target, name]);
+            if let Some(msg) = self.existence_error(verb, target, name) {
+                self.fail(&here, msg);
+                continue;
+            }
+            let value = self.with_kept_tags(verb, target, name, value.clone());
+            let slot = self
+                .doc
+                .entry(target.to_string())
+                .or_insert_with(|| Value::Table(Table::new()));
+            if let Value::Table(t) = slot {
+                t.insert(name.clone(), value);
+            }
+            if self.m.path.is_some() {
+                let refs: Vec<&str> = here.iter().map(String::as_str).collect();
+                self.ix.alias(&[target, name], &refs);
+            } else {
+                self.ix.foreign(&[target, name]);
+            }
+        }
+    }
+
+    /// `replace` needs an existing entry, `add` a new one; `set` of a state or parameter an
+    /// existing one (other `set`s may do either).
+    fn existence_error(&self, verb: &str, target: &str, name: &str) -> Option<String> {
+        let must_exist = match verb {
+            "replace" => true,
+            "add" => false,
+            _ if target == "states" || target == "params" => true,
+            _ => return None,
+        };
+        if self.exists(name) == must_exist {
+            return None;
+        }
+        let what = self.what();
+        let short = shorten(name);
+        Some(if must_exist {
+            format!(
+                "{what}: {verb}.{target}.{short}: there is no {target} entry '{short}'{}",
+                self.suggestion(name)
+            )
+        } else {
+            format!("{what}: add.{target}.{short}: '{short}' already exists (use replace or set)")
+        })
+    }
+
+    /// A replaced event keeps its tags unless the replacement gives its own.
+    fn with_kept_tags(&self, verb: &str, target: &str, name: &str, mut value: Value) -> Value {
+        if verb != "replace" || target != "events" {
+            return value;
+        }
+        let old_tags = self
+            .before
+            .as_ref()
+            .and_then(|t| t.get(name))
+            .and_then(Value::as_table)
+            .and_then(|old| old.get("tags"));
+        if let (Some(new), Some(tags)) = (value.as_table_mut(), old_tags) {
+            if !new.contains_key("tags") {
+                new.insert("tags".into(), tags.clone());
+            }
+        }
+        value
+    }
 }
