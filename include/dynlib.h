@@ -812,7 +812,8 @@ DynlibStatus dynlib_model_info_json(const struct DynlibModel *model,
                                     size_t *needed);
 
 // Number of recorded samples of the current recording (`DYNLIB_ERR_NO_RESULTS` before the
-// first run and after reset or import; 0 after `assign` with `clear_history`).
+// first run and after reset, import or `assign` with `clear_history`; 0 after a run that
+// recorded nothing).
 //
 // # Safety
 // `sim` a sim handle; `n` writable.

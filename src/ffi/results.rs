@@ -13,7 +13,8 @@ fn recording(s: &Sim) -> FfiResult<&Recording> {
 }
 
 /// Number of recorded samples of the current recording (`DYNLIB_ERR_NO_RESULTS` before the
-/// first run and after reset or import; 0 after `assign` with `clear_history`).
+/// first run and after reset, import or `assign` with `clear_history`; 0 after a run that
+/// recorded nothing).
 ///
 /// # Safety
 /// `sim` a sim handle; `n` writable.

@@ -1943,6 +1943,9 @@ static void test_results_views(void) {
   OK(dynlib_sim_run(sim, &o));
   OK(dynlib_sim_results_t_view(sim, &keep, &n));
   CHECK(keep == NULL && n == 0);
+  n = 99;
+  OK(dynlib_sim_n_samples(sim, &n));
+  CHECK(n == 0);
   /* assign with clear_history drops the recording. */
   const char *names[] = {"x"};
   double vals[] = {2.0};
