@@ -28,138 +28,29 @@ fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
     let chars: Vec<char> = text.chars().collect();
     let mut out = Vec::new();
     let mut i = 0;
-    let err = |col: usize, len: usize, message: String| ParseError {
-        message,
-        span: Span { col, len },
-    };
     while i < chars.len() {
         let c = chars[i];
-        let col = i + 1;
-        if c.is_whitespace() {
+        let (tok, len) = if c.is_whitespace() {
             i += 1;
             continue;
-        }
-        if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+        } else if c.is_ascii_digit()
+            || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
         {
-            let start = i;
-            while i < chars.len()
-                && (chars[i].is_ascii_digit() || chars[i] == '.' || chars[i] == '_')
-            {
-                i += 1;
-            }
-            if i < chars.len() && (chars[i] == 'e' || chars[i] == 'E') {
-                let mut j = i + 1;
-                if j < chars.len() && (chars[j] == '+' || chars[j] == '-') {
-                    j += 1;
-                }
-                if j < chars.len() && chars[j].is_ascii_digit() {
-                    i = j;
-                    while i < chars.len() && chars[i].is_ascii_digit() {
-                        i += 1;
-                    }
-                }
-            }
-            let s: String = chars[start..i].iter().filter(|c| **c != '_').collect();
-            let v: f64 = s.parse().map_err(|_| {
-                err(
-                    col,
-                    i - start,
-                    format!("invalid number '{s}' at column {col}"),
-                )
-            })?;
-            out.push(Token {
-                tok: Tok::Num(v),
-                span: Span {
-                    col,
-                    len: i - start,
-                },
-            });
-            continue;
-        }
-        if c.is_alphabetic() || c == '_' {
-            let start = i;
-            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
-                i += 1;
-            }
-            out.push(Token {
-                tok: Tok::Ident(chars[start..i].iter().collect()),
-                span: Span {
-                    col,
-                    len: i - start,
-                },
-            });
-            continue;
-        }
-        match c {
-            '(' => out.push(Token {
-                tok: Tok::LParen,
-                span: Span { col, len: 1 },
-            }),
-            ')' => out.push(Token {
-                tok: Tok::RParen,
-                span: Span { col, len: 1 },
-            }),
-            ',' => out.push(Token {
-                tok: Tok::Comma,
-                span: Span { col, len: 1 },
-            }),
-            ';' => {
-                return Err(err(
-                    col,
-                    1,
-                    format!(
-                        "';' at column {col} separates statements; an expression cannot contain it"
-                    ),
-                ))
-            }
-            '"' | '\'' => {
-                return Err(err(
-                    col,
-                    1,
-                    format!("string literals are not allowed (column {col})"),
-                ))
-            }
-            '[' | ']' | '{' | '}' => {
-                return Err(err(
-                    col,
-                    1,
-                    format!("'{c}' at column {col}: lists, subscripts and sets are not supported"),
-                ))
-            }
-            '&' | '|' | '~' => {
-                return Err(err(
-                    col,
-                    1,
-                    format!(
-                        "bitwise operator '{c}' at column {col} is not supported; use and/or/not"
-                    ),
-                ))
-            }
-            _ => {
-                let rest: String = chars[i..chars.len().min(i + 2)].iter().collect();
-                let Some(op) = OPS.iter().find(|o| rest.starts_with(**o)) else {
-                    return Err(err(
-                        col,
-                        1,
-                        format!("unexpected character '{c}' at column {col}"),
-                    ));
-                };
-                if rest.starts_with("<<") || rest.starts_with(">>") {
-                    return Err(err(
-                        col,
-                        2,
-                        format!("shift operator at column {col} is not supported"),
-                    ));
-                }
-                out.push(Token {
-                    tok: Tok::Op(op),
-                    span: Span { col, len: op.len() },
-                });
-                i += op.len();
-                continue;
-            }
-        }
-        i += 1;
+            lex_number(&chars, i)?
+        } else if c.is_alphabetic() || c == '_' {
+            let len = chars[i..]
+                .iter()
+                .take_while(|c| c.is_alphanumeric() || **c == '_')
+                .count();
+            (Tok::Ident(chars[i..i + len].iter().collect()), len)
+        } else {
+            lex_symbol(&chars, i)?
+        };
+        out.push(Token {
+            tok,
+            span: Span { col: i + 1, len },
+        });
+        i += len;
     }
     out.push(Token {
         tok: Tok::End,
@@ -169,6 +60,93 @@ fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
         },
     });
     Ok(out)
+}
+
+fn lex_error(col: usize, len: usize, message: String) -> ParseError {
+    ParseError {
+        message,
+        span: Span { col, len },
+    }
+}
+
+/// The number starting at `start` (digits, `.`, `_` separators, an exponent) and its length.
+fn lex_number(chars: &[char], start: usize) -> Result<(Tok, usize), ParseError> {
+    let digit_at = |j: usize| chars.get(j).is_some_and(char::is_ascii_digit);
+    let mut i = start;
+    while chars
+        .get(i)
+        .is_some_and(|c| c.is_ascii_digit() || *c == '.' || *c == '_')
+    {
+        i += 1;
+    }
+    if matches!(chars.get(i), Some('e' | 'E')) {
+        let mut j = i + 1;
+        if matches!(chars.get(j), Some('+' | '-')) {
+            j += 1;
+        }
+        if digit_at(j) {
+            i = j;
+            while digit_at(i) {
+                i += 1;
+            }
+        }
+    }
+    let col = start + 1;
+    let s: String = chars[start..i].iter().filter(|c| **c != '_').collect();
+    let v: f64 = s.parse().map_err(|_| {
+        lex_error(
+            col,
+            i - start,
+            format!("invalid number '{s}' at column {col}"),
+        )
+    })?;
+    Ok((Tok::Num(v), i - start))
+}
+
+/// A parenthesis, comma or operator at `i`, or the error for a character the language
+/// does not have (with what to use instead where there is something).
+fn lex_symbol(chars: &[char], i: usize) -> Result<(Tok, usize), ParseError> {
+    let c = chars[i];
+    let col = i + 1;
+    let refuse = |len, message| Err(lex_error(col, len, message));
+    match c {
+        '(' => return Ok((Tok::LParen, 1)),
+        ')' => return Ok((Tok::RParen, 1)),
+        ',' => return Ok((Tok::Comma, 1)),
+        ';' => {
+            return refuse(
+                1,
+                format!(
+                    "';' at column {col} separates statements; an expression cannot contain it"
+                ),
+            )
+        }
+        '"' | '\'' => return refuse(1, format!("string literals are not allowed (column {col})")),
+        '[' | ']' | '{' | '}' => {
+            return refuse(
+                1,
+                format!("'{c}' at column {col}: lists, subscripts and sets are not supported"),
+            )
+        }
+        '&' | '|' | '~' => {
+            return refuse(
+                1,
+                format!("bitwise operator '{c}' at column {col} is not supported; use and/or/not"),
+            )
+        }
+        _ => {}
+    }
+    let rest: String = chars[i..chars.len().min(i + 2)].iter().collect();
+    let Some(op) = OPS.iter().find(|o| rest.starts_with(**o)) else {
+        return refuse(1, format!("unexpected character '{c}' at column {col}"));
+    };
+    if rest.starts_with("<<") || rest.starts_with(">>") {
+        return refuse(
+            2,
+            format!("shift operator at column {col} is not supported"),
+        );
+    }
+    Ok((Tok::Op(op), op.len()))
 }
 
 fn describe(t: &Token) -> String {
@@ -752,6 +730,8 @@ mod tests {
     fn numbers_names_calls_and_spans() {
         assert_eq!(p("1.5e-3"), Expr::Number(1.5e-3));
         assert_eq!(p(".5"), Expr::Number(0.5));
+        assert_eq!(p("1_000.5e+2"), Expr::Number(100050.0));
+        assert_eq!(p("2E3"), Expr::Number(2000.0));
         match p("x + math.sin(y)") {
             Expr::Binary { rhs, .. } => match *rhs {
                 Expr::Call { name, span, args } => {
@@ -788,6 +768,9 @@ mod tests {
             ("x +", "unexpected end", 4),
             ("x y", "unexpected 'y' after the end", 3),
             ("os.path", "only 'math.NAME'", 3),
+            ("x + 1..2", "invalid number '1..2' at column 5", 5),
+            ("x << 1", "shift operator at column 3", 3),
+            ("a ~ b", "use and/or/not", 3),
         ];
         for (text, msg, col) in cases {
             let e = parse(text).expect_err(text);
