@@ -208,7 +208,7 @@ pub fn phases(text: &str) {
     mark("toml table");
     let parsed = spec::parse_lenient(text, Some((doc, ix))).unwrap();
     mark("spec build");
-    let s = spec::checked(parsed).unwrap();
+    let s = compile::checked(parsed).unwrap();
     mark("spec check");
     let comp = compile::compile(&s).unwrap();
     mark("compile");

@@ -1,4 +1,4 @@
-//! The crate's layering: its top-level modules, and the modules of `session`, use each other
+//! The crate's layering: its top-level modules, and the modules of `session` and `model`, use each other
 //! without cycles (a cycle means neither side can be read, tested or changed alone).
 //! References are found in the source text (`crate::m`, `super::m`, `use` lines), which is
 //! what a reader follows too.
@@ -139,6 +139,19 @@ fn session_modules_use_each_other_without_cycles() {
     );
     if let Some(cycle) = find_cycle(&g) {
         panic!("session modules form a cycle: {}", cycle.join(" -> "));
+    }
+}
+
+#[test]
+fn model_modules_use_each_other_without_cycles() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/model");
+    let g = graph(&dir, "crate::model::", true);
+    assert!(
+        g["compile"].contains("spec") && g["spec"].contains("mods"),
+        "the scan sees compile use spec and spec use mods: {g:?}"
+    );
+    if let Some(cycle) = find_cycle(&g) {
+        panic!("model modules form a cycle: {}", cycle.join(" -> "));
     }
 }
 

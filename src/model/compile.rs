@@ -13,7 +13,8 @@ use super::expr::ast::{BinaryOp, CompareOp, Expr, Span, UnaryOp};
 use super::expr::parser;
 use super::pos::Origin;
 use super::program::{call1, call2, Fn1, Fn2, Op, Program, Reg};
-use super::spec::{ModelKind, ModelSpec, Source};
+use super::reserved::{BUILTIN_FUNCTIONS, LAG_MACROS, MACROS};
+use super::spec::{ModelKind, ModelSpec, Parsed, Source};
 use crate::error::{suggestion_suffix, Diagnostic, Error, Result};
 
 /// What an event action assigns to.
@@ -478,46 +479,6 @@ fn math2(name: &str) -> Option<Fn2> {
         "fmod" => Fn2::Mod,
         _ => return None,
     })
-}
-
-/// Macros over plain values and their arity.
-const MACROS: [(&str, usize); 6] = [
-    ("heaviside", 1),
-    ("step", 1),
-    ("relu", 1),
-    ("clip", 3),
-    ("approx", 3),
-    ("in_interval", 3),
-];
-
-/// Macros whose first argument is a state compared with its previous committed value.
-const LAG_MACROS: [(&str, usize); 8] = [
-    ("cross_up", 2),
-    ("cross_down", 2),
-    ("cross_either", 2),
-    ("changed", 1),
-    ("enters_interval", 3),
-    ("leaves_interval", 3),
-    ("increasing", 1),
-    ("decreasing", 1),
-];
-
-const BUILTIN_FUNCTIONS: [&str; 32] = [
-    "abs", "fabs", "exp", "expm1", "log", "log10", "log2", "log1p", "sqrt", "sin", "cos", "tan",
-    "asin", "acos", "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "floor", "ceil",
-    "trunc", "round", "erf", "erfc", "sign", "atan2", "hypot", "copysign", "pow",
-];
-
-/// Every built-in function and macro name (and the Python builtins the language reserves):
-/// none may name a model variable or function.
-pub fn builtin_names() -> Vec<&'static str> {
-    let mut v: Vec<&'static str> = BUILTIN_FUNCTIONS.to_vec();
-    v.extend([
-        "min", "max", "fmod", "math", "sum", "prod", "range", "int", "float", "bool", "len",
-    ]);
-    v.extend(MACROS.iter().map(|(n, _)| *n));
-    v.extend(LAG_MACROS.iter().map(|(n, _)| *n));
-    v
 }
 
 impl<'s> Compiler<'s> {
@@ -1231,4 +1192,31 @@ pub fn check_kind(spec: &ModelSpec) -> Result<()> {
         // Allowed: the Jacobian of the map update (used by analysis and implicit code).
     }
     Ok(())
+}
+
+/// The spec of `parsed` when it has no errors; otherwise every error of the structure and of
+/// the expressions that could be compiled, in file order.
+pub fn checked(parsed: Parsed) -> Result<ModelSpec> {
+    let Some(spec) = parsed.spec else {
+        return Err(Error::from_diagnostics(parsed.errors));
+    };
+    if parsed.errors.is_empty() {
+        return Ok(spec);
+    }
+    let mut all = parsed.errors;
+    if let Err(e) = compile_with(&spec, &parsed.poisoned) {
+        for d in e.diagnostics() {
+            if !all.contains(&d) {
+                all.push(d);
+            }
+        }
+    }
+    all.sort_by_key(|d| {
+        if d.line == 0 {
+            (usize::MAX, 0)
+        } else {
+            (d.line, d.column)
+        }
+    });
+    Err(Error::from_diagnostics(all))
 }

@@ -12,6 +12,7 @@ pub mod jit;
 pub mod mods;
 pub mod pos;
 pub mod program;
+mod reserved;
 pub mod spec;
 
 use std::path::Path;
@@ -206,7 +207,7 @@ impl Model {
 
     fn from_text_mods(text: &str, mods: &[ModSpecArg], backend: Backend) -> Result<Model> {
         if mods.is_empty() {
-            let spec = spec::checked(spec::parse_lenient(text, None)?)?;
+            let spec = compile::checked(spec::parse_lenient(text, None)?)?;
             return Model::from_spec_here(spec, backend);
         }
         let mut doc = spec::parse_toml(text)?;
@@ -226,7 +227,7 @@ impl Model {
             diags.append(&mut parsed.errors);
             parsed.errors = diags;
         }
-        let mut spec = spec::checked(parsed)?;
+        let mut spec = compile::checked(parsed)?;
         spec.mods = defs.iter().map(|d| d.name.clone()).collect();
         Model::from_spec_here(spec, backend)
     }
@@ -239,7 +240,7 @@ impl Model {
     /// [`Model::from_toml`] with an explicit evaluation backend.
     pub fn from_toml_with(text: &str, backend: Backend) -> Result<Model> {
         on_loader_stack(|| {
-            let spec = spec::checked(spec::parse_lenient(text, None)?)?;
+            let spec = compile::checked(spec::parse_lenient(text, None)?)?;
             Model::from_spec_here(spec, backend)
         })
     }

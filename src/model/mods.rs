@@ -18,8 +18,7 @@
 
 use toml::{Table, Value};
 
-use super::pos::DocIndex;
-use super::spec::Cx;
+use super::pos::{error_at, location_of, DocIndex};
 use crate::error::{shorten, suggestion_suffix, Error, Result};
 
 const MOD_KEYS: [&str; 7] = [
@@ -48,13 +47,13 @@ pub struct ModDef {
 }
 
 /// The structural problems of one mod table (unknown keys, verbs, targets, value types).
-pub(crate) fn check_structure(cx: &Cx, t: &Table, path: &[&str]) -> Vec<Error> {
+pub(crate) fn check_structure(ix: &DocIndex, t: &Table, path: &[&str]) -> Vec<Error> {
     let mut errs = Vec::new();
     let loc = format!("[{}]", path.join("."));
     for (k, v) in t {
         let mut p = path.to_vec();
         p.push(k);
-        let here = |m: String| cx.err(&p, m);
+        let here = |m: String| error_at(ix, &p, m);
         match k.as_str() {
             "name" | "group" if !v.is_str() => {
                 errs.push(here(format!("{loc}.{k} must be a string")))
@@ -79,7 +78,8 @@ pub(crate) fn check_structure(cx: &Cx, t: &Table, path: &[&str]) -> Vec<Error> {
                         let mut tp = p.clone();
                         tp.push(target);
                         if !targets.contains(&target.as_str()) {
-                            errs.push(cx.err(
+                            errs.push(error_at(
+                                ix,
                                 &tp,
                                 format!(
                                     "{loc}: '{verb}' cannot target '{}'{}; it targets {}",
@@ -91,16 +91,19 @@ pub(crate) fn check_structure(cx: &Cx, t: &Table, path: &[&str]) -> Vec<Error> {
                             continue;
                         }
                         let Some(entries) = tv.as_table() else {
-                            errs.push(
-                                cx.err(&tp, format!("{loc}.{verb}.{target} must be a table")),
-                            );
+                            errs.push(error_at(
+                                ix,
+                                &tp,
+                                format!("{loc}.{verb}.{target} must be a table"),
+                            ));
                             continue;
                         };
                         if verb == "remove" {
                             for key in entries.keys().filter(|k| *k != "names") {
                                 let mut kp = tp.clone();
                                 kp.push(key);
-                                errs.push(cx.err(
+                                errs.push(error_at(
+                                    ix,
                                     &kp,
                                     format!(
                                         "unknown key '{}' in {loc}.remove.{target}: it takes \
@@ -114,7 +117,8 @@ pub(crate) fn check_structure(cx: &Cx, t: &Table, path: &[&str]) -> Vec<Error> {
                                 .and_then(Value::as_array)
                                 .is_some_and(|a| a.iter().all(Value::is_str));
                             if !ok {
-                                errs.push(cx.err(
+                                errs.push(error_at(
+                                    ix,
                                     &tp,
                                     format!("{loc}.remove.{target}.names must be a list of names"),
                                 ));
@@ -124,7 +128,8 @@ pub(crate) fn check_structure(cx: &Cx, t: &Table, path: &[&str]) -> Vec<Error> {
                                 if !val.is_str() {
                                     let mut kp = tp.clone();
                                     kp.push(name);
-                                    errs.push(cx.err(
+                                    errs.push(error_at(
+                                        ix,
                                         &kp,
                                         format!(
                                             "{loc}.{verb}.aux.{name} must be a string \
@@ -295,7 +300,7 @@ impl ModApplication<'_> {
         };
         self.errs.push(Error::model_at(crate::error::Diagnostic {
             message,
-            location: super::spec::location_of(&refs),
+            location: location_of(&refs),
             line,
             column,
         }));

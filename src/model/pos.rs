@@ -10,6 +10,28 @@ use std::sync::{Arc, OnceLock};
 use foldhash::{HashMap, HashMapExt, HashSet};
 use toml::de::{DeTable, DeValue};
 
+use crate::error::{Diagnostic, Error};
+
+/// `[a.b].c` for the path `["a", "b", "c"]`; `[a]` for `["a"]`.
+pub fn location_of(path: &[&str]) -> String {
+    match path {
+        [] => String::new(),
+        [one] => format!("[{one}]"),
+        [tables @ .., last] => format!("[{}].{last}", tables.join(".")),
+    }
+}
+
+/// A model error at the key `path` of the document `ix` indexes.
+pub fn error_at(ix: &DocIndex, path: &[&str], message: String) -> Error {
+    let (line, column) = ix.key_pos(path);
+    Error::model_at(Diagnostic {
+        message,
+        location: location_of(path),
+        line,
+        column,
+    })
+}
+
 /// Path (keys joined by U+001F) → (key span, value span).
 type Spans = HashMap<String, (Range<usize>, Range<usize>)>;
 

@@ -318,33 +318,6 @@ pub fn parse_lenient(text: &str, doc: Option<(Table, DocIndex)>) -> Result<Parse
     })
 }
 
-/// The spec of `parsed` when it has no errors; otherwise every error of the structure and of
-/// the expressions that could be compiled, in file order.
-pub fn checked(parsed: Parsed) -> Result<ModelSpec> {
-    let Some(spec) = parsed.spec else {
-        return Err(Error::from_diagnostics(parsed.errors));
-    };
-    if parsed.errors.is_empty() {
-        return Ok(spec);
-    }
-    let mut all = parsed.errors;
-    if let Err(e) = super::compile::compile_with(&spec, &parsed.poisoned) {
-        for d in e.diagnostics() {
-            if !all.contains(&d) {
-                all.push(d);
-            }
-        }
-    }
-    all.sort_by_key(|d| {
-        if d.line == 0 {
-            (usize::MAX, 0)
-        } else {
-            (d.line, d.column)
-        }
-    });
-    Err(Error::from_diagnostics(all))
-}
-
 /// TOML text → table and its position index, parsing the text once.
 pub fn parse_toml_indexed(text: &str) -> Result<(Table, DocIndex)> {
     use serde::Deserialize;
@@ -378,25 +351,10 @@ pub(crate) struct Cx {
     pub ix: Arc<DocIndex>,
 }
 
-/// `[a.b].c` for the path `["a", "b", "c"]`; `[a]` for `["a"]`.
-pub fn location_of(path: &[&str]) -> String {
-    match path {
-        [] => String::new(),
-        [one] => format!("[{one}]"),
-        [tables @ .., last] => format!("[{}].{last}", tables.join(".")),
-    }
-}
-
 impl Cx {
     /// A model error at the key `path`.
     pub fn err(&self, path: &[&str], message: impl Into<String>) -> Error {
-        let (line, column) = self.ix.key_pos(path);
-        Error::model_at(Diagnostic {
-            message: message.into(),
-            location: location_of(path),
-            line,
-            column,
-        })
+        super::pos::error_at(&self.ix, path, message.into())
     }
 
     /// `r`, with an error lacking a position placed at the key `path`.
@@ -830,7 +788,7 @@ impl ModelBuilder {
         for m in super::mods::defined(doc) {
             if let Some(path) = &m.path {
                 let refs: Vec<&str> = path.iter().map(String::as_str).collect();
-                let errs = super::mods::check_structure(&self.cx, &m.table, &refs);
+                let errs = super::mods::check_structure(&self.cx.ix, &m.table, &refs);
                 self.errors.extend(errs);
             }
         }
@@ -1586,7 +1544,7 @@ fn parse_preset(cx: &Cx, name: &str, v: &Value) -> Result<PresetSpec> {
 /// Reserved, duplicate and preset names; every problem is reported.
 fn check_names(cx: &Cx, spec: &ModelSpec) -> Vec<Error> {
     let mut errs = Vec::new();
-    let builtins: HashSet<&str> = super::compile::builtin_names().into_iter().collect();
+    let builtins: HashSet<&str> = super::reserved::builtin_names().into_iter().collect();
     let mut seen: HashMap<&str, &str> = HashMap::with_capacity(
         spec.constants.len()
             + spec.states.len()
