@@ -743,3 +743,106 @@ fn default_lanes_follow_the_model_and_the_member_count() {
             .bits_eq(s.session_state()));
     }
 }
+
+/// `bytes` (an npz) with its members passed through `edit`.
+fn edited_npz(
+    bytes: &[u8],
+    edit: impl FnOnce(&mut Vec<(String, dynlib::persist::npy::NpyArray)>),
+) -> Vec<u8> {
+    use dynlib::persist::npz::{read_npz, write_npz, Limits};
+    let mut members = read_npz(bytes, &Limits::default()).unwrap();
+    edit(&mut members);
+    write_npz(&members).unwrap()
+}
+
+#[test]
+fn malformed_checkpoints_are_refused_with_the_problem_named() {
+    use dynlib::persist::npy::{NpyArray, NpyData};
+    let model = Model::load("builtin://ode/izhikevich").unwrap();
+    let n = 4;
+    let mut ens = Ensemble::new(&model, n).unwrap();
+    ens.run(&RunOptions::new().t(5.0).record(false), 1).unwrap();
+    let good = ens.serialize_checkpoint().unwrap();
+    let before = bits(&ens.final_states());
+    let meta_with = |bytes: &[u8], key: &str, value: serde_json::Value| {
+        edited_npz(bytes, |m| {
+            let (_, a) = m.iter_mut().find(|(k, _)| k == "meta.json").unwrap();
+            let NpyData::U8(raw) = &a.data else {
+                panic!("meta")
+            };
+            let mut meta: serde_json::Value = serde_json::from_slice(raw).unwrap();
+            meta[key] = value;
+            let raw = serde_json::to_vec(&meta).unwrap();
+            *a = NpyArray {
+                shape: vec![raw.len()],
+                data: NpyData::U8(raw),
+            };
+        })
+    };
+    let single = Sim::new(&model).unwrap().serialize_snapshot(None).unwrap();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (single, "single-sim snapshot"),
+        (
+            meta_with(&good, "schema", "dynlib-ensemble-v9".into()),
+            "unsupported schema",
+        ),
+        (
+            meta_with(&good, "n_members", 5.into()),
+            "holds 5 members, this ensemble has 4",
+        ),
+        (
+            meta_with(&good, "state_names", 7.into()),
+            "'state_names' must be a list of strings",
+        ),
+        (
+            edited_npz(&good, |m| m.retain(|(k, _)| k != "event_counts")),
+            "missing member 'event_counts'",
+        ),
+        (
+            edited_npz(&good, |m| {
+                let (_, a) = m.iter_mut().find(|(k, _)| k == "y").unwrap();
+                a.shape[0] = 2;
+                a.shape[1] *= 2;
+            }),
+            "member 'y' must be a float64 array with 4 rows",
+        ),
+        (
+            edited_npz(&good, |m| {
+                let (_, a) = m.iter_mut().find(|(k, _)| k == "event_counts").unwrap();
+                a.data = NpyData::I64(vec![1, -1, 0, 0]);
+            }),
+            "'event_counts' must be 4 non-negative int64 values",
+        ),
+        (
+            edited_npz(&good, |m| {
+                let junk = NpyArray {
+                    shape: vec![3],
+                    data: NpyData::F64(vec![0.0; 3]),
+                };
+                m.push(("notes".into(), junk));
+            }),
+            "unexpected member 'notes'",
+        ),
+        (
+            edited_npz(&good, |m| {
+                let junk = NpyArray {
+                    shape: vec![3, 1],
+                    data: NpyData::F64(vec![0.0; 3]),
+                };
+                m.push(("workspace/stepper/extra".into(), junk));
+            }),
+            "member 'workspace/stepper/extra' must have 4 rows",
+        ),
+    ];
+    for (bytes, needle) in cases {
+        let e = ens.deserialize_checkpoint(&bytes).unwrap_err();
+        assert!(e.message().contains(needle), "{needle}: {}", e.message());
+        assert_eq!(
+            bits(&ens.final_states()),
+            before,
+            "{needle}: nothing changed"
+        );
+    }
+    // The untouched file still imports, so each refusal above is the edit's.
+    ens.deserialize_checkpoint(&good).unwrap();
+}

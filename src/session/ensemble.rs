@@ -22,20 +22,20 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
+use super::ensemble_checkpoint::{self, DecodedCheckpoint};
 use super::sim::{RunOptions, Sim};
-use super::snapshot_file::{state_from_file, state_to_file};
-use super::state::{SessionPins, SessionState};
-use crate::error::{suggestion_suffix, Error, ErrorKind, Result};
+use super::snapshot_file::state_to_file;
+use crate::error::{suggestion_suffix, Error, Result};
 use crate::model::Model;
 use crate::persist::atomic::write_atomic;
-use crate::persist::npy::{NpyArray, NpyData};
-use crate::persist::npz::{read_npz, write_npz_storing, Limits};
-use crate::persist::snapshot::{self, FilePins, SnapshotFile, SnapshotMeta};
+use crate::persist::npy::NpyArray;
+use crate::persist::npz::write_npz_storing;
+use crate::persist::snapshot::{self, SnapshotFile};
 use crate::persist::timestamp::now_iso8601;
 use crate::stepper::{WsArray, WsData};
 
 /// The `schema` of ensemble checkpoint files.
-pub const ENSEMBLE_SCHEMA: &str = "dynlib-ensemble-v1";
+pub use super::ensemble_checkpoint::ENSEMBLE_SCHEMA;
 
 /// One member: its session and the outcome of its last run.
 #[derive(Debug, Clone)]
@@ -689,8 +689,19 @@ impl Ensemble {
     /// Replaces every member's session state by the checkpoint's (results cleared, snapshots
     /// kept), after checking all of it: schema, member count, names, pins, layouts, values.
     pub fn deserialize_checkpoint(&mut self, bytes: &[u8]) -> Result<()> {
-        let (states, events, errors) = self.decode_checkpoint(bytes)?;
-        for (((m, st), ev), err) in self.members.iter_mut().zip(states).zip(events).zip(errors) {
+        let file = ensemble_checkpoint::decode(&self.members[0].sim, self.members.len(), bytes)?;
+        let DecodedCheckpoint {
+            states,
+            event_counts,
+            errors,
+        } = file;
+        for (((m, st), ev), err) in self
+            .members
+            .iter_mut()
+            .zip(states)
+            .zip(event_counts)
+            .zip(errors)
+        {
             m.sim.replace_state(st);
             m.events = ev;
             m.error = err;
@@ -705,250 +716,6 @@ impl Ensemble {
         let bytes = snapshot::read_file(path)?;
         self.deserialize_checkpoint(&bytes)
             .map_err(|e| e.context(format!("'{}'", path.display())))
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn decode_checkpoint(
-        &self,
-        bytes: &[u8],
-    ) -> Result<(Vec<SessionState>, Vec<u64>, Vec<Option<Error>>)> {
-        let n = self.members.len();
-        let limits = Limits {
-            max_members: 4096,
-            max_member_bytes: 1 << 30,
-            max_total_bytes: 4 << 30,
-        };
-        let mut arrays = read_npz(bytes, &limits)?;
-        let mut take = |key: &str| -> Result<NpyArray> {
-            let i = arrays.iter().position(|(k, _)| k == key).ok_or_else(|| {
-                Error::corrupt(format!("missing member '{key}' in the ensemble checkpoint"))
-            })?;
-            Ok(arrays.swap_remove(i).1)
-        };
-        let meta = take("meta.json")?;
-        let NpyData::U8(raw) = &meta.data else {
-            return Err(Error::corrupt("member 'meta.json' must be a uint8 array"));
-        };
-        let meta: Value = serde_json::from_slice(raw)
-            .map_err(|e| Error::corrupt(format!("meta.json is not valid JSON: {e}")))?;
-        let field = |k: &str| {
-            meta.get(k)
-                .ok_or_else(|| Error::corrupt(format!("meta.json has no '{k}' field")))
-        };
-        match field("schema")?.as_str() {
-            Some(ENSEMBLE_SCHEMA) => {}
-            Some(s) if s == snapshot::SCHEMA => {
-                return Err(Error::corrupt(format!(
-                    "this is a single-sim snapshot ('{s}'), not an ensemble checkpoint \
-                     ('{ENSEMBLE_SCHEMA}')"
-                )))
-            }
-            other => {
-                return Err(Error::corrupt(format!(
-                    "unsupported schema {other:?} (this version reads '{ENSEMBLE_SCHEMA}')"
-                )))
-            }
-        }
-        let file_n = field("n_members")?
-            .as_u64()
-            .ok_or_else(|| Error::corrupt("meta.json 'n_members' must be a count"))?;
-        if file_n != n as u64 {
-            return Err(Error::new(
-                ErrorKind::Incompatible,
-                format!(
-                    "the checkpoint holds {file_n} members, this ensemble has {n}; create the \
-                     ensemble with {file_n} members to import it"
-                ),
-            ));
-        }
-        let strings = |k: &str| -> Result<Vec<String>> {
-            field(k)?
-                .as_array()
-                .and_then(|a| a.iter().map(|s| s.as_str().map(str::to_string)).collect())
-                .ok_or_else(|| Error::corrupt(format!("meta.json '{k}' must be a list of strings")))
-        };
-        let pins = field("pins")?;
-        let pin = |k: &str| -> Result<String> {
-            pins.get(k)
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .ok_or_else(|| Error::corrupt(format!("meta.json 'pins.{k}' must be a string")))
-        };
-        let file_pins = FilePins {
-            spec_hash: pin("spec_hash")?,
-            stepper_name: pin("stepper_name")?,
-            workspace_sig: pin("workspace_sig")?,
-            dtype_token: pin("dtype_token")?,
-            dynlib_version: pin("dynlib_version")?,
-        };
-        let template = &self.members[0].sim;
-        let (model, info, pins) = (template.model(), template.stepper(), template.pins());
-        let diff = pins.diff(&SessionPins {
-            spec_hash: file_pins.spec_hash.clone(),
-            stepper_name: file_pins.stepper_name.clone(),
-            workspace_sig: file_pins.workspace_sig.clone(),
-            dtype: file_pins.dtype_token.clone(),
-            dynlib_version: file_pins.dynlib_version.clone(),
-        });
-        if !diff.is_empty() {
-            let parts: Vec<String> = diff
-                .iter()
-                .map(|(n, ours, theirs)| format!("{n} is '{theirs}' in the file, '{ours}' here"))
-                .collect();
-            return Err(Error::new(
-                ErrorKind::Incompatible,
-                format!("incompatible ensemble checkpoint: {}", parts.join("; ")),
-            ));
-        }
-        let (state_names, param_names, knob_names) = (
-            strings("state_names")?,
-            strings("param_names")?,
-            strings("stepper_config_names")?,
-        );
-        let member_errors: Vec<Option<Error>> = match meta.get("member_errors") {
-            Some(Value::Array(list)) if list.len() == n => list
-                .iter()
-                .map(|v| {
-                    v.get("message").and_then(Value::as_str).map(|msg| {
-                        Error::new(
-                            ErrorKind::StepFailed,
-                            format!("(before the checkpoint) {msg}"),
-                        )
-                    })
-                })
-                .collect(),
-            _ => vec![None; n],
-        };
-
-        // Unstack along the member axis: rows of each array.
-        let rows_f64 = |key: &str, a: NpyArray| -> Result<(Vec<usize>, Vec<f64>)> {
-            match a.data {
-                NpyData::F64(v) if a.shape.first() == Some(&n) => Ok((a.shape[1..].to_vec(), v)),
-                _ => Err(Error::corrupt(format!(
-                    "member '{key}' must be a float64 array with {n} rows (one per member)"
-                ))),
-            }
-        };
-        let split = |shape: &[usize], v: &[f64], i: usize| -> Vec<f64> {
-            let w: usize = shape.iter().product();
-            v[i * w..(i + 1) * w].to_vec()
-        };
-        let (ys, y) = rows_f64("y", take("y")?)?;
-        let (ps, p) = rows_f64("params", take("params")?)?;
-        let (cs, c) = rows_f64("stepper_config", take("stepper_config")?)?;
-        if ys.len() != 1 || ps.len() != 1 || cs.len() != 1 {
-            return Err(Error::corrupt(
-                "members 'y', 'params' and 'stepper_config' must be 2-D",
-            ));
-        }
-        let events = match take("event_counts")?.data {
-            NpyData::I64(v) if v.len() == n && v.iter().all(|x| *x >= 0) => {
-                v.into_iter().map(|x| x as u64).collect::<Vec<u64>>()
-            }
-            _ => {
-                return Err(Error::corrupt(format!(
-                    "member 'event_counts' must be {n} non-negative int64 values"
-                )))
-            }
-        };
-        let _ = take("t"); // for people; the clock is in workspace/runtime/clock
-        let boot = SessionState::bootstrap(model, info);
-        let (template_stepper, template_runtime) = (boot.stepper_ws.clone(), boot.runtime_ws());
-        let mut ws: Vec<(String, String, Vec<usize>, WsData)> = Vec::new();
-        for (key, a) in arrays {
-            let (bucket, name) = match key
-                .strip_prefix("workspace/")
-                .and_then(|r| r.split_once('/'))
-            {
-                Some((b, name)) if (b == "stepper" || b == "runtime") && !name.contains('/') => {
-                    (b.to_string(), name.to_string())
-                }
-                _ => {
-                    return Err(Error::corrupt(format!(
-                        "unexpected member '{}' in the ensemble checkpoint",
-                        key.escape_debug()
-                    )))
-                }
-            };
-            if a.shape.first() != Some(&n) {
-                return Err(Error::corrupt(format!(
-                    "member '{key}' must have {n} rows (one per member)"
-                )));
-            }
-            let data = match a.data {
-                NpyData::F64(v) => WsData::F64(v),
-                NpyData::I64(v) => WsData::I64(v),
-                NpyData::U8(_) => {
-                    return Err(Error::corrupt(format!(
-                        "member '{key}' is uint8; workspace arrays are float64 or int64"
-                    )))
-                }
-            };
-            let width: usize = a.shape[1..].iter().product();
-            let known = if bucket == "stepper" {
-                template_stepper.iter().find(|t| t.name == name)
-            } else {
-                template_runtime.iter().find(|t| t.name == name)
-            };
-            let shape = match known {
-                Some(t) if t.shape.iter().product::<usize>() == width => t.shape.clone(),
-                _ => vec![width],
-            };
-            ws.push((bucket, name, shape, data));
-        }
-        let mut states = Vec::with_capacity(n);
-        for i in 0..n {
-            let bucket_ws = |b: &str| -> Vec<WsArray> {
-                ws.iter()
-                    .filter(|(bk, ..)| bk == b)
-                    .map(|(_, name, shape, data)| {
-                        let w: usize = shape.iter().product();
-                        WsArray {
-                            name: name.clone(),
-                            shape: shape.clone(),
-                            data: match data {
-                                WsData::F64(v) => WsData::F64(v[i * w..(i + 1) * w].to_vec()),
-                                WsData::I64(v) => WsData::I64(v[i * w..(i + 1) * w].to_vec()),
-                            },
-                        }
-                    })
-                    .collect()
-            };
-            let stepper_ws = bucket_ws("stepper");
-            let runtime_ws = bucket_ws("runtime");
-            // The per-member meta repeats the clock so that the single-sim checks apply.
-            let mut probe = SessionState::bootstrap(model, info);
-            probe
-                .load_runtime_ws(&runtime_ws, model)
-                .map_err(|e| e.context(format!("member {i}")))?;
-            let file = SnapshotFile {
-                meta: SnapshotMeta {
-                    created_at: String::new(),
-                    name: format!("member {i}"),
-                    description: String::new(),
-                    pins: file_pins.clone(),
-                    state_names: state_names.clone(),
-                    param_names: param_names.clone(),
-                    t_curr: probe.t,
-                    dt_curr: probe.dt,
-                    step_count: probe.step,
-                    status: probe.status.code(),
-                    time_shift: probe.time_shift,
-                    nominal_dt: probe.nominal_dt,
-                    stepper_config_names: knob_names.clone(),
-                },
-                y: split(&ys, &y, i),
-                params: split(&ps, &p, i),
-                config: split(&cs, &c, i),
-                stepper_ws,
-                runtime_ws,
-            };
-            states.push(
-                state_from_file(model, info, pins, &file)
-                    .map_err(|e| e.context(format!("member {i}")))?,
-            );
-        }
-        Ok((states, events, member_errors))
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod ensemble;
+mod ensemble_checkpoint;
 #[cfg(feature = "jit")]
 mod lockstep;
 pub mod presets;
