@@ -609,7 +609,7 @@ impl Sim {
             start_lens: (rec.len(), rec.events.len()),
             rec,
             resume: opts.resume,
-            tag: opts.tag.clone(),
+            tag: self.spares.tag_copy(opts.tag.as_deref()),
             hooked: opts.checkpoint.is_some() || opts.progress.is_some() || opts.observer.is_some(),
             fresh_seed,
             selection,
@@ -638,6 +638,7 @@ impl Sim {
         } = run;
         if let Err(e) = outcome {
             self.spares.keep_state(st);
+            self.spares.keep_tag(tag);
             rec.rollback(mark);
             if resume && had_rec {
                 self.rec = Some(rec);
@@ -652,6 +653,7 @@ impl Sim {
         if rec.len() > ms {
             let last = rec.len() - 1;
             let name = tag.as_deref().map(|t| rec.unique_segment_name(t, None));
+            self.spares.keep_tag(tag);
             rec.push_segment(Segment {
                 name,
                 t_start: rec.t[ms],

@@ -172,6 +172,8 @@ pub(crate) struct RunSpares {
     state: Option<SessionState>,
     /// The last configuration a segment was recorded with, and its digest.
     config_digest: Option<(Vec<f64>, Arc<str>)>,
+    /// The buffer of the last run's segment tag.
+    tag: String,
 }
 
 impl RunSpares {
@@ -203,6 +205,23 @@ impl RunSpares {
         let digest: Arc<str> = crate::session::state::config_hash(config).into();
         self.config_digest = Some((config.to_vec(), digest.clone()));
         digest
+    }
+
+    /// `tag` in the buffer of the last run's tag (a series of tagged runs copies it into the
+    /// same allocation each time).
+    pub(crate) fn tag_copy(&mut self, tag: Option<&str>) -> Option<String> {
+        let t = tag?;
+        let mut copy = std::mem::take(&mut self.tag);
+        copy.clear();
+        copy.push_str(t);
+        Some(copy)
+    }
+
+    /// Keeps the buffer of a run's tag for [`tag_copy`](Self::tag_copy).
+    pub(crate) fn keep_tag(&mut self, tag: Option<String>) {
+        if let Some(t) = tag {
+            self.tag = t;
+        }
     }
 
     /// Keeps a state no longer needed (the one a run replaced, or a failed run's copy) for
