@@ -622,6 +622,9 @@ fn whole_state(sim: &Sim) -> String {
     format!("{:?}", sim.session_state())
 }
 
+/// Stepper knob overrides of a run.
+type Knobs<'a> = &'a [(&'a str, f64)];
+
 #[test]
 fn snapshots_and_reused_run_buffers_keep_every_field_bit_for_bit() {
     // Snapshots store the state's vectors packed in one block, and each run advances a copy
@@ -630,7 +633,7 @@ fn snapshots_and_reused_run_buffers_keep_every_field_bit_for_bit() {
     // changed by an event, a knob override).
     let lorenz = Model::load("builtin://ode/lorenz").unwrap();
     let lagged = Model::load(LAGGED_KICKED).unwrap();
-    let cases: [(&Model, &str, &[(&str, f64)]); 5] = [
+    let cases: [(&Model, &str, Knobs); 5] = [
         (&lorenz, "rk45", &[("rtol", 1e-7)]),
         (&lorenz, "bdf", &[]),
         (&lorenz, "rk4", &[]),
