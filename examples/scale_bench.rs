@@ -74,8 +74,9 @@ fn main() {
         _ => Backend::Auto,
     };
     if args.get(3).map(String::as_str) == Some("seg") {
+        let every = args.get(4).map_or(1, |a| a.parse().unwrap());
         for tag in [None, Some("seg")] {
-            let (s, w) = segment_times(10_000, n as u64, tag);
+            let (s, w) = segment_times(10_000, n as u64, tag, every);
             println!(
                 "segments {tag:?} {s:.3} s, unsplit {w:.3} s, ratio {:.3}",
                 s / w
@@ -106,13 +107,25 @@ fn main() {
         return;
     }
     if args.get(3).map(String::as_str) == Some("segprof") {
-        // For callgrind: one pass of 2000 tagged resumed segments of `n` steps.
+        // For callgrind: one pass of 2000 tagged resumed segments of `n` steps (recording
+        // every `k`-th step, `segprof k`); `wholeprof` the same steps in one run.
+        let every: u64 = args.get(4).map_or(1, |a| a.parse().unwrap());
         let m = Model::load("builtin://ode/lorenz").unwrap();
         let mut sim = dynlib::Sim::with_stepper(&m, Some("rk4")).unwrap();
         let dt = 1.0 / 1024.0;
+        if args.get(5).map(String::as_str) == Some("whole") {
+            let opts = dynlib::RunOptions::new()
+                .t((2000 * n as u64) as f64 * dt)
+                .dt(dt)
+                .record_interval(every)
+                .max_steps(u64::MAX);
+            sim.run(&opts).unwrap();
+            return;
+        }
         for i in 0..2000u64 {
             let opts = dynlib::RunOptions::new()
                 .t(((i + 1) * n as u64) as f64 * dt)
+                .record_interval(every)
                 .tag("seg");
             let opts = if i == 0 {
                 opts.dt(dt)
@@ -368,12 +381,13 @@ fn tempdir() -> std::path::PathBuf {
     d
 }
 
-/// 10^4 tagged resumed segments against one unsplit run of the same steps (best of 3 each,
-/// interleaved); returns (split, unsplit) seconds.
-pub fn segment_times(segments: u64, steps_each: u64, tag: Option<&str>) -> (f64, f64) {
+/// 10^4 tagged resumed segments against one unsplit run of the same steps, recording every
+/// `every`-th step (best of 5 each, interleaved); returns (split, unsplit) seconds. Recording
+/// every step, both sides spend about half their time faulting in the recording's memory.
+pub fn segment_times(segments: u64, steps_each: u64, tag: Option<&str>, every: u64) -> (f64, f64) {
     let m = Model::load("builtin://ode/lorenz").unwrap();
     let (mut split, mut whole) = (f64::MAX, f64::MAX);
-    for _ in 0..3 {
+    for _ in 0..5 {
         let mut sim = dynlib::Sim::with_stepper(&m, Some("rk4")).unwrap();
         let t = Instant::now();
         let dt = 1.0 / 1024.0;
@@ -382,6 +396,7 @@ pub fn segment_times(segments: u64, steps_each: u64, tag: Option<&str>) -> (f64,
             &dynlib::RunOptions::new()
                 .t(horizon(segments))
                 .dt(dt)
+                .record_interval(every)
                 .max_steps(u64::MAX),
         )
         .unwrap();
@@ -390,7 +405,9 @@ pub fn segment_times(segments: u64, steps_each: u64, tag: Option<&str>) -> (f64,
         let mut sim = dynlib::Sim::with_stepper(&m, Some("rk4")).unwrap();
         let t = Instant::now();
         for i in 0..segments {
-            let mut opts = dynlib::RunOptions::new().t(horizon(i + 1));
+            let mut opts = dynlib::RunOptions::new()
+                .t(horizon(i + 1))
+                .record_interval(every);
             if let Some(tag) = tag {
                 opts = opts.tag(tag);
             }
@@ -516,13 +533,15 @@ fn table(sizes: &[usize]) {
             m.backend()
         );
     }
-    let (s, w) = segment_times(10_000, 1000, Some("seg"));
-    let (su, wu) = segment_times(10_000, 1000, None);
-    println!(
-        "10^4 resumed segments of 1000 rk4 steps: tagged {s:.3} s vs unsplit {w:.3} s = {:.3}x; untagged {su:.3} s vs {wu:.3} s = {:.3}x",
-        s / w,
-        su / wu
-    );
+    for every in [1, 1000] {
+        let (s, w) = segment_times(10_000, 1000, Some("seg"), every);
+        let (su, wu) = segment_times(10_000, 1000, None, every);
+        println!(
+            "10^4 resumed segments of 1000 rk4 steps, recording every {every}: tagged {s:.3} s vs unsplit {w:.3} s = {:.3}x; untagged {su:.3} s vs {wu:.3} s = {:.3}x",
+            s / w,
+            su / wu
+        );
+    }
     let (c, mc) = create_snapshot_times(10_000);
     println!(
         "create_snapshot (3 states): {:.3} us; malloc+memcpy of the state {:.3} us; {:.1}x",

@@ -691,16 +691,29 @@ pub struct ModelEval<'m> {
 
 impl<'m> ModelEval<'m> {
     pub fn new(model: &'m ModelData) -> Self {
+        Self::with_registers(model, Vec::new())
+    }
+
+    /// [`new`](Self::new) with its registers in `regs`' allocation (from
+    /// [`into_registers`](Self::into_registers)), zeroed as new ones would be.
+    pub fn with_registers(model: &'m ModelData, mut regs: Vec<f64>) -> Self {
         let n = match &model.code {
             ModelCode::Compiled(c) => c.max_regs(),
             ModelCode::Host(_) => 0,
         };
+        regs.clear();
+        regs.resize(n, 0.0);
         ModelEval {
             model,
-            regs: vec![0.0; n],
+            regs,
             #[cfg(feature = "jit")]
             native: model.native.as_deref(),
         }
+    }
+
+    /// The registers' allocation, for [`with_registers`](Self::with_registers).
+    pub fn into_registers(self) -> Vec<f64> {
+        self.regs
     }
 
     /// Right-hand side: derivatives (ODE) or next state (map).

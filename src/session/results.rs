@@ -2,6 +2,8 @@
 
 use crate::error::{suggestion_suffix, Error, Result};
 pub use crate::session::sample_labels::{Interpolated, StepLabels};
+use hashbrown::HashTable;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 /// One recorded variable.
@@ -40,8 +42,9 @@ pub struct Segment {
     pub event_start: usize,
     pub event_len: usize,
     pub resume: bool,
-    /// Digest of the stepper configuration used by the run.
-    pub cfg_hash: String,
+    /// Digest of the stepper configuration used by the run (shared by the segments of the
+    /// same configuration).
+    pub cfg_hash: Arc<str>,
 }
 
 /// Samples, events and segments of the current recording pass.
@@ -67,41 +70,68 @@ pub struct Recording {
 }
 
 /// Index of explicit segment names.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, Default)]
 struct SegmentNames {
-    /// Name → indices of the segments with that explicit name, ascending.
-    by_name: foldhash::HashMap<String, Vec<usize>>,
+    names: NameTable,
     /// Wanted name → the first `-k` suffix not yet tried. Valid while segments are only
     /// added (added names only take more candidates); cleared on any rename or truncation.
-    next_suffix: foldhash::HashMap<String, u64>,
+    /// So a wanted name found here is taken.
+    next_suffix: hashbrown::HashMap<String, u64, foldhash::fast::RandomState>,
 }
 
-impl SegmentNames {
-    fn add(&mut self, name: &str, i: usize) {
-        let list = self.by_name.entry(name.to_string()).or_default();
-        let at = list.partition_point(|&j| j < i);
-        list.insert(at, i);
+/// Explicitly named segments by name: (hash of the name, position in the recording's
+/// `segments`), the name compared there (no second copy of each name, no list per name,
+/// and growing the table rehashes from the stored hashes without reading the names).
+#[derive(Debug, Clone, Default)]
+struct NameTable {
+    table: HashTable<(u64, usize)>,
+    hasher: foldhash::fast::RandomState,
+}
+
+/// The index holds what `segments` holds, so recordings equal by their data are equal.
+impl PartialEq for SegmentNames {
+    fn eq(&self, _: &SegmentNames) -> bool {
+        true
+    }
+}
+
+impl NameTable {
+    fn hash(&self, name: &str) -> u64 {
+        self.hasher.hash_one(name)
     }
 
+    /// Segments explicitly named `name`.
+    fn named<'a>(
+        &'a self,
+        segments: &'a [Segment],
+        name: &'a str,
+    ) -> impl Iterator<Item = usize> + 'a {
+        self.table
+            .iter_hash(self.hash(name))
+            .map(|&(_, j)| j)
+            .filter(move |&j| segments[j].name.as_deref() == Some(name))
+    }
+
+    /// Records that segment `i` is explicitly named `name`.
+    fn add(&mut self, name: &str, i: usize) {
+        let hash = self.hash(name);
+        self.table.insert_unique(hash, (hash, i), |&(h, _)| h);
+    }
+
+    /// Forgets that segment `i` is named `name`.
     fn remove(&mut self, name: &str, i: usize) {
-        if let Some(list) = self.by_name.get_mut(name) {
-            list.retain(|&j| j != i);
-            if list.is_empty() {
-                self.by_name.remove(name);
-            }
+        if let Ok(entry) = self.table.find_entry(self.hash(name), |&(_, j)| j == i) {
+            entry.remove();
         }
-        self.next_suffix.clear();
     }
 
     /// Whether a segment other than `except` has the explicit name `name`.
-    fn taken(&self, name: &str, except: Option<usize>) -> bool {
-        self.by_name
-            .get(name)
-            .is_some_and(|l| l.iter().any(|&j| Some(j) != except))
+    fn taken(&self, segments: &[Segment], name: &str, except: Option<usize>) -> bool {
+        self.named(segments, name).any(|j| Some(j) != except)
     }
 
-    fn first(&self, name: &str) -> Option<usize> {
-        self.by_name.get(name).and_then(|l| l.first().copied())
+    fn first(&self, segments: &[Segment], name: &str) -> Option<usize> {
+        self.named(segments, name).min()
     }
 }
 
@@ -171,7 +201,7 @@ impl Recording {
         }
         for i in len..self.segments.len() {
             if let Some(name) = self.segments[i].name.take() {
-                self.names_index.remove(&name, i);
+                self.names_index.names.remove(&name, i);
             }
         }
         self.segments.truncate(len);
@@ -180,7 +210,7 @@ impl Recording {
     /// Appends a segment (its explicit name, if any, already made unique).
     pub fn push_segment(&mut self, seg: Segment) {
         if let Some(name) = &seg.name {
-            self.names_index.add(name, self.segments.len());
+            self.names_index.names.add(name, self.segments.len());
         }
         self.segments.push(seg);
     }
@@ -188,9 +218,9 @@ impl Recording {
     /// Gives segment `i` the explicit name `name` (already made unique).
     pub fn rename_segment(&mut self, i: usize, name: String) {
         if let Some(old) = self.segments[i].name.take() {
-            self.names_index.remove(&old, i);
+            self.names_index.names.remove(&old, i);
         }
-        self.names_index.add(&name, i);
+        self.names_index.names.add(&name, i);
         self.names_index.next_suffix.clear();
         self.segments[i].name = Some(name);
     }
@@ -264,7 +294,7 @@ impl Recording {
     pub fn segment_index(&self, name: &str) -> Result<usize> {
         // The first segment whose effective name is `name`: an explicit name, or the
         // automatic name of an unnamed segment.
-        let explicit = self.names_index.first(name);
+        let explicit = self.names_index.names.first(&self.segments, name);
         let automatic =
             run_alias(name).filter(|&k| k < self.segments.len() && self.segments[k].name.is_none());
         if let Some(i) = explicit.into_iter().chain(automatic).min() {
@@ -295,37 +325,35 @@ impl Recording {
     /// A name not used by any segment other than `except` (adds `-2`, `-3`, … if needed).
     /// A name is used when it is a segment's explicit name or the `run#k` name of segment k.
     pub fn unique_segment_name(&mut self, wanted: &str, except: Option<usize>) -> String {
-        let n = self.segments.len();
-        let taken = |names: &SegmentNames, cand: &str| {
-            names.taken(cand, except) || run_alias(cand).is_some_and(|k| k < n && Some(k) != except)
+        let (segments, names) = (&self.segments, &self.names_index.names);
+        let n = segments.len();
+        let taken = |cand: &str| {
+            names.taken(segments, cand, except)
+                || run_alias(cand).is_some_and(|k| k < n && Some(k) != except)
         };
-        if !taken(&self.names_index, wanted) {
+        // A new segment's wanted name with a remembered suffix is taken (see `next_suffix`);
+        // the first suffixes below the remembered one were taken and still are.
+        let remembered = match except {
+            None => self.names_index.next_suffix.get_mut(wanted),
+            Some(_) => None,
+        };
+        if remembered.is_none() && !taken(wanted) {
             return wanted.to_string();
         }
-        // Suffixes below the remembered one were taken and still are (only additions since).
-        let hint = match except {
-            None => self
-                .names_index
-                .next_suffix
-                .get(wanted)
-                .copied()
-                .unwrap_or(2),
-            Some(_) => 2,
-        };
-        let (k, name) = (hint.max(2)..)
+        let start = remembered.as_deref().map_or(2, |&k| k.max(2));
+        let (k, name) = (start..)
             .map(|k| (k, suffixed(wanted, k)))
-            .find(|(_, c)| !taken(&self.names_index, c))
-            .unwrap_or((hint, wanted.to_string()));
-        if except.is_none() {
+            .find(|(_, c)| !taken(c))
+            .unwrap_or((start, wanted.to_string()));
+        match (remembered, except) {
+            (Some(next), _) => *next = k + 1,
             // The key is allocated once per wanted name, not once per call.
-            match self.names_index.next_suffix.get_mut(wanted) {
-                Some(next) => *next = k + 1,
-                None => {
-                    self.names_index
-                        .next_suffix
-                        .insert(wanted.to_string(), k + 1);
-                }
+            (None, None) => {
+                self.names_index
+                    .next_suffix
+                    .insert(wanted.to_string(), k + 1);
             }
+            (None, Some(_)) => {}
         }
         name
     }

@@ -179,8 +179,8 @@ pub struct Sim {
     snapshots: super::snapshot_store::SnapshotStore,
     /// Bytes of the last too-large serialization (see `Sim::with_serialized`).
     pub(crate) sized_bytes: Option<super::snapshot_file::SizedBytes>,
-    /// The last run's stepper, for the next run (see `Runner::reusing`).
-    spare_stepper: super::runner::SpareStepper,
+    /// The last run's stepper and buffers, for the next run (see `RunSpares`).
+    spares: super::runner::RunSpares,
     initial_created: bool,
     rec: Option<Recording>,
     /// The recording selection fixed by the first recorded run after a reset.
@@ -211,12 +211,17 @@ pub(crate) struct StartedRun<'m> {
     pub(crate) st: SessionState,
     pub(crate) plan: RunPlan,
     pub(crate) rec: Recording,
-    /// The run's options, defaults resolved.
-    pub(crate) opts: RunOptions,
+    /// Of the run's options, what its end needs: resumed or fresh, the segment's tag, and
+    /// whether checkpoints or hooks are due during it.
+    resume: bool,
+    tag: Option<String>,
+    hooked: bool,
     mark: crate::session::results::Mark,
     /// Samples and events recorded before this run.
     start_lens: (usize, usize),
-    fresh_seed: Option<SessionState>,
+    /// The seed of the initial snapshot (a Sim's first fresh run only; boxed, so that
+    /// every started run is not a state larger).
+    fresh_seed: Option<Box<SessionState>>,
     selection: Selection,
     had_rec: bool,
     /// Steps taken outside `runner` (by a lock-step kernel, with the fused loops' bits),
@@ -231,7 +236,6 @@ impl StartedRun<'_> {
     /// positive finite step, and a step budget the whole run fits in (so no step of it
     /// can fail on the budget).
     pub(crate) fn lockstep_end(&self) -> Option<u64> {
-        let o = &self.opts;
         let (Horizon::Steps { end_step, clip_to }, true) =
             (self.plan.horizon, self.plan.record_interval.is_none())
         else {
@@ -239,9 +243,7 @@ impl StartedRun<'_> {
         };
         let dt = self.st.nominal_dt;
         let plain = self.plan.fused
-            && o.checkpoint.is_none()
-            && o.progress.is_none()
-            && o.observer.is_none()
+            && !self.hooked
             && dt > 0.0
             && dt.is_finite()
             && end_step.saturating_sub(self.st.step) <= self.plan.max_steps;
@@ -306,7 +308,7 @@ impl Sim {
             state: SessionState::bootstrap(model, info),
             snapshots: Default::default(),
             sized_bytes: None,
-            spare_stepper: Default::default(),
+            spares: Default::default(),
             initial_created: false,
             rec: None,
             selection: None,
@@ -410,22 +412,22 @@ impl Sim {
         if let Some(h) = &opts.observer {
             h.validate("observer")?;
         }
+        // The options the session's defaults fill in (only what `finish_run` needs of the
+        // options goes into the started run: no copy of their vectors and handlers).
         let d = &self.defaults;
-        // Made once and moved into the started run (options hold vectors and handlers).
-        let owned_opts = RunOptions {
-            dt: if opts.resume {
-                opts.dt
-            } else {
-                opts.dt.or(d.dt)
-            },
-            max_steps: opts.max_steps.or(d.max_steps),
-            record: opts.record.or(d.record),
-            record_interval: opts.record_interval.or(d.record_interval),
-            ..opts.clone()
+        let dt_opt = if opts.resume {
+            opts.dt
+        } else {
+            opts.dt.or(d.dt)
         };
-        let opts = &owned_opts;
+        let max_steps = opts
+            .max_steps
+            .or(d.max_steps)
+            .unwrap_or(model.sim.max_steps);
+        let record = opts.record.or(d.record).unwrap_or(model.sim.record);
+        let record_interval = opts.record_interval.or(d.record_interval).unwrap_or(1);
         let info = self.info;
-        let mut st = self.state.clone();
+        let mut st = self.spares.working_copy(&self.state);
         for (k, v) in &opts.config {
             let i = knob_index(info, k)?;
             if v.is_nan() {
@@ -440,7 +442,7 @@ impl Sim {
         let mut runner;
         let mut fresh_seed = None;
         if opts.resume {
-            runner = Runner::reusing(model, info, &st, self.spare_stepper.0.take())?;
+            runner = Runner::reusing(model, info, &st, &mut self.spares)?;
         } else {
             st.t = opts.t0.unwrap_or(model.sim.t0);
             if let Some(ic) = &opts.ic {
@@ -449,7 +451,7 @@ impl Sim {
             if let Some(p) = &opts.params {
                 st.params = p.clone();
             }
-            if let Some(dt) = opts.dt {
+            if let Some(dt) = dt_opt {
                 st.nominal_dt = dt;
             }
             st.dt = st.nominal_dt;
@@ -461,23 +463,20 @@ impl Sim {
             st.pending = None;
             st.status = Status::Ready;
             st.init_lag(model);
-            st.stepper_ws = stepper::create(info, model.n_states()).save();
+            st.stepper_ws.clone_from(&self.stepper_template);
             // The seed of the initial snapshot, which only a Sim's first run takes.
             if !self.initial_created {
-                fresh_seed = Some(st.clone());
+                fresh_seed = Some(Box::new(st.clone()));
             }
-            runner = Runner::reusing(model, info, &st, self.spare_stepper.0.take())?;
+            runner = Runner::reusing(model, info, &st, &mut self.spares)?;
             runner.restart();
         }
         let t0 = st.t;
-        let max_steps = opts.max_steps.unwrap_or(model.sim.max_steps);
-        let mut scratch = Recording::default();
-
         // Adaptive fresh runs pick their first step; resumed runs continue the controller.
         let t_end_user = opts.t_end.unwrap_or(model.sim.t_end);
         if !opts.resume && info.adaptive {
             let first_horizon = t0 + opts.transient.unwrap_or(0.0).max(0.0) + (t_end_user - t0);
-            st.dt = self.initial_step(&st, first_horizon, opts.dt)?;
+            st.dt = self.initial_step(&st, first_horizon, dt_opt)?;
         }
 
         if let Some(tr) = opts.transient.filter(|x| *x > 0.0) {
@@ -500,7 +499,7 @@ impl Sim {
                 fused: !opts.general_engine,
             };
             runner
-                .run(&mut st, &plan, &mut scratch)
+                .run(&mut st, &plan, &mut Recording::default())
                 .map_err(|e| e.context("transient warm-up"))?;
             st.time_shift = st.t - t0;
             st.step_shift = st.step;
@@ -568,14 +567,15 @@ impl Sim {
             let cp = Checkpointer::new(policy, model, info, &self.pins, &st)?;
             runner.set_checkpoint(Some(cp));
         }
-        runner.set_hooks(Hooks::new(
-            opts.progress.iter().chain(&opts.observer).cloned(),
-        ));
-        let record = opts.record.unwrap_or(model.sim.record);
+        if opts.progress.is_some() || opts.observer.is_some() {
+            runner.set_hooks(Hooks::new(
+                opts.progress.iter().chain(&opts.observer).cloned(),
+            ));
+        }
         let plan = RunPlan {
             horizon,
             max_steps,
-            record_interval: record.then(|| opts.record_interval.unwrap_or(1)),
+            record_interval: record.then_some(record_interval),
             record_start: true,
             fused: !opts.general_engine,
         };
@@ -608,7 +608,9 @@ impl Sim {
             mark: rec.mark(),
             start_lens: (rec.len(), rec.events.len()),
             rec,
-            opts: owned_opts,
+            resume: opts.resume,
+            tag: self.spares.tag_copy(opts.tag.as_deref()),
+            hooked: opts.checkpoint.is_some() || opts.progress.is_some() || opts.observer.is_some(),
             fresh_seed,
             selection,
             had_rec,
@@ -618,13 +620,15 @@ impl Sim {
 
     /// The second half of [`run`](Self::run): commits `run` when `outcome` (its stepping)
     /// succeeded, otherwise leaves the session as it was and returns the error.
+    #[inline]
     pub(crate) fn finish_run(&mut self, run: StartedRun<'_>, outcome: Result<()>) -> Result<()> {
         let StartedRun {
             runner,
             mut st,
             mark,
             mut rec,
-            opts,
+            resume,
+            tag,
             fresh_seed,
             selection,
             had_rec,
@@ -632,10 +636,11 @@ impl Sim {
             start_lens: (ms, me),
             ..
         } = run;
-        let opts = &opts;
         if let Err(e) = outcome {
+            self.spares.keep_state(st);
+            self.spares.keep_tag(tag);
             rec.rollback(mark);
-            if opts.resume && had_rec {
+            if resume && had_rec {
                 self.rec = Some(rec);
             }
             return Err(e);
@@ -643,14 +648,12 @@ impl Sim {
         self.last_run = runner.stats();
         self.last_run.steps += outside_steps;
         self.last_run.fused_steps += outside_steps;
-        self.spare_stepper.0 = Some(runner.finish(&mut st));
+        runner.finish(&mut st, &mut self.spares);
 
         if rec.len() > ms {
             let last = rec.len() - 1;
-            let name = opts
-                .tag
-                .as_deref()
-                .map(|t| rec.unique_segment_name(t, None));
+            let name = tag.as_deref().map(|t| rec.unique_segment_name(t, None));
+            self.spares.keep_tag(tag);
             rec.push_segment(Segment {
                 name,
                 t_start: rec.t[ms],
@@ -661,23 +664,23 @@ impl Sim {
                 sample_len: rec.len() - ms,
                 event_start: me,
                 event_len: rec.events.len() - me,
-                resume: opts.resume,
-                cfg_hash: config_hash(&st.config),
+                resume,
+                cfg_hash: self.spares.config_digest(&st.config),
             });
         }
 
         // Commit.
         if !self.initial_created {
-            let seed = fresh_seed.unwrap_or_else(|| self.state.clone());
-            self.push_initial(seed);
+            self.push_initial(fresh_seed.as_deref());
         }
-        self.state = st;
+        let replaced = std::mem::replace(&mut self.state, st);
+        self.spares.keep_state(replaced);
         if let Some(old) = self.rec.replace(rec) {
-            if !opts.resume && old.capacity_bytes() <= SPARE_RECORDING_BYTES {
+            if !resume && old.capacity_bytes() <= SPARE_RECORDING_BYTES {
                 self.spare_rec = Some(old);
             }
         }
-        if !opts.resume || self.selection.is_none() {
+        if !resume || self.selection.is_none() {
             self.selection = Some(selection);
         }
         Ok(())
@@ -878,23 +881,25 @@ impl Sim {
 
     // ---------------------------------------------------------------- snapshots
 
-    fn push_initial(&mut self, state: SessionState) {
+    /// The automatic "initial" snapshot, of `seed` or else of the current state.
+    fn push_initial(&mut self, seed: Option<&SessionState>) {
         self.initial_created = true;
         if self.snapshots.contains("initial") {
             return;
         }
-        self.snapshots.insert_first(Snapshot {
-            name: "initial".into(),
-            description: "auto-created before the first run".into(),
-            created_at: now_iso8601_shared(),
-            state,
-            pins: self.pins.clone(),
-        });
+        let initial = Snapshot::new(
+            "initial".into(),
+            "auto-created before the first run".into(),
+            now_iso8601_shared(),
+            seed.unwrap_or(&self.state),
+            self.pins.clone(),
+        );
+        self.snapshots.insert_first(initial);
     }
 
     fn ensure_initial(&mut self) {
         if !self.initial_created {
-            self.push_initial(self.state.clone());
+            self.push_initial(None);
         }
     }
 
@@ -908,19 +913,21 @@ impl Sim {
                 "snapshot '{name}' already exists; pick another name"
             )));
         }
-        self.ensure_initial();
-        if self.snapshots.contains(name) {
-            return Err(Error::duplicate(format!(
-                "snapshot '{name}' already exists; pick another name"
-            )));
+        if !self.initial_created {
+            self.push_initial(None);
+            if self.snapshots.contains(name) {
+                return Err(Error::duplicate(format!(
+                    "snapshot '{name}' already exists; pick another name"
+                )));
+            }
         }
-        self.snapshots.push(Snapshot {
-            name: name.to_string(),
-            description: description.to_string(),
-            created_at: now_iso8601_shared(),
-            state: self.state.clone(),
-            pins: self.pins.clone(),
-        });
+        self.snapshots.push(Snapshot::new(
+            name.to_string(),
+            description.to_string(),
+            now_iso8601_shared(),
+            &self.state,
+            self.pins.clone(),
+        ));
         Ok(())
     }
 
@@ -930,8 +937,8 @@ impl Sim {
             .iter()
             .map(|s| SnapshotInfo {
                 name: s.name.clone(),
-                t: s.state.t,
-                step: s.state.step,
+                t: s.t(),
+                step: s.step(),
                 created_at: s.created_at.to_string(),
                 description: s.description.clone(),
             })
@@ -1034,7 +1041,7 @@ impl Sim {
         if !diff.is_empty() {
             return Err(incompatible(name, &diff));
         }
-        self.state = snap.state.clone();
+        self.state = snap.state();
         self.rec = None;
         self.selection = None;
         Ok(())

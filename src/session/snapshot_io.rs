@@ -64,7 +64,7 @@ impl Sim {
                     &model,
                     info,
                     &snap.pins,
-                    &snap.state,
+                    &snap.state(),
                     &snap.name,
                     &snap.description,
                     snap.created_at.to_string(),

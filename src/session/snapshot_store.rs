@@ -5,7 +5,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 
-use super::state::{SessionPins, SessionState};
+use super::state::{PackedState, SessionPins, SessionState};
 
 /// A named copy of the session state.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,16 +14,51 @@ pub struct Snapshot {
     pub description: String,
     /// UTC ISO-8601, shared with the snapshots taken in the same second.
     pub created_at: std::sync::Arc<str>,
-    pub state: SessionState,
+    /// The state, its vectors in one allocation.
+    state: PackedState,
     /// The session's pins, shared (a snapshot copies no strings for them).
     pub pins: std::sync::Arc<SessionPins>,
+}
+
+impl Snapshot {
+    pub(crate) fn new(
+        name: String,
+        description: String,
+        created_at: std::sync::Arc<str>,
+        state: &SessionState,
+        pins: std::sync::Arc<SessionPins>,
+    ) -> Self {
+        Snapshot {
+            name,
+            description,
+            created_at,
+            state: PackedState::pack(state),
+            pins,
+        }
+    }
+
+    /// A copy of the saved state.
+    pub fn state(&self) -> SessionState {
+        self.state.unpack()
+    }
+
+    /// Time of the saved state.
+    pub fn t(&self) -> f64 {
+        self.state.t()
+    }
+
+    /// Step count of the saved state.
+    pub fn step(&self) -> u64 {
+        self.state.step()
+    }
 }
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SnapshotStore {
     list: Vec<Snapshot>,
-    /// Positions in `list`, found by the hash of the snapshot's name (compared in `list`).
-    index: HashTable<usize>,
+    /// (hash of the name, position in `list`), the name compared in `list`; growing the
+    /// table rehashes from the stored hashes without reading the names.
+    index: HashTable<(u64, usize)>,
     hasher: foldhash::fast::RandomState,
 }
 
@@ -34,8 +69,8 @@ impl SnapshotStore {
 
     fn position(&self, name: &str) -> Option<usize> {
         self.index
-            .find(self.hash(name), |&i| self.list[i].name == name)
-            .copied()
+            .find(self.hash(name), |&(_, i)| self.list[i].name == name)
+            .map(|&(_, i)| i)
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -53,9 +88,8 @@ impl SnapshotStore {
     /// Appends `snap`; the caller has checked that its name is new.
     pub fn push(&mut self, snap: Snapshot) {
         let hash = self.hash(&snap.name);
-        let (list, hasher) = (&self.list, &self.hasher);
         self.index
-            .insert_unique(hash, list.len(), |&i| hasher.hash_one(&*list[i].name));
+            .insert_unique(hash, (hash, self.list.len()), |&(h, _)| h);
         self.list.push(snap);
     }
 
@@ -65,9 +99,7 @@ impl SnapshotStore {
         self.index.clear();
         for i in 0..self.list.len() {
             let hash = self.hash(&self.list[i].name);
-            let (list, hasher) = (&self.list, &self.hasher);
-            self.index
-                .insert_unique(hash, i, |&j| hasher.hash_one(&*list[j].name));
+            self.index.insert_unique(hash, (hash, i), |&(h, _)| h);
         }
     }
 }

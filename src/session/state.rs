@@ -140,6 +140,116 @@ pub struct SessionState {
     pub status: Status,
 }
 
+/// A session state with its number vectors (state, parameters, lag rings and heads,
+/// configuration) in one allocation: a snapshot's copy, so that taking one allocates once,
+/// not once per vector. Unpacking gives back the same bits.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PackedState {
+    t: f64,
+    dt: f64,
+    step: u64,
+    grid_t0: f64,
+    grid_k0: u64,
+    nominal_dt: f64,
+    time_shift: f64,
+    step_shift: u64,
+    stepper_ws: Workspace,
+    pending: Option<Box<PendingStep>>,
+    status: Status,
+    /// `y`, `params`, `lag_ring` and `config` (f64 bits), then `lag_head` (i64 bits).
+    words: Box<[u64]>,
+    /// Lengths of `y`, `params`, `lag_ring` and `config` in `words`; `lag_head` is the rest.
+    lens: [usize; 4],
+}
+
+impl PackedState {
+    /// Every field is named here and in [`unpack`](Self::unpack), so a new field of the
+    /// state cannot be forgotten.
+    pub(crate) fn pack(state: &SessionState) -> Self {
+        let SessionState {
+            t,
+            y,
+            params,
+            dt,
+            step,
+            grid_t0,
+            grid_k0,
+            nominal_dt,
+            time_shift,
+            step_shift,
+            stepper_ws,
+            lag_ring,
+            lag_head,
+            pending,
+            config,
+            status,
+        } = state;
+        let floats = [y, params, lag_ring, config];
+        let mut words =
+            Vec::with_capacity(floats.iter().map(|v| v.len()).sum::<usize>() + lag_head.len());
+        for v in floats {
+            words.extend(v.iter().map(|x| x.to_bits()));
+        }
+        words.extend(lag_head.iter().map(|&h| h as u64));
+        PackedState {
+            t: *t,
+            dt: *dt,
+            step: *step,
+            grid_t0: *grid_t0,
+            grid_k0: *grid_k0,
+            nominal_dt: *nominal_dt,
+            time_shift: *time_shift,
+            step_shift: *step_shift,
+            stepper_ws: stepper_ws.clone(),
+            pending: pending.clone().map(Box::new),
+            status: *status,
+            words: words.into_boxed_slice(),
+            lens: floats.map(|v| v.len()),
+        }
+    }
+
+    pub(crate) fn unpack(&self) -> SessionState {
+        let mut rest = &self.words[..];
+        let mut floats = self.lens.map(|n| {
+            let (head, tail) = rest.split_at(n);
+            rest = tail;
+            head.iter()
+                .map(|&w| f64::from_bits(w))
+                .collect::<Vec<f64>>()
+        });
+        let lag_head = rest.iter().map(|&w| w as i64).collect();
+        let take = |v: &mut Vec<f64>| std::mem::take(v);
+        SessionState {
+            t: self.t,
+            y: take(&mut floats[0]),
+            params: take(&mut floats[1]),
+            dt: self.dt,
+            step: self.step,
+            grid_t0: self.grid_t0,
+            grid_k0: self.grid_k0,
+            nominal_dt: self.nominal_dt,
+            time_shift: self.time_shift,
+            step_shift: self.step_shift,
+            stepper_ws: self.stepper_ws.clone(),
+            lag_ring: take(&mut floats[2]),
+            lag_head,
+            pending: self.pending.as_deref().cloned(),
+            config: take(&mut floats[3]),
+            status: self.status,
+        }
+    }
+
+    /// The state's time.
+    pub(crate) fn t(&self) -> f64 {
+        self.t
+    }
+
+    /// The state's step count.
+    pub(crate) fn step(&self) -> u64 {
+        self.step
+    }
+}
+
 impl SessionState {
     /// The state of a new session: model defaults at `[sim].t0`.
     pub fn bootstrap(model: &Model, info: &'static StepperInfo) -> Self {
@@ -163,6 +273,46 @@ impl SessionState {
         };
         s.init_lag(model);
         s
+    }
+
+    /// Makes `self` equal to `src` in `self`'s own buffers: a clone that allocates only
+    /// where a vector of `src` is longer (a run's working copy, see `RunSpares`). Every field
+    /// is named, so a new field cannot be forgotten here.
+    pub fn copy_from(&mut self, src: &SessionState) {
+        let SessionState {
+            t,
+            y,
+            params,
+            dt,
+            step,
+            grid_t0,
+            grid_k0,
+            nominal_dt,
+            time_shift,
+            step_shift,
+            stepper_ws,
+            lag_ring,
+            lag_head,
+            pending,
+            config,
+            status,
+        } = src;
+        self.t = *t;
+        self.y.clone_from(y);
+        self.params.clone_from(params);
+        self.dt = *dt;
+        self.step = *step;
+        self.grid_t0 = *grid_t0;
+        self.grid_k0 = *grid_k0;
+        self.nominal_dt = *nominal_dt;
+        self.time_shift = *time_shift;
+        self.step_shift = *step_shift;
+        self.stepper_ws.clone_from(stepper_ws);
+        self.lag_ring.clone_from(lag_ring);
+        self.lag_head.clone_from(lag_head);
+        self.pending.clone_from(pending);
+        self.config.clone_from(config);
+        self.status = *status;
     }
 
     /// Fills every lag ring with the current state (no history yet).

@@ -15,6 +15,7 @@ use super::state::{PendingStep, SessionState, Status};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Env, LagView, Model, ModelData, ModelEval};
 use crate::stepper::{self, Rhs, Stepper, StepperInfo};
+use std::sync::Arc;
 
 /// Where a run ends.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -148,7 +149,8 @@ pub struct Runner<'m> {
     aux_buf: Vec<f64>,
     steps_taken: u64,
     stats: RunStats,
-    checkpoint: Option<Checkpointer>,
+    /// Boxed: most runs have none, and a runner is moved whole between a run's two halves.
+    checkpoint: Option<Box<Checkpointer>>,
     hooks: Hooks,
     /// Where this run started (step, absolute time) and where it ends, for `fraction`.
     span: (u64, f64, Horizon),
@@ -157,21 +159,95 @@ pub struct Runner<'m> {
     fused: fused::FusedState,
 }
 
-/// The stepper of a session's last successful run, kept for [`Runner::reusing`]. A copy of
-/// the session starts without one (a cache, not state: a new stepper would be the same).
+/// What a session keeps of its last successful run for the next one: the stepper (when it
+/// may serve again, see [`Runner::reusing`]), the runner's scratch buffers and the buffers
+/// of the session state the run replaced. A cache, not state: a copy of the session starts
+/// without it, and what it saves making would be made the same. A tagged segment of a long
+/// series of short runs then allocates none of these.
 #[derive(Default)]
-pub(crate) struct SpareStepper(pub Option<Box<dyn Stepper>>);
+pub(crate) struct RunSpares {
+    stepper: Option<Box<dyn Stepper>>,
+    /// The step's output, the interpreter's registers and the aux values.
+    scratch: Option<(Vec<f64>, Vec<f64>, Vec<f64>)>,
+    state: Option<SessionState>,
+    /// The last configuration a segment was recorded with, and its digest.
+    config_digest: Option<(Vec<f64>, Arc<str>)>,
+    /// The buffer of the last run's segment tag.
+    tag: String,
+}
 
-impl Clone for SpareStepper {
-    fn clone(&self) -> Self {
-        SpareStepper(None)
+impl RunSpares {
+    /// A copy of `state` for a run to advance (and to drop if it fails), made in the buffers
+    /// of the state the last run replaced.
+    pub(crate) fn working_copy(&mut self, state: &SessionState) -> SessionState {
+        match self.state.take() {
+            Some(mut copy) => {
+                copy.copy_from(state);
+                copy
+            }
+            None => state.clone(),
+        }
+    }
+
+    /// [`config_hash`](crate::session::state::config_hash) of `config`, shared with the
+    /// previous run's when the configuration is the same (it seldom changes between the
+    /// segments of a series, and a digest is a SHA-256).
+    pub(crate) fn config_digest(&mut self, config: &[f64]) -> Arc<str> {
+        let same = |(c, _): &&(Vec<f64>, Arc<str>)| {
+            c.len() == config.len()
+                && c.iter()
+                    .zip(config)
+                    .all(|(a, b)| a.to_bits() == b.to_bits())
+        };
+        if let Some((_, digest)) = self.config_digest.as_ref().filter(same) {
+            return digest.clone();
+        }
+        let digest: Arc<str> = crate::session::state::config_hash(config).into();
+        self.config_digest = Some((config.to_vec(), digest.clone()));
+        digest
+    }
+
+    /// `tag` in the buffer of the last run's tag (a series of tagged runs copies it into the
+    /// same allocation each time).
+    pub(crate) fn tag_copy(&mut self, tag: Option<&str>) -> Option<String> {
+        let t = tag?;
+        let mut copy = std::mem::take(&mut self.tag);
+        copy.clear();
+        copy.push_str(t);
+        Some(copy)
+    }
+
+    /// Keeps the buffer of a run's tag for [`tag_copy`](Self::tag_copy).
+    pub(crate) fn keep_tag(&mut self, tag: Option<String>) {
+        if let Some(t) = tag {
+            self.tag = t;
+        }
+    }
+
+    /// Keeps a state no longer needed (the one a run replaced, or a failed run's copy) for
+    /// its buffers.
+    pub(crate) fn keep_state(&mut self, old: SessionState) {
+        self.state = Some(old);
     }
 }
 
-impl std::fmt::Debug for SpareStepper {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SpareStepper")
+impl Clone for RunSpares {
+    fn clone(&self) -> Self {
+        RunSpares::default()
     }
+}
+
+impl std::fmt::Debug for RunSpares {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunSpares")
+    }
+}
+
+/// `buf` as `vec![0.0; n]` would be, in its own allocation when it has room.
+fn zeroed(mut buf: Vec<f64>, n: usize) -> Vec<f64> {
+    buf.clear();
+    buf.resize(n, 0.0);
+    buf
 }
 
 impl<'m> Runner<'m> {
@@ -182,34 +258,35 @@ impl<'m> Runner<'m> {
     }
 
     pub fn new(model: &'m Model, info: &'static StepperInfo, st: &SessionState) -> Result<Self> {
-        Runner::reusing(model, info, st, None)
+        Runner::reusing(model, info, st, &mut RunSpares::default())
     }
 
-    /// [`Runner::new`] with the stepper of a previous run (from [`Runner::finish`]) when it
-    /// may serve again: the same method, explicit, carrying nothing between steps (an empty
-    /// workspace) — so it holds no state at all, and a new one would be the same. A tagged
-    /// segment of a long series of short runs then makes no stepper.
-    pub fn reusing(
+    /// [`Runner::new`] with what a previous run left in `spares` (from [`Runner::finish`]):
+    /// its scratch buffers, and its stepper when it may serve again: the same method,
+    /// explicit, carrying nothing between steps (an empty workspace) — so it holds no state
+    /// at all, and a new one would be the same.
+    pub(crate) fn reusing(
         model: &'m Model,
         info: &'static StepperInfo,
         st: &SessionState,
-        spare: Option<Box<dyn Stepper>>,
+        spares: &mut RunSpares,
     ) -> Result<Self> {
         let reusable = |s: &dyn Stepper| {
             std::ptr::eq(s.info(), info) && !info.implicit && st.stepper_ws.is_empty()
         };
-        let mut stepper = match spare.filter(|s| reusable(s.as_ref())) {
+        let mut stepper = match spares.stepper.take().filter(|s| reusable(s.as_ref())) {
             Some(s) => s,
             None => stepper::create(info, model.n_states()),
         };
         stepper.load(&st.stepper_ws)?;
+        let (y_new, regs, aux_buf) = spares.scratch.take().unwrap_or_default();
         Ok(Runner {
             model,
-            eval: ModelEval::new(&model.0),
+            eval: ModelEval::with_registers(&model.0, regs),
             stepper,
             info,
-            y_new: vec![0.0; model.n_states()],
-            aux_buf: vec![0.0; model.n_aux()],
+            y_new: zeroed(y_new, model.n_states()),
+            aux_buf: zeroed(aux_buf, model.n_aux()),
             steps_taken: 0,
             stats: RunStats::default(),
             checkpoint: None,
@@ -227,7 +304,7 @@ impl<'m> Runner<'m> {
 
     /// Writes periodic checkpoints from now on (`None` stops them).
     pub(crate) fn set_checkpoint(&mut self, checkpoint: Option<Checkpointer>) {
-        self.checkpoint = checkpoint;
+        self.checkpoint = checkpoint.map(Box::new);
     }
 
     /// Calls progress and observer hooks during the next runs.
@@ -240,11 +317,12 @@ impl<'m> Runner<'m> {
         self.stats
     }
 
-    /// Saves the stepper's carried arrays into `st`; returns the stepper, which
-    /// [`Runner::reusing`] may use again.
-    pub fn finish(self, st: &mut SessionState) -> Box<dyn Stepper> {
+    /// Saves the stepper's carried arrays into `st`; keeps the stepper and the scratch
+    /// buffers in `spares`, for [`Runner::reusing`].
+    pub(crate) fn finish(self, st: &mut SessionState, spares: &mut RunSpares) {
         st.stepper_ws = self.stepper.save();
-        self.stepper
+        spares.stepper = Some(self.stepper);
+        spares.scratch = Some((self.y_new, self.eval.into_registers(), self.aux_buf));
     }
 
     /// Runs until the horizon, the stop condition or an error.
