@@ -18,7 +18,13 @@
 //! explicit-Euler predictor of the trapezoidal stage is far off on the stiff components, and
 //! with an old Jacobian the solve rarely converges within MAXCOR iterations. Extrapolating
 //! the last step's quadratic instead converged faster but let Van der Pol at rtol 1e-3
-//! accept wrong steps (error 1.75).
+//! accept wrong steps (error 1.75); so did a looser tolerance-tied Newton test (fraction
+//! 0.05 or 0.1 instead of 0.01: error 0.96-1.02 in 17-19 steps) and predicting the BDF2 stage
+//! by y_γ + (1−γ)h·f_γ (runs failed): the filtered error estimate does not see an
+//! unconverged stiff component, so the stage solves must be tight.
+//!
+//! A step accepted after a failed attempt does not grow the next one (CVODE's and Hairer's
+//! rule): without it Van der Pol at rtol 1e-3 costs 4928 RHS evaluations instead of 3203.
 
 use super::adaptive_implicit::{Attempt, Controller, QuadraticDense, KNOBS};
 use super::newton::{Newton, NewtonConfig, Solve};
@@ -163,7 +169,10 @@ impl Stepper for TrBdf2a {
         let ncfg = self
             .newton_cfg
             .get(cfg, |c| NewtonConfig::from_cfg(&INFO, c))?;
-        let ctrl = self.ctrl_cfg.get(cfg, |c| Controller::from_cfg(&INFO, c))?;
+        let ctrl = self
+            .ctrl_cfg
+            .get(cfg, |c| Controller::from_cfg(&INFO, c))?
+            .holding_after_failure();
         self.newton.begin_step();
         f.eval(t, y, &mut self.f_n)?;
         if let Some(i) = self.f_n.iter().position(|v| !v.is_finite()) {
