@@ -550,7 +550,7 @@ fn rk45_controller_knobs_give_the_general_engines_bits() {
         &[("atol", 1e-3), ("rtol", 0.0), ("max_factor", 20.0)],
         // The PI controller: its memory of the previous error is carried in the loop.
         &[("beta", 0.04)],
-        &[("beta", 0.2), ("rtol", 1e-9), ("max_factor", 10.0)],
+        &[("beta", 0.1), ("rtol", 1e-9), ("max_factor", 10.0)],
         &[
             ("beta", 0.08),
             ("atol", 0.0),
