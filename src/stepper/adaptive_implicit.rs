@@ -200,6 +200,14 @@ impl QuadraticDense {
         load_f64(ws, "dense_t", &mut self.times)
     }
 
+    /// Whether the last node is (t, y), bit for bit: a step from there continues the
+    /// trajectory these nodes describe (not after a restart that changed the state).
+    pub fn ends_at(&self, t: f64, y: &[f64]) -> bool {
+        let last = &self.values[2 * self.n..];
+        self.times[2].to_bits() == t.to_bits()
+            && last.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+
     /// The times of the three nodes.
     pub fn node_times(&self) -> [f64; 3] {
         self.times
