@@ -60,9 +60,10 @@ pub struct EmbeddedPair {
     pub dense: &'static [f64],
 }
 
-/// The classic step-size controller of an embedded pair, its knobs read once per run
-/// instead of looked up by name per step. `judge` is the one implementation of the
-/// accept/reject rule: the general stepper and the fused loop both call it.
+/// The step-size controller of an embedded pair, its knobs read once per run instead of
+/// looked up by name per step: the classic one (`beta = 0`) or Hairer's DOPRI5 PI
+/// controller (`beta > 0`). `judge` is the one implementation of the accept/reject rule:
+/// the general stepper calls it and the fused loop performs the same operations.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Controller {
@@ -75,7 +76,44 @@ pub struct Controller {
     pub tries: u64,
     pub min_step: f64,
     pub dt_max: f64,
+    /// Weight of the previous accepted step's error (0: the classic controller).
+    pub beta: f64,
 }
+
+/// What the controller remembers of the steps before an attempt: the previous accepted
+/// step's error norm (floored, Hairer's `facold`) and whether an attempt at the current
+/// step was already rejected.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct History {
+    pub prev_err: f64,
+    pub rejected_before: bool,
+}
+
+/// Where an embedded pair's carry for `n` states keeps what follows its dense rows (5 vectors
+/// of `n`): the accepted step's (t, h) at `span`, the previous error norm at `prev_err`, the
+/// count of rejected attempts at `rejected`. The stepper and the fused loop share it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CarrySlots {
+    pub span: usize,
+    pub prev_err: usize,
+    pub rejected: usize,
+    pub len: usize,
+}
+
+impl CarrySlots {
+    pub fn of(n: usize) -> CarrySlots {
+        CarrySlots {
+            span: 5 * n,
+            prev_err: 5 * n + 2,
+            rejected: 5 * n + 3,
+            len: 5 * n + 4,
+        }
+    }
+}
+
+/// The floor of the remembered error norm (Hairer's): a step with a tiny error does not
+/// make the next factor explode. Also its value before the first step.
+pub const PREV_ERR_FLOOR: f64 = 1e-4;
 
 /// What the controller makes of one attempt.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -93,8 +131,8 @@ pub enum Verdict {
 }
 
 impl Controller {
-    /// From a config vector in the knob order of `rk45::CONTROLLER_KNOBS` (atol, rtol,
-    /// safety, min_factor, max_factor, max_tries, min_step, dt_max).
+    /// From a config vector in the knob order of `rk45::KNOBS` (atol, rtol, safety,
+    /// min_factor, max_factor, max_tries, min_step, dt_max, then beta, 0 when absent).
     pub fn from_config(cfg: &[f64]) -> Controller {
         Controller {
             atol: cfg[0],
@@ -105,6 +143,7 @@ impl Controller {
             tries: cfg[5].max(1.0) as u64,
             min_step: cfg[6],
             dt_max: cfg[7],
+            beta: cfg.get(8).copied().unwrap_or(0.0),
         }
     }
 
@@ -115,8 +154,14 @@ impl Controller {
     }
 
     /// Accepts a step of size `h` with error norm `err`, or proposes the next attempt.
+    /// With `beta = 0` the classic rule (safety · err^(-1/5) on acceptance, err^(-1/4) on
+    /// rejection); otherwise Hairer's DOPRI5 PI rule: safety · err^(-α) · prev_err^β with
+    /// α = 1/5 − 3β/4 for both, and no growth right after a rejection.
     #[inline]
-    pub fn judge(&self, err: f64, h: f64) -> Verdict {
+    pub fn judge(&self, err: f64, h: f64, history: History) -> Verdict {
+        if self.beta != 0.0 {
+            return self.judge_pi(err, h, history);
+        }
         if err <= 1.0 || h <= self.min_step {
             let factor = if err > 0.0 {
                 (self.safety * err.powf(-0.2)).clamp(self.min_factor, self.max_factor)
@@ -128,6 +173,31 @@ impl Controller {
             };
         }
         let h = h * self.min_factor.max(self.safety * err.powf(-0.25));
+        self.retry(h)
+    }
+
+    fn judge_pi(&self, err: f64, h: f64, history: History) -> Verdict {
+        let alpha = 0.2 - 0.75 * self.beta;
+        if err <= 1.0 || h <= self.min_step {
+            let mut factor = if err > 0.0 {
+                (self.safety * err.powf(-alpha) * history.prev_err.powf(self.beta))
+                    .clamp(self.min_factor, self.max_factor)
+            } else {
+                self.max_factor
+            };
+            // A step just rejected was too large: do not grow it again at once.
+            if history.rejected_before {
+                factor = factor.min(1.0);
+            }
+            return Verdict::Accept {
+                h_next: (h * factor).min(self.dt_max),
+            };
+        }
+        let h = h * self.min_factor.max(self.safety * err.powf(-alpha));
+        self.retry(h)
+    }
+
+    fn retry(&self, h: f64) -> Verdict {
         if h < self.min_step {
             Verdict::TooSmall { h }
         } else {

@@ -78,6 +78,17 @@ fn horizon(kind_map: bool, k: u64, dt: f64) -> RunOptions {
 }
 
 fn check_split(stepper: &str, seams: &[u64], total: u64, interval: u64) -> Result<(), String> {
+    check_split_with(stepper, &[], seams, total, interval)
+}
+
+/// [`check_split`] with knobs set by the first run of each session (later runs keep them).
+fn check_split_with(
+    stepper: &str,
+    knobs: &[(&str, f64)],
+    seams: &[u64],
+    total: u64,
+    interval: u64,
+) -> Result<(), String> {
     let is_map = stepper == "map";
     let model = Model::load(if is_map { MAP_MODEL } else { ODE_MODEL }).unwrap();
     let dt = if is_map { 1.0 } else { 0.01 };
@@ -88,6 +99,9 @@ fn check_split(stepper: &str, seams: &[u64], total: u64, interval: u64) -> Resul
     };
     let first = |k: u64| {
         let mut o = horizon(is_map, k, dt).dt(dt).record_interval(interval);
+        for (name, value) in knobs {
+            o = o.config(name, *value);
+        }
         o.record_vars = Some(vars.iter().map(|s| s.to_string()).collect());
         o
     };
@@ -222,6 +236,23 @@ proptest! {
         let total = 300;
         prop_assert!(check_split(stepper, &seams, total, interval).is_ok(),
             "{}", check_split(stepper, &seams, total, interval).unwrap_err());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// rk45 with its PI controller on: the previous error it weighs is carried across seams.
+    #[test]
+    fn rk45_pi_split_runs_are_bit_identical(
+        beta in 0.01f64..=0.1,
+        rtol in prop::sample::select(vec![1e-3, 1e-5, 1e-8]),
+        seams in prop::collection::vec(1u64..300, 1..5),
+        interval in 1u64..4,
+    ) {
+        let knobs = [("beta", beta), ("rtol", rtol)];
+        let outcome = check_split_with("rk45", &knobs, &seams, 300, interval);
+        prop_assert!(outcome.is_ok(), "beta {}: {}", beta, outcome.unwrap_err());
     }
 }
 

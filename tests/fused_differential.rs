@@ -533,7 +533,8 @@ fn fused_rk45_runs_cost_the_general_engines_evaluations() {
 /// rk45's controller runs as instructions inside the fused loop: the same verdicts as the
 /// general engine's `Controller::judge` for every knob corner — a zero absolute tolerance
 /// (an error norm of 0/0 = NaN where a state is exactly zero), accepting at `min_step`,
-/// steps falling below it, a single try, a capped step, factors at their bounds — compared
+/// steps falling below it, a single try, a capped step, factors at their bounds, the PI
+/// controller (`beta`) — compared
 /// bit for bit in samples and final state, including how a run fails.
 #[test]
 fn rk45_controller_knobs_give_the_general_engines_bits() {
@@ -547,6 +548,15 @@ fn rk45_controller_knobs_give_the_general_engines_bits() {
         &[("safety", 0.5), ("min_factor", 0.5), ("max_factor", 1.5)],
         &[("safety", 1.0), ("min_factor", 1.0), ("max_factor", 1.0)],
         &[("atol", 1e-3), ("rtol", 0.0), ("max_factor", 20.0)],
+        // The PI controller: its memory of the previous error is carried in the loop.
+        &[("beta", 0.04)],
+        &[("beta", 0.1), ("rtol", 1e-9), ("max_factor", 10.0)],
+        &[
+            ("beta", 0.08),
+            ("atol", 0.0),
+            ("rtol", 1e-6),
+            ("max_tries", 2.0),
+        ],
     ];
     let (mut compared, mut fused) = (0, 0);
     for source in [

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "dynlib.h"
@@ -46,6 +47,17 @@ static DynlibSim *open_callback_sim(const char *id, size_t n, const char *const 
   check_dl(dynlib_model_from_callbacks(&cb, model), "callback model");
   check_dl(dynlib_sim_new(*model, &sim), "sim");
   return sim;
+}
+
+/* A counter of the stepper's `stepper_stats` in the run summary (bdf's work counters, rk45's
+ * rejected attempts); -1 when absent. */
+static long stepper_stat(DynlibSim *sim, const char *name) {
+  char buf[4096], key[64];
+  size_t need;
+  check_dl(dynlib_sim_summary_json(sim, buf, sizeof buf, &need), "summary");
+  snprintf(key, sizeof key, "\"%s\":", name);
+  const char *k = strstr(buf, key);
+  return k ? strtol(k + strlen(key), NULL, 10) : -1;
 }
 
 /* One unrecorded run from t = 0 and `y0` to `t_end` with the `n_config` stepper knobs given;

@@ -11,12 +11,14 @@
  * of `reps`, the two solvers interleaved within each repetition. The ratio columns compare
  * with ARKode at the same error (log-log interpolation of its curve; "-" outside its range).
  *
- * dynlib does not report rk45's attempts; with a lag-free model its RHS count is
- * 2 (first-step estimate) + 1 (first stage) + 6 per attempt (the first stage of each step is
- * the last of the step before, FSAL) + 7 (the step that crosses t_end is taken twice, the
- * second time without the FSAL stage; `steps` does not count it), so attempts =
- * (rhs - 10) / 6 and rejected = attempts - steps - 1 (rejections of the crossing step counted
- * twice); "-" if the count does not fit that pattern.
+ * rk45 runs twice per tolerance: with its default classic controller (`rk45`) and with
+ * Hairer's PI controller (`rk45pi`, knob beta = BETA). `rejected` is rk45's own count of
+ * rejected attempts (the run summary's stepper_stats), checked against the RHS count: 2
+ * (first-step estimate) + 1 (first stage) + 6 per attempt (FSAL) + 1 (the first stage of the
+ * step that crosses t_end, which the fused loop hands to the general engine), + 1 more when
+ * that step's first attempt is rejected and the retry ends inside t_end (the fused loop then
+ * starts again without the FSAL stage), for a run that fits in one fused chunk; any other
+ * count is reported on stderr.
  *
  * usage: bench [reps]   (benches/vs_arkode/run.sh builds and runs it) */
 #include <math.h>
@@ -31,6 +33,9 @@
 #include "../common/work_precision.h"
 
 #define N_TOL 6
+#define BETA 0.04
+#define N_SOLVERS 3
+static const char *SOLVER_NAMES[N_SOLVERS] = {"arkode", "rk45", "rk45pi"};
 static const double TOLS[N_TOL] = {1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8};
 #define MAX_N 4
 
@@ -157,19 +162,24 @@ static void dl_open(DlSolver *s, const Problem *p) {
                              &s->model);
 }
 
-static Result run_dynlib(DlSolver *s, double rtol, double atol, double *y_out) {
+static Result run_dynlib(DlSolver *s, double rtol, double atol, double beta, double *y_out) {
   const Problem *p = s->counts.p;
   Result r = {1, 0, 0, 0, -1, 0};
-  const char *names[2] = {"rtol", "atol"};
-  double values[2] = {rtol, atol};
+  const char *names[3] = {"rtol", "atol", "beta"};
+  double values[3] = {rtol, atol, beta};
   s->counts.rhs = 0;
-  if (run_dynlib_to(s->sim, "rk45", p->t_end, p->y0, p->n, names, values, 2, &r.secs, y_out,
+  if (run_dynlib_to(s->sim, "rk45", p->t_end, p->y0, p->n, names, values, 3, &r.secs, y_out,
                     &r.steps) != DYNLIB_OK) {
     r.ran = 0;
     return r;
   }
   r.rhs = s->counts.rhs;
-  /* dynlib does not report rejected attempts; `rejected` stays -1 (printed as "-"). */
+  r.rejected = stepper_stat(s->sim, "rejected_attempts");
+  long attempts = r.steps + 1 + r.rejected;
+  long extra = r.rhs - (4 + 6 * attempts);
+  if (r.steps < 4096 && extra != 0 && extra != 1)
+    fprintf(stderr, "vs_arkode: %s rtol %g beta %g: %ld RHS evaluations, but %ld attempts\n",
+            p->name, rtol, beta, r.rhs, attempts);
   return r;
 }
 
@@ -203,6 +213,7 @@ int main(int argc, char **argv) {
   if (SUNContext_Create(NULL, &ctx)) die("SUNContext_Create failed");
   printf("dynlib %s rk45 vs ARKode ERKStep DORMAND_PRINCE_7_4_5 (SUNDIALS %s), best of %d\n",
          dynlib_version(), SUNDIALS_VERSION, reps);
+  printf("rk45: classic controller; rk45pi: PI controller, beta = %g\n", BETA);
   printf("ARKode's step controller (its defaults, from ERKStepWriteParameters):\n");
   double scratch[MAX_N];
   run_arkode(ctx, &PROBLEMS[0], ARKODE_DORMAND_PRINCE_7_4_5, 1e-6, 1e-9, scratch, stdout);
@@ -218,14 +229,14 @@ int main(int argc, char **argv) {
     printf("\n");
     DlSolver dl;
     dl_open(&dl, p);
-    Result res[2][N_TOL];
+    Result res[N_SOLVERS][N_TOL];
     memset(res, 0, sizeof res);
     for (int it = 0; it < N_TOL; it++) {
       double rtol = TOLS[it], atol = p->atol_scale * rtol;
       for (int rep = 0; rep < reps; rep++)
-        for (int s = 0; s < 2; s++) {
+        for (int s = 0; s < N_SOLVERS; s++) {
           Result r = s == 0 ? run_arkode(ctx, p, ARKODE_DORMAND_PRINCE_7_4_5, rtol, atol, y, NULL)
-                            : run_dynlib(&dl, rtol, atol, y);
+                            : run_dynlib(&dl, rtol, atol, s == 2 ? BETA : 0.0, y);
           r.err = r.ran ? rel_err(p->n, y, ref) : NAN;
           if (r.ran && (!res[s][it].ran || r.secs < res[s][it].secs)) res[s][it] = r;
         }
@@ -233,8 +244,8 @@ int main(int argc, char **argv) {
     printf("%-6s %-7s %9s %8s %8s %8s %10s %11s %10s\n", "rtol", "solver", "error", "steps",
            "rejected", "rhs", "time_us", "time/arkode", "rhs/arkode");
     for (int it = 0; it < N_TOL; it++) {
-      print_row(TOLS[it], "arkode", &res[0][it], NULL);
-      print_row(TOLS[it], "rk45", &res[1][it], res[0]);
+      print_row(TOLS[it], SOLVER_NAMES[0], &res[0][it], NULL);
+      for (int s = 1; s < N_SOLVERS; s++) print_row(TOLS[it], SOLVER_NAMES[s], &res[s][it], res[0]);
     }
     dynlib_sim_free(dl.sim);
     dynlib_model_free(dl.model);

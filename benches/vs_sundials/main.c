@@ -157,16 +157,6 @@ static void dl_open(DlSolver *s, const Problem *p, const char *stepper) {
                              &s->model);
 }
 
-/* A counter of bdf's stepper_stats in the run summary; -1 when absent. */
-static long bdf_stat(DynlibSim *sim, const char *name) {
-  char buf[4096], key[64];
-  size_t need;
-  check_dl(dynlib_sim_summary_json(sim, buf, sizeof buf, &need), "summary");
-  snprintf(key, sizeof key, "\"%s\":", name);
-  const char *k = strstr(buf, key);
-  return k ? strtol(k + strlen(key), NULL, 10) : -1;
-}
-
 static Result run_dynlib(DlSolver *s, const char *stepper, double rtol, double *y_out) {
   const Problem *p = s->counts.p;
   Result r = {1, 0, 0, 0, 0, 0, -1, 0, -1};
@@ -183,9 +173,9 @@ static Result run_dynlib(DlSolver *s, const char *stepper, double rtol, double *
   /* The other steppers difference their Jacobians without counting them. */
   if (fd_jacobian) r.jac = -1;
   if (strcmp(stepper, "bdf") == 0) {
-    r.lu = bdf_stat(s->sim, "lu_factorisations");
-    r.rhs_jac = bdf_stat(s->sim, "jacobian_rhs_evals");
-    if (fd_jacobian) r.jac = bdf_stat(s->sim, "jac_evals");
+    r.lu = stepper_stat(s->sim, "lu_factorisations");
+    r.rhs_jac = stepper_stat(s->sim, "jacobian_rhs_evals");
+    if (fd_jacobian) r.jac = stepper_stat(s->sim, "jac_evals");
   }
   return r;
 }

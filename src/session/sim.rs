@@ -1081,10 +1081,8 @@ impl Sim {
             "can_resume": ok,
             "reason": reason,
             "pending_step": self.state.pending.is_some(),
-            // The work counters of steppers that keep them (bdf), for benchmarks.
-            "stepper_stats": crate::stepper::bdf::Stats::from_workspace(&self.state.stepper_ws)
-                .ok()
-                .filter(|_| self.info.name == crate::stepper::bdf::INFO.name),
+            // The work counters of steppers that keep them (bdf, rk45), for benchmarks.
+            "stepper_stats": crate::stepper::stats_json(self.info, &self.state.stepper_ws),
             "stepper_config": {
                 "size": cfg.len(),
                 "hash": config_hash(cfg),

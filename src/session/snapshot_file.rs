@@ -116,6 +116,8 @@ pub(crate) fn state_from_owned_file(
     stepper_template: &[WsArray],
     mut s: Option<&mut (dyn stepper::Stepper + 'static)>,
 ) -> Result<SessionState> {
+    let mut file = file;
+    upgrade_legacy_rk45(model, info, pins, &mut file);
     check_vectors(model, info, pins, &file)?;
     let SnapshotFile {
         meta: m,
@@ -240,6 +242,37 @@ pub(crate) fn state_from_owned_file(
         )));
     }
     Ok(st)
+}
+
+/// An rk45 file written before the PI controller — the legacy knob names and the workspace
+/// signature of the legacy layout, nothing else — is read as today's with `beta = 0`
+/// (`rk45::upgrade_legacy`). Any other file is left for the checks to judge.
+fn upgrade_legacy_rk45(
+    model: &Model,
+    info: &'static StepperInfo,
+    pins: &SessionPins,
+    file: &mut SnapshotFile,
+) {
+    let rk45 = stepper::rk45::INFO.name;
+    if info.name != rk45 || file.meta.pins.stepper_name != rk45 {
+        return;
+    }
+    let legacy_names = stepper::rk45::legacy_knob_names();
+    let legacy_sig = SessionPins::with_template(
+        model,
+        info,
+        &stepper::rk45::legacy_template(model.n_states()),
+    )
+    .workspace_sig;
+    if file.meta.stepper_config_names != legacy_names
+        || file.config.len() != legacy_names.len()
+        || file.meta.pins.workspace_sig != legacy_sig
+    {
+        return;
+    }
+    stepper::rk45::upgrade_legacy(&mut file.stepper_ws, &mut file.config);
+    file.meta.stepper_config_names = info.config.iter().map(|k| k.name.to_string()).collect();
+    file.meta.pins.workspace_sig = pins.workspace_sig.clone();
 }
 
 /// The checks of a file's vectors, names, pins and stepper config against the session.

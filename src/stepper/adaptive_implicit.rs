@@ -50,6 +50,9 @@ pub struct Controller {
     max_tries: u32,
     min_step: f64,
     pub dt_max: f64,
+    /// A step accepted after a failed attempt keeps its size for the next step instead of
+    /// growing at once (CVODE's rule after a failure; Hairer's in DOPRI5).
+    hold_after_failure: bool,
 }
 
 impl Controller {
@@ -65,9 +68,18 @@ impl Controller {
             max_tries: get("max_tries").clamp(1.0, u32::MAX as f64) as u32,
             min_step: get("min_step"),
             dt_max: get("dt_max"),
+            hold_after_failure: false,
         };
         super::rk45::validate_controller_knobs(info, cfg)?;
         Ok(c)
+    }
+
+    /// The controller with [`Controller::hold_after_failure`] on.
+    pub fn holding_after_failure(self) -> Self {
+        Controller {
+            hold_after_failure: true,
+            ..self
+        }
     }
 
     /// Weighted RMS norm of `a − b` with scale atol + rtol·max(|y0|, |b|).
@@ -116,12 +128,16 @@ impl Controller {
                 }
                 Attempt::Solved { err } => {
                     if err <= 1.0 || h <= self.min_step {
-                        let factor = if err > 0.0 {
+                        let mut factor = if err > 0.0 {
                             (self.safety * err.powf(self.exponent))
                                 .clamp(self.min_factor, self.max_factor)
                         } else {
                             self.max_factor
                         };
+                        // `last` names the failure of an earlier attempt at this step.
+                        if self.hold_after_failure && !last.is_empty() {
+                            factor = factor.min(1.0);
+                        }
                         return Ok(StepOutcome {
                             h_used: h,
                             h_next: (h * factor).min(self.dt_max),
@@ -182,6 +198,14 @@ impl QuadraticDense {
     pub fn load(&mut self, ws: &[WsArray]) -> Result<()> {
         load_f64(ws, "dense", &mut self.values)?;
         load_f64(ws, "dense_t", &mut self.times)
+    }
+
+    /// Whether the last node is (t, y), bit for bit: a step from there continues the
+    /// trajectory these nodes describe (not after a restart that changed the state).
+    pub fn ends_at(&self, t: f64, y: &[f64]) -> bool {
+        let last = &self.values[2 * self.n..];
+        self.times[2].to_bits() == t.to_bits()
+            && last.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits())
     }
 
     /// The times of the three nodes.

@@ -207,7 +207,23 @@ pub fn validate_config(info: &StepperInfo, cfg: &[f64]) -> Result<()> {
     if info.name == bdf::INFO.name {
         bdf::Settings::from_cfg(info, cfg)?;
     }
+    if info.name == rk45::INFO.name {
+        rk45::validate_beta(cfg)?;
+    }
     Ok(())
+}
+
+/// The work counters a stepper keeps in its workspace (bdf's, rk45's rejected attempts),
+/// as a run summary shows them; `None` for steppers that keep none.
+pub fn stats_json(info: &StepperInfo, ws: &[WsArray]) -> Option<serde_json::Value> {
+    let value = if info.name == bdf::INFO.name {
+        serde_json::to_value(bdf::Stats::from_workspace(ws).ok()?)
+    } else if info.name == rk45::INFO.name {
+        serde_json::to_value(rk45::Stats::from_workspace(ws).ok()?)
+    } else {
+        return None;
+    };
+    value.ok()
 }
 
 /// Index of knob `name` in a stepper's config vector.

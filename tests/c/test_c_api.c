@@ -853,7 +853,7 @@ static void test_presets_config_and_stepper_config(void) {
   /* stepper_config: values, names/defaults as JSON, NaN restores the default. */
   double cfg[16];
   OK(dynlib_sim_stepper_config(sim, cfg, 16, &need));
-  CHECK(need == 8 && cfg[0] == 1e-9);
+  CHECK(need == 9 && cfg[0] == 1e-9);
   const char *knobs[2] = {"rtol", "atol"};
   double kv[2] = {1e-6, NAN};
   OK(dynlib_sim_stepper_config_set(sim, knobs, kv, 2));

@@ -23,7 +23,7 @@ use cranelift_module::{Linkage, Module};
 
 use super::lower::{cl_error, mem, offset, truth, Bounds, Frame, Lowerer, Src};
 use crate::error::{Error, Result};
-use crate::method::{Controller, EmbeddedPair, StepForm};
+use crate::method::{CarrySlots, Controller, EmbeddedPair, StepForm, PREV_ERR_FLOOR};
 use crate::model::compile::CompiledModel;
 use crate::model::host::CFunctions;
 use crate::model::program::LagSlot;
@@ -384,8 +384,9 @@ pub fn build(
     }
     let carry_len = match spec.form {
         StepForm::Adams(w) => w.len() * n,
-        // Dense-output coefficients (5 vectors of n), then the step's (t, h).
-        StepForm::Embedded(_) => 5 * n + 2,
+        // Dense-output coefficients (5 vectors of n), the step's (t, h), the controller's
+        // memory and the rejection count.
+        StepForm::Embedded(_) => CarrySlots::of(n).len,
         _ => 0,
     };
     let mut lw = Lowerer::new(layout, bounds.clone())?;
@@ -457,7 +458,19 @@ struct ControlLaw {
     max_factor: Value,
     min_step: Value,
     dt_max: Value,
+    /// The PI gain, whether it is on (`beta != 0`) and the error exponent −(1/5 − 3β/4).
+    beta: Value,
+    pi: Value,
+    neg_alpha: Value,
     pow: cranelift_codegen::ir::FuncRef,
+}
+
+/// What the PI rule reads besides the error: the previous accepted step's error (floored)
+/// and whether an attempt at this step was already rejected.
+#[derive(Clone, Copy)]
+struct StepHistory {
+    prev_err: Value,
+    rejected_before: Value,
 }
 
 /// Where a verdict goes: the next attempt, the accepted step, or out of the loop.
@@ -1196,11 +1209,18 @@ impl Gen<'_, '_, '_> {
         let finite = self.attempt_finite(pair, &ks, &y5, err);
         let next = self.b.create_block();
         self.exit_unless(finite, exit, 1, next);
+        let rejected_before = self.b.ins().icmp(IntCC::NotEqual, a_left, tries);
+        let prev_err = self.load(f64t, carry, offset(CarrySlots::of(self.n).prev_err)?);
+        let history = StepHistory {
+            prev_err,
+            rejected_before,
+        };
         self.judge(
             &law,
             err,
             a_h,
             a_left,
+            history,
             Targets {
                 attempt,
                 accept,
@@ -1237,6 +1257,7 @@ impl Gen<'_, '_, '_> {
             let one = self.b.ins().iconst(i64t, 1);
             self.b.def_var(fsal_ok, one);
         }
+        self.note_accepted(err, tries, a_left, carry)?;
         if defers_dense(&self.model, self.spec, &self.lw.bounds) {
             self.store_step_start(&y, t, a_h, carry)?;
         } else {
@@ -1263,6 +1284,14 @@ impl Gen<'_, '_, '_> {
         let pow = super::shims::binary(crate::model::program::Fn2::Pow)
             .ok_or_else(|| Error::internal("pow has no shim"))?
             .0;
+        let beta = self.load(f64t, ctl, field(std::mem::offset_of!(Controller, beta)));
+        let zero = self.zero();
+        // `beta != 0.0` (true for NaN, as in Rust) and `-(0.2 - 0.75 * beta)`.
+        let pi = self.b.ins().fcmp(FloatCC::NotEqual, beta, zero);
+        let (c02, c075) = (self.b.ins().f64const(0.2), self.b.ins().f64const(0.75));
+        let b075 = self.b.ins().fmul(c075, beta);
+        let alpha = self.b.ins().fsub(c02, b075);
+        let neg_alpha = self.b.ins().fneg(alpha);
         Ok(ControlLaw {
             safety: self.load(f64t, ctl, field(std::mem::offset_of!(Controller, safety))),
             min_factor: self.load(
@@ -1277,6 +1306,9 @@ impl Gen<'_, '_, '_> {
             ),
             min_step: self.load(f64t, ctl, field(std::mem::offset_of!(Controller, min_step))),
             dt_max: self.load(f64t, ctl, field(std::mem::offset_of!(Controller, dt_max))),
+            beta,
+            pi,
+            neg_alpha,
             pow: self
                 .lw
                 .import_symbol(&mut self.b, pow, &[f64t, f64t], &[f64t])?,
@@ -1289,7 +1321,15 @@ impl Gen<'_, '_, '_> {
     /// call that would force every live value out of registers. Jumps to `accept(h_next)`,
     /// back to `attempt(h, tries - 1)`, or leaves with code 1 when the step would fall below
     /// `min_step` (the general engine reports it).
-    fn judge(&mut self, law: &ControlLaw, err: Value, h: Value, left: Value, to: Targets) {
+    fn judge(
+        &mut self,
+        law: &ControlLaw,
+        err: Value,
+        h: Value,
+        left: Value,
+        history: StepHistory,
+        to: Targets,
+    ) {
         let f64t = types::F64;
         let one = self.b.ins().f64const(1.0);
         let small = self.b.ins().fcmp(FloatCC::LessThanOrEqual, err, one);
@@ -1307,23 +1347,36 @@ impl Gen<'_, '_, '_> {
             .ins()
             .brif(positive, scaled, &[], factor, &[law.max_factor.into()]);
         self.b.switch_to_block(scaled);
+        let (classic, pi) = (self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(law.pi, pi, &[], classic, &[]);
+        self.b.switch_to_block(classic);
         let e = self.b.ins().f64const(-0.2);
         let call = self.b.ins().call(law.pow, &[err, e]);
         let p = self.b.inst_results(call)[0];
         let raw = self.b.ins().fmul(law.safety, p);
-        // f64::clamp: below min -> min, then above max -> max (NaN stays).
-        let below = self.b.ins().fcmp(FloatCC::LessThan, raw, law.min_factor);
-        let lo = self.b.ins().select(below, law.min_factor, raw);
-        let above = self.b.ins().fcmp(FloatCC::GreaterThan, lo, law.max_factor);
-        let clamped = self.b.ins().select(above, law.max_factor, lo);
+        let clamped = self.clamp_factor(law, raw);
+        self.b.ins().jump(factor, &[clamped.into()]);
+        self.b.switch_to_block(pi);
+        let call = self.b.ins().call(law.pow, &[err, law.neg_alpha]);
+        let p = self.b.inst_results(call)[0];
+        let call = self.b.ins().call(law.pow, &[history.prev_err, law.beta]);
+        let q = self.b.inst_results(call)[0];
+        let raw = self.b.ins().fmul(law.safety, p);
+        let raw = self.b.ins().fmul(raw, q);
+        let clamped = self.clamp_factor(law, raw);
         self.b.ins().jump(factor, &[clamped.into()]);
         self.b.switch_to_block(factor);
+        // The PI rule does not grow a step right after a rejection: `factor.min(1.0)`.
+        let capped = self.rust_min(f, one);
+        let no_growth = self.b.ins().band(law.pi, history.rejected_before);
+        let f = self.b.ins().select(no_growth, capped, f);
         let grown = self.b.ins().fmul(h, f);
         let h_next = self.rust_min(grown, law.dt_max);
         self.b.ins().jump(to.accept, &[h_next.into()]);
 
         self.b.switch_to_block(shrink);
-        let e = self.b.ins().f64const(-0.25);
+        let classic_e = self.b.ins().f64const(-0.25);
+        let e = self.b.ins().select(law.pi, law.neg_alpha, classic_e);
         let call = self.b.ins().call(law.pow, &[err, e]);
         let p = self.b.inst_results(call)[0];
         let raw = self.b.ins().fmul(law.safety, p);
@@ -1336,6 +1389,34 @@ impl Gen<'_, '_, '_> {
         self.b
             .ins()
             .jump(to.attempt, &[h_retry.into(), left.into()]);
+    }
+
+    /// `f64::clamp(raw, min_factor, max_factor)`: below min -> min, then above max -> max
+    /// (NaN stays).
+    fn clamp_factor(&mut self, law: &ControlLaw, raw: Value) -> Value {
+        let below = self.b.ins().fcmp(FloatCC::LessThan, raw, law.min_factor);
+        let lo = self.b.ins().select(below, law.min_factor, raw);
+        let above = self.b.ins().fcmp(FloatCC::GreaterThan, lo, law.max_factor);
+        self.b.ins().select(above, law.max_factor, lo)
+    }
+
+    /// `Rk45::note_accepted`: the accepted step's error, floored, becomes the controller's
+    /// memory, and the attempts it rejected (`tries - left`) are counted.
+    fn note_accepted(&mut self, err: Value, tries: Value, left: Value, carry: Value) -> Result<()> {
+        let slots = CarrySlots::of(self.n);
+        let floor = self.b.ins().f64const(PREV_ERR_FLOOR);
+        let prev = self.rust_max(err, floor);
+        self.b
+            .ins()
+            .store(mem(), prev, carry, offset(slots.prev_err)?);
+        let count = self.load(types::F64, carry, offset(slots.rejected)?);
+        let rejected = self.b.ins().isub(tries, left);
+        let rejected = self.b.ins().fcvt_from_uint(types::F64, rejected);
+        let count = self.b.ins().fadd(count, rejected);
+        self.b
+            .ins()
+            .store(mem(), count, carry, offset(slots.rejected)?);
+        Ok(())
     }
 
     /// `f64::min(a, b)`: the smaller, or the other one when one is NaN.
