@@ -337,3 +337,86 @@ fn the_largest_beta_does_not_stall_a_run_with_tiny_errors() {
         );
     }
 }
+
+/// An ensemble checkpoint of the legacy rk45 layout (today's checkpoint taken back to it:
+/// the legacy knob names and signature, no `beta`, no controller history) imports, and the
+/// ensemble resumes with the bits of the uninterrupted one (beta = 0 reads no history).
+#[test]
+fn legacy_rk45_ensemble_checkpoints_import_and_resume_bit_for_bit() {
+    use dynlib::persist::npy::NpyData;
+    use dynlib::session::Ensemble;
+    let legacy_sig = {
+        let members = read_npz(
+            &std::fs::read(fixture("rk45_legacy_lorenz.npz")).unwrap(),
+            &Limits::default(),
+        )
+        .unwrap();
+        let (_, meta) = members.iter().find(|(k, _)| k == "meta.json").unwrap();
+        let NpyData::U8(raw) = &meta.data else {
+            panic!("meta")
+        };
+        let meta: serde_json::Value = serde_json::from_slice(raw).unwrap();
+        meta["pins"]["workspace_sig"].as_str().unwrap().to_string()
+    };
+    let model = Model::load("builtin://ode/lorenz").unwrap();
+    let template = Sim::with_stepper(&model, Some("rk45")).unwrap();
+    let n = 3;
+    let rho: Vec<f64> = (0..n).map(|i| 20.0 + 4.0 * i as f64).collect();
+    let mut whole = Ensemble::from_sim(&template, n).unwrap();
+    whole.set_param_column("rho", &rho).unwrap();
+    whole
+        .run(&RunOptions::new().t(2.5).record(false), 1)
+        .unwrap();
+    let today = whole.serialize_checkpoint().unwrap();
+    let mut members = read_npz(&today, &Limits::default()).unwrap();
+    members.retain(|(k, _)| {
+        k != "workspace/stepper/prev_error" && k != "workspace/stepper/rejected_attempts"
+    });
+    let legacy_names = [
+        "atol",
+        "rtol",
+        "safety",
+        "min_factor",
+        "max_factor",
+        "max_tries",
+        "min_step",
+        "dt_max",
+    ];
+    for (k, a) in members.iter_mut() {
+        if k == "stepper_config" {
+            let NpyData::F64(v) = &mut a.data else {
+                panic!("config")
+            };
+            let width = a.shape[1];
+            assert_eq!(
+                width,
+                legacy_names.len() + 1,
+                "today's knobs are the legacy ones + beta"
+            );
+            *v = v
+                .chunks(width)
+                .flat_map(|row| row[..width - 1].to_vec())
+                .collect();
+            a.shape[1] = width - 1;
+        }
+        if k == "meta.json" {
+            let NpyData::U8(raw) = &mut a.data else {
+                panic!("meta")
+            };
+            let mut meta: serde_json::Value = serde_json::from_slice(raw).unwrap();
+            meta["stepper_config_names"] = serde_json::json!(legacy_names);
+            meta["pins"]["workspace_sig"] = legacy_sig.clone().into();
+            *raw = serde_json::to_vec(&meta).unwrap();
+            a.shape = vec![raw.len()];
+        }
+    }
+    let legacy = write_npz(&members).unwrap();
+    let mut resumed = Ensemble::from_sim(&template, n).unwrap();
+    resumed.deserialize_checkpoint(&legacy).unwrap();
+    let next = RunOptions::new().t(6.0).resume(true).record(false);
+    resumed.run(&next, 1).unwrap();
+    whole.run(&next, 1).unwrap();
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&resumed.final_states()), bits(&whole.final_states()));
+    assert_eq!(resumed.step_counts(), whole.step_counts());
+}

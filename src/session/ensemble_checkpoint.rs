@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::sim::Sim;
-use super::snapshot_file::state_from_file;
+use super::snapshot_file::{legacy_rk45_sig, state_from_file};
 use super::state::{SessionPins, SessionState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::persist::npy::{NpyArray, NpyData};
@@ -32,7 +32,8 @@ pub(super) struct DecodedCheckpoint {
 /// The checkpoint `bytes` decoded for `n` members of `template`'s model, stepper and pins.
 pub(super) fn decode(template: &Sim, n: usize, bytes: &[u8]) -> Result<DecodedCheckpoint> {
     let mut arrays = Members(read_npz(bytes, &LIMITS)?);
-    let meta = Meta::read(&arrays.take("meta.json")?, n, template.pins())?;
+    let legacy_sig = legacy_rk45_sig(template.model(), template.stepper());
+    let meta = Meta::read(&arrays.take("meta.json")?, n, template.pins(), legacy_sig)?;
     let y = MemberRows::of("y", arrays.take("y")?, n)?;
     let params = MemberRows::of("params", arrays.take("params")?, n)?;
     let config = MemberRows::of("stepper_config", arrays.take("stepper_config")?, n)?;
@@ -85,7 +86,12 @@ struct Meta {
 }
 
 impl Meta {
-    fn read(array: &NpyArray, n: usize, ours: &SessionPins) -> Result<Meta> {
+    fn read(
+        array: &NpyArray,
+        n: usize,
+        ours: &SessionPins,
+        legacy_sig: Option<String>,
+    ) -> Result<Meta> {
         let NpyData::U8(raw) = &array.data else {
             return Err(Error::corrupt("member 'meta.json' must be a uint8 array"));
         };
@@ -98,7 +104,12 @@ impl Meta {
         check_schema(field("schema")?)?;
         check_member_count(field("n_members")?, n)?;
         let pins = file_pins(field("pins")?)?;
-        check_pins(ours, &pins)?;
+        // A legacy rk45 layout is upgraded member by member (by the single-sim reader).
+        let mut comparable = pins.clone();
+        if legacy_sig.as_ref() == Some(&pins.workspace_sig) {
+            comparable.workspace_sig = ours.workspace_sig.clone();
+        }
+        check_pins(ours, &comparable)?;
         let strings = |k: &str| -> Result<Vec<String>> {
             field(k)?
                 .as_array()

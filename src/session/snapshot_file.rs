@@ -258,21 +258,24 @@ fn upgrade_legacy_rk45(
         return;
     }
     let legacy_names = stepper::rk45::legacy_knob_names();
-    let legacy_sig = SessionPins::with_template(
-        model,
-        info,
-        &stepper::rk45::legacy_template(model.n_states()),
-    )
-    .workspace_sig;
     if file.meta.stepper_config_names != legacy_names
         || file.config.len() != legacy_names.len()
-        || file.meta.pins.workspace_sig != legacy_sig
+        || legacy_rk45_sig(model, info).as_ref() != Some(&file.meta.pins.workspace_sig)
     {
         return;
     }
     stepper::rk45::upgrade_legacy(&mut file.stepper_ws, &mut file.config);
     file.meta.stepper_config_names = info.config.iter().map(|k| k.name.to_string()).collect();
     file.meta.pins.workspace_sig = pins.workspace_sig.clone();
+}
+
+/// The `workspace_sig` rk45 files of `model` had before the PI controller (`None` for
+/// other steppers): such files are read as today's (see `upgrade_legacy_rk45`).
+pub(crate) fn legacy_rk45_sig(model: &Model, info: &'static StepperInfo) -> Option<String> {
+    (info.name == stepper::rk45::INFO.name).then(|| {
+        let legacy = stepper::rk45::legacy_template(model.n_states());
+        SessionPins::with_template(model, info, &legacy).workspace_sig
+    })
 }
 
 /// The checks of a file's vectors, names, pins and stepper config against the session.
