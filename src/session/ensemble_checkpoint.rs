@@ -239,7 +239,9 @@ impl MemberRows {
 
 fn event_counts(a: NpyArray, n: usize) -> Result<Vec<u64>> {
     match a.data {
-        NpyData::I64(v) if v.len() == n => Ok(v.into_iter().map(|x| x as u64).collect()),
+        NpyData::I64(v) if v.len() == n && v.iter().all(|x| *x >= 0) => {
+            Ok(v.into_iter().map(|x| x as u64).collect())
+        }
         _ => Err(Error::corrupt(format!(
             "member 'event_counts' must be {n} non-negative int64 values"
         ))),
