@@ -17,6 +17,7 @@
 //! cargo run --release --example ensemble_bench -- --reps 5 --lanes 16
 //! cargo run --release --example ensemble_bench -- --quick --sweep-lanes   (choose the lane count)
 //! cargo run --release --example ensemble_bench -- --case lorenz            (one case only)
+//! cargo run --release --example ensemble_bench -- --members 100 --sweep-lanes (fewer members)
 
 use std::time::Instant;
 
@@ -107,7 +108,7 @@ fn main() {
     let reps = arg_value("--reps").unwrap_or(3).max(1);
     let lanes_arg = arg_value("--lanes");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let members = 10_000usize;
+    let members = arg_value("--members").unwrap_or(10_000).max(1);
     let cases = [
         Case {
             name: "Izhikevich rk4",
