@@ -496,7 +496,9 @@ impl Gen<'_, '_, '_> {
         self.b.ins().brif(flagged, leave, &[], go_on, &[]);
         // go_on: every lane commits.
         self.b.switch_to_block(go_on);
-        for g in 0..pairs {
+        // A Runge-Kutta step stored the new state in place: only lag rings are left.
+        let in_place = matches!(self.form, StepForm::Erk(_)) && !self.has_lags();
+        for g in (0..pairs).filter(|_| !in_place) {
             let yg = self.new_state(g, &y_new)?;
             self.commit(g, None, &yg)?;
         }
@@ -574,11 +576,14 @@ impl Gen<'_, '_, '_> {
                         }
                     }
                 }
-                // The new state goes to its row; the caller reads it back from there.
+                // The new state goes straight to `y` (the old one is in its scratch row for
+                // the lanes that do not commit); the caller reads it back from there.
+                let base = self.base()?;
                 for g in 0..pairs {
                     for s in 0..self.n {
                         let v = self.state_sum(g, s, h_v, tab.b)?;
-                        self.store_scratch(stages, s, g, v)?;
+                        let off = offset(s * self.lanes + g * VECTOR_LANES)?;
+                        self.b.ins().store(mem(), v, base.y, off);
                     }
                 }
                 Ok(Vec::new())
@@ -657,28 +662,22 @@ impl Gen<'_, '_, '_> {
         Ok(())
     }
 
-    /// Pair `g`'s new state: Runge-Kutta's, loaded from its scratch row where `step`
-    /// stored it (so it is not held in registers from the step to the commit), otherwise
-    /// `y_new`'s.
+    /// Pair `g`'s new state: Runge-Kutta's, loaded from `y` where `step` stored it (so it
+    /// is not held in registers from the step to the commit), otherwise `y_new`'s.
     fn new_state(&mut self, g: usize, y_new: &[Vec<Value>]) -> Result<Vec<Value>> {
+        let base = self.base()?;
         match self.form {
-            StepForm::Erk(tab) => self.unpin(tab.a.len(), g),
+            StepForm::Erk(_) => (0..self.n)
+                .map(|s| {
+                    let off = offset(s * self.lanes + g * VECTOR_LANES)?;
+                    Ok(self.load(V, base.y, off))
+                })
+                .collect(),
             _ => y_new
                 .get(g)
                 .cloned()
                 .ok_or_else(|| Error::internal("lock-step kernel: no new state for a pair")),
         }
-    }
-
-    /// Pair `g`'s values of scratch row `row`.
-    fn unpin(&mut self, row: usize, g: usize) -> Result<Vec<Value>> {
-        let base = self.base()?;
-        (0..self.n)
-            .map(|s| {
-                let off = offset((row * self.n + s) * self.lanes + g * VECTOR_LANES)?;
-                Ok(self.load(V, base.scratch, off))
-            })
-            .collect()
     }
 
     /// Lanes where some event of this phase fires on the inputs.
@@ -731,25 +730,28 @@ impl Gen<'_, '_, '_> {
     /// Stores the new state of pair `g`'s lanes — with `flagged`, of the unflagged ones
     /// only (the others keep theirs) — and pushes it into their lag rings, as `kernel.rs`'s
     /// commit does.
+    /// (A Runge-Kutta step has stored the new state in place already; see `step`.)
     fn commit(&mut self, g: usize, flagged: Option<Value>, y_new: &[Value]) -> Result<()> {
         let base = self.base()?;
+        let in_place = matches!(self.form, StepForm::Erk(_));
         for (s, &new) in y_new.iter().enumerate() {
             let off = offset(s * self.lanes + g * VECTOR_LANES)?;
             let keep = match flagged {
                 // The step's old state is still in memory: reloading it here keeps it out
                 // of the registers during the step.
                 Some(mask) => {
-                    let old = self.load(V, base.y, off);
+                    let old = self.old_state(g, s)?;
                     self.choose(mask, old, new)
                 }
+                None if in_place => continue,
                 None => new,
             };
             self.b.ins().store(mem(), keep, base.y, off);
         }
-        let layout = self.lw.layout;
-        if layout.iter().all(|slot| slot.len == 0) {
+        if !self.has_lags() {
             return Ok(());
         }
+        let layout = self.lw.layout;
         let i64t = types::I64;
         for i in 0..VECTOR_LANES {
             let lane = g * VECTOR_LANES + i;
@@ -786,6 +788,23 @@ impl Gen<'_, '_, '_> {
             }
         }
         Ok(())
+    }
+
+    fn has_lags(&self) -> bool {
+        self.lw.layout.iter().any(|slot| slot.len > 0)
+    }
+
+    /// State `s` of pair `g` before the step: in its scratch row after a Runge-Kutta step
+    /// (which overwrote `y`), otherwise still in `y`.
+    fn old_state(&mut self, g: usize, s: usize) -> Result<Value> {
+        match self.form {
+            StepForm::Erk(tab) => self.load_scratch(tab.a.len(), s, g),
+            _ => {
+                let base = self.base()?;
+                let off = offset(s * self.lanes + g * VECTOR_LANES)?;
+                Ok(self.load(V, base.y, off))
+            }
+        }
     }
 
     /// Lane `lane`'s lag ring and heads pointers.
@@ -948,9 +967,17 @@ impl Gen<'_, '_, '_> {
         Ok(combine(&mut self.b, &[y0], h, &terms, true, splat)[0])
     }
 
-    /// The scratch row of `y + 0` (Runge-Kutta; after the stage rows and the new state).
+    /// The scratch row of `y + 0` (Runge-Kutta; after the stage rows and the old state).
     fn y0_row(&self) -> usize {
-        scratch_rows(self.form) - 1
+        self.old_row() + 1
+    }
+
+    /// The scratch row of the state before the step (Runge-Kutta; after the stage rows).
+    fn old_row(&self) -> usize {
+        match self.form {
+            StepForm::Erk(tab) => tab.a.len(),
+            _ => 0,
+        }
     }
 
     fn scratch_offset(&self, row: usize, s: usize, g: usize) -> Result<i32> {
@@ -964,7 +991,8 @@ impl Gen<'_, '_, '_> {
     }
 
     /// Stores pair `g`'s `y + 0` (see `kernel::combine`) to its row, once per step for every
-    /// later stage; `read` holds the states stage 0 already loaded.
+    /// later stage, and its state to the old state's row (`y` gets the new state before
+    /// the lanes that do not commit are known); `read` holds the states stage 0 loaded.
     fn pin_y0(&mut self, g: usize, read: &[Option<Value>]) -> Result<()> {
         let zero = self.splat(0.0);
         let base = self.base()?;
@@ -978,6 +1006,7 @@ impl Gen<'_, '_, '_> {
             };
             let y0 = self.b.ins().fadd(v, zero);
             self.store_scratch(self.y0_row(), s, g, y0)?;
+            self.store_scratch(self.old_row(), s, g, v)?;
         }
         Ok(())
     }
@@ -1109,7 +1138,7 @@ impl Gen<'_, '_, '_> {
     }
 }
 
-/// Rows of scratch a method's loop writes (Runge-Kutta: one per stage, the new state and
+/// Rows of scratch a method's loop writes (Runge-Kutta: one per stage, the old state and
 /// `y + 0`).
 fn scratch_rows(form: StepForm) -> usize {
     match form {
