@@ -466,7 +466,7 @@ impl Gen<'_, '_, '_> {
         let t_new_v = self.b.ins().splat(V, t_new);
         let mut any: Option<Value> = None;
         let mut masks = Vec::with_capacity(pairs);
-        for g in 0..pairs {
+        for (g, &held) in held.iter().enumerate() {
             let yg = self.new_state(g, &y_new)?;
             let bad = self.non_finite(&yg);
             let inp = Inputs {
@@ -477,7 +477,7 @@ impl Gen<'_, '_, '_> {
             };
             let fires = self.events_fire(&inp, false)?;
             let stops = self.stop_holds(&inp)?;
-            let mask = self.b.ins().bor(held[g], bad);
+            let mask = self.b.ins().bor(held, bad);
             let mask = self.b.ins().bor(mask, fires);
             let mask = self.b.ins().bor(mask, stops);
             self.b
