@@ -18,6 +18,7 @@
 //! cargo run --release --example ensemble_bench -- --quick --sweep-lanes   (choose the lane count)
 //! cargo run --release --example ensemble_bench -- --case lorenz            (one case only)
 //! cargo run --release --example ensemble_bench -- --members 100 --sweep-lanes (fewer members)
+//! cargo run --release --example ensemble_bench -- --no-reference   (skip the machine line)
 
 use std::time::Instant;
 
@@ -245,7 +246,7 @@ fn main() {
             after.saturating_sub(built) as f64 / (members * configs.len()) as f64,
         );
     }
-    if !sweep {
+    if !sweep && !std::env::args().any(|a| a == "--no-reference") {
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         println!(
             "  machine reference: {cores} equal floating-point jobs at once vs one after the \

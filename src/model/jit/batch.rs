@@ -563,6 +563,9 @@ impl Gen<'_, '_, '_> {
                         let ti = self.b.ins().fadd(t, ch);
                         self.b.ins().splat(V, ti)
                     };
+                    // The last stage's values are used by the new state only: it is computed
+                    // right there, with them in registers instead of a scratch row.
+                    let last = i + 1 == stages;
                     for g in 0..pairs {
                         let inp = Inputs {
                             pair: g,
@@ -570,20 +573,13 @@ impl Gen<'_, '_, '_> {
                             y: StateIn::Stage { stage: i, h: h_v },
                             lag_shift: 0,
                         };
-                        let (_, read) = self.program_pinned(&rhs, &inp, Some(i))?;
+                        let (k, read) = self.program_pinned(&rhs, &inp, (!last).then_some(i))?;
                         if i == 0 {
                             self.pin_y0(g, &read)?;
                         }
-                    }
-                }
-                // The new state goes straight to `y` (the old one is in its scratch row for
-                // the lanes that do not commit); the caller reads it back from there.
-                let base = self.base()?;
-                for g in 0..pairs {
-                    for s in 0..self.n {
-                        let v = self.state_sum(g, s, h_v, tab.b)?;
-                        let off = offset(s * self.lanes + g * VECTOR_LANES)?;
-                        self.b.ins().store(mem(), v, base.y, off);
+                        if last {
+                            self.store_new_state(g, h_v, tab.b, (i, &k))?;
+                        }
                     }
                 }
                 Ok(Vec::new())
@@ -946,25 +942,52 @@ impl Gen<'_, '_, '_> {
         };
         let row = &tab.a[stage];
         // Only the stages already taken (an explicit tableau).
-        self.state_sum(inp.pair, s, h, &row[..row.len().min(stage)])
+        self.state_sum(inp.pair, s, h, &row[..row.len().min(stage)], None)
     }
 
     /// `y0 + h·(Σ w_j k_j)` of state `s` of pair `g` (`kernel::combine`, zero weights
     /// skipped), `k_j` from stage row `j` and `y0` (`y + 0`) from its row, loaded in the
     /// order the sum uses them (see [`program_pinned`](Self::program_pinned)).
-    fn state_sum(&mut self, g: usize, s: usize, h: Value, w: &[f64]) -> Result<Value> {
+    /// With `in_hand = (j, k)`, stage `j`'s values are `k` rather than its row's.
+    fn state_sum(
+        &mut self,
+        g: usize,
+        s: usize,
+        h: Value,
+        w: &[f64],
+        in_hand: Option<(usize, &[Value])>,
+    ) -> Result<Value> {
         let mut ks = Vec::with_capacity(w.len());
         for (j, &wj) in w.iter().enumerate() {
             // A skipped term is never read: a placeholder, no load.
-            ks.push(vec![if wj == 0.0 {
-                h
-            } else {
-                self.load_scratch(j, s, g)?
+            ks.push(vec![match in_hand {
+                _ if wj == 0.0 => h,
+                Some((row, k)) if row == j => k[s],
+                _ => self.load_scratch(j, s, g)?,
             }]);
         }
         let y0 = self.load_scratch(self.y0_row(), s, g)?;
         let terms: Vec<(f64, &Vec<Value>)> = w.iter().copied().zip(&ks).collect();
         Ok(combine(&mut self.b, &[y0], h, &terms, true, splat)[0])
+    }
+
+    /// Stores pair `g`'s new state `y0 + h·(Σ b_j k_j)` straight to `y` (the old one is in
+    /// its scratch row for the lanes that do not commit; the caller reads the new one back),
+    /// the last stage's `k` in hand.
+    fn store_new_state(
+        &mut self,
+        g: usize,
+        h: Value,
+        b: &[f64],
+        last: (usize, &[Value]),
+    ) -> Result<()> {
+        let base = self.base()?;
+        for s in 0..self.n {
+            let v = self.state_sum(g, s, h, b, Some(last))?;
+            let off = offset(s * self.lanes + g * VECTOR_LANES)?;
+            self.b.ins().store(mem(), v, base.y, off);
+        }
+        Ok(())
     }
 
     /// The scratch row of `y + 0` (Runge-Kutta; after the stage rows and the old state).
