@@ -466,7 +466,7 @@ proptest! {
     fn lockstep_members_are_bit_identical_to_single_sims(
         case in 0..LOCKSTEP_CASES.len(),
         n in 1usize..40,
-        lanes in prop::sample::select(vec![0usize, 2, 3, 4, 8, 16]),
+        lanes in prop::sample::select(vec![0usize, 2, 3, 4, 8, 16, 32]),
         threads in 0usize..4,
         seams in proptest::collection::vec(1u32..3, 1..4),
         fractions in proptest::collection::vec(0.0f64..1.0, 24),
