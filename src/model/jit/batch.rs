@@ -5,8 +5,11 @@
 //! A single trajectory is bound by its floating-point dependency chain; independent lanes
 //! are not. Lanes go in pairs through two-wide vectors (`F64X2`: every lane of an `addpd`
 //! is the IEEE operation `addsd` performs), and the `K / 2` pairs are emitted stage by stage,
-//! so their chains overlap in the CPU. Per lane, every operation is the one the single fused
-//! loop (`kernel.rs`) performs, in the same order, so each member gets the same bits as a
+//! so their chains overlap in the CPU. Between stages a pair's values are in memory (L1), not
+//! registers — `K / 2` pairs of states do not fit x86's 16 vector registers — and each load
+//! is emitted where its value is first used, so that it folds into that instruction as a
+//! memory operand (see `Gen::program_pinned`). Per lane, every operation is the one the
+//! single fused loop (`kernel.rs`) performs, in the same order, so each member gets the same bits as a
 //! single `Sim` run. Functions that are not exactly rounded IEEE operations call the
 //! interpreter's shims once per lane, as the single loop does.
 //!
@@ -62,7 +65,7 @@ struct BatchCtx {
     ring: *mut f64,
     heads: *mut i64,
     flags: *mut i64,
-    /// Values the kernel stores and reads back within a step (see `Gen::pin`).
+    /// Values the kernel stores and reads back within a step (Runge-Kutta: stage values, the old state, `y + 0`; see `Gen::step`).
     scratch: *mut f64,
     /// Adams history, `carry[(r * n + s) * lanes + lane]` (row `r` newest first).
     carry: *mut f64,
@@ -126,7 +129,7 @@ pub struct BatchKernel {
     lanes: usize,
     /// Values of carried history per lane (`BatchIo::carry`).
     carry_len: usize,
-    /// Scratch values per lane (see `Gen::pin`).
+    /// Scratch values per lane (see `BatchCtx::scratch`).
     scratch_len: usize,
     /// The code memory `f` points into, freed with the kernel.
     _code: CodeMemory,
@@ -528,7 +531,9 @@ impl Gen<'_, '_, '_> {
     }
 
     /// Every lane pair's proposed state after one step from `(t, y)`, stage by stage
-    /// across the pairs (the interleaving), with `kernel.rs`'s arithmetic per lane.
+    /// across the pairs (the interleaving), with `kernel.rs`'s arithmetic per lane. A
+    /// Runge-Kutta step stores it to `y` itself (the old state to its scratch row) and
+    /// returns nothing; the other methods return it.
     fn step(
         &mut self,
         t: Value,
