@@ -9,9 +9,9 @@
 //! registers — `K / 2` pairs of states do not fit x86's 16 vector registers — and each load
 //! is emitted where its value is first used, so that it folds into that instruction as a
 //! memory operand (see `Gen::program_pinned`). Per lane, every operation is the one the
-//! single fused loop (`kernel.rs`) performs, in the same order, so each member gets the same bits as a
-//! single `Sim` run. Functions that are not exactly rounded IEEE operations call the
-//! interpreter's shims once per lane, as the single loop does.
+//! single fused loop (`kernel.rs`) performs, in the same order, so each member gets the
+//! same bits as a single `Sim` run. Functions that are not exactly rounded IEEE operations
+//! call the interpreter's shims once per lane, as the single loop does.
 //!
 //! Host work stays on the host, per lane: the kernel takes a step for every lane and commits
 //! it (after a check of all lanes, so the common step commits without masking) only for the
