@@ -17,6 +17,8 @@
 //! cargo run --release --example ensemble_bench -- --reps 5 --lanes 16
 //! cargo run --release --example ensemble_bench -- --quick --sweep-lanes   (choose the lane count)
 //! cargo run --release --example ensemble_bench -- --case lorenz            (one case only)
+//! cargo run --release --example ensemble_bench -- --members 100 --sweep-lanes (fewer members)
+//! cargo run --release --example ensemble_bench -- --no-reference   (skip the machine line)
 
 use std::time::Instant;
 
@@ -107,7 +109,7 @@ fn main() {
     let reps = arg_value("--reps").unwrap_or(3).max(1);
     let lanes_arg = arg_value("--lanes");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let members = 10_000usize;
+    let members = arg_value("--members").unwrap_or(10_000).max(1);
     let cases = [
         Case {
             name: "Izhikevich rk4",
@@ -244,7 +246,7 @@ fn main() {
             after.saturating_sub(built) as f64 / (members * configs.len()) as f64,
         );
     }
-    if !sweep {
+    if !sweep && !std::env::args().any(|a| a == "--no-reference") {
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         println!(
             "  machine reference: {cores} equal floating-point jobs at once vs one after the \

@@ -5,10 +5,13 @@
 //! A single trajectory is bound by its floating-point dependency chain; independent lanes
 //! are not. Lanes go in pairs through two-wide vectors (`F64X2`: every lane of an `addpd`
 //! is the IEEE operation `addsd` performs), and the `K / 2` pairs are emitted stage by stage,
-//! so their chains overlap in the CPU. Per lane, every operation is the one the single fused
-//! loop (`kernel.rs`) performs, in the same order, so each member gets the same bits as a
-//! single `Sim` run. Functions that are not exactly rounded IEEE operations call the
-//! interpreter's shims once per lane, as the single loop does.
+//! so their chains overlap in the CPU. Between stages a pair's values are in memory (L1), not
+//! registers — `K / 2` pairs of states do not fit x86's 16 vector registers — and each load
+//! is emitted where its value is first used, so that it folds into that instruction as a
+//! memory operand (see `Gen::program_pinned`). Per lane, every operation is the one the
+//! single fused loop (`kernel.rs`) performs, in the same order, so each member gets the
+//! same bits as a single `Sim` run. Functions that are not exactly rounded IEEE operations
+//! call the interpreter's shims once per lane, as the single loop does.
 //!
 //! Host work stays on the host, per lane: the kernel takes a step for every lane and commits
 //! it (after a check of all lanes, so the common step commits without masking) only for the
@@ -62,7 +65,7 @@ struct BatchCtx {
     ring: *mut f64,
     heads: *mut i64,
     flags: *mut i64,
-    /// Values the kernel stores and reads back within a step (see `Gen::pin`).
+    /// Values the kernel stores and reads back within a step (Runge-Kutta: stage values, the old state, `y + 0`; see `Gen::step`).
     scratch: *mut f64,
     /// Adams history, `carry[(r * n + s) * lanes + lane]` (row `r` newest first).
     carry: *mut f64,
@@ -126,7 +129,7 @@ pub struct BatchKernel {
     lanes: usize,
     /// Values of carried history per lane (`BatchIo::carry`).
     carry_len: usize,
-    /// Scratch values per lane (see `Gen::pin`).
+    /// Scratch values per lane (see `BatchCtx::scratch`).
     scratch_len: usize,
     /// The code memory `f` points into, freed with the kernel.
     _code: CodeMemory,
@@ -302,9 +305,29 @@ struct Inputs<'v> {
     /// The lane pair.
     pair: usize,
     t: Value,
-    y: &'v [Value],
+    y: StateIn<'v>,
     /// Lag reads see the ring as after a commit (1) or as it is (0); see `kernel.rs`.
     lag_shift: i64,
+}
+
+/// Where a program's state inputs come from.
+#[derive(Clone, Copy)]
+enum StateIn<'v> {
+    /// Values already in hand.
+    Ready(&'v [Value]),
+    /// Runge-Kutta stage `stage` with step `h`: each state's stage input is computed when
+    /// the program first reads it, from memory loaded right there (stage 0: the state;
+    /// later stages: the stage rows and `y + 0`), see [`Gen::stage_input`].
+    Stage { stage: usize, h: Value },
+}
+
+/// A program register during emission: a value, or an input whose loads are emitted at
+/// its first use (see [`Gen::program`]).
+#[derive(Clone, Copy)]
+enum Reg {
+    Val(Value),
+    State(usize),
+    Param(usize),
 }
 
 struct Gen<'g, 'a, 'f> {
@@ -410,8 +433,12 @@ impl Gen<'_, '_, '_> {
         self.b.switch_to_block(body);
         let t = self.b.use_var(tv);
         let pairs = self.pairs();
+        // A Runge-Kutta step loads each state where it is first used (see `step`); the
+        // other methods, and start-of-step events, take them all here.
+        let preload =
+            !matches!(self.form, StepForm::Erk(_)) || self.phases.iter().any(|p| p.in_start());
         let mut y = Vec::with_capacity(pairs);
-        for g in 0..pairs {
+        for g in (0..pairs).filter(|_| preload) {
             let row = (0..self.n)
                 .map(|s| {
                     let off = offset(s * self.lanes + g * VECTOR_LANES)?;
@@ -422,23 +449,17 @@ impl Gen<'_, '_, '_> {
         }
         let t_v = self.b.ins().splat(V, t);
         let mut held: Vec<Value> = Vec::with_capacity(pairs);
-        for (g, yg) in y.iter().enumerate() {
+        for g in 0..pairs {
             let inp = Inputs {
                 pair: g,
                 t: t_v,
-                y: yg,
+                y: StateIn::Ready(y.get(g).map_or(&[], |v| v.as_slice())),
                 lag_shift: 0,
             };
             held.push(self.events_fire(&inp, true)?);
         }
         let hist = self.load_history()?;
         let y_new = self.step(t, dt, &y, &hist)?;
-        // Runge-Kutta: the new state was pinned to its scratch row (see `step`).
-        let new_row = match self.form {
-            StepForm::Erk(tab) => Some(tab.a.len()),
-            _ => None,
-        };
-        let y_new = self.reload(new_row, y_new)?;
         let k1 = self.b.ins().iadd_imm_u(k, 1);
         // `grid_t0 + (k - k0) as f64 * dt`, as `kernel.rs` and `SessionState::grid_time`.
         let d = self.b.ins().isub(k1, k0);
@@ -448,17 +469,18 @@ impl Gen<'_, '_, '_> {
         let t_new_v = self.b.ins().splat(V, t_new);
         let mut any: Option<Value> = None;
         let mut masks = Vec::with_capacity(pairs);
-        for g in 0..pairs {
-            let bad = self.non_finite(&y_new[g]);
+        for (g, &held) in held.iter().enumerate() {
+            let yg = self.new_state(g, &y_new)?;
+            let bad = self.non_finite(&yg);
             let inp = Inputs {
                 pair: g,
                 t: t_new_v,
-                y: &y_new[g],
+                y: StateIn::Ready(&yg),
                 lag_shift: 1,
             };
             let fires = self.events_fire(&inp, false)?;
             let stops = self.stop_holds(&inp)?;
-            let mask = self.b.ins().bor(held[g], bad);
+            let mask = self.b.ins().bor(held, bad);
             let mask = self.b.ins().bor(mask, fires);
             let mask = self.b.ins().bor(mask, stops);
             self.b
@@ -477,9 +499,11 @@ impl Gen<'_, '_, '_> {
         self.b.ins().brif(flagged, leave, &[], go_on, &[]);
         // go_on: every lane commits.
         self.b.switch_to_block(go_on);
-        let y_new = self.reload(new_row, y_new)?;
-        for (g, yg) in y_new.iter().enumerate() {
-            self.commit(g, None, yg)?;
+        // A Runge-Kutta step stored the new state in place: only lag rings are left.
+        let in_place = matches!(self.form, StepForm::Erk(_)) && !self.has_lags();
+        for g in (0..pairs).filter(|_| !in_place) {
+            let yg = self.new_state(g, &y_new)?;
+            self.commit(g, None, &yg)?;
         }
         self.commit_history(t_new_v, &y_new, &hist, None)?;
         self.b.def_var(kv, k1);
@@ -487,9 +511,9 @@ impl Gen<'_, '_, '_> {
         self.b.ins().jump(head, &[]);
         // leave: the unflagged lanes commit; `k` and `t` stay at the flagged step.
         self.b.switch_to_block(leave);
-        let y_new = self.reload(new_row, y_new)?;
-        for (g, (yg, &mask)) in y_new.iter().zip(&masks).enumerate() {
-            self.commit(g, Some(mask), yg)?;
+        for (g, &mask) in masks.iter().enumerate() {
+            let yg = self.new_state(g, &y_new)?;
+            self.commit(g, Some(mask), &yg)?;
         }
         self.commit_history(t_new_v, &y_new, &hist, Some(&masks))?;
         self.b.ins().store(mem(), t_new, ctx, field!(t_next));
@@ -507,7 +531,9 @@ impl Gen<'_, '_, '_> {
     }
 
     /// Every lane pair's proposed state after one step from `(t, y)`, stage by stage
-    /// across the pairs (the interleaving), with `kernel.rs`'s arithmetic per lane.
+    /// across the pairs (the interleaving), with `kernel.rs`'s arithmetic per lane. A
+    /// Runge-Kutta step stores it to `y` itself (the old state to its scratch row) and
+    /// returns nothing; the other methods return it.
     fn step(
         &mut self,
         t: Value,
@@ -515,7 +541,7 @@ impl Gen<'_, '_, '_> {
         y: &[Vec<Value>],
         hist: &[Vec<Vec<Value>>],
     ) -> Result<Vec<Vec<Value>>> {
-        let pairs = y.len();
+        let pairs = self.pairs();
         let t_v = self.b.ins().splat(V, t);
         let h_v = self.b.ins().splat(V, h);
         let rhs = self.model.rhs.clone();
@@ -525,7 +551,7 @@ impl Gen<'_, '_, '_> {
                     let inp = Inputs {
                         pair: g,
                         t: t_v,
-                        y: &y[g],
+                        y: StateIn::Ready(&y[g]),
                         lag_shift: 0,
                     };
                     self.program(&rhs, &inp)
@@ -533,13 +559,7 @@ impl Gen<'_, '_, '_> {
                 .collect(),
             StepForm::Erk(tab) => {
                 let stages = tab.a.len();
-                // `y + 0` (see `kernel::combine`), once per step for every stage.
-                let zero = self.splat(0.0);
-                let y0: Vec<Vec<Value>> = y
-                    .iter()
-                    .map(|yg| yg.iter().map(|&v| self.b.ins().fadd(v, zero)).collect())
-                    .collect();
-                for (i, row) in tab.a.iter().enumerate() {
+                for i in 0..stages {
                     let ti = if i == 0 {
                         t_v
                     } else {
@@ -548,30 +568,26 @@ impl Gen<'_, '_, '_> {
                         let ti = self.b.ins().fadd(t, ch);
                         self.b.ins().splat(V, ti)
                     };
+                    // The last stage's values are used by the new state only: it is computed
+                    // right there, with them in registers instead of a scratch row.
+                    let last = i + 1 == stages;
                     for g in 0..pairs {
-                        let ys = if i == 0 {
-                            y[g].clone()
-                        } else {
-                            // Only the stages already taken (an explicit tableau).
-                            self.stage_sum(g, &y0[g], h_v, &row[..row.len().min(i)])?
-                        };
                         let inp = Inputs {
                             pair: g,
                             t: ti,
-                            y: &ys,
+                            y: StateIn::Stage { stage: i, h: h_v },
                             lag_shift: 0,
                         };
-                        let k = self.program(&rhs, &inp)?;
-                        self.pin(i, g, &k)?;
+                        let (k, read) = self.program_pinned(&rhs, &inp, (!last).then_some(i))?;
+                        if i == 0 {
+                            self.pin_y0(g, &read)?;
+                        }
+                        if last {
+                            self.store_new_state(g, h_v, tab.b, (i, &k))?;
+                        }
                     }
                 }
-                (0..pairs)
-                    .map(|g| {
-                        let y_new = self.stage_sum(g, &y0[g], h_v, tab.b)?;
-                        self.pin(stages, g, &y_new)?;
-                        Ok(y_new)
-                    })
-                    .collect()
+                Ok(Vec::new())
             }
             StepForm::Adams(w) => Ok((0..pairs)
                 .map(|g| {
@@ -627,7 +643,7 @@ impl Gen<'_, '_, '_> {
             let inp = Inputs {
                 pair: g,
                 t: t_new,
-                y: yg,
+                y: StateIn::Ready(yg),
                 lag_shift: 0,
             };
             let f_new = self.program(&rhs, &inp)?;
@@ -647,56 +663,22 @@ impl Gen<'_, '_, '_> {
         Ok(())
     }
 
-    /// Stores pair `g`'s values to scratch row `row` (Runge-Kutta: row `i` holds stage `i`'s
-    /// values, row `stages` the new state). Later uses read them back with
-    /// [`unpin`](Self::unpin) rather than holding them in registers. The stores also fix
-    /// where the optimiser places the arithmetic: Cranelift emits pure instructions right
-    /// before their first use by a side effect; without these, that is the commit, and each
-    /// pair's whole step would be emitted before the next pair's, leaving the CPU too few
-    /// independent instructions in its window. With them every stage is emitted for all
-    /// pairs before the next stage, as the chains overlap best. Reading the values back
-    /// instead of keeping them live cuts the register spills (4 pairs x (3 states + stage
-    /// values) do not fit 16 registers): a stored value costs no spill store.
-    fn pin(&mut self, row: usize, g: usize, vals: &[Value]) -> Result<()> {
+    /// Pair `g`'s new state: Runge-Kutta's, loaded from `y` where `step` stored it (so it
+    /// is not held in registers from the step to the commit), otherwise `y_new`'s.
+    fn new_state(&mut self, g: usize, y_new: &[Vec<Value>]) -> Result<Vec<Value>> {
         let base = self.base()?;
-        for (s, &v) in vals.iter().enumerate() {
-            let off = offset((row * self.n + s) * self.lanes + g * VECTOR_LANES)?;
-            self.b.ins().store(mem(), v, base.scratch, off);
+        match self.form {
+            StepForm::Erk(_) => (0..self.n)
+                .map(|s| {
+                    let off = offset(s * self.lanes + g * VECTOR_LANES)?;
+                    Ok(self.load(V, base.y, off))
+                })
+                .collect(),
+            _ => y_new
+                .get(g)
+                .cloned()
+                .ok_or_else(|| Error::internal("lock-step kernel: no new state for a pair")),
         }
-        Ok(())
-    }
-
-    /// `y0 + h·(Σ w_j k_j)` for pair `g`, as `kernel::combine` (zero weights skipped), with
-    /// the stage values read back from their scratch rows.
-    fn stage_sum(&mut self, g: usize, y0: &[Value], h: Value, w: &[f64]) -> Result<Vec<Value>> {
-        let mut ks = Vec::with_capacity(w.len());
-        for (j, &wj) in w.iter().enumerate() {
-            // A skipped term's values are never read: no load for them.
-            ks.push(if wj == 0.0 {
-                y0.to_vec()
-            } else {
-                self.unpin(j, g)?
-            });
-        }
-        let terms: Vec<(f64, &Vec<Value>)> = w.iter().copied().zip(&ks).collect();
-        Ok(combine(&mut self.b, y0, h, &terms, true, splat))
-    }
-
-    /// With a row: every pair's values pinned there, stored (first call) or loaded again.
-    fn reload(&mut self, row: Option<usize>, vals: Vec<Vec<Value>>) -> Result<Vec<Vec<Value>>> {
-        let Some(row) = row else { return Ok(vals) };
-        (0..vals.len()).map(|g| self.unpin(row, g)).collect()
-    }
-
-    /// Pair `g`'s values of scratch row `row`, as [`pin`](Self::pin) stored them.
-    fn unpin(&mut self, row: usize, g: usize) -> Result<Vec<Value>> {
-        let base = self.base()?;
-        (0..self.n)
-            .map(|s| {
-                let off = offset((row * self.n + s) * self.lanes + g * VECTOR_LANES)?;
-                Ok(self.load(V, base.scratch, off))
-            })
-            .collect()
     }
 
     /// Lanes where some event of this phase fires on the inputs.
@@ -749,25 +731,28 @@ impl Gen<'_, '_, '_> {
     /// Stores the new state of pair `g`'s lanes — with `flagged`, of the unflagged ones
     /// only (the others keep theirs) — and pushes it into their lag rings, as `kernel.rs`'s
     /// commit does.
+    /// (A Runge-Kutta step has stored the new state in place already; see `step`.)
     fn commit(&mut self, g: usize, flagged: Option<Value>, y_new: &[Value]) -> Result<()> {
         let base = self.base()?;
+        let in_place = matches!(self.form, StepForm::Erk(_));
         for (s, &new) in y_new.iter().enumerate() {
             let off = offset(s * self.lanes + g * VECTOR_LANES)?;
             let keep = match flagged {
                 // The step's old state is still in memory: reloading it here keeps it out
                 // of the registers during the step.
                 Some(mask) => {
-                    let old = self.load(V, base.y, off);
+                    let old = self.old_state(g, s)?;
                     self.choose(mask, old, new)
                 }
+                None if in_place => continue,
                 None => new,
             };
             self.b.ins().store(mem(), keep, base.y, off);
         }
-        let layout = self.lw.layout;
-        if layout.iter().all(|slot| slot.len == 0) {
+        if !self.has_lags() {
             return Ok(());
         }
+        let layout = self.lw.layout;
         let i64t = types::I64;
         for i in 0..VECTOR_LANES {
             let lane = g * VECTOR_LANES + i;
@@ -806,6 +791,23 @@ impl Gen<'_, '_, '_> {
         Ok(())
     }
 
+    fn has_lags(&self) -> bool {
+        self.lw.layout.iter().any(|slot| slot.len > 0)
+    }
+
+    /// State `s` of pair `g` before the step: in its scratch row after a Runge-Kutta step
+    /// (which overwrote `y`), otherwise still in `y`.
+    fn old_state(&mut self, g: usize, s: usize) -> Result<Value> {
+        match self.form {
+            StepForm::Erk(tab) => self.load_scratch(tab.a.len(), s, g),
+            _ => {
+                let base = self.base()?;
+                let off = offset(s * self.lanes + g * VECTOR_LANES)?;
+                Ok(self.load(V, base.y, off))
+            }
+        }
+    }
+
     /// Lane `lane`'s lag ring and heads pointers.
     fn lane_lag(&mut self, lane: usize) -> Result<(Value, Value)> {
         let base = self.base()?;
@@ -821,44 +823,225 @@ impl Gen<'_, '_, '_> {
 
     /// Emits `prog` for one lane pair; returns its outputs (vectors).
     fn program(&mut self, prog: &Program, inp: &Inputs<'_>) -> Result<Vec<Value>> {
-        let base = self.base()?;
-        let mut regs: Vec<Value> = Vec::with_capacity(prog.ops.len());
-        let reg = |regs: &[Value], r: u32| {
-            regs.get(r as usize)
-                .copied()
-                .ok_or_else(|| Error::internal("register read before it is written"))
-        };
+        Ok(self.program_pinned(prog, inp, None)?.0)
+    }
+
+    /// [`program`](Self::program), with every output stored to scratch row `pin` (if any)
+    /// as soon as it is computed; also returns the state inputs it read.
+    ///
+    /// Loads are emitted at the first use of what they load, so they come in the order
+    /// their users do: Cranelift folds a load into the arithmetic instruction that uses it
+    /// (a memory operand, no register) only when no other load or store lies between
+    /// them, or between them lie only loads that were folded into users in the same order.
+    /// Where the orders differ the load stays a separate instruction: slower, same bits.
+    /// Storing each output right away keeps the next output's loads after that store.
+    fn program_pinned(
+        &mut self,
+        prog: &Program,
+        inp: &Inputs<'_>,
+        pin: Option<usize>,
+    ) -> Result<(Vec<Value>, Vec<Option<Value>>)> {
         let b = self.lw.bounds.clone();
-        for op in &prog.ops {
-            let v = match *op {
-                Op::Const(c) => self.splat(c),
-                Op::Time => inp.t,
-                Op::State(s) if (s as usize) < b.n_states => inp.y[s as usize],
-                Op::Param(j) if (j as usize) < b.n_params => {
-                    let off = offset(j as usize * self.lanes + inp.pair * VECTOR_LANES)?;
-                    self.load(V, base.p, off)
-                }
+        let mut states: Vec<Option<Value>> = vec![None; self.n];
+        let mut regs: Vec<Reg> = Vec::with_capacity(prog.ops.len());
+        // Outputs by register, to store each when its register is computed.
+        let mut outputs_of: HashMap<u32, Vec<usize>> = HashMap::new();
+        for (o, &r) in prog.outputs.iter().enumerate() {
+            outputs_of.entry(r).or_default().push(o);
+        }
+        let mut stored = vec![false; prog.outputs.len()];
+        for (r, op) in prog.ops.iter().enumerate() {
+            let reg = match *op {
+                Op::Const(c) => Reg::Val(self.splat(c)),
+                Op::Time => Reg::Val(inp.t),
+                Op::State(s) if (s as usize) < b.n_states => Reg::State(s as usize),
+                Op::Param(j) if (j as usize) < b.n_params => Reg::Param(j as usize),
                 Op::State(_) | Op::Param(_) => {
                     return Err(Error::internal("state or parameter index out of range"))
                 }
-                Op::Lag { state, k } => self.lag(inp, state as usize, k)?,
+                Op::Lag { state, k } => Reg::Val(self.lag(inp, state as usize, k)?),
                 Op::Unary(f, a) => {
-                    let a = reg(&regs, a)?;
-                    self.unary(f, a)?
+                    let a = self.operand(&mut regs, &mut states, inp, a)?;
+                    Reg::Val(self.unary(f, a)?)
                 }
                 Op::Binary(f, x, y) => {
-                    let (x, y) = (reg(&regs, x)?, reg(&regs, y)?);
-                    self.binary(f, x, y)?
+                    let x = self.operand(&mut regs, &mut states, inp, x)?;
+                    let y = self.operand(&mut regs, &mut states, inp, y)?;
+                    Reg::Val(self.binary(f, x, y)?)
                 }
                 Op::Select(c, x, y) => {
-                    let c = self.truth(reg(&regs, c)?);
-                    let (x, y) = (reg(&regs, x)?, reg(&regs, y)?);
-                    self.choose(c, x, y)
+                    let c = self.operand(&mut regs, &mut states, inp, c)?;
+                    let c = self.truth(c);
+                    let x = self.operand(&mut regs, &mut states, inp, x)?;
+                    let y = self.operand(&mut regs, &mut states, inp, y)?;
+                    Reg::Val(self.choose(c, x, y))
                 }
             };
-            regs.push(v);
+            regs.push(reg);
+            let (Some(row), Reg::Val(v)) = (pin, reg) else {
+                continue;
+            };
+            let r = u32::try_from(r).map_err(|_| Error::internal("program too long"))?;
+            for &o in outputs_of.get(&r).map_or(&[][..], |v| v.as_slice()) {
+                self.store_scratch(row, o, inp.pair, v)?;
+                stored[o] = true;
+            }
         }
-        prog.outputs.iter().map(|&r| reg(&regs, r)).collect()
+        let mut outs = Vec::with_capacity(prog.outputs.len());
+        for (o, &r) in prog.outputs.iter().enumerate() {
+            let v = self.operand(&mut regs, &mut states, inp, r)?;
+            if let (Some(row), false) = (pin, stored[o]) {
+                self.store_scratch(row, o, inp.pair, v)?;
+            }
+            outs.push(v);
+        }
+        Ok((outs, states))
+    }
+
+    /// Register `r`'s value, emitting its loads if this is its first use.
+    fn operand(
+        &mut self,
+        regs: &mut [Reg],
+        states: &mut [Option<Value>],
+        inp: &Inputs<'_>,
+        r: u32,
+    ) -> Result<Value> {
+        let slot = regs
+            .get_mut(r as usize)
+            .ok_or_else(|| Error::internal("register read before it is written"))?;
+        let v = match *slot {
+            Reg::Val(v) => return Ok(v),
+            Reg::State(s) => match states[s] {
+                Some(v) => v,
+                None => {
+                    let v = self.state_input(inp, s)?;
+                    states[s] = Some(v);
+                    v
+                }
+            },
+            Reg::Param(j) => {
+                let base = self.base()?;
+                let off = offset(j * self.lanes + inp.pair * VECTOR_LANES)?;
+                self.load(V, base.p, off)
+            }
+        };
+        *slot = Reg::Val(v);
+        Ok(v)
+    }
+
+    /// State `s`'s input to the program: in hand, or (a Runge-Kutta stage) the state
+    /// (stage 0) or `y0 + h·(Σ a_j k_j)` as `kernel::combine` computes it, with the stage
+    /// rows' values and then `y0` loaded right before, in the order the sum uses them.
+    fn state_input(&mut self, inp: &Inputs<'_>, s: usize) -> Result<Value> {
+        let (stage, h) = match inp.y {
+            StateIn::Ready(y) => return Ok(y[s]),
+            StateIn::Stage { stage, h } => (stage, h),
+        };
+        if stage == 0 {
+            let base = self.base()?;
+            let off = offset(s * self.lanes + inp.pair * VECTOR_LANES)?;
+            return Ok(self.load(V, base.y, off));
+        }
+        let StepForm::Erk(tab) = self.form else {
+            return Err(Error::internal("stage inputs outside a Runge-Kutta step"));
+        };
+        let row = &tab.a[stage];
+        // Only the stages already taken (an explicit tableau).
+        self.state_sum(inp.pair, s, h, &row[..row.len().min(stage)], None)
+    }
+
+    /// `y0 + h·(Σ w_j k_j)` of state `s` of pair `g` (`kernel::combine`, zero weights
+    /// skipped), `k_j` from stage row `j` and `y0` (`y + 0`) from its row, loaded in the
+    /// order the sum uses them (see [`program_pinned`](Self::program_pinned)).
+    /// With `in_hand = (j, k)`, stage `j`'s values are `k` rather than its row's.
+    fn state_sum(
+        &mut self,
+        g: usize,
+        s: usize,
+        h: Value,
+        w: &[f64],
+        in_hand: Option<(usize, &[Value])>,
+    ) -> Result<Value> {
+        let mut ks = Vec::with_capacity(w.len());
+        for (j, &wj) in w.iter().enumerate() {
+            // A skipped term is never read: a placeholder, no load.
+            ks.push(vec![match in_hand {
+                _ if wj == 0.0 => h,
+                Some((row, k)) if row == j => k[s],
+                _ => self.load_scratch(j, s, g)?,
+            }]);
+        }
+        let y0 = self.load_scratch(self.y0_row(), s, g)?;
+        let terms: Vec<(f64, &Vec<Value>)> = w.iter().copied().zip(&ks).collect();
+        Ok(combine(&mut self.b, &[y0], h, &terms, true, splat)[0])
+    }
+
+    /// Stores pair `g`'s new state `y0 + h·(Σ b_j k_j)` straight to `y` (the old one is in
+    /// its scratch row for the lanes that do not commit; the caller reads the new one back),
+    /// the last stage's `k` in hand.
+    fn store_new_state(
+        &mut self,
+        g: usize,
+        h: Value,
+        b: &[f64],
+        last: (usize, &[Value]),
+    ) -> Result<()> {
+        let base = self.base()?;
+        for s in 0..self.n {
+            let v = self.state_sum(g, s, h, b, Some(last))?;
+            let off = offset(s * self.lanes + g * VECTOR_LANES)?;
+            self.b.ins().store(mem(), v, base.y, off);
+        }
+        Ok(())
+    }
+
+    /// The scratch row of `y + 0` (Runge-Kutta; after the stage rows and the old state).
+    fn y0_row(&self) -> usize {
+        self.old_row() + 1
+    }
+
+    /// The scratch row of the state before the step (Runge-Kutta; after the stage rows).
+    fn old_row(&self) -> usize {
+        match self.form {
+            StepForm::Erk(tab) => tab.a.len(),
+            _ => 0,
+        }
+    }
+
+    fn scratch_offset(&self, row: usize, s: usize, g: usize) -> Result<i32> {
+        offset((row * self.n + s) * self.lanes + g * VECTOR_LANES)
+    }
+
+    fn store_scratch(&mut self, row: usize, s: usize, g: usize, v: Value) -> Result<()> {
+        let (base, off) = (self.base()?, self.scratch_offset(row, s, g)?);
+        self.b.ins().store(mem(), v, base.scratch, off);
+        Ok(())
+    }
+
+    /// Stores pair `g`'s `y + 0` (see `kernel::combine`) to its row, once per step for every
+    /// later stage, and its state to the old state's row (`y` gets the new state before
+    /// the lanes that do not commit are known); `read` holds the states stage 0 loaded.
+    fn pin_y0(&mut self, g: usize, read: &[Option<Value>]) -> Result<()> {
+        let zero = self.splat(0.0);
+        let base = self.base()?;
+        for (s, &v) in read.iter().enumerate() {
+            let v = match v {
+                Some(v) => v,
+                None => {
+                    let off = offset(s * self.lanes + g * VECTOR_LANES)?;
+                    self.load(V, base.y, off)
+                }
+            };
+            let y0 = self.b.ins().fadd(v, zero);
+            self.store_scratch(self.y0_row(), s, g, y0)?;
+            self.store_scratch(self.old_row(), s, g, v)?;
+        }
+        Ok(())
+    }
+
+    fn load_scratch(&mut self, row: usize, s: usize, g: usize) -> Result<Value> {
+        let (base, off) = (self.base()?, self.scratch_offset(row, s, g)?);
+        Ok(self.load(V, base.scratch, off))
     }
 
     /// `lag_x(k)` of each lane of the pair, as `Lowerer::lag` computes it.
@@ -983,10 +1166,11 @@ impl Gen<'_, '_, '_> {
     }
 }
 
-/// Rows of scratch a method's loop writes (Runge-Kutta: one per stage and the new state).
+/// Rows of scratch a method's loop writes (Runge-Kutta: one per stage, the old state and
+/// `y + 0`).
 fn scratch_rows(form: StepForm) -> usize {
     match form {
-        StepForm::Erk(tab) => tab.a.len() + 1,
+        StepForm::Erk(tab) => tab.a.len() + 2,
         _ => 0,
     }
 }
