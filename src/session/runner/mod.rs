@@ -15,6 +15,7 @@ use super::state::{PendingStep, SessionState, Status};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Env, LagView, Model, ModelData, ModelEval};
 use crate::stepper::{self, Rhs, Stepper, StepperInfo};
+use std::collections::TryReserveError;
 use std::sync::Arc;
 
 /// Where a run ends.
@@ -799,11 +800,30 @@ fn reserve_samples(rec: &mut Recording, n: u64) -> Result<()> {
         ))
     };
     let n = usize::try_from(n).map_err(|_| fail())?;
-    rec.t.try_reserve(n).map_err(|_| fail())?;
+    reserve_column(&mut rec.t, n).map_err(|_| fail())?;
     for c in &mut rec.columns {
-        c.try_reserve(n).map_err(|_| fail())?;
+        reserve_column(c, n).map_err(|_| fail())?;
     }
     Ok(())
+}
+
+/// Room for `n` more values in a recorded column. A column past 4 MiB jumps straight to
+/// `MAPPED_COLUMN` elements: glibc serves a block that large by mmap whatever its dynamic
+/// threshold (at most 32 MiB), so later doublings move pages (mremap) instead of copying
+/// the column — a long session of resumed runs would otherwise copy its recording at
+/// every doubling once the process has freed large blocks. Unused capacity is address
+/// space, not memory.
+fn reserve_column(column: &mut Vec<f64>, n: usize) -> std::result::Result<(), TryReserveError> {
+    const SMALL_COLUMN: usize = (4 << 20) / 8;
+    const MAPPED_COLUMN: usize = (32 << 20) / 8 + 512;
+    let need = column.len().saturating_add(n);
+    if need <= column.capacity() {
+        return Ok(());
+    }
+    if need > SMALL_COLUMN && column.capacity() < MAPPED_COLUMN {
+        return column.try_reserve_exact(need.max(MAPPED_COLUMN) - column.len());
+    }
+    column.try_reserve(n)
 }
 
 /// A state the event left non-finite, or a parameter it made non-finite, is an error at
@@ -831,4 +851,26 @@ fn check_finite_after_event(
         return fail("parameter", &model.param_names[i], p[i]);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reserve_column;
+
+    #[test]
+    fn large_columns_jump_to_a_mapped_block_and_small_ones_grow_as_usual() {
+        let mut small: Vec<f64> = vec![1.0; 1000];
+        reserve_column(&mut small, 1000).unwrap();
+        assert!(small.capacity() >= 2000 && small.capacity() < 1 << 16);
+        let mut large: Vec<f64> = vec![2.0; 500_000];
+        reserve_column(&mut large, 100_000).unwrap();
+        let mapped = (32 << 20) / 8 + 512;
+        assert!(large.capacity() >= mapped, "{}", large.capacity());
+        assert!(large.iter().all(|&x| x == 2.0) && large.len() == 500_000);
+        // Past the jump, growth is Vec's own (amortised doubling).
+        let cap = large.capacity();
+        large.resize(cap, 3.0);
+        reserve_column(&mut large, 1).unwrap();
+        assert!(large.capacity() >= 2 * cap);
+    }
 }
