@@ -701,21 +701,24 @@ fn vector(key: &str, a: NpyArray) -> Result<Vec<f64>> {
     }
 }
 
+/// The values of workspace member `key`: float64 or int64.
+pub(crate) fn workspace_data(key: &str, data: NpyData) -> Result<WsData> {
+    match data {
+        NpyData::F64(v) => Ok(WsData::F64(v)),
+        NpyData::I64(v) => Ok(WsData::I64(v)),
+        NpyData::U8(_) => Err(Error::corrupt(format!(
+            "member '{key}' is uint8; workspace arrays are float64 or int64"
+        ))),
+    }
+}
+
 fn ws_array(key: &str, name: &str, a: NpyArray) -> Result<WsArray> {
     if name.is_empty() || name.contains('/') {
         return Err(Error::corrupt(format!(
             "member '{key}' does not name a workspace field (expected workspace/<bucket>/<field>)"
         )));
     }
-    let data = match a.data {
-        NpyData::F64(v) => WsData::F64(v),
-        NpyData::I64(v) => WsData::I64(v),
-        NpyData::U8(_) => {
-            return Err(Error::corrupt(format!(
-                "member '{key}' is uint8; workspace arrays are float64 or int64"
-            )))
-        }
-    };
+    let data = workspace_data(key, a.data)?;
     Ok(WsArray {
         name: name.to_string(),
         shape: a.shape,

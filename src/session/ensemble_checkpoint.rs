@@ -287,16 +287,8 @@ fn workspace_columns(
                 "member '{key}' must have {n} rows (one per member)"
             )));
         }
-        let data = match a.data {
-            NpyData::F64(v) => WsData::F64(v),
-            NpyData::I64(v) => WsData::I64(v),
-            NpyData::U8(_) => {
-                return Err(Error::corrupt(format!(
-                    "member '{key}' is uint8; workspace arrays are float64 or int64"
-                )))
-            }
-        };
         let width: usize = a.shape[1..].iter().product();
+        let data = snapshot::workspace_data(&key, a.data)?;
         let known = if bucket == "stepper" {
             template_stepper.iter().find(|t| t.name == name)
         } else {
