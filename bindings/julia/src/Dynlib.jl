@@ -24,7 +24,7 @@ module Dynlib
 
 using Libdl
 
-export Model, validate_model, Sim, DynlibError, run!, snapshot!, reset!, assign!, apply_preset!, results, segments,
+export Model, validate_model, Sim, DynlibError, run!, snapshot!, reset!, assign!, apply_preset!, results, results_view, segments,
        name_segment!, name_last_segment!, list_snapshots, compat_check, can_resume, session_summary,
        export_snapshot, import_snapshot!, inspect_snapshot, serialize_snapshot,
        deserialize_snapshot!, latest_checkpoint, state, params, sim_time, step_count, value,
@@ -740,6 +740,27 @@ function results(s::Sim)
     vars = NamedTuple{Tuple(Symbol.(names))}(Tuple(cols))
     (t = t, step = step, interpolated = Vector{Bool}(interp .!= 0), vars = vars, events = events,
      segments = segments(s))
+end
+
+"""
+    results_view(sim) -> sample times;  results_view(sim, name) -> one recorded variable
+
+Zero-copy: a `Vector{Float64}` wrapping the library's own array (`unsafe_wrap`, not owned by
+Julia). It is valid only until the next `run!`, `reset!`, `assign!`, `apply_preset!`, import
+or the sim's finalization; `copy` it to keep it longer. `results` copies.
+"""
+function results_view(s::Sim, name::Union{Nothing,AbstractString} = nothing)
+    data = Ref{Ptr{Cdouble}}(C_NULL)
+    n = Ref{Csize_t}(0)
+    if name === nothing
+        _check(ccall((:dynlib_sim_results_t_view, libdynlib), Cint,
+                     (Ptr{Cvoid}, Ref{Ptr{Cdouble}}, Ref{Csize_t}), _sptr(s), data, n))
+    else
+        _check(ccall((:dynlib_sim_results_var_view, libdynlib), Cint,
+                     (Ptr{Cvoid}, Cstring, Ref{Ptr{Cdouble}}, Ref{Csize_t}),
+                     _sptr(s), name, data, n))
+    end
+    n[] == 0 ? Float64[] : unsafe_wrap(Array, data[], Int(n[]); own = false)
 end
 
 "Number of recorded samples of the current recording."
