@@ -91,6 +91,22 @@ fn main() {
         );
         return;
     }
+    if args.get(3).map(String::as_str) == Some("loads") {
+        // Every load of the table's sequence (10^3 .. n), in one process, one after another.
+        let mut size = 1000;
+        while size <= n {
+            let text = format!("inline:{}", chain_toml(size));
+            for _ in 0..if size >= 1_000_000 { 2 } else { 3 } {
+                let t = Instant::now();
+                let m = Model::load(&text).unwrap();
+                let s = t.elapsed().as_secs_f64();
+                drop(m);
+                println!("n={size} load {s:.3} s");
+            }
+            size *= 10;
+        }
+        return;
+    }
     if args.get(3).map(String::as_str) == Some("snap") {
         snap_times(n);
         return;

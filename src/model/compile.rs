@@ -139,10 +139,11 @@ fn compile_collect(spec: &ModelSpec, poisoned: &[String], errors: &mut Errors) -
         let r = cx.lower_source(&f.expr, &mut b, &scope);
         errors.keep(&f.expr, r, &mut b);
     }
-    // About two shared instructions per equation (a large model's usual size), reserved at
-    // once rather than grown by rehashing.
+    // About two shared instructions per equation (a large model's usual size, up to the
+    // window), reserved at once rather than grown by rehashing.
     let mut rhs = ProgramBuilder::default();
-    rhs.index.reserve(2 * spec.equations.len());
+    rhs.index
+        .reserve((2 * spec.equations.len()).min(CSE_WINDOW));
     let mut outputs = Vec::with_capacity(spec.equations.len());
     for eq in &spec.equations {
         let r = cx.lower_equation(&eq.expr, &mut rhs);
@@ -273,6 +274,13 @@ struct ProgramBuilder {
 
 const NO_REG: Reg = Reg::MAX;
 
+/// Instructions the common-subexpression index remembers before it starts afresh. A model
+/// below it shares every repeated instruction; a larger one shares those within a window,
+/// so the index stays cache-sized (at 10^6 states a whole-program index is a 64 MB table
+/// and every instruction a cache miss). A repeat it misses is computed twice, with the
+/// same bits.
+const CSE_WINDOW: usize = 1 << 16;
+
 impl ProgramBuilder {
     fn push(&mut self, op: Op) -> Reg {
         let op = self.fold(op);
@@ -293,6 +301,9 @@ impl ProgramBuilder {
         }
         let r = self.ops.len() as Reg;
         self.ops.push(op);
+        if self.index.len() == CSE_WINDOW {
+            self.index.clear();
+        }
         self.index.insert(key, r);
         r
     }

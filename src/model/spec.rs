@@ -1002,10 +1002,10 @@ fn equation_target(
     target: &str,
     kind: ModelKind,
     states: &[&str],
-    state_index: &HashMap<&str, usize>,
+    state_index: &StateLookup<'_>,
     location: &str,
 ) -> Result<usize> {
-    let find = |n: &str| state_index.get(n).copied();
+    let find = |n: &str| state_index.get(n);
     if let Some(i) = find(target) {
         return Ok(i);
     }
@@ -1033,6 +1033,43 @@ fn equation_target(
 }
 
 type Jacobian = Option<Vec<Vec<Source>>>;
+
+/// States by name, for equations. Equations usually come in the order of their states, so
+/// the state after the last one found is tried first and the hash index is built only for
+/// a name out of that order: at 10^6 states building and probing it are cache misses, a
+/// superlinear part of loading. (State names are the keys of one TOML table, so unique: a
+/// position found in order is the name's only one.)
+struct StateLookup<'a> {
+    states: &'a [&'a str],
+    next: std::cell::Cell<usize>,
+    index: std::cell::OnceCell<HashMap<&'a str, usize>>,
+}
+
+impl<'a> StateLookup<'a> {
+    fn new(states: &'a [&'a str]) -> Self {
+        StateLookup {
+            states,
+            next: std::cell::Cell::new(0),
+            index: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<usize> {
+        let next = self.next.get();
+        let found = if self.states.get(next) == Some(&name) {
+            Some(next)
+        } else {
+            let index = self
+                .index
+                .get_or_init(|| first_index(self.states.iter().copied()));
+            index.get(name).copied()
+        };
+        if let Some(i) = found {
+            self.next.set(i + 1);
+        }
+        found
+    }
+}
 
 type EquationsRead = (Vec<Equation>, Jacobian, Vec<Error>);
 
@@ -1065,7 +1102,7 @@ fn parse_equations(
         &["exprs"],
         &["equations"],
     ));
-    let state_index = first_index(states.iter().copied());
+    let state_index = StateLookup::new(states);
     let mut equations: Vec<Equation> = Vec::new();
     // Index into `equations` of each state's equation (its location names the first one).
     let mut defined_at: Vec<Option<usize>> = vec![None; states.len()];
@@ -1093,7 +1130,7 @@ fn parse_equations(
                 for (k, v) in rhs {
                     let loc = format!("[equations.rhs].{k}");
                     let path = ["equations", "rhs", k.as_str()];
-                    let Some(&i) = state_index.get(k.as_str()) else {
+                    let Some(i) = state_index.get(k.as_str()) else {
                         errs.push(cx.err(
                             &path,
                             format!(
@@ -1607,6 +1644,10 @@ fn check_names(cx: &Cx, spec: &ModelSpec) -> Vec<Error> {
             }
             seen.entry(name).or_insert(group);
         }
+    }
+    if spec.presets.is_empty() {
+        // The indexes below are for presets only (at 10^6 names, two maps built for nothing).
+        return errs;
     }
     let params = first_index(spec.params.iter().map(|(n, _)| n.as_str()));
     let states = first_index(spec.states.iter().map(|(n, _)| n.as_str()));
