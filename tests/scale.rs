@@ -687,3 +687,31 @@ fn snapshots_and_reused_run_buffers_keep_every_field_bit_for_bit() {
         assert_eq!(whole_state(&sim), whole_state(&new), "{method}: fresh run");
     }
 }
+
+#[test]
+fn models_past_the_shared_instruction_window_compute_every_equation_exactly() {
+    // 40,000 equations of two new instructions each, all using k*k: the program is past the
+    // compiler's 2^16-instruction window of shared instructions, so k*k is computed again in
+    // later windows. Each state after one Euler step is checked against the same IEEE
+    // operations done here.
+    let n = 40_000;
+    let mut s = String::from("[model]\ntype = \"ode\"\n\n[states]\n");
+    let y0: Vec<f64> = (0..n).map(|i| ((i * 7919) % 1000) as f64 / 997.0).collect();
+    for (i, y) in y0.iter().enumerate() {
+        s.push_str(&format!("x{i} = {y:?}\n"));
+    }
+    s.push_str("\n[params]\nk = 0.73\n\n[equations.rhs]\nx0 = \"-(k*k)*x0\"\n");
+    for i in 1..n {
+        s.push_str(&format!("x{i} = \"(k*k)*(x{p} - x{i})\"\n", p = i - 1));
+    }
+    let (k, h) = (0.73f64, 0.5f64);
+    let mut want = vec![y0[0] + h * -(k * k * y0[0])];
+    want.extend((1..n).map(|i| y0[i] + h * ((k * k) * (y0[i - 1] - y0[i]))));
+    for backend in [Backend::Native, Backend::Interpreter] {
+        let m = Model::from_toml_with(&s, backend).unwrap();
+        let mut sim = Sim::with_stepper(&m, Some("euler")).unwrap();
+        sim.run(&RunOptions::new().t(h).dt(h).record(false))
+            .unwrap();
+        assert_eq!(bits(sim.state()), bits(&want), "{backend:?}");
+    }
+}

@@ -11,6 +11,7 @@ use foldhash::{HashMap, HashMapExt, HashSet};
 
 use super::expr::ast::{BinaryOp, CompareOp, Expr, Span, UnaryOp};
 use super::expr::parser;
+use super::names::NameIndex;
 use super::pos::Origin;
 use super::program::{call1, call2, Fn1, Fn2, Op, Program, Reg};
 use super::reserved::{BUILTIN_FUNCTIONS, LAG_MACROS, MACROS};
@@ -405,7 +406,7 @@ struct Compiler<'s> {
     /// Names whose declarations failed: uses are not reported again.
     poisoned: &'s [String],
     /// Declared names → (0 state, 1 param, 2 aux, 3 constant; index), first declaration wins.
-    names: HashMap<&'s str, (u8, usize)>,
+    names: NameIndex<'s, (u8, usize)>,
     /// Function name → index.
     functions: HashMap<&'s str, usize>,
 }
@@ -502,20 +503,20 @@ impl<'s> Compiler<'s> {
             depth: 0,
             poisoned: &[],
             names: {
-                let mut m: HashMap<&'s str, (u8, usize)> = HashMap::with_capacity(
+                let mut m = NameIndex::with_capacity(
                     spec.states.len() + spec.params.len() + spec.aux.len() + spec.constants.len(),
                 );
                 let groups = [&spec.states, &spec.params];
                 for (g, list) in groups.iter().enumerate() {
                     for (i, (n, _)) in list.iter().enumerate() {
-                        m.entry(n.as_str()).or_insert((g as u8, i));
+                        m.insert_first(n.as_str(), (g as u8, i));
                     }
                 }
                 for (i, (n, _)) in spec.aux.iter().enumerate() {
-                    m.entry(n.as_str()).or_insert((2, i));
+                    m.insert_first(n.as_str(), (2, i));
                 }
                 for (i, (n, _)) in spec.constants.iter().enumerate() {
-                    m.entry(n.as_str()).or_insert((3, i));
+                    m.insert_first(n.as_str(), (3, i));
                 }
                 m
             },

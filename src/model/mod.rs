@@ -10,6 +10,7 @@ pub mod host;
 #[cfg(feature = "jit")]
 pub mod jit;
 pub mod mods;
+mod names;
 pub mod pos;
 pub mod program;
 mod reserved;

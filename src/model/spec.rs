@@ -10,6 +10,7 @@ use toml::{Table, Value};
 
 use super::expr::ast::{BinaryOp, Expr, UnaryOp};
 use super::expr::parser;
+use super::names::{first_positions, NameIndex};
 use super::pos::{DocIndex, Origin};
 use crate::error::{did_you_mean, shorten, suggestion_suffix, Diagnostic, Error, Result};
 // Seeded fast hashing: every declared name is hashed once or twice per load.
@@ -1042,7 +1043,7 @@ type Jacobian = Option<Vec<Vec<Source>>>;
 struct StateLookup<'a> {
     states: &'a [&'a str],
     next: std::cell::Cell<usize>,
-    index: std::cell::OnceCell<HashMap<&'a str, usize>>,
+    index: std::cell::OnceCell<NameIndex<'a, usize>>,
 }
 
 impl<'a> StateLookup<'a> {
@@ -1061,7 +1062,7 @@ impl<'a> StateLookup<'a> {
         } else {
             let index = self
                 .index
-                .get_or_init(|| first_index(self.states.iter().copied()));
+                .get_or_init(|| first_positions(self.states.iter().copied()));
             index.get(name).copied()
         };
         if let Some(i) = found {
@@ -1649,11 +1650,11 @@ fn check_names(cx: &Cx, spec: &ModelSpec) -> Vec<Error> {
         // The indexes below are for presets only (at 10^6 names, two maps built for nothing).
         return errs;
     }
-    let params = first_index(spec.params.iter().map(|(n, _)| n.as_str()));
-    let states = first_index(spec.states.iter().map(|(n, _)| n.as_str()));
+    let params = first_positions(spec.params.iter().map(|(n, _)| n.as_str()));
+    let states = first_positions(spec.states.iter().map(|(n, _)| n.as_str()));
     for p in &spec.presets {
         for (k, _) in &p.params {
-            if !params.contains_key(k.as_str()) {
+            if !params.contains(k.as_str()) {
                 errs.push(cx.err(
                     &["presets", &p.name, "params", k],
                     format!(
@@ -1665,7 +1666,7 @@ fn check_names(cx: &Cx, spec: &ModelSpec) -> Vec<Error> {
             }
         }
         for (k, _) in &p.states {
-            if !states.contains_key(k.as_str()) {
+            if !states.contains(k.as_str()) {
                 errs.push(cx.err(
                     &["presets", &p.name, "states", k],
                     format!(
@@ -1678,14 +1679,4 @@ fn check_names(cx: &Cx, spec: &ModelSpec) -> Vec<Error> {
         }
     }
     errs
-}
-
-/// Name → position of its first occurrence, so each lookup costs O(1) however many names.
-pub(crate) fn first_index<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usize> {
-    // Sized once: growing a map of 10^6 names rehashes it about 20 times.
-    let mut m = HashMap::with_capacity(names.size_hint().0);
-    for (i, n) in names.enumerate() {
-        m.entry(n).or_insert(i);
-    }
-    m
 }
