@@ -670,6 +670,8 @@ impl ModelBuilder {
         match self.table(doc, "states") {
             None => {}
             Some(t) => {
+                // Sized once: at 10^6 states each doubling would copy tens of MB.
+                states.reserve_exact(t.len());
                 for (k, v) in t {
                     let x = plain_number(v).or_else(|| {
                         self.numeric_value(v, &["states", k], &format!("[states].{k}"))
@@ -680,6 +682,7 @@ impl ModelBuilder {
         }
         let mut params = Vec::new();
         if let Some(p) = self.table(doc, "params") {
+            params.reserve_exact(p.len());
             for (k, v) in p {
                 let x = plain_number(v)
                     .or_else(|| self.numeric_value(v, &["params", k], &format!("[params].{k}")));
@@ -1104,7 +1107,8 @@ fn parse_equations(
         &["equations"],
     ));
     let state_index = StateLookup::new(states);
-    let mut equations: Vec<Equation> = Vec::new();
+    // Sized once for the usual case, one equation per state.
+    let mut equations: Vec<Equation> = Vec::with_capacity(states.len());
     // Index into `equations` of each state's equation (its location names the first one).
     let mut defined_at: Vec<Option<usize>> = vec![None; states.len()];
     let mut define = |state: usize, src: Source, path: &[&str]| -> Result<()> {
@@ -1579,11 +1583,50 @@ fn parse_preset(cx: &Cx, name: &str, v: &Value) -> Result<PresetSpec> {
     Ok(p)
 }
 
+/// Why `name`, declared in `group`, cannot be used (`None` when it can).
+fn name_problem(
+    group: &str,
+    name: &str,
+    builtins: &HashSet<&str>,
+    seen: &NameIndex<&str>,
+) -> Option<String> {
+    // The usual case first: a valid, new name (no message built, nothing allocated).
+    let valid = !RESERVED.contains(&name)
+        && !KEYWORDS.contains(&name)
+        && !builtins.contains(name)
+        && is_identifier(name)
+        && !name.starts_with("lag_");
+    if valid && !seen.contains(name) {
+        return None;
+    }
+    let shown = shorten(name);
+    Some(if RESERVED.contains(&name) {
+        format!("[{group}].{shown}: '{shown}' is reserved (t, pi and e are built in)")
+    } else if KEYWORDS.contains(&name) {
+        format!(
+            "[{group}].{shown}: '{shown}' is a reserved word of the expression \
+             language and cannot name a model variable"
+        )
+    } else if builtins.contains(name) {
+        format!(
+            "[{group}].{shown}: '{shown}' is a built-in function or macro and cannot \
+             be redefined; choose another name"
+        )
+    } else if !is_identifier(name) {
+        format!("[{group}].{shown}: '{shown}' is not a valid identifier")
+    } else if name.starts_with("lag_") {
+        format!("[{group}].{shown}: names starting with 'lag_' are reserved for lagged values")
+    } else {
+        let other = seen.get(name)?;
+        format!("duplicate name '{shown}': declared in [{other}] and in [{group}]")
+    })
+}
+
 /// Reserved, duplicate and preset names; every problem is reported.
 fn check_names(cx: &Cx, spec: &ModelSpec) -> Vec<Error> {
     let mut errs = Vec::new();
     let builtins: HashSet<&str> = super::reserved::builtin_names().into_iter().collect();
-    let mut seen: HashMap<&str, &str> = HashMap::with_capacity(
+    let mut seen: NameIndex<&str> = NameIndex::with_capacity(
         spec.constants.len()
             + spec.states.len()
             + spec.params.len()
@@ -1612,38 +1655,11 @@ fn check_names(cx: &Cx, spec: &ModelSpec) -> Vec<Error> {
     for (group, names) in &groups {
         for name in names {
             let path = [*group, *name];
-            let shown = shorten(name);
-            let problem = if RESERVED.contains(name) {
-                Some(format!(
-                    "[{group}].{shown}: '{shown}' is reserved (t, pi and e are built in)"
-                ))
-            } else if KEYWORDS.contains(name) {
-                Some(format!(
-                    "[{group}].{shown}: '{shown}' is a reserved word of the expression \
-                     language and cannot name a model variable"
-                ))
-            } else if builtins.contains(name) {
-                Some(format!(
-                    "[{group}].{shown}: '{shown}' is a built-in function or macro and cannot \
-                     be redefined; choose another name"
-                ))
-            } else if !is_identifier(name) {
-                Some(format!(
-                    "[{group}].{shown}: '{shown}' is not a valid identifier"
-                ))
-            } else if name.starts_with("lag_") {
-                Some(format!(
-                    "[{group}].{shown}: names starting with 'lag_' are reserved for lagged values"
-                ))
-            } else {
-                seen.get(name).map(|other| {
-                    format!("duplicate name '{shown}': declared in [{other}] and in [{group}]")
-                })
-            };
+            let problem = name_problem(group, name, &builtins, &seen);
             if let Some(p) = problem {
                 errs.push(cx.err(&path, p));
             }
-            seen.entry(name).or_insert(group);
+            seen.insert_first(name, group);
         }
     }
     if spec.presets.is_empty() {

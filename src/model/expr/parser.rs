@@ -25,8 +25,10 @@ const OPS: [&str; 17] = [
 ];
 
 fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = Vec::new();
+    // Sized once (an expression of n characters has at most n + 1 tokens, usually n / 2).
+    let mut chars: Vec<char> = Vec::with_capacity(text.len());
+    chars.extend(text.chars());
+    let mut out = Vec::with_capacity(chars.len() / 2 + 2);
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
@@ -136,7 +138,13 @@ fn lex_symbol(chars: &[char], i: usize) -> Result<(Tok, usize), ParseError> {
         }
         _ => {}
     }
-    let rest: String = chars[i..chars.len().min(i + 2)].iter().collect();
+    // The next two characters, in a buffer on the stack (this runs for every operator).
+    let mut buf = [0u8; 8];
+    let mut n = 0;
+    for ch in &chars[i..chars.len().min(i + 2)] {
+        n += ch.encode_utf8(&mut buf[n..]).len();
+    }
+    let rest = std::str::from_utf8(&buf[..n]).unwrap_or_default();
     let Some(op) = OPS.iter().find(|o| rest.starts_with(**o)) else {
         return refuse(1, format!("unexpected character '{c}' at column {col}"));
     };
@@ -215,12 +223,25 @@ impl Parser {
     fn peek(&self) -> &Token {
         &self.toks[self.pos]
     }
+    /// The current token, moved out (its name is not copied) unless it is the end, which
+    /// stays for every later look; a step back to report an error puts the token back.
     fn bump(&mut self) -> Token {
-        let t = self.toks[self.pos].clone();
-        if self.pos + 1 < self.toks.len() {
-            self.pos += 1;
+        if self.pos + 1 >= self.toks.len() {
+            return self.toks[self.pos].clone();
         }
+        let slot = &mut self.toks[self.pos];
+        let t = Token {
+            tok: std::mem::replace(&mut slot.tok, Tok::Comma),
+            span: slot.span,
+        };
+        self.pos += 1;
         t
+    }
+
+    /// Steps back over `tok`, the token just bumped, to report it.
+    fn unbump(&mut self, tok: Tok) {
+        self.pos -= 1;
+        self.toks[self.pos].tok = tok;
     }
     /// Enters one nesting level; an error when the expression nests deeper than the limit.
     fn enter(&mut self) -> Result<(), ParseError> {
@@ -460,7 +481,7 @@ impl Parser {
                     _ => {}
                 }
                 if KEYWORDS.contains(&name.as_str()) {
-                    self.pos -= 1;
+                    self.unbump(Tok::Ident(name));
                     return Err(self.unexpected());
                 }
                 let mut name = name;
@@ -528,10 +549,9 @@ impl Parser {
                 }
                 Ok(Expr::Call { name, args, span })
             }
-            _ => {
-                self.pos = self
-                    .pos
-                    .saturating_sub(if matches!(t.tok, Tok::End) { 0 } else { 1 });
+            Tok::End => Err(self.unexpected()),
+            other => {
+                self.unbump(other);
                 Err(self.unexpected())
             }
         }
@@ -793,5 +813,23 @@ mod tests {
         assert_eq!(split_assignment("v = c"), Some(("v", " c")));
         assert_eq!(split_assignment("x == 1"), None);
         assert_eq!(split_assignment("d(x) = a <= b"), Some(("d(x)", " a <= b")));
+    }
+
+    #[test]
+    fn a_token_stepped_back_over_is_the_one_reported() {
+        // The parser moves tokens out as it reads them; these errors step back to name one.
+        let msg = |s: &str| parse(s).unwrap_err();
+        let e = msg("x + lambda");
+        assert_eq!(
+            e.message,
+            "'lambda' at column 5 is not supported in model expressions"
+        );
+        assert_eq!((e.span.col, e.span.len), (5, 6));
+        assert_eq!(msg("if").message, "unexpected 'if' at column 1");
+        assert_eq!(msg("x + )").message, "unexpected ')' at column 5");
+        assert_eq!(
+            msg("2 ** ** 3").message,
+            msg("2 ** * 3").message.replace("'*'", "'**'")
+        );
     }
 }
