@@ -271,7 +271,6 @@ impl Runner<'_> {
         };
         let exit = kernel.run(&mut io);
         let (t, k, h) = (io.t, io.k, io.h);
-        drop(io);
         st.t = t;
         st.step = k;
         if self.info.adaptive {
