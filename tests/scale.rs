@@ -715,3 +715,98 @@ fn models_past_the_shared_instruction_window_compute_every_equation_exactly() {
         assert_eq!(bits(sim.state()), bits(&want), "{backend:?}");
     }
 }
+
+/// Columns, times and step labels of a recording, bit for bit.
+fn recorded_bits(sim: &Sim) -> (Vec<u64>, Vec<Vec<u64>>, Vec<u64>) {
+    let rec = sim.results().unwrap();
+    let steps = (0..rec.len()).map(|i| rec.step.get(i)).collect();
+    (
+        bits(&rec.t),
+        rec.columns.iter().map(|c| bits(c)).collect(),
+        steps,
+    )
+}
+
+#[test]
+fn columns_growing_past_the_mapped_jump_keep_every_sample_through_failed_runs() {
+    // 60 resumed segments of 1000 steps, recording every step: the columns grow past the
+    // 256 KiB jump to a mapped block (and a failed run grows them in between), and must
+    // hold exactly the unsplit run's samples, contiguous and in order.
+    let m = Model::load("builtin://ode/lorenz").unwrap();
+    let dt = 1.0 / 1024.0;
+    let steps = |k: u64| (k * 1000) as f64 * dt;
+    let mut whole = Sim::with_stepper(&m, Some("rk4")).unwrap();
+    whole
+        .run(&RunOptions::new().t(steps(60)).dt(dt).max_steps(u64::MAX))
+        .unwrap();
+    let whole_rec = whole.results().unwrap();
+    assert_eq!(whole_rec.len(), 60_001);
+    // One run reserves what it records, not a mapped block.
+    assert!(
+        whole_rec.columns[0].capacity() < 60_001 + 64,
+        "{} {}",
+        whole_rec.columns[0].capacity(),
+        whole_rec.t.capacity()
+    );
+
+    let mut split = Sim::with_stepper(&m, Some("rk4")).unwrap();
+    split.run(&RunOptions::new().t(steps(1)).dt(dt)).unwrap();
+    for k in 2..=60 {
+        if k % 20 == 0 {
+            // Fails after 30000 more steps, recorded into grown columns, then rolled back.
+            let before = recorded_bits(&split);
+            let e = split
+                .run(
+                    &RunOptions::new()
+                        .t(steps(k + 40))
+                        .resume(true)
+                        .max_steps(30_000),
+                )
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::StepFailed, "{e}");
+            assert!(
+                recorded_bits(&split) == before,
+                "a failed run left samples behind"
+            );
+        }
+        split
+            .run(&RunOptions::new().t(steps(k)).resume(true).tag("seg"))
+            .unwrap();
+    }
+    let rec = split.results().unwrap();
+    assert!(
+        rec.columns.iter().all(|c| c.capacity() >= (32 << 20) / 8),
+        "the growing columns did not jump to a mapped block"
+    );
+    assert!(recorded_bits(&split) == recorded_bits(&whole));
+    assert_eq!(bits(split.state()), bits(whole.state()));
+}
+
+#[test]
+fn the_fused_loop_kept_between_runs_follows_the_recorded_selection() {
+    // A session keeps its last fused loop for the next run; a run that records other
+    // variables (same count, another order), or nothing, must get its own loop. A copy of
+    // the session (which starts without the kept loop) runs the same runs as reference.
+    let m = Model::load("builtin://ode/lorenz").unwrap();
+    let dt = 1.0 / 256.0;
+    let plans: [&[&str]; 3] = [&["x", "y"], &["z", "x"], &["y", "x"]];
+    let mut sim = Sim::with_stepper(&m, Some("rk4")).unwrap();
+    sim.run(&RunOptions::new().t(0.5).dt(dt)).unwrap();
+    for (k, vars) in plans.into_iter().enumerate() {
+        let mut copy = sim.clone();
+        for s in [&mut sim, &mut copy] {
+            let t = k as f64;
+            s.run(&RunOptions::new().t(t + 1.0).dt(dt).record_vars(vars))
+                .unwrap();
+            s.run(&RunOptions::new().t(t + 1.5).resume(true).record(false))
+                .unwrap();
+            s.run(&RunOptions::new().t(t + 2.0).resume(true)).unwrap();
+            assert!(s.last_run_stats().fused_steps > 0);
+        }
+        assert_eq!(
+            &*sim.results().unwrap().names,
+            &*copy.results().unwrap().names
+        );
+        assert!(recorded_bits(&sim) == recorded_bits(&copy), "{vars:?}");
+    }
+}

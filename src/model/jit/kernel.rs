@@ -134,7 +134,7 @@ pub struct RecIo<'a> {
     /// `every` steps (the host stores them as a progression).
     pub t: &'a mut Vec<f64>,
     /// One column per `RecSlot` of the kernel, in order.
-    pub cols: Vec<&'a mut Vec<f64>>,
+    pub cols: &'a mut [Vec<f64>],
     pub every: u64,
     /// Label of the next sample (updated).
     pub next_label: u64,
@@ -194,7 +194,11 @@ impl FusedKernel {
                 && io.carry.len() == self.carry_len,
             "fused kernel called with buffers that do not match its model"
         );
-        let mut col_ptrs: Vec<*mut f64> = Vec::new();
+        // The columns' write positions: on the stack for the usual few columns (a series of
+        // short runs would otherwise allocate this list every call).
+        const STACK_COLUMNS: usize = 16;
+        let mut stack_ptrs = [std::ptr::null_mut::<f64>(); STACK_COLUMNS];
+        let mut heap_ptrs: Vec<*mut f64> = Vec::new();
         let mut ctx = KernelCtx {
             y: io.y.as_mut_ptr(),
             p: io.p.as_ptr(),
@@ -238,10 +242,16 @@ impl FusedKernel {
             );
             let spare = |free: usize| free as u64;
             let mut cap = spare(rec.t.capacity() - rec.t.len());
-            for c in rec.cols.iter_mut() {
+            let col_ptrs: &mut [*mut f64] = if rec.cols.len() <= STACK_COLUMNS {
+                &mut stack_ptrs[..rec.cols.len()]
+            } else {
+                heap_ptrs.resize(rec.cols.len(), std::ptr::null_mut());
+                &mut heap_ptrs
+            };
+            for (c, ptr) in rec.cols.iter_mut().zip(col_ptrs.iter_mut()) {
                 cap = cap.min(spare(c.capacity() - c.len()));
                 // SAFETY: `len` is within the allocation; writes go to spare capacity.
-                col_ptrs.push(unsafe { c.as_mut_ptr().add(c.len()) });
+                *ptr = unsafe { c.as_mut_ptr().add(c.len()) };
             }
             // SAFETY: as above.
             ctx.rec_t = unsafe { rec.t.as_mut_ptr().add(rec.t.len()) };

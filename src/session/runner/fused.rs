@@ -9,6 +9,7 @@ use crate::method::Controller;
 use crate::model::jit::kernel::{Exit, FusedKernel, KernelIo, RecIo, RecSlot};
 use crate::session::results::{RecVar, Recording};
 use crate::session::state::{SessionState, Status};
+use crate::stepper::StepperInfo;
 
 /// General steps to take before trying the kernel again after it returned almost at once
 /// (an event firing every step would otherwise cost a kernel call per step).
@@ -22,13 +23,57 @@ const SHORT_CALL: u64 = 4;
 pub(super) struct FusedState {
     kernel: Option<Arc<FusedKernel>>,
     cooldown: u32,
+    /// The last run's choice, kept between runs with the runner's spares: a series of
+    /// resumed runs records the same selection with the same method, and finding the
+    /// kernel again (a lock, a search, the selection rebuilt as slots) was a good part of
+    /// each short run's cost.
+    last: Option<KernelChoice>,
+}
+
+/// The kernel [`Runner::select_kernel`] picked, and what it was picked for.
+struct KernelChoice {
+    /// The model's address (the runner's model outlives the choice's use: it is only
+    /// compared with the model of the next run of the same session).
+    model: usize,
+    stepper: &'static crate::stepper::StepperInfo,
+    /// The recorded selection (`None`: a run that records nothing), compared by identity:
+    /// a session shares one selection between the runs that record it.
+    record: Option<Arc<[RecVar]>>,
+    kernel: Option<Arc<FusedKernel>>,
+}
+
+impl FusedState {
+    /// The state for a new run: no kernel yet, no cooldown, the last choice kept.
+    pub(super) fn for_next_run(self) -> FusedState {
+        FusedState {
+            last: self.last,
+            ..FusedState::default()
+        }
+    }
+}
+
+impl KernelChoice {
+    fn serves(
+        &self,
+        model: &crate::model::ModelData,
+        stepper: &StepperInfo,
+        record: Option<&Arc<[RecVar]>>,
+    ) -> bool {
+        self.model == std::ptr::from_ref(model) as usize
+            && std::ptr::eq(self.stepper, stepper)
+            && match (&self.record, record) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
 }
 
 impl Runner<'_> {
     /// Picks the kernel for this run: fixed-step runs of a method with a step form, on a
     /// model with native code, unless a checkpoint policy by time needs per-step checks.
     pub(super) fn select_kernel(&mut self, plan: &RunPlan, rec: &Recording) {
-        self.fused = FusedState::default();
+        self.fused = std::mem::take(&mut self.fused).for_next_run();
         let by_time = self
             .checkpoint
             .as_ref()
@@ -39,18 +84,35 @@ impl Runner<'_> {
         if !plan.fused || by_time {
             return;
         }
-        let slots: Option<Vec<RecSlot>> = plan.record_interval.map(|_| {
-            rec.vars
-                .iter()
+        let record = plan.record_interval.map(|_| &rec.vars);
+        let model: &crate::model::ModelData = &self.model.0;
+        if let Some(last) = self
+            .fused
+            .last
+            .as_ref()
+            .filter(|c| c.serves(model, self.info, record))
+        {
+            self.fused.kernel = last.kernel.clone();
+            return;
+        }
+        let slots: Option<Vec<RecSlot>> = record.map(|vars| {
+            vars.iter()
                 .map(|v| match *v {
                     RecVar::State(i) => RecSlot::State(i),
                     RecVar::Aux(i) => RecSlot::Aux(i),
                 })
                 .collect()
         });
-        self.fused.kernel = self
+        let kernel = self
             .model
             .fused_kernel(self.info.name, form, slots.as_deref());
+        self.fused.last = Some(KernelChoice {
+            model: std::ptr::from_ref(model) as usize,
+            stepper: self.info,
+            record: record.cloned(),
+            kernel: kernel.clone(),
+        });
+        self.fused.kernel = kernel;
     }
 
     /// Runs whole steps up to step `end` (fixed step) or strictly inside `t_end` (adaptive)
@@ -100,7 +162,7 @@ impl Runner<'_> {
                 .min()
                 .unwrap_or(u64::MAX);
             if let Some(every) = plan.record_interval {
-                reserve_samples(rec, super::samples_between(st, k_end, every))?;
+                reserve_samples(rec, super::samples_after(st, k_end, every))?;
             }
             let before = st.step;
             let bounds = (k_end, hook_k, t_end);
@@ -183,7 +245,7 @@ impl Runner<'_> {
         });
         let recording = first_label.map(|(next_label, every)| RecIo {
             t: &mut rec.t,
-            cols: rec.columns.iter_mut().collect(),
+            cols: &mut rec.columns,
             every,
             next_label,
         });
@@ -209,7 +271,6 @@ impl Runner<'_> {
         };
         let exit = kernel.run(&mut io);
         let (t, k, h) = (io.t, io.k, io.h);
-        drop(io);
         st.t = t;
         st.step = k;
         if self.info.adaptive {

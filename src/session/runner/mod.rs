@@ -170,6 +170,9 @@ pub(crate) struct RunSpares {
     stepper: Option<Box<dyn Stepper>>,
     /// The step's output, the interpreter's registers and the aux values.
     scratch: Option<(Vec<f64>, Vec<f64>, Vec<f64>)>,
+    /// The last run's fused-loop choice.
+    #[cfg(feature = "jit")]
+    fused: Option<fused::FusedState>,
     state: Option<SessionState>,
     /// The last configuration a segment was recorded with, and its digest.
     config_digest: Option<(Vec<f64>, Arc<str>)>,
@@ -294,7 +297,7 @@ impl<'m> Runner<'m> {
             hooks: Hooks::default(),
             span: (0, 0.0, Horizon::Time(0.0)),
             #[cfg(feature = "jit")]
-            fused: fused::FusedState::default(),
+            fused: spares.fused.take().unwrap_or_default(),
         })
     }
 
@@ -324,6 +327,10 @@ impl<'m> Runner<'m> {
         st.stepper_ws = self.stepper.save();
         spares.stepper = Some(self.stepper);
         spares.scratch = Some((self.y_new, self.eval.into_registers(), self.aux_buf));
+        #[cfg(feature = "jit")]
+        {
+            spares.fused = Some(self.fused);
+        }
     }
 
     /// Runs until the horizon, the stop condition or an error.
@@ -380,10 +387,12 @@ impl<'m> Runner<'m> {
         end_step: u64,
         clip_to: Option<f64>,
     ) -> Result<()> {
-        self.record_start(st, plan, rec)?;
+        // Reserved before the start sample, so that a whole run's columns are reserved
+        // once, exactly (see `reserve_column`).
         if let Some(every) = plan.record_interval {
             reserve_samples(rec, samples_between(st, end_step, every))?;
         }
+        self.record_start(st, plan, rec)?;
         while st.step < end_step {
             #[cfg(feature = "jit")]
             {
@@ -781,9 +790,15 @@ impl<'m> Runner<'m> {
 /// Samples a fixed-step run from `st` to `end_step` records at most (labels divisible by
 /// `every`, the seam sample included).
 fn samples_between(st: &SessionState, end_step: u64, every: u64) -> u64 {
+    samples_after(st, end_step, every) + 1
+}
+
+/// Samples the steps after `st` up to `end_step` record (the seam's own sample, if any,
+/// is already recorded).
+fn samples_after(st: &SessionState, end_step: u64, every: u64) -> u64 {
     let first = st.step - st.step_shift;
     let last = end_step.saturating_sub(st.step_shift);
-    (last / every).saturating_sub(first / every) + 1
+    (last / every).saturating_sub(first / every)
 }
 
 /// Room for `n` more samples, or an error saying how much memory the recording would need
@@ -807,20 +822,29 @@ fn reserve_samples(rec: &mut Recording, n: u64) -> Result<()> {
     Ok(())
 }
 
-/// Room for `n` more values in a recorded column. A column past 4 MiB jumps straight to
-/// `MAPPED_COLUMN` elements: glibc serves a block that large by mmap whatever its dynamic
-/// threshold (at most 32 MiB), so later doublings move pages (mremap) instead of copying
-/// the column — a long session of resumed runs would otherwise copy its recording at
-/// every doubling once the process has freed large blocks. Unused capacity is address
-/// space, not memory.
+/// Room for `n` more values in a recorded column, as a contiguous slice (the C views hand
+/// columns out in place).
+///
+/// A column's first reservation is exact: a whole run asks once for what it records. A
+/// column that has to grow again past `HEAP_COLUMN` (256 KiB, above glibc's default mmap
+/// threshold of 128 KiB) jumps straight to `MAPPED_COLUMN` elements, a block glibc maps
+/// whatever its dynamic threshold (at most 32 MiB): later doublings then move pages
+/// (`mremap`) instead of copying the column or faulting it in again. Without the jump, a
+/// long series of resumed runs in a process that has freed large blocks (glibc then raises
+/// its threshold, up to 32 MiB) grows its columns in the heap, copying them at every
+/// doubling up to 32 MiB. Below the jump, copies total under 512 KiB a column. Unused
+/// capacity is address space, not memory.
 fn reserve_column(column: &mut Vec<f64>, n: usize) -> std::result::Result<(), TryReserveError> {
-    const SMALL_COLUMN: usize = (4 << 20) / 8;
+    const HEAP_COLUMN: usize = (256 << 10) / 8;
     const MAPPED_COLUMN: usize = (32 << 20) / 8 + 512;
     let need = column.len().saturating_add(n);
     if need <= column.capacity() {
         return Ok(());
     }
-    if need > SMALL_COLUMN && column.capacity() < MAPPED_COLUMN {
+    if column.capacity() == 0 {
+        return column.try_reserve_exact(n);
+    }
+    if need > HEAP_COLUMN && column.capacity() < MAPPED_COLUMN {
         return column.try_reserve_exact(need.max(MAPPED_COLUMN) - column.len());
     }
     column.try_reserve(n)
@@ -858,19 +882,30 @@ mod tests {
     use super::reserve_column;
 
     #[test]
-    fn large_columns_jump_to_a_mapped_block_and_small_ones_grow_as_usual() {
+    fn first_reservations_are_exact_and_growing_columns_jump_to_a_mapped_block() {
+        let mapped = (32 << 20) / 8 + 512;
+        // A whole run's one reservation is what it asks for, however large.
+        let mut whole: Vec<f64> = Vec::new();
+        reserve_column(&mut whole, 1_000_000).unwrap();
+        assert_eq!(whole.capacity(), 1_000_000);
+        // Small columns grow as Vec grows them.
         let mut small: Vec<f64> = vec![1.0; 1000];
         reserve_column(&mut small, 1000).unwrap();
         assert!(small.capacity() >= 2000 && small.capacity() < 1 << 16);
-        let mut large: Vec<f64> = vec![2.0; 500_000];
-        reserve_column(&mut large, 100_000).unwrap();
-        let mapped = (32 << 20) / 8 + 512;
+        // Past 256 KiB a growing column jumps, keeping its values.
+        let mut large: Vec<f64> = (0..40_000).map(f64::from).collect();
+        reserve_column(&mut large, 1000).unwrap();
         assert!(large.capacity() >= mapped, "{}", large.capacity());
-        assert!(large.iter().all(|&x| x == 2.0) && large.len() == 500_000);
+        assert!(large.iter().enumerate().all(|(i, &x)| x == i as f64));
+        assert_eq!(large.len(), 40_000);
         // Past the jump, growth is Vec's own (amortised doubling).
         let cap = large.capacity();
         large.resize(cap, 3.0);
         reserve_column(&mut large, 1).unwrap();
         assert!(large.capacity() >= 2 * cap);
+        assert!(large[..40_000]
+            .iter()
+            .enumerate()
+            .all(|(i, &x)| x == i as f64));
     }
 }
