@@ -394,6 +394,77 @@ impl Sim {
         opts: &RunOptions,
         model: &'m Model,
     ) -> Result<StartedRun<'m>> {
+        self.check_runnable(opts)?;
+        let settings = RunSettings::of(opts, &self.defaults, model);
+        let info = self.info;
+        let mut st = self.spares.working_copy(&self.state);
+        apply_knobs(info, &mut st, opts)?;
+        let mut fresh_seed = None;
+        if !opts.resume {
+            fresh_seed = self.fresh_start(&mut st, opts, settings.dt, model);
+        }
+        let mut runner = Runner::reusing(model, info, &st, &mut self.spares)?;
+        if !opts.resume {
+            runner.restart();
+        }
+        let t0 = st.t;
+        // Adaptive fresh runs pick their first step; resumed runs continue the controller.
+        let t_end_user = opts.t_end.unwrap_or(model.sim.t_end);
+        if !opts.resume && info.adaptive {
+            let first_horizon = t0 + opts.transient.unwrap_or(0.0).max(0.0) + (t_end_user - t0);
+            st.dt = self.initial_step(&st, first_horizon, settings.dt)?;
+        }
+        if let Some(tr) = opts.transient.filter(|x| *x > 0.0) {
+            warm_up(
+                &mut runner,
+                &mut st,
+                model,
+                info,
+                tr,
+                settings.max_steps,
+                opts,
+            )?;
+        }
+        let horizon = match model.kind {
+            ModelKind::Ode => ode_horizon(&st, opts, info, t0, t_end_user)?,
+            ModelKind::Map => map_horizon(&st, opts, settings.max_steps)?,
+        };
+        if let Some(policy) = &opts.checkpoint {
+            let cp = Checkpointer::new(policy, model, info, &self.pins, &st)?;
+            runner.set_checkpoint(Some(cp));
+        }
+        if opts.progress.is_some() || opts.observer.is_some() {
+            runner.set_hooks(Hooks::new(
+                opts.progress.iter().chain(&opts.observer).cloned(),
+            ));
+        }
+        let plan = RunPlan {
+            horizon,
+            max_steps: settings.max_steps,
+            record_interval: settings.record.then_some(settings.record_interval),
+            record_start: true,
+            fused: !opts.general_engine,
+        };
+        let (selection, had_rec, rec) = self.recording_for(opts)?;
+        Ok(StartedRun {
+            runner,
+            st,
+            plan,
+            mark: rec.mark(),
+            start_lens: (rec.len(), rec.events.len()),
+            rec,
+            resume: opts.resume,
+            tag: self.spares.tag_copy(opts.tag.as_deref()),
+            hooked: opts.checkpoint.is_some() || opts.progress.is_some() || opts.observer.is_some(),
+            fresh_seed,
+            selection,
+            had_rec,
+            outside_steps: 0,
+        })
+    }
+
+    /// A model with states and valid options (hooks included), or the error saying why not.
+    fn check_runnable(&self, opts: &RunOptions) -> Result<()> {
         if self.model.n_states() == 0 {
             return Err(Error::invalid(format!(
                 "{} has no states, so there is nothing to run; a parameters-only model serves \
@@ -412,175 +483,45 @@ impl Sim {
         if let Some(h) = &opts.observer {
             h.validate("observer")?;
         }
-        // The options the session's defaults fill in (only what `finish_run` needs of the
-        // options goes into the started run: no copy of their vectors and handlers).
-        let d = &self.defaults;
-        let dt_opt = if opts.resume {
-            opts.dt
-        } else {
-            opts.dt.or(d.dt)
-        };
-        let max_steps = opts
-            .max_steps
-            .or(d.max_steps)
-            .unwrap_or(model.sim.max_steps);
-        let record = opts.record.or(d.record).unwrap_or(model.sim.record);
-        let record_interval = opts.record_interval.or(d.record_interval).unwrap_or(1);
-        let info = self.info;
-        let mut st = self.spares.working_copy(&self.state);
-        for (k, v) in &opts.config {
-            let i = knob_index(info, k)?;
-            if v.is_nan() {
-                return Err(Error::invalid(format!("stepper knob '{k}' cannot be NaN")));
-            }
-            st.config[i] = *v;
-        }
-        if !opts.config.is_empty() {
-            stepper::validate_config(info, &st.config).map_err(|e| e.context("run config"))?;
-        }
+        Ok(())
+    }
 
-        let mut runner;
-        let mut fresh_seed = None;
-        if opts.resume {
-            runner = Runner::reusing(model, info, &st, &mut self.spares)?;
-        } else {
-            st.t = opts.t0.unwrap_or(model.sim.t0);
-            if let Some(ic) = &opts.ic {
-                st.y = ic.clone();
-            }
-            if let Some(p) = &opts.params {
-                st.params = p.clone();
-            }
-            if let Some(dt) = dt_opt {
-                st.nominal_dt = dt;
-            }
-            st.dt = st.nominal_dt;
-            st.step = 0;
-            st.grid_t0 = st.t;
-            st.grid_k0 = 0;
-            st.time_shift = 0.0;
-            st.step_shift = 0;
-            st.pending = None;
-            st.status = Status::Ready;
-            st.init_lag(model);
-            st.stepper_ws.clone_from(&self.stepper_template);
-            // The seed of the initial snapshot, which only a Sim's first run takes.
-            if !self.initial_created {
-                fresh_seed = Some(Box::new(st.clone()));
-            }
-            runner = Runner::reusing(model, info, &st, &mut self.spares)?;
-            runner.restart();
+    /// A fresh run's starting state in `st`: t0, initial conditions, parameters, step,
+    /// grid, lags and stepper workspace. Returns the seed of the initial snapshot, which
+    /// only a Sim's first run takes.
+    fn fresh_start(
+        &self,
+        st: &mut SessionState,
+        opts: &RunOptions,
+        dt: Option<f64>,
+        model: &Model,
+    ) -> Option<Box<SessionState>> {
+        st.t = opts.t0.unwrap_or(model.sim.t0);
+        if let Some(ic) = &opts.ic {
+            st.y = ic.clone();
         }
-        let t0 = st.t;
-        // Adaptive fresh runs pick their first step; resumed runs continue the controller.
-        let t_end_user = opts.t_end.unwrap_or(model.sim.t_end);
-        if !opts.resume && info.adaptive {
-            let first_horizon = t0 + opts.transient.unwrap_or(0.0).max(0.0) + (t_end_user - t0);
-            st.dt = self.initial_step(&st, first_horizon, dt_opt)?;
+        if let Some(p) = &opts.params {
+            st.params = p.clone();
         }
+        if let Some(dt) = dt {
+            st.nominal_dt = dt;
+        }
+        st.dt = st.nominal_dt;
+        st.step = 0;
+        st.grid_t0 = st.t;
+        st.grid_k0 = 0;
+        st.time_shift = 0.0;
+        st.step_shift = 0;
+        st.pending = None;
+        st.status = Status::Ready;
+        st.init_lag(model);
+        st.stepper_ws.clone_from(&self.stepper_template);
+        (!self.initial_created).then(|| Box::new(st.clone()))
+    }
 
-        if let Some(tr) = opts.transient.filter(|x| *x > 0.0) {
-            let horizon = match model.kind {
-                ModelKind::Map => Horizon::Steps {
-                    end_step: tr.floor() as u64,
-                    clip_to: None,
-                },
-                ModelKind::Ode if info.adaptive => Horizon::Time(t0 + tr),
-                ModelKind::Ode => {
-                    let (end_step, clip_to) = fixed_horizon(&st, t0 + tr)?;
-                    Horizon::Steps { end_step, clip_to }
-                }
-            };
-            let plan = RunPlan {
-                horizon,
-                max_steps,
-                record_interval: None,
-                record_start: false,
-                fused: !opts.general_engine,
-            };
-            runner
-                .run(&mut st, &plan, &mut Recording::default())
-                .map_err(|e| e.context("transient warm-up"))?;
-            st.time_shift = st.t - t0;
-            st.step_shift = st.step;
-        }
-
-        let horizon = match model.kind {
-            ModelKind::Ode => {
-                let t_abs = t_end_user + st.time_shift;
-                if opts.resume && t_abs <= st.t {
-                    return Err(Error::invalid(format!(
-                        "resume target T = {t_end_user} must exceed the current time {}; a \
-                         resumed run only moves forward",
-                        st.t - st.time_shift
-                    )));
-                }
-                if !opts.resume && t_end_user < t0 {
-                    return Err(Error::invalid(format!(
-                        "T = {t_end_user} is before t0 = {t0}"
-                    )));
-                }
-                if info.adaptive {
-                    Horizon::Time(t_abs)
-                } else {
-                    let (end_step, clip_to) = fixed_horizon(&st, t_abs)?;
-                    Horizon::Steps { end_step, clip_to }
-                }
-            }
-            ModelKind::Map => {
-                let n = match (opts.n, opts.t_end) {
-                    (Some(n), _) => n,
-                    (None, Some(t)) => {
-                        let k = ((t - st.grid_t0) / st.nominal_dt).round_ties_even();
-                        if k < 0.0 {
-                            return Err(Error::invalid(format!(
-                                "T = {t} is before the start time {}",
-                                st.grid_t0
-                            )));
-                        }
-                        k as u64
-                    }
-                    (None, None) => max_steps,
-                };
-                let end_step = n.saturating_add(st.step_shift);
-                if opts.resume && end_step <= st.step {
-                    return Err(Error::invalid(format!(
-                        "the requested horizon (N = {n} iterations since the recorded start) is \
-                         already reached: the session is at iteration {}; increase N/T or \
-                         reset() to start over",
-                        st.step - st.step_shift
-                    )));
-                }
-                if !opts.resume && n == 0 {
-                    return Err(Error::invalid(
-                        "N = 0: a map run needs at least one iteration",
-                    ));
-                }
-                Horizon::Steps {
-                    end_step,
-                    clip_to: None,
-                }
-            }
-        };
-
-        if let Some(policy) = &opts.checkpoint {
-            let cp = Checkpointer::new(policy, model, info, &self.pins, &st)?;
-            runner.set_checkpoint(Some(cp));
-        }
-        if opts.progress.is_some() || opts.observer.is_some() {
-            runner.set_hooks(Hooks::new(
-                opts.progress.iter().chain(&opts.observer).cloned(),
-            ));
-        }
-        let plan = RunPlan {
-            horizon,
-            max_steps,
-            record_interval: record.then_some(record_interval),
-            record_start: true,
-            fused: !opts.general_engine,
-        };
-
-        // The recording: a fresh run starts a new one; a resume appends to the current one.
+    /// The recorded selection, whether a recording existed, and the recording the run
+    /// writes: a fresh run starts a new one; a resume appends to the current one.
+    fn recording_for(&mut self, opts: &RunOptions) -> Result<(Selection, bool, Recording)> {
         let selection = if opts.resume {
             match &self.selection {
                 Some(s) => s.clone(),
@@ -601,21 +542,7 @@ impl Sim {
                 selection.1.clone(),
             )
         };
-        Ok(StartedRun {
-            runner,
-            st,
-            plan,
-            mark: rec.mark(),
-            start_lens: (rec.len(), rec.events.len()),
-            rec,
-            resume: opts.resume,
-            tag: self.spares.tag_copy(opts.tag.as_deref()),
-            hooked: opts.checkpoint.is_some() || opts.progress.is_some() || opts.observer.is_some(),
-            fresh_seed,
-            selection,
-            had_rec,
-            outside_steps: 0,
-        })
+        Ok((selection, had_rec, rec))
     }
 
     /// The second half of [`run`](Self::run): commits `run` when `outcome` (its stepping)
@@ -1799,4 +1726,148 @@ pub(crate) fn json_f64(v: f64) -> serde_json::Value {
     } else {
         serde_json::json!(v.to_string())
     }
+}
+
+/// The run options that the session's defaults and the model fill in.
+struct RunSettings {
+    /// The fixed step asked for (a resumed run keeps its step unless given one).
+    dt: Option<f64>,
+    max_steps: u64,
+    record: bool,
+    record_interval: u64,
+}
+
+impl RunSettings {
+    fn of(opts: &RunOptions, d: &RunDefaults, model: &Model) -> Self {
+        RunSettings {
+            dt: if opts.resume {
+                opts.dt
+            } else {
+                opts.dt.or(d.dt)
+            },
+            max_steps: opts
+                .max_steps
+                .or(d.max_steps)
+                .unwrap_or(model.sim.max_steps),
+            record: opts.record.or(d.record).unwrap_or(model.sim.record),
+            record_interval: opts.record_interval.or(d.record_interval).unwrap_or(1),
+        }
+    }
+}
+
+/// The run's stepper knobs (`opts.config`) set in `st`, checked by name, value and together.
+fn apply_knobs(info: &StepperInfo, st: &mut SessionState, opts: &RunOptions) -> Result<()> {
+    for (k, v) in &opts.config {
+        let i = knob_index(info, k)?;
+        if v.is_nan() {
+            return Err(Error::invalid(format!("stepper knob '{k}' cannot be NaN")));
+        }
+        st.config[i] = *v;
+    }
+    if !opts.config.is_empty() {
+        stepper::validate_config(info, &st.config).map_err(|e| e.context("run config"))?;
+    }
+    Ok(())
+}
+
+/// Runs the transient `tr` (unrecorded) and shifts the session's clock past it.
+fn warm_up(
+    runner: &mut Runner<'_>,
+    st: &mut SessionState,
+    model: &Model,
+    info: &StepperInfo,
+    tr: f64,
+    max_steps: u64,
+    opts: &RunOptions,
+) -> Result<()> {
+    let t0 = st.t;
+    let horizon = match model.kind {
+        ModelKind::Map => Horizon::Steps {
+            end_step: tr.floor() as u64,
+            clip_to: None,
+        },
+        ModelKind::Ode if info.adaptive => Horizon::Time(t0 + tr),
+        ModelKind::Ode => {
+            let (end_step, clip_to) = fixed_horizon(st, t0 + tr)?;
+            Horizon::Steps { end_step, clip_to }
+        }
+    };
+    let plan = RunPlan {
+        horizon,
+        max_steps,
+        record_interval: None,
+        record_start: false,
+        fused: !opts.general_engine,
+    };
+    runner
+        .run(st, &plan, &mut Recording::default())
+        .map_err(|e| e.context("transient warm-up"))?;
+    st.time_shift = st.t - t0;
+    st.step_shift = st.step;
+    Ok(())
+}
+
+/// Where an ODE run ends: at T (shifted by a warm-up), which a resume must move past.
+fn ode_horizon(
+    st: &SessionState,
+    opts: &RunOptions,
+    info: &StepperInfo,
+    t0: f64,
+    t_end_user: f64,
+) -> Result<Horizon> {
+    let t_abs = t_end_user + st.time_shift;
+    if opts.resume && t_abs <= st.t {
+        return Err(Error::invalid(format!(
+            "resume target T = {t_end_user} must exceed the current time {}; a \
+             resumed run only moves forward",
+            st.t - st.time_shift
+        )));
+    }
+    if !opts.resume && t_end_user < t0 {
+        return Err(Error::invalid(format!(
+            "T = {t_end_user} is before t0 = {t0}"
+        )));
+    }
+    Ok(if info.adaptive {
+        Horizon::Time(t_abs)
+    } else {
+        let (end_step, clip_to) = fixed_horizon(st, t_abs)?;
+        Horizon::Steps { end_step, clip_to }
+    })
+}
+
+/// Where a map run ends: after N iterations (or those up to T) since the recorded start.
+fn map_horizon(st: &SessionState, opts: &RunOptions, max_steps: u64) -> Result<Horizon> {
+    let n = match (opts.n, opts.t_end) {
+        (Some(n), _) => n,
+        (None, Some(t)) => {
+            let k = ((t - st.grid_t0) / st.nominal_dt).round_ties_even();
+            if k < 0.0 {
+                return Err(Error::invalid(format!(
+                    "T = {t} is before the start time {}",
+                    st.grid_t0
+                )));
+            }
+            k as u64
+        }
+        (None, None) => max_steps,
+    };
+    let end_step = n.saturating_add(st.step_shift);
+    if opts.resume && end_step <= st.step {
+        return Err(Error::invalid(format!(
+            "the requested horizon (N = {n} iterations since the recorded start) is \
+             already reached: the session is at iteration {}; increase N/T or \
+             reset() to start over",
+            st.step - st.step_shift
+        )));
+    }
+    if !opts.resume && n == 0 {
+        return Err(Error::invalid(
+            "N = 0: a map run needs at least one iteration",
+        ));
+    }
+    Ok(Horizon::Steps {
+        end_step,
+        clip_to: None,
+    })
 }
