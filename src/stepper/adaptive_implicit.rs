@@ -157,7 +157,9 @@ impl Controller {
                         });
                     }
                     // A NaN error estimate shrinks by min_factor (max ignores NaN).
-                    h *= self.min_factor.max(self.failure_safety * err.powf(self.exponent));
+                    h *= self
+                        .min_factor
+                        .max(self.failure_safety * err.powf(self.exponent));
                     last = format!("error estimate {err:.3e} > 1");
                     if h < self.min_step {
                         return Err(step_failed(format!(
@@ -219,6 +221,17 @@ impl QuadraticDense {
         let last = &self.values[2 * self.n..];
         self.times[2].to_bits() == t.to_bits()
             && last.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+
+    /// Invalidates the nodes: no interpolation, and `ends_at` serves no derivative (the
+    /// times are no longer increasing).
+    pub fn forget(&mut self) {
+        self.times = [0.0; 3];
+    }
+
+    /// The values of node `k` (0, 1 or 2).
+    pub fn node(&self, k: usize) -> &[f64] {
+        &self.values[k * self.n..(k + 1) * self.n]
     }
 
     /// The times of the three nodes.
