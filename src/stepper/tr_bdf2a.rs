@@ -153,7 +153,7 @@ impl TrBdf2a {
             return false;
         }
         let [t0, _, t1] = self.dense.node_times();
-        if !(t0 < t1) {
+        if t0 >= t1 {
             return false;
         }
         let c = D * (t1 - t0);
