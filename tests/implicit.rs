@@ -785,3 +785,93 @@ fn a_damaged_newton_workspace_is_refused_and_the_stepper_is_unchanged() {
         assert_eq!(s.save(), valid, "{stepper}");
     }
 }
+
+/// y' = −k·y with `k` changeable between steps; counts the evaluations at `watch_t`.
+struct WatchedDecay {
+    k: f64,
+    watch_t: f64,
+    evals_at_watch: usize,
+}
+
+impl dynlib::stepper::Rhs for WatchedDecay {
+    fn eval(&mut self, t: f64, y: &[f64], out: &mut [f64]) -> dynlib::Result<()> {
+        if t.to_bits() == self.watch_t.to_bits() {
+            self.evals_at_watch += 1;
+        }
+        out[0] = -self.k * y[0];
+        Ok(())
+    }
+
+    fn lag_free(&self) -> bool {
+        true
+    }
+}
+
+/// tr-bdf2a's first-same-as-last: a step that continues the last one takes f(t_n, y_n) from
+/// the last step's BDF2 stage equation instead of evaluating it; after a restart (e.g. a
+/// parameter assigned with the state kept) it evaluates f afresh, so the new parameter
+/// enters the very first stage.
+#[test]
+fn tr_bdf2a_reuses_the_last_stage_derivative_only_while_continuing() {
+    use dynlib::stepper::{create, Stepper};
+    let info = lookup("tr-bdf2a").unwrap();
+    let mut cfg: Vec<f64> = info.config.iter().map(|k| k.default).collect();
+    let rtol = info.config.iter().position(|k| k.name == "rtol").unwrap();
+    cfg[rtol] = 1e-6;
+    let mut s: Box<dyn Stepper> = create(info, 1);
+    let mut f = WatchedDecay {
+        k: 1.0,
+        watch_t: 0.0,
+        evals_at_watch: 0,
+    };
+    let mut y1 = [0.0];
+    let first = s.step(&mut f, 0.0, &[1.0], 1e-3, &cfg, &mut y1).unwrap();
+    assert!(
+        f.evals_at_watch >= 1,
+        "the first step evaluates f at its start"
+    );
+    let t1 = first.h_used;
+    s.commit(&mut f, t1, &y1).unwrap();
+
+    // Continuing: no evaluation at (t1, y1); the step is as accurate as the tolerance asks.
+    f.watch_t = t1;
+    f.evals_at_watch = 0;
+    let mut y2 = [0.0];
+    let second = s
+        .step(&mut f, t1, &y1, first.h_next, &cfg, &mut y2)
+        .unwrap();
+    assert_eq!(
+        f.evals_at_watch, 0,
+        "f at the continued step's start is reused"
+    );
+    let want = y1[0] * (-second.h_used).exp();
+    assert!(
+        ((y2[0] - want) / want).abs() < 1e-5,
+        "continued step: {} vs {want}",
+        y2[0]
+    );
+
+    // A restart where the second step ended, k changed and (t, y) kept: f is evaluated
+    // there, with the new k.
+    let t2 = t1 + second.h_used;
+    s.commit(&mut f, t2, &y2).unwrap();
+    s.restart();
+    f.k = 50.0;
+    f.watch_t = t2;
+    f.evals_at_watch = 0;
+    let mut y3 = [0.0];
+    let third = s
+        .step(&mut f, t2, &y2, second.h_next, &cfg, &mut y3)
+        .unwrap();
+    assert!(
+        f.evals_at_watch >= 1,
+        "after a restart f is evaluated afresh"
+    );
+    let want = y2[0] * (-50.0 * third.h_used).exp();
+    assert!(
+        ((y3[0] - want) / want).abs() < 1e-4,
+        "after the restart: {} vs {want} (h = {:e})",
+        y3[0],
+        third.h_used
+    );
+}

@@ -53,6 +53,9 @@ pub struct Controller {
     /// A step accepted after a failed attempt keeps its size for the next step instead of
     /// growing at once (CVODE's rule after a failure; Hairer's in DOPRI5).
     hold_after_failure: bool,
+    /// The safety factor of the shrink after a failed error test (`safety` unless a stepper
+    /// sets its own, see [`Controller::with_failure_safety`]).
+    failure_safety: f64,
 }
 
 impl Controller {
@@ -69,6 +72,7 @@ impl Controller {
             min_step: get("min_step"),
             dt_max: get("dt_max"),
             hold_after_failure: false,
+            failure_safety: get("safety"),
         };
         super::rk45::validate_controller_knobs(info, cfg)?;
         Ok(c)
@@ -78,6 +82,15 @@ impl Controller {
     pub fn holding_after_failure(self) -> Self {
         Controller {
             hold_after_failure: true,
+            ..self
+        }
+    }
+
+    /// The controller shrinking a step whose error test failed by
+    /// `s · err^(−1/(p+1))` with s = min(`limit`, the `safety` knob).
+    pub fn with_failure_safety(self, limit: f64) -> Self {
+        Controller {
+            failure_safety: self.safety.min(limit),
             ..self
         }
     }
@@ -144,7 +157,9 @@ impl Controller {
                         });
                     }
                     // A NaN error estimate shrinks by min_factor (max ignores NaN).
-                    h *= self.min_factor.max(self.safety * err.powf(self.exponent));
+                    h *= self
+                        .min_factor
+                        .max(self.failure_safety * err.powf(self.exponent));
                     last = format!("error estimate {err:.3e} > 1");
                     if h < self.min_step {
                         return Err(step_failed(format!(
@@ -206,6 +221,17 @@ impl QuadraticDense {
         let last = &self.values[2 * self.n..];
         self.times[2].to_bits() == t.to_bits()
             && last.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+
+    /// Invalidates the nodes: no interpolation, and `ends_at` serves no derivative (the
+    /// times are no longer increasing).
+    pub fn forget(&mut self) {
+        self.times = [0.0; 3];
+    }
+
+    /// The values of node `k` (0, 1 or 2).
+    pub fn node(&self, k: usize) -> &[f64] {
+        &self.values[k * self.n..(k + 1) * self.n]
     }
 
     /// The times of the three nodes.
