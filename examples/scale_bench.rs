@@ -75,8 +75,13 @@ fn main() {
     };
     if args.get(3).map(String::as_str) == Some("seg") {
         let every = args.get(4).map_or(1, |a| a.parse().unwrap());
-        if args.get(5).map(String::as_str) == Some("raised") {
-            raise_mmap_threshold();
+        match args.get(5).map(String::as_str) {
+            Some("raised") => raise_mmap_threshold(),
+            // `seg k N`: first load and drop an N-state chain model, as the table does.
+            Some(big) => {
+                drop(Model::load(&format!("inline:{}", chain_toml(big.parse().unwrap()))).unwrap())
+            }
+            None => {}
         }
         for tag in [None, Some("seg")] {
             let r = segment_times(10_000, n as u64, tag, every);
@@ -137,6 +142,11 @@ fn main() {
         // run.
         let every: u64 = args.get(4).map_or(1, |a| a.parse().unwrap());
         let segments: u64 = args.get(6).map_or(2000, |a| a.parse().unwrap());
+        // `segprof k seg S N`: first load and drop an N-state chain model (the table's
+        // condition: the heap after a large model's load).
+        if let Some(big) = args.get(7).map(|a| a.parse::<usize>().unwrap()) {
+            drop(Model::load(&format!("inline:{}", chain_toml(big))).unwrap());
+        }
         let m = Model::load("builtin://ode/lorenz").unwrap();
         let mut sim = dynlib::Sim::with_stepper(&m, Some("rk4")).unwrap();
         let dt = 1.0 / 1024.0;
