@@ -31,6 +31,7 @@
 
 use super::code_memory::CodeMemory;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
@@ -129,16 +130,23 @@ type BatchFn = unsafe extern "C" fn(*mut BatchCtx) -> i64;
 
 /// A compiled lock-step loop for one model, method and lane count.
 pub struct BatchKernel {
-    f: BatchFn,
+    /// The loop for any parameters.
+    general: Compiled,
     bounds: Bounds,
     lanes: usize,
     /// Values of carried history per lane (`BatchIo::carry`).
     carry_len: usize,
     /// Scratch values per lane (see `BatchCtx::scratch`).
     scratch_len: usize,
-    /// The code memory `f` points into, freed with the kernel.
-    _code: CodeMemory,
+    source: Source,
+    /// Loops for batches whose lanes share some parameters, by mask (`None`: it could not
+    /// be built; the general loop serves), built at first need, at most [`MAX_VARIANTS`].
+    variants: Mutex<Vec<(u64, Option<Arc<Compiled>>)>>,
 }
+
+/// Most shared-parameter masks a kernel compiles loops for; batches with others take the
+/// general loop.
+const MAX_VARIANTS: usize = 8;
 
 impl std::fmt::Debug for BatchKernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -192,9 +200,12 @@ impl BatchKernel {
             k0: io.k0,
             k_end: io.k_end,
         };
+        let variant = self.variant(shared_params(io.p, b.n_params, k));
+        let f = variant.as_ref().map_or(self.general.f, |v| v.f);
         // SAFETY: every pointer in `ctx` comes from a live buffer whose length was checked
-        // above against what the generated code touches (module docs).
-        let code = unsafe { (self.f)(&mut ctx) };
+        // above against what the generated code touches (module docs); `variant` keeps the
+        // code `f` points into alive during the call.
+        let code = unsafe { f(&mut ctx) };
         io.t = ctx.t;
         io.k = ctx.k;
         if std::ptr::eq(ctx.y_out, alt.as_ptr()) {
@@ -206,6 +217,36 @@ impl BatchKernel {
             BatchExit::Flagged { t_next: ctx.t_next }
         }
     }
+}
+
+impl BatchKernel {
+    /// The loop for batches sharing the parameters of `mask` (`None`: the general one).
+    fn variant(&self, mask: u64) -> Option<Arc<Compiled>> {
+        if mask == 0 {
+            return None;
+        }
+        let mut variants = self.variants.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, v)) = variants.iter().find(|(m, _)| *m == mask) {
+            return v.clone();
+        }
+        if variants.len() >= MAX_VARIANTS {
+            return None;
+        }
+        let v = self.source.compile(mask).ok().map(Arc::new);
+        variants.push((mask, v.clone()));
+        v
+    }
+}
+
+/// Bit `j` set when parameter `j` (of the first 64) is bitwise the same in every lane of
+/// `p` (`p[j * lanes + lane]`): a kernel can then read it once, with the same bits.
+fn shared_params(p: &[f64], n_params: usize, lanes: usize) -> u64 {
+    (0..n_params.min(64))
+        .filter(|&j| {
+            let row = &p[j * lanes..(j + 1) * lanes];
+            row.iter().all(|v| v.to_bits() == row[0].to_bits())
+        })
+        .fold(0, |mask, j| mask | (1 << j))
 }
 
 /// Whether a lock-step kernel can be built for this model and method.
@@ -240,66 +281,107 @@ pub fn build(
             "lock-step kernel: only fixed-step explicit methods",
         ));
     }
-    let mut lw = Lowerer::new(layout, bounds.clone())?;
-    let ptr = lw.module.target_config().pointer_type();
-    let mut sig = lw.module.make_signature();
-    sig.params.push(AbiParam::new(ptr));
-    sig.returns.push(AbiParam::new(types::I64));
-    let name = lw.next_name();
-    let id = lw
-        .module
-        .declare_function(&name, Linkage::Local, &sig)
-        .map_err(|e| cl_error("declare", e))?;
-    let mut ctx = Context::for_function(Function::with_name_signature(
-        UserFuncName::user(0, id.as_u32()),
-        sig,
-    ));
-    let mut fctx = std::mem::take(&mut lw.fctx);
-    let frontend = lw.module.target_config();
-    {
-        let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let mut g = Gen {
-            lw: &mut lw,
-            b,
-            model,
-            form,
-            phases,
-            lanes,
-            n: bounds.n_states,
-            shims: HashMap::new(),
-            base: None,
-            pair_commit: None,
-        };
-        g.body()?;
-        g.b.seal_all_blocks();
-        g.b.finalize(frontend);
-    }
-    lw.fctx = fctx;
-    let dump = std::env::var_os("DYNLIB_DUMP_KERNEL").is_some();
-    ctx.set_disasm(dump);
-    lw.module
-        .define_function(id, &mut ctx)
-        .map_err(|e| cl_error("define", format!("{e:?}")))?;
-    if dump {
-        // The generated machine code, for looking at what the loop costs.
-        if let Some(code) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
-            eprintln!("{code}");
-        }
-    }
-    lw.module
-        .finalize_definitions()
-        .map_err(|e| Error::internal(format!("native code linking failed: {e}")))?;
-    let code = lw.module.get_finalized_function(id);
+    let source = Source {
+        model: model.clone(),
+        layout: layout.to_vec(),
+        bounds: bounds.clone(),
+        form,
+        phases: phases.to_vec(),
+        lanes,
+    };
+    let general = source.compile(0)?;
     Ok(BatchKernel {
-        // SAFETY: `code` is the finalized function just defined with the signature
-        // `fn(*mut BatchCtx) -> i64`.
-        f: unsafe { std::mem::transmute::<*const u8, BatchFn>(code) },
+        general,
         carry_len: history_rows(form) * bounds.n_states,
         scratch_len: scratch_rows(form) * bounds.n_states,
         bounds,
         lanes,
-        _code: CodeMemory::new(lw.module),
+        source,
+        variants: Mutex::new(Vec::new()),
     })
+}
+
+/// What a kernel is compiled from, kept to compile its shared-parameter variants.
+struct Source {
+    model: CompiledModel,
+    layout: Vec<LagSlot>,
+    bounds: Bounds,
+    form: StepForm,
+    phases: Vec<EventPhase>,
+    lanes: usize,
+}
+
+/// One compiled loop and the code memory it points into (freed with it).
+struct Compiled {
+    f: BatchFn,
+    _code: CodeMemory,
+}
+
+impl Source {
+    /// The loop with the parameters of `shared_mask` (bit `j`: parameter `j`) taken from
+    /// lane 0 once per call instead of per lane pair and use.
+    fn compile(&self, shared_mask: u64) -> Result<Compiled> {
+        let (model, layout, bounds) = (&self.model, &self.layout[..], self.bounds.clone());
+        let (form, phases, lanes) = (self.form, &self.phases[..], self.lanes);
+        let mut lw = Lowerer::new(layout, bounds.clone())?;
+        let ptr = lw.module.target_config().pointer_type();
+        let mut sig = lw.module.make_signature();
+        sig.params.push(AbiParam::new(ptr));
+        sig.returns.push(AbiParam::new(types::I64));
+        let name = lw.next_name();
+        let id = lw
+            .module
+            .declare_function(&name, Linkage::Local, &sig)
+            .map_err(|e| cl_error("declare", e))?;
+        let mut ctx = Context::for_function(Function::with_name_signature(
+            UserFuncName::user(0, id.as_u32()),
+            sig,
+        ));
+        let mut fctx = std::mem::take(&mut lw.fctx);
+        let frontend = lw.module.target_config();
+        {
+            let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let mut g = Gen {
+                lw: &mut lw,
+                b,
+                model,
+                form,
+                phases,
+                lanes,
+                n: bounds.n_states,
+                shims: HashMap::new(),
+                base: None,
+                pair_commit: None,
+                shared: Vec::new(),
+                shared_mask,
+            };
+            g.body()?;
+            g.b.seal_all_blocks();
+            g.b.finalize(frontend);
+        }
+        lw.fctx = fctx;
+        let dump = std::env::var_os("DYNLIB_DUMP_KERNEL").is_some();
+        ctx.set_disasm(dump);
+        lw.module
+            .define_function(id, &mut ctx)
+            .map_err(|e| cl_error("define", format!("{e:?}")))?;
+        if dump {
+            // The generated machine code, for looking at what the loop costs.
+            if let Some(code) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
+                eprintln!("{code}");
+            }
+        }
+        lw.module
+            .finalize_definitions()
+            .map_err(|e| Error::internal(format!("native code linking failed: {e}")))?;
+        let code = lw.module.get_finalized_function(id);
+        Ok(Compiled {
+            // SAFETY: `code` is the finalized function just defined with the signature
+            // `fn(*mut BatchCtx) -> i64`.
+            f: unsafe { std::mem::transmute::<*const u8, BatchFn>(code) },
+            _code: CodeMemory::new(lw.module),
+        })
+    }
 }
 
 /// Pointers loaded once in the entry block.
@@ -321,8 +403,6 @@ struct Inputs<'v> {
     y: StateIn<'v>,
     /// Lag reads see the ring as after a commit (1) or as it is (0); see `kernel.rs`.
     lag_shift: i64,
-    /// The pair's parameters when already loaded (otherwise each is loaded at its use).
-    params: Option<&'v [Value]>,
 }
 
 /// Where a program's state inputs come from.
@@ -378,6 +458,10 @@ struct Gen<'g, 'a, 'f> {
     /// Set while a Runge-Kutta step commits each pair as soon as its new state is known
     /// (see [`Gen::commit_pair`]).
     pair_commit: Option<PairCommit>,
+    /// Parameters every lane shares (see [`BatchKernel::run`]): loaded once per call.
+    shared: Vec<Option<Value>>,
+    /// Bit `j`: parameter `j` is the same in every lane.
+    shared_mask: u64,
 }
 
 /// What committing a pair at the end of its step needs.
@@ -450,6 +534,15 @@ impl Gen<'_, '_, '_> {
             carry: self.load(i64t, ctx, field!(carry)),
         };
         self.base = Some(base);
+        self.shared = (0..self.lw.bounds.n_params)
+            .map(|j| {
+                if j >= 64 || self.shared_mask & (1 << j) == 0 {
+                    return Ok(None);
+                }
+                let v = self.load(f64t, base.p, offset(j * self.lanes)?);
+                Ok(Some(self.b.ins().splat(V, v)))
+            })
+            .collect::<Result<_>>()?;
         let flags = self.load(i64t, ctx, field!(flags));
         let grid_t0 = self.load(f64t, ctx, field!(grid_t0));
         let dt = self.load(f64t, ctx, field!(dt));
@@ -566,7 +659,6 @@ impl Gen<'_, '_, '_> {
             t: t_new,
             y: StateIn::Ready(&y_new),
             lag_shift: 1,
-            params: None,
         };
         let mask = self.flagged_lanes(bad, held, &at_end)?;
         self.b
@@ -655,7 +747,6 @@ impl Gen<'_, '_, '_> {
                 t: t_v,
                 y: StateIn::Ready(y.get(g).map_or(&[], |v| v.as_slice())),
                 lag_shift: 0,
-                params: None,
             };
             held.push(self.events_fire(&inp, true)?);
         }
@@ -717,7 +808,6 @@ impl Gen<'_, '_, '_> {
                 t: t_new_v,
                 y: StateIn::Ready(&yg),
                 lag_shift: 1,
-                params: None,
             };
             let mask = self.flagged_lanes(bad, held, &inp)?;
             self.b
@@ -782,7 +872,6 @@ impl Gen<'_, '_, '_> {
                         t: t_v,
                         y: StateIn::Ready(&y[g]),
                         lag_shift: 0,
-                        params: None,
                     };
                     self.program(&rhs, &inp)
                 })
@@ -807,7 +896,6 @@ impl Gen<'_, '_, '_> {
                             t: ti,
                             y: StateIn::Stage { stage: i, h: h_v },
                             lag_shift: 0,
-                            params: None,
                         };
                         let (k, read) = self.program_pinned(&rhs, &inp, (!last).then_some(i))?;
                         if i == 0 {
@@ -886,7 +974,6 @@ impl Gen<'_, '_, '_> {
                 t: t_new,
                 y: StateIn::Ready(yg),
                 lag_shift: 0,
-                params: None,
             };
             let f_new = self.program(&rhs, &inp)?;
             let mut rows = vec![f_new];
@@ -1183,11 +1270,8 @@ impl Gen<'_, '_, '_> {
                     v
                 }
             },
-            Reg::Param(j) => match inp.params {
-                Some(p) => p
-                    .get(j)
-                    .copied()
-                    .ok_or_else(|| Error::internal("parameter index out of range"))?,
+            Reg::Param(j) => match self.shared.get(j).copied().flatten() {
+                Some(v) => v,
                 None => {
                     let base = self.base()?;
                     let off = offset(j * self.lanes + inp.pair * VECTOR_LANES)?;
