@@ -31,13 +31,14 @@
 
 use super::code_memory::CodeMemory;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{
-    types, AbiParam, FuncRef, Function, InstBuilder, MemFlagsData, UserFuncName, Value,
+    types, AbiParam, Block, FuncRef, Function, InstBuilder, MemFlagsData, UserFuncName, Value,
 };
 use cranelift_codegen::Context;
-use cranelift_frontend::FunctionBuilder;
+use cranelift_frontend::{FunctionBuilder, Variable};
 use cranelift_module::{Linkage, Module};
 
 use super::kernel::combine;
@@ -77,6 +78,11 @@ struct BatchCtx {
     k: u64,
     k0: u64,
     k_end: u64,
+    /// A second state buffer (scratch's tail): a Runge-Kutta step without lag rings reads
+    /// the state from one buffer and writes the new one to the other, then swaps them.
+    y_alt: *mut f64,
+    /// Out: the buffer holding the state on return (`y` or `y_alt`).
+    y_out: *mut f64,
 }
 
 macro_rules! field {
@@ -124,16 +130,23 @@ type BatchFn = unsafe extern "C" fn(*mut BatchCtx) -> i64;
 
 /// A compiled lock-step loop for one model, method and lane count.
 pub struct BatchKernel {
-    f: BatchFn,
+    /// The loop for any parameters.
+    general: Compiled,
     bounds: Bounds,
     lanes: usize,
     /// Values of carried history per lane (`BatchIo::carry`).
     carry_len: usize,
     /// Scratch values per lane (see `BatchCtx::scratch`).
     scratch_len: usize,
-    /// The code memory `f` points into, freed with the kernel.
-    _code: CodeMemory,
+    source: Source,
+    /// Loops for batches whose lanes share some parameters, by mask (`None`: it could not
+    /// be built; the general loop serves), built at first need, at most [`MAX_VARIANTS`].
+    variants: Mutex<Vec<(u64, Option<Arc<Compiled>>)>>,
 }
+
+/// Most shared-parameter masks a kernel compiles loops for; batches with others take the
+/// general loop.
+const MAX_VARIANTS: usize = 8;
 
 impl std::fmt::Debug for BatchKernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -166,9 +179,13 @@ impl BatchKernel {
                 && io.flags.len() == k,
             "lock-step kernel called with buffers that do not match its model and lanes"
         );
-        let mut scratch = vec![0.0; self.scratch_len * k];
+        let state_len = b.n_states * k;
+        let mut scratch = vec![0.0; self.scratch_len * k + state_len];
+        let (rows, alt) = scratch.split_at_mut(self.scratch_len * k);
         let mut ctx = BatchCtx {
-            scratch: scratch.as_mut_ptr(),
+            y_alt: alt.as_mut_ptr(),
+            y_out: io.y.as_mut_ptr(),
+            scratch: rows.as_mut_ptr(),
             y: io.y.as_mut_ptr(),
             p: io.p.as_ptr(),
             ring: io.ring.as_mut_ptr(),
@@ -183,17 +200,53 @@ impl BatchKernel {
             k0: io.k0,
             k_end: io.k_end,
         };
+        let variant = self.variant(shared_params(io.p, b.n_params, k));
+        let f = variant.as_ref().map_or(self.general.f, |v| v.f);
         // SAFETY: every pointer in `ctx` comes from a live buffer whose length was checked
-        // above against what the generated code touches (module docs).
-        let code = unsafe { (self.f)(&mut ctx) };
+        // above against what the generated code touches (module docs); `variant` keeps the
+        // code `f` points into alive during the call.
+        let code = unsafe { f(&mut ctx) };
         io.t = ctx.t;
         io.k = ctx.k;
+        if std::ptr::eq(ctx.y_out, alt.as_ptr()) {
+            io.y.copy_from_slice(alt);
+        }
         if code == 0 {
             BatchExit::Done
         } else {
             BatchExit::Flagged { t_next: ctx.t_next }
         }
     }
+}
+
+impl BatchKernel {
+    /// The loop for batches sharing the parameters of `mask` (`None`: the general one).
+    fn variant(&self, mask: u64) -> Option<Arc<Compiled>> {
+        if mask == 0 {
+            return None;
+        }
+        let mut variants = self.variants.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, v)) = variants.iter().find(|(m, _)| *m == mask) {
+            return v.clone();
+        }
+        if variants.len() >= MAX_VARIANTS {
+            return None;
+        }
+        let v = self.source.compile(mask).ok().map(Arc::new);
+        variants.push((mask, v.clone()));
+        v
+    }
+}
+
+/// Bit `j` set when parameter `j` (of the first 64) is bitwise the same in every lane of
+/// `p` (`p[j * lanes + lane]`): a kernel can then read it once, with the same bits.
+fn shared_params(p: &[f64], n_params: usize, lanes: usize) -> u64 {
+    (0..n_params.min(64))
+        .filter(|&j| {
+            let row = &p[j * lanes..(j + 1) * lanes];
+            row.iter().all(|v| v.to_bits() == row[0].to_bits())
+        })
+        .fold(0, |mask, j| mask | (1 << j))
 }
 
 /// Whether a lock-step kernel can be built for this model and method.
@@ -228,65 +281,107 @@ pub fn build(
             "lock-step kernel: only fixed-step explicit methods",
         ));
     }
-    let mut lw = Lowerer::new(layout, bounds.clone())?;
-    let ptr = lw.module.target_config().pointer_type();
-    let mut sig = lw.module.make_signature();
-    sig.params.push(AbiParam::new(ptr));
-    sig.returns.push(AbiParam::new(types::I64));
-    let name = lw.next_name();
-    let id = lw
-        .module
-        .declare_function(&name, Linkage::Local, &sig)
-        .map_err(|e| cl_error("declare", e))?;
-    let mut ctx = Context::for_function(Function::with_name_signature(
-        UserFuncName::user(0, id.as_u32()),
-        sig,
-    ));
-    let mut fctx = std::mem::take(&mut lw.fctx);
-    let frontend = lw.module.target_config();
-    {
-        let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let mut g = Gen {
-            lw: &mut lw,
-            b,
-            model,
-            form,
-            phases,
-            lanes,
-            n: bounds.n_states,
-            shims: HashMap::new(),
-            base: None,
-        };
-        g.body()?;
-        g.b.seal_all_blocks();
-        g.b.finalize(frontend);
-    }
-    lw.fctx = fctx;
-    let dump = std::env::var_os("DYNLIB_DUMP_KERNEL").is_some();
-    ctx.set_disasm(dump);
-    lw.module
-        .define_function(id, &mut ctx)
-        .map_err(|e| cl_error("define", format!("{e:?}")))?;
-    if dump {
-        // The generated machine code, for looking at what the loop costs.
-        if let Some(code) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
-            eprintln!("{code}");
-        }
-    }
-    lw.module
-        .finalize_definitions()
-        .map_err(|e| Error::internal(format!("native code linking failed: {e}")))?;
-    let code = lw.module.get_finalized_function(id);
+    let source = Source {
+        model: model.clone(),
+        layout: layout.to_vec(),
+        bounds: bounds.clone(),
+        form,
+        phases: phases.to_vec(),
+        lanes,
+    };
+    let general = source.compile(0)?;
     Ok(BatchKernel {
-        // SAFETY: `code` is the finalized function just defined with the signature
-        // `fn(*mut BatchCtx) -> i64`.
-        f: unsafe { std::mem::transmute::<*const u8, BatchFn>(code) },
+        general,
         carry_len: history_rows(form) * bounds.n_states,
         scratch_len: scratch_rows(form) * bounds.n_states,
         bounds,
         lanes,
-        _code: CodeMemory::new(lw.module),
+        source,
+        variants: Mutex::new(Vec::new()),
     })
+}
+
+/// What a kernel is compiled from, kept to compile its shared-parameter variants.
+struct Source {
+    model: CompiledModel,
+    layout: Vec<LagSlot>,
+    bounds: Bounds,
+    form: StepForm,
+    phases: Vec<EventPhase>,
+    lanes: usize,
+}
+
+/// One compiled loop and the code memory it points into (freed with it).
+struct Compiled {
+    f: BatchFn,
+    _code: CodeMemory,
+}
+
+impl Source {
+    /// The loop with the parameters of `shared_mask` (bit `j`: parameter `j`) taken from
+    /// lane 0 once per call instead of per lane pair and use.
+    fn compile(&self, shared_mask: u64) -> Result<Compiled> {
+        let (model, layout, bounds) = (&self.model, &self.layout[..], self.bounds.clone());
+        let (form, phases, lanes) = (self.form, &self.phases[..], self.lanes);
+        let mut lw = Lowerer::new(layout, bounds.clone())?;
+        let ptr = lw.module.target_config().pointer_type();
+        let mut sig = lw.module.make_signature();
+        sig.params.push(AbiParam::new(ptr));
+        sig.returns.push(AbiParam::new(types::I64));
+        let name = lw.next_name();
+        let id = lw
+            .module
+            .declare_function(&name, Linkage::Local, &sig)
+            .map_err(|e| cl_error("declare", e))?;
+        let mut ctx = Context::for_function(Function::with_name_signature(
+            UserFuncName::user(0, id.as_u32()),
+            sig,
+        ));
+        let mut fctx = std::mem::take(&mut lw.fctx);
+        let frontend = lw.module.target_config();
+        {
+            let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let mut g = Gen {
+                lw: &mut lw,
+                b,
+                model,
+                form,
+                phases,
+                lanes,
+                n: bounds.n_states,
+                shims: HashMap::new(),
+                base: None,
+                pair_commit: None,
+                shared: Vec::new(),
+                shared_mask,
+            };
+            g.body()?;
+            g.b.seal_all_blocks();
+            g.b.finalize(frontend);
+        }
+        lw.fctx = fctx;
+        let dump = std::env::var_os("DYNLIB_DUMP_KERNEL").is_some();
+        ctx.set_disasm(dump);
+        lw.module
+            .define_function(id, &mut ctx)
+            .map_err(|e| cl_error("define", format!("{e:?}")))?;
+        if dump {
+            // The generated machine code, for looking at what the loop costs.
+            if let Some(code) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
+                eprintln!("{code}");
+            }
+        }
+        lw.module
+            .finalize_definitions()
+            .map_err(|e| Error::internal(format!("native code linking failed: {e}")))?;
+        let code = lw.module.get_finalized_function(id);
+        Ok(Compiled {
+            // SAFETY: `code` is the finalized function just defined with the signature
+            // `fn(*mut BatchCtx) -> i64`.
+            f: unsafe { std::mem::transmute::<*const u8, BatchFn>(code) },
+            _code: CodeMemory::new(lw.module),
+        })
+    }
 }
 
 /// Pointers loaded once in the entry block.
@@ -330,6 +425,25 @@ enum Reg {
     Param(usize),
 }
 
+/// The loop's values and blocks a step body uses.
+#[derive(Clone, Copy)]
+struct Loop {
+    ctx: Value,
+    flags: Value,
+    grid_t0: Value,
+    dt: Value,
+    k0: Value,
+    /// Current step and its time.
+    kv: Variable,
+    tv: Variable,
+    /// Where the next step starts, and where the kernel returns (code as block parameter).
+    head: Block,
+    exit: Block,
+    /// The buffer holding the state, and the other one (see `BatchCtx::y_alt`).
+    y_cur: Variable,
+    y_other: Variable,
+}
+
 struct Gen<'g, 'a, 'f> {
     lw: &'g mut Lowerer<'a>,
     b: FunctionBuilder<'f>,
@@ -341,6 +455,26 @@ struct Gen<'g, 'a, 'f> {
     /// Shims declared in this function so far.
     shims: HashMap<&'static str, FuncRef>,
     base: Option<Base>,
+    /// Set while a Runge-Kutta step commits each pair as soon as its new state is known
+    /// (see [`Gen::commit_pair`]).
+    pair_commit: Option<PairCommit>,
+    /// Parameters every lane shares (see [`BatchKernel::run`]): loaded once per call.
+    shared: Vec<Option<Value>>,
+    /// Bit `j`: parameter `j` is the same in every lane.
+    shared_mask: u64,
+}
+
+/// What committing a pair at the end of its step needs.
+struct PairCommit {
+    /// Per pair: the lanes a start-of-step event holds.
+    held: Vec<Option<Value>>,
+    t_new: Value,
+    flags: Value,
+    /// Where the new state goes (the other state buffer).
+    y_next: Value,
+    /// Set once some lane is flagged this step (an integer, not a vector: it stays out of
+    /// the vector registers the stages need).
+    flagged: Variable,
 }
 
 impl Gen<'_, '_, '_> {
@@ -400,6 +534,15 @@ impl Gen<'_, '_, '_> {
             carry: self.load(i64t, ctx, field!(carry)),
         };
         self.base = Some(base);
+        self.shared = (0..self.lw.bounds.n_params)
+            .map(|j| {
+                if j >= 64 || self.shared_mask & (1 << j) == 0 {
+                    return Ok(None);
+                }
+                let v = self.load(f64t, base.p, offset(j * self.lanes)?);
+                Ok(Some(self.b.ins().splat(V, v)))
+            })
+            .collect::<Result<_>>()?;
         let flags = self.load(i64t, ctx, field!(flags));
         let grid_t0 = self.load(f64t, ctx, field!(grid_t0));
         let dt = self.load(f64t, ctx, field!(dt));
@@ -407,6 +550,10 @@ impl Gen<'_, '_, '_> {
         let k_end = self.load(i64t, ctx, field!(k_end));
         let t_init = self.load(f64t, ctx, field!(t));
         let k_init = self.load(i64t, ctx, field!(k));
+        let y_alt = self.load(i64t, ctx, field!(y_alt));
+        let (y_cur, y_other) = (self.b.declare_var(i64t), self.b.declare_var(i64t));
+        self.b.def_var(y_cur, base.y);
+        self.b.def_var(y_other, y_alt);
         let tv = self.b.declare_var(f64t);
         self.b.def_var(tv, t_init);
         let kv = self.b.declare_var(i64t);
@@ -432,6 +579,151 @@ impl Gen<'_, '_, '_> {
         // body: one step of every lane.
         self.b.switch_to_block(body);
         let t = self.b.use_var(tv);
+        let lp = Loop {
+            ctx,
+            flags,
+            grid_t0,
+            dt,
+            k0,
+            kv,
+            tv,
+            head,
+            exit,
+            y_cur,
+            y_other,
+        };
+        self.stage_major_body(&lp, t, k)?;
+
+        self.b.switch_to_block(exit);
+        let code = self.b.block_params(exit)[0];
+        let t = self.b.use_var(tv);
+        let k = self.b.use_var(kv);
+        self.b.ins().store(mem(), t, ctx, field!(t));
+        self.b.ins().store(mem(), k, ctx, field!(k));
+        let y_out = self.b.use_var(y_cur);
+        self.b.ins().store(mem(), y_out, ctx, field!(y_out));
+        self.b.ins().return_(&[code]);
+        Ok(())
+    }
+
+    /// Whether a Runge-Kutta step commits each pair right after its last stage
+    /// ([`commit_pair`](Self::commit_pair)): without lag rings, whose pushes follow the
+    /// check of every lane.
+    fn commits_per_pair(&self) -> bool {
+        matches!(self.form, StepForm::Erk(_)) && !self.has_lags()
+    }
+
+    /// Stores pair `g`'s new state `y0 + h·(Σ b_j k_j)` (the last stage's `k` in hand) to
+    /// the other state buffer as each value is computed: the common step keeps no copy of
+    /// the old state (it stays in its buffer).
+    fn store_pair_state(
+        &mut self,
+        g: usize,
+        h: Value,
+        b: &[f64],
+        last: (usize, &[Value]),
+    ) -> Result<()> {
+        let y_next = self.commit_state()?.2;
+        for s in 0..self.n {
+            let v = self.state_sum(g, s, h, b, Some(last))?;
+            let off = offset(s * self.lanes + g * VECTOR_LANES)?;
+            self.b.ins().store(mem(), v, y_next, off);
+        }
+        Ok(())
+    }
+
+    /// `pair_commit`'s `t_new`, flags, next buffer and flagged variable.
+    fn commit_state(&self) -> Result<(Value, Value, Value, Variable)> {
+        self.pair_commit
+            .as_ref()
+            .map(|c| (c.t_new, c.flags, c.y_next, c.flagged))
+            .ok_or_else(|| Error::internal("lock-step kernel: pair commit without a step"))
+    }
+
+    /// Flags pair `g`'s lanes that need host work, from its new state read back from the
+    /// buffer it was stored to: used again in registers, a stored value would keep
+    /// Cranelift from folding the loads of its whole operand tree into their instructions
+    /// (see `program_pinned`); read right after its own store, the read would be
+    /// forwarded from it, hence after the next pair's.
+    fn flag_pair(&mut self, g: usize) -> Result<()> {
+        let (t_new, flags, y_next, flagged) = self.commit_state()?;
+        let held = self
+            .pair_commit
+            .as_ref()
+            .and_then(|c| c.held.get(g).copied())
+            .ok_or_else(|| Error::internal("lock-step kernel: no held lanes for a pair"))?;
+        let y_new = self.load_row(y_next, g, self.n)?;
+        let bad = self.non_finite(&y_new);
+        let at_end = Inputs {
+            pair: g,
+            t: t_new,
+            y: StateIn::Ready(&y_new),
+            lag_shift: 1,
+        };
+        let mask = self.flagged_lanes(bad, held, &at_end)?;
+        self.b
+            .ins()
+            .store(mem(), mask, flags, offset(g * VECTOR_LANES)?);
+        let some = self.b.ins().vany_true(mask);
+        let (set, next) = (self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(some, set, &[], next, &[]);
+        self.b.switch_to_block(set);
+        let yes = self.b.ins().iconst(types::I8, 1);
+        self.b.def_var(flagged, yes);
+        self.b.ins().jump(next, &[]);
+        self.b.switch_to_block(next);
+        Ok(())
+    }
+
+    /// `grid_t0 + (k - k0) as f64 * dt`, as `kernel.rs` and `SessionState::grid_time`.
+    fn grid_time(&mut self, lp: &Loop, k: Value) -> Value {
+        let d = self.b.ins().isub(k, lp.k0);
+        let d = self.b.ins().fcvt_from_sint(types::F64, d);
+        let m = self.b.ins().fmul(d, lp.dt);
+        self.b.ins().fadd(lp.grid_t0, m)
+    }
+
+    /// Pair `g`'s `len` values of a structure-of-arrays block (`y` or `p`).
+    fn load_row(&mut self, base: Value, g: usize, len: usize) -> Result<Vec<Value>> {
+        (0..len)
+            .map(|s| {
+                let off = offset(s * self.lanes + g * VECTOR_LANES)?;
+                Ok(self.load(V, base, off))
+            })
+            .collect()
+    }
+
+    fn store_row(&mut self, base: Value, g: usize, vals: &[Value]) -> Result<()> {
+        for (s, &v) in vals.iter().enumerate() {
+            let off = offset(s * self.lanes + g * VECTOR_LANES)?;
+            self.b.ins().store(mem(), v, base, off);
+        }
+        Ok(())
+    }
+
+    /// One step of every lane, stage by stage across the pairs with their values in
+    /// memory between stages (any model and method); jumps to `head` or `exit`.
+    fn stage_major_body(&mut self, lp: &Loop, t: Value, k: Value) -> Result<()> {
+        let Loop {
+            ctx,
+            flags,
+            dt,
+            kv,
+            tv,
+            head,
+            exit,
+            ..
+        } = *lp;
+        let i64t = types::I64;
+        let (y_cur, y_next) = (self.b.use_var(lp.y_cur), self.b.use_var(lp.y_other));
+        if self.commits_per_pair() {
+            // This step reads the state from the current buffer.
+            self.base = Some(Base {
+                y: y_cur,
+                ..self.base()?
+            });
+        }
+        let base = self.base()?;
         let pairs = self.pairs();
         // A Runge-Kutta step loads each state where it is first used (see `step`); the
         // other methods, and start-of-step events, take them all here.
@@ -448,7 +740,7 @@ impl Gen<'_, '_, '_> {
             y.push(row);
         }
         let t_v = self.b.ins().splat(V, t);
-        let mut held: Vec<Value> = Vec::with_capacity(pairs);
+        let mut held: Vec<Option<Value>> = Vec::with_capacity(pairs);
         for g in 0..pairs {
             let inp = Inputs {
                 pair: g,
@@ -459,14 +751,53 @@ impl Gen<'_, '_, '_> {
             held.push(self.events_fire(&inp, true)?);
         }
         let hist = self.load_history()?;
-        let y_new = self.step(t, dt, &y, &hist)?;
         let k1 = self.b.ins().iadd_imm_u(k, 1);
-        // `grid_t0 + (k - k0) as f64 * dt`, as `kernel.rs` and `SessionState::grid_time`.
-        let d = self.b.ins().isub(k1, k0);
-        let d = self.b.ins().fcvt_from_sint(f64t, d);
-        let m = self.b.ins().fmul(d, dt);
-        let t_new = self.b.ins().fadd(grid_t0, m);
+        let t_new = self.grid_time(lp, k1);
         let t_new_v = self.b.ins().splat(V, t_new);
+        if self.commits_per_pair() {
+            let flagged = self.b.declare_var(types::I8);
+            let no = self.b.ins().iconst(types::I8, 0);
+            self.b.def_var(flagged, no);
+            self.pair_commit = Some(PairCommit {
+                held,
+                t_new: t_new_v,
+                flags,
+                y_next,
+                flagged,
+            });
+            self.step(t, dt, &y, &hist)?;
+            self.pair_commit = None;
+            let some = self.b.use_var(flagged);
+            let (go_on, leave) = (self.b.create_block(), self.b.create_block());
+            self.b.ins().brif(some, leave, &[], go_on, &[]);
+            // go_on: every lane took the step; the buffers swap.
+            self.b.switch_to_block(go_on);
+            self.b.def_var(lp.y_cur, y_next);
+            self.b.def_var(lp.y_other, y_cur);
+            self.b.def_var(kv, k1);
+            self.b.def_var(tv, t_new);
+            self.b.ins().jump(head, &[]);
+            // leave: the flagged lanes get their state back into the new buffer, which
+            // the kernel returns; `k` and `t` stay at the flagged step.
+            self.b.switch_to_block(leave);
+            for g in 0..pairs {
+                let mask = self.load(MASK, flags, offset(g * VECTOR_LANES)?);
+                let old = self.load_row(y_cur, g, self.n)?;
+                let new = self.load_row(y_next, g, self.n)?;
+                let kept: Vec<Value> = old
+                    .iter()
+                    .zip(&new)
+                    .map(|(&o, &n)| self.choose(mask, o, n))
+                    .collect();
+                self.store_row(y_next, g, &kept)?;
+            }
+            self.b.def_var(lp.y_cur, y_next);
+            self.b.ins().store(mem(), t_new, ctx, field!(t_next));
+            let one = self.b.ins().iconst(i64t, 1);
+            self.b.ins().jump(exit, &[one.into()]);
+            return Ok(());
+        }
+        let y_new = self.step(t, dt, &y, &hist)?;
         let mut any: Option<Value> = None;
         let mut masks = Vec::with_capacity(pairs);
         for (g, &held) in held.iter().enumerate() {
@@ -478,11 +809,7 @@ impl Gen<'_, '_, '_> {
                 y: StateIn::Ready(&yg),
                 lag_shift: 1,
             };
-            let fires = self.events_fire(&inp, false)?;
-            let stops = self.stop_holds(&inp)?;
-            let mask = self.b.ins().bor(held, bad);
-            let mask = self.b.ins().bor(mask, fires);
-            let mask = self.b.ins().bor(mask, stops);
+            let mask = self.flagged_lanes(bad, held, &inp)?;
             self.b
                 .ins()
                 .store(mem(), mask, flags, offset(g * VECTOR_LANES)?);
@@ -519,14 +846,6 @@ impl Gen<'_, '_, '_> {
         self.b.ins().store(mem(), t_new, ctx, field!(t_next));
         let one = self.b.ins().iconst(i64t, 1);
         self.b.ins().jump(exit, &[one.into()]);
-
-        self.b.switch_to_block(exit);
-        let code = self.b.block_params(exit)[0];
-        let t = self.b.use_var(tv);
-        let k = self.b.use_var(kv);
-        self.b.ins().store(mem(), t, ctx, field!(t));
-        self.b.ins().store(mem(), k, ctx, field!(k));
-        self.b.ins().return_(&[code]);
         Ok(())
     }
 
@@ -582,7 +901,17 @@ impl Gen<'_, '_, '_> {
                         if i == 0 {
                             self.pin_y0(g, &read)?;
                         }
-                        if last {
+                        if last && self.pair_commit.is_some() {
+                            self.store_pair_state(g, h_v, tab.b, (i, &k))?;
+                            // A pair's state is read back after the next pair's is stored,
+                            // so the read is not forwarded from the store (see `flag_pair`).
+                            if g > 0 {
+                                self.flag_pair(g - 1)?;
+                            }
+                            if g + 1 == pairs {
+                                self.flag_pair(g)?;
+                            }
+                        } else if last {
                             self.store_new_state(g, h_v, tab.b, (i, &k))?;
                         }
                     }
@@ -681,10 +1010,10 @@ impl Gen<'_, '_, '_> {
         }
     }
 
-    /// Lanes where some event of this phase fires on the inputs.
-    fn events_fire(&mut self, inp: &Inputs<'_>, start: bool) -> Result<Value> {
-        let mut mask = self.b.ins().iconst(types::I64, 0);
-        mask = self.b.ins().splat(MASK, mask);
+    /// Lanes where some event of this phase fires on the inputs (`None`: no event of
+    /// this phase, no lane — and no all-zero mask for the step to keep in a register).
+    fn events_fire(&mut self, inp: &Inputs<'_>, start: bool) -> Result<Option<Value>> {
+        let mut mask = None;
         for (i, phase) in self.phases.iter().enumerate() {
             let applies = if start {
                 phase.in_start()
@@ -697,22 +1026,44 @@ impl Gen<'_, '_, '_> {
             let cond = self.model.events[i].cond.clone();
             let c = self.program(&cond, inp)?[0];
             let fires = self.truth(c);
-            mask = self.b.ins().bor(mask, fires);
+            mask = Some(self.or_lanes(mask, fires));
         }
         Ok(mask)
     }
 
-    /// Lanes where the stop condition holds on the inputs.
-    fn stop_holds(&mut self, inp: &Inputs<'_>) -> Result<Value> {
+    /// `mask | more` (`more` alone when there is no mask yet).
+    fn or_lanes(&mut self, mask: Option<Value>, more: Value) -> Value {
+        match mask {
+            Some(m) => self.b.ins().bor(m, more),
+            None => more,
+        }
+    }
+
+    /// The lanes to flag at the end of a step: a non-finite state (`bad`), a start-of-step
+    /// event (`held`), an end-of-step event, the stop condition.
+    fn flagged_lanes(
+        &mut self,
+        bad: Value,
+        held: Option<Value>,
+        at_end: &Inputs<'_>,
+    ) -> Result<Value> {
+        let fires = self.events_fire(at_end, false)?;
+        let stops = self.stop_holds(at_end)?;
+        let mut mask = bad;
+        for m in [held, fires, stops].into_iter().flatten() {
+            mask = self.b.ins().bor(mask, m);
+        }
+        Ok(mask)
+    }
+
+    /// Lanes where the stop condition holds on the inputs (`None`: no stop condition).
+    fn stop_holds(&mut self, inp: &Inputs<'_>) -> Result<Option<Value>> {
         match self.model.stop.clone() {
             Some(stop) => {
                 let s = self.program(&stop, inp)?[0];
-                Ok(self.truth(s))
+                Ok(Some(self.truth(s)))
             }
-            None => {
-                let zero = self.b.ins().iconst(types::I64, 0);
-                Ok(self.b.ins().splat(MASK, zero))
-            }
+            None => Ok(None),
         }
     }
 
@@ -919,11 +1270,14 @@ impl Gen<'_, '_, '_> {
                     v
                 }
             },
-            Reg::Param(j) => {
-                let base = self.base()?;
-                let off = offset(j * self.lanes + inp.pair * VECTOR_LANES)?;
-                self.load(V, base.p, off)
-            }
+            Reg::Param(j) => match self.shared.get(j).copied().flatten() {
+                Some(v) => v,
+                None => {
+                    let base = self.base()?;
+                    let off = offset(j * self.lanes + inp.pair * VECTOR_LANES)?;
+                    self.load(V, base.p, off)
+                }
+            },
         };
         *slot = Reg::Val(v);
         Ok(v)
@@ -1034,7 +1388,9 @@ impl Gen<'_, '_, '_> {
             };
             let y0 = self.b.ins().fadd(v, zero);
             self.store_scratch(self.y0_row(), s, g, y0)?;
-            self.store_scratch(self.old_row(), s, g, v)?;
+            if self.pair_commit.is_none() {
+                self.store_scratch(self.old_row(), s, g, v)?;
+            }
         }
         Ok(())
     }
