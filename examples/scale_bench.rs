@@ -77,6 +77,20 @@ fn main() {
         let every = args.get(4).map_or(1, |a| a.parse().unwrap());
         match args.get(5).map(String::as_str) {
             Some("raised") => raise_mmap_threshold(),
+            // `seg k row N`: first the table's whole row for N states (load, run, export,
+            // import; `norun`, `nofile` leave parts out).
+            Some("row") => {
+                let big: usize = args[6].parse().unwrap();
+                let m = Model::load(&format!("inline:{}", chain_toml(big))).unwrap();
+                let mut sim = dynlib::Sim::with_stepper(&m, Some("rk4")).unwrap();
+                if args.get(7).map(String::as_str) != Some("norun") {
+                    sim.run(&dynlib::RunOptions::new().t(0.05).dt(0.01).record(false))
+                        .unwrap();
+                }
+                if args.get(7).map(String::as_str) != Some("nofile") {
+                    snapshot_row(&mut sim);
+                }
+            }
             // `seg k N`: first load and drop an N-state chain model, as the table does.
             Some(big) => {
                 drop(Model::load(&format!("inline:{}", chain_toml(big.parse().unwrap()))).unwrap())
