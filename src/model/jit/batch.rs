@@ -34,15 +34,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{
-    types, AbiParam, Block, FuncRef, Function, InstBuilder, MemFlagsData, UserFuncName, Value,
-};
-use cranelift_codegen::Context;
+use cranelift_codegen::ir::{types, Block, FuncRef, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::{FunctionBuilder, Variable};
-use cranelift_module::{Linkage, Module};
+use cranelift_module::Module;
 
 use super::kernel::combine;
-use super::lower::{cl_error, mem, offset, Bounds, Lowerer};
+use super::lower::{mem, offset, Bounds, Lowerer};
 use super::shims;
 use crate::error::{Error, Result};
 use crate::method::StepForm;
@@ -324,19 +321,7 @@ impl Source {
         let (model, layout, bounds) = (&self.model, &self.layout[..], self.bounds.clone());
         let (form, phases, lanes) = (self.form, &self.phases[..], self.lanes);
         let mut lw = Lowerer::new(layout, bounds.clone())?;
-        let ptr = lw.module.target_config().pointer_type();
-        let mut sig = lw.module.make_signature();
-        sig.params.push(AbiParam::new(ptr));
-        sig.returns.push(AbiParam::new(types::I64));
-        let name = lw.next_name();
-        let id = lw
-            .module
-            .declare_function(&name, Linkage::Local, &sig)
-            .map_err(|e| cl_error("declare", e))?;
-        let mut ctx = Context::for_function(Function::with_name_signature(
-            UserFuncName::user(0, id.as_u32()),
-            sig,
-        ));
+        let (id, mut ctx) = lw.declare_loop()?;
         let mut fctx = std::mem::take(&mut lw.fctx);
         let frontend = lw.module.target_config();
         {
@@ -360,21 +345,7 @@ impl Source {
             g.b.finalize(frontend);
         }
         lw.fctx = fctx;
-        let dump = std::env::var_os("DYNLIB_DUMP_KERNEL").is_some();
-        ctx.set_disasm(dump);
-        lw.module
-            .define_function(id, &mut ctx)
-            .map_err(|e| cl_error("define", format!("{e:?}")))?;
-        if dump {
-            // The generated machine code, for looking at what the loop costs.
-            if let Some(code) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
-                eprintln!("{code}");
-            }
-        }
-        lw.module
-            .finalize_definitions()
-            .map_err(|e| Error::internal(format!("native code linking failed: {e}")))?;
-        let code = lw.module.get_finalized_function(id);
+        let code = lw.define_loop(id, &mut ctx)?;
         Ok(Compiled {
             // SAFETY: `code` is the finalized function just defined with the signature
             // `fn(*mut BatchCtx) -> i64`.

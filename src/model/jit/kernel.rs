@@ -16,12 +16,11 @@
 use super::code_memory::CodeMemory;
 
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::{types, AbiParam, Block, Function, InstBuilder, UserFuncName, Value};
-use cranelift_codegen::Context;
+use cranelift_codegen::ir::{types, AbiParam, Block, InstBuilder, Value};
 use cranelift_frontend::{FunctionBuilder, Variable};
-use cranelift_module::{Linkage, Module};
+use cranelift_module::Module;
 
-use super::lower::{cl_error, mem, offset, truth, Bounds, Frame, Lowerer, Src};
+use super::lower::{mem, offset, truth, Bounds, Frame, Lowerer, Src};
 use crate::error::{Error, Result};
 use crate::method::{CarrySlots, Controller, EmbeddedPair, StepForm, PREV_ERR_FLOOR};
 use crate::model::compile::CompiledModel;
@@ -400,19 +399,7 @@ pub fn build(
         _ => 0,
     };
     let mut lw = Lowerer::new(layout, bounds.clone())?;
-    let ptr = lw.module.target_config().pointer_type();
-    let mut sig = lw.module.make_signature();
-    sig.params.push(AbiParam::new(ptr));
-    sig.returns.push(AbiParam::new(types::I64));
-    let name = lw.next_name();
-    let id = lw
-        .module
-        .declare_function(&name, Linkage::Local, &sig)
-        .map_err(|e| cl_error("declare", e))?;
-    let mut ctx = Context::for_function(Function::with_name_signature(
-        UserFuncName::user(0, id.as_u32()),
-        sig,
-    ));
+    let (id, mut ctx) = lw.declare_loop()?;
     let mut fctx = std::mem::take(&mut lw.fctx);
     let frontend = lw.module.target_config();
     {
@@ -432,21 +419,7 @@ pub fn build(
         g.b.finalize(frontend);
     }
     lw.fctx = fctx;
-    let dump = std::env::var_os("DYNLIB_DUMP_KERNEL").is_some();
-    ctx.set_disasm(dump);
-    lw.module
-        .define_function(id, &mut ctx)
-        .map_err(|e| cl_error("define", format!("{e:?}")))?;
-    if dump {
-        // The generated machine code, for looking at what the loop costs.
-        if let Some(code) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
-            eprintln!("{code}");
-        }
-    }
-    lw.module
-        .finalize_definitions()
-        .map_err(|e| Error::internal(format!("native code linking failed: {e}")))?;
-    let code = lw.module.get_finalized_function(id);
+    let code = lw.define_loop(id, &mut ctx)?;
     let deferred = defers_dense(&model, spec, &bounds);
     Ok(FusedKernel {
         // SAFETY: `code` is the finalized function just defined with the signature

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{
-    types, AbiParam, FuncRef, Function, InstBuilder, MemFlagsData, Signature, UserFuncName, Value,
+    types, AbiParam, FuncRef, InstBuilder, MemFlagsData, Signature, Value,
 };
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
@@ -285,6 +285,35 @@ impl<'a> Lowerer<'a> {
         name
     }
 
+    /// Defines the loop `id` built in `ctx`, links it and returns its code. With
+    /// `DYNLIB_DUMP_KERNEL` set, the machine code is printed (to see what a loop costs).
+    pub fn define_loop(&mut self, id: FuncId, ctx: &mut Context) -> Result<*const u8> {
+        let dump = std::env::var_os("DYNLIB_DUMP_KERNEL").is_some();
+        ctx.set_disasm(dump);
+        self.module
+            .define_function(id, ctx)
+            .map_err(|e| cl_error("define", format!("{e:?}")))?;
+        if dump {
+            if let Some(code) = ctx.compiled_code().and_then(|c| c.vcode.as_ref()) {
+                eprintln!("{code}");
+            }
+        }
+        self.module
+            .finalize_definitions()
+            .map_err(|e| Error::internal(format!("native code linking failed: {e}")))?;
+        Ok(self.module.get_finalized_function(id))
+    }
+
+    /// A new local function taking one pointer and returning an i64 (the fused and
+    /// lock-step loops), declared, with its context.
+    pub fn declare_loop(&mut self) -> Result<(FuncId, Context)> {
+        let ptr = self.module.target_config().pointer_type();
+        let mut sig = self.module.make_signature();
+        sig.params.push(AbiParam::new(ptr));
+        sig.returns.push(AbiParam::new(types::I64));
+        self.declare_local(sig)
+    }
+
     fn signature(&self) -> Signature {
         let ptr = self.module.target_config().pointer_type();
         let mut sig = self.module.make_signature();
@@ -301,16 +330,7 @@ impl<'a> Lowerer<'a> {
                 return self.chunked_function(prog);
             }
         }
-        let sig = self.signature();
-        let name = self.next_name();
-        let id = self
-            .module
-            .declare_function(&name, Linkage::Local, &sig)
-            .map_err(|e| cl_error("declare", e))?;
-        let mut ctx = Context::for_function(Function::with_name_signature(
-            UserFuncName::user(0, id.as_u32()),
-            sig,
-        ));
+        let (id, mut ctx) = self.declare_local(self.signature())?;
         let mut fctx = std::mem::take(&mut self.fctx);
         let built = self.build(&mut ctx, &mut fctx, &body);
         self.fctx = fctx;

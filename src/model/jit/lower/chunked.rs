@@ -249,7 +249,7 @@ impl Lowerer<'_> {
     }
 
     /// A new local function with `sig`, and a context to build it in.
-    fn declare_local(
+    pub(crate) fn declare_local(
         &mut self,
         sig: cranelift_codegen::ir::Signature,
     ) -> Result<(FuncId, Context)> {
