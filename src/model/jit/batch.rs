@@ -624,17 +624,7 @@ impl Gen<'_, '_, '_> {
             .and_then(|c| c.held.get(g).copied())
             .ok_or_else(|| Error::internal("lock-step kernel: no held lanes for a pair"))?;
         let y_new = self.load_row(y_next, g, self.n)?;
-        let bad = self.non_finite(&y_new);
-        let at_end = Inputs {
-            pair: g,
-            t: t_new,
-            y: StateIn::Ready(&y_new),
-            lag_shift: 1,
-        };
-        let mask = self.flagged_lanes(bad, held, &at_end)?;
-        self.b
-            .ins()
-            .store(mem(), mask, flags, offset(g * VECTOR_LANES)?);
+        let mask = self.flag_lanes_of_pair(g, t_new, &y_new, held, flags)?;
         let some = self.b.ins().vany_true(mask);
         let (set, next) = (self.b.create_block(), self.b.create_block());
         self.b.ins().brif(some, set, &[], next, &[]);
@@ -773,17 +763,7 @@ impl Gen<'_, '_, '_> {
         let mut masks = Vec::with_capacity(pairs);
         for (g, &held) in held.iter().enumerate() {
             let yg = self.new_state(g, &y_new)?;
-            let bad = self.non_finite(&yg);
-            let inp = Inputs {
-                pair: g,
-                t: t_new_v,
-                y: StateIn::Ready(&yg),
-                lag_shift: 1,
-            };
-            let mask = self.flagged_lanes(bad, held, &inp)?;
-            self.b
-                .ins()
-                .store(mem(), mask, flags, offset(g * VECTOR_LANES)?);
+            let mask = self.flag_lanes_of_pair(g, t_new_v, &yg, held, flags)?;
             any = Some(match any {
                 None => mask,
                 Some(a) => self.b.ins().bor(a, mask),
@@ -1008,6 +988,30 @@ impl Gen<'_, '_, '_> {
             Some(m) => self.b.ins().bor(m, more),
             None => more,
         }
+    }
+
+    /// Pair `g`'s lanes to flag after its step to `t` with new state `y` (see
+    /// [`Gen::flagged_lanes`]), stored in the pair's slot of `flags`.
+    fn flag_lanes_of_pair(
+        &mut self,
+        g: usize,
+        t: Value,
+        y: &[Value],
+        held: Option<Value>,
+        flags: Value,
+    ) -> Result<Value> {
+        let bad = self.non_finite(y);
+        let at_end = Inputs {
+            pair: g,
+            t,
+            y: StateIn::Ready(y),
+            lag_shift: 1,
+        };
+        let mask = self.flagged_lanes(bad, held, &at_end)?;
+        self.b
+            .ins()
+            .store(mem(), mask, flags, offset(g * VECTOR_LANES)?);
+        Ok(mask)
     }
 
     /// The lanes to flag at the end of a step: a non-finite state (`bad`), a start-of-step
