@@ -27,6 +27,7 @@
 #include <sunmatrix/sunmatrix_dense.h>
 
 #include "../common/work_precision.h"
+#include "callbacks.h"
 #include "problems.h"
 
 #define N_TOL 6
@@ -40,11 +41,6 @@ static const char *SOLVERS[N_SOLVERS] = {"cvode", "bdf", "bdf2a", "tr-bdf2a"};
 
 /* 1: both solvers difference their Jacobians instead of calling the analytic one. */
 static int fd_jacobian = 0;
-
-typedef struct Counts {
-  const Problem *p;
-  long rhs, jac;
-} Counts;
 
 typedef struct Result {
   int ran;
@@ -60,33 +56,7 @@ static void die(const char *what) {
   exit(1);
 }
 
-static double max_rel_err(const Problem *p, const double *y, const double *ref) {
-  double e = 0.0;
-  for (size_t i = 0; i < p->n; i++) e = fmax(e, fabs(y[i] - ref[i]) / fabs(ref[i]));
-  return e;
-}
-
 /* ------------------------------------------------------------------ CVODE */
-
-static int cv_rhs(sunrealtype t, N_Vector y, N_Vector ydot, void *ud) {
-  Counts *c = ud;
-  c->rhs++;
-  c->p->rhs(t, N_VGetArrayPointer(y), N_VGetArrayPointer(ydot));
-  return 0;
-}
-
-static int cv_jac(sunrealtype t, N_Vector y, N_Vector fy, SUNMatrix J, void *ud, N_Vector t1,
-                  N_Vector t2, N_Vector t3) {
-  (void)fy, (void)t1, (void)t2, (void)t3;
-  Counts *c = ud;
-  double buf[MAX_N * MAX_N];
-  size_t n = c->p->n;
-  c->jac++;
-  c->p->jac(t, N_VGetArrayPointer(y), buf);
-  for (size_t i = 0; i < n; i++)
-    for (size_t j = 0; j < n; j++) SM_ELEMENT_D(J, i, j) = buf[i * n + j];
-  return 0;
-}
 
 static Result run_cvode(SUNContext ctx, const Problem *p, double rtol, double *y_out) {
   Counts c = {p, 0, 0};
@@ -124,22 +94,6 @@ static Result run_cvode(SUNContext ctx, const Problem *p, double rtol, double *y
 }
 
 /* ------------------------------------------------------------------ dynlib */
-
-static int dl_rhs(double t, const double *y, const double *p, double *out, void *ud) {
-  (void)p;
-  Counts *c = ud;
-  c->rhs++;
-  c->p->rhs(t, y, out);
-  return 0;
-}
-
-static int dl_jac(double t, const double *y, const double *p, double *out, void *ud) {
-  (void)p;
-  Counts *c = ud;
-  c->jac++;
-  c->p->jac(t, y, out);
-  return 0;
-}
 
 typedef struct DlSolver {
   Counts counts;

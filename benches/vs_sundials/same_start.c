@@ -20,13 +20,14 @@
 #include <sunmatrix/sunmatrix_dense.h>
 
 #include "../common/work_precision.h"
+#include "callbacks.h"
 #include "problems.h"
 
 #define MAX_STEPS 200000
 
+/* Counts first, so the callbacks' user data is a Trace as well as its Counts. */
 typedef struct Trace {
-  const Problem *p;
-  long rhs;
+  Counts c;
   size_t steps;
   double t[MAX_STEPS];
 } Trace;
@@ -34,38 +35,6 @@ typedef struct Trace {
 static void die(const char *what) {
   fprintf(stderr, "same_start: %s\n", what);
   exit(1);
-}
-
-static int cv_rhs(sunrealtype t, N_Vector y, N_Vector ydot, void *ud) {
-  Trace *c = ud;
-  c->rhs++;
-  c->p->rhs(t, N_VGetArrayPointer(y), N_VGetArrayPointer(ydot));
-  return 0;
-}
-
-static int cv_jac(sunrealtype t, N_Vector y, N_Vector fy, SUNMatrix J, void *ud, N_Vector t1,
-                  N_Vector t2, N_Vector t3) {
-  (void)fy, (void)t1, (void)t2, (void)t3;
-  const Problem *p = ((Trace *)ud)->p;
-  double buf[MAX_N * MAX_N];
-  p->jac(t, N_VGetArrayPointer(y), buf);
-  for (size_t i = 0; i < p->n; i++)
-    for (size_t j = 0; j < p->n; j++) SM_ELEMENT_D(J, i, j) = buf[i * p->n + j];
-  return 0;
-}
-
-static int dl_rhs(double t, const double *y, const double *p, double *out, void *ud) {
-  (void)p;
-  Trace *c = ud;
-  c->rhs++;
-  c->p->rhs(t, y, out);
-  return 0;
-}
-
-static int dl_jac(double t, const double *y, const double *p, double *out, void *ud) {
-  (void)p;
-  ((Trace *)ud)->p->jac(t, y, out);
-  return 0;
 }
 
 static int observe(double t, uint64_t step, double fraction, const double *y, size_t n,
@@ -76,17 +45,10 @@ static int observe(double t, uint64_t step, double fraction, const double *y, si
   return 0;
 }
 
-/* The largest relative error of a component of `y` against `ref`. */
-static double max_rel_err(const Problem *p, const double *y, const double *ref) {
-  double e = 0.0;
-  for (size_t i = 0; i < p->n; i++) e = fmax(e, fabs(y[i] - ref[i]) / fabs(ref[i]));
-  return e;
-}
-
 /* CVODE's steps from t = 0 with first step h0 (0: its own rule) into `tr`. */
 static void cvode_steps(SUNContext ctx, const Problem *p, double rtol, double h0, Trace *tr,
                         double *y_end) {
-  tr->p = p, tr->rhs = 0, tr->steps = 0;
+  tr->c = (Counts){p, 0, 0}, tr->steps = 0;
   N_Vector y = N_VNew_Serial((sunindextype)p->n, ctx);
   SUNMatrix A = SUNDenseMatrix((sunindextype)p->n, (sunindextype)p->n, ctx);
   SUNLinearSolver ls = SUNLinSol_Dense(y, A, ctx);
@@ -116,7 +78,7 @@ static const char *STATE_NAMES[MAX_N] = {"y1", "y2", "y3", "y4", "y5", "y6", "y7
 
 /* bdf's steps into `tr` (the observer's last call is the state at t_end, interpolated). */
 static void bdf_steps(const Problem *p, double rtol, Trace *tr) {
-  tr->p = p, tr->rhs = 0, tr->steps = 0;
+  tr->c = (Counts){p, 0, 0}, tr->steps = 0;
   DynlibModel *model;
   DynlibSim *sim = open_callback_sim("same_start", p->n, STATE_NAMES, p->y0, "bdf", dl_rhs,
                                      dl_jac, tr, &model);
@@ -153,7 +115,7 @@ int main(void) {
       size_t same = 0;
       while (same < dl.steps && same < cv.steps && dl.t[same] == cv.t[same]) same++;
       printf("%-10s %-6.0e %11.3e %11.3e %9zu %9zu %9zu %13zu %9ld %9ld\n", p->name, tols[it],
-             dl.t[0], cv_own.t[0], dl.steps, cv.steps, same, cv_own.steps, dl.rhs, cv.rhs);
+             dl.t[0], cv_own.t[0], dl.steps, cv.steps, same, cv_own.steps, dl.c.rhs, cv.c.rhs);
     }
   const Problem *vdp = &PROBLEMS[1];
   double ref[MAX_N], y[MAX_N];
@@ -163,7 +125,7 @@ int main(void) {
   for (int k = 0; k <= 40; k++) {
     double h0 = pow(10.0, -10.0 + 0.15 * k);
     cvode_steps(ctx, vdp, 1e-5, h0, &cv, y);
-    printf("%11.3e %10.2e %7zu %7ld\n", h0, max_rel_err(vdp, y, ref), cv.steps, cv.rhs);
+    printf("%11.3e %10.2e %7zu %7ld\n", h0, max_rel_err(vdp, y, ref), cv.steps, cv.c.rhs);
   }
   SUNContext_Free(&ctx);
   return 0;
