@@ -124,14 +124,34 @@ fn main() {
         while size <= n {
             let text = format!("inline:{}", chain_toml(size));
             for _ in 0..if size >= 1_000_000 { 2 } else { 3 } {
+                let (cpu0, faults0) = cpu_and_faults();
                 let t = Instant::now();
                 let m = Model::load(&text).unwrap();
                 let s = t.elapsed().as_secs_f64();
+                let (cpu1, faults1) = cpu_and_faults();
                 drop(m);
-                println!("n={size} load {s:.3} s");
+                println!(
+                    "n={size} load {s:.3} s, cpu {:.2} s, {} minor faults",
+                    cpu1 - cpu0,
+                    faults1 - faults0
+                );
             }
             size *= 10;
         }
+        return;
+    }
+    if args.get(3).map(String::as_str) == Some("loadonce") {
+        // One load in this (fresh) process: seconds and minor faults, for `fresh_load`.
+        let text = format!("inline:{}", chain_toml(n));
+        let faults = cpu_and_faults().1;
+        let t = Instant::now();
+        let m = Model::load(&text).unwrap();
+        println!(
+            "{} {}",
+            t.elapsed().as_secs_f64(),
+            cpu_and_faults().1 - faults
+        );
+        drop(m);
         return;
     }
     if args.get(3).map(String::as_str) == Some("snap") {
@@ -576,6 +596,26 @@ pub fn create_snapshot_times(count: usize) -> (f64, f64) {
     (snap, copy)
 }
 
+/// Best of `k` loads of the `n`-state chain model, each the only load of a fresh process
+/// (seconds, and the minor page faults of that load): every size starts from the same empty
+/// heap, where loads inside one process find the pages earlier rows faulted in and freed —
+/// at 10^5 states most of them, at 10^6 almost none (glibc unmaps blocks past 32 MiB).
+fn fresh_load(n: usize, k: usize) -> (f64, u64) {
+    let exe = std::env::current_exe().unwrap();
+    (0..k)
+        .map(|_| {
+            let out = std::process::Command::new(&exe)
+                .args([&n.to_string(), "x", "loadonce"])
+                .output()
+                .unwrap();
+            let text = String::from_utf8(out.stdout).unwrap();
+            let mut it = text.split_whitespace();
+            let secs: f64 = it.next().unwrap().parse().unwrap();
+            (secs, it.next().unwrap().parse().unwrap())
+        })
+        .fold((f64::MAX, 0), |a, b| if b.0 < a.0 { b } else { a })
+}
+
 /// Best of `k` timings of `f` (seconds).
 fn best(k: usize, mut f: impl FnMut()) -> f64 {
     (0..k)
@@ -627,6 +667,7 @@ fn table(sizes: &[usize]) {
         "file bytes"
     );
     let mut prev: Option<f64> = None;
+    let (mut prev_fresh, mut fresh_rows) = (None::<f64>, Vec::new());
     for &n in sizes {
         let text = format!("inline:{}", chain_toml(n));
         // Best of 3 (of 2 at 10^6 states). The previous model is dropped first, so each load
@@ -642,6 +683,12 @@ fn table(sizes: &[usize]) {
         let m = m.unwrap();
         let growth = prev.map_or("-".to_string(), |p| format!("{:.1}x", load / p));
         prev = Some(load);
+        let (fresh, faults) = fresh_load(n, if n >= 1_000_000 { 2 } else { 3 });
+        let fresh_growth = prev_fresh.map_or("-".to_string(), |p| format!("{:.1}x", fresh / p));
+        prev_fresh = Some(fresh);
+        fresh_rows.push(format!(
+            "{n:>9} {fresh:>8.3} {fresh_growth:>9} {faults:>12}"
+        ));
         let mut sim = dynlib::Sim::with_stepper(&m, Some("rk4")).unwrap();
         let t = Instant::now();
         sim.run(&dynlib::RunOptions::new().t(0.05).dt(0.01).record(false))
@@ -654,6 +701,14 @@ fn table(sizes: &[usize]) {
             i / r,
             m.backend()
         );
+    }
+    println!("Loads each in a fresh process (best of 3, of 2 at 10^6):");
+    println!(
+        "{:>9} {:>8} {:>9} {:>12}",
+        "N", "load s", "per 10x", "minor faults"
+    );
+    for row in fresh_rows {
+        println!("{row}");
     }
     for every in [1, 1000] {
         let t = segment_times(10_000, 1000, Some("seg"), every);
