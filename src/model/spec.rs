@@ -552,8 +552,68 @@ impl ModelBuilder {
     }
 
     fn build(&mut self, doc: &Table) -> Option<ModelSpec> {
+        let misspelt_required = self.check_top_level(doc);
+        let missing = |this: &mut Self, what: &str| {
+            if !misspelt_required.contains(&what) {
+                this.errors
+                    .push(Error::model(format!("missing required table [{what}]")));
+            }
+        };
+        let model = self.table(doc, "model");
+        if model.is_none() && !doc.contains_key("model") {
+            missing(self, "model");
+        }
+        let empty = Table::new();
+        let (kind, name, dtype) = self.model_header(doc, model.unwrap_or(&empty));
+        // Constants first: states and params may refer to them.
+        self.read_constants(doc);
+        let states = self.read_numbers(doc, "states");
+        let params = self.read_numbers(doc, "params");
+        let aux = self.read_aux(doc);
+        let functions = self.read_functions(doc);
+        let state_names: Vec<&str> = states.iter().map(|(n, _)| n.as_str()).collect();
+        let (equations, jacobian) = match self.read_equations(doc, kind, &state_names) {
+            Err(()) => {
+                missing(self, "equations");
+                (Vec::new(), None)
+            }
+            Ok(read) => read,
+        };
+        let events = self.read_each(doc, "events", parse_event);
+        let sim_t = self.table(doc, "sim");
+        let (sim, errs) = parse_sim(&self.cx, sim_t, kind);
+        self.errors.extend(errs);
+        let presets = self.read_each(doc, "presets", parse_preset);
+        let spec = ModelSpec {
+            kind,
+            name,
+            dtype,
+            constants: {
+                self.constant_index.clear();
+                std::mem::take(&mut self.constants)
+            },
+            states,
+            params,
+            equations,
+            jacobian,
+            aux,
+            functions,
+            events,
+            sim,
+            presets,
+            mods: Vec::new(),
+        };
+        self.check_mods(doc);
+        let errs = check_names(&self.cx, &spec);
+        self.errors.extend(errs);
+        Some(spec)
+    }
+
+    /// Unknown top-level tables are errors; the names declared under one are not reported
+    /// again where they are used. Returns the required tables those names may stand for
+    /// (not reported missing as well).
+    fn check_top_level(&mut self, doc: &Table) -> Vec<&'static str> {
         let cx_unknown = unknown_keys(&self.cx, doc, &TOP_LEVEL, &[]);
-        // Names declared under a misspelt table are not reported again where they are used.
         let mut misspelt_required = Vec::new();
         for (k, v) in doc {
             if !TOP_LEVEL.contains(&k.as_str()) {
@@ -566,19 +626,12 @@ impl ModelBuilder {
             }
         }
         self.errors.extend(cx_unknown);
-        let missing = |this: &mut Self, what: &str| {
-            if !misspelt_required.contains(&what) {
-                this.errors
-                    .push(Error::model(format!("missing required table [{what}]")));
-            }
-        };
+        misspelt_required
+    }
 
-        let model = self.table(doc, "model");
-        if model.is_none() && !doc.contains_key("model") {
-            missing(self, "model");
-        }
-        let empty = Table::new();
-        let model = model.unwrap_or(&empty);
+    /// `[model]`: its kind, name and dtype (defaults where absent or wrong, with the error
+    /// recorded).
+    fn model_header(&mut self, doc: &Table, model: &Table) -> (ModelKind, String, String) {
         let errs = unknown_keys(
             &self.cx,
             model,
@@ -593,41 +646,7 @@ impl ModelBuilder {
             );
             self.errors.push(e);
         }
-        let kind = match model.get("type") {
-            Some(Value::String(s)) if s == "ode" => ModelKind::Ode,
-            Some(Value::String(s)) if s == "map" => ModelKind::Map,
-            Some(Value::String(s)) => {
-                let e = self.cx.err(
-                    &["model", "type"],
-                    format!(
-                        "[model].type must be \"ode\" or \"map\", found \"{}\"",
-                        shorten(s)
-                    ),
-                );
-                self.errors.push(e);
-                ModelKind::Ode
-            }
-            Some(other) => {
-                let e = self.cx.err(
-                    &["model", "type"],
-                    format!(
-                        "[model].type must be the string \"ode\" or \"map\", found {}",
-                        other.type_str()
-                    ),
-                );
-                self.errors.push(e);
-                ModelKind::Ode
-            }
-            None => {
-                if doc.contains_key("model") {
-                    let e = self
-                        .cx
-                        .err(&["model"], "[model].type is required (\"ode\" or \"map\")");
-                    self.errors.push(e);
-                }
-                ModelKind::Ode
-            }
-        };
+        let kind = self.model_kind(doc, model);
         let name = match model.get("name") {
             None => String::new(),
             Some(v) => {
@@ -650,145 +669,160 @@ impl ModelBuilder {
                     .unwrap_or_else(|| "float64".into())
             }
         };
+        (kind, name, dtype)
+    }
 
-        // Constants first: states and params may refer to them.
-        if let Some(c) = self.table(doc, "constants") {
-            for (k, v) in c {
-                let loc = format!("[constants].{k}");
-                let value = self.numeric_value(v, &["constants", k], &loc);
-                if value.is_none() {
-                    self.poisoned.push(k.clone());
-                }
-                let index = self.constants.len();
-                self.constant_index.entry(k.clone()).or_insert(index);
-                self.constants.push((k.clone(), value.unwrap_or(0.0)));
-            }
-        }
-        // A model without states (parameters only) is valid: it serves presets, assign and
-        // snapshots; a run refuses it.
-        let mut states = Vec::new();
-        match self.table(doc, "states") {
-            None => {}
-            Some(t) => {
-                // Sized once: at 10^6 states each doubling would copy tens of MB.
-                states.reserve_exact(t.len());
-                for (k, v) in t {
-                    let x = plain_number(v).or_else(|| {
-                        self.numeric_value(v, &["states", k], &format!("[states].{k}"))
-                    });
-                    states.push((k.clone(), x.unwrap_or(0.0)));
-                }
-            }
-        }
-        let mut params = Vec::new();
-        if let Some(p) = self.table(doc, "params") {
-            params.reserve_exact(p.len());
-            for (k, v) in p {
-                let x = plain_number(v)
-                    .or_else(|| self.numeric_value(v, &["params", k], &format!("[params].{k}")));
-                params.push((k.clone(), x.unwrap_or(0.0)));
-            }
-        }
-
-        let mut aux = Vec::new();
-        if let Some(a) = self.table(doc, "aux") {
-            for (k, v) in a {
-                let loc = format!("[aux].{k}");
-                let r = string_at(v, &loc);
-                let text = self.keep(&["aux", k], r);
-                if text.is_none() {
-                    self.poisoned.push(k.clone());
-                }
-                let src = self
+    fn model_kind(&mut self, doc: &Table, model: &Table) -> ModelKind {
+        let problem = match model.get("type") {
+            Some(Value::String(s)) if s == "ode" => return ModelKind::Ode,
+            Some(Value::String(s)) if s == "map" => return ModelKind::Map,
+            Some(Value::String(s)) => format!(
+                "[model].type must be \"ode\" or \"map\", found \"{}\"",
+                shorten(s)
+            ),
+            Some(other) => format!(
+                "[model].type must be the string \"ode\" or \"map\", found {}",
+                other.type_str()
+            ),
+            None if doc.contains_key("model") => {
+                let e = self
                     .cx
-                    .source(&["aux", k], loc, text.unwrap_or_else(|| "0".into()));
-                aux.push((k.clone(), src));
+                    .err(&["model"], "[model].type is required (\"ode\" or \"map\")");
+                self.errors.push(e);
+                return ModelKind::Ode;
+            }
+            None => return ModelKind::Ode,
+        };
+        let e = self.cx.err(&["model", "type"], problem);
+        self.errors.push(e);
+        ModelKind::Ode
+    }
+
+    fn read_constants(&mut self, doc: &Table) {
+        let Some(c) = self.table(doc, "constants") else {
+            return;
+        };
+        for (k, v) in c {
+            let loc = format!("[constants].{k}");
+            let value = self.numeric_value(v, &["constants", k], &loc);
+            if value.is_none() {
+                self.poisoned.push(k.clone());
+            }
+            let index = self.constants.len();
+            self.constant_index.entry(k.clone()).or_insert(index);
+            self.constants.push((k.clone(), value.unwrap_or(0.0)));
+        }
+    }
+
+    /// `[states]` or `[params]`: names with numbers (or constant arithmetic). A model without
+    /// states (parameters only) is valid: it serves presets, assign and snapshots; a run
+    /// refuses it.
+    fn read_numbers(&mut self, doc: &Table, section: &str) -> Vec<(String, f64)> {
+        let Some(t) = self.table(doc, section) else {
+            return Vec::new();
+        };
+        // Sized once: at 10^6 states each doubling would copy tens of MB.
+        let mut out = Vec::with_capacity(t.len());
+        for (k, v) in t {
+            let x = plain_number(v)
+                .or_else(|| self.numeric_value(v, &[section, k], &format!("[{section}].{k}")));
+            out.push((k.clone(), x.unwrap_or(0.0)));
+        }
+        out
+    }
+
+    fn read_aux(&mut self, doc: &Table) -> Vec<(String, Source)> {
+        let Some(a) = self.table(doc, "aux") else {
+            return Vec::new();
+        };
+        let mut aux = Vec::with_capacity(a.len());
+        for (k, v) in a {
+            let loc = format!("[aux].{k}");
+            let r = string_at(v, &loc);
+            let text = self.keep(&["aux", k], r);
+            if text.is_none() {
+                self.poisoned.push(k.clone());
+            }
+            let src = self
+                .cx
+                .source(&["aux", k], loc, text.unwrap_or_else(|| "0".into()));
+            aux.push((k.clone(), src));
+        }
+        aux
+    }
+
+    fn read_functions(&mut self, doc: &Table) -> Vec<FunctionSpec> {
+        let Some(f) = self.table(doc, "functions") else {
+            return Vec::new();
+        };
+        let mut functions = Vec::with_capacity(f.len());
+        for (k, v) in f {
+            let r = parse_function(&self.cx, k, v);
+            match self.keep(&["functions", k], r) {
+                Some(f) => functions.push(f),
+                None => self.poisoned.push(k.clone()),
             }
         }
+        functions
+    }
 
-        let mut functions = Vec::new();
-        if let Some(f) = self.table(doc, "functions") {
-            for (k, v) in f {
-                let r = parse_function(&self.cx, k, v);
-                match self.keep(&["functions", k], r) {
-                    Some(f) => functions.push(f),
-                    None => self.poisoned.push(k.clone()),
-                }
-            }
+    /// `[equations]` (with its errors recorded); `Err(())` when the table is missing and
+    /// required.
+    #[allow(clippy::type_complexity)]
+    fn read_equations(
+        &mut self,
+        doc: &Table,
+        kind: ModelKind,
+        state_names: &[&str],
+    ) -> std::result::Result<(Vec<Equation>, Option<Vec<Vec<Source>>>), ()> {
+        let had_table = doc.contains_key("equations");
+        if state_names.is_empty() && !had_table {
+            return Ok((Vec::new(), None));
         }
-
-        let state_names: Vec<&str> = states.iter().map(|(n, _)| n.as_str()).collect();
-        let mut equations = Vec::new();
-        let mut jacobian = None;
-        if !state_names.is_empty() || doc.contains_key("equations") {
-            let r = parse_equations(&self.cx, doc, kind, &state_names);
-            let had_table = doc.contains_key("equations");
-            match r {
-                Ok((eqs, jac, errs)) => {
-                    equations = eqs;
-                    jacobian = jac;
-                    for e in errs {
-                        let e = self.cx.at(&["equations"], Err::<(), _>(e)).unwrap_err();
-                        self.errors.push(e);
-                    }
-                }
-                Err(e) if !had_table => {
-                    if e.message().contains("missing required table") {
-                        missing(self, "equations");
-                    } else {
-                        self.errors.push(e);
-                    }
-                }
-                Err(e) => {
+        match parse_equations(&self.cx, doc, kind, state_names) {
+            Ok((eqs, jac, errs)) => {
+                for e in errs {
                     let e = self.cx.at(&["equations"], Err::<(), _>(e)).unwrap_err();
                     self.errors.push(e);
                 }
+                Ok((eqs, jac))
+            }
+            Err(e) if !had_table && e.message().contains("missing required table") => Err(()),
+            Err(e) if !had_table => {
+                self.errors.push(e);
+                Ok((Vec::new(), None))
+            }
+            Err(e) => {
+                let e = self.cx.at(&["equations"], Err::<(), _>(e)).unwrap_err();
+                self.errors.push(e);
+                Ok((Vec::new(), None))
             }
         }
+    }
 
-        let mut events = Vec::new();
-        if let Some(e) = self.table(doc, "events") {
-            for (k, v) in e {
-                let r = parse_event(&self.cx, k, v);
-                if let Some(ev) = self.keep(&["events", k], r) {
-                    events.push(ev);
-                }
-            }
-        }
-
-        let sim_t = self.table(doc, "sim");
-        let (sim, errs) = parse_sim(&self.cx, sim_t, kind);
-        self.errors.extend(errs);
-
-        let mut presets = Vec::new();
-        if let Some(p) = self.table(doc, "presets") {
-            for (k, v) in p {
-                let r = parse_preset(&self.cx, k, v);
-                if let Some(p) = self.keep(&["presets", k], r) {
-                    presets.push(p);
-                }
-            }
-        }
-
-        let spec = ModelSpec {
-            kind,
-            name,
-            dtype,
-            constants: {
-                self.constant_index.clear();
-                std::mem::take(&mut self.constants)
-            },
-            states,
-            params,
-            equations,
-            jacobian,
-            aux,
-            functions,
-            events,
-            sim,
-            presets,
-            mods: Vec::new(),
+    /// Every entry of the table `section`, read by `parse` (errors recorded, entries in
+    /// error left out).
+    fn read_each<T>(
+        &mut self,
+        doc: &Table,
+        section: &str,
+        parse: fn(&Cx, &str, &Value) -> Result<T>,
+    ) -> Vec<T> {
+        let Some(t) = self.table(doc, section) else {
+            return Vec::new();
         };
+        let mut out = Vec::with_capacity(t.len());
+        for (k, v) in t {
+            let r = parse(&self.cx, k, v);
+            if let Some(x) = self.keep(&[section, k], r) {
+                out.push(x);
+            }
+        }
+        out
+    }
+
+    /// The structure of every mod table; `[mods]` entries must be tables.
+    fn check_mods(&mut self, doc: &Table) {
         for m in super::mods::defined(doc) {
             if let Some(path) = &m.path {
                 let refs: Vec<&str> = path.iter().map(String::as_str).collect();
@@ -796,21 +830,17 @@ impl ModelBuilder {
                 self.errors.extend(errs);
             }
         }
-        if let Some(ms) = doc.get("mods") {
-            if let Some(t) = ms.as_table() {
-                for (k, v) in t {
-                    if !v.is_table() {
-                        let e = self
-                            .cx
-                            .err(&["mods", k], format!("[mods].{k} must be a table"));
-                        self.errors.push(e);
-                    }
-                }
+        let Some(t) = doc.get("mods").and_then(Value::as_table) else {
+            return;
+        };
+        for (k, v) in t {
+            if !v.is_table() {
+                let e = self
+                    .cx
+                    .err(&["mods", k], format!("[mods].{k} must be a table"));
+                self.errors.push(e);
             }
         }
-        let errs = check_names(&self.cx, &spec);
-        self.errors.extend(errs);
-        Some(spec)
     }
 
     /// A number, or a string holding constant arithmetic over numbers, `pi`, `e` and constants
