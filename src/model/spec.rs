@@ -1136,174 +1136,18 @@ fn parse_equations(
         &["exprs"],
         &["equations"],
     ));
-    let state_index = StateLookup::new(states);
-    // Sized once for the usual case, one equation per state.
-    let mut equations: Vec<Equation> = Vec::with_capacity(states.len());
-    // Index into `equations` of each state's equation (its location names the first one).
-    let mut defined_at: Vec<Option<usize>> = vec![None; states.len()];
-    let mut define = |state: usize, src: Source, path: &[&str]| -> Result<()> {
-        if let Some(prev) = defined_at[state] {
-            return Err(cx.err(
-                path,
-                format!(
-                    "state '{}' has two equations: {} and {}",
-                    states[state], equations[prev].expr.location, src.location
-                ),
-            ));
-        }
-        defined_at[state] = Some(equations.len());
-        equations.push(Equation { state, expr: src });
-        Ok(())
-    };
+    let mut set = EquationSet::new(cx, states);
     if let Some(rhs) = eq.get("rhs") {
-        match rhs.as_table() {
-            None => errs.push(cx.err(
-                &["equations", "rhs"],
-                "[equations.rhs] must be a table of state = \"expression\"",
-            )),
-            Some(rhs) => {
-                for (k, v) in rhs {
-                    let loc = format!("[equations.rhs].{k}");
-                    let path = ["equations", "rhs", k.as_str()];
-                    let Some(i) = state_index.get(k.as_str()) else {
-                        errs.push(cx.err(
-                            &path,
-                            format!(
-                                "{loc}: equation for '{}', which is not a declared state{}; \
-                                 states: {}",
-                                shorten(k),
-                                suggestion_suffix(k, states.iter().copied()),
-                                states.join(", ")
-                            ),
-                        ));
-                        continue;
-                    };
-                    let r = cx
-                        .at(&path, string_at(v, &loc))
-                        .and_then(|text| define(i, cx.source(&path, loc, text), &path));
-                    if let Err(e) = r {
-                        errs.push(e);
-                    }
-                }
-            }
-        }
+        set.read_rhs_table(rhs, &mut errs);
     }
     if let Some(block) = eq.get("expr") {
-        let path = ["equations", "expr"];
-        let lines = cx
-            .at(&path, string_at(block, "[equations].expr"))
-            .and_then(|text| block_lines(cx, &path, &text, "[equations].expr"));
-        match lines {
-            Err(e) => errs.push(e),
-            Ok(lines) => {
-                for (target, expr, line, offset) in lines {
-                    let loc = format!("[equations].expr line {line} ({target})");
-                    let mut src = cx.source(&path, loc.clone(), expr);
-                    src.origin = src.origin.offset(offset);
-                    let (l, c) = src.origin.position(1);
-                    let here = |e: Error| {
-                        if e.positioned().is_empty() {
-                            Error::model_at(Diagnostic {
-                                message: e.message().to_string(),
-                                location: loc.clone(),
-                                line: l,
-                                column: c,
-                            })
-                        } else {
-                            e
-                        }
-                    };
-                    let r = equation_target(&target, kind, states, &state_index, &loc)
-                        .and_then(|i| define(i, src, &path));
-                    if let Err(e) = r {
-                        errs.push(here(e));
-                    }
-                }
-            }
-        }
+        set.read_expr_block(block, kind, &mut errs);
     }
     if errs.is_empty() {
-        for (i, _) in defined_at.iter().enumerate().filter(|(_, d)| d.is_none()) {
-            errs.push(cx.err(
-                &["states", states[i]],
-                format!(
-                    "state '{}' has no equation: give it one in [equations.rhs] or \
-                     [equations].expr{}",
-                    states[i],
-                    if kind == ModelKind::Ode {
-                        " (write \"0\" for a constant state)"
-                    } else {
-                        ""
-                    }
-                ),
-            ));
-        }
+        errs.extend(set.missing_equations(kind));
     }
-    // Equations are evaluated in state order whatever the order they were written in
-    // (usually that order already: then no sort, whose scratch is half the list).
-    if !equations.is_sorted_by_key(|e| e.state) {
-        equations.sort_by_key(|e| e.state);
-    }
-
-    let read_jacobian = || -> Result<Jacobian> {
-        Ok(match eq.get("jacobian") {
-            None => None,
-            Some(j) => {
-                let j = j.as_table().ok_or_else(|| {
-                    Error::model("[equations.jacobian] must be a table with 'expr'")
-                })?;
-                if j.contains_key("exprs") {
-                    return Err(Error::model(
-                        "unknown key 'exprs' in [equations.jacobian]: the key is singular, 'expr'",
-                    ));
-                }
-                check_unknown_keys(cx, j, &["expr"], &["equations", "jacobian"])?;
-                let rows = j.get("expr").and_then(Value::as_array).ok_or_else(|| {
-                    Error::model("[equations.jacobian].expr must be a list of rows")
-                })?;
-                let n = states.len();
-                if rows.len() != n {
-                    return Err(Error::model(format!(
-                        "[equations.jacobian].expr has {} rows; the model has {n} states",
-                        rows.len()
-                    )));
-                }
-                let mut out = Vec::with_capacity(n);
-                for (i, row) in rows.iter().enumerate() {
-                    let row = row.as_array().ok_or_else(|| {
-                        Error::model(format!("[equations.jacobian].expr row {i} is not a list"))
-                    })?;
-                    if row.len() != n {
-                        return Err(Error::model(format!(
-                        "[equations.jacobian].expr row {i} has {} entries; the model has {n} states",
-                        row.len()
-                    )));
-                    }
-                    let mut r = Vec::with_capacity(n);
-                    for (jx, v) in row.iter().enumerate() {
-                        let location = format!("[equations.jacobian].expr[{i}][{jx}]");
-                        let text = match v {
-                            Value::String(s) => s.clone(),
-                            Value::Integer(x) => format!("{x}"),
-                            Value::Float(x) => format!("{x:?}"),
-                            other => {
-                                return Err(Error::model(format!(
-                                    "{location} must be a string or number, found {}",
-                                    other.type_str()
-                                )))
-                            }
-                        };
-                        let (si, sj) = (i.to_string(), jx.to_string());
-                        let path = ["equations", "jacobian", "expr", si.as_str(), sj.as_str()];
-                        r.push(cx.source(&path, location, text));
-                    }
-                    out.push(r);
-                }
-                Some(out)
-            }
-        })
-    };
-    let jacobian = match read_jacobian() {
+    let equations = set.into_state_order();
+    let jacobian = match read_jacobian(cx, eq, states.len()) {
         Ok(j) => j,
         Err(e) => {
             errs.push(
@@ -1314,6 +1158,214 @@ fn parse_equations(
         }
     };
     Ok((equations, jacobian, errs))
+}
+
+/// The equations read so far, at most one per state.
+struct EquationSet<'a> {
+    cx: &'a Cx,
+    states: &'a [&'a str],
+    state_index: StateLookup<'a>,
+    equations: Vec<Equation>,
+    /// Index into `equations` of each state's equation (its location names the first one).
+    defined_at: Vec<Option<usize>>,
+}
+
+impl<'a> EquationSet<'a> {
+    fn new(cx: &'a Cx, states: &'a [&'a str]) -> Self {
+        EquationSet {
+            cx,
+            states,
+            state_index: StateLookup::new(states),
+            // Sized once for the usual case, one equation per state.
+            equations: Vec::with_capacity(states.len()),
+            defined_at: vec![None; states.len()],
+        }
+    }
+
+    fn define(&mut self, state: usize, src: Source, path: &[&str]) -> Result<()> {
+        if let Some(prev) = self.defined_at[state] {
+            return Err(self.cx.err(
+                path,
+                format!(
+                    "state '{}' has two equations: {} and {}",
+                    self.states[state], self.equations[prev].expr.location, src.location
+                ),
+            ));
+        }
+        self.defined_at[state] = Some(self.equations.len());
+        self.equations.push(Equation { state, expr: src });
+        Ok(())
+    }
+
+    /// `[equations.rhs]`: state = "expression".
+    fn read_rhs_table(&mut self, rhs: &Value, errs: &mut Vec<Error>) {
+        let cx = self.cx;
+        let Some(rhs) = rhs.as_table() else {
+            errs.push(cx.err(
+                &["equations", "rhs"],
+                "[equations.rhs] must be a table of state = \"expression\"",
+            ));
+            return;
+        };
+        for (k, v) in rhs {
+            let loc = format!("[equations.rhs].{k}");
+            let path = ["equations", "rhs", k.as_str()];
+            let Some(i) = self.state_index.get(k.as_str()) else {
+                errs.push(cx.err(
+                    &path,
+                    format!(
+                        "{loc}: equation for '{}', which is not a declared state{}; \
+                         states: {}",
+                        shorten(k),
+                        suggestion_suffix(k, self.states.iter().copied()),
+                        self.states.join(", ")
+                    ),
+                ));
+                continue;
+            };
+            let r = cx
+                .at(&path, string_at(v, &loc))
+                .and_then(|text| self.define(i, cx.source(&path, loc, text), &path));
+            if let Err(e) = r {
+                errs.push(e);
+            }
+        }
+    }
+
+    /// `[equations].expr`: a block of `target = expression` lines.
+    fn read_expr_block(&mut self, block: &Value, kind: ModelKind, errs: &mut Vec<Error>) {
+        let cx = self.cx;
+        let path = ["equations", "expr"];
+        let lines = cx
+            .at(&path, string_at(block, "[equations].expr"))
+            .and_then(|text| block_lines(cx, &path, &text, "[equations].expr"));
+        let lines = match lines {
+            Err(e) => return errs.push(e),
+            Ok(lines) => lines,
+        };
+        for (target, expr, line, offset) in lines {
+            let loc = format!("[equations].expr line {line} ({target})");
+            let mut src = cx.source(&path, loc.clone(), expr);
+            src.origin = src.origin.offset(offset);
+            let (l, c) = src.origin.position(1);
+            let here = |e: Error| {
+                if e.positioned().is_empty() {
+                    Error::model_at(Diagnostic {
+                        message: e.message().to_string(),
+                        location: loc.clone(),
+                        line: l,
+                        column: c,
+                    })
+                } else {
+                    e
+                }
+            };
+            let r = equation_target(&target, kind, self.states, &self.state_index, &loc)
+                .and_then(|i| self.define(i, src, &path));
+            if let Err(e) = r {
+                errs.push(here(e));
+            }
+        }
+    }
+
+    /// A state without an equation is an error at its declaration.
+    fn missing_equations(&self, kind: ModelKind) -> Vec<Error> {
+        let states = self.states;
+        let unset = self
+            .defined_at
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.is_none());
+        unset
+            .map(|(i, _)| {
+                self.cx.err(
+                    &["states", states[i]],
+                    format!(
+                        "state '{}' has no equation: give it one in [equations.rhs] or \
+                         [equations].expr{}",
+                        states[i],
+                        if kind == ModelKind::Ode {
+                            " (write \"0\" for a constant state)"
+                        } else {
+                            ""
+                        }
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// Equations are evaluated in state order whatever the order they were written in
+    /// (usually that order already: then no sort, whose scratch is half the list).
+    fn into_state_order(self) -> Vec<Equation> {
+        let mut equations = self.equations;
+        if !equations.is_sorted_by_key(|e| e.state) {
+            equations.sort_by_key(|e| e.state);
+        }
+        equations
+    }
+}
+
+/// `[equations.jacobian].expr`: n rows of n strings or numbers.
+fn read_jacobian(cx: &Cx, eq: &Table, n: usize) -> Result<Jacobian> {
+    let Some(j) = eq.get("jacobian") else {
+        return Ok(None);
+    };
+    let j = j
+        .as_table()
+        .ok_or_else(|| Error::model("[equations.jacobian] must be a table with 'expr'"))?;
+    if j.contains_key("exprs") {
+        return Err(Error::model(
+            "unknown key 'exprs' in [equations.jacobian]: the key is singular, 'expr'",
+        ));
+    }
+    check_unknown_keys(cx, j, &["expr"], &["equations", "jacobian"])?;
+    let rows = j
+        .get("expr")
+        .and_then(Value::as_array)
+        .ok_or_else(|| Error::model("[equations.jacobian].expr must be a list of rows"))?;
+    if rows.len() != n {
+        return Err(Error::model(format!(
+            "[equations.jacobian].expr has {} rows; the model has {n} states",
+            rows.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(n);
+    for (i, row) in rows.iter().enumerate() {
+        let row = row.as_array().ok_or_else(|| {
+            Error::model(format!("[equations.jacobian].expr row {i} is not a list"))
+        })?;
+        if row.len() != n {
+            return Err(Error::model(format!(
+                "[equations.jacobian].expr row {i} has {} entries; the model has {n} states",
+                row.len()
+            )));
+        }
+        let mut r = Vec::with_capacity(n);
+        for (jx, v) in row.iter().enumerate() {
+            r.push(jacobian_entry(cx, v, i, jx)?);
+        }
+        out.push(r);
+    }
+    Ok(Some(out))
+}
+
+fn jacobian_entry(cx: &Cx, v: &Value, i: usize, jx: usize) -> Result<Source> {
+    let location = format!("[equations.jacobian].expr[{i}][{jx}]");
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Integer(x) => format!("{x}"),
+        Value::Float(x) => format!("{x:?}"),
+        other => {
+            return Err(Error::model(format!(
+                "{location} must be a string or number, found {}",
+                other.type_str()
+            )))
+        }
+    };
+    let (si, sj) = (i.to_string(), jx.to_string());
+    let path = ["equations", "jacobian", "expr", si.as_str(), sj.as_str()];
+    Ok(cx.source(&path, location, text))
 }
 
 fn parse_event(cx: &Cx, name: &str, v: &Value) -> Result<EventSpec> {
