@@ -896,114 +896,21 @@ impl<'s> Compiler<'s> {
         scope: &[(String, Reg)],
         ctx: &Ctx<'_>,
     ) -> Result<Reg> {
-        let arity = |want: usize| -> Result<()> {
-            if args.len() == want {
-                Ok(())
-            } else {
-                Err(ctx.error(
-                    span,
-                    format!(
-                        "{name}() takes {want} argument{}, but {} {} given",
-                        if want == 1 { "" } else { "s" },
-                        args.len(),
-                        if args.len() == 1 { "was" } else { "were" }
-                    ),
-                ))
-            }
-        };
-        // Lagged state value: lag_x() or lag_x(k) with an integer literal k.
+        let call = Call { name, args, span };
         if let Some(state) = name.strip_prefix("lag_") {
-            let Some(si) = self.state_index(state) else {
-                return Err(ctx.error(
-                    span,
-                    format!(
-                        "'{name}': only states can be lagged, and '{state}' is not a state{}",
-                        suggestion_suffix(state, self.spec.states.iter().map(|(n, _)| n.as_str()))
-                    ),
-                ));
-            };
-            let k = match args {
-                [] => 1,
-                [Expr::Number(k)] if k.fract() == 0.0 && *k >= 1.0 && *k <= MAX_LAG as f64 => {
-                    *k as u32
-                }
-                _ => {
-                    return Err(ctx.error(
-                        span,
-                        format!(
-                            "{name}() takes no argument or one integer literal between 1 and \
-                             {MAX_LAG} (how many committed steps back)"
-                        ),
-                    ))
-                }
-            };
-            return Ok(self.lag(b, si, k));
+            return self.lower_lag(&call, state, b, ctx);
         }
         if let Some((_, want)) = LAG_MACROS.iter().find(|(n, _)| *n == name) {
-            arity(*want)?;
-            let si = match &args[0] {
-                Expr::Name { name: s, .. } if self.state_index(s).is_some() => {
-                    self.state_index(s).unwrap_or_default()
-                }
-                _ => {
-                    return Err(ctx.error(
-                        span,
-                        format!("{name}(): the first argument must be a state name"),
-                    ))
-                }
-            };
-            let cur = b.push(Op::State(si as u32));
-            let prev = self.lag(b, si, 1);
-            let rest = args[1..]
-                .iter()
-                .map(|a| self.lower(a, b, scope, ctx))
-                .collect::<Result<Vec<_>>>()?;
-            return Ok(lag_macro(b, name, cur, prev, &rest));
+            call.arity(*want, ctx)?;
+            return self.lower_lag_macro(&call, b, scope, ctx);
         }
         if let Some((_, want)) = MACROS.iter().find(|(n, _)| *n == name) {
-            arity(*want)?;
-            let a = args
-                .iter()
-                .map(|x| self.lower(x, b, scope, ctx))
-                .collect::<Result<Vec<_>>>()?;
-            let zero = b.push(Op::Const(0.0));
-            return Ok(match name {
-                "heaviside" | "step" => b.binary(Fn2::Ge, a[0], zero),
-                "relu" => b.binary(Fn2::Max, a[0], zero),
-                "clip" => {
-                    let lo = b.binary(Fn2::Max, a[0], a[1]);
-                    b.binary(Fn2::Min, lo, a[2])
-                }
-                "approx" => {
-                    let d = b.binary(Fn2::Sub, a[0], a[1]);
-                    let d = b.unary(Fn1::Abs, d);
-                    b.binary(Fn2::Le, d, a[2])
-                }
-                _ => {
-                    // in_interval(v, lo, hi)
-                    let lo = b.binary(Fn2::Le, a[1], a[0]);
-                    let hi = b.binary(Fn2::Le, a[0], a[2]);
-                    b.binary(Fn2::And, lo, hi)
-                }
-            });
+            call.arity(*want, ctx)?;
+            let a = self.lower_all(args, b, scope, ctx)?;
+            return Ok(lower_macro(b, name, &a));
         }
         if name == "min" || name == "max" {
-            if args.len() < 2 {
-                return Err(ctx.error(
-                    span,
-                    format!(
-                        "{name}() takes at least 2 arguments, but {} given",
-                        args.len()
-                    ),
-                ));
-            }
-            let f = if name == "min" { Fn2::Min } else { Fn2::Max };
-            let mut acc = self.lower(&args[0], b, scope, ctx)?;
-            for a in &args[1..] {
-                let r = self.lower(a, b, scope, ctx)?;
-                acc = b.binary(f, acc, r);
-            }
-            return Ok(acc);
+            return self.lower_min_max(&call, b, scope, ctx);
         }
         if name == "log" && args.len() == 2 {
             let x = self.lower(&args[0], b, scope, ctx)?;
@@ -1013,53 +920,163 @@ impl<'s> Compiler<'s> {
             return Ok(b.binary(Fn2::Div, lx, lb));
         }
         if let Some(f) = math1(name) {
-            arity(1)?;
+            call.arity(1, ctx)?;
             let a = self.lower(&args[0], b, scope, ctx)?;
             return Ok(b.unary(f, a));
         }
         if let Some(f) = math2(name) {
-            arity(2)?;
+            call.arity(2, ctx)?;
             let a = self.lower(&args[0], b, scope, ctx)?;
             let c = self.lower(&args[1], b, scope, ctx)?;
             return Ok(b.binary(f, a, c));
         }
-        let spec = self.spec;
         if let Some(&fi) = self.functions.get(name) {
-            let f = &spec.functions[fi];
-            arity(f.args.len())?;
-            let regs = args
-                .iter()
-                .map(|a| self.lower(a, b, scope, ctx))
-                .collect::<Result<Vec<_>>>()?;
-            let key = (fi, regs);
-            if let Some(&r) = b.calls.get(&key) {
-                return Ok(r);
-            }
-            let inner: Vec<(String, Reg)> = f.args.iter().cloned().zip(key.1.clone()).collect();
-            self.enter(&f.name)?;
-            let r = self.lower_source(&f.expr, b, &inner);
-            self.stack.pop();
-            if let Ok(r) = r {
-                b.calls.insert(key, r);
-            }
-            return r;
+            return self.lower_user_function(&call, fi, b, scope, ctx);
         }
         if self.poisoned.iter().any(|p| p == name) {
             return Ok(b.push(Op::Const(0.0)));
         }
+        Err(self.unknown_function(&call, ctx))
+    }
+
+    fn lower_all(
+        &mut self,
+        args: &[Expr],
+        b: &mut ProgramBuilder,
+        scope: &[(String, Reg)],
+        ctx: &Ctx<'_>,
+    ) -> Result<Vec<Reg>> {
+        args.iter().map(|a| self.lower(a, b, scope, ctx)).collect()
+    }
+
+    /// Lagged state value: `lag_x()` or `lag_x(k)` with an integer literal k.
+    fn lower_lag(
+        &mut self,
+        call: &Call<'_>,
+        state: &str,
+        b: &mut ProgramBuilder,
+        ctx: &Ctx<'_>,
+    ) -> Result<Reg> {
+        let name = call.name;
+        let Some(si) = self.state_index(state) else {
+            return Err(ctx.error(
+                call.span,
+                format!(
+                    "'{name}': only states can be lagged, and '{state}' is not a state{}",
+                    suggestion_suffix(state, self.spec.states.iter().map(|(n, _)| n.as_str()))
+                ),
+            ));
+        };
+        let k = match call.args {
+            [] => 1,
+            [Expr::Number(k)] if k.fract() == 0.0 && *k >= 1.0 && *k <= MAX_LAG as f64 => *k as u32,
+            _ => {
+                return Err(ctx.error(
+                    call.span,
+                    format!(
+                        "{name}() takes no argument or one integer literal between 1 and \
+                         {MAX_LAG} (how many committed steps back)"
+                    ),
+                ))
+            }
+        };
+        Ok(self.lag(b, si, k))
+    }
+
+    /// A macro over a state and its last committed value (`cross_up(x, level)`, ...).
+    fn lower_lag_macro(
+        &mut self,
+        call: &Call<'_>,
+        b: &mut ProgramBuilder,
+        scope: &[(String, Reg)],
+        ctx: &Ctx<'_>,
+    ) -> Result<Reg> {
+        let si = match &call.args[0] {
+            Expr::Name { name: s, .. } if self.state_index(s).is_some() => {
+                self.state_index(s).unwrap_or_default()
+            }
+            _ => {
+                return Err(ctx.error(
+                    call.span,
+                    format!("{}(): the first argument must be a state name", call.name),
+                ))
+            }
+        };
+        let cur = b.push(Op::State(si as u32));
+        let prev = self.lag(b, si, 1);
+        let rest = self.lower_all(&call.args[1..], b, scope, ctx)?;
+        Ok(lag_macro(b, call.name, cur, prev, &rest))
+    }
+
+    fn lower_min_max(
+        &mut self,
+        call: &Call<'_>,
+        b: &mut ProgramBuilder,
+        scope: &[(String, Reg)],
+        ctx: &Ctx<'_>,
+    ) -> Result<Reg> {
+        let (name, args) = (call.name, call.args);
+        if args.len() < 2 {
+            return Err(ctx.error(
+                call.span,
+                format!(
+                    "{name}() takes at least 2 arguments, but {} given",
+                    args.len()
+                ),
+            ));
+        }
+        let f = if name == "min" { Fn2::Min } else { Fn2::Max };
+        let mut acc = self.lower(&args[0], b, scope, ctx)?;
+        for a in &args[1..] {
+            let r = self.lower(a, b, scope, ctx)?;
+            acc = b.binary(f, acc, r);
+        }
+        Ok(acc)
+    }
+
+    /// A `[functions]` entry, lowered once per distinct argument registers (a repeated call
+    /// with the same arguments is the same code: nested functions cost linear time).
+    fn lower_user_function(
+        &mut self,
+        call: &Call<'_>,
+        fi: usize,
+        b: &mut ProgramBuilder,
+        scope: &[(String, Reg)],
+        ctx: &Ctx<'_>,
+    ) -> Result<Reg> {
+        let spec = self.spec;
+        let f = &spec.functions[fi];
+        call.arity(f.args.len(), ctx)?;
+        let regs = self.lower_all(call.args, b, scope, ctx)?;
+        let key = (fi, regs);
+        if let Some(&r) = b.calls.get(&key) {
+            return Ok(r);
+        }
+        let inner: Vec<(String, Reg)> = f.args.iter().cloned().zip(key.1.clone()).collect();
+        self.enter(&f.name)?;
+        let r = self.lower_source(&f.expr, b, &inner);
+        self.stack.pop();
+        if let Ok(r) = r {
+            b.calls.insert(key, r);
+        }
+        r
+    }
+
+    fn unknown_function(&self, call: &Call<'_>, ctx: &Ctx<'_>) -> Error {
         let mut candidates: Vec<&str> = BUILTIN_FUNCTIONS.to_vec();
         candidates.extend(["min", "max"]);
         candidates.extend(MACROS.iter().map(|(n, _)| *n));
         candidates.extend(LAG_MACROS.iter().map(|(n, _)| *n));
-        candidates.extend(spec.functions.iter().map(|f| f.name.as_str()));
-        Err(ctx.error(
-            span,
+        candidates.extend(self.spec.functions.iter().map(|f| f.name.as_str()));
+        ctx.error(
+            call.span,
             format!(
-                "unknown function '{name}' at column {}{}",
-                span.col,
-                suggestion_suffix(name, candidates)
+                "unknown function '{}' at column {}{}",
+                call.name,
+                call.span.col,
+                suggestion_suffix(call.name, candidates)
             ),
-        ))
+        )
     }
 
     fn lag(&mut self, b: &mut ProgramBuilder, state: usize, k: u32) -> Reg {
@@ -1153,6 +1170,55 @@ fn parse_uncached(src: &Source) -> Result<Expr> {
             column,
         })
     })
+}
+
+/// A function call as written: its name, arguments and where it is.
+struct Call<'e> {
+    name: &'e str,
+    args: &'e [Expr],
+    span: Span,
+}
+
+impl Call<'_> {
+    fn arity(&self, want: usize, ctx: &Ctx<'_>) -> Result<()> {
+        if self.args.len() == want {
+            return Ok(());
+        }
+        Err(ctx.error(
+            self.span,
+            format!(
+                "{}() takes {want} argument{}, but {} {} given",
+                self.name,
+                if want == 1 { "" } else { "s" },
+                self.args.len(),
+                if self.args.len() == 1 { "was" } else { "were" }
+            ),
+        ))
+    }
+}
+
+/// The macros over plain values (`heaviside`, `relu`, `clip`, ...), arguments lowered.
+fn lower_macro(b: &mut ProgramBuilder, name: &str, a: &[Reg]) -> Reg {
+    let zero = b.push(Op::Const(0.0));
+    match name {
+        "heaviside" | "step" => b.binary(Fn2::Ge, a[0], zero),
+        "relu" => b.binary(Fn2::Max, a[0], zero),
+        "clip" => {
+            let lo = b.binary(Fn2::Max, a[0], a[1]);
+            b.binary(Fn2::Min, lo, a[2])
+        }
+        "approx" => {
+            let d = b.binary(Fn2::Sub, a[0], a[1]);
+            let d = b.unary(Fn1::Abs, d);
+            b.binary(Fn2::Le, d, a[2])
+        }
+        _ => {
+            // in_interval(v, lo, hi)
+            let lo = b.binary(Fn2::Le, a[1], a[0]);
+            let hi = b.binary(Fn2::Le, a[0], a[2]);
+            b.binary(Fn2::And, lo, hi)
+        }
+    }
 }
 
 fn lag_macro(b: &mut ProgramBuilder, name: &str, cur: Reg, prev: Reg, a: &[Reg]) -> Reg {
