@@ -464,6 +464,29 @@ struct Targets {
     exit: Block,
 }
 
+/// The adaptive loop's variables and the controller's values (loaded in the entry block).
+struct AdaptiveVars {
+    /// The next step size.
+    hv: Variable,
+    /// The last accepted step's last stage, and whether it is valid (first same as last).
+    fsal: Vec<Variable>,
+    fsal_ok: Variable,
+    t_end: Value,
+    atol: Value,
+    rtol: Value,
+    tries: Value,
+    carry: Value,
+    law: ControlLaw,
+}
+
+/// The attempt block's parameters: where the step starts, its size and the tries left.
+#[derive(Clone, Copy)]
+struct Attempt {
+    t: Value,
+    h: Value,
+    left: Value,
+}
+
 /// The blocks of a generated loop.
 #[derive(Clone, Copy)]
 struct Loop {
@@ -1125,8 +1148,84 @@ impl Gen<'_, '_, '_> {
 
     /// The adaptive loop: accepted steps strictly inside the horizon.
     fn body_adaptive(&mut self, pair: &'static EmbeddedPair) -> Result<()> {
-        let (i64t, f64t) = (types::I64, types::F64);
         let (c, v, Loop { head, exit, .. }) = self.open_loop()?;
+        let a = self.adaptive_vars(&c)?;
+        let f64t = types::F64;
+        let attempt = self.b.create_block();
+        let a_h = self.b.append_block_param(attempt, f64t);
+        let a_left = self.b.append_block_param(attempt, types::I64);
+        let accept = self.b.create_block();
+        let h_next = self.b.append_block_param(accept, f64t);
+        let k = self.enter_loop(&c, &v)?;
+        let (mut frame, t, y, k0) = self.adaptive_step_start(&c, &v, &a, exit, attempt)?;
+
+        // attempt(h, tries left): the stages, the error norm and the controller's verdict.
+        self.b.switch_to_block(attempt);
+        let step = Attempt {
+            t,
+            h: a_h,
+            left: a_left,
+        };
+        let (ks, y5, err) = self.adaptive_attempt(pair, &mut frame, &a, step, &y, &k0, exit)?;
+        let rejected_before = self.b.ins().icmp(IntCC::NotEqual, a_left, a.tries);
+        let prev_err = self.load(f64t, a.carry, offset(CarrySlots::of(self.n).prev_err)?);
+        let history = StepHistory {
+            prev_err,
+            rejected_before,
+        };
+        let targets = Targets {
+            attempt,
+            accept,
+            exit,
+        };
+        self.judge(&a.law, err, a_h, a_left, history, targets);
+
+        // accept: the step ends inside the horizon and fires no event, or the general
+        // engine takes it.
+        self.b.switch_to_block(accept);
+        let t_new = self.b.ins().fadd(t, a_h);
+        let past = self.b.ins().fcmp(FloatCC::GreaterThan, t_new, a.t_end);
+        let next = self.b.create_block();
+        self.exit_if(past, exit, 1, next);
+        frame.lag_fields = Some((c.ring, c.heads, c.shift1));
+        self.events(&mut frame, t_new, &y5, false, exit)?;
+        frame.lag_fields = Some((c.ring, c.heads, c.shift0));
+        let h_ok = self.all_finite(&[h_next]);
+        let next = self.b.create_block();
+        self.exit_unless(h_ok, exit, 1, next);
+        let k1 = self.b.ins().iadd_imm_u(k, 1);
+        self.commit_lags(&c, &y5)?;
+        for (var, val) in v.y.iter().zip(&y5) {
+            self.b.def_var(*var, *val);
+        }
+        self.b.def_var(v.k, k1);
+        self.b.def_var(v.t, t_new);
+        self.b.def_var(a.hv, h_next);
+        self.carry_fsal(&a, &ks);
+        self.note_accepted(err, a.tries, a_left, a.carry)?;
+        if defers_dense(&self.model, self.spec, &self.lw.bounds) {
+            self.store_step_start(&y, t, a_h, a.carry)?;
+        } else {
+            self.store_dense(pair, &ks, &y, &y5, t, a_h, a.carry)?;
+        }
+        if let Some(slots) = self.spec.record {
+            self.record(&mut frame, &c, &v, slots, k1, t_new, &y5)?;
+        }
+        self.stop_condition(&mut frame, t_new, &y5, exit)?;
+        self.b.ins().jump(head, &[]);
+
+        let code = self.close_loop()?;
+        self.epilogue(&c, &v)?;
+        let h = self.b.use_var(a.hv);
+        self.b.ins().store(mem(), h, c.ctx, field!(h));
+        self.b.ins().return_(&[code]);
+        Ok(())
+    }
+
+    /// The adaptive loop's variables (step size, the carried last stage) and the
+    /// controller's values, loaded in the entry block.
+    fn adaptive_vars(&mut self, c: &Consts) -> Result<AdaptiveVars> {
+        let (i64t, f64t) = (types::I64, types::F64);
         let ctx = c.ctx;
         let h_init = self.load(f64t, ctx, field!(h));
         let hv = self.b.declare_var(f64t);
@@ -1149,115 +1248,92 @@ impl Gen<'_, '_, '_> {
         let tries = self.load(i64t, ctl, std::mem::offset_of!(Controller, tries) as i32);
         let carry = self.load(i64t, ctx, field!(carry));
         let law = self.control_law(ctl)?;
-        let attempt = self.b.create_block();
-        let a_h = self.b.append_block_param(attempt, f64t);
-        let a_left = self.b.append_block_param(attempt, i64t);
-        let accept = self.b.create_block();
-        let h_next = self.b.append_block_param(accept, f64t);
-        let k = self.enter_loop(&c, &v)?;
+        Ok(AdaptiveVars {
+            hv,
+            fsal,
+            fsal_ok,
+            t_end,
+            atol,
+            rtol,
+            tries,
+            carry,
+            law,
+        })
+    }
+
+    /// The head of a step: leave when the horizon is reached, check events, take the first
+    /// stage, and jump to the first attempt (or leave when it would end past `t_end`: the
+    /// general engine takes the run's last step anyway).
+    #[allow(clippy::type_complexity)]
+    fn adaptive_step_start(
+        &mut self,
+        c: &Consts,
+        v: &Vars,
+        a: &AdaptiveVars,
+        exit: Block,
+        attempt: Block,
+    ) -> Result<(Frame, Value, Vec<Value>, Vec<Value>)> {
         let t = self.b.use_var(v.t);
-        let inside = self.b.ins().fcmp(FloatCC::LessThan, t, t_end);
+        let inside = self.b.ins().fcmp(FloatCC::LessThan, t, a.t_end);
         let go = self.b.create_block();
         self.exit_unless(inside, exit, 0, go);
         let y: Vec<Value> = v.y.iter().map(|&x| self.b.use_var(x)).collect();
-        let mut frame = Frame::new(t, Src::Vals(y.clone()), Src::Vals(c.p.clone()), ctx);
+        let mut frame = Frame::new(t, Src::Vals(y.clone()), Src::Vals(c.p.clone()), c.ctx);
         frame.lag_fields = Some((c.ring, c.heads, c.shift0));
         self.events(&mut frame, t, &y, true, exit)?;
         // The first stage f(t, y) is the same for every attempt of the step; for a model
         // without lags it is also the last stage of the previous step (first same as last:
         // f(t + 1·h, y5) with y5 the new state), which the loop carries.
-        let k0 = self.first_stage(&mut frame, t, &y, &fsal, fsal_ok)?;
-        let h_in = self.b.use_var(hv);
+        let k0 = self.first_stage(&mut frame, t, &y, &a.fsal, a.fsal_ok)?;
+        let h_in = self.b.use_var(a.hv);
         // `Controller::first_step`.
-        let h0 = self.rust_min(h_in, law.dt_max);
-        // A first attempt that would end past t_end is the run's last step, which the
-        // general engine takes anyway (it ends the run there): hand it over now rather
-        // than compute the attempt here and again there.
+        let h0 = self.rust_min(h_in, a.law.dt_max);
         let t_try = self.b.ins().fadd(t, h0);
-        let crossing = self.b.ins().fcmp(FloatCC::GreaterThan, t_try, t_end);
+        let crossing = self.b.ins().fcmp(FloatCC::GreaterThan, t_try, a.t_end);
         let inside = self.b.create_block();
         self.exit_if(crossing, exit, 1, inside);
-        self.b.ins().jump(attempt, &[h0.into(), tries.into()]);
+        self.b.ins().jump(attempt, &[h0.into(), a.tries.into()]);
+        Ok((frame, t, y, k0))
+    }
 
-        // attempt(h, tries left): the stages, the error norm and the controller's verdict.
-        self.b.switch_to_block(attempt);
-        let some_left = self.b.ins().icmp_imm_u(IntCC::NotEqual, a_left, 0);
+    /// One attempt at the step: leave when no tries are left or h is not positive, then the
+    /// stages, the error norm, and leave when anything is not finite.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn adaptive_attempt(
+        &mut self,
+        pair: &'static EmbeddedPair,
+        frame: &mut Frame,
+        a: &AdaptiveVars,
+        step: Attempt,
+        y: &[Value],
+        k0: &[Value],
+        exit: Block,
+    ) -> Result<(Vec<Vec<Value>>, Vec<Value>, Value)> {
+        let some_left = self.b.ins().icmp_imm_u(IntCC::NotEqual, step.left, 0);
         let zero = self.zero();
-        let positive = self.b.ins().fcmp(FloatCC::GreaterThan, a_h, zero);
+        let positive = self.b.ins().fcmp(FloatCC::GreaterThan, step.h, zero);
         let ok = self.b.ins().band(some_left, positive);
         let next = self.b.create_block();
         self.exit_unless(ok, exit, 1, next);
-        let (ks, y5) = self.stages(&mut frame, &pair.tab, t, a_h, &y, Some(&k0))?;
-        let err = self.error_norm(pair, &ks, &y, &y5, a_h, atol, rtol);
+        let (ks, y5) = self.stages(frame, &pair.tab, step.t, step.h, y, Some(k0))?;
+        let err = self.error_norm(pair, &ks, y, &y5, step.h, a.atol, a.rtol);
         let finite = self.attempt_finite(pair, &ks, &y5, err);
         let next = self.b.create_block();
         self.exit_unless(finite, exit, 1, next);
-        let rejected_before = self.b.ins().icmp(IntCC::NotEqual, a_left, tries);
-        let prev_err = self.load(f64t, carry, offset(CarrySlots::of(self.n).prev_err)?);
-        let history = StepHistory {
-            prev_err,
-            rejected_before,
-        };
-        self.judge(
-            &law,
-            err,
-            a_h,
-            a_left,
-            history,
-            Targets {
-                attempt,
-                accept,
-                exit,
-            },
-        );
+        Ok((ks, y5, err))
+    }
 
-        // accept: the step ends inside the horizon and fires no event, or the general
-        // engine takes it.
-        self.b.switch_to_block(accept);
-        let t_new = self.b.ins().fadd(t, a_h);
-        let past = self.b.ins().fcmp(FloatCC::GreaterThan, t_new, t_end);
-        let next = self.b.create_block();
-        self.exit_if(past, exit, 1, next);
-        frame.lag_fields = Some((c.ring, c.heads, c.shift1));
-        self.events(&mut frame, t_new, &y5, false, exit)?;
-        frame.lag_fields = Some((c.ring, c.heads, c.shift0));
-        let h_ok = self.all_finite(&[h_next]);
-        let next = self.b.create_block();
-        self.exit_unless(h_ok, exit, 1, next);
-        let k1 = self.b.ins().iadd_imm_u(k, 1);
-        self.commit_lags(&c, &y5)?;
-        for (var, val) in v.y.iter().zip(&y5) {
+    /// An accepted step's last stage is the next step's first (for a model without lags).
+    fn carry_fsal(&mut self, a: &AdaptiveVars, ks: &[Vec<Value>]) {
+        if self.lw.bounds.lag_total != 0 {
+            return;
+        }
+        let last = ks.last().expect("an embedded pair has stages");
+        for (var, val) in a.fsal.iter().zip(last) {
             self.b.def_var(*var, *val);
         }
-        self.b.def_var(v.k, k1);
-        self.b.def_var(v.t, t_new);
-        self.b.def_var(hv, h_next);
-        if self.lw.bounds.lag_total == 0 {
-            let last = ks.last().expect("an embedded pair has stages");
-            for (var, val) in fsal.iter().zip(last) {
-                self.b.def_var(*var, *val);
-            }
-            let one = self.b.ins().iconst(i64t, 1);
-            self.b.def_var(fsal_ok, one);
-        }
-        self.note_accepted(err, tries, a_left, carry)?;
-        if defers_dense(&self.model, self.spec, &self.lw.bounds) {
-            self.store_step_start(&y, t, a_h, carry)?;
-        } else {
-            self.store_dense(pair, &ks, &y, &y5, t, a_h, carry)?;
-        }
-        if let Some(slots) = self.spec.record {
-            self.record(&mut frame, &c, &v, slots, k1, t_new, &y5)?;
-        }
-        self.stop_condition(&mut frame, t_new, &y5, exit)?;
-        self.b.ins().jump(head, &[]);
-
-        let code = self.close_loop()?;
-        self.epilogue(&c, &v)?;
-        let h = self.b.use_var(hv);
-        self.b.ins().store(mem(), h, ctx, field!(h));
-        self.b.ins().return_(&[code]);
-        Ok(())
+        let one = self.b.ins().iconst(types::I64, 1);
+        self.b.def_var(a.fsal_ok, one);
     }
 
     /// The controller's constants, loaded once per call.
