@@ -1396,27 +1396,50 @@ fn parse_event(cx: &Cx, name: &str, v: &Value) -> Result<EventSpec> {
     );
     let phase = match t.get("phase") {
         None => EventPhase::End,
-        Some(p) => match string_at(p, &format!("{loc}.phase"))?.as_str() {
-            "start" => EventPhase::Start,
-            "end" => EventPhase::End,
-            "both" => EventPhase::Both,
-            old @ ("pre" | "post") => {
-                return Err(Error::model(format!(
-                    "{loc}.phase '{old}' is deprecated; use \"{}\"",
-                    if old == "pre" { "start" } else { "end" }
-                )))
-            }
-            other => {
-                return Err(Error::model(format!(
-                    "{loc}.phase must be \"start\", \"end\" or \"both\", found \"{other}\""
-                )))
-            }
-        },
+        Some(p) => event_phase(&string_at(p, &format!("{loc}.phase"))?, &loc)?,
     };
+    let actions = match t.get("action") {
+        None => Vec::new(),
+        Some(a) => event_actions(cx, name, &loc, a)?,
+    };
+    let log = match t.get("log") {
+        None => Vec::new(),
+        Some(l) => string_list(l, &format!("{loc}.log"))?,
+    };
+    let tags = match t.get("tags") {
+        None => Vec::new(),
+        Some(l) => event_tags(string_list(l, &format!("{loc}.tags"))?, &loc)?,
+    };
+    Ok(EventSpec {
+        name: name.to_string(),
+        phase,
+        cond,
+        actions,
+        log,
+        tags,
+    })
+}
+
+fn event_phase(phase: &str, loc: &str) -> Result<EventPhase> {
+    match phase {
+        "start" => Ok(EventPhase::Start),
+        "end" => Ok(EventPhase::End),
+        "both" => Ok(EventPhase::Both),
+        old @ ("pre" | "post") => Err(Error::model(format!(
+            "{loc}.phase '{old}' is deprecated; use \"{}\"",
+            if old == "pre" { "start" } else { "end" }
+        ))),
+        other => Err(Error::model(format!(
+            "{loc}.phase must be \"start\", \"end\" or \"both\", found \"{other}\""
+        ))),
+    }
+}
+
+/// An event's `action`: a block of `target = expression` lines, or a table of them.
+fn event_actions(cx: &Cx, name: &str, loc: &str, action: &Value) -> Result<Vec<(String, Source)>> {
     let mut actions = Vec::new();
-    match t.get("action") {
-        None => {}
-        Some(Value::String(block)) => {
+    match action {
+        Value::String(block) => {
             let path = ["events", name, "action"];
             for (target, expr, line, offset) in
                 block_lines(cx, &path, block, &format!("{loc}.action"))?
@@ -1427,7 +1450,7 @@ fn parse_event(cx: &Cx, name: &str, v: &Value) -> Result<EventSpec> {
                 actions.push((target.clone(), src));
             }
         }
-        Some(Value::Table(keyed)) => {
+        Value::Table(keyed) => {
             for (target, v) in keyed {
                 let l = format!("{loc}.action.{target}");
                 let path = ["events", name, "action", target.as_str()];
@@ -1435,21 +1458,18 @@ fn parse_event(cx: &Cx, name: &str, v: &Value) -> Result<EventSpec> {
                 actions.push((target.clone(), cx.source(&path, l, text)));
             }
         }
-        Some(other) => {
+        other => {
             return Err(Error::model(format!(
                 "{loc}.action must be a string block or a table, found {}",
                 other.type_str()
             )))
         }
     }
-    let log = match t.get("log") {
-        None => Vec::new(),
-        Some(l) => string_list(l, &format!("{loc}.log"))?,
-    };
-    let mut tags = match t.get("tags") {
-        None => Vec::new(),
-        Some(l) => string_list(l, &format!("{loc}.tags"))?,
-    };
+    Ok(actions)
+}
+
+/// An event's tags, checked, sorted and without repeats.
+fn event_tags(mut tags: Vec<String>, loc: &str) -> Result<Vec<String>> {
     for tag in &tags {
         let ok = tag
             .chars()
@@ -1467,14 +1487,7 @@ fn parse_event(cx: &Cx, name: &str, v: &Value) -> Result<EventSpec> {
     }
     tags.sort();
     tags.dedup();
-    Ok(EventSpec {
-        name: name.to_string(),
-        phase,
-        cond,
-        actions,
-        log,
-        tags,
-    })
+    Ok(tags)
 }
 
 /// Every knob name of every stepper: the extra keys `[sim]` accepts.
@@ -1508,90 +1521,103 @@ fn parse_sim(cx: &Cx, t: Option<&Table>, kind: ModelKind) -> (SimDefaults, Vec<E
     let Some(t) = t else { return (sim, errs) };
     let knobs = knob_names();
     for (k, v) in t {
-        let loc = format!("[sim].{k}");
-        let path = ["sim", k.as_str()];
-        let positive = |x: f64| {
-            if x > 0.0 && x.is_finite() {
-                Ok(x)
-            } else {
-                Err(Error::model(format!(
-                    "{loc} must be positive and finite, found {x}"
-                )))
-            }
-        };
-        let r: Result<()> = (|| {
-            match k.as_str() {
-                "t0" => sim.t0 = finite_at(v, &loc)?,
-                "t_end" => sim.t_end = finite_at(v, &loc)?,
-                "dt" => sim.dt = positive(number_at(v, &loc)?)?,
-                "atol" => sim.atol = positive(number_at(v, &loc)?)?,
-                "rtol" => sim.rtol = positive(number_at(v, &loc)?)?,
-                "stepper" => {
-                    let name = string_at(v, &loc)?;
-                    let info = crate::stepper::lookup(&name)
-                        .map_err(|e| Error::model(format!("{loc}: {}", e.message())))?;
-                    if info.kind != kind {
-                        return Err(Error::model(format!(
-                            "{loc}: stepper '{}' is for {} models, but this is a {} model",
-                            info.name,
-                            info.kind.as_str(),
-                            kind.as_str()
-                        )));
-                    }
-                    sim.stepper = name;
-                }
-                "record" => {
-                    sim.record = v
-                        .as_bool()
-                        .ok_or_else(|| Error::model(format!("{loc} must be true or false")))?
-                }
-                "max_steps" => {
-                    let n = v
-                        .as_integer()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| Error::model(format!("{loc} must be a positive integer")))?;
-                    sim.max_steps = n as u64;
-                }
-                "stop" => sim.stop = Some(parse_stop(cx, v)?),
-                _ if knobs.contains(&k.as_str()) => {
-                    let x = match v {
-                        Value::Integer(_) | Value::Float(_) => finite_at(v, &loc)?,
-                        // Enumerated stepper knobs, e.g. jacobian_mode = "external".
-                        Value::String(s) if s == "internal" => 0.0,
-                        Value::String(s) if s == "external" => 1.0,
-                        other => {
-                            return Err(Error::model(format!(
-                                "{loc}: extra [sim] keys are stepper-config defaults and must \
-                                 be numbers, found {}",
-                                other.type_str()
-                            )))
-                        }
-                    };
-                    sim.extra.push((k.clone(), x));
-                }
-                _ => {
-                    let all: Vec<&str> = SIM_KEYS
-                        .iter()
-                        .copied()
-                        .chain(knobs.iter().copied())
-                        .collect();
-                    return Err(Error::model(format!(
-                        "unknown key '{}' in [sim]{}; [sim] keys are {} and the knobs of the \
-                         steppers ({})",
-                        shorten(k),
-                        suggestion_suffix(k, all.iter().copied()),
-                        SIM_KEYS.join(", "),
-                        knobs.join(", ")
-                    )));
-                }
-            }
-            Ok(())
-        })();
-        if let Err(e) = cx.at(&path, r) {
+        let r = sim_key(cx, &mut sim, kind, &knobs, k, v);
+        if let Err(e) = cx.at(&["sim", k.as_str()], r) {
             errs.push(e);
         }
     }
     (sim, errs)
+}
+
+/// One `[sim]` key into `sim`.
+fn sim_key(
+    cx: &Cx,
+    sim: &mut SimDefaults,
+    kind: ModelKind,
+    knobs: &[&'static str],
+    k: &str,
+    v: &Value,
+) -> Result<()> {
+    let loc = format!("[sim].{k}");
+    let positive = |x: f64| {
+        if x > 0.0 && x.is_finite() {
+            Ok(x)
+        } else {
+            Err(Error::model(format!(
+                "{loc} must be positive and finite, found {x}"
+            )))
+        }
+    };
+    match k {
+        "t0" => sim.t0 = finite_at(v, &loc)?,
+        "t_end" => sim.t_end = finite_at(v, &loc)?,
+        "dt" => sim.dt = positive(number_at(v, &loc)?)?,
+        "atol" => sim.atol = positive(number_at(v, &loc)?)?,
+        "rtol" => sim.rtol = positive(number_at(v, &loc)?)?,
+        "stepper" => sim.stepper = sim_stepper(v, &loc, kind)?,
+        "record" => {
+            sim.record = v
+                .as_bool()
+                .ok_or_else(|| Error::model(format!("{loc} must be true or false")))?
+        }
+        "max_steps" => {
+            let n = v
+                .as_integer()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| Error::model(format!("{loc} must be a positive integer")))?;
+            sim.max_steps = n as u64;
+        }
+        "stop" => sim.stop = Some(parse_stop(cx, v)?),
+        _ if knobs.contains(&k) => sim.extra.push((k.to_string(), knob_default(v, &loc)?)),
+        _ => return Err(unknown_sim_key(k, knobs)),
+    }
+    Ok(())
+}
+
+/// `[sim].stepper`: a known stepper for this kind of model.
+fn sim_stepper(v: &Value, loc: &str, kind: ModelKind) -> Result<String> {
+    let name = string_at(v, loc)?;
+    let info = crate::stepper::lookup(&name)
+        .map_err(|e| Error::model(format!("{loc}: {}", e.message())))?;
+    if info.kind != kind {
+        return Err(Error::model(format!(
+            "{loc}: stepper '{}' is for {} models, but this is a {} model",
+            info.name,
+            info.kind.as_str(),
+            kind.as_str()
+        )));
+    }
+    Ok(name)
+}
+
+/// A stepper knob's default in `[sim]`: a number, or an enumerated value.
+fn knob_default(v: &Value, loc: &str) -> Result<f64> {
+    match v {
+        Value::Integer(_) | Value::Float(_) => finite_at(v, loc),
+        // Enumerated stepper knobs, e.g. jacobian_mode = "external".
+        Value::String(s) if s == "internal" => Ok(0.0),
+        Value::String(s) if s == "external" => Ok(1.0),
+        other => Err(Error::model(format!(
+            "{loc}: extra [sim] keys are stepper-config defaults and must be numbers, \
+             found {}",
+            other.type_str()
+        ))),
+    }
+}
+
+fn unknown_sim_key(k: &str, knobs: &[&str]) -> Error {
+    let all: Vec<&str> = SIM_KEYS
+        .iter()
+        .copied()
+        .chain(knobs.iter().copied())
+        .collect();
+    Error::model(format!(
+        "unknown key '{}' in [sim]{}; [sim] keys are {} and the knobs of the steppers ({})",
+        shorten(k),
+        suggestion_suffix(k, all.iter().copied()),
+        SIM_KEYS.join(", "),
+        knobs.join(", ")
+    ))
 }
 
 fn parse_stop(cx: &Cx, v: &Value) -> Result<Source> {
