@@ -799,28 +799,7 @@ impl<'s> Compiler<'s> {
             }
             Expr::Number(x) => b.push(Op::Const(*x)),
             Expr::Bool(v) => b.push(Op::Const(if *v { 1.0 } else { 0.0 })),
-            Expr::Name { name, span } => match self.resolve(name, scope) {
-                Some(Resolved::Local(r)) => r,
-                Some(Resolved::Time) => b.push(Op::Time),
-                Some(Resolved::State(i)) => b.push(Op::State(i as u32)),
-                Some(Resolved::Param(i)) => b.push(Op::Param(i as u32)),
-                Some(Resolved::Constant(v)) => b.push(Op::Const(v)),
-                Some(Resolved::Aux(i)) => self.lower_aux(i, b)?,
-                None if self.poisoned.iter().any(|p| p == name) => b.push(Op::Const(0.0)),
-                None => {
-                    let hint = if self.spec.functions.iter().any(|f| &f.name == name)
-                        || math1(name).is_some()
-                    {
-                        " (it is a function: call it with parentheses)".to_string()
-                    } else {
-                        suggestion_suffix(name, self.known_names(scope))
-                    };
-                    return Err(ctx.error(
-                        *span,
-                        format!("unknown identifier '{name}' at column {}{hint}", span.col),
-                    ));
-                }
-            },
+            Expr::Name { name, span } => self.lower_name(name, *span, b, scope, ctx)?,
             Expr::Unary { op, operand } => {
                 let a = self.lower(operand, b, scope, ctx)?;
                 match op {
@@ -831,47 +810,17 @@ impl<'s> Compiler<'s> {
             }
             Expr::Binary { op, lhs, rhs } => {
                 let a = self.lower(lhs, b, scope, ctx)?;
-                if *op == BinaryOp::Pow {
-                    if let Expr::Number(n) = rhs.as_ref() {
-                        // Small integer powers as products: much faster than powf.
-                        if *n == 2.0 {
-                            return Ok(b.binary(Fn2::Mul, a, a));
-                        }
-                        if *n == 3.0 {
-                            let sq = b.binary(Fn2::Mul, a, a);
-                            return Ok(b.binary(Fn2::Mul, sq, a));
-                        }
-                        if *n == 4.0 {
-                            let sq = b.binary(Fn2::Mul, a, a);
-                            return Ok(b.binary(Fn2::Mul, sq, sq));
-                        }
+                match (*op, rhs.as_ref()) {
+                    (BinaryOp::Pow, Expr::Number(n)) if small_power(*n) => integer_power(b, a, *n),
+                    _ => {
+                        let c = self.lower(rhs, b, scope, ctx)?;
+                        Self::binop(b, *op, a, c)
                     }
                 }
-                let c = self.lower(rhs, b, scope, ctx)?;
-                Self::binop(b, *op, a, c)
             }
             Expr::Compare { ops, operands } => {
-                let regs = operands
-                    .iter()
-                    .map(|o| self.lower(o, b, scope, ctx))
-                    .collect::<Result<Vec<_>>>()?;
-                let mut acc: Option<Reg> = None;
-                for (i, op) in ops.iter().enumerate() {
-                    let f = match op {
-                        CompareOp::Lt => Fn2::Lt,
-                        CompareOp::Le => Fn2::Le,
-                        CompareOp::Gt => Fn2::Gt,
-                        CompareOp::Ge => Fn2::Ge,
-                        CompareOp::Eq => Fn2::Eq,
-                        CompareOp::Ne => Fn2::Ne,
-                    };
-                    let c = b.binary(f, regs[i], regs[i + 1]);
-                    acc = Some(match acc {
-                        None => c,
-                        Some(p) => b.binary(Fn2::And, p, c),
-                    });
-                }
-                acc.ok_or_else(|| Error::internal("empty comparison chain"))?
+                let regs = self.lower_all(operands, b, scope, ctx)?;
+                compare_chain(b, ops, &regs)?
             }
             Expr::IfElse {
                 cond,
@@ -884,6 +833,38 @@ impl<'s> Compiler<'s> {
                 b.push(Op::Select(c, t, o))
             }
             Expr::Call { name, args, span } => self.lower_call(name, args, *span, b, scope, ctx)?,
+        })
+    }
+
+    fn lower_name(
+        &mut self,
+        name: &str,
+        span: Span,
+        b: &mut ProgramBuilder,
+        scope: &[(String, Reg)],
+        ctx: &Ctx<'_>,
+    ) -> Result<Reg> {
+        Ok(match self.resolve(name, scope) {
+            Some(Resolved::Local(r)) => r,
+            Some(Resolved::Time) => b.push(Op::Time),
+            Some(Resolved::State(i)) => b.push(Op::State(i as u32)),
+            Some(Resolved::Param(i)) => b.push(Op::Param(i as u32)),
+            Some(Resolved::Constant(v)) => b.push(Op::Const(v)),
+            Some(Resolved::Aux(i)) => self.lower_aux(i, b)?,
+            None if self.poisoned.iter().any(|p| p == name) => b.push(Op::Const(0.0)),
+            None => {
+                let hint = if self.spec.functions.iter().any(|f| f.name == name)
+                    || math1(name).is_some()
+                {
+                    " (it is a function: call it with parentheses)".to_string()
+                } else {
+                    suggestion_suffix(name, self.known_names(scope))
+                };
+                return Err(ctx.error(
+                    span,
+                    format!("unknown identifier '{name}' at column {}{hint}", span.col),
+                ));
+            }
         })
     }
 
@@ -1170,6 +1151,43 @@ fn parse_uncached(src: &Source) -> Result<Expr> {
             column,
         })
     })
+}
+
+/// Small integer powers are products: much faster than powf.
+fn small_power(n: f64) -> bool {
+    n == 2.0 || n == 3.0 || n == 4.0
+}
+
+fn integer_power(b: &mut ProgramBuilder, a: Reg, n: f64) -> Reg {
+    let sq = b.binary(Fn2::Mul, a, a);
+    if n == 2.0 {
+        sq
+    } else if n == 3.0 {
+        b.binary(Fn2::Mul, sq, a)
+    } else {
+        b.binary(Fn2::Mul, sq, sq)
+    }
+}
+
+/// `a < b <= c ...`: every comparison, and-ed left to right.
+fn compare_chain(b: &mut ProgramBuilder, ops: &[CompareOp], regs: &[Reg]) -> Result<Reg> {
+    let mut acc: Option<Reg> = None;
+    for (i, op) in ops.iter().enumerate() {
+        let f = match op {
+            CompareOp::Lt => Fn2::Lt,
+            CompareOp::Le => Fn2::Le,
+            CompareOp::Gt => Fn2::Gt,
+            CompareOp::Ge => Fn2::Ge,
+            CompareOp::Eq => Fn2::Eq,
+            CompareOp::Ne => Fn2::Ne,
+        };
+        let c = b.binary(f, regs[i], regs[i + 1]);
+        acc = Some(match acc {
+            None => c,
+            Some(p) => b.binary(Fn2::And, p, c),
+        });
+    }
+    acc.ok_or_else(|| Error::internal("empty comparison chain"))
 }
 
 /// A function call as written: its name, arguments and where it is.
