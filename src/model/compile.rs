@@ -15,7 +15,7 @@ use super::names::NameIndex;
 use super::pos::Origin;
 use super::program::{call1, call2, Fn1, Fn2, Op, Program, Reg};
 use super::reserved::{BUILTIN_FUNCTIONS, LAG_MACROS, MACROS};
-use super::spec::{ModelKind, ModelSpec, Parsed, Source};
+use super::spec::{EventSpec, ModelKind, ModelSpec, Parsed, Source};
 use crate::error::{suggestion_suffix, Diagnostic, Error, Result};
 
 /// What an event action assigns to.
@@ -160,64 +160,25 @@ fn compile_collect(spec: &ModelSpec, poisoned: &[String], errors: &mut Errors) -
     }
     let aux = aux.finish(outs);
 
-    let mut events = Vec::new();
-    for ev in &spec.events {
+    let events = spec
+        .events
+        .iter()
+        .map(|ev| compile_event(&mut cx, ev, errors))
+        .collect();
+    let stop = spec.sim.stop.as_ref().map(|src| {
         let mut b = ProgramBuilder::default();
-        let r = cx.lower_source(&ev.cond, &mut b, &[]);
-        let r = errors.keep(&ev.cond, r, &mut b);
-        let cond = b.finish(vec![r]);
-        let mut actions = Vec::new();
-        for (target, src) in &ev.actions {
-            let mut b = ProgramBuilder::default();
-            let t = match cx.action_target(target, &src.location) {
-                Ok(t) => t,
-                Err(e) => {
-                    errors.keep(src, Err(e), &mut b);
-                    Target::State(0)
-                }
-            };
-            let r = cx.lower_source(src, &mut b, &[]);
-            let r = errors.keep(src, r, &mut b);
-            actions.push((t, b.finish(vec![r])));
-        }
+        let r = lower_one(&mut cx, src, &mut b, errors);
+        b.finish(vec![r])
+    });
+    let jacobian = spec.jacobian.as_ref().map(|rows| {
         let mut b = ProgramBuilder::default();
-        let mut outs = Vec::new();
-        for field in &ev.log {
-            let loc = format!("[events.{}].log", ev.name);
-            let r = cx.lower_log_field(field, &loc, &mut b);
-            outs.push(errors.keep(&ev.cond, r, &mut b));
-        }
-        events.push(CompiledEvent {
-            cond,
-            actions,
-            log: b.finish(outs),
-        });
-    }
-
-    let stop = match &spec.sim.stop {
-        None => None,
-        Some(src) => {
-            let mut b = ProgramBuilder::default();
-            let r = cx.lower_source(src, &mut b, &[]);
-            let r = errors.keep(src, r, &mut b);
-            Some(b.finish(vec![r]))
-        }
-    };
-
-    let jacobian = match &spec.jacobian {
-        None => None,
-        Some(rows) => {
-            let mut b = ProgramBuilder::default();
-            let mut outs = Vec::new();
-            for row in rows {
-                for src in row {
-                    let r = cx.lower_source(src, &mut b, &[]);
-                    outs.push(errors.keep(src, r, &mut b));
-                }
-            }
-            Some(b.finish(outs))
-        }
-    };
+        let outs = rows
+            .iter()
+            .flatten()
+            .map(|src| lower_one(&mut cx, src, &mut b, errors))
+            .collect();
+        b.finish(outs)
+    });
 
     CompiledModel {
         rhs,
@@ -226,6 +187,49 @@ fn compile_collect(spec: &ModelSpec, poisoned: &[String], errors: &mut Errors) -
         stop,
         jacobian,
         lag_depth: cx.lag_depth,
+    }
+}
+
+/// The expression `src` into `b` (a placeholder with the error kept when it fails).
+fn lower_one(
+    cx: &mut Compiler<'_>,
+    src: &Source,
+    b: &mut ProgramBuilder,
+    errors: &mut Errors,
+) -> Reg {
+    let r = cx.lower_source(src, b, &[]);
+    errors.keep(src, r, b)
+}
+
+/// An event's condition, actions (each its own program) and log fields.
+fn compile_event(cx: &mut Compiler<'_>, ev: &EventSpec, errors: &mut Errors) -> CompiledEvent {
+    let mut b = ProgramBuilder::default();
+    let r = lower_one(cx, &ev.cond, &mut b, errors);
+    let cond = b.finish(vec![r]);
+    let mut actions = Vec::with_capacity(ev.actions.len());
+    for (target, src) in &ev.actions {
+        let mut b = ProgramBuilder::default();
+        let t = match cx.action_target(target, &src.location) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.keep(src, Err(e), &mut b);
+                Target::State(0)
+            }
+        };
+        let r = lower_one(cx, src, &mut b, errors);
+        actions.push((t, b.finish(vec![r])));
+    }
+    let mut b = ProgramBuilder::default();
+    let mut outs = Vec::with_capacity(ev.log.len());
+    for field in &ev.log {
+        let loc = format!("[events.{}].log", ev.name);
+        let r = cx.lower_log_field(field, &loc, &mut b);
+        outs.push(errors.keep(&ev.cond, r, &mut b));
+    }
+    CompiledEvent {
+        cond,
+        actions,
+        log: b.finish(outs),
     }
 }
 
