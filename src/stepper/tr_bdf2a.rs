@@ -40,7 +40,7 @@
 //! accepted wrong steps there too (error 0.96-1.02 in 17-19 steps): the filtered error
 //! estimate does not see an unconverged stiff component, so the stage solves stay tight.
 
-use super::adaptive_implicit::{Attempt, Controller, QuadraticDense, KNOBS};
+use super::adaptive_implicit::{Attempt, Controller, ErrorHistory, QuadraticDense, KNOBS};
 use super::newton::{Newton, NewtonConfig, Solve};
 use super::workspace::check_layout;
 use super::{step_failed, Rhs, StepOutcome, Stepper, StepperInfo, WsArray};
@@ -56,6 +56,17 @@ pub const D: f64 = GAMMA / 2.0;
 pub const W: f64 = 1.0 / (GAMMA * (2.0 - GAMMA));
 /// Error constant of the local truncation error τ = K·h³·y‴.
 const K: f64 = (-3.0 * GAMMA * GAMMA + 4.0 * GAMMA - 2.0) / (12.0 * (2.0 - GAMMA));
+
+/// CVODE's Newton test fraction, in the units of its error estimate.
+const CVODE_FRACTION: f64 = 0.1;
+/// The tied Newton test's fraction for each stage: CVODE's over the weight with which the
+/// stage's iteration error δ enters the error estimate through the stage-equation f values
+/// (`error_estimate`): 2|K|/(D·γ·(1−γ)) ≈ 1.14 for y_γ (via f_γ), 2|K|/(D·(1−γ)) ≈ 0.67 for
+/// y_{n+1} (via f_{n+1}), before the filter. (The shared default, 0.01, is ~10x tighter.)
+const STAGE_FRACTIONS: [f64; 2] = [
+    CVODE_FRACTION * D * GAMMA * (1.0 - GAMMA) / (-2.0 * K),
+    CVODE_FRACTION * D * (1.0 - GAMMA) / (-2.0 * K),
+];
 
 pub static INFO: StepperInfo = StepperInfo {
     name: "tr-bdf2a",
@@ -80,6 +91,8 @@ pub struct TrBdf2a {
     y_gamma: Vec<f64>,
     y_trbdf2: Vec<f64>,
     tau: Vec<f64>,
+    /// The predictive step-size rule's memory (in the workspace).
+    history: ErrorHistory,
 }
 
 impl TrBdf2a {
@@ -88,12 +101,13 @@ impl TrBdf2a {
             newton_cfg: Default::default(),
             ctrl_cfg: Default::default(),
             dense: QuadraticDense::new(n),
-            newton: Newton::carrying_rate(n),
+            newton: Newton::reusing(n),
             f_n: vec![0.0; n],
             r: vec![0.0; n],
             y_gamma: vec![0.0; n],
             y_trbdf2: vec![0.0; n],
             tau: vec![0.0; n],
+            history: ErrorHistory::default(),
         }
     }
 
@@ -118,30 +132,53 @@ impl TrBdf2a {
         if continues {
             self.dense.interpolate(t + GAMMA * h, &mut self.y_gamma);
         }
-        let solved = self
-            .newton
-            .solve(f, t + GAMMA * h, c, &self.r, &mut self.y_gamma, cfg)?;
+        let stage_cfg = cfg.with_tied_fraction(STAGE_FRACTIONS[0]);
+        let solved =
+            self.newton
+                .solve(f, t + GAMMA * h, c, &self.r, &mut self.y_gamma, &stage_cfg)?;
         if let Solve::Failed(m) = solved {
             return Ok(Attempt::NewtonFailed(format!("trapezoidal stage: {m}")));
         }
-        // BDF2 stage: y − (γ/2)h·f(t+h, y) = (1−W)·y_n + W·y_γ, from the last step's
-        // quadratic, else from y_γ.
+        // BDF2 stage: y − (γ/2)h·f(t+h, y) = (1−W)·y_n + W·y_γ, predicted from this step's
+        // trapezoidal stage.
+        self.predict_second_stage(y, h);
         for ((r, y0), yg) in self.r.iter_mut().zip(y).zip(&self.y_gamma) {
             *r = (1.0 - W) * y0 + W * yg;
         }
-        self.y_trbdf2.copy_from_slice(&self.y_gamma);
-        if continues {
-            self.dense.interpolate(t + h, &mut self.y_trbdf2);
-        }
+        let stage_cfg = cfg.with_tied_fraction(STAGE_FRACTIONS[1]);
         let solved = self
             .newton
-            .solve(f, t + h, c, &self.r, &mut self.y_trbdf2, cfg)?;
+            .solve(f, t + h, c, &self.r, &mut self.y_trbdf2, &stage_cfg)?;
         if let Solve::Failed(m) = solved {
             return Ok(Attempt::NewtonFailed(format!("BDF2 stage: {m}")));
         }
         Ok(Attempt::Solved {
             err: self.error_estimate(y, h, ctrl),
         })
+    }
+
+    /// The BDF2 stage's starting guess: the cubic Hermite interpolant through (t_n, y_n, f_n)
+    /// and (t_n + γh, y_γ, f_γ) — f_γ from the trapezoidal stage equation, no right-hand side
+    /// — extrapolated to t_n + h. Fourth-order accurate where the last step's quadratic
+    /// (third) was, and available at the first step too. Measured (benchmark, rtol 1e-4,
+    /// fresh Jacobian every step): BDF2-stage iterations 2.60 → 2.25 per attempt on Van der
+    /// Pol, 2.80 → 2.36 on HIRES.
+    fn predict_second_stage(&mut self, y: &[f64], h: f64) {
+        let c = D * h;
+        let s = 1.0 / GAMMA;
+        let (s2, s3) = (s * s, s * s * s);
+        let (h00, h10, h01, h11) = (
+            2.0 * s3 - 3.0 * s2 + 1.0,
+            s3 - 2.0 * s2 + s,
+            3.0 * s2 - 2.0 * s3,
+            s3 - s2,
+        );
+        let span = GAMMA * h;
+        for (i, &y0) in y.iter().enumerate() {
+            let f_gamma = (self.y_gamma[i] - y0 - c * self.f_n[i]) / c;
+            self.y_trbdf2[i] =
+                h00 * y0 + h10 * span * self.f_n[i] + h01 * self.y_gamma[i] + h11 * span * f_gamma;
+        }
     }
 
     /// f(t, y) from the BDF2 stage equation of the last step when this step continues it:
@@ -190,18 +227,22 @@ impl Stepper for TrBdf2a {
     fn save(&self) -> Vec<WsArray> {
         let mut ws = Vec::new();
         self.dense.save(&mut ws);
+        self.history.save(&mut ws);
         ws
     }
 
     fn load(&mut self, ws: &[WsArray]) -> Result<()> {
         check_layout(ws, &self.save(), "stepper")?;
+        self.history.load(ws, INFO.name)?;
         self.dense.load(ws)
     }
 
     /// The last step's nodes no longer describe the trajectory (a parameter may have
-    /// changed with the state kept): neither f_n nor the predictor may come from them.
+    /// changed with the state kept): neither f_n nor the predictor may come from them, nor
+    /// the step size from the last step's error.
     fn restart(&mut self) {
         self.dense.forget();
+        self.history = ErrorHistory::default();
     }
 
     fn step(
@@ -220,6 +261,8 @@ impl Stepper for TrBdf2a {
             .ctrl_cfg
             .get(cfg, |c| Controller::from_cfg(&INFO, c))?
             .holding_after_failure();
+        // A Jacobian new every step, but the step's later solves (the BDF2 stage, retries)
+        // get MAXCOR iterations with it before it is evaluated again at their guess.
         self.newton.begin_step();
         if !(f.lag_free() && self.derivative_from_last_step(t, y)) {
             f.eval(t, y, &mut self.f_n)?;
@@ -229,9 +272,12 @@ impl Stepper for TrBdf2a {
                 "tr-bdf2a: the right-hand side is not finite (component {i}) at t = {t}"
             )));
         }
-        let out = ctrl.drive(INFO.name, t, h_in, |h| {
+        // Updated by the accepted attempt; kept only if the step succeeds.
+        let mut history = self.history;
+        let out = ctrl.drive_with_history(INFO.name, t, h_in, Some(&mut history), |h| {
             self.attempt(f, t, y, h, &ncfg, &ctrl)
         })?;
+        self.history = history;
         let h = out.h_used;
         y_new.copy_from_slice(&self.y_trbdf2);
         self.dense
