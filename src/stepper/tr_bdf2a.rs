@@ -43,7 +43,7 @@
 use super::adaptive_implicit::{Attempt, Controller, ErrorHistory, QuadraticDense, KNOBS};
 use super::newton::{Newton, NewtonConfig, Solve};
 use super::workspace::check_layout;
-use super::{step_failed, Rhs, StepOutcome, Stepper, StepperInfo, WsArray};
+use super::{step_failed, LegacyLayout, Rhs, StepOutcome, Stepper, StepperInfo, WsArray};
 use crate::error::Result;
 use crate::method::ModelKind;
 
@@ -79,7 +79,29 @@ pub static INFO: StepperInfo = StepperInfo {
     dense_output: true,
     config: &KNOBS,
     description: "TR-BDF2, adaptive, L-stable, local truncation error estimate",
+    legacy: Some(&LEGACY),
 };
+
+/// tr-bdf2a files written before the predictive step rule: the dense-output nodes only.
+static LEGACY: LegacyLayout = LegacyLayout {
+    knob_names: || KNOBS.iter().map(|k| k.name).collect(),
+    template: legacy_template,
+    upgrade: upgrade_legacy,
+};
+
+/// The workspace of a fresh tr-bdf2a stepper of `n` states before the predictive rule.
+fn legacy_template(n: usize) -> Vec<WsArray> {
+    let mut ws = Vec::new();
+    QuadraticDense::new(n).save(&mut ws);
+    ws
+}
+
+/// A workspace of the legacy layout as today's: no error history yet, so the first step
+/// after the import is sized by the classic rule, as every step of the writing build was.
+/// (The knobs did not change.)
+fn upgrade_legacy(ws: &mut Vec<WsArray>, _config: &mut Vec<f64>) {
+    ErrorHistory::default().save(ws);
+}
 
 pub struct TrBdf2a {
     newton_cfg: super::KnobCache<NewtonConfig>,
