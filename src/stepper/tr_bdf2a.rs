@@ -8,37 +8,41 @@
 //! from the stage equations themselves, so the estimate costs no right-hand side and no
 //! Newton solve; it is filtered through (I − (γ/2)h·J)⁻¹ (one back-substitution with the
 //! stages' factorisation) so that stiff components do not inflate it. Order 2, controller
-//! exponent 1/3 (see [`Controller`]). The method is one-step: the only carried data are the
-//! dense-output nodes (t_n, y_n), (t_n + γh, y_γ), (t_n + h, y_{n+1}) of the last step,
-//! needed to interpolate a pending step again after a resume (and for f_n, below).
+//! exponent 1/3 (see [`Controller`]). Carried between steps: the dense-output nodes
+//! (t_n, y_n), (t_n + γh, y_γ), (t_n + h, y_{n+1}) of the last step (to interpolate a pending
+//! step again after a resume, and for f_n and the predictor, below) and the predictive
+//! step rule's memory (the last accepted step's h and error), both in the workspace.
 //!
 //! A step that continues the last one takes f_n = f(t_n, y_n) from the last step's BDF2
 //! stage equation, f_{n+1} = (y_{n+1} − r)/(D·h), computed from the saved dense-output nodes
 //! (a restart forgets them): no right-hand side, the first-same-as-last of this method
-//! (not for a model with lags, whose f depends on more than (t, y)). The
-//! difference to f(t_n, y_n) is the stage's remaining iteration error over D·h, and the
-//! next step uses f_n only multiplied by a step size again (in its trapezoidal stage and
-//! its error estimate), so what it adds to them is of the size of that iteration error —
-//! the tied test keeps it below 1% of the tolerance. The Newton solves carry the
-//! contraction rate from the trapezoidal to the BDF2 stage (the same factorisation, CVODE's
-//! crate = max(0.3·crate, ratio)), so the second solve can stop after one update. Measured
-//! (benches/vs_sundials, rtol 1e-3..1e-6): the same steps and errors as before, 19–25% fewer
-//! RHS evaluations (Van der Pol 1e-4 2158 against 2633, HIRES 1e-4 702 against 837).
+//! (not for a model with lags, whose f depends on more than (t, y)). Its difference to
+//! f(t_n, y_n) is the stage's remaining iteration error over D·h, and the next step uses
+//! f_n only multiplied by a step size again. The trapezoidal stage is predicted by the last
+//! step's quadratic (explicit Euler after a restart), the BDF2 stage by the cubic Hermite
+//! interpolant of this step's (t_n, y_n, f_n), (t_n + γh, y_γ, f_γ).
 //!
-//! Unlike bdf2a it evaluates the Jacobian afresh every step. Kept across steps (CVODE's
-//! policy, as bdf2a does) it cost 10-35% more RHS evaluations at rtol 1e-3..1e-4 (Robertson
-//! 1e-3: 256 against 189; Van der Pol 1e-4: 4436 against 3474) for 2-4x fewer Jacobians: the
-//! explicit-Euler predictor of the trapezoidal stage is far off on the stiff components, and
-//! with an old Jacobian the solve rarely converges within MAXCOR iterations.
+//! Step sizes: Gustafsson's predictive rule (as in RADAU5) limits an accepted step's growth
+//! by how its error grew since the last step, and a step accepted after a failed attempt
+//! does not grow the next one. On Van der Pol (μ = 1000) at rtol 1e-4 the classic rule
+//! failed the first attempt at 95 of 403 steps — all through the slow phase, where the
+//! needed step shrinks step after step — the predictive one at 9 of 407.
 //!
-//! A step accepted after a failed attempt does not grow the next one (CVODE's and Hairer's
-//! rule): without it Van der Pol at rtol 1e-3 costs 4928 RHS evaluations instead of 3203.
-//! With that rule, both stages are predicted by extrapolating the last step's quadratic
-//! (dense output) when the step continues it: Van der Pol rtol 1e-4 2633 instead of 3360.
-//! (Without the rule the same predictor let Van der Pol at rtol 1e-3 accept wrong steps,
-//! error 1.75.) A looser tolerance-tied Newton test (fraction 0.05 or 0.1 instead of 0.01)
-//! accepted wrong steps there too (error 0.96-1.02 in 17-19 steps): the filtered error
-//! estimate does not see an unconverged stiff component, so the stage solves stay tight.
+//! Newton: a Jacobian new every step (at the trapezoidal stage's guess); the BDF2 stage and
+//! any retry use it for up to MAXCOR iterations before taking one at their own guess, and
+//! the contraction rate is carried from stage to stage while the factorisation is kept. The
+//! tied test allows, per stage, CVODE's 0.1 over the weight with which the stage's iteration
+//! error enters the error estimate (`STAGE_FRACTIONS`, 0.088 and 0.15). Kept across steps
+//! instead (CVODE's policy, bdf2a's `Newton::reusing` with `begin_step_reusing`; measured
+//! with this predictor, the predictive rule and a fraction of 0.1), the Jacobian saves
+//! iterations (Van der Pol 1e-4 1452 RHS against 1667) but accepts wrong solutions: Van der
+//! Pol at rtol 1e-3 ends with error 3.4 (125 steps; 1.2e-2 with a Jacobian per step), its
+//! step sizes growing to 10³ near the unstable equilibrium after a stage solve converged
+//! with the kept Jacobian, and the Oregonator at rtol 1e-3 stops (no acceptable step after
+//! 10 tries, error estimate 1.56 at h = 3e-4 — most likely because iterates accepted earlier
+//! with an old Jacobian left the stiff components off their slow manifold). With the shared 0.01 fraction
+//! the kept Jacobian is both wrong at Van der Pol 1e-3 (error 2.0) and dearer (2000 RHS at
+//! 1e-4). So the Jacobian stays per step.
 
 use super::adaptive_implicit::{Attempt, Controller, ErrorHistory, QuadraticDense, KNOBS};
 use super::newton::{Newton, NewtonConfig, Solve};
