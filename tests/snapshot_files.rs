@@ -1091,3 +1091,155 @@ fn numpy_load_reads_every_array_and_the_meta() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("numpy check ok"), "{stdout}");
 }
+
+// ------------------------------------------------------------------ legacy tr-bdf2a files
+
+/// tests/fixtures/tr_bdf2a_legacy_vanderpol.npz: a periodic checkpoint (step 680, t ≈ 17.77)
+/// of `dynlib run builtin://ode/vanderpol --stepper tr-bdf2a --t-end 20 --checkpoint-every
+/// 40`, written by the build before tr-bdf2a's predictive step rule (commit 7f4fa90: its
+/// workspace held the dense-output nodes only). That run ended at t = 20 in this state.
+const TR_BDF2A_LEGACY: &str = "tr_bdf2a_legacy_vanderpol.npz";
+const TR_BDF2A_LEGACY_END: [f64; 2] = [2.0081277405291185, -0.043331909854423215];
+
+fn legacy_fixture() -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(TR_BDF2A_LEGACY);
+    std::fs::read(path).unwrap()
+}
+
+fn vanderpol_tr_bdf2a() -> Sim {
+    let model = Model::load("builtin://ode/vanderpol").unwrap();
+    Sim::with_stepper(&model, Some("tr-bdf2a")).unwrap()
+}
+
+fn meta_of(bytes: &[u8]) -> serde_json::Value {
+    let m = members_of(bytes);
+    let (_, a) = m.iter().find(|(k, _)| k == "meta.json").unwrap();
+    let NpyData::U8(raw) = &a.data else { panic!() };
+    serde_json::from_slice(raw).unwrap()
+}
+
+/// A file of the old layout imports (its signature is the one the legacy template gives,
+/// else the import would refuse it), resumes to where the writing build's run ended, and
+/// exported again it is a file of today's layout that continues with the same bits.
+#[test]
+fn tr_bdf2a_files_of_the_layout_before_the_predictive_rule_import_and_resume() {
+    let legacy = legacy_fixture();
+    let mut sim = vanderpol_tr_bdf2a();
+    sim.deserialize_snapshot(&legacy).unwrap();
+    assert_eq!(sim.step_count(), 680);
+    assert_eq!(sim.time(), meta_of(&legacy)["t_curr"].as_f64().unwrap());
+    let again = sim.serialize_snapshot(None).unwrap();
+    let today = vanderpol_tr_bdf2a().serialize_snapshot(None).unwrap();
+    assert_eq!(
+        meta_of(&again)["pins"]["workspace_sig"],
+        meta_of(&today)["pins"]["workspace_sig"]
+    );
+    assert_ne!(
+        meta_of(&again)["pins"]["workspace_sig"],
+        meta_of(&legacy)["pins"]["workspace_sig"]
+    );
+    assert!(members_of(&again)
+        .iter()
+        .any(|(k, _)| k == "workspace/stepper/controller_history"));
+
+    let mut other = vanderpol_tr_bdf2a();
+    other.deserialize_snapshot(&again).unwrap();
+    for s in [&mut sim, &mut other] {
+        s.run(&RunOptions::new().t(20.0).resume(true)).unwrap();
+    }
+    assert!(sim.session_state().bits_eq(other.session_state()));
+    // The continuation is today's method (its steps are sized by the predictive rule from
+    // the second step on), so it ends near the writing build's state, not on it: measured
+    // 7.0e-7 and 5.3e-5 relative (rtol 1e-5 in the file's knobs).
+    for (got, old) in sim.state().iter().zip(TR_BDF2A_LEGACY_END) {
+        assert!(
+            (got - old).abs() <= 1e-3 * old.abs().max(0.05),
+            "{got} against the writing build's {old}"
+        );
+    }
+}
+
+/// The same from a file of today's made legacy (no `controller_history`, the legacy
+/// signature): it reads as today's file with no history, bit for bit, and continues alike.
+/// Anything not exactly of one layout or the other is refused and changes nothing.
+#[test]
+fn legacy_tr_bdf2a_files_read_as_no_history_and_hostile_ones_are_refused() {
+    let legacy_sig = meta_of(&legacy_fixture())["pins"]["workspace_sig"].clone();
+    let mut first = vanderpol_tr_bdf2a();
+    first.run(&RunOptions::new().t(5.0)).unwrap();
+    let today = first.serialize_snapshot(None).unwrap();
+    let history = "workspace/stepper/controller_history";
+    let made_legacy = with_meta(&with_member(&today, history, None), |m| {
+        m["pins"]["workspace_sig"] = legacy_sig.clone();
+    });
+    let no_history = with_member(
+        &today,
+        history,
+        Some(NpyArray::f64(vec![2], vec![0.0, 0.0]).unwrap()),
+    );
+    let (mut a, mut b) = (vanderpol_tr_bdf2a(), vanderpol_tr_bdf2a());
+    a.deserialize_snapshot(&made_legacy).unwrap();
+    b.deserialize_snapshot(&no_history).unwrap();
+    assert!(a.session_state().bits_eq(b.session_state()));
+    for s in [&mut a, &mut b] {
+        s.run(&RunOptions::new().t(9.0).resume(true)).unwrap();
+    }
+    assert!(a.session_state().bits_eq(b.session_state()));
+
+    let mut sim = vanderpol_tr_bdf2a();
+    sim.run(&RunOptions::new().t(0.5)).unwrap();
+    sim.create_snapshot("s1", "").unwrap();
+    let mut f = Fixture {
+        sim,
+        valid: today.clone(),
+    };
+    let history_of =
+        |v: Vec<f64>| with_member(&today, history, Some(NpyArray::f64(vec![2], v).unwrap()));
+    let cases: Vec<(&str, Vec<u8>, ErrorKind, &str)> = vec![
+        (
+            "the legacy members with today's signature",
+            with_member(&today, history, None),
+            ErrorKind::CorruptSnapshot,
+            "controller_history",
+        ),
+        (
+            "today's members with the legacy signature",
+            with_meta(&today, |m| m["pins"]["workspace_sig"] = legacy_sig.clone()),
+            ErrorKind::CorruptSnapshot,
+            "controller_history",
+        ),
+        (
+            "a legacy file without its dense-output times",
+            with_member(&made_legacy, "workspace/stepper/dense_t", None),
+            ErrorKind::CorruptSnapshot,
+            "dense_t",
+        ),
+        (
+            "a negative step in the history",
+            history_of(vec![-0.1, 0.5]),
+            ErrorKind::CorruptSnapshot,
+            "controller_history",
+        ),
+        (
+            "an error below the floor",
+            history_of(vec![0.1, 1e-3]),
+            ErrorKind::CorruptSnapshot,
+            "controller_history",
+        ),
+        (
+            "a non-finite error",
+            history_of(vec![0.1, f64::NAN]),
+            ErrorKind::CorruptSnapshot,
+            "controller_history",
+        ),
+    ];
+    for (what, bytes, kind, needle) in cases {
+        eprintln!("{what}");
+        assert_rejected(&mut f, &bytes, kind, needle);
+    }
+    // The valid file still imports after all of that.
+    let valid = f.valid.clone();
+    f.sim.deserialize_snapshot(&valid).unwrap();
+}

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::sim::Sim;
-use super::snapshot_file::{legacy_rk45_sig, state_from_file};
+use super::snapshot_file::{legacy_workspace_sig, state_from_file};
 use super::state::{SessionPins, SessionState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::persist::npy::{NpyArray, NpyData};
@@ -32,7 +32,7 @@ pub(super) struct DecodedCheckpoint {
 /// The checkpoint `bytes` decoded for `n` members of `template`'s model, stepper and pins.
 pub(super) fn decode(template: &Sim, n: usize, bytes: &[u8]) -> Result<DecodedCheckpoint> {
     let mut arrays = Members(read_npz(bytes, &LIMITS)?);
-    let legacy_sig = legacy_rk45_sig(template.model(), template.stepper());
+    let legacy_sig = legacy_workspace_sig(template.model(), template.stepper());
     let meta = Meta::read(&arrays.take("meta.json")?, n, template.pins(), legacy_sig)?;
     let y = MemberRows::of("y", arrays.take("y")?, n)?;
     let params = MemberRows::of("params", arrays.take("params")?, n)?;
@@ -104,7 +104,7 @@ impl Meta {
         check_schema(field("schema")?)?;
         check_member_count(field("n_members")?, n)?;
         let pins = file_pins(field("pins")?)?;
-        // A legacy rk45 layout is upgraded member by member (by the single-sim reader).
+        // A legacy layout is upgraded member by member (by the single-sim reader).
         let mut comparable = pins.clone();
         if legacy_sig.as_ref() == Some(&pins.workspace_sig) {
             comparable.workspace_sig = ours.workspace_sig.clone();

@@ -117,7 +117,7 @@ pub(crate) fn state_from_owned_file(
     mut s: Option<&mut (dyn stepper::Stepper + 'static)>,
 ) -> Result<SessionState> {
     let mut file = file;
-    upgrade_legacy_rk45(model, info, pins, &mut file);
+    upgrade_legacy(model, info, pins, &mut file);
     check_vectors(model, info, pins, &file)?;
     let SnapshotFile {
         meta: m,
@@ -244,37 +244,39 @@ pub(crate) fn state_from_owned_file(
     Ok(st)
 }
 
-/// An rk45 file written before the PI controller — the legacy knob names and the workspace
-/// signature of the legacy layout, nothing else — is read as today's with `beta = 0`
-/// (`rk45::upgrade_legacy`). Any other file is left for the checks to judge.
-fn upgrade_legacy_rk45(
+/// A file written with the stepper's legacy workspace layout ([`stepper::LegacyLayout`]:
+/// its knob names and the workspace signature of that layout, nothing else) is read as
+/// today's (`upgrade`). Any other file is left for the checks to judge.
+fn upgrade_legacy(
     model: &Model,
     info: &'static StepperInfo,
     pins: &SessionPins,
     file: &mut SnapshotFile,
 ) {
-    let rk45 = stepper::rk45::INFO.name;
-    if info.name != rk45 || file.meta.pins.stepper_name != rk45 {
+    let Some(legacy) = info.legacy else {
+        return;
+    };
+    if file.meta.pins.stepper_name != info.name {
         return;
     }
-    let legacy_names = stepper::rk45::legacy_knob_names();
+    let legacy_names = (legacy.knob_names)();
     if file.meta.stepper_config_names != legacy_names
         || file.config.len() != legacy_names.len()
-        || legacy_rk45_sig(model, info).as_ref() != Some(&file.meta.pins.workspace_sig)
+        || legacy_workspace_sig(model, info).as_ref() != Some(&file.meta.pins.workspace_sig)
     {
         return;
     }
-    stepper::rk45::upgrade_legacy(&mut file.stepper_ws, &mut file.config);
+    (legacy.upgrade)(&mut file.stepper_ws, &mut file.config);
     file.meta.stepper_config_names = info.config.iter().map(|k| k.name.to_string()).collect();
     file.meta.pins.workspace_sig = pins.workspace_sig.clone();
 }
 
-/// The `workspace_sig` rk45 files of `model` had before the PI controller (`None` for
-/// other steppers): such files are read as today's (see `upgrade_legacy_rk45`).
-pub(crate) fn legacy_rk45_sig(model: &Model, info: &'static StepperInfo) -> Option<String> {
-    (info.name == stepper::rk45::INFO.name).then(|| {
-        let legacy = stepper::rk45::legacy_template(model.n_states());
-        SessionPins::with_template(model, info, &legacy).workspace_sig
+/// The `workspace_sig` files of `model` had in the stepper's legacy layout (`None` for a
+/// stepper without one): such files are read as today's (see `upgrade_legacy`).
+pub(crate) fn legacy_workspace_sig(model: &Model, info: &'static StepperInfo) -> Option<String> {
+    info.legacy.map(|legacy| {
+        let template = (legacy.template)(model.n_states());
+        SessionPins::with_template(model, info, &template).workspace_sig
     })
 }
 

@@ -14,6 +14,7 @@ pub static INFO: StepperInfo = StepperInfo {
     dense_output: false,
     config: &[],
     description: "Adams-Bashforth 2, fixed step, Heun start-up",
+    legacy: None,
 };
 
 pub fn new(n: usize) -> super::adams::AdamsBashforth {

@@ -15,6 +15,7 @@ pub static INFO: StepperInfo = StepperInfo {
     dense_output: false,
     config: &[],
     description: "Adams-Bashforth 3, fixed step, Heun and AB2 start-up",
+    legacy: None,
 };
 
 pub fn new(n: usize) -> super::adams::AdamsBashforth {

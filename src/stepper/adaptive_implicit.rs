@@ -5,7 +5,7 @@ use super::newton::NEWTON_KNOBS;
 use super::rk45::CONTROLLER_KNOBS;
 use super::workspace::{load_f64, Workspace};
 use super::{knob, step_failed, Knob, StepOutcome, StepperInfo, WsArray};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Knobs in the reference's packed order.
 pub static KNOBS: [Knob; 12] = [
@@ -122,6 +122,21 @@ impl Controller {
         stepper: &str,
         t: f64,
         h_in: f64,
+        attempt: impl FnMut(f64) -> Result<Attempt>,
+    ) -> Result<StepOutcome> {
+        self.drive_with_history(stepper, t, h_in, None, attempt)
+    }
+
+    /// [`Controller::drive`] with Gustafsson's predictive rule when `history` is given: the
+    /// accepted step's factor is also limited by how the error grew since the last step
+    /// (`history`, updated here), so a solution whose error grows step after step shrinks
+    /// its steps before they fail rather than after.
+    pub fn drive_with_history(
+        &self,
+        stepper: &str,
+        t: f64,
+        h_in: f64,
+        mut history: Option<&mut ErrorHistory>,
         mut attempt: impl FnMut(f64) -> Result<Attempt>,
     ) -> Result<StepOutcome> {
         let mut h = h_in.min(self.dt_max);
@@ -147,6 +162,9 @@ impl Controller {
                         } else {
                             self.max_factor
                         };
+                        if let Some(hist) = history.as_deref_mut() {
+                            factor = factor.min(self.predictive_factor(hist, h, err));
+                        }
                         // `last` names the failure of an earlier attempt at this step.
                         if self.hold_after_failure && !last.is_empty() {
                             factor = factor.min(1.0);
@@ -174,6 +192,60 @@ impl Controller {
             "{stepper}: no acceptable step after {} tries at t = {t} (last h = {h:.3e}; {last})",
             self.max_tries
         )))
+    }
+}
+
+/// The floor of the error recorded for the predictive rule (RADAU5's), so that one very
+/// accurate step does not make the next one grow without bound.
+const HISTORY_ERR_FLOOR: f64 = 1e-2;
+
+/// The last accepted step's size and error (floored at [`HISTORY_ERR_FLOOR`]), the memory of
+/// the predictive rule; `h = 0`: no step yet (or forgotten at a restart). It affects future
+/// steps, so the steppers that use it keep it in their workspace.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ErrorHistory {
+    pub h: f64,
+    pub err: f64,
+}
+
+impl ErrorHistory {
+    pub fn save(&self, ws: &mut Workspace) {
+        ws.push(WsArray::f64("controller_history", vec![self.h, self.err]));
+    }
+
+    /// Loads what [`ErrorHistory::save`] wrote; checks it before changing anything.
+    pub fn load(&mut self, ws: &[WsArray], stepper: &str) -> Result<()> {
+        let mut v = [0.0; 2];
+        load_f64(ws, "controller_history", &mut v)?;
+        let [h, err] = v;
+        let none = h == 0.0 && err.is_finite();
+        let some = h > 0.0 && h.is_finite() && err >= HISTORY_ERR_FLOOR && err.is_finite();
+        if !(none || some) {
+            return Err(Error::corrupt(format!(
+                "{stepper} workspace: controller_history [{h}, {err}] must be a step size \
+                 (0: none) and, after a step, its finite error >= {HISTORY_ERR_FLOOR}"
+            )));
+        }
+        *self = ErrorHistory { h, err };
+        Ok(())
+    }
+}
+
+impl Controller {
+    /// Gustafsson's predictive factor for an accepted step (in Hairer & Wanner's RADAU5
+    /// form, exponent e = 1/(p+1)): safety·(h/h_acc)·err^(−e)·(err_acc/err)^e, clamped like
+    /// the classic one; infinite (no limit) without a previous step. Records this step.
+    fn predictive_factor(&self, hist: &mut ErrorHistory, h: f64, err: f64) -> f64 {
+        let e = -self.exponent;
+        let factor = if hist.h > 0.0 && err > 0.0 {
+            (self.safety * (h / hist.h) * err.powf(-e) * (hist.err / err).powf(e))
+                .clamp(self.min_factor, self.max_factor)
+        } else {
+            f64::INFINITY
+        };
+        hist.h = h;
+        hist.err = err.max(HISTORY_ERR_FLOOR);
+        factor
     }
 }
 

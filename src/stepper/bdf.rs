@@ -119,6 +119,7 @@ pub static INFO: StepperInfo = StepperInfo {
     dense_output: true,
     config: &KNOBS,
     description: "variable-order (1-5) variable-step BDF, Nordsieck form as in CVODE",
+    legacy: None,
 };
 
 /// The knobs, parsed once per config change.

@@ -31,6 +31,7 @@ pub static INFO: StepperInfo = StepperInfo {
     dense_output: false,
     config: &NEWTON_KNOBS,
     description: "BDF2, fixed step, SDIRK2 start-up",
+    legacy: None,
 };
 
 /// Variable-step BDF2 coefficients for ρ = h/h_prev: the step solves

@@ -46,6 +46,7 @@ pub static INFO: StepperInfo = StepperInfo {
     dense_output: true,
     config: &KNOBS,
     description: "variable-step BDF2, adaptive, predictor-corrector error estimate",
+    legacy: None,
 };
 
 pub struct Bdf2a {

@@ -21,4 +21,5 @@ pub static INFO: StepperInfo = StepperInfo {
     dense_output: false,
     config: &[],
     description: "forward Euler, fixed step",
+    legacy: None,
 };

@@ -15,6 +15,7 @@ pub static INFO: StepperInfo = StepperInfo {
     dense_output: false,
     config: &[],
     description: "iterate a discrete map",
+    legacy: None,
 };
 
 pub struct MapStepper;

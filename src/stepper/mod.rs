@@ -65,6 +65,32 @@ pub struct StepperInfo {
     pub dense_output: bool,
     pub config: &'static [Knob],
     pub description: &'static str,
+    /// The workspace layout snapshot files of this stepper had before its last layout
+    /// change, if they can still be read (see [`LegacyLayout`]).
+    pub legacy: Option<&'static LegacyLayout>,
+}
+
+/// An earlier workspace layout of a stepper, so that snapshot files written with it still
+/// import: a file is of that layout when its knob names are `knob_names()` and its
+/// `workspace_sig` is the one of `template` (the session computes it; nothing else is
+/// guessed), and `upgrade` then turns its workspace and knob values into today's, which the
+/// usual checks judge as any other file's.
+#[derive(Debug)]
+pub struct LegacyLayout {
+    /// The knob names, in order, that files of that layout carry.
+    pub knob_names: fn() -> Vec<&'static str>,
+    /// The workspace a fresh stepper of `n` states saved in that layout.
+    pub template: fn(usize) -> Workspace,
+    /// Brings such a workspace and knob values to today's layout.
+    pub upgrade: fn(&mut Workspace, &mut Vec<f64>),
+}
+
+/// The same description (each is a stepper's static): comparing the function pointers
+/// would not be meaningful (their addresses may differ between codegen units).
+impl PartialEq for LegacyLayout {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
 }
 
 /// Result of one successful step.

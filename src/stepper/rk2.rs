@@ -21,4 +21,5 @@ pub static INFO: StepperInfo = StepperInfo {
     dense_output: false,
     config: &[],
     description: "explicit midpoint Runge-Kutta, fixed step",
+    legacy: None,
 };

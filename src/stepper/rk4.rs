@@ -21,4 +21,5 @@ pub static INFO: StepperInfo = StepperInfo {
     dense_output: false,
     config: &[],
     description: "classical Runge-Kutta 4, fixed step",
+    legacy: None,
 };

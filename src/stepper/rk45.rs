@@ -8,7 +8,9 @@
 
 use super::erk::{Stages, Tableau};
 use super::workspace::{check_layout, load_f64, load_i64};
-use super::{knob, step_failed, Knob, Rhs, StepOutcome, Stepper, StepperInfo, WsArray};
+use super::{
+    knob, step_failed, Knob, LegacyLayout, Rhs, StepOutcome, Stepper, StepperInfo, WsArray,
+};
 use crate::error::{Error, Result};
 use crate::method::ModelKind;
 use crate::method::{
@@ -243,6 +245,7 @@ pub static INFO: StepperInfo = StepperInfo {
     dense_output: true,
     config: &KNOBS,
     description: "Dormand-Prince 5(4), adaptive, dense output",
+    legacy: Some(&LEGACY),
 };
 
 pub struct Rk45 {
@@ -263,6 +266,13 @@ fn carry_slots(n: usize) -> (usize, usize) {
     let c = CarrySlots::of(n);
     (c.prev_err, c.rejected)
 }
+
+/// rk45 files written before the PI controller (no `beta`, no controller history).
+static LEGACY: LegacyLayout = LegacyLayout {
+    knob_names: legacy_knob_names,
+    template: legacy_template,
+    upgrade: upgrade_legacy,
+};
 
 /// rk45's knob names before `beta` existed (files written before the PI controller).
 pub fn legacy_knob_names() -> Vec<&'static str> {

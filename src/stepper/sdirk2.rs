@@ -23,6 +23,7 @@ pub static INFO: StepperInfo = StepperInfo {
     dense_output: false,
     config: &NEWTON_KNOBS,
     description: "Alexander's 2-stage SDIRK, fixed step, L-stable",
+    legacy: None,
 };
 
 /// The SDIRK2 step itself, also used as the start-up step of bdf2.

@@ -130,6 +130,18 @@ pub fn check_layout(ws: &[WsArray], template: &[WsArray], bucket: &str) -> Resul
             extra.name
         )));
     }
+    // Every name is the template's, so a longer list repeats one (a file's upgrade from a
+    // legacy layout adds arrays: a file that had them already must not pass).
+    if let Some((_, a)) = ws
+        .iter()
+        .enumerate()
+        .find(|(i, a)| ws[..*i].iter().any(|b| b.name == a.name))
+    {
+        return Err(Error::corrupt(format!(
+            "workspace array '{bucket}/{}' appears more than once",
+            a.name
+        )));
+    }
     Ok(())
 }
 
