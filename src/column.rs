@@ -433,7 +433,10 @@ mod mapped {
         }
 
         pub(super) fn push(&mut self, value: f64) {
-            assert!(self.len < self.cap, "mapped column pushed past its capacity");
+            assert!(
+                self.len < self.cap,
+                "mapped column pushed past its capacity"
+            );
             // SAFETY: `len < cap`, inside the mapping.
             unsafe { self.ptr.as_ptr().add(self.len).write(value) };
             self.len += 1;
@@ -576,7 +579,9 @@ mod tests {
         fn check<T: Send + Sync>() {}
         check::<Column>();
         let c = Column::from(values(100_000));
-        let sum = std::thread::spawn(move || c.iter().sum::<f64>()).join().unwrap();
+        let sum = std::thread::spawn(move || c.iter().sum::<f64>())
+            .join()
+            .unwrap();
         assert_eq!(sum, values(100_000).iter().sum::<f64>());
     }
 }

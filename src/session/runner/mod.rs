@@ -11,8 +11,8 @@ mod fused;
 use super::checkpoint::Checkpointer;
 use super::progress::Hooks;
 use super::results::{EventRecord, RecVar, Recording};
-use crate::column::{Column, ReserveError};
 use super::state::{PendingStep, SessionState, Status};
+use crate::column::{Column, ReserveError};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Env, LagView, Model, ModelData, ModelEval};
 use crate::stepper::{self, Rhs, Stepper, StepperInfo};
@@ -888,6 +888,9 @@ mod tests {
         }
         assert!(reallocations <= 14, "{reallocations}");
         assert_eq!(grown.is_mapped(), cfg!(target_os = "linux"));
-        assert!(grown.chunks(1001).enumerate().all(|(k, c)| c.iter().all(|&x| x == k as f64)));
+        assert!(grown
+            .chunks(1001)
+            .enumerate()
+            .all(|(k, c)| c.iter().all(|&x| x == k as f64)));
     }
 }
