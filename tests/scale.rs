@@ -262,6 +262,111 @@ fn crafted_compact_files_are_refused_and_change_nothing() {
     sim.deserialize_snapshot(&valid).unwrap();
 }
 
+/// `bytes` with member `key` stored as `array` instead of listed in `zero_members`, or (with
+/// `None`) listed as all-zero `float64` of `shape` instead of stored.
+fn swap_zero_member(bytes: &[u8], key: &str, array: Option<NpyArray>, shape: &[usize]) -> Vec<u8> {
+    let listed = edit_meta(bytes, |v| {
+        let zero = v["zero_members"].as_object_mut().unwrap();
+        match &array {
+            Some(_) => drop(zero.remove(key)),
+            None => drop(zero.insert(
+                key.into(),
+                serde_json::json!({"dtype": "float64", "shape": shape}),
+            )),
+        }
+    });
+    let mut members = read_npz(&listed, &Limits::default()).unwrap();
+    members.retain(|(k, _)| k != key);
+    members.extend(array.map(|a| (key.to_string(), a)));
+    write_npz(&members).unwrap()
+}
+
+#[test]
+fn an_all_zero_pending_state_is_checked_but_made_only_for_a_pending_step() {
+    let n = 5000;
+    let m = host(n);
+    let key = "workspace/runtime/pending_y";
+    // Fixed step: no pending step, so the file lists pending_y as zero; an import resumes
+    // exactly.
+    let mut fixed = Sim::with_stepper(&m, Some("rk4")).unwrap();
+    fixed.run(&RunOptions::new().t(0.2).dt(0.01)).unwrap();
+    let file = fixed.serialize_snapshot(None).unwrap();
+    assert_eq!(
+        meta_of(&file)["zero_members"][key],
+        serde_json::json!({"dtype": "float64", "shape": [n]})
+    );
+    let mut resumed = Sim::with_stepper(&m, Some("rk4")).unwrap();
+    resumed.deserialize_snapshot(&file).unwrap();
+    assert!(resumed.session_state().bits_eq(fixed.session_state()));
+    for sim in [&mut fixed, &mut resumed] {
+        sim.run(&RunOptions::new().t(0.4).resume(true)).unwrap();
+    }
+    assert_eq!(bits(fixed.state()), bits(resumed.state()));
+
+    // Crafted: each refused with the session unchanged.
+    let before = resumed.session_state().clone();
+    let zeros = |len: usize| NpyArray::f64(vec![len], vec![0.0; len]).unwrap();
+    // A pending step flagged in a fixed-step file (`pending` is all zero, so listed too).
+    let flagged = NpyArray::f64(vec![3], vec![1.0, 0.3, 0.01]).unwrap();
+    let pending_flag = |bytes: &[u8]| {
+        swap_zero_member(
+            bytes,
+            "workspace/runtime/pending",
+            Some(flagged.clone()),
+            &[3],
+        )
+    };
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            swap_zero_member(&file, key, None, &[n - 1]),
+            "is not an array of this session's workspace",
+        ),
+        (
+            {
+                // Listed and stored.
+                let mut members = read_npz(&file, &Limits::default()).unwrap();
+                members.push((key.to_string(), zeros(n)));
+                write_npz(&members).unwrap()
+            },
+            "stored and also listed in zero_members",
+        ),
+        (
+            // Neither listed nor stored.
+            edit_meta(&file, |v| {
+                v["zero_members"].as_object_mut().unwrap().remove(key);
+            }),
+            "'runtime/pending_y' is missing",
+        ),
+        (pending_flag(&file), "is not adaptive"),
+    ];
+    for (bytes, want) in cases {
+        let err = resumed.deserialize_snapshot(&bytes).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::CorruptSnapshot, "{err}");
+        assert!(err.message().contains(want), "want '{want}' in: {err}");
+        assert!(resumed.session_state().bits_eq(&before));
+    }
+
+    // Adaptive, ending inside a step: the pending state is stored and resumes exactly.
+    let mut adaptive = Sim::new(&m).unwrap();
+    adaptive.run(&RunOptions::new().t(0.3)).unwrap();
+    assert!(adaptive.session_state().pending.is_some());
+    let file = adaptive.serialize_snapshot(None).unwrap();
+    assert!(meta_of(&file)["zero_members"].get(key).is_none());
+    let mut resumed = Sim::new(&m).unwrap();
+    resumed.deserialize_snapshot(&file).unwrap();
+    assert!(resumed.session_state().bits_eq(adaptive.session_state()));
+    // A pending step whose state is listed as zero gets the state a stored zero array
+    // gives: the listed one is made when a step is pending.
+    let listed = swap_zero_member(&file, key, None, &[n]);
+    let stored = swap_zero_member(&listed, key, Some(zeros(n)), &[n]);
+    let (mut a, mut b) = (Sim::new(&m).unwrap(), Sim::new(&m).unwrap());
+    a.deserialize_snapshot(&listed).unwrap();
+    b.deserialize_snapshot(&stored).unwrap();
+    let pending = a.session_state().pending.as_ref().unwrap();
+    assert!(pending.y_new.len() == n && pending.y_new.iter().all(|&v| v.to_bits() == 0));
+    assert!(a.session_state().bits_eq(b.session_state()));
+}
+
 fn host_def(n: usize) -> dynlib::model::host::HostModelDef {
     dynlib::model::host::HostModelDef {
         id: format!("scale-test/decay{n}"),
