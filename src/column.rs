@@ -551,7 +551,7 @@ mod tests {
         c.extend_from_slice(&values(200_000));
         let d = c.clone();
         assert_eq!(c, d);
-        assert_eq!(d.capacity() - d.len() < (2 << 20) / 8, true);
+        assert!(d.capacity() - d.len() < (2 << 20) / 8);
         c[5] = 1e300;
         assert_eq!(d[5], values(6)[5]);
         assert_ne!(c, d);
