@@ -24,6 +24,7 @@ pub const HEAP_MAX_BYTES: usize = 256 << 10;
 
 /// The smallest block a *growing* column maps (one huge page): a column that outgrows the
 /// heap is a long one, and smaller mappings would be moved again soon.
+#[cfg(target_os = "linux")]
 const MIN_GROWN_MAP_BYTES: usize = 2 << 20;
 
 /// A reservation the system could not satisfy (the column is unchanged).
