@@ -906,6 +906,83 @@ fn columns_growing_into_their_own_mappings_keep_every_sample_through_failed_runs
     assert_eq!(a.results().unwrap().len(), 61_001);
 }
 
+/// The C ABI's zero-copy views read the columns in place once they have moved into mappings
+/// of their own: after each of 40 resumed runs of 1000 recorded steps (past 32,768 samples
+/// the columns are mapped), the views hold the bits of the Rust session that ran the same
+/// runs, and the length of the recording.
+#[test]
+fn the_c_views_read_mapped_columns_in_place() {
+    use dynlib::ffi::model::{dynlib_model_free, dynlib_model_load};
+    use dynlib::ffi::results::{dynlib_sim_results_t_view, dynlib_sim_results_var_view};
+    use dynlib::ffi::sim::{
+        dynlib_run_options_init, dynlib_sim_free, dynlib_sim_new, dynlib_sim_run, DynlibRunOptions,
+    };
+    let dt = 1.0 / 1024.0;
+    let (mut model, mut sim) = (std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: valid C strings and out-pointers.
+    unsafe {
+        let source = c"builtin://ode/lorenz";
+        assert_eq!(
+            dynlib_model_load(source.as_ptr(), c"rk4".as_ptr(), &mut model),
+            0
+        );
+        assert_eq!(dynlib_sim_new(model, &mut sim), 0);
+    }
+    let m = Model::load("builtin://ode/lorenz").unwrap();
+    let mut rust = Sim::with_stepper(&m, Some("rk4")).unwrap();
+    for k in 1..=40u64 {
+        let horizon = (k * 1000) as f64 * dt;
+        let mut opts = std::mem::MaybeUninit::<DynlibRunOptions>::uninit();
+        // SAFETY: `opts` is initialised by the call before it is read.
+        let mut opts = unsafe {
+            assert_eq!(dynlib_run_options_init(opts.as_mut_ptr()), 0);
+            opts.assume_init()
+        };
+        opts.T = horizon;
+        opts.resume = k > 1;
+        if k == 1 {
+            opts.dt = dt;
+        }
+        // SAFETY: a live handle and initialised options.
+        assert_eq!(unsafe { dynlib_sim_run(sim, &opts) }, 0);
+        let o = RunOptions::new().t(horizon);
+        let o = if k == 1 { o.dt(dt) } else { o.resume(true) };
+        rust.run(&o).unwrap();
+        let rec = rust.results().unwrap();
+        let view = |name: Option<&std::ffi::CStr>| -> Vec<u64> {
+            let (mut data, mut n) = (std::ptr::null(), 0usize);
+            // SAFETY: a live handle, writable out-pointers; the view is read before the
+            // next call that could change the recording.
+            unsafe {
+                let st = match name {
+                    None => dynlib_sim_results_t_view(sim, &mut data, &mut n),
+                    Some(v) => dynlib_sim_results_var_view(sim, v.as_ptr(), &mut data, &mut n),
+                };
+                assert_eq!(st, 0);
+                bits(std::slice::from_raw_parts(data, n))
+            }
+        };
+        assert_eq!(view(None), bits(&rec.t), "t after run {k}");
+        for (i, name) in [c"x", c"y", c"z"].into_iter().enumerate() {
+            assert_eq!(
+                view(Some(name)),
+                bits(&rec.columns[i]),
+                "{name:?} after run {k}"
+            );
+        }
+        assert_eq!(rec.len() as u64, k * 1000 + 1);
+    }
+    assert_eq!(
+        rust.results().unwrap().t.is_mapped(),
+        cfg!(target_os = "linux")
+    );
+    // SAFETY: handles from the calls above, freed once.
+    unsafe {
+        dynlib_sim_free(sim);
+        dynlib_model_free(model);
+    }
+}
+
 #[test]
 fn the_fused_loop_kept_between_runs_follows_the_recorded_selection() {
     // A session keeps its last fused loop for the next run; a run that records other
