@@ -5,6 +5,7 @@
 //! methods inside a [`Sim`] session that can snapshot, reset, branch and resume — with results
 //! bit-identical to one uninterrupted run.
 
+pub mod column;
 pub mod demo;
 pub mod error;
 pub mod ffi;

@@ -732,7 +732,12 @@ fn ws_array(key: &str, name: &str, a: NpyArray) -> Result<WsArray> {
 /// what was wrong.
 pub fn decode(bytes: &[u8]) -> Result<SnapshotFile> {
     let members = read_npz(bytes, &snapshot_limits())?;
-    decode_members(members, usize::MAX, None, None)
+    let zeros = ZeroRestore {
+        layout: None,
+        lazy: &[],
+        deferred: &mut Vec::new(),
+    };
+    decode_members(members, usize::MAX, None, zeros)
 }
 
 /// [`decode`] for a session whose own state is `template` (any state of it: only the shapes
@@ -758,6 +763,20 @@ pub fn decode_for_layout(
     layout: &FileLayout<'_>,
     limits: &FileLimits,
 ) -> Result<SnapshotFile> {
+    decode_for_layout_deferring(bytes, layout, limits, &[]).map(|(file, _)| file)
+}
+
+/// [`decode_for_layout`] leaving out the members of `lazy` (keys of the layout's workspace
+/// members) that a v2 file lists as all-zero: every check of them runs, but the arrays are
+/// not made; the keys of those left out are returned, for the caller to make them when it
+/// needs them (a state-sized zero array costs clearing its memory, and a session needs
+/// `runtime/pending_y` only for a pending step).
+pub fn decode_for_layout_deferring(
+    bytes: &[u8],
+    layout: &FileLayout<'_>,
+    limits: &FileLimits,
+    lazy: &[&str],
+) -> Result<(SnapshotFile, Vec<String>)> {
     if bytes.len() as u64 > limits.max_file_bytes {
         return Err(Error::corrupt(format!(
             "snapshot is {} bytes; files above {} bytes are refused",
@@ -800,26 +819,41 @@ pub fn decode_for_layout(
         .iter()
         .map(|(key, dtype, shape)| (key.as_str(), (*dtype, shape.as_slice())))
         .collect();
-    decode_members(
-        members,
-        meta_value_budget(layout),
-        Some(names),
-        Some(&shapes),
-    )
+    let mut deferred = Vec::new();
+    let zeros = ZeroRestore {
+        layout: Some(&shapes),
+        lazy,
+        deferred: &mut deferred,
+    };
+    let file = decode_members(members, meta_value_budget(layout), Some(names), zeros)?;
+    Ok((file, deferred))
 }
 
 /// dtype and shape of every workspace member of a session, by key.
 type MemberLayout<'a> = HashMap<&'a str, (&'static str, &'a [usize])>;
 
+/// How [`restore_zero_members`] checks and restores a file's all-zero members.
+struct ZeroRestore<'a> {
+    /// The session's members: each zero member must be one of them, with its dtype and
+    /// shape (`None`: any workspace member, within [`MAX_FILE_BYTES`] in all).
+    layout: Option<&'a MemberLayout<'a>>,
+    /// Keys checked but not made (see [`decode_for_layout_deferring`]) ...
+    lazy: &'a [&'a str],
+    /// ... and those of them the file lists.
+    deferred: &'a mut Vec<String>,
+}
+
 /// Adds the all-zero workspace arrays a v2 file lists in `zero_members` instead of storing
-/// them. With a session `layout`, each must be one of its arrays with its dtype and shape;
-/// without, together they may not exceed what a file of [`MAX_FILE_BYTES`] could hold.
+/// them (those of `zeros.lazy` only checked and noted in `zeros.deferred`). With a session
+/// layout, each must be one of its arrays with its dtype and shape; without, together they
+/// may not exceed what a file of [`MAX_FILE_BYTES`] could hold.
 fn restore_zero_members(
     r: &MetaReader<'_>,
     stepper_ws: &mut Workspace,
     runtime_ws: &mut Workspace,
-    layout: Option<&MemberLayout>,
+    zeros: ZeroRestore<'_>,
 ) -> Result<()> {
+    let layout = zeros.layout;
     let Some(listed) = r.0.get("zero_members") else {
         return Ok(());
     };
@@ -881,10 +915,16 @@ fn restore_zero_members(
                 "member '{shown}' is stored and also listed in zero_members"
             )));
         }
+        if !matches!(dtype, "float64" | "int64") {
+            return Err(bad());
+        }
+        if zeros.lazy.contains(&key.as_str()) {
+            zeros.deferred.push(key.clone());
+            continue;
+        }
         let data = match dtype {
             "float64" => WsData::F64(vec![0.0; n as usize]),
-            "int64" => WsData::I64(vec![0; n as usize]),
-            _ => return Err(bad()),
+            _ => WsData::I64(vec![0; n as usize]),
         };
         list.push(WsArray {
             name: name.to_string(),
@@ -903,7 +943,7 @@ fn decode_members(
     members: Vec<(String, NpyArray)>,
     max_values: usize,
     model: Option<(VectorOf<'_>, VectorOf<'_>)>,
-    layout: Option<&MemberLayout>,
+    zeros: ZeroRestore<'_>,
 ) -> Result<SnapshotFile> {
     let mut meta = None;
     let (mut y, mut params, mut config) = (None, None, None);
@@ -958,7 +998,7 @@ fn decode_members(
     let r = MetaReader(obj);
     let v2 = obj.get("schema").and_then(Value::as_str) == Some(SCHEMA_V2);
     if v2 {
-        restore_zero_members(&r, &mut stepper_ws, &mut runtime_ws, layout)?;
+        restore_zero_members(&r, &mut stepper_ws, &mut runtime_ws, zeros)?;
     }
     if runtime_ws.is_empty() {
         return Err(missing("workspace/runtime/clock"));

@@ -1,5 +1,6 @@
 //! Recorded results: samples, the event log and segments, stitched across resumed runs.
 
+pub use crate::column::Column;
 use crate::error::{suggestion_suffix, Error, Result};
 pub use crate::session::sample_labels::{Interpolated, StepLabels};
 use hashbrown::HashTable;
@@ -54,12 +55,12 @@ pub struct Recording {
     /// of a model of 10^6 states does not copy 10^6 names).
     pub vars: Arc<[RecVar]>,
     pub names: Arc<[String]>,
-    pub t: Vec<f64>,
+    pub t: Column,
     pub step: StepLabels,
     /// The samples produced by dense output at a run's horizon rather than by a step.
     pub interpolated: Interpolated,
     /// One column per recorded variable, in `names` order.
-    pub columns: Vec<Vec<f64>>,
+    pub columns: Vec<Column>,
     pub events: Vec<EventRecord>,
     /// Read freely; changed only through [`Recording::push_segment`],
     /// [`Recording::rename_segment`] and the truncating methods, which keep `names` current.
@@ -151,7 +152,7 @@ pub struct Mark {
 
 impl Recording {
     pub fn new(vars: Arc<[RecVar]>, names: Arc<[String]>) -> Self {
-        let columns = vec![Vec::new(); vars.len()];
+        let columns = (0..vars.len()).map(|_| Column::new()).collect();
         Recording {
             vars,
             names,
@@ -232,7 +233,7 @@ impl Recording {
             return Recording::new(vars, names);
         };
         rec.clear();
-        rec.columns.resize_with(vars.len(), Vec::new);
+        rec.columns.resize_with(vars.len(), Column::new);
         rec.vars = vars;
         rec.names = names;
         rec

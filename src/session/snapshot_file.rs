@@ -101,18 +101,21 @@ pub(crate) fn state_from_file(
 ) -> Result<SessionState> {
     let mut s = stepper::create(info, model.n_states());
     let template = s.save();
-    state_from_owned_file(model, info, pins, file.clone(), &template, Some(&mut *s))
+    let owned = (file.clone(), false);
+    state_from_owned_file(model, info, pins, owned, &template, Some(&mut *s))
 }
 
 /// [`state_from_file`] taking the file, so its arrays move into the state. `stepper_template`
 /// is the workspace of a fresh stepper, `s` a fresh stepper, which loads the file's
 /// workspace and so checks it; it may be left out (`None`) for a stepper that is not
 /// adaptive and carries nothing (`stepper_template` empty): its workspace must be empty.
+/// With the file comes whether its `runtime/pending_y` is all zeros and left out (see
+/// `snapshot::decode_for_layout_deferring`).
 pub(crate) fn state_from_owned_file(
     model: &Model,
     info: &'static StepperInfo,
     pins: &SessionPins,
-    file: SnapshotFile,
+    (file, pending_y_is_zero): (SnapshotFile, bool),
     stepper_template: &[WsArray],
     mut s: Option<&mut (dyn stepper::Stepper + 'static)>,
 ) -> Result<SessionState> {
@@ -168,7 +171,7 @@ pub(crate) fn state_from_owned_file(
         config,
         status: Status::Ready,
     };
-    st.take_runtime_ws(runtime_ws, model)?;
+    st.take_runtime_ws_zeroing(runtime_ws, model, pending_y_is_zero)?;
     st.validate_shape_against(model, info, stepper_template)?;
     st.validate_clock(info)?;
     if let Some(p) = &st.pending {

@@ -13,6 +13,9 @@ use crate::persist::atomic::write_atomic;
 use crate::persist::snapshot::{self, FileLimits, SnapshotFile};
 use crate::stepper;
 
+/// The member of a file's pending-step state (all zeros when no step is pending).
+const PENDING_Y_KEY: &str = "workspace/runtime/pending_y";
+
 impl Sim {
     /// Calls `f` with the serialized bytes of `source` (as
     /// [`serialize_snapshot`](Self::serialize_snapshot)); when they are longer than `cap`,
@@ -104,7 +107,14 @@ impl Sim {
         let (model, info) = (self.model().clone(), self.stepper());
         // What a file for this session holds: its members and their sizes bound the reader.
         let layout = file_layout(&model, info, &self.stepper_template);
-        let file = snapshot::decode_for_layout(bytes, &layout, &FileLimits::default())?;
+        // An all-zero pending_y (no pending step) is not made, only checked.
+        let (file, zeros) = snapshot::decode_for_layout_deferring(
+            bytes,
+            &layout,
+            &FileLimits::default(),
+            &[PENDING_Y_KEY],
+        )?;
+        let pending_y_is_zero = !zeros.is_empty();
         // A stepper that carries nothing has nothing to load or interpolate: no need to make
         // one (and its state-sized stage vectors).
         let mut stepper = (!self.stepper_template.is_empty() || info.adaptive)
@@ -113,7 +123,7 @@ impl Sim {
             &model,
             info,
             self.pins(),
-            file,
+            (file, pending_y_is_zero),
             &self.stepper_template,
             stepper.as_deref_mut(),
         )?;

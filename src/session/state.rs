@@ -414,7 +414,24 @@ impl SessionState {
     /// ones (lag rings and heads, the pending step's state) are moved in, not copied. Nothing
     /// changes on failure.
     pub fn take_runtime_ws(&mut self, ws: Workspace, model: &Model) -> Result<()> {
-        check_runtime_layout(&ws, model)?;
+        self.take_runtime_ws_zeroing(ws, model, false)
+    }
+
+    /// [`take_runtime_ws`](Self::take_runtime_ws) where `pending_y_is_zero` says that
+    /// `pending_y` is all zeros and left out of `ws` (a v2 file lists it so): it is made only
+    /// for a pending step, which alone uses it.
+    pub(crate) fn take_runtime_ws_zeroing(
+        &mut self,
+        ws: Workspace,
+        model: &Model,
+        pending_y_is_zero: bool,
+    ) -> Result<()> {
+        let absent = if pending_y_is_zero {
+            &[PENDING_Y][..]
+        } else {
+            &[]
+        };
+        check_runtime_layout(&ws, model, absent)?;
         let mut clock = [0.0; 5];
         load_f64(&ws, "clock", &mut clock)?;
         let mut counters = [0i64; 4];
@@ -447,10 +464,17 @@ impl SessionState {
                 .expect("layout checked");
             ws.swap_remove(i).data
         };
-        let (WsData::F64(lag_ring), WsData::I64(lag_head), WsData::F64(y_new)) =
-            (take("lag_ring"), take("lag_head"), take("pending_y"))
+        let (WsData::F64(lag_ring), WsData::I64(lag_head)) = (take("lag_ring"), take("lag_head"))
         else {
             unreachable!("dtypes checked by the layout");
+        };
+        let y_new = if pending_y_is_zero {
+            None
+        } else {
+            let WsData::F64(y_new) = take(PENDING_Y) else {
+                unreachable!("dtypes checked by the layout");
+            };
+            Some(y_new)
         };
         if model.lag_total > 0 {
             for (i, slot) in model.lag_layout.iter().enumerate() {
@@ -499,7 +523,7 @@ impl SessionState {
             Some(PendingStep {
                 t_new: pending[1],
                 h_next: pending[2],
-                y_new,
+                y_new: y_new.unwrap_or_else(|| vec![0.0; model.n_states()]),
             })
         } else {
             None
@@ -641,8 +665,15 @@ impl SessionState {
 
 /// Checks that `ws` has exactly the arrays of [`SessionState::runtime_layout`] (the message of
 /// [`check_layout`]'s, without building a template of state-sized arrays).
-fn check_runtime_layout(ws: &[WsArray], model: &Model) -> Result<()> {
-    let layout = SessionState::runtime_layout(model);
+/// The runtime array of the pending step's state (see `take_runtime_ws_zeroing`).
+const PENDING_Y: &str = "pending_y";
+
+/// Checks that `ws` holds the runtime layout's arrays, each once, except those of `absent`.
+fn check_runtime_layout(ws: &[WsArray], model: &Model, absent: &[&str]) -> Result<()> {
+    let layout: Vec<_> = SessionState::runtime_layout(model)
+        .into_iter()
+        .filter(|(name, ..)| !absent.contains(name))
+        .collect();
     for (name, dtype, shape) in &layout {
         let a = ws.iter().find(|a| a.name == *name).ok_or_else(|| {
             Error::corrupt(format!("workspace array 'runtime/{name}' is missing"))

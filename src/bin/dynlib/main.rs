@@ -411,14 +411,14 @@ fn write_results(path: &Path, rec: &dynlib::session::Recording) -> Result<(), Fa
             use dynlib::persist::npy::NpyArray;
             let n = rec.len();
             let mut members = vec![
-                ("t".to_string(), NpyArray::f64(vec![n], rec.t.clone())),
+                ("t".to_string(), NpyArray::f64(vec![n], rec.t.to_vec())),
                 (
                     "step".to_string(),
                     NpyArray::i64(vec![n], rec.step.iter().map(|s| s as i64).collect()),
                 ),
             ];
             for (name, c) in rec.names.iter().zip(&rec.columns) {
-                members.push((name.clone(), NpyArray::f64(vec![n], c.clone())));
+                members.push((name.clone(), NpyArray::f64(vec![n], c.to_vec())));
             }
             let members: Vec<(String, NpyArray)> = members
                 .into_iter()

@@ -21,6 +21,7 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 use cranelift_module::Module;
 
 use super::lower::{mem, offset, truth, Bounds, Frame, Lowerer, Src};
+use crate::column::Column;
 use crate::error::{Error, Result};
 use crate::method::{CarrySlots, Controller, EmbeddedPair, StepForm, PREV_ERR_FLOOR};
 use crate::model::compile::CompiledModel;
@@ -131,9 +132,9 @@ pub struct KernelIo<'a> {
 pub struct RecIo<'a> {
     /// Labels are not written: a call's samples are labelled `next_label`, then every
     /// `every` steps (the host stores them as a progression).
-    pub t: &'a mut Vec<f64>,
+    pub t: &'a mut Column,
     /// One column per `RecSlot` of the kernel, in order.
-    pub cols: &'a mut [Vec<f64>],
+    pub cols: &'a mut [Column],
     pub every: u64,
     /// Label of the next sample (updated).
     pub next_label: u64,

@@ -12,10 +12,10 @@ use super::checkpoint::Checkpointer;
 use super::progress::Hooks;
 use super::results::{EventRecord, RecVar, Recording};
 use super::state::{PendingStep, SessionState, Status};
+use crate::column::{Column, ReserveError};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Env, LagView, Model, ModelData, ModelEval};
 use crate::stepper::{self, Rhs, Stepper, StepperInfo};
-use std::collections::TryReserveError;
 use std::sync::Arc;
 
 /// Where a run ends.
@@ -822,30 +822,15 @@ fn reserve_samples(rec: &mut Recording, n: u64) -> Result<()> {
     Ok(())
 }
 
-/// Room for `n` more values in a recorded column, as a contiguous slice (the C views hand
-/// columns out in place).
+/// Room for `n` more values in a recorded column.
 ///
-/// A column's first reservation is exact: a whole run asks once for what it records. A
-/// column that has to grow again past `HEAP_COLUMN` (256 KiB, above glibc's default mmap
-/// threshold of 128 KiB) jumps straight to `MAPPED_COLUMN` elements, a block glibc maps
-/// whatever its dynamic threshold (at most 32 MiB): later doublings then move pages
-/// (`mremap`) instead of copying the column or faulting it in again. Without the jump, a
-/// long series of resumed runs in a process that has freed large blocks (glibc then raises
-/// its threshold, up to 32 MiB) grows its columns in the heap, copying them at every
-/// doubling up to 32 MiB. Below the jump, copies total under 512 KiB a column. Unused
-/// capacity is address space, not memory.
-fn reserve_column(column: &mut Vec<f64>, n: usize) -> std::result::Result<(), TryReserveError> {
-    const HEAP_COLUMN: usize = (256 << 10) / 8;
-    const MAPPED_COLUMN: usize = (32 << 20) / 8 + 512;
-    let need = column.len().saturating_add(n);
-    if need <= column.capacity() {
-        return Ok(());
-    }
+/// A column's first reservation is exact: a whole run asks once for what it records, and
+/// gets that (mapped by the column itself past 256 KiB, see [`Column`]). Later ones grow
+/// by doubling; a column past 256 KiB grows by moving its pages, so a long series of
+/// resumed runs neither copies its columns nor depends on what the heap holds.
+fn reserve_column(column: &mut Column, n: usize) -> std::result::Result<(), ReserveError> {
     if column.capacity() == 0 {
         return column.try_reserve_exact(n);
-    }
-    if need > HEAP_COLUMN && column.capacity() < MAPPED_COLUMN {
-        return column.try_reserve_exact(need.max(MAPPED_COLUMN) - column.len());
     }
     column.try_reserve(n)
 }
@@ -880,32 +865,32 @@ fn check_finite_after_event(
 #[cfg(test)]
 mod tests {
     use super::reserve_column;
+    use crate::column::Column;
 
     #[test]
-    fn first_reservations_are_exact_and_growing_columns_jump_to_a_mapped_block() {
-        let mapped = (32 << 20) / 8 + 512;
-        // A whole run's one reservation is what it asks for, however large.
-        let mut whole: Vec<f64> = Vec::new();
-        reserve_column(&mut whole, 1_000_000).unwrap();
-        assert_eq!(whole.capacity(), 1_000_000);
-        // Small columns grow as Vec grows them.
-        let mut small: Vec<f64> = vec![1.0; 1000];
-        reserve_column(&mut small, 1000).unwrap();
-        assert!(small.capacity() >= 2000 && small.capacity() < 1 << 16);
-        // Past 256 KiB a growing column jumps, keeping its values.
-        let mut large: Vec<f64> = (0..40_000).map(f64::from).collect();
-        reserve_column(&mut large, 1000).unwrap();
-        assert!(large.capacity() >= mapped, "{}", large.capacity());
-        assert!(large.iter().enumerate().all(|(i, &x)| x == i as f64));
-        assert_eq!(large.len(), 40_000);
-        // Past the jump, growth is Vec's own (amortised doubling).
-        let cap = large.capacity();
-        large.resize(cap, 3.0);
-        reserve_column(&mut large, 1).unwrap();
-        assert!(large.capacity() >= 2 * cap);
-        assert!(large[..40_000]
-            .iter()
+    fn first_reservations_are_exact_and_later_ones_double() {
+        // A whole run's one reservation is what it asks for, however large (rounded to the
+        // mapping's pages past 256 KiB).
+        let mut whole = Column::new();
+        reserve_column(&mut whole, 10_000).unwrap();
+        assert_eq!(whole.capacity(), 10_000);
+        let mut large = Column::new();
+        reserve_column(&mut large, 1_000_000).unwrap();
+        assert!((1_000_000..1_000_000 + (2 << 20) / 8).contains(&large.capacity()));
+        // A column reserved segment by segment grows geometrically, keeping its values.
+        let mut grown = Column::new();
+        let mut reallocations = 0;
+        for k in 0..1000 {
+            let cap = grown.capacity();
+            reserve_column(&mut grown, 1001).unwrap();
+            reallocations += usize::from(grown.capacity() != cap);
+            grown.extend_from_slice(&[k as f64; 1001]);
+        }
+        assert!(reallocations <= 14, "{reallocations}");
+        assert_eq!(grown.is_mapped(), cfg!(target_os = "linux"));
+        assert!(grown
+            .chunks(1001)
             .enumerate()
-            .all(|(i, &x)| x == i as f64));
+            .all(|(k, c)| c.iter().all(|&x| x == k as f64)));
     }
 }
