@@ -19,6 +19,7 @@
 //! cargo run --release --example ensemble_bench -- --case lorenz            (one case only)
 //! cargo run --release --example ensemble_bench -- --members 100 --sweep-lanes (fewer members)
 //! cargo run --release --example ensemble_bench -- --no-reference   (skip the machine line)
+//! cargo run --release --example ensemble_bench -- --members 96 --steps 1041667  (equal work)
 
 use std::time::Instant;
 
@@ -110,6 +111,9 @@ fn main() {
     let lanes_arg = arg_value("--lanes");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let members = arg_value("--members").unwrap_or(10_000).max(1);
+    // Steps per member (default: the case's t_end / dt), so that member counts can be
+    // compared at equal member-steps.
+    let steps_arg = arg_value("--steps").map(|s| s as u64);
     let cases = [
         Case {
             name: "Izhikevich rk4",
@@ -149,10 +153,10 @@ fn main() {
         let values: Vec<f64> = (0..members)
             .map(|i| case.range.0 + (case.range.1 - case.range.0) * i as f64 / members as f64)
             .collect();
-        let steps = (case.t_end / case.dt).round() as u64;
+        let steps = steps_arg.unwrap_or((case.t_end / case.dt).round() as u64);
         let work = members as f64 * steps as f64;
         let opts = RunOptions::new()
-            .t(case.t_end)
+            .t(steps as f64 * case.dt)
             .dt(case.dt)
             .record(false)
             .max_steps(steps + 10);
