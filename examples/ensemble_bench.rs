@@ -191,6 +191,14 @@ fn main() {
         let mut best_cpu = vec![f64::INFINITY; configs.len()];
         let mut reference: Option<Vec<u64>> = None;
         let mut kernel_share = 0.0;
+        // Per member-run costs outside the stepping (starting the run, packing, finishing):
+        // a lock-step run of one step of fresh members, made and timed as the others.
+        let one_step = RunOptions::new()
+            .t(case.dt)
+            .dt(case.dt)
+            .record(false)
+            .max_steps(10);
+        let mut best_fixed = f64::INFINITY;
         let (mut before, mut built, mut after) = (0, 0, 0);
         for rep in 0..reps {
             // Fresh members every repetition (a fresh run starts from the current state).
@@ -199,6 +207,7 @@ fn main() {
             if rep == 0 {
                 (before, built) = (b, rss_kib());
             }
+            let mut fixed = make(lanes);
             for (i, (c, ens)) in configs.iter().zip(&mut ensembles).enumerate() {
                 let (start, cpu) = (Instant::now(), process_cpu_s());
                 ens.run(&opts, c.threads).unwrap();
@@ -213,6 +222,9 @@ fn main() {
                     Some(r) => assert!(r == &bits, "{} changed the results", c.label),
                 }
             }
+            let start = Instant::now();
+            fixed.run(&one_step, 1).unwrap();
+            best_fixed = best_fixed.min(start.elapsed().as_secs_f64());
             if rep == 0 {
                 after = rss_kib().max(built);
             }
@@ -235,6 +247,14 @@ fn main() {
              lock-step {:.2}x one-by-one",
             case.name,
             best_cpu[0] / best_cpu[1]
+        );
+        println!(
+            "  {:<15} fixed cost per member-run (a 1-step lock-step run, 1 thread): {:.2} us \
+             = {:.2} ns per member-step at {steps} steps ({:.1}% of the lock-step time)",
+            case.name,
+            1e6 * best_fixed / members as f64,
+            1e9 * best_fixed / work,
+            100.0 * best_fixed / best[1],
         );
         let speedup = rates[2] / rates[1];
         println!(
