@@ -1563,8 +1563,6 @@ fn splat(b: &mut FunctionBuilder, x: f64) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     /// A batch's kept loop follows its parameters: after a call whose lanes shared
     /// parameters, a call whose lanes do not gets the loop a fresh lookup gives (reading a
     /// parameter once for all lanes when they differ would change their bits), and back.
