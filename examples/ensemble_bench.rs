@@ -8,9 +8,10 @@
 //! It prints the lock-step throughput per core relative to one-by-one, the scaling efficiency
 //! per core (lock-step on every core vs 1 thread), the resident memory per member, and checks
 //! that every configuration gives the same final states, bit for bit. A last line measures the
-//! machine itself: two equal jobs of independent floating-point chains (no memory traffic, no
+//! machine itself: two equal jobs of independent floating-point chains (no allocation, no
 //! library code) on 1 thread one after the other vs on every core at once — the scaling the
-//! cores give to throughput-bound arithmetic right now, against which to read the ensemble's.
+//! cores give right now, against which to read the ensemble's: once for latency-bound chains
+//! in registers, once for throughput-bound chains through L1 (as the lock-step kernel runs).
 //!
 //! cargo run --release --example ensemble_bench                 (the full sizes above, best of 3)
 //! cargo run --release --example ensemble_bench -- --quick      (10x fewer steps)
@@ -274,8 +275,10 @@ fn main() {
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         println!(
             "  machine reference: {cores} equal floating-point jobs at once vs one after the \
-             other scale {:.2} per core (load average after: {})",
-            machine_scaling(cores, reps),
+             other scale {:.2} per core bound by latency, {:.2} bound by throughput (load \
+             average after: {})",
+            machine_scaling(cores, reps, fp_chains),
+            machine_scaling(cores, reps, fp_throughput),
             load.split_whitespace()
                 .take(3)
                 .collect::<Vec<_>>()
@@ -285,7 +288,7 @@ fn main() {
 }
 
 /// One job of the machine reference: 16 independent multiply-add chains, `rounds` rounds
-/// (not inlined, so every job is the same machine code).
+/// (not inlined, so every job is the same machine code). Bound by the chains' latency.
 #[inline(never)]
 fn fp_chains(rounds: u64, seed: f64) -> f64 {
     let mut x: [f64; 16] = std::array::from_fn(|i| seed + i as f64 * 1e-3);
@@ -298,21 +301,37 @@ fn fp_chains(rounds: u64, seed: f64) -> f64 {
     x.iter().sum()
 }
 
-/// Scaling per core of `cores` equal floating-point jobs run at once vs one after the other
+/// The other job of the machine reference: 256 independent chains kept in L1 memory, each
+/// round a load, a multiply, an add and a store per value — bound by the core's load/store
+/// and floating-point throughput, as the lock-step kernel is, not by latency.
+#[inline(never)]
+fn fp_throughput(rounds: u64, seed: f64) -> f64 {
+    let mut x: Vec<f64> = (0..256).map(|i| seed + i as f64 * 1e-3).collect();
+    let (a, b) = (std::hint::black_box(0.999_999), std::hint::black_box(1e-7));
+    for _ in 0..rounds / 16 {
+        for v in x.iter_mut() {
+            *v = *v * a + b;
+        }
+        std::hint::black_box(&mut x);
+    }
+    x.iter().sum()
+}
+
+/// Scaling per core of `cores` equal jobs `job` run at once vs one after the other
 /// (interleaved, best of `reps`).
-fn machine_scaling(cores: usize, reps: usize) -> f64 {
+fn machine_scaling(cores: usize, reps: usize, job: fn(u64, f64) -> f64) -> f64 {
     let rounds = std::hint::black_box(20_000_000);
     let (mut serial, mut parallel) = (f64::INFINITY, f64::INFINITY);
     for _ in 0..reps {
         let start = Instant::now();
         for j in 0..cores {
-            std::hint::black_box(fp_chains(rounds, j as f64));
+            std::hint::black_box(job(rounds, j as f64));
         }
         serial = serial.min(start.elapsed().as_secs_f64());
         let start = Instant::now();
         std::thread::scope(|s| {
             for j in 0..cores {
-                s.spawn(move || std::hint::black_box(fp_chains(rounds, j as f64)));
+                s.spawn(move || std::hint::black_box(job(rounds, j as f64)));
             }
         });
         parallel = parallel.min(start.elapsed().as_secs_f64());
