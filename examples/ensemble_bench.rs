@@ -8,9 +8,10 @@
 //! It prints the lock-step throughput per core relative to one-by-one, the scaling efficiency
 //! per core (lock-step on every core vs 1 thread), the resident memory per member, and checks
 //! that every configuration gives the same final states, bit for bit. A last line measures the
-//! machine itself: two equal jobs of independent floating-point chains (no memory traffic, no
+//! machine itself: two equal jobs of independent floating-point chains (no allocation, no
 //! library code) on 1 thread one after the other vs on every core at once — the scaling the
-//! cores give to throughput-bound arithmetic right now, against which to read the ensemble's.
+//! cores give right now, against which to read the ensemble's: once for latency-bound chains
+//! in registers, once for throughput-bound chains through L1 (as the lock-step kernel runs).
 //!
 //! cargo run --release --example ensemble_bench                 (the full sizes above, best of 3)
 //! cargo run --release --example ensemble_bench -- --quick      (10x fewer steps)
@@ -19,6 +20,7 @@
 //! cargo run --release --example ensemble_bench -- --case lorenz            (one case only)
 //! cargo run --release --example ensemble_bench -- --members 100 --sweep-lanes (fewer members)
 //! cargo run --release --example ensemble_bench -- --no-reference   (skip the machine line)
+//! cargo run --release --example ensemble_bench -- --members 96 --steps 1041667  (equal work)
 
 use std::time::Instant;
 
@@ -110,6 +112,9 @@ fn main() {
     let lanes_arg = arg_value("--lanes");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let members = arg_value("--members").unwrap_or(10_000).max(1);
+    // Steps per member (default: the case's t_end / dt), so that member counts can be
+    // compared at equal member-steps.
+    let steps_arg = arg_value("--steps").map(|s| s as u64);
     let cases = [
         Case {
             name: "Izhikevich rk4",
@@ -149,10 +154,10 @@ fn main() {
         let values: Vec<f64> = (0..members)
             .map(|i| case.range.0 + (case.range.1 - case.range.0) * i as f64 / members as f64)
             .collect();
-        let steps = (case.t_end / case.dt).round() as u64;
+        let steps = steps_arg.unwrap_or((case.t_end / case.dt).round() as u64);
         let work = members as f64 * steps as f64;
         let opts = RunOptions::new()
-            .t(case.t_end)
+            .t(steps as f64 * case.dt)
             .dt(case.dt)
             .record(false)
             .max_steps(steps + 10);
@@ -187,9 +192,20 @@ fn main() {
         let mut best_cpu = vec![f64::INFINITY; configs.len()];
         let mut reference: Option<Vec<u64>> = None;
         let mut kernel_share = 0.0;
+        // Per member-run costs outside the stepping (starting the run, packing, finishing):
+        // a lock-step run of one step of fresh members, made and timed as the others.
+        let one_step = RunOptions::new()
+            .t(case.dt)
+            .dt(case.dt)
+            .record(false)
+            .max_steps(10);
+        let mut best_fixed = f64::INFINITY;
         let (mut before, mut built, mut after) = (0, 0, 0);
         for rep in 0..reps {
-            // Fresh members every repetition (a fresh run starts from the current state).
+            // Fresh members every repetition (a fresh run starts from the current state);
+            // the fixed-cost run's first, so that they are as cold as the others at its run
+            // and outside the memory figures.
+            let mut fixed = make(lanes);
             let b = rss_kib();
             let mut ensembles: Vec<Ensemble> = configs.iter().map(|c| make(c.lanes)).collect();
             if rep == 0 {
@@ -212,6 +228,9 @@ fn main() {
             if rep == 0 {
                 after = rss_kib().max(built);
             }
+            let start = Instant::now();
+            fixed.run(&one_step, 1).unwrap();
+            best_fixed = best_fixed.min(start.elapsed().as_secs_f64());
         }
         let rates: Vec<f64> = best.iter().map(|s| work / s).collect();
         for ((c, (secs, rate)), cpu) in configs.iter().zip(best.iter().zip(&rates)).zip(&best_cpu) {
@@ -232,6 +251,14 @@ fn main() {
             case.name,
             best_cpu[0] / best_cpu[1]
         );
+        println!(
+            "  {:<15} fixed cost per member-run (a 1-step lock-step run, 1 thread): {:.2} us \
+             = {:.2} ns per member-step at {steps} steps ({:.1}% of the lock-step time)",
+            case.name,
+            1e6 * best_fixed / members as f64,
+            1e9 * best_fixed / work,
+            100.0 * best_fixed / best[1],
+        );
         let speedup = rates[2] / rates[1];
         println!(
             "  {:<15} lock-step ({lanes} lanes) per core vs one-by-one: {:.2}x; scaling on {cores} cores: {:.2}x \
@@ -250,8 +277,10 @@ fn main() {
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         println!(
             "  machine reference: {cores} equal floating-point jobs at once vs one after the \
-             other scale {:.2} per core (load average after: {})",
-            machine_scaling(cores, reps),
+             other scale {:.2} per core bound by latency, {:.2} bound by throughput (load \
+             average after: {})",
+            machine_scaling(cores, reps, fp_chains),
+            machine_scaling(cores, reps, fp_throughput),
             load.split_whitespace()
                 .take(3)
                 .collect::<Vec<_>>()
@@ -261,7 +290,7 @@ fn main() {
 }
 
 /// One job of the machine reference: 16 independent multiply-add chains, `rounds` rounds
-/// (not inlined, so every job is the same machine code).
+/// (not inlined, so every job is the same machine code). Bound by the chains' latency.
 #[inline(never)]
 fn fp_chains(rounds: u64, seed: f64) -> f64 {
     let mut x: [f64; 16] = std::array::from_fn(|i| seed + i as f64 * 1e-3);
@@ -274,21 +303,39 @@ fn fp_chains(rounds: u64, seed: f64) -> f64 {
     x.iter().sum()
 }
 
-/// Scaling per core of `cores` equal floating-point jobs run at once vs one after the other
+/// The other job of the machine reference: 256 independent chains kept in L1 memory, each
+/// round a load, a multiply, an add and a store per value — bound by the core's load/store
+/// and floating-point throughput, as the lock-step kernel is, not by latency.
+#[inline(never)]
+fn fp_throughput(rounds: u64, seed: f64) -> f64 {
+    let mut x: Vec<f64> = (0..256).map(|i| seed + i as f64 * 1e-3).collect();
+    let (a, b) = (std::hint::black_box(0.999_999), std::hint::black_box(1e-7));
+    // 4x fp_chains's operations: it runs ~4x faster, and a job this long keeps the
+    // scheduler's noise out of the ratio.
+    for _ in 0..rounds / 4 {
+        for v in x.iter_mut() {
+            *v = *v * a + b;
+        }
+        std::hint::black_box(&mut x);
+    }
+    x.iter().sum()
+}
+
+/// Scaling per core of `cores` equal jobs `job` run at once vs one after the other
 /// (interleaved, best of `reps`).
-fn machine_scaling(cores: usize, reps: usize) -> f64 {
+fn machine_scaling(cores: usize, reps: usize, job: fn(u64, f64) -> f64) -> f64 {
     let rounds = std::hint::black_box(20_000_000);
     let (mut serial, mut parallel) = (f64::INFINITY, f64::INFINITY);
     for _ in 0..reps {
         let start = Instant::now();
         for j in 0..cores {
-            std::hint::black_box(fp_chains(rounds, j as f64));
+            std::hint::black_box(job(rounds, j as f64));
         }
         serial = serial.min(start.elapsed().as_secs_f64());
         let start = Instant::now();
         std::thread::scope(|s| {
             for j in 0..cores {
-                s.spawn(move || std::hint::black_box(fp_chains(rounds, j as f64)));
+                s.spawn(move || std::hint::black_box(job(rounds, j as f64)));
             }
         });
         parallel = parallel.min(start.elapsed().as_secs_f64());

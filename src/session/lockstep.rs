@@ -9,7 +9,7 @@ use super::runner::{Horizon, RunPlan};
 use super::sim::StartedRun;
 use super::state::Status;
 use crate::error::Error;
-use crate::model::jit::batch::{BatchExit, BatchIo, BatchKernel};
+use crate::model::jit::batch::{BatchExit, BatchIo, BatchKernel, BatchScratch};
 
 /// Where a run stands after [`advance`].
 #[derive(Debug)]
@@ -115,6 +115,13 @@ struct Batch<'k> {
     flags: Vec<i64>,
     /// Run index of each active slot.
     active: Vec<usize>,
+    /// The kernel's buffers, kept across its calls.
+    scratch: BatchScratch<'k>,
+    /// A copy of the arrays while a flagged exit rearranges the slots (kept, so that
+    /// exits allocate nothing).
+    old: Arrays,
+    /// (old slot, run) of the lanes a flagged exit keeps.
+    keep: Vec<(usize, usize)>,
     k: u64,
     t: f64,
     end: u64,
@@ -142,6 +149,9 @@ impl<'k> Batch<'k> {
             carry: vec![0.0; kernel.carry_len() * lanes],
             flags: vec![0; lanes],
             active: group.to_vec(),
+            scratch: kernel.scratch(),
+            old: Arrays::default(),
+            keep: Vec::with_capacity(group.len()),
             k: grid.step,
             t: st.t,
             end: grid.end,
@@ -218,7 +228,7 @@ impl<'k> Batch<'k> {
                 k0,
                 k_end: self.end,
             };
-            let exit = self.kernel.run(&mut io);
+            let exit = self.kernel.run(&mut io, &mut self.scratch);
             let taken = io.k - self.k;
             (self.k, self.t) = (io.k, io.t);
             kernel_steps += taken * self.active.len() as u64;
@@ -240,7 +250,8 @@ impl<'k> Batch<'k> {
     /// Returns the member-steps the kernel took at that step.
     fn host_step(&mut self, runs: &mut [StartedRun<'_>], ends: &mut [LaneEnd], t_next: f64) -> u64 {
         let (k_f, t_f) = (self.k, self.t);
-        let mut keep = Vec::with_capacity(self.active.len());
+        let mut keep = std::mem::take(&mut self.keep);
+        keep.clear();
         let mut kernel_steps = 0;
         for slot in 0..self.active.len() {
             let i = self.active[slot];
@@ -270,14 +281,10 @@ impl<'k> Batch<'k> {
         self.k = k_f + 1;
         self.t = t_next;
         // Compact: the kept lanes move to the front, flagged ones repacked from their runs.
-        let old = Arrays {
-            y: self.y.clone(),
-            p: self.p.clone(),
-            ring: self.ring.clone(),
-            heads: self.heads.clone(),
-            carry: self.carry.clone(),
-        };
-        self.active = keep.iter().map(|&(_, i)| i).collect();
+        let mut old = std::mem::take(&mut self.old);
+        old.copy_from(self);
+        self.active.clear();
+        self.active.extend(keep.iter().map(|&(_, i)| i));
         let lanes = self.kernel.lanes();
         for new_slot in 0..lanes {
             match keep.get(new_slot).or(keep.first()) {
@@ -288,6 +295,7 @@ impl<'k> Batch<'k> {
                 None => {}
             }
         }
+        (self.old, self.keep) = (old, keep);
         kernel_steps
     }
 
@@ -310,12 +318,24 @@ impl<'k> Batch<'k> {
 }
 
 /// A copy of a batch's arrays, while its slots are rearranged.
+#[derive(Default)]
 struct Arrays {
     y: Vec<f64>,
     p: Vec<f64>,
     ring: Vec<f64>,
     heads: Vec<i64>,
     carry: Vec<f64>,
+}
+
+impl Arrays {
+    /// Becomes a copy of `batch`'s arrays (reusing its own buffers).
+    fn copy_from(&mut self, batch: &Batch<'_>) {
+        self.y.clone_from(&batch.y);
+        self.p.clone_from(&batch.p);
+        self.ring.clone_from(&batch.ring);
+        self.heads.clone_from(&batch.heads);
+        self.carry.clone_from(&batch.carry);
+    }
 }
 
 /// The run's next step through its own runner (the single-sim path, events and all).

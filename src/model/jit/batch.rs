@@ -164,8 +164,20 @@ impl BatchKernel {
         self.carry_len
     }
 
+    /// Buffers for [`run`](Self::run) calls on one batch: the scratch rows and the loop
+    /// chosen for the batch's parameters, kept between calls so that a batch whose lanes
+    /// stop often (events) allocates nothing and takes no lock per call.
+    pub fn scratch(&self) -> BatchScratch<'_> {
+        BatchScratch {
+            kernel: self,
+            buf: vec![0.0; (self.scratch_len + self.bounds.n_states) * self.lanes],
+            chosen: None,
+        }
+    }
+
     /// Runs steps until `k_end` or a flagged lane; updates `io` to where it stopped.
-    pub fn run(&self, io: &mut BatchIo<'_>) -> BatchExit {
+    /// `scratch` comes from this kernel's [`scratch`](Self::scratch).
+    pub fn run(&self, io: &mut BatchIo<'_>, scratch: &mut BatchScratch<'_>) -> BatchExit {
         let (b, k) = (&self.bounds, self.lanes);
         assert!(
             io.y.len() == b.n_states * k
@@ -173,12 +185,14 @@ impl BatchKernel {
                 && io.ring.len() == b.lag_total * k
                 && io.heads.len() == b.n_states * k
                 && io.carry.len() == self.carry_len * k
-                && io.flags.len() == k,
+                && io.flags.len() == k
+                && std::ptr::eq(scratch.kernel, self),
             "lock-step kernel called with buffers that do not match its model and lanes"
         );
-        let state_len = b.n_states * k;
-        let mut scratch = vec![0.0; self.scratch_len * k + state_len];
-        let (rows, alt) = scratch.split_at_mut(self.scratch_len * k);
+        let f = self.chosen_loop(io.p, scratch);
+        // Every call starts from zeroed scratch, as from a new buffer.
+        scratch.buf.fill(0.0);
+        let (rows, alt) = scratch.buf.split_at_mut(self.scratch_len * k);
         let mut ctx = BatchCtx {
             y_alt: alt.as_mut_ptr(),
             y_out: io.y.as_mut_ptr(),
@@ -197,11 +211,9 @@ impl BatchKernel {
             k0: io.k0,
             k_end: io.k_end,
         };
-        let variant = self.variant(shared_params(io.p, b.n_params, k));
-        let f = variant.as_ref().map_or(self.general.f, |v| v.f);
         // SAFETY: every pointer in `ctx` comes from a live buffer whose length was checked
-        // above against what the generated code touches (module docs); `variant` keeps the
-        // code `f` points into alive during the call.
+        // above against what the generated code touches (module docs); `scratch.chosen`
+        // (or `self`, for the general loop) keeps the code `f` points into alive.
         let code = unsafe { f(&mut ctx) };
         io.t = ctx.t;
         io.k = ctx.k;
@@ -214,6 +226,35 @@ impl BatchKernel {
             BatchExit::Flagged { t_next: ctx.t_next }
         }
     }
+
+    /// The loop for parameters `p`: the one `scratch` holds when `p` shares the same
+    /// parameters as at its last call, otherwise looked up (and kept in `scratch`).
+    fn chosen_loop(&self, p: &[f64], scratch: &mut BatchScratch<'_>) -> BatchFn {
+        let mask = shared_params(p, self.bounds.n_params, self.lanes);
+        if scratch.chosen.as_ref().is_none_or(|c| c.mask != mask) {
+            scratch.chosen = Some(Chosen {
+                mask,
+                variant: self.variant(mask),
+            });
+        }
+        let chosen = scratch.chosen.as_ref().expect("just chosen");
+        chosen.variant.as_ref().map_or(self.general.f, |v| v.f)
+    }
+}
+
+/// Reusable buffers of a batch's kernel calls (see [`BatchKernel::scratch`]).
+pub struct BatchScratch<'k> {
+    /// The kernel whose loops `chosen` holds.
+    kernel: &'k BatchKernel,
+    /// Scratch rows, then the second state buffer (`BatchCtx::scratch`, `y_alt`).
+    buf: Vec<f64>,
+    chosen: Option<Chosen>,
+}
+
+/// The loop chosen at a batch's last call and what it was chosen for.
+struct Chosen {
+    mask: u64,
+    variant: Option<Arc<Compiled>>,
 }
 
 impl BatchKernel {
@@ -1518,4 +1559,44 @@ fn history_rows(form: StepForm) -> usize {
 fn splat(b: &mut FunctionBuilder, x: f64) -> Value {
     let s = b.ins().f64const(x);
     b.ins().splat(V, s)
+}
+
+#[cfg(test)]
+mod tests {
+    /// A batch's kept loop follows its parameters: after a call whose lanes shared
+    /// parameters, a call whose lanes do not gets the loop a fresh lookup gives (reading a
+    /// parameter once for all lanes when they differ would change their bits), and back.
+    #[test]
+    fn a_kept_loop_is_chosen_again_when_the_shared_parameters_change() {
+        let model = crate::Model::load("builtin://ode/lorenz").unwrap();
+        let info = crate::stepper::lookup("rk4").unwrap();
+        let form = crate::stepper::create(info, 3).step_form().unwrap();
+        let kernel = model.batch_kernel(info.name, form, 4).unwrap();
+        // Parameters sigma, rho, beta; `p[j * lanes + lane]`.
+        let shared = [
+            10.0, 10.0, 10.0, 10.0, 28.0, 28.0, 28.0, 28.0, 2.0, 2.0, 2.0, 2.0,
+        ];
+        let mut rho_differs = shared;
+        rho_differs[5] = 29.0;
+        let mut all_differ = rho_differs;
+        (all_differ[1], all_differ[9]) = (11.0, 3.0);
+        let mut kept = kernel.scratch();
+        let mut seen = Vec::new();
+        for p in [
+            &shared,
+            &rho_differs,
+            &all_differ,
+            &shared,
+            &all_differ,
+            &rho_differs,
+        ] {
+            let got = kernel.chosen_loop(p, &mut kept) as usize;
+            let fresh = kernel.chosen_loop(p, &mut kernel.scratch()) as usize;
+            assert_eq!(got, fresh);
+            seen.push(got);
+        }
+        // Three parameter sets, three loops; sharing none is the general loop.
+        assert_eq!(seen[2], kernel.general.f as usize);
+        assert!(seen[0] != seen[1] && seen[1] != seen[2] && seen[0] != seen[2]);
+    }
 }
