@@ -177,6 +177,7 @@ impl Ensemble {
         check_n(n)?;
         let mut template = sim.clone();
         template.release_results();
+        template.share_default_selection();
         Ok(Ensemble {
             members: vec![Member::new(template); n],
             pool: None,

@@ -872,6 +872,13 @@ impl Sim {
             .collect()
     }
 
+    /// Builds the default recording selection (every state) now, so that copies of this
+    /// session share it instead of each building its own at its first run (an ensemble's
+    /// members are copies of one template).
+    pub(crate) fn share_default_selection(&self) {
+        let _every_state = self.resolve_record_vars(None);
+    }
+
     /// Drops the recorded samples, events and segments together with their buffers (the
     /// recording selection is kept), as `assign(&[], true)` would but returning the memory:
     /// reduction-only ensemble members keep O(states) between runs.
