@@ -20,7 +20,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 
 /// Columns whose capacity is at most this many bytes live in the heap.
-pub const HEAP_MAX_BYTES: usize = 256 << 10;
+pub(crate) const HEAP_MAX_BYTES: usize = 256 << 10;
 
 /// The smallest block a *growing* column maps (one huge page): a column that outgrows the
 /// heap is a long one, and smaller mappings would be moved again soon.
