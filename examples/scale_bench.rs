@@ -273,7 +273,7 @@ fn cpu_and_faults() -> (f64, u64) {
 /// faults of each (the CPU time is what other processes on a busy machine do not inflate).
 #[allow(dead_code)]
 pub fn phases(text: &str) {
-    use dynlib::model::{compile, pos, spec};
+    use dynlib::model::{compile, spec};
     let mut rows: Vec<(&str, f64, f64, u64)> = Vec::new();
     let mut last = (Instant::now(), cpu_and_faults());
     let mut mark = |name: &'static str| {
@@ -286,13 +286,8 @@ pub fn phases(text: &str) {
         ));
         last = now;
     };
-    // The steps of `spec::parse_toml_indexed`, the text parsed once.
-    let de = toml::de::DeTable::parse(text).unwrap();
-    mark("toml parse");
-    let ix = pos::DocIndex::of_parsed(text, Some(de.get_ref()));
-    mark("position index");
-    let doc =
-        <toml::Table as serde::Deserialize>::deserialize(toml::de::Deserializer::from(de)).unwrap();
+    // The text parsed once, in pieces when it is large (model/toml_pieces.rs).
+    let (doc, ix) = spec::parse_toml_indexed(text).unwrap();
     mark("toml table");
     let parsed = spec::parse_lenient(text, Some((doc, ix))).unwrap();
     mark("spec build");

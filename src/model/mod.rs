@@ -15,6 +15,7 @@ pub mod pos;
 pub mod program;
 mod reserved;
 pub mod spec;
+mod toml_pieces;
 
 use std::path::Path;
 use std::sync::Arc;

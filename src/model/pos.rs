@@ -66,11 +66,11 @@ impl DocIndex {
         }
     }
 
-    /// Indexes `text`, already parsed as `doc` (`None`: it does not parse). The spans are
-    /// read from the text again if they are ever needed, which is on an error only.
-    pub fn of_parsed(text: &str, doc: Option<&DeTable<'_>>) -> DocIndex {
+    /// Indexes `text`, already parsed (`parses`: without an error). The spans are read from
+    /// the text again if they are ever needed, which is on an error only.
+    pub fn of_parsed(text: &str, parses: bool) -> DocIndex {
         DocIndex {
-            unparsable: doc.is_none(),
+            unparsable: !parses,
             ..DocIndex::new(text)
         }
     }

@@ -322,11 +322,14 @@ pub fn parse_lenient(text: &str, doc: Option<(Table, DocIndex)>) -> Result<Parse
 /// TOML text → table and its position index, parsing the text once.
 pub fn parse_toml_indexed(text: &str) -> Result<(Table, DocIndex)> {
     use serde::Deserialize;
+    if let Some(table) = super::toml_pieces::parse(text) {
+        return Ok((table, DocIndex::of_parsed(text, true)));
+    }
     let Ok(parsed) = toml::de::DeTable::parse(text) else {
         // The error as `parse_toml` words it.
         return parse_toml(text).map(|t| (t, DocIndex::new(text)));
     };
-    let ix = DocIndex::of_parsed(text, Some(parsed.get_ref()));
+    let ix = DocIndex::of_parsed(text, true);
     match Table::deserialize(toml::de::Deserializer::from(parsed)) {
         Ok(table) => Ok((table, ix)),
         Err(_) => parse_toml(text).map(|t| (t, ix)),
@@ -335,6 +338,9 @@ pub fn parse_toml_indexed(text: &str) -> Result<(Table, DocIndex)> {
 
 /// TOML text → table, with the syntax error's line and column.
 pub fn parse_toml(text: &str) -> Result<Table> {
+    if let Some(table) = super::toml_pieces::parse(text) {
+        return Ok(table);
+    }
     text.parse::<Table>().map_err(|e| {
         let ix = DocIndex::new(text);
         let (line, column) = e.span().map_or((0, 0), |s| ix.line_col(s.start));
