@@ -66,6 +66,7 @@ struct Section {
 struct Piece {
     section: usize,
     bytes: std::ops::Range<usize>,
+    lines: usize,
 }
 
 struct Layout {
@@ -83,8 +84,8 @@ struct Cutter {
     cuttable: bool,
     /// Lines of the current section's body so far.
     lines: usize,
-    /// Where the open piece starts.
-    open: Option<usize>,
+    /// Where the open piece starts, and its lines so far.
+    open: Option<(usize, usize)>,
 }
 
 impl Cutter {
@@ -107,7 +108,10 @@ impl Cutter {
         }
         if (self.lines - 1) % STATEMENTS_PER_PIECE == 0 {
             self.close(line.start);
-            self.open = Some(line.start);
+            self.open = Some((line.start, 0));
+        }
+        if let Some((_, lines)) = &mut self.open {
+            *lines += 1;
         }
     }
 
@@ -117,10 +121,11 @@ impl Cutter {
     }
 
     fn close(&mut self, at: usize) {
-        if let Some(start) = self.open.take() {
+        if let Some((start, lines)) = self.open.take() {
             self.pieces.push(Piece {
                 section: self.sections.len() - 1,
                 bytes: start..at,
+                lines,
             });
         }
     }
@@ -244,7 +249,14 @@ fn header_path(header: &str) -> Option<Vec<String>> {
 /// `None` if a piece does not parse or defines a key the table already has.
 fn merge_section(doc: &mut Table, section: &Section, pieces: &[Piece], text: &str) -> Option<()> {
     let header = &text[section.header.clone()];
-    let mut parsed: Vec<Table> = Vec::with_capacity(pieces.len());
+    let target = table_at(doc, &section.path)?;
+    // Sized once for every line of the pieces (an entry per line at most), so the table is
+    // not rehashed as it grows; each piece is merged while its memory is still in cache.
+    let lines: usize = pieces.iter().map(|p| p.lines).sum();
+    let mut merged = Table::with_capacity(target.len() + lines);
+    for (k, v) in std::mem::take(target) {
+        merged.insert(k, v);
+    }
     let mut piece_text = String::new();
     for p in pieces {
         piece_text.clear();
@@ -252,19 +264,13 @@ fn merge_section(doc: &mut Table, section: &Section, pieces: &[Piece], text: &st
         piece_text.push('\n');
         piece_text.push_str(&text[p.bytes.clone()]);
         let mut t: Table = piece_text.parse().ok()?;
-        parsed.push(take_table_at(&mut t, &section.path)?);
-    }
-    let target = table_at(doc, &section.path)?;
-    let len = target.len() + parsed.iter().map(Table::len).sum::<usize>();
-    let mut merged = Table::with_capacity(len);
-    for table in std::iter::once(std::mem::take(target)).chain(parsed) {
-        for (k, v) in table {
+        for (k, v) in take_table_at(&mut t, &section.path)? {
             if merged.insert(k, v).is_some() {
                 return None;
             }
         }
     }
-    *target = merged;
+    *table_at(doc, &section.path)? = merged;
     Some(())
 }
 
