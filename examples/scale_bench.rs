@@ -286,11 +286,10 @@ pub fn phases(text: &str) {
         ));
         last = now;
     };
-    // The text parsed once, in pieces when it is large (model/toml_pieces.rs).
-    let (doc, ix) = spec::parse_toml_indexed(text).unwrap();
-    mark("toml table");
-    let parsed = spec::parse_lenient(text, Some((doc, ix))).unwrap();
-    mark("spec build");
+    // The text parsed once (in pieces when it is large: model/toml_pieces.rs) and the spec
+    // built from it, as `Model::load` does.
+    let parsed = spec::parse_lenient(text, None).unwrap();
+    mark("toml + spec");
     let s = compile::checked(parsed).unwrap();
     mark("spec check");
     let comp = compile::compile(&s).unwrap();

@@ -5,6 +5,7 @@
 //! compiler (`compile.rs`) parses and resolves them, so every expression error is reported with
 //! the TOML key it came from.
 
+use super::toml_pieces::Bulk;
 use serde::Serialize;
 use toml::{Table, Value};
 
@@ -291,10 +292,34 @@ pub struct Parsed {
 /// Parses `text` (with `doc` already parsed by the caller, e.g. after applying mods) and
 /// collects every independent problem. Only a TOML syntax error is returned as `Err`.
 pub fn parse_lenient(text: &str, doc: Option<(Table, DocIndex)>) -> Result<Parsed> {
+    if doc.is_none() {
+        if let Some(d) = super::toml_pieces::parse_with_bulk(text, &is_bulk_section) {
+            let parsed = build_parsed(d.table, &d.bulk, DocIndex::of_parsed(text, true));
+            // Repeated keys of bulk sections are errors here too, but worded by this reader,
+            // not the TOML parser: a document with any error is read again whole.
+            if parsed.errors.is_empty() {
+                return Ok(parsed);
+            }
+        }
+    }
     let (doc, ix) = match doc {
         Some(d) => d,
         None => parse_toml_indexed(text)?,
     };
+    Ok(build_parsed(doc, &Bulk::default(), ix))
+}
+
+/// The sections whose long bodies [`ModelBuilder`] reads as bulk entries: each refuses a
+/// repeated key (a state or parameter declared twice is a duplicate name, a state with two
+/// equations is an error of its own).
+fn is_bulk_section(path: &[String]) -> bool {
+    matches!(
+        path,
+        [s] if s == "states" || s == "params"
+    ) || matches!(path, [e, r] if e == "equations" && r == "rhs")
+}
+
+fn build_parsed(doc: Table, bulk: &Bulk, ix: DocIndex) -> Parsed {
     let cx = Cx { ix: Arc::new(ix) };
     let mut b = ModelBuilder {
         constants: Vec::new(),
@@ -303,7 +328,7 @@ pub fn parse_lenient(text: &str, doc: Option<(Table, DocIndex)>) -> Result<Parse
         poisoned: Vec::new(),
         cx,
     };
-    let spec = b.build(&doc);
+    let spec = b.build(&doc, bulk);
     let mut errors: Vec<Diagnostic> = Vec::new();
     for e in b.errors {
         for d in e.diagnostics() {
@@ -312,11 +337,11 @@ pub fn parse_lenient(text: &str, doc: Option<(Table, DocIndex)>) -> Result<Parse
             }
         }
     }
-    Ok(Parsed {
+    Parsed {
         spec,
         errors,
         poisoned: b.poisoned,
-    })
+    }
 }
 
 /// TOML text → table and its position index, parsing the text once.
@@ -557,7 +582,7 @@ impl ModelBuilder {
         self.keep(&[key], r).flatten()
     }
 
-    fn build(&mut self, doc: &Table) -> Option<ModelSpec> {
+    fn build(&mut self, doc: &Table, bulk: &Bulk) -> Option<ModelSpec> {
         let misspelt_required = self.check_top_level(doc);
         let missing = |this: &mut Self, what: &str| {
             if !misspelt_required.contains(&what) {
@@ -573,12 +598,12 @@ impl ModelBuilder {
         let (kind, name, dtype) = self.model_header(doc, model.unwrap_or(&empty));
         // Constants first: states and params may refer to them.
         self.read_constants(doc);
-        let states = self.read_numbers(doc, "states");
-        let params = self.read_numbers(doc, "params");
+        let states = self.read_numbers(doc, bulk, "states");
+        let params = self.read_numbers(doc, bulk, "params");
         let aux = self.read_aux(doc);
         let functions = self.read_functions(doc);
         let state_names: Vec<&str> = states.iter().map(|(n, _)| n.as_str()).collect();
-        let (equations, jacobian) = match self.read_equations(doc, kind, &state_names) {
+        let (equations, jacobian) = match self.read_equations(doc, bulk, kind, &state_names) {
             Err(()) => {
                 missing(self, "equations");
                 (Vec::new(), None)
@@ -723,13 +748,14 @@ impl ModelBuilder {
     /// `[states]` or `[params]`: names with numbers (or constant arithmetic). A model without
     /// states (parameters only) is valid: it serves presets, assign and snapshots; a run
     /// refuses it.
-    fn read_numbers(&mut self, doc: &Table, section: &str) -> Vec<(String, f64)> {
+    fn read_numbers(&mut self, doc: &Table, bulk: &Bulk, section: &str) -> Vec<(String, f64)> {
         let Some(t) = self.table(doc, section) else {
             return Vec::new();
         };
+        let more = bulk.get(&[section]);
         // Sized once: at 10^6 states each doubling would copy tens of MB.
-        let mut out = Vec::with_capacity(t.len());
-        for (k, v) in t {
+        let mut out = Vec::with_capacity(t.len() + more.len());
+        for (k, v) in t.iter().chain(more.iter().map(|(k, v)| (k, v))) {
             let x = plain_number(v)
                 .or_else(|| self.numeric_value(v, &[section, k], &format!("[{section}].{k}")));
             out.push((k.clone(), x.unwrap_or(0.0)));
@@ -778,6 +804,7 @@ impl ModelBuilder {
     fn read_equations(
         &mut self,
         doc: &Table,
+        bulk: &Bulk,
         kind: ModelKind,
         state_names: &[&str],
     ) -> std::result::Result<(Vec<Equation>, Option<Vec<Vec<Source>>>), ()> {
@@ -785,7 +812,7 @@ impl ModelBuilder {
         if state_names.is_empty() && !had_table {
             return Ok((Vec::new(), None));
         }
-        match parse_equations(&self.cx, doc, kind, state_names) {
+        match parse_equations(&self.cx, doc, bulk, kind, state_names) {
             Ok((eqs, jac, errs)) => {
                 for e in errs {
                     let e = self.cx.at(&["equations"], Err::<(), _>(e)).unwrap_err();
@@ -1116,6 +1143,7 @@ type EquationsRead = (Vec<Equation>, Jacobian, Vec<Error>);
 fn parse_equations(
     cx: &Cx,
     doc: &Table,
+    bulk: &Bulk,
     kind: ModelKind,
     states: &[&str],
 ) -> Result<EquationsRead> {
@@ -1144,7 +1172,7 @@ fn parse_equations(
     ));
     let mut set = EquationSet::new(cx, states);
     if let Some(rhs) = eq.get("rhs") {
-        set.read_rhs_table(rhs, &mut errs);
+        set.read_rhs_table(rhs, bulk.get(&["equations", "rhs"]), &mut errs);
     }
     if let Some(block) = eq.get("expr") {
         set.read_expr_block(block, kind, &mut errs);
@@ -1204,7 +1232,7 @@ impl<'a> EquationSet<'a> {
     }
 
     /// `[equations.rhs]`: state = "expression".
-    fn read_rhs_table(&mut self, rhs: &Value, errs: &mut Vec<Error>) {
+    fn read_rhs_table(&mut self, rhs: &Value, more: &[(String, Value)], errs: &mut Vec<Error>) {
         let cx = self.cx;
         let Some(rhs) = rhs.as_table() else {
             errs.push(cx.err(
@@ -1213,7 +1241,7 @@ impl<'a> EquationSet<'a> {
             ));
             return;
         };
-        for (k, v) in rhs {
+        for (k, v) in rhs.iter().chain(more.iter().map(|(k, v)| (k, v))) {
             let loc = format!("[equations.rhs].{k}");
             let path = ["equations", "rhs", k.as_str()];
             let Some(i) = self.state_index.get(k.as_str()) else {
@@ -1809,4 +1837,74 @@ fn check_names(cx: &Cx, spec: &ModelSpec) -> Vec<Error> {
         }
     }
     errs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chain model large enough to be read in pieces, with `extra` appended to its
+    /// `[states]` body and `extra_eq` to its `[equations.rhs]` body.
+    fn chain(n: usize, extra: &str, extra_eq: &str) -> String {
+        let mut s = String::from("[model]\ntype = \"ode\"\n\n[states]\n");
+        for i in 0..n {
+            s += &format!("x{i} = {}\n", i % 3);
+        }
+        s += extra;
+        s += "\n[params]\nk = 0.5\n\n[equations.rhs]\nx0 = \"-k*x0\"\n";
+        for i in 1..n {
+            s += &format!("x{i} = \"k*(x{} - x{i})\"\n", i - 1);
+        }
+        s += extra_eq;
+        s
+    }
+
+    fn whole(text: &str) -> Parsed {
+        let doc = text.parse::<Table>().map_err(|e| e.to_string());
+        let doc = doc.expect("valid TOML");
+        parse_lenient(text, Some((doc, DocIndex::of_parsed(text, true)))).unwrap()
+    }
+
+    #[test]
+    fn bulk_sections_read_as_the_whole_document_reads() {
+        let text = chain(60_000, "", "");
+        let d = super::super::toml_pieces::parse_with_bulk(&text, &is_bulk_section)
+            .expect("read in pieces");
+        assert!(d.bulk.get(&["states"]).len() > 50_000);
+        assert!(d.bulk.get(&["equations", "rhs"]).len() > 50_000);
+        let (pieces, whole) = (parse_lenient(&text, None).unwrap(), whole(&text));
+        assert!(pieces.errors.is_empty(), "{:?}", pieces.errors);
+        // Specs compare in order: states, params and equations as declared.
+        assert_eq!(pieces.spec, whole.spec);
+        let spec = pieces.spec.unwrap();
+        assert_eq!(spec.states.len(), 60_000);
+        assert_eq!(spec.states[59_999].0, "x59999");
+        assert_eq!(spec.equations[59_999].expr.text, "k*(x59998 - x59999)");
+    }
+
+    #[test]
+    fn repeated_keys_in_bulk_sections_give_the_whole_documents_errors() {
+        let cases = [
+            (chain(60_000, "x7 = 1.0\n", ""), "duplicate key"),
+            (chain(60_000, "", "x59990 = \"0\"\n"), "duplicate key"),
+            (chain(60_000, "", "y = \"0\"\n"), "not a declared state"),
+            (chain(60_000, "k = 1.0\n", ""), "duplicate name 'k'"),
+        ];
+        for (text, expected) in &cases {
+            let errors = |r: Result<Parsed>| match r {
+                Ok(p) => p.errors,
+                Err(e) => e.diagnostics(),
+            };
+            let pieces = errors(parse_lenient(text, None));
+            let whole = match text.parse::<Table>() {
+                Ok(_) => whole(text).errors,
+                Err(_) => parse_toml(text).unwrap_err().diagnostics(),
+            };
+            assert_eq!(pieces, whole);
+            assert!(
+                pieces.iter().any(|d| d.message.contains(expected)),
+                "{pieces:?}"
+            );
+        }
+    }
 }

@@ -28,10 +28,44 @@ const STATEMENTS_PER_PIECE: usize = 2048;
 /// The document's table, parsed in pieces; `None` when the document is small, when its large
 /// sections cannot be cut exactly, or when it has an error (the caller parses it whole).
 pub(crate) fn parse(text: &str) -> Option<Table> {
-    parse_from(text, MIN_DOCUMENT_BYTES)
+    parse_from(text, MIN_DOCUMENT_BYTES, &|_| false).map(|d| d.table)
 }
 
-fn parse_from(text: &str, min_bytes: usize) -> Option<Table> {
+/// [`parse`], with the entries of the pieces of the sections `bulk` names left out of the
+/// table and listed in [`Document::bulk`] instead: no table of a million entries to hash
+/// them into, but also no check for a key repeated between the pieces — the reader of a
+/// bulk section must refuse repeated keys itself (and then read the document whole, which
+/// words the error).
+pub(crate) fn parse_with_bulk(text: &str, bulk: &dyn Fn(&[String]) -> bool) -> Option<Document> {
+    parse_from(text, MIN_DOCUMENT_BYTES, bulk)
+}
+
+/// A document parsed in pieces.
+#[derive(Default)]
+pub(crate) struct Document {
+    pub table: Table,
+    pub bulk: Bulk,
+}
+
+/// The entries of large sections kept out of the table, in document order after the
+/// entries the table has for the same section.
+#[derive(Default)]
+pub(crate) struct Bulk(Vec<(Vec<String>, Entries)>);
+
+/// A section's entries in document order.
+pub(crate) type Entries = Vec<(String, Value)>;
+
+impl Bulk {
+    /// The bulk entries of the section at `path` (none if it has none).
+    pub fn get(&self, path: &[&str]) -> &[(String, Value)] {
+        self.0
+            .iter()
+            .find(|(p, _)| p.iter().map(String::as_str).eq(path.iter().copied()))
+            .map_or(&[], |(_, entries)| entries.as_slice())
+    }
+}
+
+fn parse_from(text: &str, min_bytes: usize, bulk: &dyn Fn(&[String]) -> bool) -> Option<Document> {
     if text.len() < min_bytes {
         return None;
     }
@@ -39,16 +73,24 @@ fn parse_from(text: &str, min_bytes: usize) -> Option<Table> {
     if layout.pieces.is_empty() {
         return None;
     }
-    let mut doc: Table = layout.rest(text).parse().ok()?;
+    let mut doc = Document {
+        table: layout.rest(text).parse().ok()?,
+        bulk: Bulk::default(),
+    };
     let mut next = 0;
     while next < layout.pieces.len() {
-        let section = layout.pieces[next].section;
+        let section = &layout.sections[layout.pieces[next].section];
         let count = layout.pieces[next..]
             .iter()
-            .take_while(|p| p.section == section)
+            .take_while(|p| p.section == layout.pieces[next].section)
             .count();
         let pieces = &layout.pieces[next..next + count];
-        merge_section(&mut doc, &layout.sections[section], pieces, text)?;
+        if bulk(&section.path) {
+            let entries = section_entries(section, pieces, text)?;
+            doc.bulk.0.push((section.path.clone(), entries));
+        } else {
+            merge_section(&mut doc.table, section, pieces, text)?;
+        }
         next += count;
     }
     Some(doc)
@@ -245,18 +287,15 @@ fn header_path(header: &str) -> Option<Vec<String>> {
     }
 }
 
-/// Moves the entries of one section's pieces into its table in `doc`, in document order;
-/// `None` if a piece does not parse or defines a key the table already has.
-fn merge_section(doc: &mut Table, section: &Section, pieces: &[Piece], text: &str) -> Option<()> {
+/// Parses each piece of one section under the section's header and gives its entries to
+/// `each` in document order; `None` if a piece does not parse or `each` refuses an entry.
+fn for_each_entry(
+    section: &Section,
+    pieces: &[Piece],
+    text: &str,
+    mut each: impl FnMut(String, Value) -> Option<()>,
+) -> Option<()> {
     let header = &text[section.header.clone()];
-    let target = table_at(doc, &section.path)?;
-    // Sized once for every line of the pieces (an entry per line at most), so the table is
-    // not rehashed as it grows; each piece is merged while its memory is still in cache.
-    let lines: usize = pieces.iter().map(|p| p.lines).sum();
-    let mut merged = Table::with_capacity(target.len() + lines);
-    for (k, v) in std::mem::take(target) {
-        merged.insert(k, v);
-    }
     let mut piece_text = String::new();
     for p in pieces {
         piece_text.clear();
@@ -265,13 +304,45 @@ fn merge_section(doc: &mut Table, section: &Section, pieces: &[Piece], text: &st
         piece_text.push_str(&text[p.bytes.clone()]);
         let mut t: Table = piece_text.parse().ok()?;
         for (k, v) in take_table_at(&mut t, &section.path)? {
-            if merged.insert(k, v).is_some() {
-                return None;
-            }
+            each(k, v)?;
         }
     }
+    Some(())
+}
+
+/// Sized once for every line of the pieces (an entry per line at most), so the collection
+/// is not regrown; each piece is moved in while its memory is still in cache.
+fn piece_lines(pieces: &[Piece]) -> usize {
+    pieces.iter().map(|p| p.lines).sum()
+}
+
+/// Moves the entries of one section's pieces into its table in `doc`, in document order;
+/// `None` if a piece does not parse or defines a key the table already has.
+fn merge_section(doc: &mut Table, section: &Section, pieces: &[Piece], text: &str) -> Option<()> {
+    let target = table_at(doc, &section.path)?;
+    let mut merged = Table::with_capacity(target.len() + piece_lines(pieces));
+    for (k, v) in std::mem::take(target) {
+        merged.insert(k, v);
+    }
+    for_each_entry(section, pieces, text, |k, v| {
+        merged.insert(k, v).is_none().then_some(())
+    })?;
     *table_at(doc, &section.path)? = merged;
     Some(())
+}
+
+/// The entries of one section's pieces, in document order (repeated keys not checked).
+fn section_entries(
+    section: &Section,
+    pieces: &[Piece],
+    text: &str,
+) -> Option<Vec<(String, Value)>> {
+    let mut entries = Vec::with_capacity(piece_lines(pieces));
+    for_each_entry(section, pieces, text, |k, v| {
+        entries.push((k, v));
+        Some(())
+    })?;
+    Some(entries)
 }
 
 fn table_at<'t>(doc: &'t mut Table, path: &[String]) -> Option<&'t mut Table> {
@@ -341,13 +412,13 @@ mod tests {
         ];
         for text in &cases {
             assert!(
-                parse_from(text, 0).is_none(),
+                parse_from(text, 0, &|_| false).is_none(),
                 "{}",
                 &text[text.len() - 40..]
             );
         }
         // Without the cases' problem, the same body is cut into pieces.
-        assert!(parse_from(&format!("[states]\n{states}"), 0).is_some());
+        assert!(parse_from(&format!("[states]\n{states}"), 0, &|_| false).is_some());
         // The ones that are valid TOML still parse whole.
         assert!(cases[1].parse::<Table>().is_ok());
         assert!(cases[2].parse::<Table>().is_ok());
