@@ -1730,7 +1730,7 @@ fn name_problem(
     group: &str,
     name: &str,
     builtins: &HashSet<&str>,
-    seen: &NameIndex<&str>,
+    prior: Option<&str>,
 ) -> Option<String> {
     // The usual case first: a valid, new name (no message built, nothing allocated).
     let valid = !RESERVED.contains(&name)
@@ -1738,7 +1738,7 @@ fn name_problem(
         && !builtins.contains(name)
         && is_identifier(name)
         && !name.starts_with("lag_");
-    if valid && !seen.contains(name) {
+    if valid && prior.is_none() {
         return None;
     }
     let shown = shorten(name);
@@ -1759,7 +1759,7 @@ fn name_problem(
     } else if name.starts_with("lag_") {
         format!("[{group}].{shown}: names starting with 'lag_' are reserved for lagged values")
     } else {
-        let other = seen.get(name)?;
+        let other = prior?;
         format!("duplicate name '{shown}': declared in [{other}] and in [{group}]")
     })
 }
@@ -1797,11 +1797,10 @@ fn check_names(cx: &Cx, spec: &ModelSpec) -> Vec<Error> {
     for (group, names) in &groups {
         for name in names {
             let path = [*group, *name];
-            let problem = name_problem(group, name, &builtins, &seen);
-            if let Some(p) = problem {
+            let prior = seen.first_or_insert(name, group).copied();
+            if let Some(p) = name_problem(group, name, &builtins, prior) {
                 errs.push(cx.err(&path, p));
             }
-            seen.insert_first(name, group);
         }
     }
     if spec.presets.is_empty() {
