@@ -22,6 +22,8 @@ use toml_parser::lexer::TokenKind;
 
 /// Below this size the document is parsed whole (the pieces would save nothing).
 const MIN_DOCUMENT_BYTES: usize = 1 << 20;
+/// Longer header paths leave the document to the whole parse (keeps the nesting check linear).
+const MAX_HEADER_KEYS: usize = 32;
 /// Statements per piece: a piece's tokens, events and trees stay within the caches.
 const STATEMENTS_PER_PIECE: usize = 2048;
 
@@ -134,7 +136,7 @@ impl Cutter {
     fn header(&mut self, text: &str, line: std::ops::Range<usize>) -> Option<()> {
         self.end_section(line.start);
         let header = text[line.clone()].trim_end_matches(['\n', '\r']);
-        let path = header_path(header)?;
+        let path = header_path(header).filter(|p| p.len() <= MAX_HEADER_KEYS)?;
         self.cuttable = !header.trim_start().starts_with("[[");
         self.sections.push(Section {
             header: line.start..line.start + header.len(),
@@ -176,14 +178,17 @@ impl Cutter {
     /// tables under it) keeps its body: the sub-table's key sits between the body's keys in
     /// document order.
     fn finish(mut self) -> Layout {
-        let sections = &self.sections;
-        let nested: Vec<bool> = sections
+        // Every proper prefix of every header's path (paths are at most MAX_HEADER_KEYS
+        // long, so this is linear in the number of headers).
+        let prefixes: std::collections::HashSet<&[String]> = self
+            .sections
             .iter()
-            .map(|s| {
-                sections
-                    .iter()
-                    .any(|o| o.path.len() > s.path.len() && o.path.starts_with(&s.path))
-            })
+            .flat_map(|s| (0..s.path.len()).map(|k| &s.path[..k]))
+            .collect();
+        let nested: Vec<bool> = self
+            .sections
+            .iter()
+            .map(|s| prefixes.contains(s.path.as_slice()))
             .collect();
         self.pieces.retain(|p| !nested[p.section]);
         Layout {
@@ -424,6 +429,24 @@ mod tests {
         assert!(cases[2].parse::<Table>().is_ok());
         assert!(cases[3].parse::<Table>().is_ok());
         assert!(cases[0].parse::<Table>().is_err());
+    }
+
+    #[test]
+    fn many_headers_and_deep_headers_are_handled_in_linear_time() {
+        // 10^5 sections (a quadratic nesting check would take minutes), one long body.
+        let mut text: String = (0..100_000).map(|i| format!("[s{i}]\nv = {i}\n")).collect();
+        text += "[long]\n";
+        text += &body(5_000, |i| format!("x{i} = {i}\n"));
+        let started = std::time::Instant::now();
+        let pieces = parse_from(&text, 0, &|_| false)
+            .expect("parsed in pieces")
+            .table;
+        assert_eq!(format!("{pieces:?}"), format!("{:?}", whole(&text)));
+        assert!(started.elapsed().as_secs() < 20);
+        // A header path past the limit: read whole.
+        let deep = vec!["a"; MAX_HEADER_KEYS + 1].join(".");
+        let text = format!("[{deep}]\n{}", body(5_000, |i| format!("x{i} = {i}\n")));
+        assert!(parse_from(&text, 0, &|_| false).is_none());
     }
 
     #[test]
