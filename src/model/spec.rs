@@ -5,7 +5,7 @@
 //! compiler (`compile.rs`) parses and resolves them, so every expression error is reported with
 //! the TOML key it came from.
 
-use super::toml_pieces::Bulk;
+use super::toml_pieces::{Bulk, Entries};
 use serde::Serialize;
 use toml::{Table, Value};
 
@@ -294,7 +294,7 @@ pub struct Parsed {
 pub fn parse_lenient(text: &str, doc: Option<(Table, DocIndex)>) -> Result<Parsed> {
     if doc.is_none() {
         if let Some(d) = super::toml_pieces::parse_with_bulk(text, &is_bulk_section) {
-            let parsed = build_parsed(d.table, &d.bulk, DocIndex::of_parsed(text, true));
+            let parsed = build_parsed(d.table, d.bulk, DocIndex::of_parsed(text, true));
             // Repeated keys of bulk sections are errors here too, but worded by this reader,
             // not the TOML parser: a document with any error is read again whole.
             if parsed.errors.is_empty() {
@@ -306,7 +306,7 @@ pub fn parse_lenient(text: &str, doc: Option<(Table, DocIndex)>) -> Result<Parse
         Some(d) => d,
         None => parse_toml_indexed(text)?,
     };
-    Ok(build_parsed(doc, &Bulk::default(), ix))
+    Ok(build_parsed(doc, Bulk::default(), ix))
 }
 
 /// The sections whose long bodies [`ModelBuilder`] reads as bulk entries: each refuses a
@@ -319,7 +319,7 @@ fn is_bulk_section(path: &[String]) -> bool {
     ) || matches!(path, [e, r] if e == "equations" && r == "rhs")
 }
 
-fn build_parsed(doc: Table, bulk: &Bulk, ix: DocIndex) -> Parsed {
+fn build_parsed(doc: Table, bulk: Bulk, ix: DocIndex) -> Parsed {
     let cx = Cx { ix: Arc::new(ix) };
     let mut b = ModelBuilder {
         constants: Vec::new(),
@@ -456,11 +456,23 @@ fn table<'a>(doc: &'a Table, key: &str) -> Result<Option<&'a Table>> {
 fn string_at(v: &Value, location: &str) -> Result<String> {
     match v {
         Value::String(s) => Ok(s.clone()),
-        other => Err(Error::model(format!(
-            "{location} must be a string expression, found {}",
-            other.type_str()
-        ))),
+        other => Err(not_a_string(other, location)),
     }
+}
+
+/// [`string_at`] of an owned value (the string moves, not copied).
+fn into_string_at(v: Value, location: &str) -> Result<String> {
+    match v {
+        Value::String(s) => Ok(s),
+        other => Err(not_a_string(&other, location)),
+    }
+}
+
+fn not_a_string(v: &Value, location: &str) -> Error {
+    Error::model(format!(
+        "{location} must be a string expression, found {}",
+        v.type_str()
+    ))
 }
 
 /// The value when it is a plain number (what [`ModelBuilder::numeric_value`] gives it,
@@ -582,7 +594,7 @@ impl ModelBuilder {
         self.keep(&[key], r).flatten()
     }
 
-    fn build(&mut self, doc: &Table, bulk: &Bulk) -> Option<ModelSpec> {
+    fn build(&mut self, doc: &Table, mut bulk: Bulk) -> Option<ModelSpec> {
         let misspelt_required = self.check_top_level(doc);
         let missing = |this: &mut Self, what: &str| {
             if !misspelt_required.contains(&what) {
@@ -598,12 +610,13 @@ impl ModelBuilder {
         let (kind, name, dtype) = self.model_header(doc, model.unwrap_or(&empty));
         // Constants first: states and params may refer to them.
         self.read_constants(doc);
-        let states = self.read_numbers(doc, bulk, "states");
-        let params = self.read_numbers(doc, bulk, "params");
+        let states = self.read_numbers(doc, bulk.take(&["states"]), "states");
+        let params = self.read_numbers(doc, bulk.take(&["params"]), "params");
         let aux = self.read_aux(doc);
         let functions = self.read_functions(doc);
         let state_names: Vec<&str> = states.iter().map(|(n, _)| n.as_str()).collect();
-        let (equations, jacobian) = match self.read_equations(doc, bulk, kind, &state_names) {
+        let rhs = bulk.take(&["equations", "rhs"]);
+        let (equations, jacobian) = match self.read_equations(doc, rhs, kind, &state_names) {
             Err(()) => {
                 missing(self, "equations");
                 (Vec::new(), None)
@@ -748,19 +761,28 @@ impl ModelBuilder {
     /// `[states]` or `[params]`: names with numbers (or constant arithmetic). A model without
     /// states (parameters only) is valid: it serves presets, assign and snapshots; a run
     /// refuses it.
-    fn read_numbers(&mut self, doc: &Table, bulk: &Bulk, section: &str) -> Vec<(String, f64)> {
+    fn read_numbers(&mut self, doc: &Table, more: Entries, section: &str) -> Vec<(String, f64)> {
         let Some(t) = self.table(doc, section) else {
             return Vec::new();
         };
-        let more = bulk.get(&[section]);
         // Sized once: at 10^6 states each doubling would copy tens of MB.
         let mut out = Vec::with_capacity(t.len() + more.len());
-        for (k, v) in t.iter().chain(more.iter().map(|(k, v)| (k, v))) {
-            let x = plain_number(v)
-                .or_else(|| self.numeric_value(v, &[section, k], &format!("[{section}].{k}")));
-            out.push((k.clone(), x.unwrap_or(0.0)));
+        for (k, v) in t {
+            let x = self.number_entry(section, k, v);
+            out.push((k.clone(), x));
+        }
+        // Bulk entries are owned: their names move into the spec.
+        for (k, v) in more {
+            let x = self.number_entry(section, &k, &v);
+            out.push((k, x));
         }
         out
+    }
+
+    fn number_entry(&mut self, section: &str, k: &str, v: &Value) -> f64 {
+        plain_number(v)
+            .or_else(|| self.numeric_value(v, &[section, k], &format!("[{section}].{k}")))
+            .unwrap_or(0.0)
     }
 
     fn read_aux(&mut self, doc: &Table) -> Vec<(String, Source)> {
@@ -804,7 +826,7 @@ impl ModelBuilder {
     fn read_equations(
         &mut self,
         doc: &Table,
-        bulk: &Bulk,
+        rhs: Entries,
         kind: ModelKind,
         state_names: &[&str],
     ) -> std::result::Result<(Vec<Equation>, Option<Vec<Vec<Source>>>), ()> {
@@ -812,7 +834,7 @@ impl ModelBuilder {
         if state_names.is_empty() && !had_table {
             return Ok((Vec::new(), None));
         }
-        match parse_equations(&self.cx, doc, bulk, kind, state_names) {
+        match parse_equations(&self.cx, doc, rhs, kind, state_names) {
             Ok((eqs, jac, errs)) => {
                 for e in errs {
                     let e = self.cx.at(&["equations"], Err::<(), _>(e)).unwrap_err();
@@ -1143,7 +1165,7 @@ type EquationsRead = (Vec<Equation>, Jacobian, Vec<Error>);
 fn parse_equations(
     cx: &Cx,
     doc: &Table,
-    bulk: &Bulk,
+    more_rhs: Entries,
     kind: ModelKind,
     states: &[&str],
 ) -> Result<EquationsRead> {
@@ -1172,7 +1194,7 @@ fn parse_equations(
     ));
     let mut set = EquationSet::new(cx, states);
     if let Some(rhs) = eq.get("rhs") {
-        set.read_rhs_table(rhs, bulk.get(&["equations", "rhs"]), &mut errs);
+        set.read_rhs_table(rhs, more_rhs, &mut errs);
     }
     if let Some(block) = eq.get("expr") {
         set.read_expr_block(block, kind, &mut errs);
@@ -1232,7 +1254,7 @@ impl<'a> EquationSet<'a> {
     }
 
     /// `[equations.rhs]`: state = "expression".
-    fn read_rhs_table(&mut self, rhs: &Value, more: &[(String, Value)], errs: &mut Vec<Error>) {
+    fn read_rhs_table(&mut self, rhs: &Value, more: Entries, errs: &mut Vec<Error>) {
         let cx = self.cx;
         let Some(rhs) = rhs.as_table() else {
             errs.push(cx.err(
@@ -1241,28 +1263,42 @@ impl<'a> EquationSet<'a> {
             ));
             return;
         };
-        for (k, v) in rhs.iter().chain(more.iter().map(|(k, v)| (k, v))) {
-            let loc = format!("[equations.rhs].{k}");
-            let path = ["equations", "rhs", k.as_str()];
-            let Some(i) = self.state_index.get(k.as_str()) else {
-                errs.push(cx.err(
-                    &path,
-                    format!(
-                        "{loc}: equation for '{}', which is not a declared state{}; \
-                         states: {}",
-                        shorten(k),
-                        suggestion_suffix(k, self.states.iter().copied()),
-                        self.states.join(", ")
-                    ),
-                ));
-                continue;
-            };
-            let r = cx
-                .at(&path, string_at(v, &loc))
-                .and_then(|text| self.define(i, cx.source(&path, loc, text), &path));
-            if let Err(e) = r {
-                errs.push(e);
-            }
+        for (k, v) in rhs {
+            self.rhs_entry(k, |loc| string_at(v, loc), errs);
+        }
+        // Bulk entries are owned: their expression strings move into the spec.
+        for (k, v) in more {
+            self.rhs_entry(&k, |loc| into_string_at(v, loc), errs);
+        }
+    }
+
+    fn rhs_entry(
+        &mut self,
+        k: &str,
+        text: impl FnOnce(&str) -> Result<String>,
+        errs: &mut Vec<Error>,
+    ) {
+        let cx = self.cx;
+        let loc = format!("[equations.rhs].{k}");
+        let path = ["equations", "rhs", k];
+        let Some(i) = self.state_index.get(k) else {
+            errs.push(cx.err(
+                &path,
+                format!(
+                    "{loc}: equation for '{}', which is not a declared state{}; \
+                     states: {}",
+                    shorten(k),
+                    suggestion_suffix(k, self.states.iter().copied()),
+                    self.states.join(", ")
+                ),
+            ));
+            return;
+        };
+        let r = cx
+            .at(&path, text(&loc))
+            .and_then(|text| self.define(i, cx.source(&path, loc, text), &path));
+        if let Err(e) = r {
+            errs.push(e);
         }
     }
 

@@ -58,7 +58,16 @@ pub(crate) struct Bulk(Vec<(Vec<String>, Entries)>);
 pub(crate) type Entries = Vec<(String, Value)>;
 
 impl Bulk {
+    /// Takes the bulk entries of the section at `path` (none if it has none).
+    pub fn take(&mut self, path: &[&str]) -> Entries {
+        self.0
+            .iter_mut()
+            .find(|(p, _)| p.iter().map(String::as_str).eq(path.iter().copied()))
+            .map_or_else(Vec::new, |(_, entries)| std::mem::take(entries))
+    }
+
     /// The bulk entries of the section at `path` (none if it has none).
+    #[cfg(test)]
     pub fn get(&self, path: &[&str]) -> &[(String, Value)] {
         self.0
             .iter()
