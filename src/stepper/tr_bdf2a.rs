@@ -86,25 +86,49 @@ pub static INFO: StepperInfo = StepperInfo {
     legacy: Some(&LEGACY),
 };
 
-/// tr-bdf2a files written before the predictive step rule: the dense-output nodes only.
+/// tr-bdf2a files written before the Newton rate was carried across steps: the dense-output
+/// nodes and the predictive rule's history.
 static LEGACY: LegacyLayout = LegacyLayout {
     knob_names: || KNOBS.iter().map(|k| k.name).collect(),
-    template: legacy_template,
-    upgrade: upgrade_legacy,
+    template: template_before_rate,
+    upgrade: upgrade_before_rate,
+    older: Some(&LEGACY_NODES_ONLY),
 };
 
+/// tr-bdf2a files written before the predictive step rule: the dense-output nodes only.
+static LEGACY_NODES_ONLY: LegacyLayout = LegacyLayout {
+    knob_names: || KNOBS.iter().map(|k| k.name).collect(),
+    template: template_nodes_only,
+    upgrade: upgrade_nodes_only,
+    older: None,
+};
+
+/// The workspace of a fresh tr-bdf2a stepper of `n` states before the carried rate.
+fn template_before_rate(n: usize) -> Vec<WsArray> {
+    let mut ws = template_nodes_only(n);
+    ErrorHistory::default().save(&mut ws);
+    ws
+}
+
 /// The workspace of a fresh tr-bdf2a stepper of `n` states before the predictive rule.
-fn legacy_template(n: usize) -> Vec<WsArray> {
+fn template_nodes_only(n: usize) -> Vec<WsArray> {
     let mut ws = Vec::new();
     QuadraticDense::new(n).save(&mut ws);
     ws
 }
 
-/// A workspace of the legacy layout as today's: no error history yet, so the first step
-/// after the import is sized by the classic rule, as every step of the writing build was.
-/// (The knobs did not change.)
-fn upgrade_legacy(ws: &mut Vec<WsArray>, _config: &mut Vec<f64>) {
+/// A workspace without the rate as today's: the rate unknown, as after a restart, so the
+/// first solve after the import measures it. (The knobs did not change.)
+fn upgrade_before_rate(ws: &mut Vec<WsArray>, _config: &mut Vec<f64>) {
+    Newton::new(0).save_rate(ws);
+}
+
+/// A workspace of the nodes-only layout as today's: no error history yet, so the first
+/// step after the import is sized by the classic rule, as every step of the writing build
+/// was; the rate unknown.
+fn upgrade_nodes_only(ws: &mut Vec<WsArray>, config: &mut Vec<f64>) {
     ErrorHistory::default().save(ws);
+    upgrade_before_rate(ws, config);
 }
 
 pub struct TrBdf2a {
@@ -127,7 +151,7 @@ impl TrBdf2a {
             newton_cfg: Default::default(),
             ctrl_cfg: Default::default(),
             dense: QuadraticDense::new(n),
-            newton: Newton::reusing(n),
+            newton: Newton::reusing(n).carrying_rate_across_steps(),
             f_n: vec![0.0; n],
             r: vec![0.0; n],
             y_gamma: vec![0.0; n],
@@ -254,12 +278,14 @@ impl Stepper for TrBdf2a {
         let mut ws = Vec::new();
         self.dense.save(&mut ws);
         self.history.save(&mut ws);
+        self.newton.save_rate(&mut ws);
         ws
     }
 
     fn load(&mut self, ws: &[WsArray]) -> Result<()> {
         check_layout(ws, &self.save(), "stepper")?;
         self.history.load(ws, INFO.name)?;
+        self.newton.load_rate(ws, INFO.name)?;
         self.dense.load(ws)
     }
 
@@ -269,6 +295,7 @@ impl Stepper for TrBdf2a {
     fn restart(&mut self) {
         self.dense.forget();
         self.history = ErrorHistory::default();
+        self.newton.forget();
     }
 
     fn step(
@@ -288,7 +315,8 @@ impl Stepper for TrBdf2a {
             .get(cfg, |c| Controller::from_cfg(&INFO, c))?
             .holding_after_failure();
         // A Jacobian new every step, but the step's later solves (the BDF2 stage, retries)
-        // get MAXCOR iterations with it before it is evaluated again at their guess.
+        // get MAXCOR iterations with it before it is evaluated again at their guess; the
+        // contraction rate is kept.
         self.newton.begin_step();
         if !(f.lag_free() && self.derivative_from_last_step(t, y)) {
             f.eval(t, y, &mut self.f_n)?;
