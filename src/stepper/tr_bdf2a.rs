@@ -29,20 +29,28 @@
 //! needed step shrinks step after step — the predictive one at 9 of 407.
 //!
 //! Newton: a Jacobian new every step (at the trapezoidal stage's guess); the BDF2 stage and
-//! any retry use it for up to MAXCOR iterations before taking one at their own guess, and
-//! the contraction rate is carried from stage to stage while the factorisation is kept. The
-//! tied test allows, per stage, CVODE's 0.1 over the weight with which the stage's iteration
-//! error enters the error estimate (`STAGE_FRACTIONS`, 0.088 and 0.15). Kept across steps
-//! instead (CVODE's policy, bdf2a's `Newton::reusing` with `begin_step_reusing`; measured
-//! with this predictor, the predictive rule and a fraction of 0.1), the Jacobian saves
-//! iterations (Van der Pol 1e-4 1452 RHS against 1667) but accepts wrong solutions: Van der
-//! Pol at rtol 1e-3 ends with error 3.4 (125 steps; 1.2e-2 with a Jacobian per step), its
-//! step sizes growing to 10³ near the unstable equilibrium after a stage solve converged
-//! with the kept Jacobian, and the Oregonator at rtol 1e-3 stops (no acceptable step after
-//! 10 tries, error estimate 1.56 at h = 3e-4 — most likely because iterates accepted earlier
-//! with an old Jacobian left the stiff components off their slow manifold). With the shared 0.01 fraction
-//! the kept Jacobian is both wrong at Van der Pol 1e-3 (error 2.0) and dearer (2000 RHS at
-//! 1e-4). So the Jacobian stays per step.
+//! any retry use it for up to MAXCOR iterations before taking one at their own guess. The
+//! contraction rate is carried from solve to solve and from step to step (CVODE's rate
+//! memory; in the workspace), so most stages stop after one update: a Jacobian taken at
+//! this step's guess contracts about as fast as the last step's did. A solve on the
+//! Jacobian of another solve (the BDF2 stage) assumes a rate of at least 0.05 for that
+//! (newton.rs). The tied test allows, per stage, CVODE's 0.1 over the weight with which the
+//! stage's iteration error enters the error estimate (`STAGE_FRACTIONS`, 0.088 and 0.15).
+//!
+//! Why the Jacobian is not kept across steps (CVODE's policy, bdf2a's `begin_step_reusing`),
+//! from a per-step trace against fully converged stages: the error estimate cannot see
+//! iteration error (it takes the stages' f values from their equations, which an
+//! unconverged iterate satisfies by construction), so everything rests on the Newton test,
+//! and with an old Jacobian that test is fooled. On Van der Pol (μ = 1000) at rtol 1e-3 a
+//! Jacobian kept from the fast jump served the slow phase after it for 30+ steps while the
+//! steps grew 5x per step: two updates measured a rate below 0.3 (the stiff direction dies
+//! at once, a slow one hardly moves), and the accepted stages were 1–229 tolerances off
+//! their solution — the run ended with error 3.1; the Oregonator at rtol 1e-3 carried a
+//! rate of 0.015 through ten one-update solves of a kept factorisation whose iteration
+//! really diverged (the stage error grew 2x per step to 10⁸ tolerances), then found no
+//! acceptable step. Refreshing the Jacobian whenever the factorisation is renewed (its
+//! coefficient moved beyond DGMAX) cured the first, not the second, and cost more than a
+//! Jacobian per step with the rate carried (Van der Pol 1e-4 2.2x CVODE's RHS).
 
 use super::adaptive_implicit::{Attempt, Controller, ErrorHistory, QuadraticDense, KNOBS};
 use super::newton::{Newton, NewtonConfig, Solve};
