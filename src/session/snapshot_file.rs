@@ -259,12 +259,17 @@ fn upgrade_legacy(
     if file.meta.pins.stepper_name != info.name {
         return;
     }
-    let Some(legacy) = info.legacy.into_iter().flat_map(|l| l.chain()).find(|legacy| {
-        let legacy_names = (legacy.knob_names)();
-        file.meta.stepper_config_names == legacy_names
-            && file.config.len() == legacy_names.len()
-            && layout_sig(model, info, legacy) == file.meta.pins.workspace_sig
-    }) else {
+    let Some(legacy) = info
+        .legacy
+        .into_iter()
+        .flat_map(|l| l.chain())
+        .find(|legacy| {
+            let legacy_names = (legacy.knob_names)();
+            file.meta.stepper_config_names == legacy_names
+                && file.config.len() == legacy_names.len()
+                && layout_sig(model, info, legacy) == file.meta.pins.workspace_sig
+        })
+    else {
         return;
     };
     (legacy.upgrade)(&mut file.stepper_ws, &mut file.config);
