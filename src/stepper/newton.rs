@@ -37,6 +37,10 @@
 //! whose Jacobian was taken for another solve assumes a rate of at least
 //! [`BORROWED_JACOBIAN_RATE_FLOOR`] for that.
 //!
+//! A difference Jacobian evaluates f at the solve's starting guess as its base; for a
+//! lag-free model the first iteration takes f from there instead of evaluating it again
+//! (the same bits; one right-hand side fewer per Jacobian).
+//!
 //! `jacobian_mode` is a config knob and knob values are `f64`, so the two modes are encoded
 //! as numbers: `0` = internal (finite differences), `1` = external (the model's analytic
 //! `[equations.jacobian]`, or a host Jacobian callback; a model without one silently falls
@@ -225,6 +229,10 @@ pub struct Newton {
     rate_across_steps: bool,
     /// The Jacobian was evaluated by the current solve (at its own starting guess).
     jac_from_this_solve: bool,
+    /// `f_val` holds f at the current solve's starting guess, evaluated for its difference
+    /// Jacobian (a lag-free model's f depends on (t, y) only): its first iteration needs no
+    /// evaluation of its own.
+    f_val_at_start: bool,
     /// ∂f/∂y, row-major, and whether it is valid.
     jac: Vec<f64>,
     jac_valid: bool,
@@ -253,6 +261,7 @@ impl Newton {
             carry_rate: false,
             rate_across_steps: false,
             jac_from_this_solve: false,
+            f_val_at_start: false,
             jac: vec![0.0; n * n],
             jac_valid: false,
             lu: DenseLu::new(n),
@@ -446,6 +455,7 @@ impl Newton {
             Some(r) => r?,
             None => {
                 f.eval(t, y, &mut self.f_val)?;
+                self.f_val_at_start = f.lag_free();
                 if let Some(i) = self.f_val.iter().position(|v| !v.is_finite()) {
                     return Ok(Solve::Failed(format!(
                         "the right-hand side is not finite (component {i}) at t = {t}"
@@ -529,6 +539,7 @@ impl Newton {
         cfg: &NewtonConfig,
     ) -> Result<Solve> {
         self.y_start.copy_from_slice(y);
+        self.f_val_at_start = false;
         let fresh = !self.jac_valid;
         if fresh {
             if let Solve::Failed(m) = self.evaluate_jacobian(f, t_s, y, cfg)? {
@@ -599,7 +610,10 @@ impl Newton {
             tied.first_update_floor = BORROWED_JACOBIAN_RATE_FLOOR;
         }
         for k in 0..max_iter {
-            f.eval(t_s, y, &mut self.f_val)?;
+            // The same value, bit for bit, as evaluating it here.
+            if !std::mem::take(&mut self.f_val_at_start) {
+                f.eval(t_s, y, &mut self.f_val)?;
+            }
             let mut res_max = 0.0f64;
             let mut y_max = 0.0f64;
             for i in 0..self.n {
