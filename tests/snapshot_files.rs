@@ -1171,13 +1171,18 @@ fn legacy_tr_bdf2a_files_read_as_no_history_and_hostile_ones_are_refused() {
     first.run(&RunOptions::new().t(5.0)).unwrap();
     let today = first.serialize_snapshot(None).unwrap();
     let history = "workspace/stepper/controller_history";
-    let made_legacy = with_meta(&with_member(&today, history, None), |m| {
+    let nodes_only = with_member(&with_member(&today, history, None), RATE, None);
+    let made_legacy = with_meta(&nodes_only, |m| {
         m["pins"]["workspace_sig"] = legacy_sig.clone();
     });
     let no_history = with_member(
-        &today,
-        history,
-        Some(NpyArray::f64(vec![2], vec![0.0, 0.0]).unwrap()),
+        &with_member(
+            &today,
+            history,
+            Some(NpyArray::f64(vec![2], vec![0.0, 0.0]).unwrap()),
+        ),
+        RATE,
+        Some(NpyArray::f64(vec![1], vec![1.0]).unwrap()),
     );
     let (mut a, mut b) = (vanderpol_tr_bdf2a(), vanderpol_tr_bdf2a());
     a.deserialize_snapshot(&made_legacy).unwrap();
@@ -1200,7 +1205,7 @@ fn legacy_tr_bdf2a_files_read_as_no_history_and_hostile_ones_are_refused() {
     let cases: Vec<(&str, Vec<u8>, ErrorKind, &str)> = vec![
         (
             "the legacy members with today's signature",
-            with_member(&today, history, None),
+            nodes_only.clone(),
             ErrorKind::CorruptSnapshot,
             "controller_history",
         ),
@@ -1240,6 +1245,133 @@ fn legacy_tr_bdf2a_files_read_as_no_history_and_hostile_ones_are_refused() {
         assert_rejected(&mut f, &bytes, kind, needle);
     }
     // The valid file still imports after all of that.
+    let valid = f.valid.clone();
+    f.sim.deserialize_snapshot(&valid).unwrap();
+}
+
+// ------------------------------------------------------- tr-bdf2a files before the carried rate
+
+/// tests/fixtures/tr_bdf2a_before_rate_vanderpol.npz: the periodic checkpoint at step 760
+/// (t ≈ 19.6) of `dynlib run builtin://ode/vanderpol --stepper tr-bdf2a --t-end 20
+/// --checkpoint-every 40 --checkpoint-dir D`, written by the build before tr-bdf2a carried
+/// its Newton rate across steps (commit 4cc09a8: dense-output nodes and the predictive
+/// rule's history). That run ended at t = 20 in this state.
+const TR_BDF2A_BEFORE_RATE: &str = "tr_bdf2a_before_rate_vanderpol.npz";
+const TR_BDF2A_BEFORE_RATE_END: [f64; 2] = [2.008132977042765, -0.043320821113031815];
+const RATE: &str = "workspace/stepper/newton_rate";
+
+fn before_rate_fixture() -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(TR_BDF2A_BEFORE_RATE);
+    std::fs::read(path).unwrap()
+}
+
+/// A file of the layout before the carried rate imports (by its signature), resumes to
+/// near where the writing build's run ended, and exported again is a file of today's
+/// layout (with the rate) that continues with the same bits.
+#[test]
+fn tr_bdf2a_files_of_the_layout_before_the_carried_rate_import_and_resume() {
+    let old = before_rate_fixture();
+    assert!(!members_of(&old).iter().any(|(k, _)| k == RATE));
+    let mut sim = vanderpol_tr_bdf2a();
+    sim.deserialize_snapshot(&old).unwrap();
+    assert_eq!(sim.step_count(), 760);
+    let again = sim.serialize_snapshot(None).unwrap();
+    let today = vanderpol_tr_bdf2a().serialize_snapshot(None).unwrap();
+    let sig = |b: &[u8]| meta_of(b)["pins"]["workspace_sig"].clone();
+    assert_eq!(sig(&again), sig(&today));
+    assert_ne!(sig(&again), sig(&old));
+    assert_ne!(sig(&old), sig(&legacy_fixture()));
+    assert!(members_of(&again).iter().any(|(k, _)| k == RATE));
+    let mut other = vanderpol_tr_bdf2a();
+    other.deserialize_snapshot(&again).unwrap();
+    for s in [&mut sim, &mut other] {
+        s.run(&RunOptions::new().t(20.0).resume(true)).unwrap();
+    }
+    assert!(sim.session_state().bits_eq(other.session_state()));
+    // Today's Newton test stops at other iterates, so the end is near the old one only.
+    for (got, old) in sim.state().iter().zip(TR_BDF2A_BEFORE_RATE_END) {
+        assert!(
+            (got - old).abs() <= 1e-3 * old.abs().max(0.05),
+            "{got} against the writing build's {old}"
+        );
+    }
+}
+
+/// A file of today's stripped of the rate and given the old signature reads bit for bit as
+/// today's file with the rate unknown (1); mixed layouts and rates outside [0, 1] are
+/// refused and change nothing.
+#[test]
+fn tr_bdf2a_files_before_the_rate_read_as_an_unknown_rate_and_hostile_ones_are_refused() {
+    let old_sig = meta_of(&before_rate_fixture())["pins"]["workspace_sig"].clone();
+    let mut first = vanderpol_tr_bdf2a();
+    first.run(&RunOptions::new().t(5.0)).unwrap();
+    let today = first.serialize_snapshot(None).unwrap();
+    let rate_of =
+        |v: f64| with_member(&today, RATE, Some(NpyArray::f64(vec![1], vec![v]).unwrap()));
+    let stripped = with_member(&today, RATE, None);
+    let made_old = with_meta(&stripped, |m| m["pins"]["workspace_sig"] = old_sig.clone());
+    let (mut a, mut b) = (vanderpol_tr_bdf2a(), vanderpol_tr_bdf2a());
+    a.deserialize_snapshot(&made_old).unwrap();
+    b.deserialize_snapshot(&rate_of(1.0)).unwrap();
+    assert!(a.session_state().bits_eq(b.session_state()));
+    for s in [&mut a, &mut b] {
+        s.run(&RunOptions::new().t(9.0).resume(true)).unwrap();
+    }
+    assert!(a.session_state().bits_eq(b.session_state()));
+    // The rate is part of the state: a file with another one continues differently.
+    let (mut c, mut d) = (vanderpol_tr_bdf2a(), vanderpol_tr_bdf2a());
+    c.deserialize_snapshot(&today).unwrap();
+    d.deserialize_snapshot(&rate_of(1.0)).unwrap();
+    for s in [&mut c, &mut d] {
+        s.run(&RunOptions::new().t(9.0).resume(true)).unwrap();
+    }
+    assert!(!c.session_state().bits_eq(d.session_state()));
+
+    let mut sim = vanderpol_tr_bdf2a();
+    sim.run(&RunOptions::new().t(0.5)).unwrap();
+    sim.create_snapshot("s1", "").unwrap();
+    let mut f = Fixture {
+        sim,
+        valid: today.clone(),
+    };
+    let cases: Vec<(&str, Vec<u8>, ErrorKind, &str)> = vec![
+        (
+            "the old members with today's signature",
+            stripped.clone(),
+            ErrorKind::CorruptSnapshot,
+            "newton_rate",
+        ),
+        (
+            "today's members with the old signature",
+            with_meta(&today, |m| m["pins"]["workspace_sig"] = old_sig.clone()),
+            ErrorKind::CorruptSnapshot,
+            "newton_rate",
+        ),
+        (
+            "a negative rate",
+            rate_of(-0.1),
+            ErrorKind::CorruptSnapshot,
+            "newton_rate",
+        ),
+        (
+            "a rate above 1",
+            rate_of(1.5),
+            ErrorKind::CorruptSnapshot,
+            "newton_rate",
+        ),
+        (
+            "a NaN rate",
+            rate_of(f64::NAN),
+            ErrorKind::CorruptSnapshot,
+            "newton_rate",
+        ),
+    ];
+    for (what, bytes, kind, needle) in cases {
+        eprintln!("{what}");
+        assert_rejected(&mut f, &bytes, kind, needle);
+    }
     let valid = f.valid.clone();
     f.sim.deserialize_snapshot(&valid).unwrap();
 }

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::sim::Sim;
-use super::snapshot_file::{legacy_workspace_sig, state_from_file};
+use super::snapshot_file::{legacy_workspace_sigs, state_from_file};
 use super::state::{SessionPins, SessionState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::persist::npy::{NpyArray, NpyData};
@@ -32,8 +32,8 @@ pub(super) struct DecodedCheckpoint {
 /// The checkpoint `bytes` decoded for `n` members of `template`'s model, stepper and pins.
 pub(super) fn decode(template: &Sim, n: usize, bytes: &[u8]) -> Result<DecodedCheckpoint> {
     let mut arrays = Members(read_npz(bytes, &LIMITS)?);
-    let legacy_sig = legacy_workspace_sig(template.model(), template.stepper());
-    let meta = Meta::read(&arrays.take("meta.json")?, n, template.pins(), legacy_sig)?;
+    let legacy_sigs = legacy_workspace_sigs(template.model(), template.stepper());
+    let meta = Meta::read(&arrays.take("meta.json")?, n, template.pins(), &legacy_sigs)?;
     let y = MemberRows::of("y", arrays.take("y")?, n)?;
     let params = MemberRows::of("params", arrays.take("params")?, n)?;
     let config = MemberRows::of("stepper_config", arrays.take("stepper_config")?, n)?;
@@ -90,7 +90,7 @@ impl Meta {
         array: &NpyArray,
         n: usize,
         ours: &SessionPins,
-        legacy_sig: Option<String>,
+        legacy_sigs: &[String],
     ) -> Result<Meta> {
         let NpyData::U8(raw) = &array.data else {
             return Err(Error::corrupt("member 'meta.json' must be a uint8 array"));
@@ -106,7 +106,7 @@ impl Meta {
         let pins = file_pins(field("pins")?)?;
         // A legacy layout is upgraded member by member (by the single-sim reader).
         let mut comparable = pins.clone();
-        if legacy_sig.as_ref() == Some(&pins.workspace_sig) {
+        if legacy_sigs.contains(&pins.workspace_sig) {
             comparable.workspace_sig = ours.workspace_sig.clone();
         }
         check_pins(ours, &comparable)?;

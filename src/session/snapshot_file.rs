@@ -256,31 +256,41 @@ fn upgrade_legacy(
     pins: &SessionPins,
     file: &mut SnapshotFile,
 ) {
-    let Some(legacy) = info.legacy else {
-        return;
-    };
     if file.meta.pins.stepper_name != info.name {
         return;
     }
-    let legacy_names = (legacy.knob_names)();
-    if file.meta.stepper_config_names != legacy_names
-        || file.config.len() != legacy_names.len()
-        || legacy_workspace_sig(model, info).as_ref() != Some(&file.meta.pins.workspace_sig)
-    {
+    let Some(legacy) = info
+        .legacy
+        .into_iter()
+        .flat_map(|l| l.chain())
+        .find(|legacy| {
+            let legacy_names = (legacy.knob_names)();
+            file.meta.stepper_config_names == legacy_names
+                && file.config.len() == legacy_names.len()
+                && layout_sig(model, info, legacy) == file.meta.pins.workspace_sig
+        })
+    else {
         return;
-    }
+    };
     (legacy.upgrade)(&mut file.stepper_ws, &mut file.config);
     file.meta.stepper_config_names = info.config.iter().map(|k| k.name.to_string()).collect();
     file.meta.pins.workspace_sig = pins.workspace_sig.clone();
 }
 
-/// The `workspace_sig` files of `model` had in the stepper's legacy layout (`None` for a
+/// The `workspace_sig`s files of `model` had in the stepper's legacy layouts (none for a
 /// stepper without one): such files are read as today's (see `upgrade_legacy`).
-pub(crate) fn legacy_workspace_sig(model: &Model, info: &'static StepperInfo) -> Option<String> {
-    info.legacy.map(|legacy| {
-        let template = (legacy.template)(model.n_states());
-        SessionPins::with_template(model, info, &template).workspace_sig
-    })
+pub(crate) fn legacy_workspace_sigs(model: &Model, info: &'static StepperInfo) -> Vec<String> {
+    info.legacy
+        .into_iter()
+        .flat_map(|l| l.chain())
+        .map(|legacy| layout_sig(model, info, legacy))
+        .collect()
+}
+
+/// The `workspace_sig` of `model`'s files in the legacy layout `legacy`.
+fn layout_sig(model: &Model, info: &'static StepperInfo, legacy: &stepper::LegacyLayout) -> String {
+    let template = (legacy.template)(model.n_states());
+    SessionPins::with_template(model, info, &template).workspace_sig
 }
 
 /// The checks of a file's vectors, names, pins and stepper config against the session.

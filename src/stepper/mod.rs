@@ -66,7 +66,7 @@ pub struct StepperInfo {
     pub config: &'static [Knob],
     pub description: &'static str,
     /// The workspace layout snapshot files of this stepper had before its last layout
-    /// change, if they can still be read (see [`LegacyLayout`]).
+    /// change, if they can still be read (see [`LegacyLayout`]; older ones chained to it).
     pub legacy: Option<&'static LegacyLayout>,
 }
 
@@ -83,6 +83,16 @@ pub struct LegacyLayout {
     pub template: fn(usize) -> Workspace,
     /// Brings such a workspace and knob values to today's layout.
     pub upgrade: fn(&mut Workspace, &mut Vec<f64>),
+    /// The layout before this one, if its files can still be read too (its own `upgrade`
+    /// brings them to today's layout directly).
+    pub older: Option<&'static LegacyLayout>,
+}
+
+impl LegacyLayout {
+    /// This layout and every older one, newest first.
+    pub fn chain(&'static self) -> impl Iterator<Item = &'static LegacyLayout> {
+        std::iter::successors(Some(self), |l| l.older)
+    }
 }
 
 /// The same description (each is a stepper's static): comparing the function pointers

@@ -13,7 +13,9 @@
 //! guess of the step's first solve (simplified Newton), and factorise once per distinct `c`;
 //! solves with the same `c` share the factorisation. If a later solve fails with that
 //! Jacobian, it is evaluated afresh at that solve's starting guess and the solve is tried
-//! once more. [`Newton::begin_step`] discards both, so these steppers carry nothing.
+//! once more. [`Newton::begin_step`] discards both, so bdf2 and sdirk2 carry nothing;
+//! tr-bdf2a carries the contraction rate across steps
+//! ([`Newton::carrying_rate_across_steps`], in its workspace).
 //!
 //! bdf2a keeps both across steps as CVODE does
 //! ([`Newton::reusing`], [`Newton::begin_step_reusing`]): the Jacobian for up to [`MSBJ`]
@@ -27,11 +29,17 @@
 //! The adaptive steppers also stop as soon as the iteration error is small against the
 //! error they accept per step: the weighted RMS update times the estimated contraction rate
 //! below [`TIED_FRACTION`] in the controller's weights (after CVODE's test), rather than
-//! only at the fixed `newton_tol`, which is independent of the tolerance. bdf2a and
-//! tr-bdf2a carry the rate from solve to solve while the factorisation is kept (bdf2a across
-//! steps, tr-bdf2a from its first stage to its second), so a solve whose first update is
-//! already small enough stops after one iteration (CVODE's test); after a new
-//! factorisation the rate is unknown and at least two updates are needed.
+//! only at the fixed `newton_tol`, which is independent of the tolerance. bdf2a carries the
+//! rate from solve to solve while the factorisation is kept, tr-bdf2a from solve to solve
+//! and step to step although its Jacobian is new every step, so a solve whose first update
+//! is already small enough stops after one iteration (CVODE's test); without a carried rate
+//! (bdf2a after a new factorisation) at least two updates are needed. A tr-bdf2a solve
+//! whose Jacobian was taken for another solve assumes a rate of at least
+//! [`BORROWED_JACOBIAN_RATE_FLOOR`] for that.
+//!
+//! A difference Jacobian evaluates f at the solve's starting guess as its base; for a
+//! lag-free model the first iteration takes f from there instead of evaluating it again
+//! (the same bits; one right-hand side fewer per Jacobian).
 //!
 //! `jacobian_mode` is a config knob and knob values are `f64`, so the two modes are encoded
 //! as numbers: `0` = internal (finite differences), `1` = external (the model's analytic
@@ -55,6 +63,16 @@ const TIED_FRACTION: f64 = 0.01;
 /// The contraction-rate estimate decays by at most this factor per iteration (CVODE's
 /// CRDOWN), so one lucky update does not make the rate look tiny.
 const RATE_DECAY: f64 = 0.3;
+
+/// The lowest carried rate a solve trusts to stop after its first update when its
+/// Jacobian was evaluated for another solve (tr-bdf2a's BDF2 stage and retries, with a rate
+/// carried across steps: [`Newton::carrying_rate_across_steps`]). Measured on the Oregonator
+/// at rtol 1e-3 without it: a rate of 0.002 from one fast-converging step, carried on through
+/// eight steps of one-update BDF2 solves that really contracted at ~0.4, left those stages
+/// 2–7 error tolerances off their solution, unseen by the error estimate (which takes the
+/// stages' f values from their equations); with 0.05, at most 0.7 on the four benchmark
+/// problems at rtol 1e-3..1e-4 (see README, Stiff problems).
+const BORROWED_JACOBIAN_RATE_FLOOR: f64 = 0.05;
 
 /// Steps a kept Jacobian may serve (CVODE's MSBJ).
 const MSBJ: u64 = 51;
@@ -207,6 +225,14 @@ pub struct Newton {
     reuse: bool,
     /// Carry the contraction rate from solve to solve while the factorisation is kept.
     carry_rate: bool,
+    /// Keep the rate across steps and new factorisations too (tr-bdf2a).
+    rate_across_steps: bool,
+    /// The Jacobian was evaluated by the current solve (at its own starting guess).
+    jac_from_this_solve: bool,
+    /// `f_val` holds f at the current solve's starting guess, evaluated for its difference
+    /// Jacobian (a lag-free model's f depends on (t, y) only): its first iteration needs no
+    /// evaluation of its own.
+    f_val_at_start: bool,
     /// ∂f/∂y, row-major, and whether it is valid.
     jac: Vec<f64>,
     jac_valid: bool,
@@ -233,6 +259,9 @@ impl Newton {
             n,
             reuse: false,
             carry_rate: false,
+            rate_across_steps: false,
+            jac_from_this_solve: false,
+            f_val_at_start: false,
             jac: vec![0.0; n * n],
             jac_valid: false,
             lu: DenseLu::new(n),
@@ -267,9 +296,48 @@ impl Newton {
         }
     }
 
-    /// Forgets the Jacobian and factorisation of the previous step.
+    /// The solver keeping its contraction rate across steps and new factorisations
+    /// (CVODE's rate memory `crate`, which CVODE itself resets at a new factorisation): for
+    /// a stepper that evaluates its Jacobian every step at the same kind of point, so the
+    /// rate of the last step is the best guess for this one. The stepper saves the rate
+    /// ([`Newton::save_rate`]).
+    pub fn carrying_rate_across_steps(self) -> Self {
+        Newton {
+            carry_rate: true,
+            rate_across_steps: true,
+            ..self
+        }
+    }
+
+    /// Forgets the Jacobian and factorisation of the previous step (and the rate, unless
+    /// it is carried across steps).
     pub fn begin_step(&mut self) {
-        self.forget();
+        if self.rate_across_steps {
+            self.jac_valid = false;
+            self.lu_valid = false;
+        } else {
+            self.forget();
+        }
+    }
+
+    /// The contraction rate as a workspace array (steppers that carry nothing else of the
+    /// solver across steps).
+    pub fn save_rate(&self, ws: &mut Vec<WsArray>) {
+        ws.push(WsArray::f64("newton_rate", vec![self.rate]));
+    }
+
+    /// Loads what [`Newton::save_rate`] wrote; checks it before changing anything.
+    pub fn load_rate(&mut self, ws: &[WsArray], stepper: &str) -> Result<()> {
+        let mut rate = [0.0];
+        load_f64(ws, "newton_rate", &mut rate)?;
+        if !(rate[0] >= 0.0 && rate[0] <= 1.0) {
+            return Err(Error::corrupt(format!(
+                "{stepper} workspace: newton_rate {} outside [0, 1]",
+                rate[0]
+            )));
+        }
+        self.rate = rate[0];
+        Ok(())
     }
 
     /// Forgets the Jacobian, its factorisation and the rate (a restart: the state jumped).
@@ -387,6 +455,7 @@ impl Newton {
             Some(r) => r?,
             None => {
                 f.eval(t, y, &mut self.f_val)?;
+                self.f_val_at_start = f.lag_free();
                 if let Some(i) = self.f_val.iter().position(|v| !v.is_finite()) {
                     return Ok(Solve::Failed(format!(
                         "the right-hand side is not finite (component {i}) at t = {t}"
@@ -433,7 +502,9 @@ impl Newton {
             return Solve::Converged;
         }
         fill_newton_matrix(&mut self.lu.a, &self.jac, c, self.n);
-        self.rate = 1.0;
+        if !self.rate_across_steps {
+            self.rate = 1.0;
+        }
         if let Err((i, pivot)) = self.lu.factor(pivot_floor(&self.jac, c)) {
             self.lu_valid = false;
             return Solve::Failed(format!(
@@ -468,6 +539,7 @@ impl Newton {
         cfg: &NewtonConfig,
     ) -> Result<Solve> {
         self.y_start.copy_from_slice(y);
+        self.f_val_at_start = false;
         let fresh = !self.jac_valid;
         if fresh {
             if let Solve::Failed(m) = self.evaluate_jacobian(f, t_s, y, cfg)? {
@@ -481,6 +553,7 @@ impl Newton {
         } else {
             cfg.max_iter.min(MAXCOR)
         };
+        self.jac_from_this_solve = fresh;
         let first = match self.factor(c) {
             Solve::Converged => self.iterate(f, t_s, c, r, y, cfg, max_iter)?,
             failed => failed,
@@ -493,6 +566,7 @@ impl Newton {
         if let Solve::Failed(m) = self.evaluate_jacobian(f, t_s, y, cfg)? {
             return Ok(Solve::Failed(m));
         }
+        self.jac_from_this_solve = true;
         match self.factor(c) {
             Solve::Converged => self.iterate(f, t_s, c, r, y, cfg, cfg.max_iter),
             failed => Ok(failed),
@@ -532,8 +606,14 @@ impl Newton {
         // failure; with its quadratic predictor and no such growth the errors are unchanged
         // at rtol 1e-3..1e-6 on the four benchmark problems.
         let mut tied = TiedTest::carried(if self.carry_rate { self.rate } else { 1.0 });
+        if self.rate_across_steps && !self.jac_from_this_solve {
+            tied.first_update_floor = BORROWED_JACOBIAN_RATE_FLOOR;
+        }
         for k in 0..max_iter {
-            f.eval(t_s, y, &mut self.f_val)?;
+            // The same value, bit for bit, as evaluating it here.
+            if !std::mem::take(&mut self.f_val_at_start) {
+                f.eval(t_s, y, &mut self.f_val)?;
+            }
             let mut res_max = 0.0f64;
             let mut y_max = 0.0f64;
             for i in 0..self.n {
@@ -614,6 +694,8 @@ fn pivot_floor(jac: &[f64], c: f64) -> f64 {
 /// CVODE's convergence test on successive weighted update norms.
 struct TiedTest {
     rate: f64,
+    /// The least rate a first-update acceptance assumes (0: the carried rate as it is).
+    first_update_floor: f64,
     /// The rate came from an earlier solve with the same factorisation.
     carried: bool,
     previous: f64,
@@ -624,6 +706,7 @@ impl TiedTest {
     fn carried(rate: f64) -> Self {
         TiedTest {
             rate,
+            first_update_floor: 0.0,
             carried: rate < 1.0,
             previous: f64::NAN,
         }
@@ -643,7 +726,12 @@ impl TiedTest {
             self.rate = (RATE_DECAY * self.rate).max(ratio);
         }
         self.previous = norm;
-        (!first || self.carried) && self.rate < 1.0 && norm * self.rate <= fraction
+        let rate = if first {
+            self.rate.max(self.first_update_floor)
+        } else {
+            self.rate
+        };
+        (!first || self.carried) && rate < 1.0 && norm * rate <= fraction
     }
 }
 

@@ -272,6 +272,7 @@ static LEGACY: LegacyLayout = LegacyLayout {
     knob_names: legacy_knob_names,
     template: legacy_template,
     upgrade: upgrade_legacy,
+    older: None,
 };
 
 /// rk45's knob names before `beta` existed (files written before the PI controller).

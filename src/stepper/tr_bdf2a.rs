@@ -29,20 +29,28 @@
 //! needed step shrinks step after step — the predictive one at 9 of 407.
 //!
 //! Newton: a Jacobian new every step (at the trapezoidal stage's guess); the BDF2 stage and
-//! any retry use it for up to MAXCOR iterations before taking one at their own guess, and
-//! the contraction rate is carried from stage to stage while the factorisation is kept. The
-//! tied test allows, per stage, CVODE's 0.1 over the weight with which the stage's iteration
-//! error enters the error estimate (`STAGE_FRACTIONS`, 0.088 and 0.15). Kept across steps
-//! instead (CVODE's policy, bdf2a's `Newton::reusing` with `begin_step_reusing`; measured
-//! with this predictor, the predictive rule and a fraction of 0.1), the Jacobian saves
-//! iterations (Van der Pol 1e-4 1452 RHS against 1667) but accepts wrong solutions: Van der
-//! Pol at rtol 1e-3 ends with error 3.4 (125 steps; 1.2e-2 with a Jacobian per step), its
-//! step sizes growing to 10³ near the unstable equilibrium after a stage solve converged
-//! with the kept Jacobian, and the Oregonator at rtol 1e-3 stops (no acceptable step after
-//! 10 tries, error estimate 1.56 at h = 3e-4 — most likely because iterates accepted earlier
-//! with an old Jacobian left the stiff components off their slow manifold). With the shared 0.01 fraction
-//! the kept Jacobian is both wrong at Van der Pol 1e-3 (error 2.0) and dearer (2000 RHS at
-//! 1e-4). So the Jacobian stays per step.
+//! any retry use it for up to MAXCOR iterations before taking one at their own guess. The
+//! contraction rate is carried from solve to solve and from step to step (CVODE's rate
+//! memory; in the workspace), so most stages stop after one update: a Jacobian taken at
+//! this step's guess contracts about as fast as the last step's did. A solve on the
+//! Jacobian of another solve (the BDF2 stage) assumes a rate of at least 0.05 for that
+//! (newton.rs). The tied test allows, per stage, CVODE's 0.1 over the weight with which the
+//! stage's iteration error enters the error estimate (`STAGE_FRACTIONS`, 0.088 and 0.15).
+//!
+//! Why the Jacobian is not kept across steps (CVODE's policy, bdf2a's `begin_step_reusing`),
+//! from a per-step trace against fully converged stages: the error estimate cannot see
+//! iteration error (it takes the stages' f values from their equations, which an
+//! unconverged iterate satisfies by construction), so everything rests on the Newton test,
+//! and with an old Jacobian that test is fooled. On Van der Pol (μ = 1000) at rtol 1e-3 a
+//! Jacobian kept from the fast jump served the slow phase after it for 30+ steps while the
+//! steps grew 5x per step: two updates measured a rate below 0.3 (the stiff direction dies
+//! at once, a slow one hardly moves), and the accepted stages were 1–229 tolerances off
+//! their solution — the run ended with error 3.1; the Oregonator at rtol 1e-3 carried a
+//! rate of 0.015 through ten one-update solves of a kept factorisation whose iteration
+//! really diverged (the stage error grew 2x per step to 10⁸ tolerances), then found no
+//! acceptable step. Refreshing the Jacobian whenever the factorisation is renewed (its
+//! coefficient moved beyond DGMAX) cured the first, not the second, and cost more than a
+//! Jacobian per step with the rate carried (Van der Pol 1e-4 2.2x CVODE's RHS).
 
 use super::adaptive_implicit::{Attempt, Controller, ErrorHistory, QuadraticDense, KNOBS};
 use super::newton::{Newton, NewtonConfig, Solve};
@@ -86,25 +94,49 @@ pub static INFO: StepperInfo = StepperInfo {
     legacy: Some(&LEGACY),
 };
 
-/// tr-bdf2a files written before the predictive step rule: the dense-output nodes only.
+/// tr-bdf2a files written before the Newton rate was carried across steps: the dense-output
+/// nodes and the predictive rule's history.
 static LEGACY: LegacyLayout = LegacyLayout {
     knob_names: || KNOBS.iter().map(|k| k.name).collect(),
-    template: legacy_template,
-    upgrade: upgrade_legacy,
+    template: template_before_rate,
+    upgrade: upgrade_before_rate,
+    older: Some(&LEGACY_NODES_ONLY),
 };
 
+/// tr-bdf2a files written before the predictive step rule: the dense-output nodes only.
+static LEGACY_NODES_ONLY: LegacyLayout = LegacyLayout {
+    knob_names: || KNOBS.iter().map(|k| k.name).collect(),
+    template: template_nodes_only,
+    upgrade: upgrade_nodes_only,
+    older: None,
+};
+
+/// The workspace of a fresh tr-bdf2a stepper of `n` states before the carried rate.
+fn template_before_rate(n: usize) -> Vec<WsArray> {
+    let mut ws = template_nodes_only(n);
+    ErrorHistory::default().save(&mut ws);
+    ws
+}
+
 /// The workspace of a fresh tr-bdf2a stepper of `n` states before the predictive rule.
-fn legacy_template(n: usize) -> Vec<WsArray> {
+fn template_nodes_only(n: usize) -> Vec<WsArray> {
     let mut ws = Vec::new();
     QuadraticDense::new(n).save(&mut ws);
     ws
 }
 
-/// A workspace of the legacy layout as today's: no error history yet, so the first step
-/// after the import is sized by the classic rule, as every step of the writing build was.
-/// (The knobs did not change.)
-fn upgrade_legacy(ws: &mut Vec<WsArray>, _config: &mut Vec<f64>) {
+/// A workspace without the rate as today's: the rate unknown, as after a restart, so the
+/// first solve after the import measures it. (The knobs did not change.)
+fn upgrade_before_rate(ws: &mut Vec<WsArray>, _config: &mut Vec<f64>) {
+    Newton::new(0).save_rate(ws);
+}
+
+/// A workspace of the nodes-only layout as today's: no error history yet, so the first
+/// step after the import is sized by the classic rule, as every step of the writing build
+/// was; the rate unknown.
+fn upgrade_nodes_only(ws: &mut Vec<WsArray>, config: &mut Vec<f64>) {
     ErrorHistory::default().save(ws);
+    upgrade_before_rate(ws, config);
 }
 
 pub struct TrBdf2a {
@@ -127,7 +159,7 @@ impl TrBdf2a {
             newton_cfg: Default::default(),
             ctrl_cfg: Default::default(),
             dense: QuadraticDense::new(n),
-            newton: Newton::reusing(n),
+            newton: Newton::reusing(n).carrying_rate_across_steps(),
             f_n: vec![0.0; n],
             r: vec![0.0; n],
             y_gamma: vec![0.0; n],
@@ -254,12 +286,14 @@ impl Stepper for TrBdf2a {
         let mut ws = Vec::new();
         self.dense.save(&mut ws);
         self.history.save(&mut ws);
+        self.newton.save_rate(&mut ws);
         ws
     }
 
     fn load(&mut self, ws: &[WsArray]) -> Result<()> {
         check_layout(ws, &self.save(), "stepper")?;
         self.history.load(ws, INFO.name)?;
+        self.newton.load_rate(ws, INFO.name)?;
         self.dense.load(ws)
     }
 
@@ -269,6 +303,7 @@ impl Stepper for TrBdf2a {
     fn restart(&mut self) {
         self.dense.forget();
         self.history = ErrorHistory::default();
+        self.newton.forget();
     }
 
     fn step(
@@ -288,7 +323,8 @@ impl Stepper for TrBdf2a {
             .get(cfg, |c| Controller::from_cfg(&INFO, c))?
             .holding_after_failure();
         // A Jacobian new every step, but the step's later solves (the BDF2 stage, retries)
-        // get MAXCOR iterations with it before it is evaluated again at their guess.
+        // get MAXCOR iterations with it before it is evaluated again at their guess; the
+        // contraction rate is kept.
         self.newton.begin_step();
         if !(f.lag_free() && self.derivative_from_last_step(t, y)) {
             f.eval(t, y, &mut self.f_n)?;
