@@ -1144,16 +1144,22 @@ fn tr_bdf2a_files_of_the_layout_before_the_predictive_rule_import_and_resume() {
         .iter()
         .any(|(k, _)| k == "workspace/stepper/controller_history"));
 
-    let mut other = vanderpol_tr_bdf2a();
-    other.deserialize_snapshot(&again).unwrap();
-    for s in [&mut sim, &mut other] {
-        s.run(&RunOptions::new().t(20.0).resume(true)).unwrap();
-    }
-    assert!(sim.session_state().bits_eq(other.session_state()));
     // The continuation is today's method (its steps are sized by the predictive rule from
     // the second step on), so it ends near the writing build's state, not on it: measured
     // 7.0e-7 and 5.3e-5 relative (rtol 1e-5 in the file's knobs).
-    for (got, old) in sim.state().iter().zip(TR_BDF2A_LEGACY_END) {
+    resumes_alike_near(&mut sim, &again, &TR_BDF2A_LEGACY_END);
+}
+
+/// `sim` and a new session importing `again` (its re-export) continue bit for bit alike to
+/// t = 20, ending near `writer_end`, the state the build that wrote the file reached.
+fn resumes_alike_near(sim: &mut Sim, again: &[u8], writer_end: &[f64]) {
+    let mut other = vanderpol_tr_bdf2a();
+    other.deserialize_snapshot(again).unwrap();
+    for s in [&mut *sim, &mut other] {
+        s.run(&RunOptions::new().t(20.0).resume(true)).unwrap();
+    }
+    assert!(sim.session_state().bits_eq(other.session_state()));
+    for (got, old) in sim.state().iter().zip(writer_end) {
         assert!(
             (got - old).abs() <= 1e-3 * old.abs().max(0.05),
             "{got} against the writing build's {old}"
@@ -1284,19 +1290,8 @@ fn tr_bdf2a_files_of_the_layout_before_the_carried_rate_import_and_resume() {
     assert_ne!(sig(&again), sig(&old));
     assert_ne!(sig(&old), sig(&legacy_fixture()));
     assert!(members_of(&again).iter().any(|(k, _)| k == RATE));
-    let mut other = vanderpol_tr_bdf2a();
-    other.deserialize_snapshot(&again).unwrap();
-    for s in [&mut sim, &mut other] {
-        s.run(&RunOptions::new().t(20.0).resume(true)).unwrap();
-    }
-    assert!(sim.session_state().bits_eq(other.session_state()));
     // Today's Newton test stops at other iterates, so the end is near the old one only.
-    for (got, old) in sim.state().iter().zip(TR_BDF2A_BEFORE_RATE_END) {
-        assert!(
-            (got - old).abs() <= 1e-3 * old.abs().max(0.05),
-            "{got} against the writing build's {old}"
-        );
-    }
+    resumes_alike_near(&mut sim, &again, &TR_BDF2A_BEFORE_RATE_END);
 }
 
 /// A file of today's stripped of the rate and given the old signature reads bit for bit as
