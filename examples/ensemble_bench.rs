@@ -11,7 +11,8 @@
 //! machine itself: two equal jobs of independent floating-point chains (no allocation, no
 //! library code) on 1 thread one after the other vs on every core at once — the scaling the
 //! cores give right now, against which to read the ensemble's: once for latency-bound chains
-//! in registers, once for throughput-bound chains through L1 (as the lock-step kernel runs).
+//! in registers, once for throughput-bound chains through L1 (as the lock-step kernel runs),
+//! once for add-throughput-bound chains in registers (no memory).
 //!
 //! cargo run --release --example ensemble_bench                 (the full sizes above, best of 3)
 //! cargo run --release --example ensemble_bench -- --quick      (10x fewer steps)
@@ -294,10 +295,11 @@ fn main() {
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         println!(
             "  machine reference: {cores} equal floating-point jobs at once vs one after the \
-             other scale {:.2} per core bound by latency, {:.2} bound by throughput (load \
-             average after: {})",
+             other scale {:.2} per core bound by latency, {:.2} bound by throughput through \
+             L1, {:.2} bound by the add pipes in registers (load average after: {})",
             machine_scaling(cores, reps, fp_chains),
             machine_scaling(cores, reps, fp_throughput),
+            machine_scaling(cores, reps, fp_registers),
             load.split_whitespace()
                 .take(3)
                 .collect::<Vec<_>>()
@@ -334,6 +336,41 @@ fn fp_throughput(rounds: u64, seed: f64) -> f64 {
             *v = *v * a + b;
         }
         std::hint::black_box(&mut x);
+    }
+    x.iter().sum()
+}
+
+/// The third job: 24 independent add chains held in registers (12 two-wide vectors, no
+/// memory operation in the loop), bound by the floating-point add pipes alone. Two cores
+/// scale it ~1.0; two SMT threads of one physical core, sharing those pipes, ~0.5 — so
+/// beside the L1 job it tells whether a lower figure there comes from shared pipes.
+#[cfg(target_arch = "x86_64")]
+#[inline(never)]
+fn fp_registers(rounds: u64, seed: f64) -> f64 {
+    use std::arch::x86_64::{__m128d, _mm_add_pd, _mm_cvtsd_f64, _mm_set1_pd, _mm_set_pd};
+    // SAFETY: SSE2 is part of x86_64.
+    unsafe {
+        let mut x: [__m128d; 12] =
+            std::array::from_fn(|i| _mm_set_pd(seed + i as f64, seed - i as f64));
+        let b = _mm_set1_pd(std::hint::black_box(1e-9));
+        for _ in 0..rounds * 2 {
+            for v in x.iter_mut() {
+                *v = _mm_add_pd(*v, b);
+            }
+        }
+        x.iter().map(|&v| _mm_cvtsd_f64(v)).sum()
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(never)]
+fn fp_registers(rounds: u64, seed: f64) -> f64 {
+    let mut x: [f64; 24] = std::array::from_fn(|i| seed + i as f64);
+    let b = std::hint::black_box(1e-9);
+    for _ in 0..rounds * 2 {
+        for v in x.iter_mut() {
+            *v += b;
+        }
     }
     x.iter().sum()
 }
