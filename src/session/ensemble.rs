@@ -439,7 +439,7 @@ impl Ensemble {
         pool.install(|| {
             self.members
                 .par_iter_mut()
-                .with_min_len(1)
+                .with_max_len(1) // one task per member, as per batch above
                 .for_each(|m| m.run(opts, keep))
         });
     }
