@@ -11,7 +11,8 @@
 //! machine itself: two equal jobs of independent floating-point chains (no allocation, no
 //! library code) on 1 thread one after the other vs on every core at once — the scaling the
 //! cores give right now, against which to read the ensemble's: once for latency-bound chains
-//! in registers, once for throughput-bound chains through L1 (as the lock-step kernel runs).
+//! in registers, once for throughput-bound chains through L1 (as the lock-step kernel runs),
+//! once for add-throughput-bound chains in registers (no memory).
 //!
 //! cargo run --release --example ensemble_bench                 (the full sizes above, best of 3)
 //! cargo run --release --example ensemble_bench -- --quick      (10x fewer steps)
@@ -21,6 +22,8 @@
 //! cargo run --release --example ensemble_bench -- --members 100 --sweep-lanes (fewer members)
 //! cargo run --release --example ensemble_bench -- --no-reference   (skip the machine line)
 //! cargo run --release --example ensemble_bench -- --members 96 --steps 1041667  (equal work)
+//! cargo run --release --features phase-timers --example ensemble_bench -- --case lorenz --phases
+//!                                               (per-thread phases of the lock-step runs)
 
 use std::time::Instant;
 
@@ -200,6 +203,7 @@ fn main() {
             .record(false)
             .max_steps(10);
         let mut best_fixed = f64::INFINITY;
+        let mut best_phases: Vec<Option<PhaseReport>> = vec![None; configs.len()];
         let (mut before, mut built, mut after) = (0, 0, 0);
         for rep in 0..reps {
             // Fresh members every repetition (a fresh run starts from the current state);
@@ -214,7 +218,11 @@ fn main() {
             for (i, (c, ens)) in configs.iter().zip(&mut ensembles).enumerate() {
                 let (start, cpu) = (Instant::now(), process_cpu_s());
                 ens.run(&opts, c.threads).unwrap();
-                best[i] = best[i].min(start.elapsed().as_secs_f64());
+                let secs = start.elapsed().as_secs_f64();
+                if secs < best[i] {
+                    best_phases[i] = phase_report();
+                }
+                best[i] = best[i].min(secs);
                 best_cpu[i] = best_cpu[i].min(process_cpu_s() - cpu);
                 if c.lanes > 0 {
                     kernel_share = ens.last_run_lockstep_steps() as f64 / work;
@@ -259,6 +267,16 @@ fn main() {
             1e9 * best_fixed / work,
             100.0 * best_fixed / best[1],
         );
+        if std::env::args().any(|a| a == "--phases") {
+            if cfg!(not(feature = "phase-timers")) {
+                println!("  --phases: build with --features phase-timers");
+            }
+            for ((c, p), secs) in configs.iter().zip(&best_phases).zip(&best) {
+                if let Some(p) = p.as_ref().filter(|_| c.lanes > 0) {
+                    print_phases(case.name, c, *secs, work, p);
+                }
+            }
+        }
         let speedup = rates[2] / rates[1];
         println!(
             "  {:<15} lock-step ({lanes} lanes) per core vs one-by-one: {:.2}x; scaling on {cores} cores: {:.2}x \
@@ -277,10 +295,11 @@ fn main() {
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         println!(
             "  machine reference: {cores} equal floating-point jobs at once vs one after the \
-             other scale {:.2} per core bound by latency, {:.2} bound by throughput (load \
-             average after: {})",
+             other scale {:.2} per core bound by latency, {:.2} bound by throughput through \
+             L1, {:.2} bound by the add pipes in registers (load average after: {})",
             machine_scaling(cores, reps, fp_chains),
             machine_scaling(cores, reps, fp_throughput),
+            machine_scaling(cores, reps, fp_registers),
             load.split_whitespace()
                 .take(3)
                 .collect::<Vec<_>>()
@@ -321,6 +340,41 @@ fn fp_throughput(rounds: u64, seed: f64) -> f64 {
     x.iter().sum()
 }
 
+/// The third job: 24 independent add chains held in registers (12 two-wide vectors, no
+/// memory operation in the loop), bound by the floating-point add pipes alone. Two cores
+/// scale it ~1.0; two SMT threads of one physical core, sharing those pipes, ~0.5 — so
+/// beside the L1 job it tells whether a lower figure there comes from shared pipes.
+#[cfg(target_arch = "x86_64")]
+#[inline(never)]
+fn fp_registers(rounds: u64, seed: f64) -> f64 {
+    use std::arch::x86_64::{__m128d, _mm_add_pd, _mm_cvtsd_f64, _mm_set1_pd, _mm_set_pd};
+    // SAFETY: SSE2 is part of x86_64.
+    unsafe {
+        let mut x: [__m128d; 12] =
+            std::array::from_fn(|i| _mm_set_pd(seed + i as f64, seed - i as f64));
+        let b = _mm_set1_pd(std::hint::black_box(1e-9));
+        for _ in 0..rounds * 2 {
+            for v in x.iter_mut() {
+                *v = _mm_add_pd(*v, b);
+            }
+        }
+        x.iter().map(|&v| _mm_cvtsd_f64(v)).sum()
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(never)]
+fn fp_registers(rounds: u64, seed: f64) -> f64 {
+    let mut x: [f64; 24] = std::array::from_fn(|i| seed + i as f64);
+    let b = std::hint::black_box(1e-9);
+    for _ in 0..rounds * 2 {
+        for v in x.iter_mut() {
+            *v += b;
+        }
+    }
+    x.iter().sum()
+}
+
 /// Scaling per core of `cores` equal jobs `job` run at once vs one after the other
 /// (interleaved, best of `reps`).
 fn machine_scaling(cores: usize, reps: usize, job: fn(u64, f64) -> f64) -> f64 {
@@ -342,6 +396,56 @@ fn machine_scaling(cores: usize, reps: usize, job: fn(u64, f64) -> f64) -> f64 {
     }
     serial / parallel / cores as f64
 }
+
+#[cfg(feature = "phase-timers")]
+type PhaseReport = dynlib::session::ensemble::phases::RunPhases;
+#[cfg(not(feature = "phase-timers"))]
+type PhaseReport = ();
+
+/// The phases of the run just finished (feature `phase-timers`).
+fn phase_report() -> Option<PhaseReport> {
+    #[cfg(feature = "phase-timers")]
+    return dynlib::session::ensemble::phases::take();
+    #[cfg(not(feature = "phase-timers"))]
+    None
+}
+
+/// Per pool thread: batches, wall time starting / stepping / finishing the members' runs,
+/// its first batch's start and last batch's end, and its CPU time over that span, so that
+/// a serial phase, a straggler or a thread that lost its core shows.
+#[cfg(feature = "phase-timers")]
+fn print_phases(case: &str, c: &Config, secs: f64, work: f64, r: &PhaseReport) {
+    let per = |s: f64| 1e9 * s / work;
+    println!(
+        "  {case:<15} {} threads = {}: {secs:.3} s wall, setup (options, pool) {:.2} ms, \
+         parallel part ends at {:.3} s; per thread (ns per member-step of the whole run):",
+        c.label,
+        r.threads.len(),
+        1e3 * r.setup,
+        r.parallel_end
+    );
+    let mut threads = r.threads.clone();
+    threads.sort_by(|a, b| a.thread.cmp(&b.thread));
+    for t in &threads {
+        println!(
+            "    {:<18} {:>4} batches: start {:.3} kernel {:.3} finish {:.3}; first batch at \
+             {:.2} ms, last ends at {:.3} s (then idle {:.1} ms); CPU {:.3} s of {:.3} s",
+            t.thread,
+            t.batches,
+            per(t.start),
+            per(t.kernel),
+            per(t.finish),
+            1e3 * t.first,
+            t.last,
+            1e3 * (r.parallel_end - t.last),
+            t.cpu,
+            t.last - t.first,
+        );
+    }
+}
+
+#[cfg(not(feature = "phase-timers"))]
+fn print_phases(_: &str, _: &Config, _: f64, _: f64, _: &PhaseReport) {}
 
 /// Lock-step throughput on 1 thread for several lane counts, interleaved, best of `reps`.
 fn sweep_lanes(

@@ -934,3 +934,50 @@ fn lockstep_shared_parameters_give_the_per_lane_bits() {
         }
     }
 }
+
+/// A member's "initial" snapshot is the state its first run started from (its options' t0,
+/// ic and dt applied), as a single Sim's, whether the run went lock-step or one by one: the
+/// snapshot is packed when the run starts and kept when it commits.
+#[test]
+fn members_initial_snapshots_are_the_single_sims() {
+    let model = Model::load("builtin://ode/lorenz").unwrap();
+    let n = 5;
+    let rho: Vec<f64> = (0..n).map(|i| 10.0 + 3.0 * i as f64).collect();
+    let ic = [1.0, 2.0, 3.0];
+    let opts = RunOptions::new()
+        .t0(0.5)
+        .t(1.0)
+        .dt(0.01)
+        .ic(&ic)
+        .record(false);
+    for lanes in [0, 4] {
+        let mut ens = Ensemble::with_stepper(&model, Some("rk4"), n).unwrap();
+        ens.set_param_column("rho", &rho).unwrap();
+        ens.set_lockstep_lanes(lanes).unwrap();
+        ens.run(&opts, 1).unwrap();
+        assert_eq!(
+            ens.last_run_lockstep_steps() > 0,
+            lanes > 0,
+            "lanes = {lanes}"
+        );
+        for (i, &r) in rho.iter().enumerate() {
+            let mut single = Sim::with_stepper(&model, Some("rk4")).unwrap();
+            single.assign(&[("rho", r)], false).unwrap();
+            single.run(&opts).unwrap();
+            let mut member = ens.member_sim(i).unwrap();
+            assert_eq!(bits(member.state()), bits(single.state()));
+            for sim in [&mut member, &mut single] {
+                sim.reset("initial").unwrap();
+            }
+            assert_eq!(
+                bits(member.state()),
+                bits(&ic),
+                "lanes = {lanes}, member {i}"
+            );
+            assert_eq!(member.time(), 0.5, "lanes = {lanes}, member {i}");
+            assert_eq!(bits(member.state()), bits(single.state()));
+            assert_eq!(bits(member.params()), bits(single.params()));
+            assert_eq!(member.step_count(), single.step_count());
+        }
+    }
+}

@@ -395,9 +395,15 @@ impl Ensemble {
                  to one directory); run in pieces with resume and export_checkpoint instead",
             ));
         }
+        #[cfg(feature = "phase-timers")]
+        phases::begin_run();
         self.members[0].sim.validate_run(opts)?;
         let pool = self.pool(n_threads)?;
+        #[cfg(feature = "phase-timers")]
+        phases::mark_setup_done();
         self.run_members(opts, &pool);
+        #[cfg(feature = "phase-timers")]
+        phases::mark_parallel_done();
         self.summarise()
     }
 
@@ -414,9 +420,14 @@ impl Ensemble {
         #[cfg(feature = "jit")]
         if let Some(kernel) = self.batch_kernel() {
             let steps = std::sync::atomic::AtomicU64::new(0);
+            // One task per batch (`with_max_len(1)`): rayon's default splits the members
+            // into a few long pieces, so a thread that ends first finds nothing left to
+            // steal while the other finishes its piece (Lorenz, 2 threads: one idle for
+            // the last 6% of the run; `ensemble_bench --phases`).
             pool.install(|| {
                 self.members
                     .par_chunks_mut(kernel.lanes())
+                    .with_max_len(1)
                     .for_each(|chunk| {
                         let n = run_batch(chunk, opts, keep, &kernel);
                         steps.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
@@ -428,7 +439,7 @@ impl Ensemble {
         pool.install(|| {
             self.members
                 .par_iter_mut()
-                .with_min_len(1)
+                .with_max_len(1) // one task per member, as per batch above
                 .for_each(|m| m.run(opts, keep))
         });
     }
@@ -734,6 +745,8 @@ fn run_batch(
     let model = chunk[0].sim.model().clone();
     let mut open = vec![false; chunk.len()];
     let mut steps = 0;
+    #[cfg(feature = "phase-timers")]
+    let mut clock = phases::ChunkClock::start();
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         // Runs (moved as few times as possible: a started run is large) and, beside them,
         // (member, events logged before).
@@ -753,8 +766,12 @@ fn run_batch(
                 Err(e) => m.conclude(Err(e), before, opts, keep),
             }
         }
+        #[cfg(feature = "phase-timers")]
+        clock.lap(phases::Phase::Start);
         let (ends, taken) = advance(kernel, &mut runs);
         steps = taken;
+        #[cfg(feature = "phase-timers")]
+        clock.lap(phases::Phase::Kernel);
         for (((i, before), mut run), end) in who.into_iter().zip(runs).zip(ends) {
             let outcome = match end {
                 LaneEnd::Continue => run.runner.run(&mut run.st, &run.plan, &mut run.rec),
@@ -778,5 +795,164 @@ fn run_batch(
             m.poison(payload.as_ref());
         }
     }
+    #[cfg(feature = "phase-timers")]
+    {
+        clock.lap(phases::Phase::Finish);
+        clock.record();
+    }
     steps
+}
+
+/// Bench-only (feature `phase-timers`): wall time per pool thread of a lock-step run's
+/// phases, to see whether any phase is serial and whether the threads finish together
+/// (`examples/ensemble_bench.rs -- --phases`). One run at a time; a lock per batch.
+#[cfg(feature = "phase-timers")]
+pub mod phases {
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    /// One thread's share of the last run, in seconds; `first` and `last` are the start of
+    /// its first batch and the end of its last one, from the start of `Ensemble::run`.
+    #[derive(Debug, Clone, Default)]
+    pub struct ThreadPhases {
+        pub thread: String,
+        pub batches: u64,
+        pub start: f64,
+        pub kernel: f64,
+        pub finish: f64,
+        pub first: f64,
+        pub last: f64,
+        /// The thread's CPU time from its first batch's start to its last one's end: below
+        /// `last - first` when the thread lost its core to another process.
+        pub cpu: f64,
+        cpu_first: f64,
+        cpu_last: f64,
+    }
+
+    /// The last run: its setup (options check, pool) and its parallel part (every batch,
+    /// from the start of `Ensemble::run`), and each thread's phases.
+    #[derive(Debug, Clone, Default)]
+    pub struct RunPhases {
+        pub setup: f64,
+        pub parallel_end: f64,
+        pub threads: Vec<ThreadPhases>,
+    }
+
+    struct Current {
+        begun: Instant,
+        run: RunPhases,
+    }
+
+    static CURRENT: Mutex<Option<Current>> = Mutex::new(None);
+
+    fn since_begin() -> f64 {
+        CURRENT
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map_or(0.0, |c| c.begun.elapsed().as_secs_f64())
+    }
+
+    pub(super) fn begin_run() {
+        *CURRENT.lock().unwrap() = Some(Current {
+            begun: Instant::now(),
+            run: RunPhases::default(),
+        });
+    }
+
+    pub(super) fn mark_setup_done() {
+        let t = since_begin();
+        if let Some(c) = CURRENT.lock().unwrap().as_mut() {
+            c.run.setup = t;
+        }
+    }
+
+    pub(super) fn mark_parallel_done() {
+        let t = since_begin();
+        if let Some(c) = CURRENT.lock().unwrap().as_mut() {
+            c.run.parallel_end = t;
+        }
+    }
+
+    /// The phases of the last run (and forgets them).
+    pub fn take() -> Option<RunPhases> {
+        CURRENT.lock().unwrap().take().map(|c| c.run)
+    }
+
+    pub(super) enum Phase {
+        Start,
+        Kernel,
+        Finish,
+    }
+
+    /// CPU time of the calling thread, in seconds.
+    fn thread_cpu() -> f64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as f64 + 1e-9 * ts.tv_nsec as f64
+    }
+
+    /// One batch's phases, timed on its thread.
+    pub(super) struct ChunkClock {
+        began: Instant,
+        lap: Instant,
+        laps: [f64; 3],
+        cpu_began: f64,
+    }
+
+    impl ChunkClock {
+        pub(super) fn start() -> ChunkClock {
+            let now = Instant::now();
+            ChunkClock {
+                began: now,
+                lap: now,
+                laps: [0.0; 3],
+                cpu_began: thread_cpu(),
+            }
+        }
+
+        pub(super) fn lap(&mut self, phase: Phase) {
+            let now = Instant::now();
+            self.laps[phase as usize] += (now - self.lap).as_secs_f64();
+            self.lap = now;
+        }
+
+        pub(super) fn record(self) {
+            let name = std::thread::current().name().unwrap_or("?").to_string();
+            let cpu_now = thread_cpu();
+            let mut guard = CURRENT.lock().unwrap();
+            let Some(c) = guard.as_mut() else { return };
+            let (first, last) = (
+                (self.began - c.begun).as_secs_f64(),
+                (self.lap - c.begun).as_secs_f64(),
+            );
+            let threads = &mut c.run.threads;
+            let i = match threads.iter().position(|t| t.thread == name) {
+                Some(i) => i,
+                None => {
+                    threads.push(ThreadPhases {
+                        thread: name,
+                        first,
+                        cpu_first: self.cpu_began,
+                        ..ThreadPhases::default()
+                    });
+                    threads.len() - 1
+                }
+            };
+            let t = &mut threads[i];
+            t.batches += 1;
+            t.start += self.laps[0];
+            t.kernel += self.laps[1];
+            t.finish += self.laps[2];
+            t.first = t.first.min(first);
+            t.last = t.last.max(last);
+            t.cpu_first = t.cpu_first.min(self.cpu_began);
+            t.cpu_last = t.cpu_last.max(cpu_now);
+            t.cpu = t.cpu_last - t.cpu_first;
+        }
+    }
 }

@@ -219,9 +219,10 @@ pub(crate) struct StartedRun<'m> {
     mark: crate::session::results::Mark,
     /// Samples and events recorded before this run.
     start_lens: (usize, usize),
-    /// The seed of the initial snapshot (a Sim's first fresh run only; boxed, so that
-    /// every started run is not a state larger).
-    fresh_seed: Option<Box<SessionState>>,
+    /// The initial snapshot, packed from the starting state (a Sim's first fresh run only;
+    /// boxed, so that every started run is not a snapshot larger): one allocation, where a
+    /// copy of the state to pack at the end took one per vector.
+    initial: Option<Box<Snapshot>>,
     selection: Selection,
     had_rec: bool,
     /// Steps taken outside `runner` (by a lock-step kernel, with the fused loops' bits),
@@ -399,9 +400,9 @@ impl Sim {
         let info = self.info;
         let mut st = self.spares.working_copy(&self.state);
         apply_knobs(info, &mut st, opts)?;
-        let mut fresh_seed = None;
+        let mut initial = None;
         if !opts.resume {
-            fresh_seed = self.fresh_start(&mut st, opts, settings.dt, model);
+            initial = self.fresh_start(&mut st, opts, settings.dt, model);
         }
         let mut runner = Runner::reusing(model, info, &st, &mut self.spares)?;
         if !opts.resume {
@@ -456,7 +457,7 @@ impl Sim {
             resume: opts.resume,
             tag: self.spares.tag_copy(opts.tag.as_deref()),
             hooked: opts.checkpoint.is_some() || opts.progress.is_some() || opts.observer.is_some(),
-            fresh_seed,
+            initial,
             selection,
             had_rec,
             outside_steps: 0,
@@ -487,15 +488,15 @@ impl Sim {
     }
 
     /// A fresh run's starting state in `st`: t0, initial conditions, parameters, step,
-    /// grid, lags and stepper workspace. Returns the seed of the initial snapshot, which
-    /// only a Sim's first run takes.
+    /// grid, lags and stepper workspace. Returns the initial snapshot, which only a Sim's
+    /// first run takes.
     fn fresh_start(
         &self,
         st: &mut SessionState,
         opts: &RunOptions,
         dt: Option<f64>,
         model: &Model,
-    ) -> Option<Box<SessionState>> {
+    ) -> Option<Box<Snapshot>> {
         st.t = opts.t0.unwrap_or(model.sim.t0);
         if let Some(ic) = &opts.ic {
             st.y = ic.clone();
@@ -516,7 +517,7 @@ impl Sim {
         st.status = Status::Ready;
         st.init_lag(model);
         st.stepper_ws.clone_from(&self.stepper_template);
-        (!self.initial_created).then(|| Box::new(st.clone()))
+        (!self.initial_created).then(|| Box::new(self.initial_snapshot(st)))
     }
 
     /// The recorded selection, whether a recording existed, and the recording the run
@@ -556,7 +557,7 @@ impl Sim {
             mut rec,
             resume,
             tag,
-            fresh_seed,
+            initial,
             selection,
             had_rec,
             outside_steps,
@@ -598,7 +599,7 @@ impl Sim {
 
         // Commit.
         if !self.initial_created {
-            self.push_initial(fresh_seed.as_deref());
+            self.push_initial(initial.map(|s| *s));
         }
         let replaced = std::mem::replace(&mut self.state, st);
         self.spares.keep_state(replaced);
@@ -809,19 +810,24 @@ impl Sim {
     // ---------------------------------------------------------------- snapshots
 
     /// The automatic "initial" snapshot, of `seed` or else of the current state.
-    fn push_initial(&mut self, seed: Option<&SessionState>) {
+    /// Adds the "initial" snapshot (`initial`, or the current state) unless one exists.
+    fn push_initial(&mut self, initial: Option<Snapshot>) {
         self.initial_created = true;
         if self.snapshots.contains("initial") {
             return;
         }
-        let initial = Snapshot::new(
+        let initial = initial.unwrap_or_else(|| self.initial_snapshot(&self.state));
+        self.snapshots.insert_first(initial);
+    }
+
+    fn initial_snapshot(&self, state: &SessionState) -> Snapshot {
+        Snapshot::new(
             "initial".into(),
             "auto-created before the first run".into(),
             now_iso8601_shared(),
-            seed.unwrap_or(&self.state),
+            state,
             self.pins.clone(),
-        );
-        self.snapshots.insert_first(initial);
+        )
     }
 
     fn ensure_initial(&mut self) {
@@ -884,7 +890,13 @@ impl Sim {
     /// reduction-only ensemble members keep O(states) between runs.
     pub(crate) fn release_results(&mut self) {
         if let Some(r) = &mut self.rec {
-            *r = Recording::new(r.vars.clone(), r.names.clone());
+            let holds_memory =
+                r.capacity_bytes() > 0 || r.events.capacity() > 0 || r.segments.capacity() > 0;
+            if holds_memory {
+                *r = Recording::new(r.vars.clone(), r.names.clone());
+            } else {
+                r.clear(); // nothing to return: no new recording to allocate
+            }
         }
         self.spare_rec = None;
     }
