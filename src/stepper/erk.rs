@@ -80,7 +80,10 @@ impl Stages {
 pub struct FixedErk {
     info: &'static StepperInfo,
     tab: &'static Tableau,
-    stages: Stages,
+    n: usize,
+    /// Made at the first step through this stepper: a run by a fused loop or the lock-step
+    /// kernel never steps here, and an ensemble makes one stepper per member.
+    stages: Option<Stages>,
 }
 
 impl FixedErk {
@@ -88,7 +91,8 @@ impl FixedErk {
         FixedErk {
             info,
             tab,
-            stages: Stages::new(tab.b.len(), n),
+            n,
+            stages: None,
         }
     }
 }
@@ -116,8 +120,12 @@ impl Stepper for FixedErk {
         _cfg: &[f64],
         y_new: &mut [f64],
     ) -> Result<StepOutcome> {
-        self.stages.compute(self.tab, f, t, y, h)?;
-        self.stages.combine(self.tab.b, y, h, y_new);
+        let (tab, n) = (self.tab, self.n);
+        let stages = self
+            .stages
+            .get_or_insert_with(|| Stages::new(tab.b.len(), n));
+        stages.compute(tab, f, t, y, h)?;
+        stages.combine(tab.b, y, h, y_new);
         Ok(StepOutcome {
             h_used: h,
             h_next: h,
