@@ -678,11 +678,12 @@ fn table(sizes: &[usize]) {
     let (mut prev_fresh, mut fresh_rows) = (None::<f64>, Vec::new());
     for &n in sizes {
         let text = format!("inline:{}", chain_toml(n));
-        // Best of 3 (of 2 at 10^6 states). The previous model is dropped first, so each load
-        // compiles afresh instead of sharing the live model's native code.
+        // Best of 5 (of 3 at 10^6 states): a load's time swings by 10-30% from minute to
+        // minute on this VM. The previous model is dropped first, so each load compiles
+        // afresh instead of sharing the live model's native code.
         let mut m = None;
         let mut load = f64::INFINITY;
-        for _ in 0..if n >= 1_000_000 { 2 } else { 3 } {
+        for _ in 0..if n >= 1_000_000 { 3 } else { 5 } {
             drop(m.take());
             let t = Instant::now();
             m = Some(Model::load(&text).unwrap());
@@ -691,7 +692,7 @@ fn table(sizes: &[usize]) {
         let m = m.unwrap();
         let growth = prev.map_or("-".to_string(), |p| format!("{:.1}x", load / p));
         prev = Some(load);
-        let (fresh, faults) = fresh_load(n, if n >= 1_000_000 { 2 } else { 3 });
+        let (fresh, faults) = fresh_load(n, if n >= 1_000_000 { 3 } else { 5 });
         let fresh_growth = prev_fresh.map_or("-".to_string(), |p| format!("{:.1}x", fresh / p));
         prev_fresh = Some(fresh);
         fresh_rows.push(format!(
@@ -710,7 +711,7 @@ fn table(sizes: &[usize]) {
             m.backend()
         );
     }
-    println!("Loads each in a fresh process (best of 3, of 2 at 10^6):");
+    println!("Loads each in a fresh process (best of 5, of 3 at 10^6):");
     println!(
         "{:>9} {:>8} {:>9} {:>12}",
         "N", "load s", "per 10x", "minor faults"
