@@ -604,24 +604,39 @@ pub fn create_snapshot_times(count: usize) -> (f64, f64) {
     (snap, copy)
 }
 
-/// Best of `k` loads of the `n`-state chain model, each the only load of a fresh process
-/// (seconds, and the minor page faults of that load): every size starts from the same empty
-/// heap, where loads inside one process find the pages earlier rows faulted in and freed —
-/// at 10^5 states most of them, at 10^6 almost none (glibc unmaps blocks past 32 MiB).
-fn fresh_load(n: usize, k: usize) -> (f64, u64) {
+/// One load of the `n`-state chain model as the only load of a fresh process (seconds, and
+/// the minor page faults of that load): every size starts from the same empty heap, where
+/// loads inside one process find the pages earlier rows faulted in and freed — at 10^5
+/// states most of them, at 10^6 almost none (glibc unmaps blocks past 32 MiB).
+fn fresh_load(n: usize) -> (f64, u64) {
     let exe = std::env::current_exe().unwrap();
-    (0..k)
-        .map(|_| {
-            let out = std::process::Command::new(&exe)
-                .args([&n.to_string(), "x", "loadonce"])
-                .output()
-                .unwrap();
-            let text = String::from_utf8(out.stdout).unwrap();
-            let mut it = text.split_whitespace();
-            let secs: f64 = it.next().unwrap().parse().unwrap();
-            (secs, it.next().unwrap().parse().unwrap())
-        })
-        .fold((f64::MAX, 0), |a, b| if b.0 < a.0 { b } else { a })
+    let out = std::process::Command::new(&exe)
+        .args([&n.to_string(), "x", "loadonce"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut it = text.split_whitespace();
+    let secs: f64 = it.next().unwrap().parse().unwrap();
+    (secs, it.next().unwrap().parse().unwrap())
+}
+
+/// Best of 5 fresh-process loads of each size (of 3 at 10^6), interleaved — each round
+/// loads every size once, smallest first — so a slow minute on this VM falls on all sizes
+/// alike instead of on one size's row and its growth ratio.
+fn fresh_loads_interleaved(sizes: &[usize]) -> Vec<(f64, u64)> {
+    let mut best = vec![(f64::MAX, 0u64); sizes.len()];
+    for round in 0..5 {
+        for (b, &n) in best.iter_mut().zip(sizes) {
+            if n >= 1_000_000 && round >= 3 {
+                continue;
+            }
+            let r = fresh_load(n);
+            if r.0 < b.0 {
+                *b = r;
+            }
+        }
+    }
+    best
 }
 
 /// Best of `k` timings of `f` (seconds).
@@ -659,6 +674,26 @@ fn snapshot_row(sim: &mut dynlib::Sim) -> (f64, f64, f64, f64, usize) {
     (e, i, w, r, size)
 }
 
+/// Best of 5 loads of each size in this process (of 3 at 10^6 states), interleaved — each
+/// round loads every size once, smallest first — so a slow minute on this VM (a load's time
+/// swings by 10-30% from minute to minute) falls on all sizes alike. Each model is dropped
+/// before the next load, so every load compiles afresh.
+fn loads_interleaved(sizes: &[usize], texts: &[String]) -> Vec<f64> {
+    let mut best = vec![f64::INFINITY; sizes.len()];
+    for round in 0..5 {
+        for ((b, &n), text) in best.iter_mut().zip(sizes).zip(texts) {
+            if n >= 1_000_000 && round >= 3 {
+                continue;
+            }
+            let t = Instant::now();
+            let m = Model::load(text).unwrap();
+            *b = b.min(t.elapsed().as_secs_f64());
+            drop(m);
+        }
+    }
+    best
+}
+
 fn table(sizes: &[usize]) {
     println!(
         "{:>9} {:>8} {:>9} {:>9} {:>8} {:>9} {:>7} {:>9} {:>8} {:>7} {:>11}",
@@ -674,30 +709,17 @@ fn table(sizes: &[usize]) {
         "ratio",
         "file bytes"
     );
+    let texts: Vec<String> = sizes
+        .iter()
+        .map(|&n| format!("inline:{}", chain_toml(n)))
+        .collect();
+    let loads = loads_interleaved(sizes, &texts);
     let mut prev: Option<f64> = None;
-    let (mut prev_fresh, mut fresh_rows) = (None::<f64>, Vec::new());
-    for &n in sizes {
-        let text = format!("inline:{}", chain_toml(n));
-        // Best of 5 (of 3 at 10^6 states): a load's time swings by 10-30% from minute to
-        // minute on this VM. The previous model is dropped first, so each load compiles
-        // afresh instead of sharing the live model's native code.
-        let mut m = None;
-        let mut load = f64::INFINITY;
-        for _ in 0..if n >= 1_000_000 { 3 } else { 5 } {
-            drop(m.take());
-            let t = Instant::now();
-            m = Some(Model::load(&text).unwrap());
-            load = load.min(t.elapsed().as_secs_f64());
-        }
-        let m = m.unwrap();
+    for ((&n, text), load) in sizes.iter().zip(&texts).zip(loads) {
+        // The model the row's other columns use (its load is not timed again).
+        let m = Model::load(text).unwrap();
         let growth = prev.map_or("-".to_string(), |p| format!("{:.1}x", load / p));
         prev = Some(load);
-        let (fresh, faults) = fresh_load(n, if n >= 1_000_000 { 3 } else { 5 });
-        let fresh_growth = prev_fresh.map_or("-".to_string(), |p| format!("{:.1}x", fresh / p));
-        prev_fresh = Some(fresh);
-        fresh_rows.push(format!(
-            "{n:>9} {fresh:>8.3} {fresh_growth:>9} {faults:>12}"
-        ));
         let mut sim = dynlib::Sim::with_stepper(&m, Some("rk4")).unwrap();
         let t = Instant::now();
         sim.run(&dynlib::RunOptions::new().t(0.05).dt(0.01).record(false))
@@ -711,13 +733,16 @@ fn table(sizes: &[usize]) {
             m.backend()
         );
     }
-    println!("Loads each in a fresh process (best of 5, of 3 at 10^6):");
+    println!("Loads each in a fresh process (best of 5, of 3 at 10^6; sizes interleaved):");
     println!(
         "{:>9} {:>8} {:>9} {:>12}",
         "N", "load s", "per 10x", "minor faults"
     );
-    for row in fresh_rows {
-        println!("{row}");
+    let mut prev_fresh = None::<f64>;
+    for (&n, (fresh, faults)) in sizes.iter().zip(fresh_loads_interleaved(sizes)) {
+        let growth = prev_fresh.map_or("-".to_string(), |p| format!("{:.1}x", fresh / p));
+        prev_fresh = Some(fresh);
+        println!("{n:>9} {fresh:>8.3} {growth:>9} {faults:>12}");
     }
     for every in [1, 1000] {
         let t = segment_times(10_000, 1000, Some("seg"), every);
