@@ -41,8 +41,6 @@ type Spans = HashMap<String, (Range<usize>, Range<usize>)>;
 #[derive(Debug, Default)]
 pub struct DocIndex {
     text: String,
-    /// Whether `text` is known not to parse (then there are no spans).
-    unparsable: bool,
     line_starts: OnceLock<Vec<usize>>,
     /// Path (keys joined by U+001F) → (key span, value span), byte ranges into `text`.
     spans: OnceLock<Spans>,
@@ -66,15 +64,6 @@ impl DocIndex {
         }
     }
 
-    /// Indexes `text`, already parsed (`parses`: without an error). The spans are read from
-    /// the text again if they are ever needed, which is on an error only.
-    pub fn of_parsed(text: &str, parses: bool) -> DocIndex {
-        DocIndex {
-            unparsable: !parses,
-            ..DocIndex::new(text)
-        }
-    }
-
     fn line_starts(&self) -> &[usize] {
         self.line_starts.get_or_init(|| {
             let mut line_starts = vec![0];
@@ -86,9 +75,6 @@ impl DocIndex {
     fn spans(&self) -> &Spans {
         self.spans.get_or_init(|| {
             let mut spans = HashMap::new();
-            if self.unparsable {
-                return spans;
-            }
             if let Ok(doc) = DeTable::parse(&self.text) {
                 index_spans(doc.get_ref(), &mut spans);
             }

@@ -294,7 +294,7 @@ pub struct Parsed {
 pub fn parse_lenient(text: &str, doc: Option<(Table, DocIndex)>) -> Result<Parsed> {
     if doc.is_none() {
         if let Some(d) = super::toml_pieces::parse_with_bulk(text, &is_bulk_section) {
-            let parsed = build_parsed(d.table, d.bulk, DocIndex::of_parsed(text, true));
+            let parsed = build_parsed(d.table, d.bulk, DocIndex::new(text));
             // Repeated keys of bulk sections are errors here too, but worded by this reader,
             // not the TOML parser: a document with any error is read again whole.
             if parsed.errors.is_empty() {
@@ -348,13 +348,13 @@ fn build_parsed(doc: Table, bulk: Bulk, ix: DocIndex) -> Parsed {
 pub fn parse_toml_indexed(text: &str) -> Result<(Table, DocIndex)> {
     use serde::Deserialize;
     if let Some(table) = super::toml_pieces::parse(text) {
-        return Ok((table, DocIndex::of_parsed(text, true)));
+        return Ok((table, DocIndex::new(text)));
     }
     let Ok(parsed) = toml::de::DeTable::parse(text) else {
         // The error as `parse_toml` words it.
         return parse_toml(text).map(|t| (t, DocIndex::new(text)));
     };
-    let ix = DocIndex::of_parsed(text, true);
+    let ix = DocIndex::new(text);
     match Table::deserialize(toml::de::Deserializer::from(parsed)) {
         Ok(table) => Ok((table, ix)),
         Err(_) => parse_toml(text).map(|t| (t, ix)),
@@ -1897,7 +1897,7 @@ mod tests {
     fn whole(text: &str) -> Parsed {
         let doc = text.parse::<Table>().map_err(|e| e.to_string());
         let doc = doc.expect("valid TOML");
-        parse_lenient(text, Some((doc, DocIndex::of_parsed(text, true)))).unwrap()
+        parse_lenient(text, Some((doc, DocIndex::new(text)))).unwrap()
     }
 
     #[test]
