@@ -487,7 +487,7 @@ fn banded_difference_jacobians_take_bandwidth_evaluations_and_resume_exactly() {
     // In pieces, through resumes, the same bits.
     let pieces = chain_run(n, 0.0, Some((1.0, 1.0)), &[0.01, 0.7, 1.3, 3.0]);
     assert!(pieces.session_state().bits_eq(banded.session_state()));
-    // A band narrower than J's is an approximation Newton still converges with (slower).
+    // A band narrower than J's is an approximation that Newton still converges with.
     let narrow = chain_run(n, 0.0, Some((0.0, 0.0)), &[3.0]);
     for (a, b) in narrow.state().iter().zip(reference.state()) {
         assert!((a - b).abs() < 1e-5 * b.abs().max(1e-3), "{a} vs {b}");
