@@ -19,7 +19,10 @@
 use super::dense_lu::DenseLu;
 use super::newton::{JACOBIAN_EXTERNAL, JACOBIAN_INTERNAL};
 use super::workspace::{check_layout, load_f64, load_i64};
-use super::{knob, step_failed, Knob, KnobCache, Rhs, StepOutcome, Stepper, StepperInfo, WsArray};
+use super::{
+    knob, step_failed, Knob, KnobCache, LegacyLayout, Rhs, StepOutcome, Stepper, StepperInfo,
+    Workspace, WsArray,
+};
 use crate::error::{Error, Result};
 use crate::method::ModelKind;
 
@@ -73,7 +76,7 @@ const MIN_INC_MULT: f64 = 1000.0;
 /// A pivot of M below this times max(1, |γ|·max|J|) makes M singular.
 const PIVOT_TOL: f64 = 1e-14;
 
-pub static KNOBS: [Knob; 6] = [
+pub static KNOBS: [Knob; 8] = [
     Knob {
         name: "atol",
         default: 1e-6,
@@ -105,6 +108,17 @@ pub static KNOBS: [Knob; 6] = [
         help: "1 = the model's analytic Jacobian when it has one (external), 0 = finite \
                differences (internal)",
     },
+    Knob {
+        name: "lower_bandwidth",
+        default: f64::INFINITY,
+        help: "J(i, j) = 0 for i > j + lower_bandwidth (inf = dense): a banded Newton matrix, \
+               and difference Jacobians by column groups (lower + upper + 1 evaluations)",
+    },
+    Knob {
+        name: "upper_bandwidth",
+        default: f64::INFINITY,
+        help: "J(i, j) = 0 for j > i + upper_bandwidth (inf = dense); see lower_bandwidth",
+    },
 ];
 
 pub static INFO: StepperInfo = StepperInfo {
@@ -119,8 +133,31 @@ pub static INFO: StepperInfo = StepperInfo {
     dense_output: true,
     config: &KNOBS,
     description: "variable-order (1-5) variable-step BDF, Nordsieck form as in CVODE",
-    legacy: None,
+    legacy: Some(&LEGACY),
 };
+
+/// bdf files written before the bandwidth knobs: the same workspace, six knobs.
+static LEGACY: LegacyLayout = LegacyLayout {
+    knob_names: legacy_knob_names,
+    template: legacy_template,
+    upgrade: upgrade_legacy,
+    older: None,
+};
+
+/// bdf's knob names before `lower_bandwidth` and `upper_bandwidth`.
+pub fn legacy_knob_names() -> Vec<&'static str> {
+    KNOBS[..6].iter().map(|k| k.name).collect()
+}
+
+/// The workspace of those files: today's (the bandwidths added no workspace member).
+pub fn legacy_template(n: usize) -> Workspace {
+    Bdf::new(n).save()
+}
+
+/// Dense Jacobians, as every run before the bandwidth knobs had.
+pub fn upgrade_legacy(_ws: &mut Workspace, config: &mut Vec<f64>) {
+    config.extend([f64::INFINITY, f64::INFINITY]);
+}
 
 /// The knobs, parsed once per config change.
 #[derive(Debug, Clone, Copy)]
@@ -131,6 +168,8 @@ pub struct Settings {
     hmin: f64,
     hmax: f64,
     analytic: bool,
+    /// Bandwidths of J (lower, upper); `usize::MAX` for none.
+    band: (usize, usize),
 }
 
 impl Settings {
@@ -173,6 +212,19 @@ impl Settings {
                  (external, the model's Jacobian), got {mode}"
             ));
         }
+        let mut band = [usize::MAX; 2];
+        for (b, name) in band.iter_mut().zip(["lower_bandwidth", "upper_bandwidth"]) {
+            let v = get(name);
+            if v == f64::INFINITY {
+                continue;
+            }
+            if !(v >= 0.0 && v.fract() == 0.0 && v < 1e15) {
+                return bad(format!(
+                    "knob '{name}' must be a non-negative integer or inf (dense), got {v}"
+                ));
+            }
+            *b = v as usize;
+        }
         Ok(Settings {
             atol,
             rtol,
@@ -180,6 +232,7 @@ impl Settings {
             hmin,
             hmax,
             analytic: mode == JACOBIAN_EXTERNAL,
+            band: (band[0], band[1]),
         })
     }
 }
@@ -291,6 +344,8 @@ pub struct Bdf {
     ftemp: Vec<f64>,
     fpert: Vec<f64>,
     ycur: Vec<f64>,
+    /// ycur before the increments of a banded difference Jacobian.
+    ysave: Vec<f64>,
     l: [f64; ROWS + 1],
     gamma: f64,
     rl1: f64,
@@ -333,6 +388,7 @@ impl Bdf {
             ftemp: vec![0.0; n],
             fpert: vec![0.0; n],
             ycur: vec![0.0; n],
+            ysave: vec![0.0; n],
             l: [0.0; ROWS + 1],
             gamma: 0.0,
             rl1: 0.0,
@@ -785,20 +841,38 @@ impl Bdf {
             self.jac_ok = true;
             self.nstlj = self.nst;
         }
-        Ok(self.factor().then_some(jbad))
+        Ok(self.factor(s).then_some(jbad))
     }
 
-    fn factor(&mut self) -> bool {
+    /// The bandwidths of J when they make it banded (each at most n − 1, not both n − 1).
+    fn band(&self, s: &Settings) -> Option<(usize, usize)> {
+        let edge = self.n.saturating_sub(1);
+        let (ml, mu) = (s.band.0.min(edge), s.band.1.min(edge));
+        (ml < edge || mu < edge).then_some((ml, mu))
+    }
+
+    /// M = I − γJ, zero outside the band of a banded J, factorised (in the band).
+    fn factor(&mut self, s: &Settings) -> bool {
         let n = self.n;
         let gamma = self.gamma;
+        let band = self.band(s);
+        let (ml, mu) = band.unwrap_or((n, n));
         let mut jmax = 0.0f64;
         for (i, (m, j)) in self.lu.a.iter_mut().zip(&self.jac).enumerate() {
+            let (r, c) = (i / n, i % n);
+            if r > c + ml || c > r + mu {
+                *m = 0.0;
+                continue;
+            }
             jmax = jmax.max(j.abs());
-            *m = -gamma * j + if i / n == i % n { 1.0 } else { 0.0 };
+            *m = -gamma * j + if r == c { 1.0 } else { 0.0 };
         }
         self.stats.lu_factorisations += 1;
         let tiny = PIVOT_TOL * (gamma.abs() * jmax).max(1.0);
-        self.lu_ok = self.lu.factor(tiny).is_ok();
+        self.lu_ok = match band {
+            Some((ml, mu)) => factor_banded(&mut self.lu, tiny, ml, mu).is_ok(),
+            None => self.lu.factor(tiny).is_ok(),
+        };
         if self.lu_ok {
             self.gammap = gamma;
             self.gamrat = 1.0;
@@ -821,7 +895,10 @@ impl Bdf {
         };
         match analytic {
             Some(r) => r?,
-            None => self.difference_jacobian(f, t)?,
+            None => match self.band(s) {
+                Some((ml, mu)) => self.banded_difference_jacobian(f, t, ml, mu)?,
+                None => self.difference_jacobian(f, t)?,
+            },
         }
         Ok(self.jac.iter().all(|v| v.is_finite()))
     }
@@ -849,6 +926,50 @@ impl Bdf {
             let inc_inv = 1.0 / inc;
             for i in 0..n {
                 self.jac[i * n + j] = inc_inv * self.fpert[i] + -inc_inv * self.ftemp[i];
+            }
+        }
+        Ok(())
+    }
+
+    /// The difference Jacobian of a banded J by column groups (Curtis, Powell & Reid): the
+    /// columns j ≡ g mod (ml + mu + 1) touch disjoint rows, so one evaluation of f with all of
+    /// them incremented gives all their columns; ml + mu + 1 evaluations in all (or n). The
+    /// increments are those of the dense quotient; entries outside the band are 0.
+    fn banded_difference_jacobian(
+        &mut self,
+        f: &mut dyn Rhs,
+        t: f64,
+        ml: usize,
+        mu: usize,
+    ) -> Result<()> {
+        let n = self.n;
+        let uround = f64::EPSILON;
+        let fnorm = self.wrms(&self.ftemp);
+        let min_inc = if fnorm != 0.0 {
+            MIN_INC_MULT * self.h.abs() * uround * n as f64 * fnorm
+        } else {
+            1.0
+        };
+        let width = ml + mu + 1;
+        self.jac.iter_mut().for_each(|v| *v = 0.0);
+        for group in 0..width.min(n) {
+            for j in (group..n).step_by(width) {
+                let yj = self.ycur[j];
+                self.ysave[j] = yj;
+                let inc = (uround.sqrt() * yj.abs()).max(min_inc / self.ewt[j]);
+                self.ycur[j] = yj + inc;
+            }
+            self.stats.rhs_evals += 1;
+            self.stats.jacobian_rhs_evals += 1;
+            f.eval(t, &self.ycur, &mut self.fpert)?;
+            for j in (group..n).step_by(width) {
+                let yj = self.ysave[j];
+                self.ycur[j] = yj;
+                let inc = (uround.sqrt() * yj.abs()).max(min_inc / self.ewt[j]);
+                let inc_inv = 1.0 / inc;
+                for i in j.saturating_sub(mu)..(j + ml + 1).min(n) {
+                    self.jac[i * n + j] = inc_inv * self.fpert[i] + -inc_inv * self.ftemp[i];
+                }
             }
         }
         Ok(())
@@ -993,6 +1114,51 @@ impl Bdf {
         let dup = self.wrms(&self.delta) * self.tq[3];
         1.0 / ((BIAS3 * dup).powf(1.0 / (big_l + 1) as f64) + ADDON)
     }
+}
+
+/// [`DenseLu::factor`] for a matrix that is 0 below its `ml`-th subdiagonal and above
+/// its `mu`-th superdiagonal: the pivot is searched in the ml rows below the diagonal and
+/// the elimination touches the ml + mu columns right of it (partial pivoting widens U to
+/// ml + mu), O(n·ml·(ml + mu) + n²) instead of O(n³). Rows are still exchanged whole, so
+/// the factors, their layout and [`DenseLu::solve`] are those of `factor` bit for bit,
+/// signed zeros included (outside the band both only ever subtract exact zeros).
+fn factor_banded(lu: &mut DenseLu, tiny: f64, ml: usize, mu: usize) -> Result<(), (usize, f64)> {
+    let n = lu.piv.len();
+    for k in 0..n {
+        let rows = (k + ml + 1).min(n);
+        let cols = (k + ml + mu + 1).min(n);
+        let mut p = k;
+        for i in k + 1..rows {
+            if lu.a[i * n + k].abs() > lu.a[p * n + k].abs() {
+                p = i;
+            }
+        }
+        lu.piv[k] = p;
+        if p != k {
+            for j in 0..n {
+                lu.a.swap(k * n + j, p * n + j);
+            }
+        }
+        let pivot = lu.a[k * n + k];
+        if pivot.is_nan() || pivot.abs() <= tiny {
+            return Err((k, pivot));
+        }
+        let inv = 1.0 / pivot;
+        let (upper, lower) = lu.a.split_at_mut((k + 1) * n);
+        let row_k = &upper[k * n..];
+        for (i, row) in lower.chunks_exact_mut(n).enumerate() {
+            // Below the band the multiplier is ±0 (the sign `factor` gives it, O(n²) in
+            // all) and eliminates nothing.
+            let m = row[k] * inv;
+            row[k] = m;
+            if m != 0.0 && k + 1 + i < rows {
+                for j in k + 1..cols {
+                    row[j] -= m * row_k[j];
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// x^k by k − 1 multiplications in order (`powi` may square, which rounds differently; the
@@ -1220,5 +1386,39 @@ impl Loaded {
         b.lu.piv = self.piv.iter().map(|&p| p as usize).collect();
         b.stats = Stats::from_array(self.stats);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{factor_banded, DenseLu};
+
+    #[test]
+    fn the_banded_factorisation_is_the_dense_one_bit_for_bit() {
+        // A pentadiagonal-ish matrix (ml = 2, mu = 1) with small diagonals: rows exchange.
+        let (n, ml, mu) = (9, 2, 1);
+        let mut m = vec![0.0; n * n];
+        let mut x = 0.37f64;
+        for i in 0..n {
+            for j in i.saturating_sub(ml)..(i + mu + 1).min(n) {
+                x = (x * 7.31 + 0.113).fract();
+                m[i * n + j] = if i == j { 0.01 * x } else { x - 0.5 };
+            }
+        }
+        let mut dense = DenseLu::new(n);
+        dense.a.copy_from_slice(&m);
+        dense.factor(1e-14).unwrap();
+        let mut banded = DenseLu::new(n);
+        banded.a.copy_from_slice(&m);
+        factor_banded(&mut banded, 1e-14, ml, mu).unwrap();
+        assert!(dense.piv.iter().enumerate().any(|(k, p)| *p != k));
+        assert_eq!(dense.piv, banded.piv);
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&dense.a), bits(&banded.a));
+        // A narrower band than the matrix has is a different (wrong) factorisation.
+        let mut narrow = DenseLu::new(n);
+        narrow.a.copy_from_slice(&m);
+        factor_banded(&mut narrow, 1e-14, 1, 1).unwrap();
+        assert_ne!(bits(&dense.a), bits(&narrow.a));
     }
 }
