@@ -903,15 +903,21 @@ impl Bdf {
         Ok(self.jac.iter().all(|v| v.is_finite()))
     }
 
+    /// CVODE's smallest difference increment (before the weights): `MIN_INC_MULT·|h|·uround·
+    /// n·‖f‖`, or 1 when f is 0.
+    fn min_increment(&self) -> f64 {
+        let fnorm = self.wrms(&self.ftemp);
+        if fnorm != 0.0 {
+            MIN_INC_MULT * self.h.abs() * f64::EPSILON * self.n as f64 * fnorm
+        } else {
+            1.0
+        }
+    }
+
     fn difference_jacobian(&mut self, f: &mut dyn Rhs, t: f64) -> Result<()> {
         let n = self.n;
         let uround = f64::EPSILON;
-        let fnorm = self.wrms(&self.ftemp);
-        let min_inc = if fnorm != 0.0 {
-            MIN_INC_MULT * self.h.abs() * uround * n as f64 * fnorm
-        } else {
-            1.0
-        };
+        let min_inc = self.min_increment();
         for j in 0..n {
             let yj = self.ycur[j];
             let inc = (uround.sqrt() * yj.abs()).max(min_inc / self.ewt[j]);
@@ -944,12 +950,7 @@ impl Bdf {
     ) -> Result<()> {
         let n = self.n;
         let uround = f64::EPSILON;
-        let fnorm = self.wrms(&self.ftemp);
-        let min_inc = if fnorm != 0.0 {
-            MIN_INC_MULT * self.h.abs() * uround * n as f64 * fnorm
-        } else {
-            1.0
-        };
+        let min_inc = self.min_increment();
         let width = ml + mu + 1;
         self.jac.iter_mut().for_each(|v| *v = 0.0);
         for group in 0..width.min(n) {
