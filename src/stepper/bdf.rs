@@ -870,7 +870,7 @@ impl Bdf {
         self.stats.lu_factorisations += 1;
         let tiny = PIVOT_TOL * (gamma.abs() * jmax).max(1.0);
         self.lu_ok = match band {
-            Some((ml, mu)) => factor_banded(&mut self.lu, tiny, ml, mu).is_ok(),
+            Some((ml, mu)) => self.lu.factor_banded(tiny, ml, mu).is_ok(),
             None => self.lu.factor(tiny).is_ok(),
         };
         if self.lu_ok {
@@ -1117,51 +1117,6 @@ impl Bdf {
     }
 }
 
-/// [`DenseLu::factor`] for a matrix that is 0 below its `ml`-th subdiagonal and above
-/// its `mu`-th superdiagonal: the pivot is searched in the ml rows below the diagonal and
-/// the elimination touches the ml + mu columns right of it (partial pivoting widens U to
-/// ml + mu), O(n·ml·(ml + mu) + n²) instead of O(n³). Rows are still exchanged whole, so
-/// the factors, their layout and [`DenseLu::solve`] are those of `factor` bit for bit,
-/// signed zeros included (outside the band both only ever subtract exact zeros).
-fn factor_banded(lu: &mut DenseLu, tiny: f64, ml: usize, mu: usize) -> Result<(), (usize, f64)> {
-    let n = lu.piv.len();
-    for k in 0..n {
-        let rows = (k + ml + 1).min(n);
-        let cols = (k + ml + mu + 1).min(n);
-        let mut p = k;
-        for i in k + 1..rows {
-            if lu.a[i * n + k].abs() > lu.a[p * n + k].abs() {
-                p = i;
-            }
-        }
-        lu.piv[k] = p;
-        if p != k {
-            for j in 0..n {
-                lu.a.swap(k * n + j, p * n + j);
-            }
-        }
-        let pivot = lu.a[k * n + k];
-        if pivot.is_nan() || pivot.abs() <= tiny {
-            return Err((k, pivot));
-        }
-        let inv = 1.0 / pivot;
-        let (upper, lower) = lu.a.split_at_mut((k + 1) * n);
-        let row_k = &upper[k * n..];
-        for (i, row) in lower.chunks_exact_mut(n).enumerate() {
-            // Below the band the multiplier is ±0 (the sign `factor` gives it, O(n²) in
-            // all) and eliminates nothing.
-            let m = row[k] * inv;
-            row[k] = m;
-            if m != 0.0 && k + 1 + i < rows {
-                for j in k + 1..cols {
-                    row[j] -= m * row_k[j];
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 /// x^k by k − 1 multiplications in order (`powi` may square, which rounds differently; the
 /// order selection compares such ratios, so both must see the same bits).
 fn repeated_product(x: f64, k: i32) -> f64 {
@@ -1387,39 +1342,5 @@ impl Loaded {
         b.lu.piv = self.piv.iter().map(|&p| p as usize).collect();
         b.stats = Stats::from_array(self.stats);
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{factor_banded, DenseLu};
-
-    #[test]
-    fn the_banded_factorisation_is_the_dense_one_bit_for_bit() {
-        // A pentadiagonal-ish matrix (ml = 2, mu = 1) with small diagonals: rows exchange.
-        let (n, ml, mu) = (9, 2, 1);
-        let mut m = vec![0.0; n * n];
-        let mut x = 0.37f64;
-        for i in 0..n {
-            for j in i.saturating_sub(ml)..(i + mu + 1).min(n) {
-                x = (x * 7.31 + 0.113).fract();
-                m[i * n + j] = if i == j { 0.01 * x } else { x - 0.5 };
-            }
-        }
-        let mut dense = DenseLu::new(n);
-        dense.a.copy_from_slice(&m);
-        dense.factor(1e-14).unwrap();
-        let mut banded = DenseLu::new(n);
-        banded.a.copy_from_slice(&m);
-        factor_banded(&mut banded, 1e-14, ml, mu).unwrap();
-        assert!(dense.piv.iter().enumerate().any(|(k, p)| *p != k));
-        assert_eq!(dense.piv, banded.piv);
-        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&dense.a), bits(&banded.a));
-        // A narrower band than the matrix has is a different (wrong) factorisation.
-        let mut narrow = DenseLu::new(n);
-        narrow.a.copy_from_slice(&m);
-        factor_banded(&mut narrow, 1e-14, 1, 1).unwrap();
-        assert_ne!(bits(&dense.a), bits(&narrow.a));
     }
 }

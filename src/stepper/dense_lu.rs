@@ -27,11 +27,28 @@ impl DenseLu {
     /// Factorises the matrix stored in `a`. A pivot whose magnitude is at most `tiny` (or
     /// NaN) makes the matrix singular: `Err((column, pivot))`, with `a` left half-factored.
     pub fn factor(&mut self, tiny: f64) -> Result<(), (usize, f64)> {
+        self.factor_banded(tiny, self.n, self.n)
+    }
+
+    /// [`DenseLu::factor`] for a matrix that is 0 below its `ml`-th subdiagonal and above
+    /// its `mu`-th superdiagonal: the pivot is searched in the ml rows below the diagonal and
+    /// the elimination touches the ml + mu columns right of it (partial pivoting widens U to
+    /// ml + mu), O(n·ml·(ml + mu) + n²) instead of O(n³). Rows are still exchanged whole, so
+    /// the factors, their layout and [`DenseLu::solve`] are the dense factorisation's bit for
+    /// bit, signed zeros included (outside the band it only ever subtracts exact zeros).
+    /// With ml, mu ≥ n − 1 it is the dense factorisation.
+    pub fn factor_banded(&mut self, tiny: f64, ml: usize, mu: usize) -> Result<(), (usize, f64)> {
         let n = self.n;
         for k in 0..n {
+            let rows = k.saturating_add(ml).saturating_add(1).min(n);
+            let cols = k
+                .saturating_add(ml)
+                .saturating_add(mu)
+                .saturating_add(1)
+                .min(n);
             // The first of equal candidates, as LAPACK-style codes choose.
             let mut p = k;
-            for i in k + 1..n {
+            for i in k + 1..rows {
                 if self.a[i * n + k].abs() > self.a[p * n + k].abs() {
                     p = i;
                 }
@@ -51,11 +68,13 @@ impl DenseLu {
             let inv = 1.0 / pivot;
             let (upper, lower) = self.a.split_at_mut((k + 1) * n);
             let row_k = &upper[k * n..];
-            for row in lower.chunks_exact_mut(n) {
+            for (i, row) in lower.chunks_exact_mut(n).enumerate() {
+                // Below the band the multiplier is ±0 (the sign the dense elimination gives
+                // it, O(n²) in all) and eliminates nothing.
                 let m = row[k] * inv;
                 row[k] = m;
-                if m != 0.0 {
-                    for j in k + 1..n {
+                if m != 0.0 && k + 1 + i < rows {
+                    for j in k + 1..cols {
                         row[j] -= m * row_k[j];
                     }
                 }
@@ -117,5 +136,34 @@ mod tests {
         lu.a.copy_from_slice(&[1.0, 2.0, 2.0, 4.0]);
         let (col, _) = lu.factor(1e-12).unwrap_err();
         assert_eq!(col, 1);
+    }
+
+    #[test]
+    fn the_banded_factorisation_is_the_dense_one_bit_for_bit() {
+        // A pentadiagonal-ish matrix (ml = 2, mu = 1) with small diagonals: rows exchange.
+        let (n, ml, mu) = (9, 2, 1);
+        let mut m = vec![0.0; n * n];
+        let mut x = 0.37f64;
+        for i in 0..n {
+            for j in i.saturating_sub(ml)..(i + mu + 1).min(n) {
+                x = (x * 7.31 + 0.113).fract();
+                m[i * n + j] = if i == j { 0.01 * x } else { x - 0.5 };
+            }
+        }
+        let mut dense = DenseLu::new(n);
+        dense.a.copy_from_slice(&m);
+        dense.factor(1e-14).unwrap();
+        let mut banded = DenseLu::new(n);
+        banded.a.copy_from_slice(&m);
+        banded.factor_banded(1e-14, ml, mu).unwrap();
+        assert!(dense.piv.iter().enumerate().any(|(k, p)| *p != k));
+        assert_eq!(dense.piv, banded.piv);
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&dense.a), bits(&banded.a));
+        // A narrower band than the matrix has is a different (wrong) factorisation.
+        let mut narrow = DenseLu::new(n);
+        narrow.a.copy_from_slice(&m);
+        narrow.factor_banded(1e-14, 1, 1).unwrap();
+        assert_ne!(bits(&dense.a), bits(&narrow.a));
     }
 }
