@@ -855,8 +855,7 @@ impl Bdf {
     fn factor(&mut self, s: &Settings) -> bool {
         let n = self.n;
         let gamma = self.gamma;
-        let band = self.band(s);
-        let (ml, mu) = band.unwrap_or((n, n));
+        let (ml, mu) = self.band(s).unwrap_or((n, n));
         let mut jmax = 0.0f64;
         for (i, (m, j)) in self.lu.a.iter_mut().zip(&self.jac).enumerate() {
             let (r, c) = (i / n, i % n);
@@ -869,10 +868,8 @@ impl Bdf {
         }
         self.stats.lu_factorisations += 1;
         let tiny = PIVOT_TOL * (gamma.abs() * jmax).max(1.0);
-        self.lu_ok = match band {
-            Some((ml, mu)) => self.lu.factor_banded(tiny, ml, mu).is_ok(),
-            None => self.lu.factor(tiny).is_ok(),
-        };
+        // With no band, (n, n) makes it the dense factorisation.
+        self.lu_ok = self.lu.factor_banded(tiny, ml, mu).is_ok();
         if self.lu_ok {
             self.gammap = gamma;
             self.gamrat = 1.0;
